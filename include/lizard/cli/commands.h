@@ -1,0 +1,14 @@
+// Subcommand registration. Each subcommand lives in src/cli/<name>.cpp and registers itself
+// here; its callback runs inside App::parse, so exceptions reach main's handler.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace lizard::cli {
+
+void register_all(CLI::App& app);
+void register_info(CLI::App& app);
+
+}  // namespace lizard::cli

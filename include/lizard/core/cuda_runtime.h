@@ -1,0 +1,51 @@
+// The CUDA side of core: per-device context (stream, cuBLASLt handle, workspace) and the
+// stream-ordered caching allocator. Declared always; without CUDA every call throws
+// (or reports "no GPU"), so host code needs no #ifdefs.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "lizard/core/storage.h"
+
+namespace lizard {
+class Tensor;
+}
+
+namespace lizard::cuda {
+
+/// Explicit CUDA state for one device. Kernel launchers take its stream explicitly.
+struct Context {
+  int device = 0;
+  void* stream = nullptr;         ///< cudaStream_t of compute
+  void* blaslt = nullptr;         ///< cublasLtHandle_t
+  void* workspace = nullptr;      ///< cuBLASLt workspace
+  size_t workspace_bytes = 0;
+  int sm_count = 0;
+  std::string name;               ///< GPU name
+  size_t total_memory = 0;        ///< bytes
+};
+
+/// The context of GPU `device`, created on first use (one per device per process).
+Context& context(int device = 0);
+
+/// The compute stream (cudaStream_t) of the device holding `t`.
+void* stream_of(const lizard::Tensor& t);
+
+/// Caching allocator: stream-ordered on the device's compute stream.
+void* device_malloc(size_t bytes, int device);
+void device_free(void* ptr, int device);
+MemoryStats device_memory_stats(int device);
+void device_reset_peak(int device);
+void device_empty_cache(int device);
+
+/// cudaMemcpy in each direction, ordered on the context stream; host side waits for D2H.
+void memcpy_h2d(void* dst, const void* src, size_t bytes, int device);
+void memcpy_d2h(void* dst, const void* src, size_t bytes, int device);
+void memcpy_d2d(void* dst, const void* src, size_t bytes, int device);
+/// Waits for all work queued on the device's stream.
+void synchronize(int device = 0);
+/// Throws lizard::Error naming `what` if the last kernel launch failed.
+void check_last_error(const char* what);
+
+}  // namespace lizard::cuda

@@ -1,0 +1,147 @@
+#include "lizard/autograd/variable.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "lizard/ops/elementwise.h"
+
+namespace lizard::autograd {
+
+namespace {
+thread_local bool t_grad_enabled = true;
+}
+
+bool grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+EnableGradGuard::EnableGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = true; }
+EnableGradGuard::~EnableGradGuard() { t_grad_enabled = prev_; }
+
+Var::Var(Tensor data, bool requires_grad) : impl_(std::make_shared<VarImpl>()) {
+  impl_->data = std::move(data);
+  impl_->requires_grad = requires_grad;
+}
+
+Var Var::from_node(Tensor data, std::shared_ptr<Node> fn) {
+  Var v(std::move(data), true);
+  v.impl_->grad_fn = std::move(fn);
+  return v;
+}
+
+void Var::set_requires_grad(bool r) {
+  LZ_CHECK(is_leaf(), "set_requires_grad on a non-leaf Var");
+  impl_->requires_grad = r;
+}
+
+void Var::set_tag(ParamTag t) {
+  impl_->tag = t;
+  if (t == ParamTag::Frozen) impl_->requires_grad = false;
+  if (t == ParamTag::Trainable || t == ParamTag::Adapter) impl_->requires_grad = true;
+}
+
+void Var::backward(const Tensor& grad) const {
+  autograd::backward({*this}, grad.defined() ? std::vector<Tensor>{grad} : std::vector<Tensor>{});
+}
+
+bool any_requires_grad(const std::vector<Var>& inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Var& v : inputs)
+    if (v.defined() && v.requires_grad()) return true;
+  return false;
+}
+
+Var make_result(Tensor out, const std::vector<Var>& inputs, std::shared_ptr<Node> node) {
+  if (!any_requires_grad(inputs)) return Var(std::move(out), false);
+  node->edges.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Var& v = inputs[i];
+    if (!v.defined() || !v.requires_grad()) continue;
+    if (v.grad_fn())
+      node->edges[i].fn = v.grad_fn();
+    else
+      node->edges[i].leaf = v.impl_ptr();
+  }
+  return Var::from_node(std::move(out), std::move(node));
+}
+
+void accumulate(Tensor& acc, const Tensor& g) {
+  // A leaf gradient is owned (the optimizer and later backward calls write into it).
+  if (!acc.defined()) {
+    acc = g.clone();
+    return;
+  }
+  ops::add_(acc, g);
+}
+
+namespace {
+// Node buffers alias the first gradient (no copy) and add out of place afterwards, so a
+// tensor shared between several consumers is never written.
+void accumulate_buffer(Tensor& acc, const Tensor& g) {
+  acc = acc.defined() ? ops::add(acc, g) : g;
+}
+}  // namespace
+
+void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in,
+              bool retain_graph) {
+  LZ_CHECK(grads_in.empty() || grads_in.size() == roots.size(), "backward: ", grads_in.size(),
+           " gradients for ", roots.size(), " roots");
+  // Seed gradients.
+  std::unordered_map<Node*, Tensor> buffer;
+  std::vector<Node*> starts;
+  for (size_t i = 0; i < roots.size(); ++i) {
+    const Var& r = roots[i];
+    LZ_CHECK(r.defined(), "backward from an undefined Var");
+    Tensor g = grads_in.empty() ? Tensor::ones(r.shape(), r.dtype(), r.device()) : grads_in[i];
+    LZ_CHECK(g.shape() == r.shape(), "backward: gradient ", g.desc(), " for output ",
+             r.data().desc());
+    if (!r.requires_grad()) continue;
+    if (!r.grad_fn()) {  // a leaf root
+      accumulate(r.impl()->grad, g);
+      continue;
+    }
+    accumulate_buffer(buffer[r.grad_fn().get()], g);
+    starts.push_back(r.grad_fn().get());
+  }
+  // Topological order by iterative DFS (post-order), then reversed.
+  std::vector<Node*> order;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack;
+  for (Node* s : starts) {
+    if (visited.count(s)) continue;
+    visited.insert(s);
+    stack.push_back({s, 0});
+    while (!stack.empty()) {
+      auto& [n, i] = stack.back();
+      if (i < n->edges.size()) {
+        Node* child = n->edges[i].fn.get();
+        ++i;
+        if (child && !visited.count(child)) {
+          visited.insert(child);
+          stack.push_back({child, 0});
+        }
+      } else {
+        order.push_back(n);
+        stack.pop_back();
+      }
+    }
+  }
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* n = *it;
+    auto bit = buffer.find(n);
+    if (bit == buffer.end()) continue;  // no gradient reached this node
+    Tensor g = std::move(bit->second);
+    buffer.erase(bit);
+    std::vector<Tensor> gins = n->backward(g);
+    for (size_t i = 0; i < n->edges.size(); ++i) {
+      const Edge& e = n->edges[i];
+      if (!e.active() || i >= gins.size() || !gins[i].defined()) continue;
+      if (e.fn)
+        accumulate_buffer(buffer[e.fn.get()], gins[i]);
+      else
+        accumulate(e.leaf->grad, gins[i]);
+    }
+    if (!retain_graph) n->release();
+  }
+}
+
+}  // namespace lizard::autograd
