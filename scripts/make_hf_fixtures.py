@@ -102,6 +102,12 @@ def train_byte_fallback(kind, vocab_size=512):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size + 259, special_tokens=special,
                                   show_progress=False)
     tok.train_from_iterator([TEXT], trainer)
+    # Like Llama-2: <0xNN> are ordinary vocab entries, not added (special) tokens, so decoding
+    # with skip_special_tokens keeps them. The trainer put them in the vocab; drop them from
+    # added_tokens.
+    j = json.loads(tok.to_str())
+    j["added_tokens"] = [a for a in j["added_tokens"] if not a["content"].startswith("<0x")]
+    tok = Tokenizer.from_str(json.dumps(j))
     if kind == "llama2":
         # The Llama-2 layout: no pre-tokenizer, "▁" added by the normalizer.
         tok.pre_tokenizer = None
@@ -208,22 +214,30 @@ def main():
                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     max_position_embeddings=256, rms_norm_eps=1e-5)
 
+    import transformers
+    v5 = int(transformers.__version__.split(".")[0]) >= 5
+
+    def rope(theta, **scaling):
+        # transformers 5 takes rope_parameters; 4 takes rope_theta (+ rope_scaling).
+        if v5:
+            return {"rope_parameters": dict(rope_type=scaling.pop("rope_type", "default"),
+                                            rope_theta=theta, **scaling)}
+        return {"rope_theta": theta, "rope_scaling": scaling or None}
+
     t3, tq, t2, tm = toks["llama3"], toks["qwen2"], toks["llama2"], toks["metaspace"]
     models = {
         "llama": (paths["llama3"], t3, lambda: LlamaForCausalLM(LlamaConfig(
-            **common(t3), rope_theta=500000.0, bos_token_id=t3.token_to_id("<|begin_of_text|>"),
+            **common(t3), **rope(500000.0), bos_token_id=t3.token_to_id("<|begin_of_text|>"),
             eos_token_id=t3.token_to_id("<|end_of_text|>")))),
         "llama3_rope": (paths["llama3"], t3, lambda: LlamaForCausalLM(LlamaConfig(
-            **common(t3), rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0,
-                                           "factor": 8.0, "low_freq_factor": 1.0,
-                                           "high_freq_factor": 4.0,
-                                           "original_max_position_embeddings": 32}))),
+            **common(t3), **rope(500000.0, rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                 high_freq_factor=4.0, original_max_position_embeddings=32)))),
         "mistral_swa": (paths["metaspace"], tm, lambda: MistralForCausalLM(MistralConfig(
-            **common(tm), sliding_window=8, head_dim=16))),
+            **common(tm), **rope(10000.0), sliding_window=8, head_dim=16))),
         "qwen2": (paths["qwen2"], tq, lambda: Qwen2ForCausalLM(Qwen2Config(
-            **common(tq), rope_theta=1000000.0))),
+            **common(tq), **rope(1000000.0)))),
         "llama_tied": (paths["llama2"], t2, lambda: LlamaForCausalLM(LlamaConfig(
-            **common(t2), tie_word_embeddings=True, bos_token_id=1, eos_token_id=2))),
+            **common(t2), **rope(10000.0), tie_word_embeddings=True, bos_token_id=1, eos_token_id=2))),
     }
     for name, (tp, tok, build) in models.items():
         make_model(out, name, tp, tok, build)
