@@ -177,8 +177,10 @@ def make_model(out, name, tok_path, tok, build):
     with torch.no_grad():
         logits = model(x).logits.float()
         prompt = ids[:8]
-        gen = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False,
-                             min_new_tokens=32, pad_token_id=0)
+        # An explicit all-ones mask: bos may share its id with pad_token_id, and generate would
+        # otherwise infer a mask that hides the bos token.
+        gen = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=32, do_sample=False, min_new_tokens=32, pad_token_id=0)
         ppl_ids = tok.encode(TEXT[:1500], add_special_tokens=True).ids[:128]
         y = torch.tensor([ppl_ids])
         out_ppl = model(y, labels=y)
