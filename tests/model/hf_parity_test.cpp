@@ -37,9 +37,11 @@ class HFParity : public ::testing::TestWithParam<std::string> {
   io::Json expected_;
 };
 
-// Greedy continuation with a full forward per step (the reference path).
+// Greedy continuation with a full forward per step (the reference path). The fixture used
+// min_new_tokens, which forbids eos: so do we.
 std::vector<int32_t> greedy(const nn::LlamaForCausalLM& m, std::vector<int32_t> ids, size_t total,
                             Device dev) {
+  const int64_t eos = m.config().eos_token_id;
   ag::NoGradGuard ng;
   while (ids.size() < total) {
     std::vector<double> v(ids.begin(), ids.end());
@@ -47,9 +49,9 @@ std::vector<int32_t> greedy(const nn::LlamaForCausalLM& m, std::vector<int32_t> 
     Tensor logits = m.forward(t).data().to(Device::cpu(), DType::F32);
     const int64_t V = logits.size(2);
     const float* last = logits.data<float>() + (logits.size(1) - 1) * V;
-    int32_t best = 0;
-    for (int64_t j = 1; j < V; ++j)
-      if (last[j] > last[best]) best = static_cast<int32_t>(j);
+    int32_t best = eos == 0 ? 1 : 0;
+    for (int64_t j = 0; j < V; ++j)
+      if (j != eos && last[j] > last[best]) best = static_cast<int32_t>(j);
     ids.push_back(best);
   }
   return ids;
