@@ -231,4 +231,130 @@ inline int64_t window_probs(const Buffers<T>& b, const std::vector<T>& qw, const
   return n;
 }
 
+
+template <class T>
+inline Tensor make(const std::vector<T>& v, const Shape& s, DType dt) {
+  return Tensor::from_vector(std::vector<double>(v.begin(), v.end()), s, dt);
+}
+
+/// Backward of the window branch of row (b, t, h) given its probabilities (window_probs), its
+/// output l and the gradient dl: softmax over {keys in window} U {sinks}, sinks carry value 0,
+/// so dc_s = p_s (dl . v_s - dl . l) and dtau_j = -p_j (dl . l). Accumulates into dqw, dkw
+/// (gradients of the rotated q~, k~), dv, dtau.
+template <class T>
+inline void window_row_backward(const Buffers<T>& b, const std::vector<T>& qw,
+                                const std::vector<T>& kw, int64_t bb, int64_t t, int64_t h,
+                                int64_t n, const std::vector<T>& p_w, const std::vector<T>& p_s,
+                                const T* l, const T* dl, std::vector<T>& dqw, std::vector<T>& dkw,
+                                std::vector<T>& dv, std::vector<T>& dtau) {
+  const auto& d = b.d;
+  const int64_t D = d.D, Tn = d.T, H = d.H, Hkv = d.Hkv, kvh = h / (H / Hkv);
+  const int64_t yo = ((bb * Tn + t) * H + h) * D;
+  const T scale = T(1) / std::sqrt(T(D));
+  auto V = [&](int64_t s) { return &b.v[((bb * Tn + s) * Hkv + kvh) * D]; };
+  T delta = 0;
+  for (int64_t j = 0; j < D; ++j) delta += dl[j] * l[j];
+  const T* qv = &qw[yo];
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = t - n + 1 + i;
+    T dp = 0;
+    for (int64_t j = 0; j < D; ++j) {
+      dp += dl[j] * V(s)[j];
+      dv[((bb * Tn + s) * Hkv + kvh) * D + j] += p_w[i] * dl[j];
+    }
+    const T dc = p_w[i] * (dp - delta) * scale;
+    const int64_t ko = ((bb * Tn + s) * Hkv + kvh) * D;
+    for (int64_t j = 0; j < D; ++j) {
+      dqw[yo + j] += dc * kw[ko + j];
+      dkw[ko + j] += dc * qv[j];
+    }
+  }
+  for (int64_t j = 0; j < d.m; ++j) dtau[(d.Ht == 1 ? 0 : h) * d.m + j] -= p_s[j] * delta;
+}
+
+/// The backward shared by the oracle and the chunked reference once the branch gradients are
+/// known: gate (dbcum [B, T, Hg] = dL/db_t -> reverse cumsum -> logsigmoid -> x, w_g, b_g),
+/// feature maps (dphi -> u -> q, k, Wq, Wk), RoPE of the window branch; fills `grads`.
+template <class T>
+inline void finish_grads(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
+                         const Buffers<T>& b, const std::vector<T>& z, const std::vector<T>& uq,
+                         const std::vector<T>& uk, const std::vector<T>& pq,
+                         const std::vector<T>& pk, const std::vector<T>& dpq,
+                         const std::vector<T>& dpk, const std::vector<T>& dqw,
+                         const std::vector<T>& dkw, const std::vector<T>& dv,
+                         const std::vector<T>& dbcum, const std::vector<T>& dtau, T dalpha,
+                         LizardGrads* grads) {
+  const LizardDims& d = b.d;
+  const int64_t B = d.B, Tn = d.T, H = d.H, Hkv = d.Hkv, D = d.D, F = d.F, F2 = 2 * F;
+  const int64_t rep = H / Hkv;
+  const bool rope_on = cfg.use_window_rope() && d.w > 0;
+  // ---- gate: b_t = cumsum a  =>  da_r = sum_{t>=r} db_t; a = logsigmoid(z) ----
+  std::vector<T> dx(b.x.size(), T(0)), dwg(b.wg.size(), T(0)), dbg(b.bg.size(), T(0));
+  for (int64_t bb = 0; bb < B; ++bb)
+    for (int64_t gh = 0; gh < d.Hg; ++gh) {
+      T acc = 0;
+      for (int64_t t = Tn - 1; t >= 0; --t) {
+        const int64_t o = (bb * Tn + t) * d.Hg + gh;
+        acc += dbcum[o];
+        const T dzv = acc * sigmoid_neg(z[o]);
+        dbg[gh] += dzv;
+        for (int64_t j = 0; j < d.dm; ++j) {
+          dx[(bb * Tn + t) * d.dm + j] += dzv * b.wg[gh * d.dm + j];
+          dwg[gh * d.dm + j] += dzv * b.x[(bb * Tn + t) * d.dm + j];
+        }
+      }
+    }
+  // ---- feature maps: u = q W; phi = map(u) ----
+  std::vector<T> dq(b.q.size(), T(0)), dk(b.k.size(), T(0)), dwq(b.wq.size(), T(0)),
+      dwk(b.wk.size(), T(0)), du(F);
+  for (int64_t bt = 0; bt < B * Tn; ++bt)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = bt * H + h, ko = (bt * Hkv + h / rep) * D;
+      for (int pass = 0; pass < 2; ++pass) {
+        const std::vector<T>& u = pass ? uk : uq;
+        const std::vector<T>& ph = pass ? pk : pq;
+        const std::vector<T>& dph = pass ? dpk : dpq;
+        const std::vector<T>& W = pass ? b.wk : b.wq;
+        std::vector<T>& dW = pass ? dwk : dwq;
+        const T* xin = pass ? &b.k[ko] : &b.q[o * D];
+        T* dxin = pass ? &dk[ko] : &dq[o * D];
+        feature_map_backward(cfg.feature_activation, &u[o * F], &ph[o * F2], &dph[o * F2], F,
+                             du.data());
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t f = 0; f < F; ++f) {
+            dxin[i] += W[(h * D + i) * F + f] * du[f];
+            dW[(h * D + i) * F + f] += xin[i] * du[f];
+          }
+      }
+    }
+  // ---- window branch gradients of q~, k~ back through RoPE ----
+  if (d.w > 0) {
+    std::vector<T> tmp(D);
+    for (int64_t bb = 0; bb < B; ++bb)
+      for (int64_t t = 0; t < Tn; ++t) {
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t o = ((bb * Tn + t) * H + h) * D;
+          if (rope_on) rope(&dqw[o], &b.cos[t * (D / 2)], &b.sin[t * (D / 2)], D, true, tmp.data());
+          for (int64_t j = 0; j < D; ++j) dq[o + j] += rope_on ? tmp[j] : dqw[o + j];
+        }
+        for (int64_t h = 0; h < Hkv; ++h) {
+          const int64_t o = ((bb * Tn + t) * Hkv + h) * D;
+          if (rope_on) rope(&dkw[o], &b.cos[t * (D / 2)], &b.sin[t * (D / 2)], D, true, tmp.data());
+          for (int64_t j = 0; j < D; ++j) dk[o + j] += rope_on ? tmp[j] : dkw[o + j];
+        }
+      }
+  }
+  const DType dt = in.q.dtype();
+  grads->dq = make(dq, in.q.shape(), dt);
+  grads->dk = make(dk, in.k.shape(), dt);
+  grads->dv = make(dv, in.v.shape(), dt);
+  grads->dx = make(dx, in.x.shape(), dt);
+  grads->dwq = make(dwq, p.wq.shape(), dt);
+  grads->dwk = make(dwk, p.wk.shape(), dt);
+  grads->dw_g = make(dwg, p.w_g.shape(), dt);
+  grads->db_g = make(dbg, p.b_g.shape(), dt);
+  if (d.m > 0) grads->dtau = make(dtau, p.tau.shape(), dt);
+  grads->dalpha = make(std::vector<T>{dalpha}, {1}, dt);
+}
+
 }  // namespace lizard::ops::lizard_cpu
