@@ -1,0 +1,61 @@
+// Attention modules. `Attention` is the teacher: q/k/v/o projections (GQA, optional q/k/v bias
+// for Qwen2), RoPE, causal softmax attention (Mistral's sliding window honoured). Subclasses
+// (LizardAttention) replace the token mixing for the student and keep the projections, so
+// one model computes both the teacher's and the student's attention on the same weights.
+#pragma once
+#include <functional>
+#include <memory>
+
+#include "lizard/nn/layers.h"
+#include "lizard/nn/llama_config.h"
+#include "lizard/ops/rope.h"
+
+namespace lizard::nn {
+
+/// Queries, keys and values of one attention call, RoPE not yet applied.
+struct QKV {
+  Var q;  ///< [B, T, H, D]
+  Var k;  ///< [B, T, Hkv, D]
+  Var v;  ///< [B, T, Hkv, D]
+};
+
+/// Where LoRA adapters go and with which settings (nullptr config = none).
+struct LoraSpec {
+  const LoraConfig* config = nullptr;
+  LoraTargets targets;
+  uint64_t seed = 0;
+};
+
+class Attention : public Module {
+ public:
+  Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer, DType dtype,
+            Device device);
+  /// x [B, T, d] -> q, k, v split into heads.
+  QKV project(const Var& x) const;
+  /// The teacher's mixing: RoPE on q and k, causal softmax attention. -> [B, T, H, D].
+  Var softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const;
+  /// The mixing this layer uses as a student (the teacher's for softmax layers).
+  virtual Var student_mix(const Var& x, const QKV& qkv, const ops::RopeTable& rope) const {
+    return softmax_mix(qkv, rope);
+  }
+  /// True for layers whose student differs from the teacher.
+  virtual bool is_linearized() const { return false; }
+  /// heads [B, T, H, D] -> o_proj -> [B, T, d].
+  Var output(const Var& heads) const;
+  /// Full attention: teacher or student mixing.
+  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher) const;
+
+  Linear* q_proj;
+  Linear* k_proj;
+  Linear* v_proj;
+  Linear* o_proj;
+
+ protected:
+  LlamaConfig cfg_;
+};
+
+/// Builds the attention module of one layer (softmax, or a subclass for the student).
+using AttentionFactory =
+    std::function<std::unique_ptr<Attention>(const LlamaConfig&, const LoraSpec&, int64_t layer)>;
+
+}  // namespace lizard::nn

@@ -1,0 +1,59 @@
+// Linear layers: y = x W^T (+ b), W [out, in] in the Hugging Face layout; and the LoRA variant
+// y = x W^T (+ b) + (alpha / r) * dropout(x) A^T B^T with A [r, in], B [out, r].
+#pragma once
+#include <cstdint>
+
+#include "lizard/core/rng.h"
+#include "lizard/nn/module.h"
+
+namespace lizard::nn {
+
+class Linear : public Module {
+ public:
+  /// Weights start at zero; initialise with init_normal/init_uniform or load them.
+  Linear(int64_t in, int64_t out, bool bias, DType dtype = DType::F32,
+         Device device = Device::cpu());
+  /// x [..., in] -> [..., out]. The input is flattened to 2-D so the weight gradient is one GEMM.
+  virtual Var forward(const Var& x) const;
+  /// W ~ Normal(0, std) from the stream (seed, offset); bias zero.
+  void init_normal(double std, uint64_t seed, uint64_t offset);
+  const Var& weight() const { return weight_; }
+  const Var& bias() const { return bias_; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+ protected:
+  int64_t in_, out_;
+  Var weight_, bias_;
+};
+
+/// LoRA adapter configuration (DESIGN.md: r=8, alpha=16, dropout 0 by default).
+struct LoraConfig {
+  int64_t r = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+};
+
+class LoRALinear : public Linear {
+ public:
+  /// Base weights frozen; A Kaiming-uniform (a = sqrt(5), as peft) from (seed, offset); B zero.
+  LoRALinear(int64_t in, int64_t out, bool bias, const LoraConfig& cfg, uint64_t seed,
+             uint64_t offset, DType dtype = DType::F32, Device device = Device::cpu());
+  Var forward(const Var& x) const override;
+  /// The merged weight W + (alpha / r) B A (a new tensor; the module is unchanged).
+  Tensor merged_weight() const;
+  const Var& lora_a() const { return a_; }
+  const Var& lora_b() const { return b_; }
+  /// Dropout stream for the next forward (training); ignored when dropout is 0.
+  void set_dropout_stream(uint64_t seed, uint64_t offset) const {
+    drop_seed_ = seed;
+    drop_offset_ = offset;
+  }
+
+ private:
+  LoraConfig cfg_;
+  Var a_, b_;
+  mutable uint64_t drop_seed_ = 0, drop_offset_ = 0;
+};
+
+}  // namespace lizard::nn

@@ -1,0 +1,72 @@
+// LlamaForCausalLM (Llama 2/3, Mistral, Qwen2): embeddings, decoder layers, final norm and
+// LM head, with Hugging Face parameter names so safetensors load by name.
+#pragma once
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "lizard/nn/attention.h"
+#include "lizard/nn/layers.h"
+#include "lizard/nn/llama_config.h"
+
+namespace lizard::nn {
+
+class DecoderLayer : public Module {
+ public:
+  DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> attn, DType dtype, Device device);
+  /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)).
+  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher) const;
+  RMSNorm* input_layernorm;
+  Attention* self_attn;
+  RMSNorm* post_attention_layernorm;
+  SwiGLUMLP* mlp;
+};
+
+/// The transformer body: embed_tokens, layers, norm (HF's `model.` prefix).
+class LlamaModel : public Module {
+ public:
+  LlamaModel(const LlamaConfig& cfg, const AttentionFactory& attn, const LoraSpec& lora,
+             DType dtype, Device device);
+  Embedding* embed_tokens;
+  std::vector<DecoderLayer*> layers;
+  RMSNorm* norm;
+};
+
+/// Options of one forward pass.
+struct ForwardOptions {
+  bool teacher = true;     ///< softmax attention everywhere (the original model)
+  bool recompute = false;  ///< checkpoint each decoder layer (activation recomputation)
+  /// When set, receives the hidden state entering each layer (detached), layer order.
+  std::vector<Var>* layer_inputs = nullptr;
+};
+
+class LlamaForCausalLM : public Module {
+ public:
+  /// Parameters start at zero (RMSNorm weights at one): load them or call init_random.
+  LlamaForCausalLM(const LlamaConfig& cfg, const AttentionFactory& attn = {},
+                   const LoraSpec& lora = {}, DType dtype = DType::F32,
+                   Device device = Device::cpu());
+  /// ids i32 [B, T] -> final hidden states [B, T, d] (after the last norm).
+  Var hidden(const Tensor& ids, const ForwardOptions& opt = {}) const;
+  /// ids i32 [B, T] -> logits [B, T, V].
+  Var forward(const Tensor& ids, const ForwardOptions& opt = {}) const;
+  /// LM head on hidden states [..., d] -> [..., V] (tied embeddings use embed_tokens.weight).
+  Var logits(const Var& hidden) const;
+  /// GPT-style initialisation: Normal(0, std) for matrices (output projections scaled by
+  /// 1/sqrt(2 L)), ones for norms; deterministic in seed.
+  void init_random(uint64_t seed, double std = 0.02);
+  /// The RoPE table for positions 0..T-1 on `device` (cached per T and device).
+  const ops::RopeTable& rope(int64_t T, Device device) const;
+  const LlamaConfig& config() const { return cfg_; }
+
+  LlamaModel* model;
+  Linear* lm_head = nullptr;  ///< null when tie_word_embeddings
+
+ private:
+  LlamaConfig cfg_;
+  mutable std::mutex rope_mu_;
+  mutable std::map<std::pair<int64_t, int>, std::unique_ptr<ops::RopeTable>> rope_cache_;
+};
+
+}  // namespace lizard::nn

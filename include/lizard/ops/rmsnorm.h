@@ -1,0 +1,27 @@
+// RMSNorm over the last dim: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps).
+// CPU: f32/f64. CUDA: cuda::rmsnorm_forward/backward (bf16 or f32 storage, fp32 math).
+#pragma once
+#include "lizard/core/tensor.h"
+
+namespace lizard::ops {
+
+struct RmsNormOut {
+  Tensor y;     ///< like x
+  Tensor rstd;  ///< [N] with N = x.numel() / D: f32, or f64 for an f64 x (the CPU oracle)
+};
+
+/// x [..., D], w [D] (x's dtype). Saved for backward by the autograd node: x, w, rstd.
+RmsNormOut rmsnorm(const Tensor& x, const Tensor& w, double eps);
+
+struct RmsNormGrads {
+  Tensor dx;  ///< like x; undefined when !need_dx
+  Tensor dw;  ///< [D]; f32 on CUDA, x's dtype on CPU; undefined when !need_dw (CPU only skips it)
+};
+
+/// dx = rstd * (w*dy - x * rstd^2 * mean_d(w*dy*x)); dw = sum_n dy * x * rstd.
+/// The CPU skips the gradients not asked for (a frozen norm weight costs no reduction);
+/// the CUDA kernel computes both in one pass.
+RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
+                              const Tensor& rstd, bool need_dx = true, bool need_dw = true);
+
+}  // namespace lizard::ops

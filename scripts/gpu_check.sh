@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One-call GPU session: build with CUDA, run every test (gpu label included), optional
+# benchmarks, logs under $OUT (or ./out). Used on the GPU machine:
+#   scripts/gpu_check.sh [--bench] [--sanitize] [--fixtures]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0
+BENCH=0; SAN=0; FIX=0
+for a in "$@"; do
+  case "$a" in
+    --bench) BENCH=1 ;;
+    --sanitize) SAN=1 ;;
+    --fixtures) FIX=1 ;;
+  esac
+done
+{
+  date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  git rev-parse --short HEAD 2>/dev/null || true
+} > "$OUT/device.txt" 2>&1
+if [ "$FIX" = 1 ]; then
+  PYTHONUNBUFFERED=1 python3 scripts/make_hf_fixtures.py tests/fixtures/hf > "$OUT/fixtures.log" 2>&1
+  tar czf "$OUT/fixtures.tgz" tests/fixtures/hf 2>/dev/null
+fi
+t0=$(date +%s)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1 || cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1
+cmake --build build -j"$(nproc)" > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+grep "lizard feature" "$OUT/configure.log"
+(cd build && ctest --output-on-failure -j8 > "$OUT/ctest.log" 2>&1)
+grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/ctest.log" | head -40
+for t in build/bin/test_gpu build/tests/test_gpu; do
+  [ -x "$t" ] && "$t" > "$OUT/test_gpu.log" 2>&1 && echo "test_gpu: ok" || { [ -x "$t" ] && grep -E "FAILED|Failure|error" "$OUT/test_gpu.log" | head -30; }
+done
+if [ "$SAN" = 1 ]; then
+  for t in build/tests/test_gpu build/bin/test_gpu; do
+    [ -x "$t" ] && compute-sanitizer --tool memcheck --error-exitcode 9 "$t" > "$OUT/memcheck.log" 2>&1; echo "memcheck rc=$?"
+  done
+fi
+if [ "$BENCH" = 1 ]; then
+  build/bin/lizard bench ops > "$OUT/bench_ops.json" 2> "$OUT/bench_ops.err"; echo "bench ops rc=$?"
+  build/bin/lizard bench attention > "$OUT/bench_attention.json" 2> "$OUT/bench_attention.err"; echo "bench attention rc=$?"
+  python3 scripts/bench_attention_torch.py > "$OUT/bench_attention_torch.json" 2> "$OUT/bench_torch.err"; echo "torch bench rc=$?"
+  tail -c 3000 "$OUT/bench_attention.json"; tail -c 3000 "$OUT/bench_attention_torch.json"
+fi

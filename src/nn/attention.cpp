@@ -1,0 +1,55 @@
+#include "lizard/nn/attention.h"
+
+#include <cmath>
+
+#include "lizard/autograd/functions.h"
+#include "lizard/autograd/nn_functions.h"
+
+namespace lizard::nn {
+
+namespace ag = lizard::autograd;
+
+Attention::Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer, DType dtype,
+                     Device device)
+    : cfg_(cfg) {
+  const int64_t d = cfg.hidden_size, H = cfg.num_attention_heads, Hkv = cfg.num_key_value_heads,
+                D = cfg.head_dim;
+  LZ_CHECK(H % Hkv == 0, "num_attention_heads ", H, " is not a multiple of num_key_value_heads ",
+           Hkv);
+  const bool bias = cfg.attention_bias;
+  auto mk = [&](int64_t in, int64_t out, bool b, bool target, uint64_t which) {
+    return make_linear(in, out, b, target ? lora.config : nullptr, lora.seed,
+                       static_cast<uint64_t>(layer) * 16 + which, dtype, device);
+  };
+  q_proj = register_module("q_proj", mk(d, H * D, bias, lora.targets.q, 0));
+  k_proj = register_module("k_proj", mk(d, Hkv * D, bias, lora.targets.k, 1));
+  v_proj = register_module("v_proj", mk(d, Hkv * D, bias, lora.targets.v, 2));
+  o_proj = register_module("o_proj", mk(H * D, d, false, lora.targets.o, 3));
+}
+
+QKV Attention::project(const Var& x) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.head_dim;
+  return {ag::reshape(q_proj->forward(x), {B, T, H, D}),
+          ag::reshape(k_proj->forward(x), {B, T, Hkv, D}),
+          ag::reshape(v_proj->forward(x), {B, T, Hkv, D})};
+}
+
+Var Attention::softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const {
+  Var q = ag::rope(qkv.q, rope);
+  Var k = ag::rope(qkv.k, rope);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(cfg_.head_dim));
+  return ag::causal_attention(q, k, qkv.v, scale, cfg_.sliding_window).o;
+}
+
+Var Attention::output(const Var& heads) const {
+  const int64_t B = heads.size(0), T = heads.size(1);
+  return o_proj->forward(ag::reshape(heads, {B, T, heads.size(2) * heads.size(3)}));
+}
+
+Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher) const {
+  QKV qkv = project(x);
+  return output(teacher ? softmax_mix(qkv, rope) : student_mix(x, qkv, rope));
+}
+
+}  // namespace lizard::nn

@@ -1,0 +1,69 @@
+#include "lizard/nn/linear.h"
+
+#include <cmath>
+
+#include "lizard/autograd/functions.h"
+#include "lizard/autograd/nn_functions.h"
+#include "lizard/ops/matmul.h"
+
+namespace lizard::nn {
+
+namespace ag = lizard::autograd;
+
+Linear::Linear(int64_t in, int64_t out, bool bias, DType dtype, Device device)
+    : in_(in), out_(out) {
+  weight_ = register_parameter("weight", Var(Tensor::zeros({out, in}, dtype, device)));
+  if (bias) bias_ = register_parameter("bias", Var(Tensor::zeros({out}, dtype, device)));
+}
+
+Var Linear::forward(const Var& x) const {
+  LZ_CHECK(x.size(-1) == in_, "Linear(", in_, " -> ", out_, "): input ", x.data().desc());
+  Shape out_shape = x.shape();
+  out_shape.back() = out_;
+  Var x2 = x.dim() == 2 ? x : ag::reshape(x, {-1, in_});
+  Var y = ag::matmul(x2, weight_, false, true);
+  if (bias_.defined()) y = ag::add(y, bias_);
+  return x.dim() == 2 ? y : ag::reshape(y, out_shape);
+}
+
+void Linear::init_normal(double std, uint64_t seed, uint64_t offset) {
+  weight_.set_data(Tensor::normal({out_, in_}, 0.0, std, seed, offset, weight_.dtype())
+                       .to(weight_.device()));
+  if (bias_.defined()) bias_.set_data(Tensor::zeros(bias_.shape(), bias_.dtype(), bias_.device()));
+}
+
+LoRALinear::LoRALinear(int64_t in, int64_t out, bool bias, const LoraConfig& cfg, uint64_t seed,
+                       uint64_t offset, DType dtype, Device device)
+    : Linear(in, out, bias, dtype, device), cfg_(cfg) {
+  LZ_CHECK(cfg.r > 0, "LoRA rank must be positive, got ", cfg.r);
+  // peft: kaiming_uniform_(a=sqrt(5)) -> bound = 1/sqrt(fan_in).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  a_ = register_parameter("lora_A.weight",
+                          Var(Tensor::uniform({cfg.r, in}, -bound, bound, seed, offset, DType::F32)
+                                  .to(device, dtype)));
+  b_ = register_parameter("lora_B.weight", Var(Tensor::zeros({out, cfg.r}, dtype, device)));
+  weight_.set_tag(ParamTag::Frozen);
+  if (bias_.defined()) bias_.set_tag(ParamTag::Frozen);
+  a_.set_tag(ParamTag::Adapter);
+  b_.set_tag(ParamTag::Adapter);
+}
+
+Var LoRALinear::forward(const Var& x) const {
+  Var base = Linear::forward(x);
+  Var x2 = x.dim() == 2 ? x : ag::reshape(x, {-1, in_});
+  if (cfg_.dropout > 0 && ag::grad_enabled())
+    x2 = ag::dropout(x2, cfg_.dropout, drop_seed_, drop_offset_);
+  Var low = ag::matmul(ag::matmul(x2, a_, false, true), b_, false, true);  // [N, out]
+  low = ag::scale(low, cfg_.alpha / static_cast<double>(cfg_.r));
+  if (x.dim() != 2) low = ag::reshape(low, base.shape());
+  return ag::add(base, low);
+}
+
+Tensor LoRALinear::merged_weight() const {
+  Tensor ba = ops::matmul(b_.data().to(DType::F32), a_.data().to(DType::F32));  // [out, in]
+  Tensor w = weight_.data().to(DType::F32);
+  return ops::add(w, ops::affine(ba, cfg_.alpha / static_cast<double>(cfg_.r)))
+      .to(weight_.dtype());
+}
+
+}  // namespace lizard::nn

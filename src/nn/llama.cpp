@@ -1,0 +1,115 @@
+#include "lizard/nn/llama.h"
+
+#include <cmath>
+
+#include "lizard/autograd/checkpoint.h"
+#include "lizard/autograd/functions.h"
+
+namespace lizard::nn {
+
+namespace ag = lizard::autograd;
+
+DecoderLayer::DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> attn, DType dtype,
+                           Device device) {
+  input_layernorm = register_module(
+      "input_layernorm", std::make_unique<RMSNorm>(cfg.hidden_size, cfg.rms_norm_eps, dtype, device));
+  self_attn = register_module("self_attn", std::move(attn));
+  post_attention_layernorm = register_module(
+      "post_attention_layernorm",
+      std::make_unique<RMSNorm>(cfg.hidden_size, cfg.rms_norm_eps, dtype, device));
+  mlp = register_module("mlp", std::make_unique<SwiGLUMLP>(cfg.hidden_size, cfg.intermediate_size,
+                                                           dtype, device));
+}
+
+Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher) const {
+  Var h = ag::add(x, self_attn->forward(input_layernorm->forward(x), rope, teacher));
+  return ag::add(h, mlp->forward(post_attention_layernorm->forward(h)));
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& cfg, const AttentionFactory& attn, const LoraSpec& lora,
+                       DType dtype, Device device) {
+  embed_tokens = register_module(
+      "embed_tokens", std::make_unique<Embedding>(cfg.vocab_size, cfg.hidden_size, dtype, device));
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    std::unique_ptr<Attention> a =
+        attn ? attn(cfg, lora, i) : std::make_unique<Attention>(cfg, lora, i, dtype, device);
+    layers.push_back(register_module("layers." + std::to_string(i),
+                                     std::make_unique<DecoderLayer>(cfg, std::move(a), dtype, device)));
+  }
+  norm = register_module("norm",
+                         std::make_unique<RMSNorm>(cfg.hidden_size, cfg.rms_norm_eps, dtype, device));
+}
+
+LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& cfg, const AttentionFactory& attn,
+                                   const LoraSpec& lora, DType dtype, Device device)
+    : cfg_(cfg) {
+  LZ_CHECK(cfg.head_dim % 2 == 0, "head_dim must be even for RoPE, got ", cfg.head_dim);
+  model = register_module("model", std::make_unique<LlamaModel>(cfg, attn, lora, dtype, device));
+  if (!cfg.tie_word_embeddings)
+    lm_head = register_module(
+        "lm_head", std::make_unique<Linear>(cfg.hidden_size, cfg.vocab_size, false, dtype, device));
+}
+
+const ops::RopeTable& LlamaForCausalLM::rope(int64_t T, Device device) const {
+  std::lock_guard<std::mutex> lock(rope_mu_);
+  const int key_dev = device.is_cpu() ? -1 : device.index;
+  auto& slot = rope_cache_[{T, key_dev}];
+  if (!slot)
+    slot = std::make_unique<ops::RopeTable>(
+        ops::rope_table(cfg_.head_dim, cfg_.rope_theta, cfg_.rope_scaling, T, device));
+  return *slot;
+}
+
+Var LlamaForCausalLM::hidden(const Tensor& ids, const ForwardOptions& opt) const {
+  LZ_CHECK(ids.dim() == 2, "model input ids must be [B, T], got ", ids.desc());
+  const int64_t T = ids.size(1);
+  Var x = model->embed_tokens->forward(ids);
+  const ops::RopeTable& rt = rope(T, x.device());
+  for (const DecoderLayer* layer : model->layers) {
+    if (opt.layer_inputs) opt.layer_inputs->push_back(x.detach());
+    if (opt.recompute && ag::grad_enabled()) {
+      const bool teacher = opt.teacher;
+      x = ag::checkpoint(
+          [layer, &rt, teacher](const std::vector<Var>& in) { return layer->forward(in[0], rt, teacher); },
+          {x});
+    } else {
+      x = layer->forward(x, rt, opt.teacher);
+    }
+  }
+  return model->norm->forward(x);
+}
+
+Var LlamaForCausalLM::logits(const Var& h) const {
+  if (lm_head) return lm_head->forward(h);
+  Shape out = h.shape();
+  out.back() = cfg_.vocab_size;
+  Var h2 = ag::reshape(h, {-1, cfg_.hidden_size});
+  return ag::reshape(ag::matmul(h2, model->embed_tokens->weight(), false, true), out);
+}
+
+Var LlamaForCausalLM::forward(const Tensor& ids, const ForwardOptions& opt) const {
+  return logits(hidden(ids, opt));
+}
+
+void LlamaForCausalLM::init_random(uint64_t seed, double std) {
+  uint64_t offset = 0;
+  const double out_std = std / std::sqrt(2.0 * static_cast<double>(cfg_.num_hidden_layers));
+  for (auto& [name, v] : named_parameters()) {
+    const Tensor& d = v.data();
+    if (name.find("norm") != std::string::npos && d.dim() == 1) {
+      v.set_data(Tensor::ones(d.shape(), d.dtype(), d.device()));
+    } else if (name.find("lora_") != std::string::npos) {
+      // adapters keep their own initialisation
+    } else if (d.dim() == 2) {
+      const bool out_proj = name.find("o_proj") != std::string::npos ||
+                            name.find("down_proj") != std::string::npos;
+      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32)
+                     .to(d.device(), d.dtype()));
+    } else if (name.find("bias") != std::string::npos) {
+      v.set_data(Tensor::zeros(d.shape(), d.dtype(), d.device()));
+    }
+    ++offset;
+  }
+}
+
+}  // namespace lizard::nn
