@@ -176,3 +176,26 @@ TEST(Config, GradAccumulation) {
 
 }  // namespace
 }  // namespace lizard::train
+
+namespace lizard::train {
+namespace {
+
+// Every shipped stage config loads (a typo in configs/ fails here, not in a user's run).
+TEST(Config, ShippedConfigsLoad) {
+  const std::filesystem::path dir = std::filesystem::path(LIZARD_SOURCE_DIR) / "configs";
+  for (const char* name : {"distill.yaml", "finetune.yaml", "recipe.yaml"}) {
+    SCOPED_TRACE(name);
+    auto cfgs = load_config((dir / name).string());
+    ASSERT_FALSE(cfgs.empty());
+    EXPECT_EQ(cfgs[0].model.path, "models/Llama-3.2-1B");
+  }
+  auto recipe = load_config((dir / "recipe.yaml").string());
+  ASSERT_EQ(recipe.size(), 2u);
+  EXPECT_EQ(recipe[0].stage, "distill");
+  EXPECT_EQ(recipe[1].stage, "finetune");
+  EXPECT_EQ(recipe[1].optimizer.lr, 5e-4);
+  EXPECT_EQ(recipe[1].data.val_fraction, 0.01);
+}
+
+}  // namespace
+}  // namespace lizard::train
