@@ -9,6 +9,9 @@
 #include "lizard/dist/watchdog.h"
 
 #ifdef LIZARD_WITH_MPI
+// The C API only: the deprecated C++ bindings would need libmpi_cxx at link time.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 

@@ -9,6 +9,9 @@
 
 #if defined(LIZARD_WITH_NCCL) && defined(LIZARD_WITH_MPI)
 #include <cuda_runtime_api.h>
+// The C API only: the deprecated C++ bindings would need libmpi_cxx at link time.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #include <nccl.h>
 
