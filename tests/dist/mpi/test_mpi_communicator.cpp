@@ -33,14 +33,19 @@ Tensor input_of(int r, int64_t n, uint64_t salt, DType dt) {
 TEST(MpiCommunicator, Topology) {
   EXPECT_STREQ(comm().backend(), "mpi");
   EXPECT_GE(comm().world_size(), 2) << "run under mpirun -np 2 (or more)";
-  if (const char* want = std::getenv("LIZARD_TEST_WORLD"))
+  if (const char* want = std::getenv("LIZARD_TEST_WORLD")) {
     EXPECT_EQ(comm().world_size(), std::atoi(want));
+  }
   LaunchEnv env = detect_launch_env();
   EXPECT_EQ(env.world_size, comm().world_size());
   EXPECT_EQ(env.rank, comm().rank());
   // One node: the shared-memory split must agree with what mpirun exported.
-  if (env.local_rank >= 0) EXPECT_EQ(comm().local_rank(), env.local_rank);
-  if (env.local_size >= 0) EXPECT_EQ(comm().local_size(), env.local_size);
+  if (env.local_rank >= 0) {
+    EXPECT_EQ(comm().local_rank(), env.local_rank);
+  }
+  if (env.local_size >= 0) {
+    EXPECT_EQ(comm().local_size(), env.local_size);
+  }
   EXPECT_EQ(comm().device(), Device::cpu());
   auto ranks = comm().all_gather_string(std::to_string(comm().rank()));
   ASSERT_EQ(static_cast<int>(ranks.size()), comm().world_size());
@@ -94,7 +99,9 @@ TEST(MpiCommunicator, BarrierWaitsForTheSlowestRank) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Rank 0 did not sleep: it can only have spent this long inside the barrier. 0.25 s leaves
   // room for timer slack below the 0.3 s sleep.
-  if (comm().rank() == 0) EXPECT_GE(waited, 0.25);
+  if (comm().rank() == 0) {
+    EXPECT_GE(waited, 0.25);
+  }
 }
 
 TEST(MpiCommunicator, AllGatherBytesOfDifferentSizes) {
