@@ -86,6 +86,9 @@ class NcclWork final : public Work {
 class NcclCommunicator final : public Communicator {
  public:
   explicit NcclCommunicator(const CommOptions& opts) : timeout_s_(opts.timeout_s) {
+    // NVLS multicast is off unless the user asked for it (see communicator.h). Set before any
+    // NCCL call: NCCL reads its parameters once, at its first initialisation.
+    setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
     mpi_ = make_mpi_communicator(opts);
     rank_ = mpi_->rank();
     size_ = mpi_->world_size();
@@ -105,9 +108,6 @@ class NcclCommunicator final : public Communicator {
     check_cuda(cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, hi),
                "cudaStreamCreateWithPriority");
 
-    // NVLS multicast is off unless the user asked for it (see communicator.h).
-    setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
-
     ncclUniqueId id;
     if (rank_ == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
     Tensor id_bytes = Tensor::empty({static_cast<int64_t>(sizeof(id))}, DType::U8);
@@ -123,11 +123,8 @@ class NcclCommunicator final : public Communicator {
   }
 
   ~NcclCommunicator() override {
-    try {
-      // Drain while the watchdog still runs, so a dead peer cannot hang the exit.
-      cudaStreamSynchronize(comm_stream_);
-    } catch (...) {
-    }
+    // Drain while the watchdog still runs, so a dead peer cannot hang the exit.
+    if (comm_stream_) cudaStreamSynchronize(comm_stream_);
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_ = true;
