@@ -24,4 +24,11 @@ void flash_attention_forward_reference(const Tensor& q, const Tensor& k, const T
                                        double scale, int64_t window, Tensor& o, Tensor& lse,
                                        void* stream);
 
+/// The backward through the reference kernels (fp32 math, one warp per query row for dq and
+/// per key row for dk/dv); same contract as flash_attention_backward.
+void flash_attention_backward_reference(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& o, const Tensor& lse,
+                                        double scale, int64_t window, Tensor& dq, Tensor& dk,
+                                        Tensor& dv, void* stream);
+
 }  // namespace lizard::cuda
