@@ -173,6 +173,10 @@ __global__ void ref_dkdv_kernel(const T* dout, const T* q, const T* k, const T* 
 // ---------------------------------------------------------------------------------------
 // Tensor-core forward.
 constexpr int kBlockN = 64;  // keys per tile
+// Query rows per forward block = 16 x warps. 8 warps halve the K/V tile traffic per query
+// (the L2 stream dominates at T = 2k); 4 warps give more blocks per SM. Untimed yet: the
+// benchmark reports both (flash_attention_fwd_w4 / _w8).
+constexpr int kDefaultForwardWarps = 8;
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -746,7 +750,14 @@ bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
 void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                              int64_t window, Tensor& o, Tensor& lse, void* stream) {
+  flash_attention_forward_tiled(q, k, v, scale, window, o, lse, kDefaultForwardWarps, stream);
+}
+
+void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                                   int64_t window, Tensor& o, Tensor& lse, int warps,
+                                   void* stream) {
   const char* op = "cuda::flash_attention_forward";
+  LZ_CHECK(warps == 4 || warps == 8, op, ": warps must be 4 or 8, got ", warps);
   const AttnDims a = check_attn(op, q, k, v, scale, window);
   require_contiguous(o, op, "o");
   require_contiguous(lse, op, "lse");
@@ -756,9 +767,11 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
   if (q.numel() == 0) return;
   if (tc_eligible(q, k, v, o)) {
     if (a.D <= 64)
-      launch_fwd_tc<64, 4>(q, k, v, o, lse, a, stream);
+      warps == 4 ? launch_fwd_tc<64, 4>(q, k, v, o, lse, a, stream)
+                 : launch_fwd_tc<64, 8>(q, k, v, o, lse, a, stream);
     else
-      launch_fwd_tc<128, 4>(q, k, v, o, lse, a, stream);
+      warps == 4 ? launch_fwd_tc<128, 4>(q, k, v, o, lse, a, stream)
+                 : launch_fwd_tc<128, 8>(q, k, v, o, lse, a, stream);
   } else {
     visit_storage(q.dtype(), op, [&](auto z) {
       using T = decltype(z);
