@@ -8,6 +8,9 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/cuda/flash_attention.h"
 
+// The CUDA launchers exist only in CUDA builds; elsewhere this file compiles to nothing.
+#ifdef LIZARD_WITH_CUDA
+
 using namespace lizard;
 using namespace lizard::test;
 
@@ -183,3 +186,5 @@ TEST(GpuFlashAttention, RejectsBadShapes) {
   Tensor lse = Tensor::empty({1, 3, 4}, DType::F32, Device::cuda());
   EXPECT_THROW(cuda::flash_attention_forward(q, k, k, 0.125, 0, o, lse, cuda::stream_of(q)), Error);
 }
+
+#endif  // LIZARD_WITH_CUDA
