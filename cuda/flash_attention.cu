@@ -397,6 +397,8 @@ void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
     LZ_CHECK(e == cudaSuccess, "flash_attention_forward: cannot reserve ", smem,
              " bytes of shared memory: ", cudaGetErrorString(e));
   }
+  LZ_CHECK(a.B * a.H < 65536, "flash_attention_forward: B * H = ", a.B * a.H,
+           " exceeds the grid's y limit (65535)");
   dim3 grid(static_cast<unsigned>((a.T + kBlockM - 1) / kBlockM), static_cast<unsigned>(a.B * a.H));
   kern<<<grid, kWarps * 32, smem, as_stream(stream)>>>(
       static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
@@ -711,6 +713,8 @@ void launch_bwd_tc(const Tensor& dout, const Tensor& q, const Tensor& k, const T
   const auto* pk = static_cast<const __nv_bfloat16*>(k.raw());
   const auto* pv = static_cast<const __nv_bfloat16*>(v.raw());
   const auto* po = static_cast<const __nv_bfloat16*>(dout.raw());
+  LZ_CHECK(a.B * a.H < 65536, "flash_attention_backward: B * H = ", a.B * a.H,
+           " exceeds the grid's y limit (65535)");
   const unsigned tiles = static_cast<unsigned>((a.T + kBwdTile - 1) / kBwdTile);
   kkv<<<dim3(tiles, static_cast<unsigned>(a.B * a.Hkv)), 128, smem_kv, as_stream(stream)>>>(
       pq, pk, pv, po, lse.data<float>(), delta.data<float>(), static_cast<__nv_bfloat16*>(dk.raw()),
