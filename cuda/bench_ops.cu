@@ -178,14 +178,19 @@ std::vector<BenchRow> bench_ops(int device, int iters, bool quick) {
     const double scale = 1.0 / std::sqrt(double(D));
     const double fwd_flops = 4.0 * B * H * double(T) * T * D / 2;  // causal: half the square
     const double io = 2.0 * (2 * B * T * H * D + 2 * B * T * Hk * D);
-    double ms = time_ms([&] { flash_attention_forward(q, k, v, scale, 0, o, lse, st); }, st, iters);
-    add("flash_attention_fwd", shape_of({B, T, H, Hk, D}), "bf16", ms, io, fwd_flops);
+    double ms = 0;
+    for (int warps : {4, 8}) {
+      ms = time_ms([&] { flash_attention_forward_tiled(q, k, v, scale, 0, o, lse, warps, st); }, st, iters);
+      add(warps == 4 ? "flash_attention_fwd_w4" : "flash_attention_fwd_w8", shape_of({B, T, H, Hk, D}),
+          "bf16", ms, io, fwd_flops);
+    }
     Tensor dq = Tensor::empty(q.shape(), DType::BF16, Device::cuda(device));
     Tensor dk = Tensor::empty(k.shape(), DType::BF16, Device::cuda(device));
     Tensor dv = Tensor::empty(v.shape(), DType::BF16, Device::cuda(device));
-    // The backward does 2.5x the forward's matrix work (5 GEMM-like products per tile).
+    // The backward does 2.5x the forward's matrix work (5 GEMM-like products per tile; our
+    // split dq / dkdv kernels recompute S and dP once more, which is not counted).
     ms = time_ms([&] { flash_attention_backward(o, q, k, v, o, lse, scale, 0, dq, dk, dv, st); },
-                 st, std::max(3, iters / 4), 1);
+                 st, iters);
     add("flash_attention_bwd", shape_of({B, T, H, Hk, D}), "bf16", ms, 2 * io, 2.5 * fwd_flops);
     if (quick) break;
   }

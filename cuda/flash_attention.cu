@@ -14,6 +14,8 @@
 //    f32 and odd head dims. Deterministic: every sum has a fixed order, no atomics.
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "kernel_util.cuh"
 #include "lizard/cuda/flash_attention.h"
 
@@ -171,6 +173,10 @@ __global__ void ref_dkdv_kernel(const T* dout, const T* q, const T* k, const T* 
 // ---------------------------------------------------------------------------------------
 // Tensor-core forward.
 constexpr int kBlockN = 64;  // keys per tile
+// Query rows per forward block = 16 x warps. 8 warps halve the K/V tile traffic per query
+// (the L2 stream dominates at T = 2k); 4 warps give more blocks per SM. Untimed yet: the
+// benchmark reports both (flash_attention_fwd_w4 / _w8).
+constexpr int kDefaultForwardWarps = 8;
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -391,11 +397,330 @@ void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
     LZ_CHECK(e == cudaSuccess, "flash_attention_forward: cannot reserve ", smem,
              " bytes of shared memory: ", cudaGetErrorString(e));
   }
+  LZ_CHECK(a.B * a.H < 65536, "flash_attention_forward: B * H = ", a.B * a.H,
+           " exceeds the grid's y limit (65535)");
   dim3 grid(static_cast<unsigned>((a.T + kBlockM - 1) / kBlockM), static_cast<unsigned>(a.B * a.H));
   kern<<<grid, kWarps * 32, smem, as_stream(stream)>>>(
       static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
       static_cast<const __nv_bfloat16*>(v.raw()), static_cast<__nv_bfloat16*>(o.raw()),
       lse.data<float>(), a);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tensor-core backward (FlashAttention-2 recurrences, split into two kernels so every output
+// is owned by one block: deterministic, no atomics; S and dP are recomputed in both).
+//   dkdv: a block owns 64 keys of one kv head and walks every query tile (of every head in
+//         the GQA group) that sees them: dV += P^T dO, dK += dS^T Q.
+//   dq:   a block owns 64 query rows and walks their key tiles: dQ += dS K.
+// with P = exp(scale S - lse), dS = P * (dO V^T - delta), delta = rowsum(dO * O).
+
+// A fragment (16x16) from row-major shared memory [m][k] at (m0, k0).
+__device__ __forceinline__ void ld_a(uint32_t (&r)[4], const __nv_bfloat16* sm, int m0, int k0,
+                                     int stride) {
+  const int lane = threadIdx.x & 31;
+  ldmatrix_x4(r, sm + (m0 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + k0 + (lane >> 4) * 8);
+}
+// B fragments of n-tiles n0 and n0+8 (k 16 deep) from shared memory stored [n][k].
+__device__ __forceinline__ void ld_b_nk(uint32_t (&r)[4], const __nv_bfloat16* sm, int n0, int k0,
+                                        int stride) {
+  const int lane = threadIdx.x & 31;
+  ldmatrix_x4(r, sm + (n0 + (lane & 7) + (lane >> 4) * 8) * stride + k0 + ((lane >> 3) & 1) * 8);
+}
+// B fragments of n-tiles n0 and n0+8 (k 16 deep) from shared memory stored [k][n].
+__device__ __forceinline__ void ld_b_kn(uint32_t (&r)[4], const __nv_bfloat16* sm, int k0, int n0,
+                                        int stride) {
+  const int lane = threadIdx.x & 31;
+  ldmatrix_x4_trans(r, sm + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + n0 + (lane >> 4) * 8);
+}
+
+constexpr int kBwdTile = 64;  // keys per dkdv block, queries per dq block, and the inner tile
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int kD>
+__global__ void __launch_bounds__(128)
+    fa_bwd_dkdv_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                       const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ dout,
+                       const float* __restrict__ lse, const float* __restrict__ delta,
+                       __nv_bfloat16* __restrict__ dk, __nv_bfloat16* __restrict__ dv, AttnDims a) {
+  constexpr int kS = kD + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* sV = sK + kBwdTile * kS;
+  __nv_bfloat16* sQ = sV + kBwdTile * kS;
+  __nv_bfloat16* sO = sQ + kBwdTile * kS;  // dO tile
+  float* sL = reinterpret_cast<float*>(sO + kBwdTile * kS);
+  float* sDl = sL + kBwdTile;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t bk = blockIdx.y, b = bk / a.Hkv, hk = bk % a.Hkv, group = a.H / a.Hkv;
+  const int64_t k0 = int64_t(blockIdx.x) * kBwdTile;
+  const int64_t ldq = a.H * a.D, ldk = a.Hkv * a.D;
+  const __nv_bfloat16* kg = k + (b * a.T * a.Hkv + hk) * a.D;
+  const __nv_bfloat16* vg = v + (b * a.T * a.Hkv + hk) * a.D;
+  load_tile<kBwdTile, kD, kS, 128>(sK, kg, k0, a.T, ldk, a.D);
+  load_tile<kBwdTile, kD, kS, 128>(sV, vg, k0, a.T, ldk, a.D);
+  cp_async_commit();
+
+  float dk_acc[kD / 8][4], dv_acc[kD / 8][4];
+#pragma unroll
+  for (int i = 0; i < kD / 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[i][e] = dv_acc[i][e] = 0.f;
+  const float sl2 = a.scale * kLog2e;
+  const int64_t q_end = a.window > 0 ? min(a.T, k0 + kBwdTile - 1 + a.window) : a.T;
+
+  for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+    const __nv_bfloat16* qg = q + (b * a.T * a.H + h) * a.D;
+    const __nv_bfloat16* og = dout + (b * a.T * a.H + h) * a.D;
+    for (int64_t q0 = k0; q0 < q_end; q0 += kBwdTile) {
+      __syncthreads();  // previous tile fully consumed
+      load_tile<kBwdTile, kD, kS, 128>(sQ, qg, q0, a.T, ldq, a.D);
+      load_tile<kBwdTile, kD, kS, 128>(sO, og, q0, a.T, ldq, a.D);
+      cp_async_commit();
+      if (threadIdx.x < kBwdTile) {
+        const int64_t t = q0 + threadIdx.x;
+        // A row past T gets lse = +inf, so its P is exactly 0.
+        sL[threadIdx.x] = t < a.T ? lse[(b * a.H + h) * a.T + t] * kLog2e : INFINITY;
+        sDl[threadIdx.x] = t < a.T ? delta[(b * a.H + h) * a.T + t] : 0.f;
+      }
+      cp_async_wait<0>();
+      __syncthreads();
+
+      // S^T = K Q^T: this warp's 16 keys x 64 queries.
+      float s[kBwdTile / 8][4], dp[kBwdTile / 8][4];
+#pragma unroll
+      for (int i = 0; i < kBwdTile / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        uint32_t ka[4], va[4];
+        ld_a(ka, sK, warp * 16, kk * 16, kS);
+        ld_a(va, sV, warp * 16, kk * 16, kS);
+#pragma unroll
+        for (int nn = 0; nn < kBwdTile / 16; ++nn) {
+          uint32_t bq[4], bo[4];
+          ld_b_nk(bq, sQ, nn * 16, kk * 16, kS);
+          ld_b_nk(bo, sO, nn * 16, kk * 16, kS);
+          mma_bf16(s[2 * nn], ka, bq[0], bq[1]);
+          mma_bf16(s[2 * nn + 1], ka, bq[2], bq[3]);
+          mma_bf16(dp[2 * nn], va, bo[0], bo[1]);  // dP^T = V dO^T
+          mma_bf16(dp[2 * nn + 1], va, bo[2], bo[3]);
+        }
+      }
+      const bool need_mask = q0 < k0 + kBwdTile || q0 + kBwdTile > a.T || k0 + kBwdTile > a.T ||
+                             (a.window > 0 && q0 + kBwdTile - 1 - k0 >= a.window);
+#pragma unroll
+      for (int i = 0; i < kBwdTile / 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int qi = i * 8 + 2 * t4 + (e & 1);
+          const int64_t key = k0 + warp * 16 + g + (e >> 1) * 8, t = q0 + qi;
+          float p = exp2f(s[i][e] * sl2 - sL[qi]);
+          if (need_mask && (key >= a.T || t >= a.T || !visible(t, key, a.window))) p = 0.f;
+          s[i][e] = p;
+          dp[i][e] = p * (dp[i][e] - sDl[qi]);  // dS^T
+        }
+      }
+      // dV += P^T dO and dK += dS^T Q (k = the 64 queries).
+#pragma unroll
+      for (int kk = 0; kk < kBwdTile / 16; ++kk) {
+        uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                          pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                          pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
+                          pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                          pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+        for (int dn = 0; dn < kD / 16; ++dn) {
+          uint32_t bo[4], bq[4];
+          ld_b_kn(bo, sO, kk * 16, dn * 16, kS);
+          ld_b_kn(bq, sQ, kk * 16, dn * 16, kS);
+          mma_bf16(dv_acc[2 * dn], pa, bo[0], bo[1]);
+          mma_bf16(dv_acc[2 * dn + 1], pa, bo[2], bo[3]);
+          mma_bf16(dk_acc[2 * dn], da, bq[0], bq[1]);
+          mma_bf16(dk_acc[2 * dn + 1], da, bq[2], bq[3]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t key = k0 + warp * 16 + g + rr * 8;
+    if (key >= a.T) continue;
+    const int64_t off = ((b * a.T + key) * a.Hkv + hk) * a.D;
+#pragma unroll
+    for (int i = 0; i < kD / 8; ++i) {
+      const int d = i * 8 + 2 * t4;
+      if (d < a.D) {
+        *reinterpret_cast<__nv_bfloat162*>(dk + off + d) =
+            __floats2bfloat162_rn(dk_acc[i][2 * rr] * a.scale, dk_acc[i][2 * rr + 1] * a.scale);
+        *reinterpret_cast<__nv_bfloat162*>(dv + off + d) =
+            __floats2bfloat162_rn(dv_acc[i][2 * rr], dv_acc[i][2 * rr + 1]);
+      }
+    }
+  }
+}
+
+template <int kD>
+__global__ void __launch_bounds__(128)
+    fa_bwd_dq_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                     const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ dout,
+                     const float* __restrict__ lse, const float* __restrict__ delta,
+                     __nv_bfloat16* __restrict__ dq, AttnDims a) {
+  constexpr int kS = kD + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* sO = sQ + kBwdTile * kS;
+  __nv_bfloat16* sK = sO + kBwdTile * kS;      // [2][64][kS]
+  __nv_bfloat16* sV = sK + 2 * kBwdTile * kS;  // [2][64][kS]
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t m_block = gridDim.x - 1 - blockIdx.x;
+  const int64_t bh = blockIdx.y, b = bh / a.H, h = bh % a.H, hk = h / (a.H / a.Hkv);
+  const int64_t m0 = m_block * kBwdTile;
+  const int64_t ldq = a.H * a.D, ldk = a.Hkv * a.D;
+  const __nv_bfloat16* qg = q + (b * a.T * a.H + h) * a.D;
+  const __nv_bfloat16* og = dout + (b * a.T * a.H + h) * a.D;
+  const __nv_bfloat16* kg = k + (b * a.T * a.Hkv + hk) * a.D;
+  const __nv_bfloat16* vg = v + (b * a.T * a.Hkv + hk) * a.D;
+  const int64_t q_last = min(a.T - 1, m0 + kBwdTile - 1);
+  const int64_t kv_begin = a.window > 0 ? max(int64_t(0), m0 - a.window + 1) / kBwdTile * kBwdTile : 0;
+  const int n_tiles = static_cast<int>((q_last + 1 - kv_begin + kBwdTile - 1) / kBwdTile);
+
+  load_tile<kBwdTile, kD, kS, 128>(sQ, qg, m0, a.T, ldq, a.D);
+  load_tile<kBwdTile, kD, kS, 128>(sO, og, m0, a.T, ldq, a.D);
+  load_tile<kBwdTile, kD, kS, 128>(sK, kg, kv_begin, a.T, ldk, a.D);
+  load_tile<kBwdTile, kD, kS, 128>(sV, vg, kv_begin, a.T, ldk, a.D);
+  cp_async_commit();
+
+  const int64_t row0 = m0 + warp * 16 + g;
+  float lse_r[2], dl_r[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t t = row0 + rr * 8;
+    lse_r[rr] = t < a.T ? lse[(b * a.H + h) * a.T + t] * kLog2e : INFINITY;
+    dl_r[rr] = t < a.T ? delta[(b * a.H + h) * a.T + t] : 0.f;
+  }
+  const float sl2 = a.scale * kLog2e;
+  uint32_t qf[kD / 16][4];  // dO fragments are re-read from shared memory: saves 32 registers
+  float acc[kD / 8][4];
+#pragma unroll
+  for (int i = 0; i < kD / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int64_t n0 = kv_begin + int64_t(j) * kBwdTile;
+    if (j + 1 < n_tiles) {
+      const int nb = (j + 1) & 1;
+      load_tile<kBwdTile, kD, kS, 128>(sK + nb * kBwdTile * kS, kg, n0 + kBwdTile, a.T, ldk, a.D);
+      load_tile<kBwdTile, kD, kS, 128>(sV + nb * kBwdTile * kS, vg, n0 + kBwdTile, a.T, ldk, a.D);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        ld_a(qf[kk], sQ, warp * 16, kk * 16, kS);
+      }
+    }
+    const __nv_bfloat16* sKb = sK + (j & 1) * kBwdTile * kS;
+    const __nv_bfloat16* sVb = sV + (j & 1) * kBwdTile * kS;
+    float s[kBwdTile / 8][4], dp[kBwdTile / 8][4];
+#pragma unroll
+    for (int i = 0; i < kBwdTile / 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      uint32_t of[4];
+      ld_a(of, sO, warp * 16, kk * 16, kS);
+#pragma unroll
+      for (int nn = 0; nn < kBwdTile / 16; ++nn) {
+        uint32_t bk[4], bv[4];
+        ld_b_nk(bk, sKb, nn * 16, kk * 16, kS);
+        ld_b_nk(bv, sVb, nn * 16, kk * 16, kS);
+        mma_bf16(s[2 * nn], qf[kk], bk[0], bk[1]);
+        mma_bf16(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
+        mma_bf16(dp[2 * nn], of, bv[0], bv[1]);  // dP = dO V^T
+        mma_bf16(dp[2 * nn + 1], of, bv[2], bv[3]);
+      }
+    }
+    const bool need_mask = n0 + kBwdTile - 1 > m0 || n0 + kBwdTile > a.T ||
+                           (a.window > 0 && m0 + kBwdTile - 1 - n0 >= a.window);
+#pragma unroll
+    for (int i = 0; i < kBwdTile / 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int rr = e >> 1;
+        const int64_t t = row0 + rr * 8, key = n0 + i * 8 + 2 * t4 + (e & 1);
+        float p = exp2f(s[i][e] * sl2 - lse_r[rr]);
+        if (need_mask && (key >= a.T || !visible(t, key, a.window))) p = 0.f;
+        dp[i][e] = p * (dp[i][e] - dl_r[rr]);  // dS
+      }
+    }
+    // dQ += dS K (k = the 64 keys; K stored [key][d]).
+#pragma unroll
+    for (int kk = 0; kk < kBwdTile / 16; ++kk) {
+      uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
+                        pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                        pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < kD / 16; ++dn) {
+        uint32_t bk[4];
+        ld_b_kn(bk, sKb, kk * 16, dn * 16, kS);
+        mma_bf16(acc[2 * dn], da, bk[0], bk[1]);
+        mma_bf16(acc[2 * dn + 1], da, bk[2], bk[3]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t t = row0 + rr * 8;
+    if (t >= a.T) continue;
+    __nv_bfloat16* row = dq + ((b * a.T + t) * a.H + h) * a.D;
+#pragma unroll
+    for (int i = 0; i < kD / 8; ++i) {
+      const int d = i * 8 + 2 * t4;
+      if (d < a.D)
+        *reinterpret_cast<__nv_bfloat162*>(row + d) =
+            __floats2bfloat162_rn(acc[i][2 * rr] * a.scale, acc[i][2 * rr + 1] * a.scale);
+    }
+  }
+}
+
+template <int kD>
+void launch_bwd_tc(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& lse, const Tensor& delta, Tensor& dq, Tensor& dk, Tensor& dv,
+                   const AttnDims& a, void* stream) {
+  const size_t tile = size_t(kBwdTile) * (kD + 8) * sizeof(__nv_bfloat16);
+  const size_t smem_kv = 4 * tile + 2 * kBwdTile * sizeof(float);
+  const size_t smem_q = 6 * tile;
+  auto kkv = fa_bwd_dkdv_kernel<kD>;
+  auto kq = fa_bwd_dq_kernel<kD>;
+  for (auto [fn, bytes] : {std::pair<const void*, size_t>{(const void*)kkv, smem_kv}, {(const void*)kq, smem_q}}) {
+    if (bytes > 48 * 1024) {
+      const cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(bytes));
+      LZ_CHECK(e == cudaSuccess, "flash_attention_backward: cannot reserve ", bytes,
+               " bytes of shared memory: ", cudaGetErrorString(e));
+    }
+  }
+  const auto* pq = static_cast<const __nv_bfloat16*>(q.raw());
+  const auto* pk = static_cast<const __nv_bfloat16*>(k.raw());
+  const auto* pv = static_cast<const __nv_bfloat16*>(v.raw());
+  const auto* po = static_cast<const __nv_bfloat16*>(dout.raw());
+  LZ_CHECK(a.B * a.H < 65536, "flash_attention_backward: B * H = ", a.B * a.H,
+           " exceeds the grid's y limit (65535)");
+  const unsigned tiles = static_cast<unsigned>((a.T + kBwdTile - 1) / kBwdTile);
+  kkv<<<dim3(tiles, static_cast<unsigned>(a.B * a.Hkv)), 128, smem_kv, as_stream(stream)>>>(
+      pq, pk, pv, po, lse.data<float>(), delta.data<float>(), static_cast<__nv_bfloat16*>(dk.raw()),
+      static_cast<__nv_bfloat16*>(dv.raw()), a);
+  kq<<<dim3(tiles, static_cast<unsigned>(a.B * a.H)), 128, smem_q, as_stream(stream)>>>(
+      pq, pk, pv, po, lse.data<float>(), delta.data<float>(), static_cast<__nv_bfloat16*>(dq.raw()), a);
 }
 
 int warp_rows_grid(int64_t rows) { return grid_for(rows * 32, 256); }
@@ -429,7 +754,14 @@ bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
 void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                              int64_t window, Tensor& o, Tensor& lse, void* stream) {
+  flash_attention_forward_tiled(q, k, v, scale, window, o, lse, kDefaultForwardWarps, stream);
+}
+
+void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                                   int64_t window, Tensor& o, Tensor& lse, int warps,
+                                   void* stream) {
   const char* op = "cuda::flash_attention_forward";
+  LZ_CHECK(warps == 4 || warps == 8, op, ": warps must be 4 or 8, got ", warps);
   const AttnDims a = check_attn(op, q, k, v, scale, window);
   require_contiguous(o, op, "o");
   require_contiguous(lse, op, "lse");
@@ -439,9 +771,11 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
   if (q.numel() == 0) return;
   if (tc_eligible(q, k, v, o)) {
     if (a.D <= 64)
-      launch_fwd_tc<64, 4>(q, k, v, o, lse, a, stream);
+      warps == 4 ? launch_fwd_tc<64, 4>(q, k, v, o, lse, a, stream)
+                 : launch_fwd_tc<64, 8>(q, k, v, o, lse, a, stream);
     else
-      launch_fwd_tc<128, 4>(q, k, v, o, lse, a, stream);
+      warps == 4 ? launch_fwd_tc<128, 4>(q, k, v, o, lse, a, stream)
+                 : launch_fwd_tc<128, 8>(q, k, v, o, lse, a, stream);
   } else {
     visit_storage(q.dtype(), op, [&](auto z) {
       using T = decltype(z);
@@ -453,9 +787,10 @@ void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, 
   check_last_error(op);
 }
 
-void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
-                              const Tensor& v, const Tensor& o, const Tensor& lse, double scale,
-                              int64_t window, Tensor& dq, Tensor& dk, Tensor& dv, void* stream) {
+namespace {
+void backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                   const Tensor& o, const Tensor& lse, double scale, int64_t window, Tensor& dq,
+                   Tensor& dk, Tensor& dv, void* stream, bool use_tensor_cores) {
   const char* op = "cuda::flash_attention_backward";
   const AttnDims a = check_attn(op, q, k, v, scale, window);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &o, &dq})
@@ -468,6 +803,8 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
            ": lse must be f32 [B, H, T], got ", lse.desc());
   if (q.numel() == 0) return;
   Tensor delta = Tensor::empty({a.B, a.H, a.T}, DType::F32, q.device());
+  const bool tc = use_tensor_cores && tc_eligible(q, k, v, dout) && aligned16(dq.raw()) &&
+                  aligned16(dk.raw()) && aligned16(dv.raw());
   visit_storage(q.dtype(), op, [&](auto z) {
     using T = decltype(z);
     auto s = as_stream(stream);
@@ -477,6 +814,13 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
     const T* pv = static_cast<const T*>(v.raw());
     delta_kernel<T><<<warp_rows_grid(a.B * a.T * a.H), 256, 0, s>>>(
         pdo, static_cast<const T*>(o.raw()), delta.data<float>(), a);
+    if (tc && std::is_same_v<T, bf16>) {
+      if (a.D <= 64)
+        launch_bwd_tc<64>(dout, q, k, v, lse, delta, dq, dk, dv, a, stream);
+      else
+        launch_bwd_tc<128>(dout, q, k, v, lse, delta, dq, dk, dv, a, stream);
+      return;
+    }
     ref_dq_kernel<T><<<warp_rows_grid(a.B * a.T * a.H), 256, 0, s>>>(
         pdo, pq, pk, pv, lse.data<float>(), delta.data<float>(), static_cast<T*>(dq.raw()), a);
     ref_dkdv_kernel<T><<<warp_rows_grid(a.B * a.T * a.Hkv), 256, 0, s>>>(
@@ -484,6 +828,21 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
         static_cast<T*>(dv.raw()), a);
   });
   check_last_error(op);
+}
+
+}  // namespace
+
+void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                              const Tensor& v, const Tensor& o, const Tensor& lse, double scale,
+                              int64_t window, Tensor& dq, Tensor& dk, Tensor& dv, void* stream) {
+  backward_impl(dout, q, k, v, o, lse, scale, window, dq, dk, dv, stream, true);
+}
+
+void flash_attention_backward_reference(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& o, const Tensor& lse,
+                                        double scale, int64_t window, Tensor& dq, Tensor& dk,
+                                        Tensor& dv, void* stream) {
+  backward_impl(dout, q, k, v, o, lse, scale, window, dq, dk, dv, stream, false);
 }
 
 /// Forward through the reference (warp-per-row) kernel regardless of dtype: the oracle the

@@ -10,6 +10,9 @@
 #include "lizard/cuda/bench.h"
 #include "test_util.h"
 
+// The CUDA launchers exist only in CUDA builds; elsewhere this file compiles to nothing.
+#ifdef LIZARD_WITH_CUDA
+
 using namespace lizard;
 
 TEST(GpuBench, QuickRowsArePositive) {
@@ -23,3 +26,5 @@ TEST(GpuBench, QuickRowsArePositive) {
   }
   std::cout << cuda::bench_rows_json(rows, 0) << std::endl;
 }
+
+#endif  // LIZARD_WITH_CUDA

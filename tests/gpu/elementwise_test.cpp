@@ -111,7 +111,8 @@ TEST(GpuGemm, TransposesAndBatchBroadcast) {
   const std::vector<C> cases = {
       {{17, 33}, {33, 9}, false, false},      {{33, 17}, {33, 9}, true, false},
       {{17, 33}, {9, 33}, false, true},       {{33, 17}, {9, 33}, true, true},
-      {{3, 17, 33}, {33, 9}, false, false},   // weight broadcast over batch (stride 0)
+      {{3, 17, 33}, {33, 9}, false, false},   // weight shared by the batch: folded into M
+      {{3, 33, 17}, {33, 9}, true, false},    // same with a^T: stride-0 batch in cuBLASLt
       {{2, 3, 1, 64}, {2, 3, 64, 5}, false, false},
       {{4, 1, 5, 8}, {1, 3, 8, 6}, false, false},  // both broadcast: host loop over outer dim
       {{1, 1}, {1, 1}, false, false},         {{128, 256}, {256, 96}, false, false}};
