@@ -5,6 +5,9 @@ namespace lizard::cli {
 void register_all(CLI::App& app) {
   register_info(app);
   register_prepare_data(app);
+  register_train(app);
+  register_bench(app);
+  register_eval(app);
 }
 
 }  // namespace lizard::cli

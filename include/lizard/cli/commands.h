@@ -11,5 +11,8 @@ namespace lizard::cli {
 void register_all(CLI::App& app);
 void register_info(CLI::App& app);
 void register_prepare_data(CLI::App& app);
+void register_train(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace lizard::cli

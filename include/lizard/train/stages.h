@@ -1,0 +1,29 @@
+// The stage runners: pretrain (every weight from random init), distill (stage 1: layer-wise
+// attention-output MSE, teacher-forced, only Lizard parameters train) and finetune (stage 2:
+// LoRA on a frozen base, next-token cross-entropy on the student). Each builds its model from
+// the config, implements TrainTask and runs the Trainer.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "lizard/nn/llama.h"
+#include "lizard/ops/lizard_config.h"
+#include "lizard/train/config.h"
+#include "lizard/train/trainer.h"
+
+namespace lizard::train {
+
+/// The model a stage trains (or evaluates): architecture from model.path (HF directory) or
+/// model.arch; attention per the stage (students get LizardAttention except softmax_layers);
+/// LoRA for finetune; weights from model.path, then model.init_from (a checkpoint directory or
+/// a run's checkpoints root: its last complete checkpoint) by name.
+std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device device, DType dtype);
+
+/// ops::LizardConfig from the config's lizard section (preset resolution included).
+ops::LizardConfig lizard_config_of(const RunConfig& cfg);
+
+/// Runs one stage to completion and returns the Trainer's summary. `resume` continues from
+/// the last complete checkpoint under cfg.out_dir.
+TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after = -1);
+
+}  // namespace lizard::train

@@ -1,0 +1,270 @@
+#include "lizard/train/stages.h"
+
+#include <filesystem>
+
+#include "lizard/autograd/functions.h"
+#include "lizard/autograd/nn_functions.h"
+#include "lizard/core/cuda_runtime.h"
+#include "lizard/io/hdf5_tokens.h"
+#include "lizard/io/hf_model.h"
+#include "lizard/nn/lizard_attention.h"
+#include "lizard/train/checkpoint.h"
+
+namespace lizard::train {
+
+namespace fs = std::filesystem;
+namespace ag = lizard::autograd;
+using autograd::ParamTag;
+using autograd::Var;
+
+ops::LizardConfig lizard_config_of(const RunConfig& cfg) {
+  const LizardSection& s = cfg.lizard;
+  ops::LizardConfig c;
+  c.preset = ops::preset_from_name(s.preset);
+  c.feature_dim = s.feature_dim;
+  c.feature_activation = ops::feature_activation_from_name(s.feature_activation);
+  c.window = s.window;
+  c.sinks = s.sinks;
+  c.sinks_per_head = s.sinks_per_head;
+  c.combine = ops::combine_from_name(s.combine);
+  c.chunk = s.chunk;
+  // Fields a preset sets are explicit only when they differ from the paper default.
+  if (s.gate != "shared") c.gate = ops::gate_mode_from_name(s.gate);
+  if (s.gate_bias_init != 0.0) c.gate_bias_init = s.gate_bias_init;
+  if (s.window_rope) c.window_rope = true;
+  c = c.resolved();
+  c.validate();
+  return c;
+}
+
+namespace {
+
+nn::LoraTargets lora_targets(const std::vector<std::string>& names) {
+  nn::LoraTargets t;
+  for (const std::string& n : names) {
+    if (n == "q") t.q = true;
+    else if (n == "k") t.k = true;
+    else if (n == "v") t.v = true;
+    else if (n == "o") t.o = true;
+    else if (n == "gate") t.gate = true;
+    else if (n == "up") t.up = true;
+    else if (n == "down") t.down = true;
+    else throw InputError("lora.targets: unknown target '" + n + "' (expected q, k, v, o, gate, up, down)");
+  }
+  LZ_INPUT_CHECK(!(t.gate || t.up || t.down), "lora.targets: MLP targets are not supported yet (use q, k, v, o)");
+  return t;
+}
+
+// A checkpoint directory, or a run's checkpoint root, or a stage out_dir.
+std::string resolve_checkpoint(const std::string& p) {
+  if (fs::exists(fs::path(p) / "DONE")) return p;
+  for (const fs::path root : {fs::path(p), fs::path(p) / "checkpoints"}) {
+    if (auto last = find_last_checkpoint(root.string())) return *last;
+  }
+  throw InputError("model.init_from: no complete checkpoint (with DONE) at '" + p + "'");
+}
+
+}  // namespace
+
+std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device device, DType dtype) {
+  const bool student = cfg.stage != "pretrain";
+  nn::AttentionFactory factory;
+  if (student) factory = nn::lizard_factory(lizard_config_of(cfg), cfg.lizard.softmax_layers, dtype, device);
+  static thread_local nn::LoraConfig lora_cfg;  // outlives the spec during construction
+  nn::LoraSpec spec;
+  if (cfg.stage == "finetune") {
+    lora_cfg = {cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout};
+    spec.config = &lora_cfg;
+    spec.targets = lora_targets(cfg.lora.targets);
+    spec.seed = cfg.seed + 7919;
+  }
+  std::unique_ptr<nn::LlamaForCausalLM> model;
+  if (!cfg.model.path.empty()) {
+    io::LoadOptions lo;
+    lo.device = device;
+    lo.dtype = dtype;
+    lo.attention = factory;
+    lo.lora = spec;
+    model = io::load_hf_model(cfg.model.path, lo);
+  } else {
+    model = std::make_unique<nn::LlamaForCausalLM>(cfg.model.arch, factory, spec, dtype, device);
+    model->init_random(cfg.seed);
+  }
+  if (!cfg.model.init_from.empty()) {
+    const std::string dir = resolve_checkpoint(cfg.model.init_from);
+    NamedTensors saved = load_checkpoint_model(dir);
+    for (auto& [name, t] : saved) {
+      Var v = model->parameter(name);  // throws naming an unknown tensor
+      LZ_INPUT_CHECK(v.shape() == t.shape(), "model.init_from: tensor '", name, "' in ", dir,
+                     " has shape ", shape_str(t.shape()), " but the model expects ",
+                     shape_str(v.shape()));
+      v.set_data(t.to(v.device(), v.dtype()));
+    }
+  }
+  // Tags per stage: pretrain trains everything; distill only Lizard parameters; finetune the
+  // adapters (and the Lizard parameters when train_lizard_params).
+  for (auto& [name, v] : model->named_parameters()) {
+    const bool is_lizard = name.find(".lizard.") != std::string::npos;
+    const bool is_lora = name.find("lora_") != std::string::npos;
+    bool train = false;
+    if (cfg.stage == "pretrain") train = true;
+    else if (cfg.stage == "distill") train = is_lizard;
+    else train = is_lora || (is_lizard && cfg.train_lizard_params);
+    v.set_tag(train ? (is_lora ? ParamTag::Adapter : ParamTag::Trainable) : ParamTag::Frozen);
+  }
+  return model;
+}
+
+namespace {
+
+class ModelTask : public TrainTask {
+ public:
+  ModelTask(const RunConfig& cfg, std::unique_ptr<nn::LlamaForCausalLM> model, Device dev)
+      : cfg_(cfg), model_(std::move(model)), dev_(dev) {}
+  std::vector<autograd::Var> parameters() override {
+    std::vector<autograd::Var> ps;
+    for (auto& [name, v] : model_->named_parameters())
+      if (v.requires_grad()) ps.push_back(v);
+    return ps;
+  }
+  NamedTensors state_tensors() override {
+    NamedTensors out;
+    const bool all = cfg_.stage == "pretrain";
+    for (auto& [name, v] : model_->named_parameters())
+      if (all || v.requires_grad() || name.find(".lizard.") != std::string::npos)
+        out.emplace_back(name, v.data());
+    return out;
+  }
+  void load_state(const NamedTensors& tensors) override {
+    for (auto& [name, t] : tensors) {
+      Var v = model_->parameter(name);
+      v.set_data(t.to(v.device(), v.dtype()));
+    }
+  }
+  double flops_per_token() const override {
+    // 6 N for every weight trained through, minus the weight-gradient GEMMs of frozen weights
+    // (2 N of them); distill runs the teacher forward (2 N) plus small student attention.
+    const double n = static_cast<double>(model_->config().num_parameters());
+    if (cfg_.stage == "pretrain") return 6 * n;
+    if (cfg_.stage == "distill") return 2 * n;
+    return 4 * n;
+  }
+
+ protected:
+  Tensor dev_ids(const Tensor& t) const { return t.to(dev_); }
+  RunConfig cfg_;
+  std::unique_ptr<nn::LlamaForCausalLM> model_;
+  Device dev_;
+};
+
+class LanguageModelTask : public ModelTask {
+ public:
+  using ModelTask::ModelTask;
+  LossResult loss(const Batch& b, const StepContext& ctx) override {
+    nn::ForwardOptions o;
+    o.teacher = cfg_.stage == "pretrain";
+    o.recompute = cfg_.recompute && ctx.training;
+    const int64_t B = b.inputs.size(0), T = b.inputs.size(1), V = model_->config().vocab_size;
+    Var logits = ag::reshape(model_->forward(dev_ids(b.inputs), o), {B * T, V});
+    Tensor targets = dev_ids(b.targets.reshape({B * T}));
+    auto ce = ag::cross_entropy(logits, targets);
+    Var total = ag::scale(ce.loss, static_cast<double>(ce.count));
+    if (cfg_.kl_to_teacher > 0 && cfg_.stage == "finetune") {
+      Tensor t_logits;
+      {
+        ag::NoGradGuard ng;
+        nn::ForwardOptions to;
+        to.teacher = true;
+        t_logits = model_->forward(dev_ids(b.inputs), to).data().reshape({B * T, V});
+      }
+      // KL(teacher || student) summed over positions: sum p_t (log p_t - log p_s).
+      Var lt(ag::log_softmax(Var(t_logits)).data());
+      Var ls = ag::log_softmax(logits);
+      Var kl = ag::sum(ag::mul(ag::exp(lt), ag::sub(lt, ls)));
+      total = ag::add(total, ag::scale(kl, cfg_.kl_to_teacher * ce.count / static_cast<double>(B * T)));
+    }
+    return {total, ce.count};
+  }
+};
+
+class DistillTask : public ModelTask {
+ public:
+  using ModelTask::ModelTask;
+  LossResult loss(const Batch& b, const StepContext&) override {
+    // Teacher forcing: every layer sees the teacher's hidden state; only the student's
+    // attention output (before o_proj) is compared with the teacher's.
+    const ops::RopeTable& rope = model_->rope(b.inputs.size(1), dev_);
+    Var x = model_->model->embed_tokens->forward(dev_ids(b.inputs));
+    Var total;
+    int64_t layers = 0;
+    last_layer_mse_.clear();
+    for (const nn::DecoderLayer* layer : model_->model->layers) {
+      Var xn = layer->input_layernorm->forward(x);
+      nn::QKV qkv = layer->self_attn->project(xn);
+      Var y_t = layer->self_attn->softmax_mix(qkv, rope);
+      if (layer->self_attn->is_linearized()) {
+        Var y_s = layer->self_attn->student_mix(xn, qkv, rope);
+        Var mse = ag::mse(y_s, y_t);
+        last_layer_mse_.push_back(mse.data().item());
+        total = total.defined() ? ag::add(total, mse) : mse;
+        ++layers;
+      }
+      Var h = ag::add(x, layer->self_attn->output(y_t));
+      x = ag::add(h, layer->mlp->forward(layer->post_attention_layernorm->forward(h)));
+    }
+    LZ_INPUT_CHECK(layers > 0, "distill: every layer is in lizard.softmax_layers; nothing to train");
+    // Loss = (1/L) sum_l mse_l, reported per token so the trainer's normaliser restores it.
+    const int64_t n = b.inputs.numel();
+    return {ag::scale(total, static_cast<double>(n) / static_cast<double>(layers)), n};
+  }
+
+ private:
+  std::vector<double> last_layer_mse_;
+};
+
+}  // namespace
+
+TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
+  Device dev = Device::parse(cfg.device);
+  if (dev.is_cuda() && !cuda_available())
+    throw InputError("device: '" + cfg.device + "' requested but no GPU is visible (set device: cpu)");
+  const DType dtype = dev.is_cpu() ? DType::F32 : dtype_from_name(cfg.dtype);
+  auto model = build_model(cfg, dev, dtype);
+  std::unique_ptr<TrainTask> task;
+  if (cfg.stage == "distill")
+    task = std::make_unique<DistillTask>(cfg, std::move(model), dev);
+  else
+    task = std::make_unique<LanguageModelTask>(cfg, std::move(model), dev);
+
+  LZ_INPUT_CHECK(!cfg.data.path.empty(), "data.path: no dataset given (write one with `lizard prepare-data`)");
+  auto data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.path));
+  LoaderOptions lo;
+  lo.seq_len = cfg.data.seq_len;
+  lo.micro_batch = cfg.data.micro_batch;
+  lo.shuffle = cfg.data.shuffle;
+  lo.seed = cfg.seed;
+  lo.use_loss_mask = cfg.loss_on != "all";
+  std::vector<int64_t> train_docs, val_docs;
+  std::shared_ptr<const io::TokenDataset> val_data;
+  if (!cfg.data.val_path.empty()) {
+    val_data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.val_path));
+    for (int64_t i = 0; i < data->num_docs(); ++i) train_docs.push_back(i);
+    for (int64_t i = 0; i < val_data->num_docs(); ++i) val_docs.push_back(i);
+  } else {
+    std::tie(train_docs, val_docs) = split_documents(data->num_docs(), cfg.data.val_fraction);
+    val_data = data;
+  }
+  DataLoader train_loader(data, train_docs, lo);
+  LoaderOptions vo = lo;
+  vo.shuffle = false;
+  std::unique_ptr<DataLoader> val_loader;
+  if (!val_docs.empty()) val_loader = std::make_unique<DataLoader>(val_data, val_docs, vo);
+  TrainerOptions to;
+  to.resume = resume;
+  to.stop_after = stop_after;
+  if (dev.is_cuda()) to.device_name = cuda::context(dev.index).name;
+  Trainer trainer(cfg, *task, train_loader, val_loader.get(), {}, to);
+  return trainer.run();
+}
+
+}  // namespace lizard::train
