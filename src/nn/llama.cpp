@@ -48,6 +48,8 @@ LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& cfg, const AttentionFactor
   if (!cfg.tie_word_embeddings)
     lm_head = register_module(
         "lm_head", std::make_unique<Linear>(cfg.hidden_size, cfg.vocab_size, false, dtype, device));
+  // Vars carry their full dotted names (optimizer state and checkpoints are keyed by them).
+  for (auto& [name, v] : named_parameters()) v.set_name(name);
 }
 
 const ops::RopeTable& LlamaForCausalLM::rope(int64_t T, Device device) const {

@@ -336,6 +336,14 @@ YAML::Node load_yaml_file(const std::string& path) {
 void flatten_map(const YAML::Node& node, const std::string& prefix, const std::string& src,
                  Values& out);
 
+/// Sets out[key]. YAML::Node copies share their node and Node::operator= writes through, so an
+/// entry copied from another stage must be replaced, never assigned, or the write would leak
+/// into every stage that shares it.
+void set_value(Values& out, const std::string& key, const YAML::Node& node, const std::string& src) {
+  out.erase(key);
+  out.emplace(key, Entry{node, src});
+}
+
 /// Merges `include:` (a path or a list, relative to base_dir) then the map's own keys.
 void flatten_doc(const YAML::Node& doc, const std::string& src, const fs::path& base_dir,
                  Values& out, int depth, bool allow_stages) {
@@ -368,7 +376,7 @@ void flatten_doc(const YAML::Node& doc, const std::string& src, const fs::path& 
       continue;
     }
     if (find_field(key)) {
-      out[key] = {kv.second, src};
+      set_value(out, key, kv.second, src);
     } else if (is_section(key)) {
       if (!kv.second.IsMap() && !kv.second.IsNull()) bad_value(key, src, "a mapping (section)", kv.second);
       flatten_map(kv.second, key, src, out);
@@ -384,7 +392,7 @@ void flatten_map(const YAML::Node& node, const std::string& prefix, const std::s
   for (const auto& kv : node) {
     const std::string key = prefix + "." + kv.first.as<std::string>();
     if (find_field(key)) {
-      out[key] = {kv.second, src};
+      set_value(out, key, kv.second, src);
     } else if (is_section(key)) {
       flatten_map(kv.second, key, src, out);
     } else {
@@ -474,7 +482,7 @@ std::vector<RunConfig> load_doc(const YAML::Node& root, const std::string& origi
       throw InputError(str_cat("--set '", o, "': YAML error: ", e.what()));
     }
     for (size_t i = 0; i < stages.size(); ++i)
-      if (stage < 0 || static_cast<size_t>(stage) == i) stages[i][key] = {value, "--set"};
+      if (stage < 0 || static_cast<size_t>(stage) == i) set_value(stages[i], key, value, "--set");
   }
   std::vector<RunConfig> out;
   for (const Values& v : stages) out.push_back(resolve(v));

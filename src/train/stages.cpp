@@ -56,12 +56,12 @@ nn::LoraTargets lora_targets(const std::vector<std::string>& names) {
 }
 
 // A checkpoint directory, or a run's checkpoint root, or a stage out_dir.
-std::string resolve_checkpoint(const std::string& p) {
+std::string resolve_checkpoint(const std::string& what, const std::string& p) {
   if (fs::exists(fs::path(p) / "DONE")) return p;
   for (const fs::path root : {fs::path(p), fs::path(p) / "checkpoints"}) {
     if (auto last = find_last_checkpoint(root.string())) return *last;
   }
-  throw InputError("model.init_from: no complete checkpoint (with DONE) at '" + p + "'");
+  throw InputError(what + ": no Hugging Face config.json and no complete checkpoint (with DONE) at '" + p + "'");
 }
 
 }  // namespace
@@ -79,7 +79,19 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
     spec.seed = cfg.seed + 7919;
   }
   std::unique_ptr<nn::LlamaForCausalLM> model;
-  if (!cfg.model.path.empty()) {
+  auto load_checkpoint_into = [&](const std::string& what, const std::string& path) {
+    const std::string dir = resolve_checkpoint(what, path);
+    NamedTensors saved = load_checkpoint_model(dir);
+    for (auto& [name, t] : saved) {
+      Var v = model->parameter(name);  // throws naming an unknown tensor
+      LZ_INPUT_CHECK(v.shape() == t.shape(), what, ": tensor '", name, "' in ", dir,
+                     " has shape ", shape_str(t.shape()), " but the model expects ",
+                     shape_str(v.shape()));
+      v.set_data(t.to(v.device(), v.dtype()));
+    }
+  };
+  const bool hf_dir = !cfg.model.path.empty() && fs::exists(fs::path(cfg.model.path) / "config.json");
+  if (hf_dir) {
     io::LoadOptions lo;
     lo.device = device;
     lo.dtype = dtype;
@@ -87,20 +99,13 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
     lo.lora = spec;
     model = io::load_hf_model(cfg.model.path, lo);
   } else {
+    // model.path may name a lizard checkpoint (a pretrain run): the architecture comes from
+    // the config, the weights from the checkpoint.
     model = std::make_unique<nn::LlamaForCausalLM>(cfg.model.arch, factory, spec, dtype, device);
     model->init_random(cfg.seed);
+    if (!cfg.model.path.empty()) load_checkpoint_into("model.path", cfg.model.path);
   }
-  if (!cfg.model.init_from.empty()) {
-    const std::string dir = resolve_checkpoint(cfg.model.init_from);
-    NamedTensors saved = load_checkpoint_model(dir);
-    for (auto& [name, t] : saved) {
-      Var v = model->parameter(name);  // throws naming an unknown tensor
-      LZ_INPUT_CHECK(v.shape() == t.shape(), "model.init_from: tensor '", name, "' in ", dir,
-                     " has shape ", shape_str(t.shape()), " but the model expects ",
-                     shape_str(v.shape()));
-      v.set_data(t.to(v.device(), v.dtype()));
-    }
-  }
+  if (!cfg.model.init_from.empty()) load_checkpoint_into("model.init_from", cfg.model.init_from);
   // Tags per stage: pretrain trains everything; distill only Lizard parameters; finetune the
   // adapters (and the Lizard parameters when train_lizard_params).
   for (auto& [name, v] : model->named_parameters()) {
