@@ -69,11 +69,18 @@ MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64
     key_pos.push_back(1 + 2 * i);
   }
 
-  // Spread region - 2Q filler tokens over the Q + 1 gaps around the queries.
+  // Queries go where some pair can be at an allowed distance: from 1 + min_distance (the
+  // first key is at 1) to (2N - 1) + max_distance (the last key), clipped to the region. The
+  // span's free tokens are spread over the Q + 1 gaps around the queries; the rest is filler.
+  const int64_t span_begin = std::max(1 + 2 * N, 1 + lo);
+  const int64_t span_end = std::min(spec.seq_len, 2 * N - 1 + hi + 2);  // exclusive, answers included
+  LZ_INPUT_CHECK(span_end - span_begin >= 2 * Q, "mqar: only ", std::max<int64_t>(span_end - span_begin, 0),
+                 " positions of seq_len ", spec.seq_len, " allow distances in [", lo, ", ", hi,
+                 "], too few for ", Q, " queries");
   std::vector<int64_t> gaps(static_cast<size_t>(Q + 1), 0);
-  for (int64_t f = 0; f < region - 2 * Q; ++f) ++gaps[static_cast<size_t>(d.below(Q + 1))];
+  for (int64_t f = 0; f < span_end - span_begin - 2 * Q; ++f) ++gaps[static_cast<size_t>(d.below(Q + 1))];
   std::vector<int64_t> query_pos;
-  int64_t p = 1 + 2 * N;
+  int64_t p = span_begin;
   for (int64_t q = 0; q < Q; ++q) {
     p += gaps[static_cast<size_t>(q)];
     query_pos.push_back(p);

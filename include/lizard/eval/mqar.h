@@ -4,7 +4,9 @@
 //   0                    <bos>
 //   1 .. 2N              N pairs "k v": distinct keys, values drawn with replacement
 //   2N+1 .. seq_len-1    Q queries "k v" (each an earlier pair's key and its value), in random
-//                        order, separated by runs of the filler token "-" of random lengths
+//                        order, separated by runs of the filler token "-" of random lengths;
+//                        queries are placed only where an allowed distance is possible
+//                        (positions 1 + min_distance .. 2N - 1 + max_distance), filler elsewhere
 // Only the value of each query is a target (loss mask 1); the model must recall it from the
 // pair. The distance of a query is query_pos - key_pos (query key to pair key): the pair is
 // inside a window of w tokens ending at the query (t - w < s <= t) iff distance < w, so
