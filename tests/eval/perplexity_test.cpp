@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "eval_test_util.h"
+#include "lizard/autograd/functions.h"
 #include "lizard/eval/perplexity.h"
 
 namespace lizard::eval {
@@ -83,6 +84,37 @@ TEST(Perplexity, MaxLengthChangesOnlyTheCuts) {
   a.max_length = 6;
   EXPECT_EQ(perplexity(m, one, a).tokens, 10);
   EXPECT_THROW(perplexity(m, one, PerplexityOptions{{true, 0}, 8}), InputError);
+}
+
+// A student whose token mixing outputs zeros: its perplexity must equal the teacher's of the
+// same model with every o_proj zeroed (attention contributes nothing either way), and differ
+// from the teacher's own. Proves ForwardOptions.teacher reaches the model.
+class ZeroStudentAttention : public nn::Attention {
+ public:
+  using nn::Attention::Attention;
+  autograd::Var student_mix(const autograd::Var&, const nn::QKV& qkv, const ops::RopeTable& rope) const override {
+    return autograd::affine(softmax_mix(qkv, rope), 0.0);
+  }
+  bool is_linearized() const override { return true; }
+};
+
+TEST(Perplexity, StudentPathIsSelectable) {
+  const int64_t V = 19;
+  const nn::LlamaConfig cfg = test::tiny_config(V);
+  nn::AttentionFactory zero_student = [](const nn::LlamaConfig& c, const nn::LoraSpec& l, int64_t i) {
+    return std::unique_ptr<nn::Attention>(new ZeroStudentAttention(c, l, i, DType::F32, Device::cpu()));
+  };
+  nn::LlamaForCausalLM m(cfg, zero_student), no_attn(cfg);
+  m.init_random(2, 0.5);
+  no_attn.init_random(2, 0.5);
+  for (auto& [name, p] : no_attn.named_parameters())
+    if (name.find("o_proj") != std::string::npos) p.set_data(Tensor::zeros(p.shape()));
+  std::vector<std::vector<int32_t>> seqs = {seq(9, V, 1), seq(6, V, 2)};
+  PerplexityOptions teacher, student;
+  student.teacher = false;
+  const double s = perplexity(m, seqs, student).nll_sum;
+  EXPECT_NEAR(s, perplexity(no_attn, seqs, teacher).nll_sum, 1e-5 * s);
+  EXPECT_GT(std::abs(s - perplexity(m, seqs, teacher).nll_sum), 1e-3);
 }
 
 }  // namespace
