@@ -2,6 +2,9 @@
 
 namespace lizard::cli {
 
-void register_all(CLI::App& app) { register_info(app); }
+void register_all(CLI::App& app) {
+  register_info(app);
+  register_prepare_data(app);
+}
 
 }  // namespace lizard::cli

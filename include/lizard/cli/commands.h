@@ -10,5 +10,6 @@ namespace lizard::cli {
 
 void register_all(CLI::App& app);
 void register_info(CLI::App& app);
+void register_prepare_data(CLI::App& app);
 
 }  // namespace lizard::cli

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "lizard/core/storage.h"
@@ -24,6 +25,9 @@ struct Context {
   int sm_count = 0;
   std::string name;               ///< GPU name
   size_t total_memory = 0;        ///< bytes
+  /// cuda/gemm.cu's cache of cuBLASLt descriptors and heuristics, keyed by problem shape
+  /// (opaque here; created on first GEMM, owned by the context so no global holds it).
+  std::shared_ptr<void> gemm_plans;
 };
 
 /// The context of GPU `device`, created on first use (one per device per process).

@@ -1,5 +1,6 @@
 // Where a tensor's storage lives.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace lizard {

@@ -17,4 +17,11 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
                               const Tensor& v, const Tensor& o, const Tensor& lse, double scale,
                               int64_t window, Tensor& dq, Tensor& dk, Tensor& dv, void* stream);
 
+/// The forward through the simple warp-per-query-row kernel (fp32 math, any float dtype,
+/// D <= 256): same contract as flash_attention_forward. Slow (no tensor cores); it is the
+/// on-device oracle for the tensor-core path and the fallback for f32 and odd head dims.
+void flash_attention_forward_reference(const Tensor& q, const Tensor& k, const Tensor& v,
+                                       double scale, int64_t window, Tensor& o, Tensor& lse,
+                                       void* stream);
+
 }  // namespace lizard::cuda

@@ -1,0 +1,484 @@
+// Lizard attention backward on the GPU (contract: include/lizard/cuda/lizard_attention.h).
+// Mirrors the chunked CPU backward (src/ops/lizard_attention_chunked.cpp): window backward
+// per row, reverse chunk sweep with the state gradient dS for the global branch, then the
+// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32.
+#include <algorithm>
+#include <type_traits>
+
+#include "lizard/core/dispatch.h"
+
+#include "lizard/core/cuda_runtime.h"
+#include "lizard/cuda/lizard_attention.h"
+#include "lizard_attention_common.cuh"
+
+namespace lizard::cuda {
+namespace lizard_detail {
+Dims make_dims(const ops::LizardConfig& cfg, const ops::LizardDims& ld);
+size_t global_smem_bytes(const Dims& d, bool backward);
+int grid_for(int64_t n, int per_block);
+template <class T>
+void features_fwd_launch(const T* x, const float* W, int Hx, float* phi, const Dims& d,
+                         int threads, size_t smem, cudaStream_t s);
+
+/// Combine and window backward, one warp per row (b, t, h). Writes dO' = [dg/den, dden]
+/// [B,H,T,D+1] for the global branch; adds the window parts of dq (row-owned), dk, dv, dtau,
+/// dalpha (atomics: keys and parameters are shared by rows).
+template <class T>
+__global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                                  const T* __restrict__ v, const float* __restrict__ cosb,
+                                  const float* __restrict__ sinb, const float* __restrict__ tau,
+                                  const float* __restrict__ alpha_p,
+                                  const float* __restrict__ numden,
+                                  const float* __restrict__ wstats, const T* __restrict__ dy,
+                                  float* __restrict__ dO, float* __restrict__ dq,
+                                  float* __restrict__ dk, float* __restrict__ dv,
+                                  float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
+  extern __shared__ float sh[];
+  const int wib = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float* qs = sh + wib * 4 * d.D;  // q~ [D]
+  float* ls = qs + d.D;            // l [D]
+  float* dls = ls + d.D;           // dl [D]
+  float* dqs = dls + d.D;          // dq~ [D]
+  const int64_t row = int64_t(blockIdx.x) * kRowWarps + wib;
+  if (row >= int64_t(d.B) * d.T * d.H) return;
+  const int h = row % d.H;
+  const int64_t bt = row / d.H;
+  const int b = bt / d.T, t = bt % d.T, kvh = h / (d.H / d.Hkv), hD = d.D / 2, D1 = d.D + 1;
+  const int64_t bht = (int64_t(b) * d.H + h) * d.T + t;
+  const float* nd = numden + bht * D1;
+  const bool clamped = nd[d.D] < d.eps;
+  const float den_g = clamped ? d.eps : nd[d.D];
+  const float alpha = alpha_p[0];
+  const bool convex = d.combine_convex;
+  const float A = convex ? fabsf(alpha) : alpha;
+  const T* dyr = dy + row * d.D;
+  const int n = d.w > 0 ? min(d.w, t + 1) : 0;
+  float mx = 0.f, inv = 0.f;
+  if (d.w > 0) {
+    const T* qr = q + row * d.D;
+    for (int j = lane; j < d.D; j += 32)
+      qs[j] = d.rope ? rope_at(qr, j, hD, cosb + int64_t(t) * hD, sinb + int64_t(t) * hD) : ld(qr + j);
+    mx = wstats[bht * 2];
+    inv = 1.f / wstats[bht * 2 + 1];
+  }
+  __syncwarp();
+  auto key = [&](int s, int j) {
+    const T* kr = k + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * d.D;
+    return d.rope ? rope_at(kr, j, hD, cosb + int64_t(s) * hD, sinb + int64_t(s) * hD) : ld(kr + j);
+  };
+  auto prob = [&](int s) {  // p_s from the saved row max and denominator
+    float c = 0.f;
+    for (int j = lane; j < d.D; j += 32) c += qs[j] * key(s, j);
+    c = warp_sum(c) * d.scale;
+    return __expf(c - mx) * inv;
+  };
+  // l (recomputed), then dg, dl, dO'
+  for (int j = lane; j < d.D; j += 32) ls[j] = 0.f;
+  __syncwarp();
+  for (int i = 0; i < n; ++i) {
+    const int s = t - n + 1 + i;
+    const float pr = prob(s);
+    for (int j = lane; j < d.D; j += 32)
+      ls[j] += pr * ld(v + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * d.D + j);
+  }
+  __syncwarp();
+  float dgg = 0.f, dal = 0.f, delta = 0.f;
+  for (int j = lane; j < d.D; j += 32) {
+    const float dyj = ld(dyr + j), g = nd[j] / den_g, l = ls[j];
+    const float dg = convex ? dyj / (1.f + A) : dyj;
+    const float dl = d.w > 0 ? (convex ? A * dyj / (1.f + A) : alpha * dyj) : 0.f;
+    dls[j] = dl;
+    dqs[j] = 0.f;
+    dgg += dg * g;
+    dal += convex ? dyj * (l - g) : dyj * l;
+    delta += dl * l;
+    dO[bht * D1 + j] = dg / den_g;
+  }
+  dgg = warp_sum(dgg);
+  dal = warp_sum(dal);
+  delta = warp_sum(delta);
+  if (lane == 0) {
+    dO[bht * D1 + d.D] = clamped ? 0.f : -dgg / den_g;
+    if (d.w > 0)
+      atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * dal / ((1.f + A) * (1.f + A)) : dal);
+  }
+  if (d.w == 0) return;
+  __syncwarp();
+  for (int i = 0; i < n; ++i) {
+    const int s = t - n + 1 + i;
+    const float pr = prob(s);
+    const int64_t ko = ((int64_t(b) * d.T + s) * d.Hkv + kvh) * d.D;
+    float dp = 0.f;
+    for (int j = lane; j < d.D; j += 32) {
+      dp += dls[j] * ld(v + ko + j);
+      atomicAdd(dv + ko + j, pr * dls[j]);
+    }
+    dp = warp_sum(dp);
+    const float dc = pr * (dp - delta) * d.scale;
+    const float* cs = cosb + int64_t(s) * hD;
+    const float* sn = sinb + int64_t(s) * hD;
+    for (int j = lane; j < d.D; j += 32) {
+      dqs[j] += dc * key(s, j);
+      // dk = R_s^T (dc q~): inverse rotation at position s
+      float g = dc * qs[j];
+      if (d.rope)
+        g = j < hD ? dc * (qs[j] * cs[j] + qs[j + hD] * sn[j])
+                   : dc * (qs[j] * cs[j - hD] - qs[j - hD] * sn[j - hD]);
+      atomicAdd(dk + ko + j, g);
+    }
+  }
+  if (d.m > 0 && lane < d.m) {
+    const float* tr = tau + (d.Ht == 1 ? 0 : h) * d.m;
+    atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + lane, -__expf(tr[lane] - mx) * inv * delta);
+  }
+  __syncwarp();
+  const float* cs = cosb + int64_t(t) * hD;
+  const float* sn = sinb + int64_t(t) * hD;
+  for (int j = lane; j < d.D; j += 32) {
+    float g = dqs[j];
+    if (d.rope)
+      g = j < hD ? dqs[j] * cs[j] + dqs[j + hD] * sn[j] : dqs[j] * cs[j - hD] - dqs[j - hD] * sn[j - hD];
+    dq[row * d.D + j] += g;
+  }
+}
+
+/// Global branch backward: CTA (b*H + h, column block) sweeps the chunks from the last with
+/// its slice of dS (2F x kCols). dphiq, dphik [B,H,T,2F] and dv get atomics (the column
+/// blocks and the heads of a GQA group add into the same entries).
+template <class T>
+__global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
+    const float* __restrict__ phiq, const float* __restrict__ phik, const T* __restrict__ v,
+    const float* __restrict__ bl_all, const float* __restrict__ states,
+    const float* __restrict__ dO, float* __restrict__ dphiq, float* __restrict__ dphik,
+    float* __restrict__ dv, Dims d) {
+  extern __shared__ float sh[];
+  const int F2 = 2 * d.F, D1 = d.D + 1;
+  float* sq = sh;                       // [C, 2F]
+  float* sk = sq + kChunk * F2;         // [C, 2F]
+  float* Sp = sk + kChunk * F2;         // [2F, kCols] state before the chunk
+  float* dS = Sp + F2 * kCols;          // [2F, kCols]
+  float* V = dS + F2 * kCols;           // [C, kCols]
+  float* G = V + kChunk * kCols;        // [C, kCols] dO'
+  float* P = G + kChunk * kCols;        // [C, C]
+  float* E = P + kChunk * kChunk;       // [C, C] dA * e
+  float* bl = E + kChunk * kChunk;      // [C]
+  const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = h / (d.H / d.Hkv);
+  const int gh = d.Hg == 1 ? 0 : h;
+  const int c0 = blockIdx.y * kCols;
+  const int tid = threadIdx.x, nt = blockDim.x;
+  const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
+  for (int i = tid; i < F2 * kCols; i += nt) dS[i] = 0.f;
+  for (int c = d.NC - 1; c >= 0; --c) {
+    const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
+    __syncthreads();
+    for (int i = tid; i < kChunk * F2; i += nt) {
+      const int r = i / F2;
+      const int64_t o = (int64_t(bh) * d.T + t0 + r) * F2 + i % F2;
+      sq[i] = r < n ? phiq[o] : 0.f;
+      sk[i] = r < n ? phik[o] : 0.f;
+    }
+    const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+    for (int i = tid; i < F2 * kCols; i += nt) {
+      const int col = c0 + i % kCols;
+      Sp[i] = col < D1 ? so[int64_t(i / kCols) * D1 + col] : 0.f;
+    }
+    for (int i = tid; i < kChunk * kCols; i += nt) {
+      const int r = i / kCols, col = c0 + i % kCols;
+      float val = 0.f, g = 0.f;
+      if (r < n && col < D1) {
+        val = col < d.D ? ld(v + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * d.D + col) : 1.f;
+        g = dO[(int64_t(bh) * d.T + t0 + r) * D1 + col];
+      }
+      V[i] = val;
+      G[i] = g;
+    }
+    for (int i = tid; i < kChunk; i += nt) bl[i] = i < n ? blr[t0 + i] : 0.f;
+    __syncthreads();
+    for (int i = tid; i < kChunk * kChunk; i += nt) {
+      const int r = i / kChunk, s = i % kChunk;
+      float p = 0.f, ea = 0.f;
+      if (s <= r && r < n) {
+        const float e = __expf(bl[r] - bl[s]);
+        float kk = 0.f, da = 0.f;
+        for (int f = 0; f < F2; ++f) kk += sq[r * F2 + f] * sk[s * F2 + f];
+        for (int cc = 0; cc < kCols; ++cc) da += G[r * kCols + cc] * V[s * kCols + cc];
+        p = kk * e;
+        ea = da * e;
+      }
+      P[i] = p;
+      E[i] = ea;
+    }
+    __syncthreads();
+    const float bend = bl[n - 1], eend = __expf(bend);
+    // dphi_q and dphi_k
+    for (int i = tid; i < kChunk * F2; i += nt) {
+      const int r = i / F2, f = i % F2;
+      if (r >= n) continue;
+      float aq = 0.f, ak = 0.f, iq = 0.f, ik = 0.f;
+      for (int s = 0; s <= r; ++s) aq += E[r * kChunk + s] * sk[s * F2 + f];
+      for (int t2 = r; t2 < n; ++t2) ak += E[t2 * kChunk + r] * sq[t2 * F2 + f];
+      for (int cc = 0; cc < kCols; ++cc) {
+        iq += Sp[f * kCols + cc] * G[r * kCols + cc];
+        ik += dS[f * kCols + cc] * V[r * kCols + cc];
+      }
+      const int64_t o = (int64_t(bh) * d.T + t0 + r) * F2 + f;
+      atomicAdd(dphiq + o, aq + __expf(bl[r]) * iq);
+      atomicAdd(dphik + o, ak + __expf(bend - bl[r]) * ik);
+    }
+    // dv
+    for (int i = tid; i < kChunk * kCols; i += nt) {
+      const int r = i / kCols, cc = i % kCols, col = c0 + cc;
+      if (r >= n || col >= d.D) continue;
+      float a = 0.f, st = 0.f;
+      for (int t2 = r; t2 < n; ++t2) a += P[t2 * kChunk + r] * G[t2 * kCols + cc];
+      for (int f = 0; f < F2; ++f) st += sk[r * F2 + f] * dS[f * kCols + cc];
+      atomicAdd(dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * d.D + col,
+                a + __expf(bend - bl[r]) * st);
+    }
+    __syncthreads();
+    // dS <- exp(bl_end) dS + sum_t exp(bl_t) phi_q_t dO'_t^T
+    for (int i = tid; i < F2 * kCols; i += nt) {
+      const int f = i / kCols, cc = i % kCols;
+      float acc = 0.f;
+      for (int r = 0; r < n; ++r) acc += __expf(bl[r]) * sq[r * F2 + f] * G[r * kCols + cc];
+      dS[i] = eend * dS[i] + acc;
+    }
+  }
+}
+
+/// Feature-map backward for one (b, t, h) and one side (q: sign +1, k: sign -1): recomputes
+/// u = x W, adds sign * phi.dphi to db (the gate), du -> dx (atomic: GQA heads share keys),
+/// and stores du [B,H,T,F] for the weight gradient.
+template <class T>
+__global__ void features_bwd_kernel(const T* __restrict__ x, const float* __restrict__ W, int Hx,
+                                    const float* __restrict__ phi, const float* __restrict__ dphi,
+                                    float sign, float* __restrict__ db, float* __restrict__ du_out,
+                                    float* __restrict__ dx, Dims d) {
+  extern __shared__ float sh[];  // u [F], du [F], red [blockDim]
+  float* u = sh;
+  float* du = u + d.F;
+  float* red = du + d.F;
+  const int h = blockIdx.x % d.H;
+  const int64_t bt = blockIdx.x / d.H;
+  const int b = bt / d.T, t = bt % d.T;
+  const int64_t xo = (bt * Hx + h / (d.H / Hx)) * d.D;
+  const float* Wh = W + int64_t(h) * d.D * d.F;
+  const int64_t po = ((int64_t(b) * d.H + h) * d.T + t);
+  const float* ph = phi + po * 2 * d.F;
+  const float* dph = dphi + po * 2 * d.F;
+  for (int f = threadIdx.x; f < d.F; f += blockDim.x) {
+    float s = 0;
+    for (int i = 0; i < d.D; ++i) s += ld(x + xo + i) * Wh[int64_t(i) * d.F + f];
+    u[f] = s;
+  }
+  auto reduce = [&](float v, bool is_max) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+      if (threadIdx.x < o)
+        red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o])
+                                  : red[threadIdx.x] + red[threadIdx.x + o];
+      __syncthreads();
+    }
+    const float r = red[0];
+    __syncthreads();
+    return r;
+  };
+  __syncthreads();
+  float pp = 0.f, pn = 0.f;
+  for (int f = threadIdx.x; f < d.F; f += blockDim.x) pp += ph[f] * dph[f], pn += ph[d.F + f] * dph[d.F + f];
+  pp = reduce(pp, false);
+  pn = reduce(pn, false);
+  if (threadIdx.x == 0) {
+    const int gh = d.Hg == 1 ? 0 : h;
+    atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t, sign * (pp + pn));
+  }
+  if (d.act_exp) {
+    float best = -1.f;
+    int arg = 0;
+    for (int f = 0; f < d.F; ++f)  // same first-max tie rule as the CPU
+      if (fabsf(u[f]) > best) best = fabsf(u[f]), arg = f;
+    for (int f = threadIdx.x; f < d.F; f += blockDim.x)
+      du[f] = ph[f] * dph[f] - ph[d.F + f] * dph[d.F + f] - (f == arg ? (u[f] >= 0.f ? 1.f : -1.f) * (pp + pn) : 0.f);
+  } else {
+    for (int f = threadIdx.x; f < d.F; f += blockDim.x)
+      du[f] = ph[f] * (dph[f] - pp) - ph[d.F + f] * (dph[d.F + f] - pn);
+  }
+  __syncthreads();
+  for (int f = threadIdx.x; f < d.F; f += blockDim.x) du_out[po * d.F + f] = du[f];
+  for (int i = threadIdx.x; i < d.D; i += blockDim.x) {
+    float s = 0.f;
+    for (int f = 0; f < d.F; ++f) s += Wh[int64_t(i) * d.F + f] * du[f];
+    atomicAdd(dx + xo + i, s);
+  }
+}
+
+/// dW[h, i, f] = sum_{b,t} x[b,t,h/rep,i] du[b,h,t,f]; one thread per (h, i, f).
+template <class T>
+__global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
+                                           const float* __restrict__ du, float* __restrict__ dW,
+                                           Dims d) {
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= int64_t(d.H) * d.D * d.F) return;
+  const int f = id % d.F, i = (id / d.F) % d.D, h = id / (int64_t(d.D) * d.F);
+  float s = 0.f;
+  for (int b = 0; b < d.B; ++b)
+    for (int t = 0; t < d.T; ++t)
+      s += ld(x + ((int64_t(b) * d.T + t) * Hx + h / (d.H / Hx)) * d.D + i) *
+           du[((int64_t(b) * d.H + h) * d.T + t) * d.F + f];
+  dW[id] = s;
+}
+
+/// da = reverse cumsum of db over the whole sequence; dz = da * sigmoid(-z), in place in db.
+__global__ void gate_scan_kernel(float* __restrict__ db, const float* __restrict__ z, Dims d) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(d.B) * d.Hg) return;
+  float acc = 0.f;
+  for (int t = d.T - 1; t >= 0; --t) {
+    const int64_t o = i * d.T + t;
+    acc += db[o];
+    const float zz = z[o];
+    const float sg = zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
+    db[o] = acc * sg;
+  }
+}
+
+/// dx[b,t,j] = sum_g dz[b,g,t] w_g[g,j]; one thread per (b, t, j).
+__global__ void gate_dx_kernel(const float* __restrict__ dz, const float* __restrict__ wg,
+                               float* __restrict__ dx, Dims d) {
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= int64_t(d.B) * d.T * d.dm) return;
+  const int j = id % d.dm;
+  const int64_t bt = id / d.dm;
+  const int b = bt / d.T, t = bt % d.T;
+  float s = 0.f;
+  for (int g = 0; g < d.Hg; ++g) s += dz[(int64_t(b) * d.Hg + g) * d.T + t] * wg[int64_t(g) * d.dm + j];
+  dx[id] = s;
+}
+
+/// dw_g[g,j] = sum_{b,t} dz x (j < dm), db_g[g] = sum dz (j == dm); one thread per (g, j).
+template <class T>
+__global__ void gate_param_grad_kernel(const float* __restrict__ dz, const T* __restrict__ x,
+                                       float* __restrict__ dwg, float* __restrict__ dbg, Dims d) {
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= int64_t(d.Hg) * (d.dm + 1)) return;
+  const int j = id % (d.dm + 1), g = id / (d.dm + 1);
+  float s = 0.f;
+  for (int b = 0; b < d.B; ++b)
+    for (int t = 0; t < d.T; ++t) {
+      const float dzz = dz[(int64_t(b) * d.Hg + g) * d.T + t];
+      s += j < d.dm ? dzz * ld(x + (int64_t(b) * d.T + t) * d.dm + j) : dzz;
+    }
+  if (j < d.dm) dwg[int64_t(g) * d.dm + j] = s;
+  else dbg[g] = s;
+}
+
+}  // namespace lizard_detail
+
+using namespace lizard_detail;
+
+namespace {
+Tensor f32_on(const Tensor& t, Device dev) {
+  return t.defined() ? t.to(dev, DType::F32).contiguous() : Tensor();
+}
+}  // namespace
+
+void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
+                               const ops::LizardParams& p, const ops::LizardSaved& saved,
+                               const Tensor& dy_in, ops::LizardGrads& out, void* stream) {
+  const ops::LizardDims ldim = ops::lizard_check_dims(cfg, in, p);
+  const Dims d = make_dims(cfg, ldim);
+  LZ_INPUT_CHECK(saved.states.defined() && saved.numden.defined() && saved.wstats.defined(),
+                 "lizard attention (CUDA) backward: `saved` must come from a forward with saved != nullptr");
+  LZ_INPUT_CHECK(dy_in.shape() == in.q.shape(), "lizard attention backward: dy must be ", shape_str(in.q.shape()));
+  const Device dev = in.q.device();
+  auto s = static_cast<cudaStream_t>(stream);
+  const DType dt = in.q.dtype();
+  const Tensor q = in.q.contiguous(), k = in.k.contiguous(), v = in.v.contiguous(),
+               x = in.x.contiguous(), dy = dy_in.to(dt).contiguous();
+  const Tensor wq = f32_on(p.wq, dev), wk = f32_on(p.wk, dev), wg = f32_on(p.w_g, dev),
+               tau = f32_on(p.tau, dev), alpha = f32_on(p.alpha, dev);
+  const Tensor cs = d.rope ? f32_on(in.cos, dev) : Tensor(), sn = d.rope ? f32_on(in.sin, dev) : Tensor();
+  const int64_t BHT = int64_t(d.B) * d.H * d.T, F2 = 2 * d.F, D1 = d.D + 1;
+
+  Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
+  Tensor dphiq = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor dphik = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  Tensor dq = Tensor::zeros(in.q.shape(), DType::F32, dev);
+  Tensor dk = Tensor::zeros(in.k.shape(), DType::F32, dev);
+  Tensor dv = Tensor::zeros(in.v.shape(), DType::F32, dev);
+  Tensor dx = Tensor::empty(in.x.shape(), DType::F32, dev);
+  Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
+  Tensor dwq = Tensor::empty(p.wq.shape(), DType::F32, dev);
+  Tensor dwk = Tensor::empty(p.wk.shape(), DType::F32, dev);
+  Tensor dwg = Tensor::empty(p.w_g.shape(), DType::F32, dev);
+  Tensor dbg = Tensor::empty(p.b_g.shape(), DType::F32, dev);
+  Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
+  Tensor dalpha = Tensor::zeros({1}, DType::F32, dev);
+
+  visit_dtype(dt, [&](auto z0) {
+    using T0 = decltype(z0);
+    if constexpr (std::is_same_v<T0, float> || std::is_same_v<T0, bf16>) {
+      using T = std::conditional_t<std::is_same_v<T0, float>, float, __nv_bfloat16>;
+      const T* qp = static_cast<const T*>(q.raw());
+      const T* kp = static_cast<const T*>(k.raw());
+      const T* vp = static_cast<const T*>(v.raw());
+      const T* xp = static_cast<const T*>(x.raw());
+      // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
+      const int ft = 128;
+      const size_t fsm = sizeof(float) * (d.F + ft);
+      features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
+      features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
+      const size_t wsm = sizeof(float) * kRowWarps * 4 * d.D;
+      window_bwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
+          qp, kp, vp, cs.defined() ? cs.data<float>() : nullptr,
+          sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
+          alpha.data<float>(), saved.numden.data<float>(), saved.wstats.data<float>(),
+          static_cast<const T*>(dy.raw()), dO.data<float>(), dq.data<float>(), dk.data<float>(),
+          dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
+      const size_t gsm = global_smem_bytes(d, true);
+      cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
+      dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
+      global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
+          phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
+          saved.states.data<float>(), dO.data<float>(), dphiq.data<float>(), dphik.data<float>(),
+          dv.data<float>(), d);
+      const size_t bsm = sizeof(float) * (2 * d.F + ft);
+      const int nblk = int(int64_t(d.B) * d.T * d.H);
+      features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
+                                                   dphiq.data<float>(), 1.f, db.data<float>(),
+                                                   du.data<float>(), dq.data<float>(), d);
+      feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+          qp, d.H, du.data<float>(), dwq.data<float>(), d);
+      features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
+                                                   dphik.data<float>(), -1.f, db.data<float>(),
+                                                   du.data<float>(), dk.data<float>(), d);
+      feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+          kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
+      gate_scan_kernel<<<grid_for(int64_t(d.B) * d.Hg, 64), 64, 0, s>>>(db.data<float>(),
+                                                                        saved.z.data<float>(), d);
+      gate_dx_kernel<<<grid_for(int64_t(d.B) * d.T * d.dm, 256), 256, 0, s>>>(
+          db.data<float>(), wg.data<float>(), dx.data<float>(), d);
+      gate_param_grad_kernel<T><<<grid_for(int64_t(d.Hg) * (d.dm + 1), 128), 128, 0, s>>>(
+          db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d);
+    } else {
+      throw Error("lizard attention (CUDA): unsupported dtype");
+    }
+  });
+  check_last_error("lizard_attention_backward");
+  out.dq = dq.to(dt);
+  out.dk = dk.to(dt);
+  out.dv = dv.to(dt);
+  out.dx = dx.to(dt);
+  out.dwq = dwq;
+  out.dwk = dwk;
+  out.dw_g = dwg;
+  out.db_g = dbg;
+  out.dtau = dtau;
+  out.dalpha = dalpha;
+}
+
+}  // namespace lizard::cuda

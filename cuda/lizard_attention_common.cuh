@@ -1,0 +1,49 @@
+// Private device helpers of the Lizard attention kernels (fwd and bwd).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lizard::cuda::lizard_detail {
+
+/// Chunk length of the GPU kernels (tokens per state step). 32 keeps the phi tiles of one
+/// chunk (2 x 32 x 2F f32) plus the state slice in shared memory at F = 128.
+constexpr int kChunk = 32;
+/// Columns of [V|1] handled by one CTA of the global-branch kernels.
+constexpr int kCols = 32;
+/// Threads of the global-branch kernels.
+constexpr int kGlobalThreads = 256;
+/// Warps per CTA of the row-wise (window, features) kernels.
+constexpr int kRowWarps = 4;
+
+__device__ __forceinline__ float ld(const float* p) { return *p; }
+__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/// Element i of RoPE(x) (rotate_half layout, D even, hD = D/2) at the row's cos/sin.
+template <class T>
+__device__ __forceinline__ float rope_at(const T* x, int i, int hD, const float* cs,
+                                         const float* sn) {
+  if (i < hD) return ld(x + i) * cs[i] - ld(x + i + hD) * sn[i];
+  return ld(x + i) * cs[i - hD] + ld(x + i - hD) * sn[i - hD];
+}
+
+/// Scalars of one call shared by the kernels.
+struct Dims {
+  int B, T, H, Hkv, D, F, dm, Hg, Ht, m, w, NC;
+  int combine_convex, rope, act_exp;
+  float eps, scale;
+};
+
+}  // namespace lizard::cuda::lizard_detail

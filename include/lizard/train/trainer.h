@@ -1,0 +1,120 @@
+// The training loop, independent of the model: the stage runners (pretrain, distill,
+// finetune) implement TrainTask and hand it to a Trainer.
+//
+// One optimizer step: draw the step's micro-batches, count their targets on every rank
+// (all-reduced), backpropagate each micro-batch's summed loss divided by that global count
+// (so accumulation and data parallelism give the same gradient as one big batch), all-reduce
+// the gradients, clip, step at the schedule's LR, skip and count a non-finite step. Every
+// checkpoint.every steps a checkpoint, every eval.every steps a validation pass; --resume
+// continues from the last complete checkpoint with identical results.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lizard/autograd/variable.h"
+#include "lizard/core/rng.h"
+#include "lizard/train/checkpoint.h"
+#include "lizard/train/config.h"
+#include "lizard/train/data_loader.h"
+
+namespace lizard::optim {
+class AdamW;
+}
+
+namespace lizard::train {
+
+/// What a task's loss returns for one micro-batch.
+struct LossResult {
+  autograd::Var loss_sum;  ///< scalar: the loss SUMMED over the counted positions
+  int64_t count = 0;       ///< positions counted (usually batch.num_targets)
+};
+
+/// Per-call context handed to the task.
+struct StepContext {
+  int64_t step = 0;  ///< optimizer step (0-based)
+  int micro = 0;     ///< micro-batch within the step
+  bool training = true;
+  Generator* rng = nullptr;  ///< dropout etc.; saved and restored with checkpoints
+};
+
+/// The model side of training.
+class TrainTask {
+ public:
+  virtual ~TrainTask() = default;
+  /// The trainable parameters (named: names key checkpoints and optimizer state).
+  virtual std::vector<autograd::Var> parameters() = 0;
+  /// The loss of one micro-batch (recorded on the tape when ctx.training).
+  virtual LossResult loss(const Batch& batch, const StepContext& ctx) = 0;
+  /// Tensors written to model.h5 (default: the trainable parameters by name).
+  virtual NamedTensors state_tensors();
+  /// Restores what state_tensors() wrote (default: parameters by name; InputError on a
+  /// missing name or another shape).
+  virtual void load_state(const NamedTensors& tensors);
+  /// Training FLOPs per token, for MFU (0 = not reported).
+  virtual double flops_per_token() const { return 0; }
+};
+
+/// Collective hooks for data parallelism; the defaults are a single process.
+struct DistHooks {
+  int rank = 0;
+  int world = 1;
+  /// In-place sum over ranks of n doubles.
+  std::function<void(double* values, int n)> allreduce_sum;
+  /// Sums every parameter's gradient over ranks (undefined gradients count as zeros).
+  std::function<void(const std::vector<autograd::Var>& params)> allreduce_grads;
+  std::function<void()> barrier;
+};
+
+struct TrainerOptions {
+  bool resume = false;        ///< continue from the last complete checkpoint in out_dir
+  bool print = true;          ///< progress on stdout (rank 0)
+  int64_t stop_after = -1;    ///< stop (as if killed) after this step, for tests; -1 = no
+  std::string device_name;    ///< for MFU (peak FLOPs); empty = unknown
+  /// Consecutive skipped (non-finite) steps before the run stops with an error.
+  int64_t max_consecutive_skips = 20;
+};
+
+/// What run() returns.
+struct TrainSummary {
+  std::vector<double> losses;  ///< training loss of every step this process ran
+  std::vector<double> val_losses;
+  int64_t start_step = 0;
+  int64_t final_step = 0;
+  int64_t skipped_steps = 0;
+  std::string last_checkpoint;
+};
+
+class Trainer {
+ public:
+  /// `train` and `val` are this rank's loaders (val may be null).
+  Trainer(RunConfig cfg, TrainTask& task, DataLoader& train, DataLoader* val, DistHooks dist = {},
+          TrainerOptions opt = {});
+  ~Trainer();
+
+  /// Steps of the run: schedule.steps, or ceil(epochs x sequences per epoch / global batch).
+  int64_t total_steps() const { return total_steps_; }
+  TrainSummary run();
+  /// Mean loss per counted position over the validation loader (from its start).
+  double validate();
+
+ private:
+  void save(int64_t step);
+
+  RunConfig cfg_;
+  TrainTask& task_;
+  DataLoader& train_;
+  DataLoader* val_;
+  DistHooks dist_;
+  TrainerOptions opt_;
+  std::vector<autograd::Var> params_;
+  std::unique_ptr<optim::AdamW> optim_;
+  Generator rng_;
+  int64_t total_steps_ = 0;
+  int64_t accum_ = 1;
+  int64_t tokens_seen_ = 0;
+};
+
+}  // namespace lizard::train

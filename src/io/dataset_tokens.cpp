@@ -1,0 +1,96 @@
+// HDF5 token dataset writer and reader (see include/lizard/io/hdf5_tokens.h).
+#include <filesystem>
+
+#include "lizard/core/error.h"
+#include "lizard/io/hdf5_file.h"
+#include "lizard/io/hdf5_tokens.h"
+
+namespace lizard::io {
+
+TokenDatasetWriter::TokenDatasetWriter(std::string path, TokenDatasetMeta meta)
+    : path_(std::move(path)), meta_(std::move(meta)) {
+  LZ_INPUT_CHECK(meta_.vocab_size > 0, "token dataset ", path_, ": vocab_size must be positive");
+}
+
+void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>* mask) {
+  LZ_CHECK(!finished_, "token dataset ", path_, ": add after finish");
+  LZ_CHECK(!tokens.empty(), "token dataset ", path_, ": empty document ", offsets_.size());
+  for (int32_t t : tokens)
+    LZ_INPUT_CHECK(t >= 0 && t < meta_.vocab_size, "token dataset ", path_, ": token ", t,
+                   " of document ", offsets_.size(), " outside the vocabulary [0, ",
+                   meta_.vocab_size, ")");
+  if (mask) {
+    LZ_CHECK(mask->size() == tokens.size(), "token dataset ", path_, ": mask of ", mask->size(),
+             " for ", tokens.size(), " tokens");
+    if (mask_.empty()) mask_.assign(tokens_.size(), 1);  // earlier documents: all targets
+  }
+  offsets_.push_back(static_cast<int64_t>(tokens_.size()));
+  tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  if (mask) {
+    for (uint8_t m : *mask) mask_.push_back(m ? 1 : 0);
+  } else if (!mask_.empty()) {
+    mask_.insert(mask_.end(), tokens.size(), 1);
+  }
+}
+
+void TokenDatasetWriter::finish() {
+  LZ_CHECK(!finished_, "token dataset ", path_, ": finish called twice");
+  LZ_INPUT_CHECK(!offsets_.empty(), "token dataset ", path_, ": no documents to write");
+  finished_ = true;
+  const std::string tmp = path_ + ".tmp";
+  {
+    H5File f = H5File::create(tmp);
+    f.write("tokens", Tensor::from_data(tokens_, {num_tokens()}));
+    f.write("offsets", Tensor::from_data(offsets_, {num_docs()}));
+    if (!mask_.empty()) f.write("loss_mask", Tensor::from_data(mask_, {num_tokens()}));
+    f.set_attr("tokenizer_hash", meta_.tokenizer_hash);
+    f.set_attr("vocab_size", meta_.vocab_size);
+    f.set_attr("schema_version", kTokenSchemaVersion);
+    f.close();
+  }
+  std::filesystem::rename(tmp, path_);
+}
+
+TokenDataset TokenDataset::open(const std::string& path) {
+  H5File f = H5File::open(path);
+  TokenDataset d;
+  d.path_ = path;
+  const std::string what = str_cat("token dataset ", path, ": ");
+  LZ_INPUT_CHECK(f.has_attr("schema_version"), what,
+                 "no schema_version attribute (not written by `lizard prepare-data`?)");
+  const int64_t version = f.attr_int("schema_version");
+  LZ_INPUT_CHECK(version == kTokenSchemaVersion, what, "schema version ", version,
+                 ", this build reads version ", kTokenSchemaVersion);
+  d.meta_.vocab_size = f.attr_int("vocab_size");
+  d.meta_.tokenizer_hash = f.attr_string("tokenizer_hash");
+  for (const char* name : {"tokens", "offsets"})
+    LZ_INPUT_CHECK(f.has(name), what, "dataset '", name, "' is missing");
+  Tensor tokens = f.read("tokens"), offsets = f.read("offsets");
+  LZ_INPUT_CHECK(tokens.dtype() == DType::I32 && tokens.dim() == 1, what,
+                 "'tokens' must be 1-D int32, got ", tokens.desc());
+  LZ_INPUT_CHECK(offsets.dtype() == DType::I64 && offsets.dim() == 1, what,
+                 "'offsets' must be 1-D int64, got ", offsets.desc());
+  const int32_t* tp = tokens.data<int32_t>();
+  d.tokens_.assign(tp, tp + tokens.numel());
+  const int64_t* op = offsets.data<int64_t>();
+  d.offsets_.assign(op, op + offsets.numel());
+  LZ_INPUT_CHECK(!d.offsets_.empty() && d.offsets_[0] == 0, what, "offsets must start at 0");
+  for (size_t i = 0; i < d.offsets_.size(); ++i) {
+    const int64_t end = i + 1 < d.offsets_.size() ? d.offsets_[i + 1] : d.num_tokens();
+    LZ_INPUT_CHECK(d.offsets_[i] < end, what, "document ", i, " is empty or offsets decrease (",
+                   d.offsets_[i], " -> ", end, ")");
+  }
+  for (size_t i = 0; i < d.tokens_.size(); ++i)
+    LZ_INPUT_CHECK(d.tokens_[i] >= 0 && d.tokens_[i] < d.meta_.vocab_size, what, "token ",
+                   d.tokens_[i], " at ", i, " outside [0, ", d.meta_.vocab_size, ")");
+  if (f.has("loss_mask")) {
+    Tensor m = f.read("loss_mask");
+    LZ_INPUT_CHECK(m.dtype() == DType::U8 && m.numel() == tokens.numel(), what,
+                   "'loss_mask' must be uint8 with one entry per token, got ", m.desc());
+    const uint8_t* mp = m.data<uint8_t>();
+    d.mask_.assign(mp, mp + m.numel());
+  }
+  return d;
+}
+
+}  // namespace lizard::io

@@ -1,0 +1,40 @@
+#include "lizard/io/hf_model.h"
+
+#include <filesystem>
+
+#include "lizard/io/hf_config.h"
+#include "lizard/io/safetensors.h"
+
+namespace lizard::io {
+
+namespace fs = std::filesystem;
+
+bool is_added_parameter(const std::string& name) {
+  return name.find("lora_") != std::string::npos || name.find(".lizard.") != std::string::npos;
+}
+
+void load_weights(nn::Module& model, const std::string& path, bool allow_unexpected) {
+  SafetensorsCheckpoint ckpt(path);
+  std::map<std::string, Shape> expected;
+  std::vector<std::pair<std::string, autograd::Var>> targets;
+  for (auto& [name, v] : model.named_parameters()) {
+    if (is_added_parameter(name) && !ckpt.contains(name)) continue;
+    expected[name] = v.shape();
+    targets.emplace_back(name, v);
+  }
+  ckpt.check(expected, allow_unexpected);
+  for (auto& [name, v] : targets) v.set_data(ckpt.load(name, v.device(), v.dtype()));
+}
+
+std::unique_ptr<nn::LlamaForCausalLM> load_hf_model(const std::string& dir, const LoadOptions& opt) {
+  const fs::path cfg_path = fs::path(dir) / "config.json";
+  LZ_INPUT_CHECK(fs::exists(cfg_path), "model directory '", dir, "' has no config.json");
+  const nn::LlamaConfig cfg = load_hf_config(cfg_path.string());
+  auto model = std::make_unique<nn::LlamaForCausalLM>(cfg, opt.attention, opt.lora, opt.dtype,
+                                                      opt.device);
+  // Tied checkpoints may still carry lm_head.weight (some exporters write it): tolerate it.
+  load_weights(*model, dir, cfg.tie_word_embeddings);
+  return model;
+}
+
+}  // namespace lizard::io

@@ -1,0 +1,210 @@
+// The training loop (see include/lizard/train/trainer.h).
+#include "lizard/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "lizard/autograd/functions.h"
+#include "lizard/core/error.h"
+#include "lizard/core/storage.h"
+#include "lizard/optim/adamw.h"
+#include "lizard/optim/schedule.h"
+#include "lizard/train/metrics.h"
+
+namespace lizard::train {
+
+namespace fs = std::filesystem;
+using autograd::Var;
+
+NamedTensors TrainTask::state_tensors() {
+  NamedTensors out;
+  for (const Var& p : parameters()) {
+    LZ_CHECK(!p.name().empty(), "TrainTask: a trainable parameter has no name");
+    out.emplace_back(p.name(), p.data());
+  }
+  return out;
+}
+
+void TrainTask::load_state(const NamedTensors& tensors) {
+  std::map<std::string, const Tensor*> by_name;
+  for (const auto& [n, t] : tensors) by_name[n] = &t;
+  for (Var& p : parameters()) {
+    auto it = by_name.find(p.name());
+    LZ_INPUT_CHECK(it != by_name.end(), "checkpoint: tensor '", p.name(), "' is missing");
+    LZ_INPUT_CHECK(it->second->shape() == p.shape(), "checkpoint: tensor '", p.name(),
+                   "' has shape ", shape_str(it->second->shape()), ", the model expects ",
+                   shape_str(p.shape()));
+    Tensor dst = p.data();
+    dst.copy_(*it->second);
+  }
+}
+
+Trainer::Trainer(RunConfig cfg, TrainTask& task, DataLoader& train, DataLoader* val,
+                 DistHooks dist, TrainerOptions opt)
+    : cfg_(std::move(cfg)), task_(task), train_(train), val_(val), dist_(std::move(dist)),
+      opt_(std::move(opt)), rng_(cfg_.seed) {
+  accum_ = grad_accum_steps(cfg_, dist_.world);
+  total_steps_ = cfg_.schedule.steps;
+  if (total_steps_ == 0) {
+    const double seqs = cfg_.schedule.epochs * static_cast<double>(train_.sequences_per_epoch());
+    total_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(seqs / cfg_.data.global_batch)));
+  }
+  params_ = task_.parameters();
+  LZ_INPUT_CHECK(!params_.empty(), "stage '", cfg_.name, "': no trainable parameters");
+  optim::AdamWOptions ao;
+  ao.beta1 = cfg_.optimizer.betas[0];
+  ao.beta2 = cfg_.optimizer.betas[1];
+  ao.eps = cfg_.optimizer.eps;
+  optim_ = std::make_unique<optim::AdamW>(
+      optim::make_param_groups(params_, cfg_.optimizer.weight_decay), ao);
+}
+
+Trainer::~Trainer() = default;
+
+double Trainer::validate() {
+  LZ_CHECK(val_ != nullptr, "validate: no validation data");
+  autograd::NoGradGuard no_grad;
+  val_->set_position(0);
+  int64_t n = cfg_.eval.batches;
+  if (n == 0)
+    n = std::max<int64_t>(1, val_->sequences_per_epoch() / (dist_.world * cfg_.data.micro_batch));
+  double sums[2] = {0, 0};  // loss sum, count
+  for (int64_t i = 0; i < n; ++i) {
+    Batch b = val_->next();
+    StepContext ctx{0, static_cast<int>(i), false, &rng_};
+    LossResult r = task_.loss(b, ctx);
+    sums[0] += r.loss_sum.data().item();
+    sums[1] += static_cast<double>(r.count);
+  }
+  if (dist_.allreduce_sum) dist_.allreduce_sum(sums, 2);
+  return sums[0] / std::max(sums[1], 1.0);
+}
+
+void Trainer::save(int64_t step) {
+  TrainState st;
+  st.step = step;
+  st.data_position = train_.position();
+  st.rng_seed = rng_.seed();
+  st.rng_offset = rng_.offset();
+  st.tokens_seen = tokens_seen_;
+  save_checkpoint((fs::path(cfg_.out_dir) / "checkpoints").string(), step, task_.state_tensors(),
+                  *optim_, st, config_to_yaml(cfg_), dist_.rank, dist_.world,
+                  cfg_.checkpoint.keep_last, dist_.barrier);
+}
+
+TrainSummary Trainer::run() {
+  using clock = std::chrono::steady_clock;
+  const bool lead = dist_.rank == 0;
+  const std::string ckpt_root = (fs::path(cfg_.out_dir) / "checkpoints").string();
+  TrainSummary sum;
+  int64_t step = 0;
+  if (opt_.resume) {
+    if (auto dir = find_last_checkpoint(ckpt_root)) {
+      task_.load_state(load_checkpoint_model(*dir));
+      TrainState st = load_checkpoint_state(*dir, *optim_, dist_.rank, dist_.world);
+      step = st.step;
+      train_.set_position(st.data_position);
+      rng_.set_state(st.rng_seed, st.rng_offset);
+      tokens_seen_ = st.tokens_seen;
+      sum.last_checkpoint = *dir;
+    }
+  }
+  sum.start_step = step;
+  ProgressPrinter printer(stdout);
+  std::unique_ptr<MetricsWriter> metrics;
+  if (lead) {
+    fs::create_directories(cfg_.out_dir);
+    std::ofstream(fs::path(cfg_.out_dir) / "config.yaml") << config_to_yaml(cfg_);
+    metrics = std::make_unique<MetricsWriter>(
+        cfg_.metrics.file.empty() ? "" : (fs::path(cfg_.out_dir) / cfg_.metrics.file).string());
+    if (opt_.print) {
+      printer.message(str_cat("stage '", cfg_.name, "': ", total_steps_, " steps of ",
+                              cfg_.data.global_batch, " x ", cfg_.data.seq_len, " tokens (",
+                              accum_, " accumulation x ", dist_.world, " ranks)",
+                              step > 0 ? str_cat(", resumed at step ", step) : std::string()));
+    }
+  }
+  optim::Schedule sched{optim::schedule_kind(cfg_.schedule.name), cfg_.optimizer.lr, total_steps_,
+                        cfg_.schedule.warmup, cfg_.schedule.floor};
+  const double peak = peak_flops_for(opt_.device_name) * dist_.world;
+  const auto t_start = clock::now();
+  const int64_t first_step = step;
+  int64_t consecutive_skips = 0;
+  while (step < total_steps_) {
+    const auto t0 = clock::now();
+    std::vector<Batch> batches;
+    double counts[1] = {0};
+    for (int64_t i = 0; i < accum_; ++i) {
+      batches.push_back(train_.next());
+      counts[0] += static_cast<double>(batches.back().num_targets);
+    }
+    if (dist_.allreduce_sum) dist_.allreduce_sum(counts, 1);
+    // Normalising by the global count makes the gradient the mean over every counted
+    // position of the step, whatever the accumulation and the number of ranks.
+    const double inv = 1.0 / std::max(counts[0], 1.0);
+    optim_->zero_grad();
+    double loss_sum[1] = {0};
+    for (int64_t i = 0; i < accum_; ++i) {
+      StepContext ctx{step, static_cast<int>(i), true, &rng_};
+      LossResult r = task_.loss(batches[i], ctx);
+      loss_sum[0] += r.loss_sum.data().item();
+      autograd::scale(r.loss_sum, inv).backward();
+    }
+    batches.clear();
+    if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
+    if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
+    const double lr = sched.lr_at(step);
+    const optim::StepResult res = optim_->step(lr, cfg_.optimizer.clip);
+    optim_->zero_grad();
+    ++step;
+    const int64_t step_tokens = cfg_.data.global_batch * cfg_.data.seq_len;
+    tokens_seen_ += step_tokens;
+    const double loss = loss_sum[0] * inv;
+    sum.losses.push_back(loss);
+    consecutive_skips = res.skipped ? consecutive_skips + 1 : 0;
+    if (consecutive_skips >= opt_.max_consecutive_skips)
+      throw Error(str_cat("stage '", cfg_.name, "': non-finite loss/gradients for ",
+                          consecutive_skips, " consecutive steps (last loss ", loss, " at step ",
+                          step, "); lower optimizer.lr or check the data"));
+    if (lead && (step % cfg_.metrics.log_every == 0 || step == total_steps_)) {
+      const double dt = std::chrono::duration<double>(clock::now() - t0).count();
+      StepMetrics m;
+      m.step = step;
+      m.total = total_steps_;
+      m.loss = loss;
+      m.lr = lr;
+      m.grad_norm = res.grad_norm;
+      m.tokens_per_s = step_tokens / std::max(dt, 1e-9);
+      m.mfu = peak > 0 ? task_.flops_per_token() * m.tokens_per_s / peak : 0;
+      const Device dev = Device::parse(cfg_.device);
+      if (dev.is_cuda() && cuda_available()) m.memory_gib = memory_stats(dev.index).peak / 1073741824.0;
+      m.elapsed_s = std::chrono::duration<double>(clock::now() - t_start).count();
+      m.first_step = first_step;
+      if (opt_.print) printer.step(m);
+      if (metrics) metrics->write("train", step_fields(m));
+    }
+    if (val_ && cfg_.eval.every > 0 && (step % cfg_.eval.every == 0 || step == total_steps_)) {
+      const double vl = validate();
+      sum.val_losses.push_back(vl);
+      if (lead) {
+        if (metrics) metrics->write("val", {{"step", double(step)}, {"loss", vl}, {"ppl", std::exp(vl)}});
+        if (opt_.print) printer.message(str_cat("step ", step, ": validation loss ", vl, " (ppl ", std::exp(vl), ")"));
+      }
+    }
+    const bool ckpt_due = cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0;
+    if (ckpt_due || step == total_steps_) {
+      save(step);
+      sum.last_checkpoint = checkpoint_path(ckpt_root, step);
+    }
+    if (opt_.stop_after >= 0 && step >= opt_.stop_after) break;
+  }
+  if (lead && opt_.print) printer.finish();
+  sum.final_step = step;
+  sum.skipped_steps = optim_->skipped_steps();
+  return sum;
+}
+
+}  // namespace lizard::train

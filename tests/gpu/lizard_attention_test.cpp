@@ -1,0 +1,131 @@
+// CUDA Lizard attention against the CPU reference (the chunked algorithm, itself proven equal
+// to the oracle in tests/lizard): bf16 inputs, every output and gradient within 1e-2 relative.
+#include <cmath>
+
+#include "lizard/ops/lizard_attention.h"
+#include "lizard/ops/lizard_attention_chunked.h"
+#include "../lizard/lizard_case.h"
+
+namespace lizard::test {
+namespace {
+
+struct GpuRun {
+  Tensor y;
+  ops::LizardGrads g;
+};
+
+// Inputs rounded to bf16 once, so the reference sees exactly what the kernel sees.
+LizardCase bf16_rounded(LizardCase c) {
+  for (Tensor* t : {&c.in.q, &c.in.k, &c.in.v, &c.in.x}) *t = t->to(DType::BF16).to(DType::F64);
+  return c;
+}
+
+GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
+  const Device gpu = Device::cuda(0);
+  ops::LizardInputs in;
+  in.q = c.in.q.to(gpu, DType::BF16);
+  in.k = c.in.k.to(gpu, DType::BF16);
+  in.v = c.in.v.to(gpu, DType::BF16);
+  in.x = c.in.x.to(gpu, DType::BF16);
+  if (c.in.cos.defined()) in.cos = c.in.cos.to(gpu, DType::F32), in.sin = c.in.sin.to(gpu, DType::F32);
+  ops::LizardParams p;
+  for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
+                          {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
+    if (src->defined()) *dst = src->to(gpu, DType::F32);
+  ops::LizardSaved saved;
+  GpuRun r;
+  r.y = ops::lizard_attention_forward(c.cfg, in, p, &saved).to(Device::cpu(), DType::F64);
+  r.g = ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(gpu, DType::BF16));
+  return r;
+}
+
+void compare(LizardCase c, const std::string& what) {
+  c = bf16_rounded(c);
+  Tensor dy = rand(c.in.q.shape(), 31, DType::F64).to(DType::BF16).to(DType::F64);
+  const Tensor ref = ops::lizard_chunked_forward(c.cfg, c.in, c.p);
+  auto gref = ops::lizard_chunked_backward(c.cfg, c.in, c.p, dy);
+  GpuRun r = run_gpu(c, dy);
+  for (double e : r.y.to_vector()) ASSERT_TRUE(std::isfinite(e)) << what;
+  // bf16 output rounding (2^-9 relative) plus f32 accumulation: 1e-2 leaves room for
+  // __expf/fast-math and summation order.
+  EXPECT_LE(rel_err(r.y, ref), 1e-2) << what << " y";
+  auto sg = grad_slots(c, r.g), sr = grad_slots(c, gref);
+  for (size_t i = 0; i < sg.size(); ++i) {
+    Tensor got = sg[i].second.second->to(Device::cpu(), DType::F64);
+    EXPECT_LE(rel_err(got, *sr[i].second.second), 1e-2) << what << " d" << sg[i].first;
+  }
+}
+
+TEST(LizardAttentionGpu, MatchesReferenceAcrossLengthsAndGqa) {
+  LZ_REQUIRE_GPU();
+  for (int64_t T : {1, 7, 64, 65, 1000, 4096})
+    for (int64_t Hkv : {4, 1}) {  // GQA group 1 and 4
+      ops::LizardConfig cfg;
+      cfg.feature_dim = 16;
+      cfg.window = 16;
+      cfg.sinks = 4;
+      cfg.preset = T % 2 ? ops::Preset::Plus : ops::Preset::Paper;
+      auto c = make_case(cfg, 2, T, 4, Hkv, 32, 24, 7 + T + Hkv);
+      compare(c, "T " + std::to_string(T) + " Hkv " + std::to_string(Hkv) + " " + cfg.str());
+    }
+}
+
+TEST(LizardAttentionGpu, SwitchesAndExtremeGates) {
+  LZ_REQUIRE_GPU();
+  int i = 0;
+  for (int act = 0; act < 2; ++act)
+    for (int cmb = 0; cmb < 2; ++cmb)
+      for (double bias : {-13.8, 0.5, 13.8}) {
+        ops::LizardConfig cfg;
+        cfg.feature_dim = 16;
+        cfg.window = i % 3 == 0 ? 0 : 40;
+        cfg.feature_activation = act ? ops::FeatureActivation::Exp : ops::FeatureActivation::Softmax;
+        cfg.combine = cmb ? ops::Combine::Convex : ops::Combine::Sum;
+        cfg.sinks_per_head = i % 2;
+        auto c = make_case(cfg, 1, 300, 4, 2, 32, 8, 70 + i, DType::F64, 1.0, bias);
+        compare(c, cfg.str() + " bias " + std::to_string(bias));
+        ++i;
+      }
+}
+
+TEST(LizardAttentionGpu, LongSequenceNoNaN) {
+  LZ_REQUIRE_GPU();
+  for (double bias : {-13.8, 13.8}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = 16;
+    cfg.window = 128;
+    auto c = make_case(cfg, 1, 32768, 2, 1, 32, 8, 5, DType::F64, 1.0, bias);
+    Tensor dy = rand(c.in.q.shape(), 1, DType::F64);
+    GpuRun r = run_gpu(c, dy);
+    for (double e : r.y.to_vector()) ASSERT_TRUE(std::isfinite(e)) << bias;
+    for (Tensor* t : {&r.g.dq, &r.g.dk, &r.g.dv, &r.g.dx, &r.g.dwq, &r.g.dwk, &r.g.dw_g})
+      for (double e : t->to_vector()) ASSERT_TRUE(std::isfinite(e)) << bias;
+  }
+}
+
+TEST(LizardAttentionGpu, DecodeEqualsParallel) {
+  LZ_REQUIRE_GPU();
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 16;
+  cfg.window = 8;
+  auto c = make_case(cfg, 1, 50, 4, 2, 32, 8, 9, DType::F32);
+  const Device gpu = Device::cuda(0);
+  ops::LizardInputs in = c.in;
+  for (Tensor* t : {&in.q, &in.k, &in.v, &in.x}) *t = t->to(gpu);
+  ops::LizardParams p = c.p;
+  for (Tensor* t : {&p.wq, &p.wk, &p.w_g, &p.b_g, &p.tau, &p.alpha}) *t = t->to(gpu);
+  const Tensor ref = ops::lizard_attention_forward(cfg, in, p).to(Device::cpu());
+  auto st = ops::lizard_decode_init(cfg, 1, 4, 2, 32);
+  for (int64_t t = 0; t < 50; ++t) {
+    ops::LizardInputs one;
+    one.q = c.in.q.slice(1, t, t + 1).contiguous();
+    one.k = c.in.k.slice(1, t, t + 1).contiguous();
+    one.v = c.in.v.slice(1, t, t + 1).contiguous();
+    one.x = c.in.x.slice(1, t, t + 1).contiguous();
+    const Tensor yt = ops::lizard_decode_step(cfg, st, one, c.p);
+    EXPECT_LE(rel_err(yt, ref.slice(1, t, t + 1).contiguous()), 1e-4) << "t " << t;
+  }
+}
+
+}  // namespace
+}  // namespace lizard::test
