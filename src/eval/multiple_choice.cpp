@@ -1,43 +1,39 @@
 #include "lizard/eval/multiple_choice.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <sstream>
 
 #include "lizard/core/error.h"
+#include "lizard/io/json.h"
 
 namespace lizard::eval {
 
 namespace {
 
-// One JSONL record. JSON is YAML flow syntax, so yaml-cpp reads it; this is the one place to
-// swap for io/json.h once that parser is on main (yaml-cpp does not join \u surrogate pairs).
+// One JSONL record, read with the project's JSON parser (its errors name source, line, column).
 McExample parse_record(const std::string& line, const std::string& where) {
-  YAML::Node n;
-  try {
-    n = YAML::Load(line);
-  } catch (const YAML::Exception& e) {
-    throw InputError(str_cat(where, ": not valid JSON: ", e.what()));
-  }
-  LZ_INPUT_CHECK(n.IsMap(), where, ": expected a JSON object");
+  const io::Json n = io::parse_json(line, where);
+  LZ_INPUT_CHECK(n.is_object(), where, ": expected a JSON object, got ", n.type_name());
   McExample ex;
+  const io::Json* context = n.find("context");
+  LZ_INPUT_CHECK(context && context->is_string(), where, ": missing string field 'context'");
+  ex.context = context->as_string();
+  const io::Json* choices = n.find("choices");
+  LZ_INPUT_CHECK(choices && choices->is_array(), where, ": missing array field 'choices'");
+  for (const io::Json& c : choices->items()) {
+    LZ_INPUT_CHECK(c.is_string(), where, ": every choice must be a string, got ", c.type_name());
+    ex.choices.push_back(c.as_string());
+  }
+  const io::Json* gold = n.find("gold");
+  if (!gold) gold = n.find("answer");
+  if (!gold) gold = n.find("label");
+  LZ_INPUT_CHECK(gold, where, ": missing integer field 'gold' (or 'answer'/'label')");
+  LZ_INPUT_CHECK(gold->is_number(), where, ": 'gold' must be an integer, got ", gold->type_name());
   try {
-    LZ_INPUT_CHECK(n["context"] && n["context"].IsScalar(), where, ": missing string field 'context'");
-    ex.context = n["context"].as<std::string>();
-    LZ_INPUT_CHECK(n["choices"] && n["choices"].IsSequence(), where,
-                   ": missing array field 'choices'");
-    for (const auto& c : n["choices"]) {
-      LZ_INPUT_CHECK(c.IsScalar(), where, ": every choice must be a string");
-      ex.choices.push_back(c.as<std::string>());
-    }
-    const char* gold_key = n["gold"] ? "gold" : n["answer"] ? "answer" : n["label"] ? "label" : nullptr;
-    LZ_INPUT_CHECK(gold_key, where, ": missing integer field 'gold' (or 'answer'/'label')");
-    ex.gold = n[gold_key].as<int64_t>();
-  } catch (const YAML::Exception& e) {
-    throw InputError(str_cat(where, ": bad field type: ", e.what()));
+    ex.gold = gold->as_int();
+  } catch (const InputError& e) {
+    throw InputError(str_cat(where, ": 'gold' must be an integer: ", e.what()));
   }
   LZ_INPUT_CHECK(ex.choices.size() >= 2, where, ": 'choices' needs at least 2 entries, got ",
                  ex.choices.size());
@@ -71,11 +67,7 @@ std::vector<McExample> parse_mc_jsonl(const std::string& text, const std::string
 }
 
 std::vector<McExample> load_mc_jsonl(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LZ_INPUT_CHECK(f.good(), "cannot read multiple-choice file '", path, "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return parse_mc_jsonl(ss.str(), path);
+  return parse_mc_jsonl(io::read_text_file(path), path);
 }
 
 std::pair<int64_t, int64_t> mc_predictions(const std::vector<double>& lls,

@@ -1,7 +1,11 @@
 #include "lizard/eval/synthetic.h"
 
+#include <cstdio>
+
+#include "lizard/core/error.h"
 #include "lizard/core/rng.h"
 #include "lizard/eval/draws.h"
+#include "lizard/io/hdf5_tokens.h"
 
 namespace lizard::eval {
 
@@ -23,6 +27,34 @@ std::vector<TokenDocument> demo_documents(const SyntheticVocab& vocab, const Dem
     docs.push_back(passkey_sample(vocab, p, pk_seed, static_cast<uint64_t>(i)).doc);
   }
   return docs;
+}
+
+std::string vocab_hash(const SyntheticVocab& vocab) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const std::string& w : vocab.words()) {
+    for (unsigned char c : w) h = (h ^ c) * 0x100000001b3ull;
+    h = (h ^ static_cast<unsigned char>('\n')) * 0x100000001b3ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+void write_token_dataset(const std::string& path, const SyntheticVocab& vocab,
+                         const std::vector<TokenDocument>& docs) {
+  io::TokenDatasetMeta meta;
+  meta.tokenizer_hash = "synthetic-" + vocab_hash(vocab);
+  meta.vocab_size = vocab.size();
+  io::TokenDatasetWriter w(path, meta);
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const TokenDocument& d = docs[i];
+    LZ_INPUT_CHECK(!d.tokens.empty(), "synthetic dataset '", path, "': document ", i, " is empty");
+    LZ_INPUT_CHECK(d.loss_mask.empty() || d.loss_mask.size() == d.tokens.size(), "synthetic dataset '",
+                   path, "': document ", i, " has ", d.tokens.size(), " tokens but ",
+                   d.loss_mask.size(), " mask entries");
+    w.add(d.tokens, d.loss_mask.empty() ? nullptr : &d.loss_mask);
+  }
+  w.finish();
 }
 
 }  // namespace lizard::eval

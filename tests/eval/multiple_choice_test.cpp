@@ -97,6 +97,12 @@ TEST(MultipleChoice, ParsesJsonl) {
   EXPECT_EQ(ex[0].choices, (std::vector<std::string>{"3", "4", "caf\xc3\xa9"}));
   EXPECT_EQ(ex[0].gold, 1);
   EXPECT_EQ(ex[1].gold, 0);
+  // A surrogate pair is one code point (4 UTF-8 bytes): one character for acc_norm.
+  const auto emoji = parse_mc_jsonl("{\"context\": \"c\", \"choices\": [\"\\ud83d\\ude00\", \"b\"], \"label\": 1}");
+  ASSERT_EQ(emoji.size(), 1u);
+  EXPECT_EQ(emoji[0].choices[0], "\xf0\x9f\x98\x80");
+  EXPECT_EQ(utf8_length(emoji[0].choices[0]), 1);
+  EXPECT_EQ(emoji[0].gold, 1);
 }
 
 TEST(MultipleChoice, BadJsonlNamesLineAndField) {

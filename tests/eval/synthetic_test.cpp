@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include "lizard/core/error.h"
 #include "lizard/eval/synthetic.h"
+#include "lizard/io/hdf5_tokens.h"
 
 namespace lizard::eval {
 namespace {
@@ -238,6 +240,35 @@ TEST(DemoDocuments, CountsAndIndependentStreams) {
   auto b = demo_documents(v, spec);
   for (size_t i = 0; i < 15; ++i) EXPECT_EQ(a[i].tokens, b[i].tokens) << "document " << i;
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(a[15 + i].tokens, b[17 + i].tokens);
+}
+
+TEST(DemoDocuments, WriteTokenDatasetRoundTrips) {
+  SyntheticVocab v({16, 16});
+  DemoDataSpec spec;
+  spec.grammar_docs = 4;
+  spec.mqar_docs = 3;
+  spec.mqar = {48, 6, 0, 1, 0};
+  spec.passkey_docs = 2;
+  spec.passkey = {100, 0.5, 5};
+  const auto docs = demo_documents(v, spec);
+  const std::string path = ::testing::TempDir() + "/lizard_eval_synthetic.h5";
+  write_token_dataset(path, v, docs);
+  const io::TokenDataset ds = io::TokenDataset::open(path);
+  EXPECT_EQ(ds.meta().vocab_size, v.size());
+  EXPECT_EQ(ds.meta().tokenizer_hash, "synthetic-" + vocab_hash(v));
+  EXPECT_NE(vocab_hash(v), vocab_hash(SyntheticVocab({16, 17})));
+  ASSERT_EQ(ds.num_docs(), static_cast<int64_t>(docs.size()));
+  ASSERT_TRUE(ds.has_mask());
+  for (int64_t i = 0; i < ds.num_docs(); ++i) {
+    const auto& d = docs[static_cast<size_t>(i)];
+    ASSERT_EQ(ds.doc_len(i), static_cast<int64_t>(d.tokens.size()));
+    for (int64_t j = 0; j < ds.doc_len(i); ++j) {
+      EXPECT_EQ(ds.token(ds.doc_begin(i) + j), d.tokens[static_cast<size_t>(j)]);
+      EXPECT_EQ(ds.is_target(ds.doc_begin(i) + j), d.loss_mask[static_cast<size_t>(j)] != 0);
+    }
+  }
+  std::remove(path.c_str());
+  EXPECT_THROW(write_token_dataset(path, v, {TokenDocument{}}), InputError);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // dataset writer (io::TokenDatasetWriter::add(doc.tokens, &doc.loss_mask)).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "lizard/eval/grammar.h"
@@ -28,6 +29,17 @@ struct DemoDataSpec {
 /// its own stream derived from `seed`, so changing one count leaves the other tasks' documents
 /// unchanged. MQAR and passkey masks mark only their answers; grammar masks every token but <bos>.
 std::vector<TokenDocument> demo_documents(const SyntheticVocab& vocab, const DemoDataSpec& spec);
+
+/// A stable identifier of the vocabulary: FNV-1a 64 of its words joined by newlines, as 16 hex
+/// digits. Stored as the dataset's tokenizer_hash, so a model never reads tokens of another
+/// vocabulary by mistake.
+std::string vocab_hash(const SyntheticVocab& vocab);
+
+/// Writes `docs` as an HDF5 token dataset (DESIGN.md section 5: tokens, offsets, loss_mask,
+/// vocab_size = vocab.size(), tokenizer_hash = vocab_hash) through io::TokenDatasetWriter
+/// (temporary file renamed into place). Empty documents are an InputError naming their index.
+void write_token_dataset(const std::string& path, const SyntheticVocab& vocab,
+                         const std::vector<TokenDocument>& docs);
 
 /// The seed of task `task` (0 grammar, 1 MQAR, 2 passkey, others free) derived from `seed`.
 uint64_t task_seed(uint64_t seed, uint64_t task);
