@@ -21,7 +21,9 @@ void features_fwd_launch(const T* x, const float* W, int Hx, float* phi, const D
                          int threads, size_t smem, cudaStream_t s);
 
 /// Combine and window backward, one warp per row (b, t, h). Writes dO' = [dg/den, dden]
-/// [B,H,T,D+1] for the global branch; adds the window parts of dq (row-owned), dk, dv, dtau,
+/// [B,H,T,D+1] for the global branch and cself [B,H,T] = dL/dw_tt = dg.(v_t - g_t)/den =
+/// -dg.M/den^2 (clamped: dg.v_t/eps), the self pair's weight gradient from M of the forward
+/// (no cancellation: it is ~0 when the token attends almost only to itself); adds the window parts of dq (row-owned), dk, dv, dtau,
 /// dalpha (atomics: keys and parameters are shared by rows).
 template <class T>
 __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__ k,
@@ -30,7 +32,8 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
                                   const float* __restrict__ alpha_p,
                                   const float* __restrict__ numden,
                                   const float* __restrict__ wstats, const T* __restrict__ dy,
-                                  float* __restrict__ dO, float* __restrict__ dq,
+                                  float* __restrict__ dO, float* __restrict__ cself,
+                                  float* __restrict__ dq,
                                   float* __restrict__ dk, float* __restrict__ dv,
                                   float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
   extern __shared__ float sh[];
@@ -52,6 +55,7 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
   const bool convex = d.combine_convex;
   const float A = convex ? fabsf(alpha) : alpha;
   const T* dyr = dy + row * d.D;
+  const T* vt = v + ((int64_t(b) * d.T + t) * d.Hkv + kvh) * d.D;
   const int n = d.w > 0 ? min(d.w, t + 1) : 0;
   float mx = 0.f, inv = 0.f;
   if (d.w > 0) {
@@ -82,10 +86,12 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
       ls[j] += pr * ld(v + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * d.D + j);
   }
   __syncwarp();
-  float dgg = 0.f, dal = 0.f, delta = 0.f;
+  float dgg = 0.f, dal = 0.f, delta = 0.f, cdiag = 0.f;
   for (int j = lane; j < d.D; j += 32) {
-    const float dyj = ld(dyr + j), g = nd[j] / den_g, l = ls[j];
+    const float vj = ld(vt + j);
+    const float dyj = ld(dyr + j), g = global_out(nd, vj, j, d), l = ls[j];
     const float dg = convex ? dyj / (1.f + A) : dyj;
+    cdiag += clamped ? dg * vj / den_g : -(dg / den_g) * (nd[j] / den_g);
     const float dl = d.w > 0 ? (convex ? A * dyj / (1.f + A) : alpha * dyj) : 0.f;
     dls[j] = dl;
     dqs[j] = 0.f;
@@ -97,8 +103,10 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
   dgg = warp_sum(dgg);
   dal = warp_sum(dal);
   delta = warp_sum(delta);
+  cdiag = warp_sum(cdiag);
   if (lane == 0) {
     dO[bht * D1 + d.D] = clamped ? 0.f : -dgg / den_g;
+    cself[bht] = cdiag;
     if (d.w > 0)
       atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * dal / ((1.f + A) * (1.f + A)) : dal);
   }
@@ -144,13 +152,19 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
 
 /// Global branch backward: CTA (b*H + h, column block) sweeps the chunks from the last with
 /// its slice of dS (2F x kCols). dphiq, dphik [B,H,T,2F] and dv get atomics (the column
-/// blocks and the heads of a GQA group add into the same entries).
+/// blocks and the heads of a GQA group add into the same entries). Inside a chunk the weight
+/// gradient is dA_ts = dO'_t . [v_s - v_t | 0] + cself_t (equal to dO'_t . [v_s | 1], but
+/// exactly cself_t on the diagonal, with no O(1) terms cancelling). The gate gradient
+/// db [B,Hg,T] = dL/db_t (b = cumulative log-gate) is added pair by pair, w_ts dA_ts to b_t
+/// and minus it to b_s for s < t: the diagonal does not depend on the gate, and the identity
+/// db_t = phi_q.dphi_q - phi_k.dphi_k would leave its rounding noise (~1e-8) where the true
+/// value is 0 (T = 1) or ~1e-6 (gates near 0).
 template <class T>
 __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
     const float* __restrict__ phiq, const float* __restrict__ phik, const T* __restrict__ v,
     const float* __restrict__ bl_all, const float* __restrict__ states,
-    const float* __restrict__ dO, float* __restrict__ dphiq, float* __restrict__ dphik,
-    float* __restrict__ dv, Dims d) {
+    const float* __restrict__ dO, const float* __restrict__ cself, float* __restrict__ dphiq,
+    float* __restrict__ dphik, float* __restrict__ dv, float* __restrict__ db, Dims d) {
   extern __shared__ float sh[];
   const int F2 = 2 * d.F, D1 = d.D + 1;
   float* sq = sh;                       // [C, 2F]
@@ -162,9 +176,12 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
   float* P = G + kChunk * kCols;        // [C, C]
   float* E = P + kChunk * kChunk;       // [C, C] dA * e
   float* bl = E + kChunk * kChunk;      // [C]
+  float* cs = bl + kChunk;              // [C] cself of the rows (used by the block holding col D)
+  float* dbs = cs + kChunk;             // [C] this CTA's part of db for the rows
   const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = h / (d.H / d.Hkv);
   const int gh = d.Hg == 1 ? 0 : h;
   const int c0 = blockIdx.y * kCols;
+  const bool has_den = c0 <= d.D && d.D < c0 + kCols;
   const int tid = threadIdx.x, nt = blockDim.x;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < F2 * kCols; i += nt) dS[i] = 0.f;
@@ -192,18 +209,28 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
       V[i] = val;
       G[i] = g;
     }
-    for (int i = tid; i < kChunk; i += nt) bl[i] = i < n ? blr[t0 + i] : 0.f;
+    for (int i = tid; i < kChunk; i += nt) {
+      bl[i] = i < n ? blr[t0 + i] : 0.f;
+      cs[i] = i < n && has_den ? cself[int64_t(bh) * d.T + t0 + i] : 0.f;
+      dbs[i] = 0.f;
+    }
     __syncthreads();
     for (int i = tid; i < kChunk * kChunk; i += nt) {
       const int r = i / kChunk, s = i % kChunk;
       float p = 0.f, ea = 0.f;
       if (s <= r && r < n) {
         const float e = __expf(bl[r] - bl[s]);
-        float kk = 0.f, da = 0.f;
+        float kk = 0.f, da = cs[r];
         for (int f = 0; f < F2; ++f) kk += sq[r * F2 + f] * sk[s * F2 + f];
-        for (int cc = 0; cc < kCols; ++cc) da += G[r * kCols + cc] * V[s * kCols + cc];
+        // column D: V is 1 for s and r alike, so it adds nothing here (cself carries it)
+        for (int cc = 0; cc < kCols; ++cc)
+          da += G[r * kCols + cc] * (V[s * kCols + cc] - V[r * kCols + cc]);
         p = kk * e;
         ea = da * e;
+        if (s < r) {
+          atomicAdd(dbs + r, kk * ea);
+          atomicAdd(dbs + s, -kk * ea);
+        }
       }
       P[i] = p;
       E[i] = ea;
@@ -222,8 +249,11 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
         ik += dS[f * kCols + cc] * V[r * kCols + cc];
       }
       const int64_t o = (int64_t(bh) * d.T + t0 + r) * F2 + f;
-      atomicAdd(dphiq + o, aq + __expf(bl[r]) * iq);
-      atomicAdd(dphik + o, ak + __expf(bend - bl[r]) * ik);
+      const float xq = __expf(bl[r]) * iq, xk = __expf(bend - bl[r]) * ik;
+      atomicAdd(dphiq + o, aq + xq);
+      atomicAdd(dphik + o, ak + xk);
+      // pairs with earlier chunks (r the query) and later chunks (r the key)
+      atomicAdd(dbs + r, sq[r * F2 + f] * xq - sk[r * F2 + f] * xk);
     }
     // dv
     for (int i = tid; i < kChunk * kCols; i += nt) {
@@ -236,6 +266,7 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
                 a + __expf(bend - bl[r]) * st);
     }
     __syncthreads();
+    for (int r = tid; r < n; r += nt) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, dbs[r]);
     // dS <- exp(bl_end) dS + sum_t exp(bl_t) phi_q_t dO'_t^T
     for (int i = tid; i < F2 * kCols; i += nt) {
       const int f = i / kCols, cc = i % kCols;
@@ -246,14 +277,12 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
   }
 }
 
-/// Feature-map backward for one (b, t, h) and one side (q: sign +1, k: sign -1): recomputes
-/// u = x W, adds sign * phi.dphi to db (the gate), du -> dx (atomic: GQA heads share keys),
-/// and stores du [B,H,T,F] for the weight gradient.
+/// Feature-map backward for one (b, t, h) and one side (q or k): recomputes u = x W,
+/// du -> dx (atomic: GQA heads share keys), and stores du [B,H,T,F] for the weight gradient.
 template <class T>
 __global__ void features_bwd_kernel(const T* __restrict__ x, const float* __restrict__ W, int Hx,
                                     const float* __restrict__ phi, const float* __restrict__ dphi,
-                                    float sign, float* __restrict__ db, float* __restrict__ du_out,
-                                    float* __restrict__ dx, Dims d) {
+                                    float* __restrict__ du_out, float* __restrict__ dx, Dims d) {
   extern __shared__ float sh[];  // u [F], du [F], red [blockDim]
   float* u = sh;
   float* du = u + d.F;
@@ -289,10 +318,6 @@ __global__ void features_bwd_kernel(const T* __restrict__ x, const float* __rest
   for (int f = threadIdx.x; f < d.F; f += blockDim.x) pp += ph[f] * dph[f], pn += ph[d.F + f] * dph[d.F + f];
   pp = reduce(pp, false);
   pn = reduce(pn, false);
-  if (threadIdx.x == 0) {
-    const int gh = d.Hg == 1 ? 0 : h;
-    atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t, sign * (pp + pn));
-  }
   if (d.act_exp) {
     float best = -1.f;
     int arg = 0;
@@ -404,6 +429,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
+  Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
   Tensor dphiq = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor dphik = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
@@ -437,25 +463,25 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           qp, kp, vp, cs.defined() ? cs.data<float>() : nullptr,
           sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
           alpha.data<float>(), saved.numden.data<float>(), saved.wstats.data<float>(),
-          static_cast<const T*>(dy.raw()), dO.data<float>(), dq.data<float>(), dk.data<float>(),
+          static_cast<const T*>(dy.raw()), dO.data<float>(), cself.data<float>(), dq.data<float>(), dk.data<float>(),
           dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
       const size_t gsm = global_smem_bytes(d, true);
       cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
       dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
       global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
           phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
-          saved.states.data<float>(), dO.data<float>(), dphiq.data<float>(), dphik.data<float>(),
-          dv.data<float>(), d);
+          saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
+          dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
       const size_t bsm = sizeof(float) * (2 * d.F + ft);
       const int nblk = int(int64_t(d.B) * d.T * d.H);
       features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
-                                                   dphiq.data<float>(), 1.f, db.data<float>(),
-                                                   du.data<float>(), dq.data<float>(), d);
+                                                   dphiq.data<float>(), du.data<float>(),
+                                                   dq.data<float>(), d);
       feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
           qp, d.H, du.data<float>(), dwq.data<float>(), d);
       features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
-                                                   dphik.data<float>(), -1.f, db.data<float>(),
-                                                   du.data<float>(), dk.data<float>(), d);
+                                                   dphik.data<float>(), du.data<float>(),
+                                                   dk.data<float>(), d);
       feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
           kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       gate_scan_kernel<<<grid_for(int64_t(d.B) * d.Hg, 64), 64, 0, s>>>(db.data<float>(),

@@ -46,4 +46,11 @@ struct Dims {
   float eps, scale;
 };
 
+/// g_j = num_j / max(den, eps) of one row from its numden row [M | den] (M = num - den v_t,
+/// see global_fwd_kernel) and v_tj.
+__device__ __forceinline__ float global_out(const float* nd, float vtj, int j, const Dims& d) {
+  const float den = nd[d.D];
+  return den < d.eps ? (nd[j] + den * vtj) / d.eps : vtj + nd[j] / den;
+}
+
 }  // namespace lizard::cuda::lizard_detail

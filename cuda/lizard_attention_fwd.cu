@@ -110,9 +110,13 @@ __global__ void features_kernel(const T* __restrict__ x, const float* __restrict
 }
 
 /// Global branch, forward. CTA (b*H + h, column block cb) walks the chunks in order with its
-/// kCols-column slice of [S|z] (2F x kCols, f32) in shared memory. Column D of [V|1] is the
-/// ones column (the denominator). Writes numden [B,H,T,D+1] and, when states != nullptr, the
-/// slice of the state before every chunk into states [B,H,NC,2F,D+1].
+/// kCols-column slice of [S|z] (2F x kCols, f32) in shared memory, plus its own copy of z
+/// (2F). Column D of [V|1] is the ones column (the denominator). Writes numden [B,H,T,D+1] =
+/// [M | den] with M_t = num_t - den_t v_t = sum_s w_ts (v_s - v_t), accumulated term by term
+/// so that the self term drops out exactly (g = v_t + M/den; the backward's self-pair gradient
+/// -dg.M/den^2 is then exact even when the token attends almost only to itself: T = 1, gates
+/// near 0). When states != nullptr, the slice of the state before every chunk goes to
+/// states [B,H,NC,2F,D+1].
 template <class T>
 __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
     const float* __restrict__ phiq, const float* __restrict__ phik, const T* __restrict__ v,
@@ -126,12 +130,15 @@ __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
   float* V = S + F2 * kCols;           // [C, kCols]
   float* P = V + kChunk * kCols;       // [C, C]
   float* bl = P + kChunk * kChunk;     // [C]
+  float* Sz = bl + kChunk;             // [2F] the z column of the state
+  float* qz = Sz + F2;                 // [C] phi_q . z
   const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = h / (d.H / d.Hkv);
   const int gh = d.Hg == 1 ? 0 : h;
   const int c0 = blockIdx.y * kCols;
   const int tid = threadIdx.x, nt = blockDim.x;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < F2 * kCols; i += nt) S[i] = 0.f;
+  for (int i = tid; i < F2; i += nt) Sz[i] = 0.f;
   for (int c = 0; c < d.NC; ++c) {
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
     __syncthreads();
@@ -169,14 +176,21 @@ __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
       }
       P[i] = acc;
     }
+    for (int r = tid; r < kChunk; r += nt) {
+      float acc = 0.f;
+      for (int f = 0; f < F2; ++f) acc += sq[r * F2 + f] * Sz[f];
+      qz[r] = acc;
+    }
     __syncthreads();
-    // O = exp(bl_t) phi_q S + P V
+    // M = exp(bl_t) (phi_q S - (phi_q z) v_t) + P (V - v_t); den = exp(bl_t) phi_q z + P 1
     for (int i = tid; i < kChunk * kCols; i += nt) {
       const int r = i / kCols, cc = i % kCols, col = c0 + cc;
       if (r >= n || col >= D1) continue;
+      const float vr = col < d.D ? V[r * kCols + cc] : 0.f;
       float inter = 0.f, intra = 0.f;
       for (int f = 0; f < F2; ++f) inter += sq[r * F2 + f] * S[f * kCols + cc];
-      for (int s = 0; s <= r; ++s) intra += P[r * kChunk + s] * V[s * kCols + cc];
+      if (col < d.D) inter -= qz[r] * vr;
+      for (int s = 0; s <= r; ++s) intra += P[r * kChunk + s] * (V[s * kCols + cc] - vr);
       numden[(int64_t(bh) * d.T + t0 + r) * D1 + col] = __expf(bl[r]) * inter + intra;
     }
     __syncthreads();
@@ -187,6 +201,11 @@ __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
       float acc = 0.f;
       for (int s = 0; s < n; ++s) acc += sk[s * F2 + f] * __expf(bend - bl[s]) * V[s * kCols + cc];
       S[i] = eend * S[i] + acc;
+    }
+    for (int f = tid; f < F2; f += nt) {
+      float acc = 0.f;
+      for (int s = 0; s < n; ++s) acc += sk[s * F2 + f] * __expf(bend - bl[s]);
+      Sz[f] = eend * Sz[f] + acc;
     }
   }
 }
@@ -214,10 +233,10 @@ __global__ void window_fwd_kernel(const T* __restrict__ q, const T* __restrict__
   const float alpha = alpha_p[0];
   const int D1 = d.D + 1;
   const float* nd = numden + ((int64_t(b) * d.H + h) * d.T + t) * D1;
-  const float den_g = fmaxf(nd[d.D], d.eps);
+  const T* vt = v + ((int64_t(b) * d.T + t) * d.Hkv + kvh) * d.D;
   T* yr = y + row * d.D;
   if (d.w == 0) {
-    for (int j = lane; j < d.D; j += 32) st(yr + j, nd[j] / den_g);
+    for (int j = lane; j < d.D; j += 32) st(yr + j, global_out(nd, ld(vt + j), j, d));
     return;
   }
   const T* qr = q + row * d.D;
@@ -254,7 +273,7 @@ __global__ void window_fwd_kernel(const T* __restrict__ q, const T* __restrict__
     for (int i = 0; i < n; ++i)
       l += ps[i] * ld(v + ((int64_t(b) * d.T + t - n + 1 + i) * d.Hkv + kvh) * d.D + j);
     l *= inv;
-    const float g = nd[j] / den_g;
+    const float g = global_out(nd, ld(vt + j), j, d);
     st(yr + j, convex ? (g + A * l) / (1.f + A) : g + alpha * l);
   }
   if (lane == 0) {
@@ -280,9 +299,10 @@ Dims make_dims(const ops::LizardConfig& cfg, const ops::LizardDims& ld) {
 size_t global_smem_bytes(const Dims& d, bool backward) {
   const size_t F2 = 2 * d.F;
   if (!backward)
-    return sizeof(float) * (2 * kChunk * F2 + F2 * kCols + kChunk * kCols + kChunk * kChunk + kChunk);
+    return sizeof(float) * (2 * kChunk * F2 + F2 * kCols + kChunk * kCols + kChunk * kChunk +
+                            2 * kChunk + F2);
   return sizeof(float) * (2 * kChunk * F2 + 2 * F2 * kCols + 2 * kChunk * kCols +
-                          2 * kChunk * kChunk + kChunk);
+                          2 * kChunk * kChunk + 3 * kChunk);
 }
 
 int grid_for(int64_t n, int per_block) { return int((n + per_block - 1) / per_block); }

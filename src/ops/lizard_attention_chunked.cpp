@@ -45,6 +45,7 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
   std::vector<T> S(F2 * D1), dS(F2 * D1), bl(Tn), O(D1), P(C * C), l(D), dl(D), p_w, p_s;
   std::vector<T> states;   // [NC, 2F, D+1]: S before each chunk (kept for the backward sweep)
   std::vector<T> dO;       // [T, D+1] = [dg/den, dden]
+  std::vector<T> cself;    // [T] c_t = dL/datt_tt = dg.(v_t - g_t) / den, without cancellation
   for (int64_t bb = 0; bb < B; ++bb)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t gh = d.Hg == 1 ? 0 : h, kvh = h / rep;
@@ -63,6 +64,7 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
       if (bwd) {
         states.assign(NC * F2 * D1, T(0));
         dO.assign(Tn * D1, T(0));
+        cself.assign(Tn, T(0));
       }
       for (int64_t c = 0; c < NC; ++c) {
         const int64_t t0 = c * C, t1 = std::min(Tn, t0 + C), n = t1 - t0;
@@ -76,17 +78,27 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
           }
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = t0 + i;
-          // O' = exp(bl_t) phi_q [S|z] + P [V|1]
+          // O' = [M | den]: den = exp(bl_t) phi_q z + P 1 and, instead of the numerator
+          // exp(bl_t) phi_q S + P V, M = num - den v_t = exp(bl_t) (phi_q S - (phi_q z) v_t) +
+          // sum_s P_ts (v_s - v_t): the self term drops out exactly, so g = v_t + M / den keeps
+          // its digits when the token attends mostly to itself and the backward's c_t is exact.
           const T et = std::exp(bl[t]);
+          T qz = 0;
+          for (int64_t f = 0; f < F2; ++f) qz += PQ(t)[f] * S[f * D1 + D];
           for (int64_t j = 0; j < D1; ++j) {
+            const T vt = j < D ? Vp(t, j) : T(0);
             T s = 0;
             for (int64_t f = 0; f < F2; ++f) s += PQ(t)[f] * S[f * D1 + j];
-            s *= et;
-            for (int64_t r = 0; r <= i; ++r) s += P[i * C + r] * Vp(t0 + r, j);
+            s = et * (j < D ? s - qz * vt : s);
+            for (int64_t r = 0; r <= i; ++r) s += P[i * C + r] * (Vp(t0 + r, j) - vt);
             O[j] = s;
           }
           const bool clamped = O[D] < eps;
           const T den = clamped ? eps : O[D];
+          // g_j = num_j / max(den, eps)
+          auto gval = [&](int64_t j) {
+            return clamped ? (O[j] + O[D] * Vp(t, j)) / eps : Vp(t, j) + O[j] / den;
+          };
           int64_t nw = 0;
           std::fill(l.begin(), l.end(), T(0));
           if (d.w > 0) {
@@ -96,20 +108,23 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
           }
           const int64_t yo = ((bb * Tn + t) * H + h) * D;
           for (int64_t j = 0; j < D; ++j) {
-            const T g = O[j] / den;
+            const T g = gval(j);
             y[yo + j] = convex ? (g + A * l[j]) / (T(1) + A) : (d.w > 0 ? g + alpha * l[j] : g);
           }
           if (!bwd) continue;
-          T dgg = 0, dot = 0;
+          T dgg = 0, dot = 0, cs = 0;
           for (int64_t j = 0; j < D; ++j) {
-            const T dyj = dyv[yo + j], g = O[j] / den;
+            const T dyj = dyv[yo + j], g = gval(j);
             const T dg = convex ? dyj / (T(1) + A) : dyj;
             dl[j] = convex ? A * dyj / (T(1) + A) : alpha * dyj;
             dot += convex ? dyj * (l[j] - g) : dyj * l[j];
             dgg += dg * g;
+            // c_t = dg.(v_t - g_t) / den = -dg.M / den^2 (clamped: dden = 0, c_t = dg.v_t / eps)
+            cs += clamped ? dg * Vp(t, j) / den : -dg * O[j] / (den * den);
             dO[t * D1 + j] = dg / den;
           }
           dO[t * D1 + D] = clamped ? T(0) : -dgg / den;
+          cself[t] = cs;
           if (d.w > 0) {
             dalpha += convex ? (alpha >= 0 ? T(1) : T(-1)) * dot / ((T(1) + A) * (T(1) + A)) : dot;
             window_row_backward(b, qw, kw, bb, t, h, nw, p_w, p_s, l.data(), dl.data(), dqw, dkw,
@@ -143,20 +158,27 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
           const int64_t t = t0 + i;
           T* dq_ = &dpq[((bb * Tn + t) * H + h) * F2];
           const T et = std::exp(bl[t]);
-          // inter-chunk: exp(bl_t) S_prev dO'_t
+          T& dbt = dbcum[(bb * Tn + t) * d.Hg + gh];
+          // inter-chunk: exp(bl_t) S_prev dO'_t; the gate gets phi_q . that (b_t - b_s, s < t0)
           for (int64_t f = 0; f < F2; ++f) {
             T s = 0;
             for (int64_t j = 0; j < D1; ++j) s += Sp[f * D1 + j] * dO[t * D1 + j];
             dq_[f] += et * s;
+            dbt += et * s * PQ(t)[f];
           }
-          // intra-chunk
+          // intra-chunk: dA_ts = dO'_t . [v_s - v_t | 0] + c_t (= dO'_t . [v_s | 1], see cself)
           for (int64_t r = 0; r <= i; ++r) {
             const int64_t s = t0 + r;
-            T dA = 0;
-            for (int64_t j = 0; j < D1; ++j) dA += dO[t * D1 + j] * Vp(s, j);
+            T dA = cself[t];
+            for (int64_t j = 0; j < D; ++j) dA += dO[t * D1 + j] * (Vp(s, j) - Vp(t, j));
             const T e = std::exp(bl[t] - bl[s]);
             T kk = 0;
             for (int64_t f = 0; f < F2; ++f) kk += PQ(t)[f] * PK(s)[f];
+            // the gate: att_ts depends on b_t - b_s, the diagonal not at all
+            if (r < i) {
+              dbt += kk * e * dA;
+              dbcum[(bb * Tn + s) * d.Hg + gh] -= kk * e * dA;
+            }
             T* dk_ = &dpk[((bb * Tn + s) * H + h) * F2];
             for (int64_t f = 0; f < F2; ++f) {
               dq_[f] += dA * e * PK(s)[f];
@@ -175,6 +197,7 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
             T acc = 0;
             for (int64_t j = 0; j < D1; ++j) acc += dS[f * D1 + j] * Vp(s, j);
             dk_[f] += f_s * acc;
+            dbcum[(bb * Tn + s) * d.Hg + gh] -= f_s * acc * PK(s)[f];  // key of later queries
           }
           for (int64_t j = 0; j < D; ++j) {
             T acc = 0;
@@ -191,14 +214,9 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
             for (int64_t j = 0; j < D1; ++j) dS[f * D1 + j] += et * PQ(t)[f] * dO[t * D1 + j];
         }
       }
-      // gate: db_t = phi_q . dphi_q - phi_k . dphi_k (global-branch parts, complete now)
-      for (int64_t t = 0; t < Tn; ++t) {
-        T s = 0;
-        for (int64_t f = 0; f < F2; ++f)
-          s += PQ(t)[f] * dpq[((bb * Tn + t) * H + h) * F2 + f] -
-               PK(t)[f] * dpk[((bb * Tn + t) * H + h) * F2 + f];
-        dbcum[(bb * Tn + t) * d.Hg + gh] += s;
-      }
+      // The gate gradient dbcum was added pair by pair above. Not as phi_q . dphi_q -
+      // phi_k . dphi_k: both contain the self pair (t, t), which does not depend on the gate,
+      // and their difference is rounding noise when that pair dominates (T = 1, gates near 0).
     }
   if (y_out) *y_out = make(y, {B, Tn, H, D}, in.q.dtype());
   if (!bwd) return;

@@ -45,7 +45,7 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
     dtau.assign(b.tau.size(), T(0));
   }
 
-  std::vector<T> bc(Tn), num(D), g(D), l(D), dg(D), dl(D), p_w, p_s;
+  std::vector<T> bc(Tn), num(D), M(D), g(D), l(D), dg(D), dl(D), p_w, p_s;
   for (int64_t bb = 0; bb < B; ++bb)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t gh = d.Hg == 1 ? 0 : h, kvh = h / rep;
@@ -56,14 +56,19 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
       auto V = [&](int64_t s) { return &b.v[((bb * Tn + s) * Hkv + kvh) * D]; };
       for (int64_t t = 0; t < Tn; ++t) {
         // ---- global branch ----
+        // M = sum_s att_ts (v_s - v_t) = num - den v_t without the self term (for the backward)
         std::fill(num.begin(), num.end(), T(0));
+        std::fill(M.begin(), M.end(), T(0));
         T den = 0;
         for (int64_t s = 0; s <= t; ++s) {
           T kk = 0;
           for (int64_t f = 0; f < F2; ++f) kk += PQ(t)[f] * PK(s)[f];
           const T att = std::exp(bc[t] - bc[s]) * kk;
           den += att;
-          for (int64_t j = 0; j < D; ++j) num[j] += att * V(s)[j];
+          for (int64_t j = 0; j < D; ++j) {
+            num[j] += att * V(s)[j];
+            M[j] += att * (V(s)[j] - V(t)[j]);
+          }
         }
         const bool clamped = den < eps;
         const T den_c = clamped ? eps : den;
@@ -93,17 +98,21 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
         }
         if (d.w > 0)
           dalpha += convex ? (alpha >= 0 ? T(1) : T(-1)) * dot_lg / ((T(1) + A) * (T(1) + A)) : dot_l;
-        // global: g = num / den_c; dnum = dg / den_c; dden = -(dg.g) / den_c unless clamped
-        T dgg = 0;
-        for (int64_t j = 0; j < D; ++j) dgg += dg[j] * g[j];
-        const T dden = clamped ? T(0) : -dgg / den_c;
+        // global: g = num / den_c; dnum = dg / den_c; dden = -(dg.g) / den_c unless clamped, so
+        // datt_ts = dg.(v_s - g) / den_c = dg.(v_s - v_t) / den_c + c_t with the self part
+        // c_t = dg.(v_t - g) / den = -dg.M / den^2 (clamped: dg.v_t / eps). Written this way,
+        // not as dg.v_s / den + dden: when the token attends mostly to itself (T = 1, gates
+        // near 0) the true datt is tiny and that form leaves only rounding noise.
+        T c_self = 0;
+        for (int64_t j = 0; j < D; ++j)
+          c_self += clamped ? dg[j] * V(t)[j] / den_c : -dg[j] * M[j] / (den_c * den_c);
         for (int64_t s = 0; s <= t; ++s) {
           T kk = 0;
           for (int64_t f = 0; f < F2; ++f) kk += PQ(t)[f] * PK(s)[f];
           const T e = std::exp(bc[t] - bc[s]), att = e * kk;
-          T datt = dden;
+          T datt = c_self;
           for (int64_t j = 0; j < D; ++j) {
-            datt += dg[j] / den_c * V(s)[j];
+            datt += dg[j] / den_c * (V(s)[j] - V(t)[j]);
             dv[((bb * Tn + s) * Hkv + kvh) * D + j] += att * dg[j] / den_c;
           }
           const T dkk = datt * e;
@@ -113,9 +122,11 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
             dq_[f] += dkk * PK(s)[f];
             dk_[f] += dkk * PQ(t)[f];
           }
-          // att depends on b_t - b_s
-          dbcum[(bb * Tn + t) * d.Hg + gh] += datt * att;
-          dbcum[(bb * Tn + s) * d.Hg + gh] -= datt * att;
+          // att depends on b_t - b_s (not at all for s = t: adding and removing it is noise)
+          if (s < t) {
+            dbcum[(bb * Tn + t) * d.Hg + gh] += datt * att;
+            dbcum[(bb * Tn + s) * d.Hg + gh] -= datt * att;
+          }
         }
         if (d.w > 0) window_row_backward(b, qw, kw, bb, t, h, n, p_w, p_s, l.data(), dl.data(), dqw, dkw, dv, dtau);
       }

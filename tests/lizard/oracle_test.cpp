@@ -110,7 +110,8 @@ TEST(LizardOracle, EqualsLiteralFormulas) {
   for (int preset = 0; preset < 2; ++preset)
     for (int act = 0; act < 2; ++act)
       for (int cmb = 0; cmb < 2; ++cmb)
-        for (int64_t w : {0, 2, 3}) {
+        for (int64_t w : {0, 2, 3})
+          for (int64_t T : {1, 5}) {
           LizardConfig cfg;
           cfg.preset = preset ? ops::Preset::Plus : ops::Preset::Paper;
           cfg.feature_dim = 3;
@@ -119,13 +120,13 @@ TEST(LizardOracle, EqualsLiteralFormulas) {
           cfg.window = w;
           cfg.sinks = 2;
           cfg.sinks_per_head = preset == 1;
-          auto c = make_case(cfg, 2, 5, 4, 2, 4, 3, 100 + n);
+          auto c = make_case(cfg, 2, T, 4, 2, 4, 3, 100 + n);
           const Tensor y = ops::lizard_oracle_forward(cfg, c.in, c.p);
           // Both are f64 sums of the same terms in different orders: 1e-12 covers rounding.
-          EXPECT_LE(rel_err(y, literal(cfg, c)), 1e-12) << cfg.str();
+          EXPECT_LE(rel_err(y, literal(cfg, c)), 1e-12) << cfg.str() << " T " << T;
           ++n;
         }
-  EXPECT_EQ(n, 24);
+  EXPECT_EQ(n, 48);
 }
 
 TEST(LizardOracle, F32MatchesF64) {
@@ -153,7 +154,8 @@ TEST(LizardOracle, GradientsAllSwitches) {
       for (int sph = 0; sph < 2; ++sph)
         for (int cmb = 0; cmb < 2; ++cmb)
           for (int rope = 0; rope < 2; ++rope)
-            for (int64_t w : {0, 3}) {
+            for (int64_t w : {0, 3})
+              for (int64_t T : {1, 5}) {
               if (w == 0 && (sph || rope)) continue;  // no window: sinks and RoPE do nothing
               LizardConfig cfg;
               cfg.feature_dim = 3;
@@ -165,12 +167,12 @@ TEST(LizardOracle, GradientsAllSwitches) {
               cfg.window = w;
               cfg.sinks = 2;
               const int64_t Hkv = (cases % 2) ? 1 : 2;  // GQA group 2 and 1 alternate
-              auto c = make_case(cfg, 2, 5, 2, Hkv, 4, 3, 1000 + cases);
-              checked += check_oracle_gradients(c, 1e-7, cfg.str());
+              auto c = make_case(cfg, 2, T, 2, Hkv, 4, 3, 1000 + cases);
+              checked += check_oracle_gradients(c, 1e-7, cfg.str() + " T " + std::to_string(T));
               ++cases;
             }
-  EXPECT_EQ(cases, 40);
-  EXPECT_GT(checked, 40 * 200);
+  EXPECT_EQ(cases, 80);
+  EXPECT_GT(checked, 40 * 200 + 40 * 40);
 }
 
 TEST(LizardOracle, GradientsWindowEdgeCases) {
