@@ -23,8 +23,8 @@ void features_fwd_launch(const T* x, const float* W, int Hx, float* phi, const D
 /// Combine and window backward, one warp per row (b, t, h). Writes dO' = [dg/den, dden]
 /// [B,H,T,D+1] for the global branch and cself [B,H,T] = dL/dw_tt = dg.(v_t - g_t)/den =
 /// -dg.M/den^2 (clamped: dg.v_t/eps), the self pair's weight gradient from M of the forward
-/// (no cancellation: it is ~0 when the token attends almost only to itself); adds the window parts of dq (row-owned), dk, dv, dtau,
-/// dalpha (atomics: keys and parameters are shared by rows).
+/// (no cancellation: it is ~0 when the token attends almost only to itself); adds the window
+/// parts of dq (row-owned), dk, dv, dtau, dalpha (atomics: keys and parameters are shared).
 template <class T>
 __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                   const T* __restrict__ v, const float* __restrict__ cosb,
@@ -463,8 +463,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           qp, kp, vp, cs.defined() ? cs.data<float>() : nullptr,
           sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
           alpha.data<float>(), saved.numden.data<float>(), saved.wstats.data<float>(),
-          static_cast<const T*>(dy.raw()), dO.data<float>(), cself.data<float>(), dq.data<float>(), dk.data<float>(),
-          dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
+          static_cast<const T*>(dy.raw()), dO.data<float>(), cself.data<float>(), dq.data<float>(),
+          dk.data<float>(), dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
       const size_t gsm = global_smem_bytes(d, true);
       cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
       dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
