@@ -6,6 +6,7 @@
 #include "lizard/cli/commands.h"
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/core/device.h"
+#include "lizard/io/hf_config.h"
 
 namespace lizard::cli {
 
@@ -39,11 +40,32 @@ void run_info() {
                 st.current / 1048576.0, st.peak / 1048576.0);
   }
 }
+
+void run_model_info(const std::string& dir) {
+  const nn::LlamaConfig c = io::load_hf_config(dir + "/config.json");
+  const int64_t n = c.num_parameters();
+  std::printf("model %s\n  architecture: %s, %lld layers, hidden %lld, intermediate %lld\n", dir.c_str(),
+              c.model_type.c_str(), static_cast<long long>(c.num_hidden_layers),
+              static_cast<long long>(c.hidden_size), static_cast<long long>(c.intermediate_size));
+  std::printf("  heads %lld (kv %lld, head_dim %lld), vocab %lld, rope_theta %g (%s), tied %s\n",
+              static_cast<long long>(c.num_attention_heads), static_cast<long long>(c.num_key_value_heads),
+              static_cast<long long>(c.head_dim), static_cast<long long>(c.vocab_size), c.rope_theta,
+              c.rope_scaling.type.c_str(), c.tie_word_embeddings ? "yes" : "no");
+  std::printf("  parameters: %lld (%.3f B); weights in bf16: %.2f GiB\n", static_cast<long long>(n),
+              n / 1e9, n * 2.0 / 1073741824.0);
+}
 }  // namespace
 
 void register_info(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("info", "Build features, GPUs seen and their memory");
-  cmd->callback([]() { run_info(); });
+  auto model = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("info", "Build features, GPUs seen and their memory; --model: a model's size");
+  cmd->add_option("--model", *model, "Hugging Face model directory: architecture, parameters, bf16 memory");
+  cmd->callback([model]() {
+    if (model->empty())
+      run_info();
+    else
+      run_model_info(*model);
+  });
 }
 
 }  // namespace lizard::cli

@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
     dist::g_skip_reason = "not launched by mpirun with 2+ ranks: skipped";
   } else if (!cuda_available()) {
     dist::g_skip_reason = "no GPU visible: skipped (needs CUDA and 2 GPUs)";
-  } else if (env.local_size > 0 && cuda_device_count() > 1 && cuda_device_count() < env.local_size) {
+  } else if (env.local_size > 0 && cuda_device_count() < env.local_size) {
     dist::g_skip_reason = "fewer GPUs than ranks on this node: skipped";
   } else {
     comm = dist::make_nccl_communicator();
