@@ -300,19 +300,7 @@ __global__ void features_bwd_kernel(const T* __restrict__ x, const float* __rest
     for (int i = 0; i < d.D; ++i) s += ld(x + xo + i) * Wh[int64_t(i) * d.F + f];
     u[f] = s;
   }
-  auto reduce = [&](float v, bool is_max) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-      if (threadIdx.x < o)
-        red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o])
-                                  : red[threadIdx.x] + red[threadIdx.x + o];
-      __syncthreads();
-    }
-    const float r = red[0];
-    __syncthreads();
-    return r;
-  };
+  auto reduce = [&](float v, bool is_max) { return block_reduce(v, is_max, red); };
   __syncthreads();
   float pp = 0.f, pn = 0.f;
   for (int f = threadIdx.x; f < d.F; f += blockDim.x) pp += ph[f] * dph[f], pn += ph[d.F + f] * dph[d.F + f];

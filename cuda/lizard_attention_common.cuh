@@ -53,4 +53,20 @@ __device__ __forceinline__ float global_out(const float* nd, float vtj, int j, c
   return den < d.eps ? (nd[j] + den * vtj) / d.eps : vtj + nd[j] / den;
 }
 
+/// Max (is_max) or sum of v over the block (blockDim.x a power of two) through the shared
+/// scratch `red` [blockDim.x]; every thread gets the result. Contains __syncthreads().
+__device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) {
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o)
+      red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o])
+                                : red[threadIdx.x] + red[threadIdx.x + o];
+    __syncthreads();
+  }
+  const float r = red[0];
+  __syncthreads();
+  return r;
+}
+
 }  // namespace lizard::cuda::lizard_detail

@@ -68,19 +68,7 @@ __global__ void features_kernel(const T* __restrict__ x, const float* __restrict
     u[f] = s;
   }
   __syncthreads();
-  auto reduce = [&](float v, bool is_max) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-      if (threadIdx.x < o)
-        red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], red[threadIdx.x + o])
-                                  : red[threadIdx.x] + red[threadIdx.x + o];
-      __syncthreads();
-    }
-    const float r = red[0];
-    __syncthreads();
-    return r;
-  };
+  auto reduce = [&](float v, bool is_max) { return block_reduce(v, is_max, red); };
   float* out = phi + ((int64_t(b) * d.H + h) * d.T + t) * 2 * d.F;
   if (d.act_exp) {
     float m = 0;

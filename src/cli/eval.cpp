@@ -1,5 +1,6 @@
 // `lizard eval --model DIR --task ppl --data FILE`: perplexity of a model on a token file (one
-// sequence of ids per line, whitespace separated) or an HDF5 token dataset.
+// sequence of ids per line, whitespace separated) or an HDF5 token dataset (eval::perplexity:
+// sequences longer than --max-len are cut into chunks without overlap).
 #include <CLI/CLI.hpp>
 
 #include <cmath>
@@ -7,9 +8,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "lizard/autograd/nn_functions.h"
 #include "lizard/cli/commands.h"
 #include "lizard/core/device.h"
+#include "lizard/eval/perplexity.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/io/hf_model.h"
 
@@ -61,29 +62,17 @@ void run_eval(const EvalArgs& a) {
   lo.dtype = lo.device.is_cuda() ? DType::BF16 : DType::F32;
   auto model = io::load_hf_model(a.model, lo);
   const int64_t V = model->config().vocab_size;
-  double nll = 0;
-  int64_t count = 0;
-  autograd::NoGradGuard ng;
-  for (const auto& seq : read_sequences(a.data)) {
-    // Non-overlapping windows of max_len + 1 tokens: each predicts max_len targets.
-    for (size_t start = 0; start + 1 < seq.size(); start += a.max_len) {
-      const size_t end = std::min(seq.size(), start + a.max_len + 1);
-      std::vector<double> ids(seq.begin() + start, seq.begin() + end - 1);
-      std::vector<double> tg(seq.begin() + start + 1, seq.begin() + end);
-      for (double t : tg)
-        LZ_INPUT_CHECK(t >= 0 && t < V, "--data: token id ", t, " outside the vocabulary of ", V);
-      const int64_t T = static_cast<int64_t>(ids.size());
-      Tensor x = Tensor::from_vector(ids, {1, T}, DType::I32).to(lo.device);
-      Tensor y = Tensor::from_vector(tg, {T}, DType::I32).to(lo.device);
-      autograd::Var logits = model->forward(x);
-      auto ce = autograd::cross_entropy(autograd::Var(logits.data().reshape({T, V}).to(DType::F32)), y);
-      nll += ce.loss.data().item() * ce.count;
-      count += ce.count;
-    }
-  }
+  const auto seqs = read_sequences(a.data);
+  for (const auto& seq : seqs)
+    for (int32_t t : seq)
+      LZ_INPUT_CHECK(t >= 0 && t < V, "--data: token id ", t, " outside the vocabulary of ", V);
+  eval::PerplexityOptions po;
+  po.max_length = a.max_len;
+  const eval::PerplexityResult r = eval::perplexity(*model, seqs, po);
+  const int64_t count = r.tokens;
   LZ_INPUT_CHECK(count > 0, "--data: '", a.data, "' holds no sequence of 2 or more tokens");
   std::printf("{\"task\": \"ppl\", \"model\": \"%s\", \"tokens\": %lld, \"nll\": %.6f, \"ppl\": %.6f}\n",
-              a.model.c_str(), static_cast<long long>(count), nll / count, std::exp(nll / count));
+              a.model.c_str(), static_cast<long long>(count), r.mean_nll(), r.perplexity());
 }
 }  // namespace
 

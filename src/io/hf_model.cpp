@@ -4,13 +4,14 @@
 
 #include "lizard/io/hf_config.h"
 #include "lizard/io/safetensors.h"
+#include "lizard/nn/lizard_attention.h"
 
 namespace lizard::io {
 
 namespace fs = std::filesystem;
 
 bool is_added_parameter(const std::string& name) {
-  return name.find("lora_") != std::string::npos || name.find(".lizard.") != std::string::npos;
+  return nn::is_lora_parameter(name) || nn::is_lizard_parameter(name);
 }
 
 void load_weights(nn::Module& model, const std::string& path, bool allow_unexpected) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "lizard/core/error.h"
+#include "lizard/io/unicode.h"
 
 namespace lizard::io {
 
@@ -343,23 +344,7 @@ class JsonParser {
     return v;
   }
 
-  static void append_utf8(uint32_t cp, std::string& out) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
+
 
   void parse_string(std::string& out) {
     ++p_;  // opening quote
@@ -403,7 +388,7 @@ class JsonParser {
           } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
             fail("lone low surrogate in a \\u escape");
           }
-          append_utf8(cp, out);
+          utf8_append(cp, out);
           break;
         }
         default:

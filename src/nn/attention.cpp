@@ -18,7 +18,7 @@ Attention::Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer
            Hkv);
   const bool bias = cfg.attention_bias;
   auto mk = [&](int64_t in, int64_t out, bool b, bool target, uint64_t which) {
-    return make_linear(in, out, b, target ? lora.config : nullptr, lora.seed,
+    return make_linear(in, out, b, target && lora.config ? &*lora.config : nullptr, lora.seed,
                        static_cast<uint64_t>(layer) * 16 + which, dtype, device);
   };
   q_proj = register_module("q_proj", mk(d, H * D, bias, lora.targets.q, 0));

@@ -4,6 +4,7 @@
 
 #include "lizard/autograd/checkpoint.h"
 #include "lizard/autograd/functions.h"
+#include "lizard/nn/lizard_attention.h"
 
 namespace lizard::nn {
 
@@ -100,8 +101,8 @@ void LlamaForCausalLM::init_random(uint64_t seed, double std) {
     const Tensor& d = v.data();
     if (name.find("norm") != std::string::npos && d.dim() == 1) {
       v.set_data(Tensor::ones(d.shape(), d.dtype(), d.device()));
-    } else if (name.find("lora_") != std::string::npos) {
-      // adapters keep their own initialisation
+    } else if (is_lora_parameter(name) || is_lizard_parameter(name)) {
+      // adapters and Lizard parameters keep their own initialisation
     } else if (d.dim() == 2) {
       const bool out_proj = name.find("o_proj") != std::string::npos ||
                             name.find("down_proj") != std::string::npos;

@@ -70,11 +70,9 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
   const bool student = cfg.stage != "pretrain";
   nn::AttentionFactory factory;
   if (student) factory = nn::lizard_factory(lizard_config_of(cfg), cfg.lizard.softmax_layers, dtype, device);
-  static thread_local nn::LoraConfig lora_cfg;  // outlives the spec during construction
   nn::LoraSpec spec;
   if (cfg.stage == "finetune") {
-    lora_cfg = {cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout};
-    spec.config = &lora_cfg;
+    spec.config = nn::LoraConfig{cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout};
     spec.targets = lora_targets(cfg.lora.targets);
     spec.seed = cfg.seed + 7919;
   }
@@ -109,8 +107,8 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
   // Tags per stage: pretrain trains everything; distill only Lizard parameters; finetune the
   // adapters (and the Lizard parameters when train_lizard_params).
   for (auto& [name, v] : model->named_parameters()) {
-    const bool is_lizard = name.find(".lizard.") != std::string::npos;
-    const bool is_lora = name.find("lora_") != std::string::npos;
+    const bool is_lizard = nn::is_lizard_parameter(name);
+    const bool is_lora = nn::is_lora_parameter(name);
     bool train = false;
     if (cfg.stage == "pretrain") train = true;
     else if (cfg.stage == "distill") train = is_lizard;
@@ -136,7 +134,7 @@ class ModelTask : public TrainTask {
     NamedTensors out;
     const bool all = cfg_.stage == "pretrain";
     for (auto& [name, v] : model_->named_parameters())
-      if (all || v.requires_grad() || name.find(".lizard.") != std::string::npos)
+      if (all || v.requires_grad() || nn::is_lizard_parameter(name))
         out.emplace_back(name, v.data());
     return out;
   }

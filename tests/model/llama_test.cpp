@@ -124,7 +124,7 @@ TEST(Llama, RecomputeGivesIdenticalGradients) {
 TEST(Llama, LoraStartsAsIdentityAndFreezesBase) {
   LlamaConfig c = tiny();
   LoraConfig lc;
-  LoraSpec spec{&lc, {true, true, true}, 11};
+  LoraSpec spec{lc, {true, true, true}, 11};
   LlamaForCausalLM base(c, {}, {}, DType::F64);
   base.init_random(4, 0.2);
   LlamaForCausalLM lora(c, {}, spec, DType::F64);

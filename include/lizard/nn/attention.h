@@ -5,6 +5,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "lizard/nn/layers.h"
 #include "lizard/nn/llama_config.h"
@@ -19,9 +20,9 @@ struct QKV {
   Var v;  ///< [B, T, Hkv, D]
 };
 
-/// Where LoRA adapters go and with which settings (nullptr config = none).
+/// Where LoRA adapters go and with which settings (no config = none).
 struct LoraSpec {
-  const LoraConfig* config = nullptr;
+  std::optional<LoraConfig> config;
   LoraTargets targets;
   uint64_t seed = 0;
 };

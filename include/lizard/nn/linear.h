@@ -2,6 +2,7 @@
 // y = x W^T (+ b) + (alpha / r) * dropout(x) A^T B^T with A [r, in], B [out, r].
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "lizard/core/rng.h"
 #include "lizard/nn/module.h"
@@ -33,6 +34,11 @@ struct LoraConfig {
   double alpha = 16.0;
   double dropout = 0.0;
 };
+
+/// True for LoRA adapter parameters (`...lora_A.weight`, `...lora_B.weight`).
+inline bool is_lora_parameter(const std::string& name) {
+  return name.find("lora_") != std::string::npos;
+}
 
 class LoRALinear : public Linear {
  public:

@@ -23,6 +23,11 @@ class LizardAttention : public Attention {
   autograd::LizardParamVars p_;
 };
 
+/// True for the Lizard parameters of a layer (`...self_attn.lizard.*`).
+inline bool is_lizard_parameter(const std::string& name) {
+  return name.find(".lizard.") != std::string::npos;
+}
+
 /// An AttentionFactory that makes LizardAttention for every layer except `softmax_layers`.
 AttentionFactory lizard_factory(const ops::LizardConfig& lcfg, std::vector<int64_t> softmax_layers,
                                 DType dtype, Device device);
