@@ -4,6 +4,8 @@
 # prints the validation loss of teacher and students side by side.
 # On a machine without a GPU it runs a reduced configuration on the CPU (minutes on 2 cores).
 set -euo pipefail
+# NVLink SHARP multicast off for any NCCL use (not every lent machine supports it).
+export NCCL_NVLS_ENABLE=0
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
 LZ=build/bin/lizard

@@ -279,6 +279,16 @@ const std::vector<Field>& fields() {
         LZ_FIELD("metrics.file", metrics.file, "JSONL metrics file under out_dir; '' = none"),
         LZ_FIELD("metrics.log_every", metrics.log_every, "steps between metric lines",
                  range(1, int64_t(1) << 40)),
+        LZ_FIELD("dist.timeout_s", dist.timeout_s,
+                 "seconds a collective may wait for other ranks before the job is aborted "
+                 "($LIZARD_DIST_TIMEOUT_S overrides)",
+                 range(1e-3, 1e7)),
+        LZ_FIELD("dist.zero1", dist.zero1,
+                 "shard the optimizer state across ranks (ZeRO-1); parameters re-synced each step"),
+        LZ_FIELD("dist.bucket_mb", dist.bucket_mb, "gradient all-reduce bucket size in MiB",
+                 range(1, 1 << 16)),
+        LZ_FIELD("dist.overlap", dist.overlap,
+                 "start each bucket's all-reduce during backward as its gradients are ready"),
     };
   }();
   return all;

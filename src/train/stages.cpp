@@ -5,6 +5,7 @@
 #include "lizard/autograd/functions.h"
 #include "lizard/autograd/nn_functions.h"
 #include "lizard/core/cuda_runtime.h"
+#include "lizard/dist/data_parallel.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/io/hf_model.h"
 #include "lizard/nn/lizard_attention.h"
@@ -227,8 +228,13 @@ class DistillTask : public ModelTask {
 
 }  // namespace
 
-TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
+TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
+                       dist::Communicator* comm) {
+  const int world = comm ? comm->world_size() : 1;
+  const int rank = comm ? comm->rank() : 0;
   Device dev = Device::parse(cfg.device);
+  // Under NCCL each rank's GPU is its node-local rank's, whatever cuda:N the config names.
+  if (world > 1 && comm->device().is_cuda()) dev = comm->device();
   if (dev.is_cuda() && !cuda_available())
     throw InputError("device: '" + cfg.device + "' requested but no GPU is visible (set device: cpu)");
   const DType dtype = dev.is_cpu() ? DType::F32 : dtype_from_name(cfg.dtype);
@@ -247,6 +253,8 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
   lo.shuffle = cfg.data.shuffle;
   lo.seed = cfg.seed;
   lo.use_loss_mask = cfg.loss_on != "all";
+  lo.rank = rank;
+  lo.world = world;
   std::vector<int64_t> train_docs, val_docs;
   std::shared_ptr<const io::TokenDataset> val_data;
   if (!cfg.data.val_path.empty()) {
@@ -265,8 +273,34 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
   TrainerOptions to;
   to.resume = resume;
   to.stop_after = stop_after;
+  to.print = rank == 0;
   if (dev.is_cuda()) to.device_name = cuda::context(dev.index).name;
-  Trainer trainer(cfg, *task, train_loader, val_loader.get(), {}, to);
+  DistHooks hooks;
+  std::unique_ptr<dist::DataParallel> dp;
+  if (world > 1) {
+    dist::DataParallelOptions o;
+    o.bucket_bytes = static_cast<size_t>(cfg.dist.bucket_mb) << 20;
+    // Recomputed blocks give their parameters gradients in a nested backward that the
+    // leaf-ready hook cannot see: reduce after backward instead.
+    o.overlap = cfg.dist.overlap && !cfg.recompute;
+    o.zero1 = cfg.dist.zero1;
+    dp = std::make_unique<dist::DataParallel>(*comm, task->parameters(), o);
+    dist::DataParallel* d = dp.get();
+    hooks.rank = rank;
+    hooks.world = world;
+    hooks.allreduce_sum = [d](double* v, int n) { d->allreduce_sum(v, n); };
+    hooks.allreduce_grads = [d](const std::vector<Var>&) { d->finish_grad_sync(); };
+    hooks.barrier = [d] { d->barrier(); };
+    if (o.overlap) {
+      hooks.grads_begin = [d] { d->begin_grad_sync(); };
+      hooks.grad_ready = [d](autograd::VarImpl* leaf) { d->on_leaf_ready(leaf); };
+    }
+    if (o.zero1) {
+      hooks.optimizer_shard = [d](const std::vector<Var>& ps) { return d->owned_params(ps); };
+      hooks.sync_params = [d] { d->sync_params(); };
+    }
+  }
+  Trainer trainer(cfg, *task, train_loader, val_loader.get(), hooks, to);
   return trainer.run();
 }
 

@@ -58,8 +58,16 @@ Trainer::Trainer(RunConfig cfg, TrainTask& task, DataLoader& train, DataLoader* 
   ao.beta1 = cfg_.optimizer.betas[0];
   ao.beta2 = cfg_.optimizer.betas[1];
   ao.eps = cfg_.optimizer.eps;
+  std::vector<Var> mine = params_;
+  if (dist_.optimizer_shard) {
+    // ZeRO-1: this rank keeps the state of its shard only; the clip norm is taken over all
+    // parameters in the order the unsharded optimizer would use (same norm bit for bit).
+    for (const auto& g : optim::make_param_groups(params_, cfg_.optimizer.weight_decay))
+      norm_params_.insert(norm_params_.end(), g.params.begin(), g.params.end());
+    mine = dist_.optimizer_shard(params_);
+  }
   optim_ = std::make_unique<optim::AdamW>(
-      optim::make_param_groups(params_, cfg_.optimizer.weight_decay), ao);
+      optim::make_param_groups(mine, cfg_.optimizer.weight_decay), ao);
 }
 
 Trainer::~Trainer() = default;
@@ -145,20 +153,32 @@ TrainSummary Trainer::run() {
     // Normalising by the global count makes the gradient the mean over every counted
     // position of the step, whatever the accumulation and the number of ranks.
     const double inv = 1.0 / std::max(counts[0], 1.0);
-    optim_->zero_grad();
+    for (Var& p : params_) p.zero_grad();  // all of them: a ZeRO-1 optimizer holds a shard
     double loss_sum[1] = {0};
     for (int64_t i = 0; i < accum_; ++i) {
       StepContext ctx{step, static_cast<int>(i), true, &rng_};
       LossResult r = task_.loss(batches[i], ctx);
       loss_sum[0] += r.loss_sum.data().item();
-      autograd::scale(r.loss_sum, inv).backward();
+      Var scaled = autograd::scale(r.loss_sum, inv);
+      if (i + 1 == accum_ && dist_.grads_begin) {
+        // The last backward of the step: gradients become final as it runs, so each bucket's
+        // all-reduce starts while backward goes on through the earlier layers.
+        dist_.grads_begin();
+        autograd::backward({scaled}, {}, false, dist_.grad_ready);
+      } else {
+        scaled.backward();
+      }
     }
     batches.clear();
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
     const double lr = sched.lr_at(step);
-    const optim::StepResult res = optim_->step(lr, cfg_.optimizer.clip);
-    optim_->zero_grad();
+    const optim::StepResult res =
+        norm_params_.empty()
+            ? optim_->step(lr, cfg_.optimizer.clip)
+            : optim_->step_with_norm(lr, cfg_.optimizer.clip, optim::global_grad_norm(norm_params_));
+    if (dist_.sync_params) dist_.sync_params();
+    for (Var& p : params_) p.zero_grad();
     ++step;
     const int64_t step_tokens = cfg_.data.global_batch * cfg_.data.seq_len;
     tokens_seen_ += step_tokens;

@@ -25,6 +25,10 @@
 //     kernels spinning on a dead peer) and then MPI_Abort.
 //   A rank that exits (crash, exception) is noticed by mpirun itself, which kills the others.
 //
+// Fault injection for tests (MPI communicator): LIZARD_TEST_FAULT=<rank>:<n>:<die|hang> makes
+// rank <rank> exit at once with status 17 (die, as a crash would) or sleep forever (hang) when
+// it enters its n-th all_reduce_sum (1-based). Unset, nothing is checked but one pointer.
+//
 // NVLink SHARP (NVLS) is turned off: the NCCL communicator sets NCCL_NVLS_ENABLE=0 in the
 // environment before ncclCommInitRank unless the user set it (NVLS multicast buffers are not
 // available on every lent machine and their setup can fail or hang on partitioned nodes).
@@ -103,6 +107,12 @@ class Communicator {
   /// Host buffers of every rank, indexed by rank (sizes may differ between ranks). For small
   /// checks (config hashes, world sizes), not for tensors.
   virtual std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& mine) = 0;
+
+  /// Ends every rank of the job with exit status `code` (MPI_Abort; NCCL aborts its
+  /// communicator first) and does not return. The single-process communicator does nothing
+  /// and returns: the caller then reports the error and exits normally. Used when one rank
+  /// fails, so its peers do not wait in a collective until the timeout.
+  virtual void abort_job(int code) {}
 
   /// Convenience over all_gather_bytes: the strings of every rank.
   std::vector<std::string> all_gather_string(const std::string& mine);

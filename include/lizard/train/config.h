@@ -82,6 +82,16 @@ struct MetricsSection {
   int64_t log_every = 1;
 };
 
+/// Data parallelism across ranks (mpirun -np N); ignored by a single process.
+struct DistSection {
+  /// Seconds a collective may wait for the other ranks before the job is aborted with a
+  /// message (a dead or hung rank); $LIZARD_DIST_TIMEOUT_S, when set, takes precedence.
+  double timeout_s = 600;
+  bool zero1 = false;       ///< shard the AdamW state across ranks (ZeRO stage 1)
+  int64_t bucket_mb = 25;   ///< gradient all-reduce bucket size in MiB
+  bool overlap = true;      ///< launch each bucket's all-reduce from backward as it is ready
+};
+
 /// One resolved run (one stage).
 struct RunConfig {
   std::string stage = "distill";  ///< pretrain | distill | finetune
@@ -103,6 +113,7 @@ struct RunConfig {
   CheckpointSection checkpoint;
   EvalSection eval;
   MetricsSection metrics;
+  DistSection dist;
 };
 
 /// The value kinds of the schema.

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "lizard/dist/communicator.h"
 #include "lizard/nn/llama.h"
 #include "lizard/ops/lizard_config.h"
 #include "lizard/train/config.h"
@@ -23,7 +24,10 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
 ops::LizardConfig lizard_config_of(const RunConfig& cfg);
 
 /// Runs one stage to completion and returns the Trainer's summary. `resume` continues from
-/// the last complete checkpoint under cfg.out_dir.
-TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after = -1);
+/// the last complete checkpoint under cfg.out_dir. `comm` (null = one process) makes the
+/// stage data parallel: the model goes to comm->device() when it is a GPU, each rank reads its
+/// shard of every global batch, gradients are all-reduced in buckets (dist section of cfg).
+TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after = -1,
+                       dist::Communicator* comm = nullptr);
 
 }  // namespace lizard::train

@@ -66,6 +66,16 @@ struct DistHooks {
   /// Sums every parameter's gradient over ranks (undefined gradients count as zeros).
   std::function<void(const std::vector<autograd::Var>& params)> allreduce_grads;
   std::function<void()> barrier;
+  /// Optional overlap of the gradient all-reduce with backward: grads_begin() runs before the
+  /// step's last backward, grad_ready(leaf) as each leaf's gradient becomes final in it, and
+  /// allreduce_grads (after backward) reduces what was not launched yet and waits for all.
+  std::function<void()> grads_begin;
+  autograd::LeafReadyFn grad_ready;
+  /// Optional ZeRO-1: the parameters (of those given) whose optimizer state this rank keeps;
+  /// the step clips by the norm of all gradients, and sync_params() then gives every rank the
+  /// updated values of the parameters it does not own.
+  std::function<std::vector<autograd::Var>(const std::vector<autograd::Var>&)> optimizer_shard;
+  std::function<void()> sync_params;
 };
 
 struct TrainerOptions {
@@ -110,6 +120,7 @@ class Trainer {
   DistHooks dist_;
   TrainerOptions opt_;
   std::vector<autograd::Var> params_;
+  std::vector<autograd::Var> norm_params_;  ///< ZeRO-1: all parameters, in the optimizer's order
   std::unique_ptr<optim::AdamW> optim_;
   Generator rng_;
   int64_t total_steps_ = 0;
