@@ -66,8 +66,6 @@ RunResult launch(int ranks, const fs::path& cfg, const std::string& args, const 
   if (ranks > 1) {
     cmd += "mpirun -np " + std::to_string(ranks) + " --oversubscribe";
     if (::geteuid() == 0) cmd += " --allow-run-as-root";
-    // A few bytes per collective between processes of one machine: shared memory only.
-    cmd += " --mca btl self,vader";
   }
   cmd += " " + lizard_bin() + " train --config " + cfg.string() + " " + args + " > " +
          log.string() + " 2>&1";
@@ -104,6 +102,11 @@ Trajectory losses(const fs::path& metrics) {
   }
   return out;
 }
+
+// The pre-clip gradient norm is a sum of squares of every gradient element, each carrying the
+// f32 rounding of a differently ordered sum: measured up to ~1e-6 relative after 6 steps, so
+// 1e-4; a normalisation error (a rank's weight, a factor of the world size) is >= 1e-2.
+constexpr double kNormTol = 1e-4;
 
 class TrainMpirun : public ::testing::Test {
  protected:
@@ -164,9 +167,9 @@ class TrainMpirun : public ::testing::Test {
     return losses(dir_ / name / "metrics.jsonl");
   }
 
-  /// Every step's loss and gradient norm within `rel` of the reference (same steps). The
-  /// gradient norm is checked too because AdamW hides a constant scale error of the gradient
-  /// (its update is scale-invariant) while the pre-clip norm shows it.
+  /// Every step's loss within `rel` and gradient norm within kNormTol of the reference (same
+  /// steps). The gradient norm is checked because AdamW hides a constant scale error of the
+  /// gradient (its update is scale-invariant) while the pre-clip norm shows it.
   static void expect_close(const Trajectory& got, const Trajectory& ref, double rel,
                            const std::string& what) {
     ASSERT_EQ(got.size(), ref.size()) << what;
@@ -174,9 +177,10 @@ class TrainMpirun : public ::testing::Test {
     for (const auto& [step, r] : ref) {
       ASSERT_TRUE(got.count(step)) << what << " step " << step;
       const StepLog& g = got.at(step);
-      for (auto [a, b, name] : {std::tuple{std::stod(g.loss), std::stod(r.loss), "loss"},
-                                std::tuple{std::stod(g.grad_norm), std::stod(r.grad_norm), "grad_norm"}})
-        EXPECT_LE(std::abs(a - b), rel * std::abs(b))
+      for (auto [a, b, tol, name] :
+           {std::tuple{std::stod(g.loss), std::stod(r.loss), rel, "loss"},
+            std::tuple{std::stod(g.grad_norm), std::stod(r.grad_norm), kNormTol, "grad_norm"}})
+        EXPECT_LE(std::abs(a - b), tol * std::abs(b))
             << what << " step " << step << " " << name << ": " << a << " vs one rank " << b;
     }
   }
@@ -304,12 +308,14 @@ TEST_F(TrainMpirun, DeadRankEndsTheJob) {
 
 TEST_F(TrainMpirun, HungRankEndsTheJobWithinTheTimeout) {
   REQUIRE_MPIRUN();
-  // Rank 1 hangs in step 3; rank 0 waits in the same collective until dist.timeout_s (2 s).
+  // Rank 1 hangs in step 3; rank 0 waits in the same all-reduce until dist.timeout_s (3 s).
   const RunResult r = launch(2, config("pretrain"),
-                             "--set dist.timeout_s=2 --set out_dir=" + (dir_ / "x").string(),
+                             "--set dist.timeout_s=3 --set out_dir=" + (dir_ / "x").string(),
                              dir_ / "x.log",
                              "LIZARD_TEST_FAULT=1:7:hang");
   EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 1: LIZARD_TEST_FAULT: hanging"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rank 0: MPI all_reduce_sum"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("did not complete within"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("a rank died or hung"), std::string::npos) << r.output;
   EXPECT_LT(r.seconds, 30) << r.output;
