@@ -2,7 +2,16 @@
 # Data parallelism on one machine with 2 or more GPUs, in one call (the lead runs it on the GPU
 # machine; logs and JSON lines under $OUT, default ./out):
 #
-#   scripts/multi_gpu_check.sh [--skip-build] [--quick]
+#   scripts/multi_gpu_check.sh [--phase build,tests,equality,scaling] [--quick]
+#
+# Phases (default: all four, in this order); a device call is limited to 10 minutes, so on a
+# cold machine run them in two calls on the same warm machine (build outputs are kept):
+#   scripts/multi_gpu_check.sh --phase build,tests,equality
+#   scripts/multi_gpu_check.sh --phase scaling
+# --quick drops the 1B-shape scaling runs. --cpu-dry-run exercises this script's own logic on a
+# machine without GPUs (device cpu, f32, few steps, tiny scaling shapes; the numbers mean
+# nothing). Every run has its own timeout, and every result is
+# appended to $OUT/multi_gpu.jsonl as soon as it exists.
 #
 #   1. builds with CUDA + NCCL + MPI (reuses build/ when configured);
 #   2. runs the NCCL communicator tests on 2 GPUs and the CPU MPI tests (ctest -L mpi);
@@ -16,7 +25,7 @@
 #      warm-up; scripts/multi_gpu_check.sh --efficiency A.jsonl B.jsonl computes it for any two
 #      metrics files.
 #
-# Every step prints one JSON line ({"check": ...}) to stdout and to $OUT/multi_gpu.jsonl, and
+# Every check prints one JSON line ({"check": ...}) to stdout and to $OUT/multi_gpu.jsonl, and
 # goes on after a failure (the summary line says what passed). Nothing is downloaded.
 set -uo pipefail
 CALLER_DIR="$PWD"
@@ -64,14 +73,19 @@ if [[ "${1:-}" == "--efficiency" ]]; then
   echo "{\"tokens_per_s_1\": $(median_after "$2" tokens_per_s "${4:-3}"), \"tokens_per_s_2\": $(median_after "$3" tokens_per_s "${4:-3}"), \"efficiency\": $(efficiency "$2" "$3" "${4:-3}")}"
   exit 0
 fi
-SKIP_BUILD=0; QUICK=0
-for a in "$@"; do
-  case "$a" in
-    --skip-build) SKIP_BUILD=1 ;;
-    --quick) QUICK=1 ;;
-    *) echo "multi_gpu_check.sh: unknown option '$a'" >&2; exit 2 ;;
+PHASES="build,tests,equality,scaling"; QUICK=0; DRY=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --phase) PHASES="$2"; shift 2 ;;
+    --phase=*) PHASES="${1#--phase=}"; shift ;;
+    --skip-build) PHASES="${PHASES/build,/}"; shift ;;
+    --quick) QUICK=1; shift ;;
+    --cpu-dry-run) DRY=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "multi_gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+phase() { [[ ",$PHASES," == *",$1,"* ]]; }
 
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 {
@@ -81,6 +95,11 @@ NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 emit "{\"check\": \"device\", \"gpus\": ${NGPU:-0}, \"name\": \"$GPU_NAME\", \"commit\": \"$COMMIT\"}"
+DEVICE=cuda; DTYPE=bf16; EQ_STEPS=30
+if [[ "$DRY" == 1 ]]; then
+  DEVICE=cpu; DTYPE=f32; EQ_STEPS=4; QUICK=1; NGPU=2
+  PHASES="${PHASES/build,/}"; PHASES="${PHASES/tests,/}"
+fi
 if [[ "${NGPU:-0}" -lt 2 ]]; then
   emit "{\"check\": \"summary\", \"pass\": false, \"why\": \"needs 2 GPUs, nvidia-smi lists ${NGPU:-0}\"}"
   exit 1
@@ -92,14 +111,16 @@ MPIRUN=(mpirun -np 2 --bind-to none --map-by slot --oversubscribe -x NCCL_NVLS_E
 FAILED=()
 
 # --- 1. build --------------------------------------------------------------------------------
-if [[ "$SKIP_BUILD" == 0 ]]; then
+if phase build; then
   t0=$(date +%s)
-  if [[ ! -f build/CMakeCache.txt ]]; then
-    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1 ||
-      cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1
+  # Required, not AUTO: a build without NCCL or MPI cannot check anything here.
+  FEATURES=(-DCMAKE_BUILD_TYPE=Release -DLIZARD_CUDA=ON -DLIZARD_NCCL=ON -DLIZARD_MPI=ON)
+  if [[ -f build/CMakeCache.txt ]]; then  # keep its generator
+    cmake -S . -B build "${FEATURES[@]}" > "$OUT/configure.log" 2>&1
   else
-    cmake build > "$OUT/configure.log" 2>&1
-  fi
+    cmake -S . -B build -G Ninja "${FEATURES[@]}" > "$OUT/configure.log" 2>&1 ||
+      { rm -rf build; cmake -S . -B build "${FEATURES[@]}" > "$OUT/configure.log" 2>&1; }
+  fi || { tail -20 "$OUT/configure.log"; emit "{\"check\": \"configure\", \"pass\": false}"; exit 1; }
   grep "lizard feature" "$OUT/configure.log"
   if ! cmake --build build -j"$(nproc)" --target lizard test_dist test_dist_mpi test_dist_nccl \
        > "$OUT/build.log" 2>&1; then
@@ -112,6 +133,7 @@ fi
 [[ -x "$BIN" ]] || { emit "{\"check\": \"summary\", \"pass\": false, \"why\": \"$BIN missing\"}"; exit 1; }
 
 # --- 2. communicator tests -------------------------------------------------------------------
+if phase tests; then
 timeout 300 "${MPIRUN[@]}" build/bin/test_dist_nccl > "$OUT/test_dist_nccl.log" 2>&1
 rc=$?
 tail -3 "$OUT/test_dist_nccl.log"
@@ -121,29 +143,32 @@ emit "{\"check\": \"nccl_tests\", \"rc\": $rc, \"pass\": $([[ $rc == 0 ]] && ech
 rc=$?
 emit "{\"check\": \"cpu_mpi_tests\", \"rc\": $rc, \"summary\": \"$(grep -E 'tests passed|tests failed' "$OUT/ctest_mpi.log" | head -1)\"}"
 [[ $rc == 0 ]] || FAILED+=(cpu_mpi_tests)
+fi
 
 # --- data and configs ------------------------------------------------------------------------
-"$BIN" make-demo-data --out "$OUT/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
-  { emit "{\"check\": \"data\", \"pass\": false}"; exit 1; }
+if [[ ! -f "$OUT/data/train.h5" ]]; then
+  "$BIN" make-demo-data --out "$OUT/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
+    { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data.log\"}"; exit 1; }
+fi
 cat > "$OUT/small.yaml" <<EOF
 # The demo teacher's shape: 4 layers, width 256, vocabulary 288.
 stage: pretrain
-device: cuda
-dtype: bf16
+device: $DEVICE
+dtype: $DTYPE
 seed: 0
 loss_on: all
 model: {vocab_size: 288, hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4,
         num_attention_heads: 8, num_key_value_heads: 4, head_dim: 32}
 data: {path: $OUT/data/train.h5, seq_len: 128, micro_batch: 4, global_batch: 16}
 optimizer: {lr: 2.0e-3}
-schedule: {steps: 30, warmup: 0.1}
+schedule: {steps: $EQ_STEPS, warmup: 0.1}
 checkpoint: {keep_last: 1}
 EOF
 cat > "$OUT/pretrain_135m.yaml" <<EOF
 # A ~135M-parameter Llama (12 layers, width 768, vocabulary 32768), pretraining.
 stage: pretrain
-device: cuda
-dtype: bf16
+device: $DEVICE
+dtype: $DTYPE
 loss_on: all
 model: {vocab_size: 32768, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
         num_attention_heads: 12, num_key_value_heads: 4, head_dim: 64}
@@ -157,8 +182,8 @@ cat > "$OUT/finetune_1b.yaml" <<EOF
 # Stage 2 (LoRA r=8 on q,k,v over Lizard attention, paper preset) at the Llama-3.2-1B shape,
 # random weights (no download): 16 layers, width 2048, 32/8 heads of 64, vocabulary 128256.
 stage: finetune
-device: cuda
-dtype: bf16
+device: $DEVICE
+dtype: $DTYPE
 loss_on: all
 model: {vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
         num_attention_heads: 32, num_key_value_heads: 8, head_dim: 64, rope_theta: 500000,
@@ -176,10 +201,10 @@ train() {  # NGPUS NAME CONFIG [--set ...]
   rm -rf "$dir"
   local t0; t0=$(date +%s)
   if [[ "$n" == 1 ]]; then
-    CUDA_VISIBLE_DEVICES=0 timeout 900 "$BIN" train --config "$cfg" --set out_dir="$dir" "$@" \
+    CUDA_VISIBLE_DEVICES=0 timeout "$RUN_TIMEOUT" "$BIN" train --config "$cfg" --set out_dir="$dir" "$@" \
       > "$OUT/$name.log" 2>&1
   else
-    timeout 900 "${MPIRUN[@]}" "$BIN" train --config "$cfg" --set out_dir="$dir" "$@" \
+    timeout "$RUN_TIMEOUT" "${MPIRUN[@]}" "$BIN" train --config "$cfg" --set out_dir="$dir" "$@" \
       > "$OUT/$name.log" 2>&1
   fi
   local rc=$?
@@ -198,6 +223,8 @@ metrics() { echo "$OUT/runs/$1/metrics.jsonl"; }
 # gives other batches and init) or the pre-clip gradient norm moves by well over 2e-2. The CPU
 # tests (tests/dist/test_train_mpirun.cpp, f32) prove the same equality to 1e-6.
 TOL=2e-2
+RUN_TIMEOUT=240
+if phase equality; then
 train 1 eq_1gpu "$OUT/small.yaml"; r1=$?
 train 2 eq_2gpu "$OUT/small.yaml"; r2=$?
 train 2 eq_2gpu_zero1 "$OUT/small.yaml" --set dist.zero1=true; r3=$?
@@ -209,11 +236,12 @@ if [[ $r1 == 0 && $r2 == 0 && $r3 == 0 && $r4 == 0 ]]; then
   d_ctrl=$(max_rel_diff "$(metrics eq_control)" "$(metrics eq_1gpu)" loss)
   pass=$(awk -v a="$d_loss" -v b="$d_zero" -v n="$d_norm" -v c="$d_ctrl" -v t="$TOL" \
     'BEGIN { print (a != "null" && a <= t && b <= t && n <= 5 * t && c > t) ? "true" : "false" }')
-  emit "{\"check\": \"loss_equality_1_vs_2_gpus\", \"steps\": 30, \"max_rel_diff_loss\": $d_loss, \"max_rel_diff_grad_norm\": $d_norm, \"max_rel_diff_zero1\": $d_zero, \"control_other_seed\": $d_ctrl, \"tol\": $TOL, \"pass\": $pass}"
+  emit "{\"check\": \"loss_equality_1_vs_2_gpus\", \"steps\": $EQ_STEPS, \"max_rel_diff_loss\": $d_loss, \"max_rel_diff_grad_norm\": $d_norm, \"max_rel_diff_zero1\": $d_zero, \"control_other_seed\": $d_ctrl, \"tol\": $TOL, \"pass\": $pass}"
   [[ $pass == true ]] || FAILED+=(loss_equality)
 else
   emit "{\"check\": \"loss_equality_1_vs_2_gpus\", \"pass\": false, \"rc\": [$r1, $r2, $r3, $r4]}"
   FAILED+=(loss_equality)
+fi
 fi
 
 # --- 4. scaling 1 -> 2 GPUs ------------------------------------------------------------------
@@ -234,11 +262,18 @@ scaling() {  # NAME CONFIG GLOBAL_1GPU [--set ...]
     FAILED+=("scaling_$name")
   fi
 }
-scaling pretrain_135m "$OUT/pretrain_135m.yaml" 16
-if [[ "$QUICK" == 0 ]]; then
-  scaling finetune_1b "$OUT/finetune_1b.yaml" 4
-  # Without overlap (all-reduce after backward), to show what the overlap is worth.
-  scaling finetune_1b_no_overlap "$OUT/finetune_1b.yaml" 4 --set dist.overlap=false
+if phase scaling; then
+  RUN_TIMEOUT=200
+  if [[ "$DRY" == 1 ]]; then
+    scaling pretrain_tiny "$OUT/small.yaml" 16 --set schedule.steps=5
+  else
+    scaling pretrain_135m "$OUT/pretrain_135m.yaml" 16
+  fi
+  if [[ "$QUICK" == 0 ]]; then
+    scaling finetune_1b "$OUT/finetune_1b.yaml" 4
+    # Without overlap (all-reduce after backward), to show what the overlap is worth.
+    scaling finetune_1b_no_overlap "$OUT/finetune_1b.yaml" 4 --set dist.overlap=false
+  fi
 fi
 
 if [[ ${#FAILED[@]} == 0 ]]; then
