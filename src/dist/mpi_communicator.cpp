@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <thread>
 
@@ -60,6 +61,28 @@ Fault parse_fault() {
 class DoneWork final : public Work {
  public:
   void wait() override {}
+};
+
+// A nonblocking all-reduce in flight: wait() completes it under the watchdog.
+class MpiWork final : public Work {
+ public:
+  MpiWork(MPI_Request req, Watchdog* watchdog, std::string op)
+      : req_(req), watchdog_(watchdog), op_(std::move(op)) {}
+  ~MpiWork() override {
+    // A request must be completed before its buffer goes away, except while an exception
+    // unwinds: the job is then being aborted (MPI_Abort) and a peer may never post its part.
+    if (req_ != MPI_REQUEST_NULL && std::uncaught_exceptions() == 0) wait();
+  }
+  void wait() override {
+    if (req_ == MPI_REQUEST_NULL) return;
+    auto guard = watchdog_->arm(op_);
+    check_mpi(MPI_Wait(&req_, MPI_STATUS_IGNORE), "MPI_Wait");
+  }
+
+ private:
+  MPI_Request req_;
+  Watchdog* watchdog_;
+  std::string op_;
 };
 
 // MPI counts are int: large tensors go in pieces of at most this many elements.
@@ -126,9 +149,24 @@ class MpiCommunicator final : public Communicator {
     reduce(t);
   }
 
+  // MPI_Iallreduce for f32/f64 (the gradient buckets launched from backward); bf16 (summed
+  // through an f32 copy) and tensors beyond one MPI count reduce synchronously.
   std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) override {
-    all_reduce_sum(t);  // CPU: synchronous (the trainer's CPU path is a reference, not fast)
-    return std::make_unique<DoneWork>();
+    const DType d = t.dtype();
+    if (d == DType::BF16 || t.numel() > kMaxCount) {
+      all_reduce_sum(t);
+      return std::make_unique<DoneWork>();
+    }
+    inject_fault();
+    check(t, "all_reduce_sum_async");
+    LZ_CHECK(d == DType::F32 || d == DType::F64, "all_reduce_sum_async: ", t.desc(),
+             " must be f32, bf16 or f64");
+    MPI_Request req = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, t.raw(), static_cast<int>(t.numel()),
+                             d == DType::F32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, comm_, &req),
+              "MPI_Iallreduce");
+    return std::make_unique<MpiWork>(req, watchdog_.get(),
+                                     str_cat("all_reduce_sum (nonblocking) of ", t.desc()));
   }
 
   void abort_job(int code) override {

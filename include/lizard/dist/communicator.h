@@ -27,7 +27,8 @@
 //
 // Fault injection for tests (MPI communicator): LIZARD_TEST_FAULT=<rank>:<n>:<die|hang> makes
 // rank <rank> exit at once with status 17 (die, as a crash would) or sleep forever (hang) when
-// it enters its n-th all_reduce_sum (1-based). Unset, nothing is checked but one pointer.
+// it enters its n-th all-reduce (all_reduce_sum or all_reduce_sum_async, 1-based). Read once
+// when the communicator is made.
 //
 // NVLink SHARP (NVLS) is turned off: the NCCL communicator sets NCCL_NVLS_ENABLE=0 in the
 // environment before ncclCommInitRank unless the user set it (NVLS multicast buffers are not
@@ -68,7 +69,8 @@ LaunchEnv detect_launch_env();
 
 /// A handle on a collective that may still be running. wait() orders later work after it:
 /// on NCCL the compute stream waits for the communication stream (the host does not block);
-/// elsewhere the collective already finished and wait() returns at once.
+/// on MPI the host waits for the request (under the watchdog); a collective that already
+/// finished returns at once.
 class Work {
  public:
   virtual ~Work() = default;
@@ -97,8 +99,9 @@ class Communicator {
   /// t <- sum over ranks of t, in place. bf16 is summed in fp32 on the MPI path and by NCCL
   /// natively (fp32 accumulation inside NCCL's reduction kernels is not guaranteed).
   virtual void all_reduce_sum(Tensor& t) = 0;
-  /// Starts all_reduce_sum and returns at once where the backend can (NCCL); `t` must stay
-  /// alive and untouched until the returned Work is waited.
+  /// Starts all_reduce_sum and returns at once where the backend can (NCCL; MPI for f32/f64,
+  /// with MPI_Iallreduce, which Open MPI progresses inside MPI calls and at wait()); `t` must
+  /// stay alive and untouched until the returned Work is waited.
   virtual std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) = 0;
   /// t <- t of rank `root`, in place (any dtype, same shape on every rank).
   virtual void broadcast(Tensor& t, int root) = 0;
