@@ -148,10 +148,28 @@ class ModelTask : public TrainTask {
   double flops_per_token() const override {
     // 6 N for every weight trained through, minus the weight-gradient GEMMs of frozen weights
     // (2 N of them); distill runs the teacher forward (2 N) plus small student attention.
+    // Pretraining adds causal softmax attention: QK^T and PV are 4 T H D multiply-adds per
+    // token and layer forward, half of them masked, times 3 for forward + backward.
     const double n = static_cast<double>(model_->config().num_parameters());
-    if (cfg_.stage == "pretrain") return 6 * n;
+    if (cfg_.stage == "pretrain") return 6 * n + attention_flops_per_token();
     if (cfg_.stage == "distill") return 2 * n;
     return 4 * n;
+  }
+  std::string flops_formula() const override {
+    const nn::LlamaConfig& c = model_->config();
+    const std::string n = str_cat("N = ", c.num_parameters(), " parameters");
+    if (cfg_.stage == "pretrain")
+      return str_cat("6 N + 6 L T H D (", n, ", L = ", c.num_hidden_layers, ", T = ",
+                     cfg_.data.seq_len, ", H = ", c.num_attention_heads, ", D = ", c.head_dim,
+                     ": causal attention)");
+    if (cfg_.stage == "distill") return str_cat("2 N (", n, ": the teacher forward)");
+    return str_cat("4 N (", n, ": frozen weights get no weight-gradient GEMMs)");
+  }
+
+ private:
+  double attention_flops_per_token() const {
+    const nn::LlamaConfig& c = model_->config();
+    return 6.0 * c.num_hidden_layers * cfg_.data.seq_len * c.num_attention_heads * c.head_dim;
   }
 
  protected:
