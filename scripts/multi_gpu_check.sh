@@ -26,7 +26,8 @@
 #      metrics files.
 #
 # Every check prints one JSON line ({"check": ...}) to stdout and to $OUT/multi_gpu.jsonl, and
-# goes on after a failure (the summary line says what passed). Nothing is downloaded.
+# goes on after a failure (the summary line says what passed). Runs and data go to $RUNS
+# (default /tmp/lizard_multi_gpu_runs), logs and metrics to $OUT. Nothing is downloaded.
 set -uo pipefail
 CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
@@ -35,6 +36,10 @@ export LIZARD_DIST_TIMEOUT_S="${LIZARD_DIST_TIMEOUT_S:-300}"
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
 JSONL="$OUT/multi_gpu.jsonl"
+# Run directories (checkpoints of a 135M model are GBs) and data stay off $OUT; each run's
+# metrics.jsonl and log are copied to $OUT.
+RUNS="${RUNS:-/tmp/lizard_multi_gpu_runs}"
+mkdir -p "$RUNS"
 BIN=build/bin/lizard
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -146,8 +151,8 @@ emit "{\"check\": \"cpu_mpi_tests\", \"rc\": $rc, \"summary\": \"$(grep -E 'test
 fi
 
 # --- data and configs ------------------------------------------------------------------------
-if [[ ! -f "$OUT/data/train.h5" ]]; then
-  "$BIN" make-demo-data --out "$OUT/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
+if [[ ! -f "$RUNS/data/train.h5" ]]; then
+  "$BIN" make-demo-data --out "$RUNS/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
     { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data.log\"}"; exit 1; }
 fi
 cat > "$OUT/small.yaml" <<EOF
@@ -159,7 +164,7 @@ seed: 0
 loss_on: all
 model: {vocab_size: 288, hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4,
         num_attention_heads: 8, num_key_value_heads: 4, head_dim: 32}
-data: {path: $OUT/data/train.h5, seq_len: 128, micro_batch: 4, global_batch: 16}
+data: {path: $RUNS/data/train.h5, seq_len: 128, micro_batch: 4, global_batch: 16}
 optimizer: {lr: 2.0e-3}
 schedule: {steps: $EQ_STEPS, warmup: 0.1}
 checkpoint: {keep_last: 1}
@@ -172,7 +177,7 @@ dtype: $DTYPE
 loss_on: all
 model: {vocab_size: 32768, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
         num_attention_heads: 12, num_key_value_heads: 4, head_dim: 64}
-data: {path: $OUT/data/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
+data: {path: $RUNS/data/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
 optimizer: {lr: 1.0e-3}
 schedule: {steps: 20, warmup: 0.1}
 checkpoint: {keep_last: 1}
@@ -188,7 +193,7 @@ loss_on: all
 model: {vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
         num_attention_heads: 32, num_key_value_heads: 8, head_dim: 64, rope_theta: 500000,
         tie_word_embeddings: true, max_position_embeddings: 131072}
-data: {path: $OUT/data/train.h5, seq_len: 2048, micro_batch: 1, global_batch: 4}
+data: {path: $RUNS/data/train.h5, seq_len: 2048, micro_batch: 1, global_batch: 4}
 optimizer: {lr: 5.0e-4}
 schedule: {steps: 12, warmup: 0.1}
 checkpoint: {keep_last: 1}
@@ -197,7 +202,7 @@ EOF
 # Runs lizard train on 1 GPU (plain process) or 2 (mpirun); returns its exit status.
 train() {  # NGPUS NAME CONFIG [--set ...]
   local n="$1" name="$2" cfg="$3"; shift 3
-  local dir="$OUT/runs/$name"
+  local dir="$RUNS/$name"
   rm -rf "$dir"
   local t0; t0=$(date +%s)
   if [[ "$n" == 1 ]]; then
@@ -208,10 +213,11 @@ train() {  # NGPUS NAME CONFIG [--set ...]
       > "$OUT/$name.log" 2>&1
   fi
   local rc=$?
+  cp "$dir/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
   echo "  $name: rc $rc, $(( $(date +%s) - t0 )) s, $(grep -E 'done: steps|error' "$OUT/$name.log" | tail -1)" >&2
   return $rc
 }
-metrics() { echo "$OUT/runs/$1/metrics.jsonl"; }
+metrics() { echo "$RUNS/$1/metrics.jsonl"; }
 
 # --- 3. loss equality 1 GPU vs 2 GPUs --------------------------------------------------------
 # Tolerance 2e-2 relative per step, from bf16: weights, activations and gradients carry 8
