@@ -73,6 +73,11 @@ void run_generate(const GenerateArgs& a) {
   };
   eval::generate(decoder, prompt, so, on_token);
   const auto t1 = std::chrono::steady_clock::now();
+  if (!out.empty()) {  // what waited for the rest of a character that never came
+    const std::string text = codec.decode(out);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0)
+      std::fputs(text.substr(printed.size()).c_str(), stdout);
+  }
   std::fputc('\n', stdout);
   std::fflush(stdout);
   const double prefill_s = std::chrono::duration<double>(first - t0).count();

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "eval_test_util.h"
+#include "test_util.h"
 #include "lizard/eval/recurrent_decoder.h"
 #include "lizard/nn/lizard_attention.h"
 
@@ -46,17 +47,19 @@ ops::LizardConfig small_lizard(bool plus) {
 // gate weights) so that every term of the recurrence is exercised.
 std::unique_ptr<nn::LlamaForCausalLM> make_model(int64_t layers, bool student, bool plus,
                                                  std::vector<int64_t> softmax_layers = {},
-                                                 int64_t sliding_window = 0) {
+                                                 int64_t sliding_window = 0,
+                                                 Device dev = Device::cpu(),
+                                                 DType dtype = DType::F32) {
   nn::LlamaConfig cfg = test::tiny_config(kVocab, 16, layers);
   cfg.sliding_window = sliding_window;
   nn::AttentionFactory f;
-  if (student) f = nn::lizard_factory(small_lizard(plus), softmax_layers, DType::F32, Device::cpu());
-  auto m = std::make_unique<nn::LlamaForCausalLM>(cfg, f);
+  if (student) f = nn::lizard_factory(small_lizard(plus), softmax_layers, dtype, dev);
+  auto m = std::make_unique<nn::LlamaForCausalLM>(cfg, f, nn::LoraSpec{}, dtype, dev);
   m->init_random(7, 0.3);
   uint64_t off = 100;
   for (auto& [name, v] : m->named_parameters())
     if (nn::is_lizard_parameter(name))
-      v.set_data(Tensor::normal(v.shape(), 0.0, 0.5, 11, off++, DType::F32));
+      v.set_data(Tensor::normal(v.shape(), 0.0, 0.5, 11, off++, DType::F32).to(dev));
   return m;
 }
 
@@ -68,7 +71,8 @@ std::vector<int32_t> tokens(int64_t n, uint64_t seed) {
 
 // Prefill `prompt_len` tokens, then feed the rest one by one; both decoders must agree at
 // every position. Returns the largest relative error seen.
-double max_error(const nn::LlamaForCausalLM& m, bool teacher, int64_t prompt_len, int64_t total) {
+double max_error(const nn::LlamaForCausalLM& m, bool teacher, int64_t prompt_len, int64_t total,
+                 double tol = 1e-4) {
   const std::vector<int32_t> ids = tokens(total, static_cast<uint64_t>(prompt_len));
   RecomputeStepModel ref(m, teacher);
   RecurrentStepModel rec(m, teacher);
@@ -76,7 +80,7 @@ double max_error(const nn::LlamaForCausalLM& m, bool teacher, int64_t prompt_len
   double worst = rel_err(rec.prefill(prompt), ref.prefill(prompt));
   for (int64_t t = prompt_len; t < total; ++t) {
     const double e = rel_err(rec.step(ids[t]), ref.step(ids[t]));
-    EXPECT_LE(e, 1e-4) << "position " << t << " (prompt " << prompt_len << ")";
+    EXPECT_LE(e, tol) << "position " << t << " (prompt " << prompt_len << ")";
     worst = std::max(worst, e);
   }
   EXPECT_EQ(rec.position(), total);
@@ -157,6 +161,22 @@ TEST(RecurrentDecoder, GreedyGenerationMatchesRecompute) {
   RecomputeStepModel ref(*m, false);
   RecurrentStepModel rec(*m, false);
   EXPECT_EQ(generate(rec, {3, 1, 4}, opt), generate(ref, {3, 1, 4}, opt));
+}
+
+// On a CUDA model the projections, MLPs and the prefill's softmax attention run on the GPU and
+// the Lizard state on the host; the reference runs the CUDA Lizard kernels. f32 weights, but
+// the CUDA GEMMs and kernels sum in other orders (and may use TF32): 2e-3 relative.
+TEST(RecurrentDecoder, CudaModelEqualsRecompute) {
+  LZ_REQUIRE_GPU();
+  for (bool plus : {false, true}) {
+    auto m = make_model(3, true, plus, {1}, 0, Device::cuda(0), DType::F32);
+    EXPECT_LE(max_error(*m, false, 9, 30, 2e-3), 2e-3) << (plus ? "plus" : "paper");
+    EXPECT_LE(max_error(*m, true, 9, 30, 2e-3), 2e-3) << "teacher path";
+  }
+  // bf16 weights (the CLI's default on GPU): activations round to 8 bits of mantissa on both
+  // sides at different points; 5e-2 relative still catches a wrong state or position.
+  auto b = make_model(2, true, true, {}, 0, Device::cuda(0), DType::BF16);
+  EXPECT_LE(max_error(*b, false, 7, 24, 5e-2), 5e-2);
 }
 
 }  // namespace
