@@ -68,14 +68,14 @@ for line in open(os.path.join(out, "eval.jsonl")):
     rows.setdefault(j["name"], {})[j["task"]] = j
 
 def elapsed(stage_dir):
-    """Seconds of a stage: elapsed_s of the last line of its metrics.jsonl."""
+    """Seconds of a stage: the last elapsed_s of its metrics.jsonl (training rows have it)."""
     path = os.path.join(out, stage_dir, "metrics.jsonl")
     last = None
     if os.path.exists(path):
         for line in open(path):
             if line.strip():
-                last = json.loads(line)
-    return last.get("elapsed_s") if last else None
+                last = json.loads(line).get("elapsed_s", last)
+    return last
 
 def fmt_s(x):
     return "-" if x is None else f"{x:.0f}s"
@@ -100,5 +100,13 @@ for name in ("teacher", "paper", "plus"):
           f"{pct('inside_accuracy'):>11} {pct('beyond_accuracy'):>12}   {times}")
 print()
 print("val ppl: perplexity of the answer/text tokens of val.h5 (the training loss mask);")
-print("MQAR: greedy recall of each query's value, split by key distance vs the Lizard window.")
+print("MQAR: greedy recall of each query's value, split by key distance vs the Lizard window", end="")
+m = rows.get("teacher", {}).get("mqar")
+if m:
+    print(f" ({m['inside']} queries inside, {m['beyond']} beyond).")
+    if m["accuracy"] < 0.95:
+        print(f"note: the teacher recalls {100 * m['accuracy']:.1f}% (< 95%): it has not learnt MQAR, so the "
+              "students' recall says little (the GPU configuration trains it longer).")
+else:
+    print(".")
 EOF
