@@ -22,6 +22,7 @@
 #include "lizard/eval/text_codec.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/io/json.h"
+#include "lizard/ops/lizard_config.h"
 
 namespace lizard::cli {
 
@@ -144,7 +145,13 @@ io::Json task_mqar(const EvalArgs& a, const eval::InferenceModel& m, const eval:
   spec.min_distance = a.min_distance;
   spec.max_distance = a.max_distance;
   LZ_INPUT_CHECK(a.samples >= 1, "--samples: must be >= 1, got ", a.samples);
-  const int64_t window = a.window >= 0 ? a.window : m.window;
+  int64_t window = a.window >= 0 ? a.window : m.window;
+  if (window <= 0 && a.window < 0) {
+    // A plain Hugging Face teacher has no window: split where a default student's would be.
+    window = ops::LizardConfig{}.window;
+    std::fprintf(stderr, "mqar: the model has no Lizard window; splitting at the default %lld "
+                         "(pass --window)\n", static_cast<long long>(window));
+  }
   const auto samples = eval::mqar_samples(vocab, spec, a.samples, a.seed);
   const eval::MqarResult r = eval::mqar_accuracy(*m.model, samples, window, eo);
   std::fprintf(stderr,
