@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "lizard/cli/commands.h"
@@ -25,6 +26,11 @@ struct GenerateArgs {
 };
 
 void run_generate(const GenerateArgs& a) {
+  // Bad sampling options fail before any model is loaded or text printed.
+  LZ_INPUT_CHECK(a.max_new_tokens >= 0, "--max-new-tokens: must be >= 0, got ", a.max_new_tokens);
+  LZ_INPUT_CHECK(a.temperature >= 0.0 && std::isfinite(a.temperature),
+                 "--temperature: must be finite and >= 0, got ", a.temperature);
+  LZ_INPUT_CHECK(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p: must be in (0, 1], got ", a.top_p);
   const Device dev = eval::inference_device(a.device);
   eval::InferenceModel m = eval::load_model_for_inference(a.model, dev, eval::inference_dtype(dev));
   const eval::TextCodec codec = eval::text_codec_for(m, a.tokenizer);

@@ -107,7 +107,8 @@ TEST(Cli, BadModelIsOneLineAndExitTwo) {
   EXPECT_NE(r.err.find("/nonexistent/model-dir"), std::string::npos) << r.err;
   const CliRun g = run_cli("generate --model " + fixture("llama") + " --prompt hi --top-p 0 --temperature 1 --device cpu");
   EXPECT_EQ(g.status, 2) << g.err;
-  EXPECT_NE(g.err.find("top_p"), std::string::npos) << g.err;
+  EXPECT_NE(g.err.find("--top-p"), std::string::npos) << g.err;
+  EXPECT_TRUE(g.out.empty()) << "nothing printed before the options are checked: " << g.out;
 }
 
 }  // namespace
