@@ -8,6 +8,7 @@ void register_all(CLI::App& app) {
   register_train(app);
   register_bench(app);
   register_eval(app);
+  register_generate(app);
   register_demo_data(app);
 }
 

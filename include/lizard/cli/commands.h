@@ -14,6 +14,7 @@ void register_prepare_data(CLI::App& app);
 void register_train(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_generate(CLI::App& app);
 void register_demo_data(CLI::App& app);
 
 }  // namespace lizard::cli
