@@ -22,8 +22,9 @@ DecoderLayer::DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> at
                                                            dtype, device));
 }
 
-Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher) const {
-  Var h = ag::add(x, self_attn->forward(input_layernorm->forward(x), rope, teacher));
+Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
+                          bool recompute_mix) const {
+  Var h = ag::add(x, self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix));
   return ag::add(h, mlp->forward(post_attention_layernorm->forward(h)));
 }
 
@@ -76,7 +77,7 @@ Var LlamaForCausalLM::hidden(const Tensor& ids, const ForwardOptions& opt) const
           [layer, &rt, teacher](const std::vector<Var>& in) { return layer->forward(in[0], rt, teacher); },
           {x});
     } else {
-      x = layer->forward(x, rt, opt.teacher);
+      x = layer->forward(x, rt, opt.teacher, opt.recompute_attention);
     }
   }
   return model->norm->forward(x);

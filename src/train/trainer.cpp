@@ -135,6 +135,9 @@ TrainSummary Trainer::run() {
   int64_t consecutive_skips = 0;
   while (step < total_steps_) {
     const auto t0 = clock::now();
+    StepTimer* timer = opt_.timer;
+    if (timer) timer->begin_step();
+    mark_phase(timer, Phase::Data);
     std::vector<Batch> batches;
     double counts[1] = {0};
     for (int64_t i = 0; i < accum_; ++i) {
@@ -148,17 +151,22 @@ TrainSummary Trainer::run() {
     optim_->zero_grad();
     double loss_sum[1] = {0};
     for (int64_t i = 0; i < accum_; ++i) {
-      StepContext ctx{step, static_cast<int>(i), true, &rng_};
+      StepContext ctx{step, static_cast<int>(i), true, &rng_, timer};
+      mark_phase(timer, Phase::Forward);
       LossResult r = task_.loss(batches[i], ctx);
       loss_sum[0] += r.loss_sum.data().item();
+      mark_phase(timer, Phase::Backward);
       autograd::scale(r.loss_sum, inv).backward();
     }
     batches.clear();
+    mark_phase(timer, Phase::Communication);
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
+    mark_phase(timer, Phase::Optimizer);
     const double lr = sched.lr_at(step);
     const optim::StepResult res = optim_->step(lr, cfg_.optimizer.clip);
     optim_->zero_grad();
+    if (timer) timer->end_step();
     ++step;
     const int64_t step_tokens = cfg_.data.global_batch * cfg_.data.seq_len;
     tokens_seen_ += step_tokens;
