@@ -107,8 +107,11 @@ void LlamaForCausalLM::init_random(uint64_t seed, double std) {
     } else if (d.dim() == 2) {
       const bool out_proj = name.find("o_proj") != std::string::npos ||
                             name.find("down_proj") != std::string::npos;
-      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32)
-                     .to(d.device(), d.dtype()));
+      // Drawn on the parameter's device (the same Philox stream): an 8B model's weights
+      // would take a minute to draw on one host core.
+      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32,
+                                d.device())
+                     .to(d.dtype()));
     } else if (name.find("bias") != std::string::npos) {
       v.set_data(Tensor::zeros(d.shape(), d.dtype(), d.device()));
     }
