@@ -236,7 +236,7 @@ TEST(BenchStep, CliPrintsOneJsonDocument) {
   const std::string cmd = std::string(bin) + " bench step --model-config " + kConfigs +
                           "tiny.yaml --device cpu --stage distill --seq-len 20 --micro-batch 1 "
                           "--steps 1 --warmup 0 --recompute attention --set lizard.feature_dim=8 "
-                          "--set lizard.chunk=8 --set lizard.window=4 2>&1";
+                          "--set lizard.chunk=16 --set lizard.window=4 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> p(popen(cmd.c_str(), "r"), pclose);
   ASSERT_TRUE(p);
   std::string out;
