@@ -32,6 +32,7 @@ import traceback
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -289,11 +290,12 @@ def build_model(layers):
     return model, cfg
 
 
-def base_model(model):
-    m = model
-    while not hasattr(m, "model") or not hasattr(m.model, "layers"):
-        m = m.base_model if hasattr(m, "base_model") and m.base_model is not m else m.model
-    return m
+def decoder(model):
+    """The LlamaModel inside (through a peft wrapper or not): embed_tokens, layers, rotary_emb."""
+    for mod in model.modules():
+        if hasattr(mod, "layers") and hasattr(mod, "embed_tokens"):
+            return mod
+    raise RuntimeError("no LlamaModel inside the model")
 
 
 def time_steps(step, warmup, steps):
@@ -323,14 +325,14 @@ def attention_flops(T, cfg, kind):
 
 def run_config(name, model, cfg, n_params, n_lora, T, mb, args, mode="eager"):
     L, V = cfg.num_hidden_layers, cfg.vocab_size
-    bm = base_model(model)
+    inner = decoder(model)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     ids = torch.randint(0, V, (mb, T), device="cuda")
     if name == "distill":
-        params = [p for layer in bm.model.layers for p in layer.self_attn.liz.parameters()]
+        params = [p for layer in inner.layers for p in layer.self_attn.liz.parameters()]
         opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), fused=True)
-        step = distill_step(bm, ids, opt)
+        step = distill_step(inner, ids, opt)
         n_layers = n_params - 2 * V * cfg.hidden_size - cfg.hidden_size
         fpt = 2 * n_layers + L * (attention_flops(T, cfg, "softmax")
                                   + 3 * attention_flops(T, cfg, "lizard"))
@@ -357,9 +359,8 @@ def run_config(name, model, cfg, n_params, n_lora, T, mb, args, mode="eager"):
             "loss": round(loss, 4)}
 
 
-def distill_step(bm, ids, opt):
+def distill_step(inner, ids, opt):
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-    inner = bm.model
 
     def step():
         B, T = ids.shape
@@ -395,9 +396,26 @@ def distill_step(bm, ids, opt):
     return step
 
 
+ROWS = []
+
+
 def emit(row, extra):
     row.update(extra)
+    ROWS.append(row)
     print(json.dumps(row), flush=True)
+
+
+def emit_best():
+    """One summary line: per (config, micro-batch) the best tokens/s over eager and compile."""
+    best = {}
+    for r in ROWS:
+        if "tokens_per_s" not in r:
+            continue
+        key = f"{r['config']}_T{r['seq_len']}_B{r['micro_batch']}"
+        if key not in best or r["tokens_per_s"] > best[key]["tokens_per_s"]:
+            best[key] = {k: r[k] for k in ("mode", "tokens_per_s", "mfu", "peak_gib",
+                                           "recompute_attention") if k in r}
+    print(json.dumps({"config": "best", "rows": best}), flush=True)
 
 
 def main():
@@ -429,8 +447,7 @@ def main():
     extra["lora"] = lora_kind
     n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
-    bm = base_model(model)
-    layers = bm.model.layers
+    layers = decoder(model).layers
     softmax_attn = [layer.self_attn for layer in layers]
     mbs = [int(m) for m in args.mbs.split(",") if m]
     compiled = None
@@ -483,6 +500,7 @@ def main():
             for layer in layers:
                 if isinstance(layer.self_attn, LizardAttention):
                     layer.self_attn.mix = lizard_mix
+    emit_best()
 
 
 if __name__ == "__main__":
