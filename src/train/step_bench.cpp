@@ -276,6 +276,13 @@ Json run_step_bench(const StepBenchOptions& o) {
     memj.set("peak_gib", Json());  // the CPU allocator keeps no statistics
   }
   memj.set("estimate", memory_json(est));
+  Json by_mode = Json::object();  // what --recompute auto chose from
+  for (RecomputeMode m : {RecomputeMode::None, RecomputeMode::Attention, RecomputeMode::Layer}) {
+    StepShape sm = shape;
+    sm.recompute = m;
+    by_mode.set(name_of(m), estimate_step_memory(sm).total / kGiB);
+  }
+  memj.set("estimate_total_gib_by_recompute", by_mode);
   j.set("memory", memj);
   Json losses = Json::array();
   for (double l : summary.losses) losses.push_back(std::isfinite(l) ? Json(l) : Json());
