@@ -8,11 +8,15 @@
 #   4. scripts/bench_torch_step.py: the PyTorch anchor, Lizard-in-torch and the stage-1 analogue.
 # Few steps each, every command under a timeout, so the whole run stays within about 8 minutes
 # even with today's slow Lizard kernels. Usage:
-#   scripts/step_check.sh [STEPS] [WARMUP]        (defaults 2 and 1)
+#   scripts/step_check.sh [--long] [STEPS] [WARMUP]     (defaults 2 and 1)
+# --long adds seq 32768 micro-batch 1 for both stages (1 step each, the 80 GB fit check; with
+# today's kernels about a minute per stage) and skips the PyTorch benchmark to stay in time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
+LONG=0
+if [ "${1:-}" = "--long" ]; then LONG=1; shift; fi
 STEPS="${1:-2}"
 WARMUP="${2:-1}"
 MODEL=configs/models/llama3_8b.yaml
@@ -33,12 +37,14 @@ timeout 60 python3 scripts/bench_torch_step.py --check-only > "$OUT/torch_self_c
 echo "torch lizard self-check rc=$?: $(cat "$OUT/torch_self_check.json")"
 
 : > "$OUT/bench_step.jsonl"
+SHAPES=("2048 1 $STEPS $WARMUP" "2048 4 $STEPS $WARMUP" "8192 1 $STEPS $WARMUP")
+[ "$LONG" = 1 ] && SHAPES=("32768 1 1 0" "${SHAPES[@]}")
 for stage in finetune distill; do
-  for shape in "2048 1" "2048 4" "8192 1"; do
+  for shape in "${SHAPES[@]}"; do
     set -- $shape
     name="$stage-T$1-B$2"
-    timeout 120 build/bin/lizard bench step --model-config "$MODEL" --stage "$stage" \
-      --seq-len "$1" --micro-batch "$2" --steps "$STEPS" --warmup "$WARMUP" --recompute auto \
+    timeout 150 build/bin/lizard bench step --model-config "$MODEL" --stage "$stage" \
+      --seq-len "$1" --micro-batch "$2" --steps "$3" --warmup "$4" --recompute auto \
       > "$OUT/bench_step_$name.json" 2> "$OUT/bench_step_$name.err"
     rc=$?
     # One compact line per run for the table (python3 is on the GPU machine).
@@ -49,7 +55,8 @@ try:
     j = json.load(open(path))
     row = {k: j[k] for k in ("stage", "seq_len", "micro_batch", "recompute", "tokens_per_s", "mfu")}
     row.update(step_ms=j["step_ms"]["median"], peak_gib=j["memory"]["peak_gib"],
-               estimate_gib=j["memory"]["estimate"]["total_gib"], phases_ms=j["phases_ms"])
+               estimate_gib=j["memory"]["estimate"]["total_gib"], phases_ms=j["phases_ms"],
+               estimates_by_recompute=j["memory"]["estimate_total_gib_by_recompute"])
 except Exception as e:
     row = {"run": name, "rc": int(rc), "error": repr(e)}
 print(json.dumps(row))
@@ -59,6 +66,7 @@ PY
   done
 done
 
+[ "$LONG" = 1 ] && { echo "--long: PyTorch benchmark skipped"; exit 0; }
 left=$(( 480 - $(elapsed) ))
 [ "$left" -lt 60 ] && left=60
 timeout "$left" python3 scripts/bench_torch_step.py --mbs 1,4 --steps 3 --warmup 1 \

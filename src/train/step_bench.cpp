@@ -272,6 +272,7 @@ Json run_step_bench(const StepBenchOptions& o) {
     memj.set("reserved_gib", static_cast<double>(mem.reserved) / kGiB);
     memj.set("after_build_gib", after_build / kGiB);
     memj.set("device_gib", device_memory / kGiB);
+    memj.set("peak_over_estimate", est.total > 0 ? Json(static_cast<double>(mem.peak) / est.total) : Json());
   } else {
     memj.set("peak_gib", Json());  // the CPU allocator keeps no statistics
   }
