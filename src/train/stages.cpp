@@ -146,9 +146,14 @@ class ModelTask : public TrainTask {
     }
   }
   double flops_per_token() const override {
-    // step_cost.h: 6N (pretrain), 4N + LoRA + attention (finetune), teacher layers' forward +
-    // attention (distill); the same count `lizard bench step` reports.
+    // step_cost.h: 6N + causal attention (pretrain), 4N + LoRA + attention (finetune), the
+    // teacher layers' forward + attention (distill); the count `lizard bench step` reports.
     return step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).total;
+  }
+  std::string flops_formula() const override {
+    return str_cat(step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).formula,
+                   " (N = ", model_->config().num_parameters(), " parameters, T = ",
+                   cfg_.data.seq_len, ")");
   }
 
  protected:

@@ -125,6 +125,11 @@ TrainSummary Trainer::run() {
                               cfg_.data.global_batch, " x ", cfg_.data.seq_len, " tokens (",
                               accum_, " accumulation x ", dist_.world, " ranks)",
                               step > 0 ? str_cat(", resumed at step ", step) : std::string()));
+      const double peak_flops = peak_flops_for(opt_.device_name);
+      if (!task_.flops_formula().empty())
+        printer.message(str_cat("mfu: flops/token = ", task_.flops_formula(), " over ",
+                                peak_flops > 0 ? str_cat(peak_flops / 1e12, " TFLOP/s bf16 dense peak per GPU")
+                                               : std::string("no known peak for this device (mfu not shown)")));
     }
   }
   optim::Schedule sched{optim::schedule_kind(cfg_.schedule.name), cfg_.optimizer.lr, total_steps_,

@@ -57,6 +57,8 @@ class TrainTask {
   virtual void load_state(const NamedTensors& tensors);
   /// Training FLOPs per token, for MFU (0 = not reported).
   virtual double flops_per_token() const { return 0; }
+  /// How flops_per_token() is counted, printed once at the start ("" = not reported).
+  virtual std::string flops_formula() const { return ""; }
 };
 
 /// Collective hooks for data parallelism; the defaults are a single process.
