@@ -22,8 +22,9 @@ DecoderLayer::DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> at
                                                            dtype, device));
 }
 
-Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher) const {
-  Var h = ag::add(x, self_attn->forward(input_layernorm->forward(x), rope, teacher));
+Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
+                          bool recompute_mix) const {
+  Var h = ag::add(x, self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix));
   return ag::add(h, mlp->forward(post_attention_layernorm->forward(h)));
 }
 
@@ -76,7 +77,7 @@ Var LlamaForCausalLM::hidden(const Tensor& ids, const ForwardOptions& opt) const
           [layer, &rt, teacher](const std::vector<Var>& in) { return layer->forward(in[0], rt, teacher); },
           {x});
     } else {
-      x = layer->forward(x, rt, opt.teacher);
+      x = layer->forward(x, rt, opt.teacher, opt.recompute_attention);
     }
   }
   return model->norm->forward(x);
@@ -106,8 +107,11 @@ void LlamaForCausalLM::init_random(uint64_t seed, double std) {
     } else if (d.dim() == 2) {
       const bool out_proj = name.find("o_proj") != std::string::npos ||
                             name.find("down_proj") != std::string::npos;
-      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32)
-                     .to(d.device(), d.dtype()));
+      // Drawn on the parameter's device (the same Philox stream): an 8B model's weights
+      // would take a minute to draw on one host core.
+      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32,
+                                d.device())
+                     .to(d.dtype()));
     } else if (name.find("bias") != std::string::npos) {
       v.set_data(Tensor::zeros(d.shape(), d.dtype(), d.device()));
     }

@@ -175,6 +175,9 @@ const std::vector<Field>& fields() {
         LZ_FIELD("dtype", dtype, "compute dtype (master weights and optimizer state are fp32)",
                  one_of({"bf16", "f32"})),
         LZ_FIELD("recompute", recompute, "recompute activations in backward to save memory"),
+        LZ_FIELD("recompute_attention", recompute_attention,
+                 "recompute only the student (Lizard) attention in backward: keeps no per-chunk "
+                 "kernel state between forward and backward; cheaper than `recompute`"),
         LZ_FIELD("train_lizard_params", train_lizard_params,
                  "finetune: also train the Lizard parameters (feature maps, gate, sinks, alpha)"),
         LZ_FIELD("kl_to_teacher", kl_to_teacher,

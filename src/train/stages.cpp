@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "lizard/autograd/checkpoint.h"
 #include "lizard/autograd/functions.h"
 #include "lizard/autograd/nn_functions.h"
 #include "lizard/core/cuda_runtime.h"
@@ -146,30 +147,14 @@ class ModelTask : public TrainTask {
     }
   }
   double flops_per_token() const override {
-    // 6 N for every weight trained through, minus the weight-gradient GEMMs of frozen weights
-    // (2 N of them); distill runs the teacher forward (2 N) plus small student attention.
-    // Pretraining adds causal softmax attention: QK^T and PV are 4 T H D multiply-adds per
-    // token and layer forward, half of them masked, times 3 for forward + backward.
-    const double n = static_cast<double>(model_->config().num_parameters());
-    if (cfg_.stage == "pretrain") return 6 * n + attention_flops_per_token();
-    if (cfg_.stage == "distill") return 2 * n;
-    return 4 * n;
+    // step_cost.h: 6N + causal attention (pretrain), 4N + LoRA + attention (finetune), the
+    // teacher layers' forward + attention (distill); the count `lizard bench step` reports.
+    return step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).total;
   }
   std::string flops_formula() const override {
-    const nn::LlamaConfig& c = model_->config();
-    const std::string n = str_cat("N = ", c.num_parameters(), " parameters");
-    if (cfg_.stage == "pretrain")
-      return str_cat("6 N + 6 L T H D (", n, ", L = ", c.num_hidden_layers, ", T = ",
-                     cfg_.data.seq_len, ", H = ", c.num_attention_heads, ", D = ", c.head_dim,
-                     ": causal attention)");
-    if (cfg_.stage == "distill") return str_cat("2 N (", n, ": the teacher forward)");
-    return str_cat("4 N (", n, ": frozen weights get no weight-gradient GEMMs)");
-  }
-
- private:
-  double attention_flops_per_token() const {
-    const nn::LlamaConfig& c = model_->config();
-    return 6.0 * c.num_hidden_layers * cfg_.data.seq_len * c.num_attention_heads * c.head_dim;
+    return str_cat(step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).formula,
+                   " (N = ", model_->config().num_parameters(), " parameters, T = ",
+                   cfg_.data.seq_len, ")");
   }
 
  protected:
@@ -186,6 +171,7 @@ class LanguageModelTask : public ModelTask {
     nn::ForwardOptions o;
     o.teacher = cfg_.stage == "pretrain";
     o.recompute = cfg_.recompute && ctx.training;
+    o.recompute_attention = cfg_.recompute_attention && ctx.training;
     const int64_t B = b.inputs.size(0), T = b.inputs.size(1), V = model_->config().vocab_size;
     Var logits = ag::reshape(model_->forward(dev_ids(b.inputs), o), {B * T, V});
     Tensor targets = dev_ids(b.targets.reshape({B * T}));
@@ -212,24 +198,32 @@ class LanguageModelTask : public ModelTask {
 class DistillTask : public ModelTask {
  public:
   using ModelTask::ModelTask;
-  LossResult loss(const Batch& b, const StepContext&) override {
+  LossResult loss(const Batch& b, const StepContext& ctx) override {
     // Teacher forcing: every layer sees the teacher's hidden state; only the student's
     // attention output (before o_proj) is compared with the teacher's.
     const ops::RopeTable& rope = model_->rope(b.inputs.size(1), dev_);
+    mark_phase(ctx.timer, Phase::TeacherForward);
     Var x = model_->model->embed_tokens->forward(dev_ids(b.inputs));
     Var total;
     int64_t layers = 0;
-    last_layer_mse_.clear();
+    // With recomputation each layer keeps only the student's inputs and the teacher's target
+    // (no kernel state): the student attention and its MSE run again in backward.
+    const bool recompute = (cfg_.recompute || cfg_.recompute_attention) && ctx.training;
     for (const nn::DecoderLayer* layer : model_->model->layers) {
       Var xn = layer->input_layernorm->forward(x);
       nn::QKV qkv = layer->self_attn->project(xn);
       Var y_t = layer->self_attn->softmax_mix(qkv, rope);
       if (layer->self_attn->is_linearized()) {
-        Var y_s = layer->self_attn->student_mix(xn, qkv, rope);
-        Var mse = ag::mse(y_s, y_t);
-        last_layer_mse_.push_back(mse.data().item());
+        mark_phase(ctx.timer, Phase::StudentAttention);
+        const nn::Attention* attn = layer->self_attn;
+        auto student_mse = [attn, &rope](const std::vector<Var>& in) {
+          return ag::mse(attn->student_mix(in[0], nn::QKV{in[1], in[2], in[3]}, rope), in[4]);
+        };
+        Var mse = recompute ? ag::checkpoint(student_mse, {xn, qkv.q, qkv.k, qkv.v, y_t})
+                            : student_mse({xn, qkv.q, qkv.k, qkv.v, y_t});
         total = total.defined() ? ag::add(total, mse) : mse;
         ++layers;
+        mark_phase(ctx.timer, Phase::TeacherForward);
       }
       Var h = ag::add(x, layer->self_attn->output(y_t));
       x = ag::add(h, layer->mlp->forward(layer->post_attention_layernorm->forward(h)));
@@ -240,11 +234,33 @@ class DistillTask : public ModelTask {
     return {ag::scale(total, static_cast<double>(n) / static_cast<double>(layers)), n};
   }
 
- private:
-  std::vector<double> last_layer_mse_;
 };
 
 }  // namespace
+
+std::unique_ptr<TrainTask> make_stage_task(const RunConfig& cfg, Device dev, DType dtype) {
+  auto model = build_model(cfg, dev, dtype);
+  if (cfg.stage == "distill") return std::make_unique<DistillTask>(cfg, std::move(model), dev);
+  return std::make_unique<LanguageModelTask>(cfg, std::move(model), dev);
+}
+
+StepShape step_shape_of(const RunConfig& cfg, const nn::LlamaConfig& arch, DType dtype) {
+  StepShape s;
+  s.arch = arch;
+  s.stage = cfg.stage;
+  s.lizard = lizard_config_of(cfg);
+  s.softmax_layers = cfg.lizard.softmax_layers;
+  s.seq_len = cfg.data.seq_len;
+  s.micro_batch = cfg.data.micro_batch;
+  s.lora_r = cfg.lora.r;
+  s.lora_targets = cfg.lora.targets;
+  s.train_lizard_params = cfg.train_lizard_params;
+  s.dtype_bytes = static_cast<int64_t>(dtype_size(dtype));
+  s.recompute = cfg.recompute ? RecomputeMode::Layer
+                : cfg.recompute_attention ? RecomputeMode::Attention
+                                          : RecomputeMode::None;
+  return s;
+}
 
 TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
                        dist::Communicator* comm) {
@@ -256,12 +272,7 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
   if (dev.is_cuda() && !cuda_available())
     throw InputError("device: '" + cfg.device + "' requested but no GPU is visible (set device: cpu)");
   const DType dtype = dev.is_cpu() ? DType::F32 : dtype_from_name(cfg.dtype);
-  auto model = build_model(cfg, dev, dtype);
-  std::unique_ptr<TrainTask> task;
-  if (cfg.stage == "distill")
-    task = std::make_unique<DistillTask>(cfg, std::move(model), dev);
-  else
-    task = std::make_unique<LanguageModelTask>(cfg, std::move(model), dev);
+  std::unique_ptr<TrainTask> task = make_stage_task(cfg, dev, dtype);
 
   LZ_INPUT_CHECK(!cfg.data.path.empty(), "data.path: no dataset given (write one with `lizard prepare-data`)");
   auto data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.path));

@@ -148,6 +148,9 @@ TrainSummary Trainer::run() {
   int64_t consecutive_skips = 0;
   while (step < total_steps_) {
     const auto t0 = clock::now();
+    StepTimer* timer = opt_.timer;
+    if (timer) timer->begin_step();
+    mark_phase(timer, Phase::Data);
     std::vector<Batch> batches;
     double counts[1] = {0};
     for (int64_t i = 0; i < accum_; ++i) {
@@ -161,9 +164,11 @@ TrainSummary Trainer::run() {
     for (Var& p : params_) p.zero_grad();  // all of them: a ZeRO-1 optimizer holds a shard
     double loss_sum[1] = {0};
     for (int64_t i = 0; i < accum_; ++i) {
-      StepContext ctx{step, static_cast<int>(i), true, &rng_};
+      StepContext ctx{step, static_cast<int>(i), true, &rng_, timer};
+      mark_phase(timer, Phase::Forward);
       LossResult r = task_.loss(batches[i], ctx);
       loss_sum[0] += r.loss_sum.data().item();
+      mark_phase(timer, Phase::Backward);
       Var scaled = autograd::scale(r.loss_sum, inv);
       if (i + 1 == accum_ && dist_.grads_begin) {
         // The last backward of the step: gradients become final as it runs, so each bucket's
@@ -175,8 +180,10 @@ TrainSummary Trainer::run() {
       }
     }
     batches.clear();
+    mark_phase(timer, Phase::Communication);
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
+    mark_phase(timer, Phase::Optimizer);
     const double lr = sched.lr_at(step);
     const optim::StepResult res =
         norm_params_.empty()
@@ -184,6 +191,7 @@ TrainSummary Trainer::run() {
             : optim_->step_with_norm(lr, cfg_.optimizer.clip, optim::global_grad_norm(norm_params_));
     if (dist_.sync_params) dist_.sync_params();
     for (Var& p : params_) p.zero_grad();
+    if (timer) timer->end_step();
     ++step;
     const int64_t step_tokens = cfg_.data.global_batch * cfg_.data.seq_len;
     tokens_seen_ += step_tokens;

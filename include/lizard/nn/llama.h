@@ -16,7 +16,8 @@ class DecoderLayer : public Module {
  public:
   DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> attn, DType dtype, Device device);
   /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)).
-  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher) const;
+  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher,
+              bool recompute_mix = false) const;
   RMSNorm* input_layernorm;
   Attention* self_attn;
   RMSNorm* post_attention_layernorm;
@@ -37,6 +38,9 @@ class LlamaModel : public Module {
 struct ForwardOptions {
   bool teacher = true;     ///< softmax attention everywhere (the original model)
   bool recompute = false;  ///< checkpoint each decoder layer (activation recomputation)
+  /// Checkpoint only the student attention mixing of each linearized layer (cheaper than
+  /// `recompute`; ignored when `recompute` is on, which already covers it).
+  bool recompute_attention = false;
   /// When set, receives the hidden state entering each layer (detached), layer order.
   std::vector<Var>* layer_inputs = nullptr;
 };

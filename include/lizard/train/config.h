@@ -101,6 +101,9 @@ struct RunConfig {
   std::string device = "cuda";
   std::string dtype = "bf16";  ///< compute dtype: bf16 | f32 (master weights are always f32)
   bool recompute = false;      ///< recompute activations in backward (less memory)
+  /// Recompute only the student attention of linearized layers in backward (distill: the
+  /// student path of every layer; finetune: the Lizard mixing). Implied by `recompute`.
+  bool recompute_attention = false;
   bool train_lizard_params = false;
   double kl_to_teacher = 0.0;
   std::string loss_on = "response";  ///< response | all

@@ -19,6 +19,7 @@
 #include "lizard/train/checkpoint.h"
 #include "lizard/train/config.h"
 #include "lizard/train/data_loader.h"
+#include "lizard/train/step_timer.h"
 
 namespace lizard::optim {
 class AdamW;
@@ -38,6 +39,7 @@ struct StepContext {
   int micro = 0;     ///< micro-batch within the step
   bool training = true;
   Generator* rng = nullptr;  ///< dropout etc.; saved and restored with checkpoints
+  StepTimer* timer = nullptr;  ///< per-phase timing (null = off); tasks may mark sub-phases
 };
 
 /// The model side of training.
@@ -87,6 +89,8 @@ struct TrainerOptions {
   std::string device_name;    ///< for MFU (peak FLOPs); empty = unknown
   /// Consecutive skipped (non-finite) steps before the run stops with an error.
   int64_t max_consecutive_skips = 20;
+  /// Per-phase timing of every step (null = off, free); not owned.
+  StepTimer* timer = nullptr;
 };
 
 /// What run() returns.
