@@ -15,5 +15,8 @@ void register_train(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_demo_data(CLI::App& app);
+void register_export(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_random_checkpoint(CLI::App& app);
 
 }  // namespace lizard::cli
