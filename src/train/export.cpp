@@ -39,13 +39,31 @@ std::unique_ptr<nn::LlamaForCausalLM> rebuild_checkpoint_model(
   LZ_INPUT_CHECK(cfgs.size() == 1, cfg_path.string(), ": expected one resolved stage, got ", cfgs.size());
   RunConfig cfg = cfgs[0];
   cfg.device = "cpu";
+  // Check the paths first: without model.path's config.json, build_model would build the
+  // saved arch section (the defaults when an HF base was used: a 7B model) before failing.
+  const std::string hint =
+      " (paths in config.yaml are relative to the directory training ran in; override them "
+      "with --set model.path=DIR / --set model.init_from=DIR)";
+  if (!cfg.model.path.empty() && !fs::exists(fs::path(cfg.model.path) / "config.json")) {
+    try {
+      resolve_checkpoint_dir(cfg.model.path);
+    } catch (const InputError& e) {
+      throw InputError(str_cat("checkpoint '", dir, "': model.path '", cfg.model.path,
+                               "' is neither a Hugging Face directory nor a checkpoint: ", e.what(), hint));
+    }
+  }
+  if (!cfg.model.init_from.empty()) {
+    try {
+      resolve_checkpoint_dir(cfg.model.init_from);
+    } catch (const InputError& e) {
+      throw InputError(str_cat("checkpoint '", dir, "': model.init_from: ", e.what(), hint));
+    }
+  }
   std::unique_ptr<nn::LlamaForCausalLM> model;
   try {
     model = build_model(cfg, Device::cpu(), DType::F32);
   } catch (const InputError& e) {
-    throw InputError(str_cat("checkpoint '", dir, "': rebuilding its model failed: ", e.what(),
-                             " (paths in its config.yaml are relative to the directory training ran "
-                             "in; override them with --set model.path=DIR / model.init_from=DIR)"));
+    throw InputError(str_cat("checkpoint '", dir, "': rebuilding its model failed: ", e.what(), hint));
   }
   for (auto& [name, t] : load_checkpoint_model(dir)) {
     autograd::Var v;
