@@ -19,7 +19,8 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BUILD=${BUILD:-build}
 PY=${PYTHON:-python3}
-WORK=${WORK:-$(mktemp -d /tmp/lizard_hf_check.XXXXXX)}
+# (export directory names avoid dots: older transformers derive a module name from them)
+WORK=${WORK:-$(mktemp -d /tmp/lizard_hf_check_XXXXXX)}
 mkdir -p "$WORK"
 LZ=$BUILD/bin/lizard
 FX=$ROOT/tests/fixtures/hf
@@ -45,7 +46,7 @@ case_random() {
   shift 4
   echo
   echo "=== $name: $stage over $fixture, lizard $lizard, export $*"
-  cat > "$WORK/$name.yaml" <<EOF
+  cat > "$WORK/${name}.yaml" <<EOF
 stage: $stage
 device: cpu
 seed: 1
@@ -53,10 +54,10 @@ model: {path: $FX/$fixture}
 lizard: $lizard
 lora: {r: 4, alpha: 8, targets: [q, k, v, o]}
 EOF
-  rm -rf "$WORK/$name.ckpt" "$WORK/$name.export"
-  "$LZ" make-random-checkpoint --config "$WORK/$name.yaml" --output "$WORK/$name.ckpt" --seed 7 &&
-    "$LZ" export --checkpoint "$WORK/$name.ckpt" --output "$WORK/$name.export" "$@" &&
-    "$PY" scripts/hf/check_export.py "$WORK/$name.export" --compare-with-lizard --lizard "$LZ"
+  rm -rf "$WORK/${name}_ckpt" "$WORK/${name}_export"
+  "$LZ" make-random-checkpoint --config "$WORK/${name}.yaml" --output "$WORK/${name}_ckpt" --seed 7 &&
+    "$LZ" export --checkpoint "$WORK/${name}_ckpt" --output "$WORK/${name}_export" "$@" &&
+    "$PY" scripts/hf/check_export.py "$WORK/${name}_export" --compare-with-lizard --lizard "$LZ"
   record "$name" $?
 }
 
