@@ -11,6 +11,7 @@
 #include "lizard/cli/commands.h"
 #include "lizard/core/device.h"
 #include "lizard/eval/perplexity.h"
+#include "lizard/io/export.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/io/hf_model.h"
 
@@ -68,6 +69,8 @@ void run_eval(const EvalArgs& a) {
       LZ_INPUT_CHECK(t >= 0 && t < V, "--data: token id ", t, " outside the vocabulary of ", V);
   eval::PerplexityOptions po;
   po.max_length = a.max_len;
+  // A lizard export (or any model with Lizard layers) is scored as the student it is.
+  po.teacher = !io::lizard_section_of(*model).has_value();
   const eval::PerplexityResult r = eval::perplexity(*model, seqs, po);
   const int64_t count = r.tokens;
   LZ_INPUT_CHECK(count > 0, "--data: '", a.data, "' holds no sequence of 2 or more tokens");
