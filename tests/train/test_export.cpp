@@ -203,16 +203,26 @@ TEST_F(ExportTest, Bf16UnmergedIsBitwiseAndMergedRoundsOnce) {
   export_checkpoint(ck, path("bf16_merged"), opt);
 
   // The bf16 export holds exactly the bf16 rounding of the weights: a bf16 model loaded from
-  // the f32 export and one loaded from the bf16 export are the same model.
+  // the f32 export and one loaded from the bf16 export are the same model, parameter for
+  // parameter (the CPU backend does not compute in bf16, so parameters are compared, not
+  // logits); the Lizard parameters stay f32 in both.
   io::LoadOptions lo;
   lo.dtype = DType::BF16;
   auto from_f32 = io::load_hf_model(path("f32"), lo);
   auto from_bf16 = io::load_hf_model(path("bf16"), lo);
   EXPECT_EQ(from_bf16->model->layers[0]->self_attn->q_proj->weight().dtype(), DType::BF16);
-  EXPECT_TRUE(bitwise_equal(student_logits(*from_bf16), student_logits(*from_f32)));
+  EXPECT_EQ(from_bf16->parameter("model.layers.0.self_attn.lizard.gate_weight").dtype(), DType::F32);
+  for (const auto& [name, v] : from_f32->named_parameters())
+    EXPECT_TRUE(bitwise_equal(from_bf16->parameter(name).data(), v.data())) << name;
+  // Loaded in f32 the bf16 export is the f32 model with weights rounded by at most 2^-9
+  // relative: through two layers that moves logits by a few 1e-3 of their scale; 3e-2 bounds
+  // it with margin and still catches a mangled tensor.
+  auto ref = rebuild_checkpoint_model(ck);
+  const Tensor y_ref = student_logits(*ref);
+  EXPECT_LE(test::max_abs_diff(student_logits(*io::load_hf_model(path("bf16"))), y_ref),
+            3e-2 * max_abs(y_ref));
 
   // Merged bf16 = bf16(W + (alpha/r) B A computed in fp32): one rounding, at the end.
-  auto ref = rebuild_checkpoint_model(ck);
   io::SafetensorsCheckpoint st(path("bf16_merged"));
   for (const char* p : {"q_proj", "v_proj", "o_proj"}) {
     const std::string base = str_cat("model.layers.1.self_attn.", p);
