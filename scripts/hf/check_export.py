@@ -102,6 +102,25 @@ def load_model(export):
     return model.float().eval()
 
 
+def load_model_direct(export):
+    """The export's modeling_lizard.py imported as a plain module, its weights loaded with
+    load_state_dict: the maths without the AutoModel / trust_remote_code glue (a fallback that
+    tells a loading problem apart from a maths problem)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lizard_export_modeling", os.path.join(export, "modeling_lizard.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with open(os.path.join(export, "config.json")) as f:
+        cfg = json.load(f)
+    model = mod.LizardForCausalLM(mod.LizardConfig(**cfg))
+    weights = {k: v.float() for k, v in read_export_weights(export).items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise RuntimeError("state dict: missing %s, unexpected %s" % (list(missing)[:5], list(unexpected)[:5]))
+    return model.float().eval()
+
+
 def run_lizard_logits(lizard, export, tokens, out):
     cmd = [lizard, "logits", "--model", export, "--tokens", tokens, "--output", out, "--device", "cpu", "--dtype", "f32"]
     print("+ " + " ".join(cmd), flush=True)
@@ -142,13 +161,27 @@ def main():
         import transformers
 
         print("torch %s, transformers %s" % (torch.__version__, transformers.__version__))
-        model = load_model(args.export)
-        print("loaded %s as %s" % (args.export, type(model).__name__))
     except Exception as e:  # noqa: BLE001 -- one clear line, exit 2
-        print("FAIL (load): %s: %s" % (type(e).__name__, e))
+        print("FAIL (setup): %s: %s" % (type(e).__name__, e))
         return 2
 
     failed = False
+    try:
+        model = load_model(args.export)
+        print("loaded %s with AutoModelForCausalLM as %s" % (args.export, type(model).__name__))
+    except Exception as e:  # noqa: BLE001 -- report, then check the maths without the glue
+        import traceback
+
+        traceback.print_exc()
+        print("FAIL (AutoModelForCausalLM.from_pretrained): %s: %s" % (type(e).__name__, e))
+        failed = True
+        try:
+            model = load_model_direct(args.export)
+            print("continuing with modeling_lizard.py imported directly (the maths alone)")
+        except Exception as e2:  # noqa: BLE001
+            traceback.print_exc()
+            print("FAIL (direct load): %s: %s" % (type(e2).__name__, e2))
+            return 2
     # ---- 1. tensors: the model must hold exactly the export's values (f32 upcasts are exact) ----
     raw = read_export_weights(args.export)
     state = model.state_dict()
