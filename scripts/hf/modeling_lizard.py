@@ -326,6 +326,12 @@ class LizardPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["LizardDecoderLayer"]
     _keep_in_fp32_modules = ["lizard"]
+    # No tied parameters: tied embeddings are read from embed_tokens directly (a mapping, as
+    # transformers 5 expects; an empty one is also fine for 4.x).
+    _tied_weights_keys = {}
+
+    def get_expanded_tied_weights_keys(self, all_submodels=False):
+        return {}
 
     def _init_weights(self, module):
         # Every tensor comes from the export; the constructors already give sensible values
