@@ -4,8 +4,8 @@
 # compared with `lizard logits`). Needs python3 with torch and transformers; no network, no GPU
 # (everything runs on the CPU, so it is quick on any machine).
 #
-#   scripts/hf/check_export.sh            # build (BUILD=build), then every case below
-#   BUILD=build-x WORK=/tmp/x PYTHON=python3.12 scripts/hf/check_export.sh
+#   scripts/hf/check_export.sh            # CPU-only build in build-hfcheck, then every case below
+#   BUILD=build SKIP_BUILD=1 WORK=/tmp/x PYTHON=python3.12 scripts/hf/check_export.sh
 #
 # Cases (random students over the HF fixtures in tests/fixtures/hf, every parameter random):
 #   LoRA merged f32, LoRA as a peft adapter, merged bf16 weights, the plus preset with every
@@ -17,7 +17,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-BUILD=${BUILD:-build}
+BUILD=${BUILD:-build-hfcheck}  # its own CPU-only build: nothing here needs CUDA
 PY=${PYTHON:-python3}
 # (export directory names avoid dots: older transformers derive a module name from them)
 WORK=${WORK:-$(mktemp -d /tmp/lizard_hf_check_XXXXXX)}
@@ -27,7 +27,7 @@ FX=$ROOT/tests/fixtures/hf
 echo "work directory: $WORK"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release > "$WORK/cmake.log" 2>&1 || { cat "$WORK/cmake.log"; exit 2; }
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLIZARD_CUDA=OFF > "$WORK/cmake.log" 2>&1 || { cat "$WORK/cmake.log"; exit 2; }
   cmake --build "$BUILD" -j"$(nproc)" --target lizard > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 2; }
 fi
 [ -x "$LZ" ] || { echo "no $LZ (build failed?)"; exit 2; }
