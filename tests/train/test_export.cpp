@@ -4,8 +4,11 @@
 // student logits -- bitwise where the same parameters meet the same code (f32 and bf16
 // unmerged), within fp32 rounding where LoRA was folded in. Failing exports leave nothing.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -129,6 +132,7 @@ TEST_F(ExportTest, AdapterExportReloadsBitwiseAndMergedWithinRounding) {
   const Tensor y_merged = student_logits(*merged);
   const double scale = max_abs(y_ref);
   EXPECT_LE(test::max_abs_diff(y_merged, y_ref), 1e-5 * scale);
+  EXPECT_LE(test::max_abs_diff(student_logits(*adapter), y_merged), 1e-5 * scale);
 
   // The adapters matter: the base model without them is far from both.
   // (Caller-given LoRA replaces the export's adapter; these stay at B = 0.)
@@ -339,6 +343,22 @@ TEST_F(ExportTest, FailuresLeaveNothingAndNameTheProblem) {
   });
   EXPECT_NE(m.find("--set model.path"), std::string::npos) << m;
   EXPECT_FALSE(fs::exists(path("o4")));
+}
+
+TEST_F(ExportTest, CliFailsWithOneLineAndExitStatus2) {
+  const char* bin = std::getenv("LIZARD_BIN");
+  if (!bin || !fs::exists(bin)) GTEST_SKIP() << "LIZARD_BIN (the lizard binary, set by ctest) is not built";
+  const std::string err = path("stderr.txt");
+  const std::string cmd = str_cat(bin, " export --checkpoint ", path("missing"), " --output ", path("out"),
+                                  " 2> ", err);
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  const std::string text = io::read_text_file(err);
+  EXPECT_EQ(text.rfind("error: checkpoint '", 0), 0u) << text;
+  EXPECT_NE(text.find("does not exist"), std::string::npos) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  EXPECT_FALSE(fs::exists(path("out")));
 }
 
 TEST(ExportFormat, LizardSectionErrorsNameFileAndKey) {
