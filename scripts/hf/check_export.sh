@@ -23,6 +23,9 @@ PY=${PYTHON:-python3}
 WORK=${WORK:-$(mktemp -d /tmp/lizard_hf_check_XXXXXX)}
 mkdir -p "$WORK"
 LZ=$BUILD/bin/lizard
+# trust_remote_code copies modeling_lizard.py into a modules cache: keep it in the work directory.
+export HF_MODULES_CACHE=${HF_MODULES_CACHE:-$WORK/hf_modules}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 FX=$ROOT/tests/fixtures/hf
 echo "work directory: $WORK"
 
