@@ -10,6 +10,9 @@ void register_all(CLI::App& app) {
   register_eval(app);
   register_generate(app);
   register_demo_data(app);
+  register_export(app);
+  register_logits(app);
+  register_random_checkpoint(app);
 }
 
 }  // namespace lizard::cli

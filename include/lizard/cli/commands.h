@@ -17,5 +17,8 @@ void register_bench_step(CLI::App& bench);  ///< `lizard bench step` (src/cli/be
 void register_eval(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_demo_data(CLI::App& app);
+void register_export(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_random_checkpoint(CLI::App& app);
 
 }  // namespace lizard::cli
