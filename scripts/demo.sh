@@ -32,11 +32,12 @@ else
 fi
 "$LZ" train --config configs/demo.yaml "${ARGS[@]}" | tee "$OUTDIR/train.log" | grep -vE "^  |^[a-z_]+:$|^[a-z_]+: " || true
 
-# ---- export (placeholder) --------------------------------------------------------------
-# EXPORT: when `lizard export` is in main, export runs/demo/{paper,plus}/finetune here
-# (e.g. `"$LZ" export --model "$OUTDIR/$p/finetune" --out "$OUTDIR/$p/export"`) and point
-# MODELS below at the export directories, so the table shows what users take away.
-# -----------------------------------------------------------------------------------------
+# ---- export: what users take away (safetensors + config.json with the lizard section) -----
+for p in paper plus; do
+  "$LZ" export --checkpoint "$OUTDIR/$p/finetune" --output "$OUTDIR/$p/export" >> "$OUTDIR/export.log" 2>&1 \
+    || { echo "[demo] lizard export failed for $p:"; tail -3 "$OUTDIR/export.log"; exit 1; }
+done
+echo "[demo] exported runs/demo/{paper,plus}/export (load with lizard or transformers, trust_remote_code)"
 
 # ---- evaluation: teacher and both students on the same held-out data --------------------
 # The MQAR spec is the training data's (make-demo-data: 128 tokens, 8 pairs) with a fresh
@@ -44,7 +45,7 @@ fi
 # teacher's recall is split at the same distance.
 echo
 echo "[demo] evaluating (lizard eval: ppl on val.h5, MQAR recall; JSON lines in $OUTDIR/eval.jsonl)"
-MODELS=("teacher:$OUTDIR/teacher" "paper:$OUTDIR/paper/finetune" "plus:$OUTDIR/plus/finetune")
+MODELS=("teacher:$OUTDIR/teacher" "paper:$OUTDIR/paper/export" "plus:$OUTDIR/plus/export")
 : > "$OUTDIR/eval.jsonl"; : > "$OUTDIR/eval.log"
 for entry in "${MODELS[@]}"; do
   name=${entry%%:*}; dir=${entry#*:}
@@ -56,7 +57,7 @@ done
 
 # ---- one generated sample per student (recurrent, constant-memory decoding) ------------
 for p in paper plus; do
-  echo "[demo] $p student, greedy: $("$LZ" generate --model "$OUTDIR/$p/finetune" \
+  echo "[demo] $p student, greedy: $("$LZ" generate --model "$OUTDIR/$p/export" \
     --prompt "the small dog" --max-new-tokens 16 2>>"$OUTDIR/eval.log")"
 done
 
