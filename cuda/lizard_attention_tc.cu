@@ -1,0 +1,376 @@
+// Lizard attention forward on tensor cores (contract: lizard_attention_tc.cuh). bf16 operands,
+// f32 accumulators (nvcuda::wmma 16x16x16), the chunked algorithm of DESIGN.md section 3:
+//   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out
+//   state     one CTA per (b, h, 64 rows of the 2F x D state): walks the chunks in order,
+//             the state tile lives in accumulator fragments; writes [S|z] before every chunk
+//   output    one CTA per (b, h, chunk): P = phi_q phi_k^T (mma), decay exp(bl_t - bl_s) on
+//             the strictly causal part, then (phi_q exp(bl_t)) S + P V in one accumulator
+// Every exponent is <= 0. Fragments go through shared memory before any elementwise work,
+// so no code depends on the (unspecified) fragment-to-thread layout.
+//
+// Precision: phi, the decayed tiles and the state copy fed to the mma are bf16 (2^-9
+// relative); the states saved for the backward, z (the denominator column) and every sum are
+// f32. The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
+// off-diagonal weights times (v_s - v_t), so it keeps its relative accuracy when a token
+// attends almost only to itself (gates near 0).
+#include <mma.h>
+
+#include <algorithm>
+
+#include "lizard/core/error.h"
+#include "lizard_attention_tc.cuh"
+
+namespace lizard::cuda::lizard_detail {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+using bf = __nv_bfloat16;
+
+static_assert(kChunk % 16 == 0, "the tensor-core kernels need whole 16-token tiles");
+
+constexpr int kFeatRows = 64;    // tokens per features CTA
+constexpr int kFeatWarps = 4;
+constexpr int kStateRows = 64;   // state rows (of 2F) per state CTA: 16 per warp
+constexpr int kStateWarps = kStateRows / 16;
+constexpr int kMaxDTiles = 8;    // D/16 <= 8: accumulator fragments per state warp
+constexpr int kOutWarps = 8;
+
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf, wmma::row_major>;
+using FragAc = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf, wmma::col_major>;
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf, wmma::row_major>;
+using FragBc = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// Padded leading dimensions: bf16 rows + 8 and f32 rows + 4 keep wmma's ldm rule (a multiple
+// of 16 bytes) and shift consecutive rows across shared-memory banks.
+__host__ __device__ constexpr int ldb(int n) { return n + 8; }
+__host__ __device__ constexpr int ldf(int n) { return n + 4; }
+__host__ __device__ constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
+
+/// Next region of `bytes` from the shared-memory cursor, 128-byte aligned (wmma needs 32).
+__device__ __forceinline__ char* carve(char*& p, size_t bytes) {
+  char* r = p;
+  p += al128(bytes);
+  return r;
+}
+
+/// Copies `rows` rows of `n` bf16 (n a multiple of 8) from global (row r at src + r * gstride)
+/// into shared (row r at dst + r * ldd); rows >= valid are zero. 16-byte accesses.
+__device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64_t gstride,
+                                          int rows, int valid, int n) {
+  const int vpr = n / 8;
+  for (int i = threadIdx.x; i < rows * vpr; i += blockDim.x) {
+    const int r = i / vpr, c = (i % vpr) * 8;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < valid) val = *reinterpret_cast<const uint4*>(src + r * gstride + c);
+    *reinterpret_cast<uint4*>(dst + r * ldd + c) = val;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+template <bool kExp>
+__global__ void __launch_bounds__(kFeatWarps * 32)
+    features_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
+                       bf* __restrict__ phi, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F = d.F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
+  char* cur = smem;
+  bf* sx = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LX));  // [64][D]
+  bf* sw = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW));          // [D][F]
+  float* su = reinterpret_cast<float*>(carve(cur, sizeof(float) * kFeatRows * LU));  // [64][F]
+  const int t0 = blockIdx.x * kFeatRows, h = blockIdx.y, b = blockIdx.z;
+  const int hx = h / (d.H / Hx), n = min(kFeatRows, d.T - t0);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  load_rows(sx, LX, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, kFeatRows, n, D);
+  load_rows(sw, LW, W + int64_t(h) * D * F, F, D, D, F);
+  __syncthreads();
+  const int ntile = (kFeatRows / 16) * (F / 16);
+  for (int tile = warp; tile < ntile; tile += kFeatWarps) {
+    const int rt = tile % (kFeatRows / 16), ct = tile / (kFeatRows / 16);
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = 0; k < D / 16; ++k) {
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
+      wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
+  }
+  __syncthreads();
+  // the map, one warp per token, in f32 (same formulas as features_kernel)
+  for (int r = warp; r < n; r += kFeatWarps) {
+    const float* u = su + r * LU;
+    bf* out = phi + ((int64_t(b) * d.H + h) * d.T + t0 + r) * 2 * F;
+    if (kExp) {
+      float m = 0.f;
+      for (int f = lane; f < F; f += 32) m = fmaxf(m, fabsf(u[f]));
+      m = warp_max(m);
+      for (int f = lane; f < F; f += 32) {
+        out[f] = __float2bfloat16(expf(u[f] - m));
+        out[F + f] = __float2bfloat16(expf(-u[f] - m));
+      }
+    } else {
+      float mp = -INFINITY, mn = -INFINITY;
+      for (int f = lane; f < F; f += 32) mp = fmaxf(mp, u[f]), mn = fmaxf(mn, -u[f]);
+      mp = warp_max(mp);
+      mn = warp_max(mn);
+      float sp = 0.f, sn = 0.f;
+      for (int f = lane; f < F; f += 32) sp += expf(u[f] - mp), sn += expf(-u[f] - mn);
+      const float ip = 1.f / warp_sum(sp), in = 1.f / warp_sum(sn);
+      for (int f = lane; f < F; f += 32) {
+        out[f] = __float2bfloat16(expf(u[f] - mp) * ip);
+        out[F + f] = __float2bfloat16(expf(-u[f] - mn) * in);
+      }
+    }
+  }
+}
+
+size_t features_smem(const Dims& d) {
+  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) +
+         al128(sizeof(float) * kFeatRows * ldf(d.F));
+}
+
+// ---------------------------------------------------------------------------------------
+/// Grid (ceil(2F / 64), B*H). Warp w owns state rows f0 + 16w .. f0 + 16w + 15 (all D
+/// columns, D/16 fragments); thread i < 64 owns z of row f0 + i.
+__global__ void __launch_bounds__(kStateWarps * 32)
+    state_tc_kernel(const bf* __restrict__ phik, const bf* __restrict__ v,
+                    const float* __restrict__ bl_all, float* __restrict__ states, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F2 = 2 * d.F, D1 = D + 1, LK = ldb(kStateRows), LV = ldb(D), LS = ldf(D);
+  char* cur = smem;
+  bf* sK = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK));  // [C][64] decayed phi_k
+  bf* sV = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV));  // [C][D]
+  float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kStateRows * LS));
+  float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));
+  const int f0 = blockIdx.x * kStateRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const int nD = D / 16;
+  const bool active = f0 + warp * 16 < F2;  // F2 is a multiple of 16: whole fragments
+  const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
+  FragC acc[kMaxDTiles];
+#pragma unroll
+  for (int j = 0; j < kMaxDTiles; ++j) wmma::fill_fragment(acc[j], 0.f);
+  float zf = 0.f;  // z of row f0 + tid (tid < 64)
+  for (int c = 0; c < d.NC; ++c) {
+    const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
+    // the state before chunk c
+    float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+    if (active) {
+      float* stw = stage + warp * 16 * LS;
+#pragma unroll
+      for (int j = 0; j < kMaxDTiles; ++j)
+        if (j < nD) wmma::store_matrix_sync(stw + j * 16, acc[j], LS, wmma::mem_row_major);
+      __syncwarp();
+      float* sow = so + int64_t(f0 + warp * 16) * D1;
+      for (int i = lane; i < 16 * D; i += 32) sow[(i / D) * D1 + i % D] = stw[(i / D) * LS + i % D];
+    }
+    if (tid < kStateRows && f0 + tid < F2) so[int64_t(f0 + tid) * D1 + D] = zf;
+    for (int i = tid; i < kChunk; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
+    __syncthreads();  // sbl ready; every warp is done with sK/sV of the previous chunk
+    const float bend = sbl[n - 1], eend = __expf(bend);
+    for (int i = tid; i < kChunk * kStateRows; i += blockDim.x) {
+      const int s = i / kStateRows, f = i % kStateRows;
+      float val = 0.f;
+      if (s < n && f0 + f < F2)
+        val = __bfloat162float(phik[(int64_t(bh) * d.T + t0 + s) * F2 + f0 + f]) * __expf(bend - sbl[s]);
+      sK[s * LK + f] = __float2bfloat16(val);
+    }
+    load_rows(sV, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, kChunk, n, D);
+    __syncthreads();
+    if (tid < kStateRows) {  // z from the same rounded weights as S (M stays consistent)
+      float sz = 0.f;
+      for (int s = 0; s < n; ++s) sz += __bfloat162float(sK[s * LK + tid]);
+      zf = eend * zf + sz;
+    }
+    if (active) {
+#pragma unroll
+      for (int j = 0; j < kMaxDTiles; ++j)
+        for (int e = 0; e < acc[j].num_elements; ++e) acc[j].x[e] *= eend;
+      for (int kk = 0; kk < kChunk / 16; ++kk) {
+        FragAc a;  // (phi_k~)^T: element (f, s) at sK[s * LK + f], column-major
+        wmma::load_matrix_sync(a, sK + kk * 16 * LK + warp * 16, LK);
+#pragma unroll
+        for (int j = 0; j < kMaxDTiles; ++j)
+          if (j < nD) {
+            FragB bb;
+            wmma::load_matrix_sync(bb, sV + kk * 16 * LV + j * 16, LV);
+            wmma::mma_sync(acc[j], a, bb, acc[j]);
+          }
+      }
+    }
+  }
+}
+
+size_t state_smem(const Dims& d) {
+  return al128(sizeof(bf) * kChunk * ldb(kStateRows)) + al128(sizeof(bf) * kChunk * ldb(d.D)) +
+         al128(sizeof(float) * kStateRows * ldf(d.D)) + al128(sizeof(float) * kChunk);
+}
+
+// ---------------------------------------------------------------------------------------
+/// Grid (NC, B*H). Per chunk: P = phi_q phi_k^T; P~ = P exp(bl_t - bl_s) for s < t (bf16);
+/// acc = (phi_q exp(bl_t)) S + P~ V; M = acc - (exp(bl_t) phi_q.z + rowsum P~) v_t;
+/// den = exp(bl_t) phi_q.z + rowsum P~ + P_tt.
+__global__ void __launch_bounds__(kOutWarps * 32)
+    out_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
+                  const float* __restrict__ bl_all, const float* __restrict__ states,
+                  float* __restrict__ numden, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  constexpr int C = kChunk, CT = kChunk / 16;
+  const int D = d.D, F2 = 2 * d.F, D1 = D + 1;
+  const int LQ = ldb(F2), LV = ldb(D), LP = ldf(C), LPb = ldb(C), LA = ldf(D);
+  char* cur = smem;
+  bf* sq = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));     // [C][2F] phi_q
+  bf* sk = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));     // [C][2F] phi_k
+  bf* sv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));     // [C][D]
+  bf* sS = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * F2 * LV));    // [2F][D] state
+  float* sP = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LP));  // [C][C]
+  bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb));   // [C][C] P~
+  float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LA));  // [C][D]
+  float* sz = reinterpret_cast<float*>(carve(cur, sizeof(float) * F2));
+  float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  float* srow = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  float* sdiag = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  float* sqz = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
+  const int t0 = c * C, n = min(C, d.T - t0);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const int64_t row0 = int64_t(bh) * d.T + t0;  // row of token t0 in [B,H,T,*]
+  load_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
+  load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
+  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;  // contiguous [2F][D+1]
+  for (int i = tid; i < F2 * D1; i += blockDim.x) {
+    const int f = i / D1, j = i % D1;
+    const float val = so[i];
+    if (j < D) sS[f * LV + j] = __float2bfloat16(val);
+    else sz[f] = val;
+  }
+  const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
+  for (int i = tid; i < C; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
+  __syncthreads();
+  // P = phi_q phi_k^T on the lower-triangular tiles (the others are never read)
+  for (int tile = warp; tile < CT * CT; tile += kOutWarps) {
+    const int rt = tile / CT, st = tile % CT;
+    if (st > rt) continue;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = 0; k < F2 / 16; ++k) {
+      FragA a;
+      FragBc bb;  // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
+      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
+      wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
+  }
+  __syncthreads();
+  // per row (one warp): decayed strictly-causal P~ in bf16 and its row sum, the diagonal,
+  // phi_q.z; then phi_q scaled by exp(bl_t) in place for the inter-chunk product
+  for (int r = warp; r < C; r += kOutWarps) {
+    float rs = 0.f, qz = 0.f;
+    for (int s = lane; s < C; s += 32) {
+      float p = 0.f;
+      if (s < r && r < n) p = sP[r * LP + s] * __expf(sbl[r] - sbl[s]);
+      const bf pb = __float2bfloat16(p);
+      sPb[r * LPb + s] = pb;
+      rs += __bfloat162float(pb);
+    }
+    for (int f = lane; f < F2; f += 32) qz += __bfloat162float(sq[r * LQ + f]) * sz[f];
+    rs = warp_sum(rs);
+    qz = warp_sum(qz);
+    __syncwarp();
+    const float er = __expf(sbl[r]);
+    for (int f = lane; f < F2; f += 32)
+      sq[r * LQ + f] = __float2bfloat16(__bfloat162float(sq[r * LQ + f]) * er);
+    if (lane == 0) {
+      srow[r] = rs;
+      sdiag[r] = r < n ? sP[r * LP + r] : 0.f;
+      sqz[r] = qz;
+    }
+  }
+  __syncthreads();
+  // acc = (phi_q exp(bl_t)) S + P~ V
+  for (int tile = warp; tile < CT * (D / 16); tile += kOutWarps) {
+    const int rt = tile % CT, jt = tile / CT;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = 0; k < F2 / 16; ++k) {
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
+      wmma::load_matrix_sync(bb, sS + k * 16 * LV + jt * 16, LV);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    for (int k = 0; k <= rt; ++k) {  // P~ is strictly lower triangular
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + k * 16, LPb);
+      wmma::load_matrix_sync(bb, sv + k * 16 * LV + jt * 16, LV);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+  }
+  __syncthreads();
+  float* nd = numden + row0 * D1;  // the chunk's n rows are contiguous
+  for (int i = tid; i < n * D1; i += blockDim.x) {
+    const int r = i / D1, j = i % D1;
+    const float dex = __expf(sbl[r]) * sqz[r] + srow[r];  // den without the self pair
+    nd[i] = j < D ? sacc[r * LA + j] - dex * __bfloat162float(sv[r * LV + j]) : dex + sdiag[r];
+  }
+}
+
+size_t out_smem(const Dims& d) {
+  const int C = kChunk, F2 = 2 * d.F;
+  return al128(sizeof(bf) * C * ldb(F2)) * 2 + al128(sizeof(bf) * C * ldb(d.D)) +
+         al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(C)) +
+         al128(sizeof(bf) * C * ldb(C)) + al128(sizeof(float) * C * ldf(d.D)) +
+         al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
+}
+
+template <class K>
+void set_smem(K kernel, size_t bytes) {
+  LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
+               cudaSuccess,
+           "lizard attention (CUDA): cannot grant ", bytes, " bytes of shared memory");
+}
+
+}  // namespace
+
+bool tc_supported(const Dims& d) {
+  return d.D % 16 == 0 && d.D <= 16 * kMaxDTiles && d.F % 16 == 0 && 2 * d.F <= 256;
+}
+
+void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d, cudaStream_t s) {
+  const size_t sm = features_smem(d);
+  const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
+  if (d.act_exp) {
+    set_smem(features_tc_kernel<true>, sm);
+    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, phi, d);
+  } else {
+    set_smem(features_tc_kernel<false>, sm);
+    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, phi, d);
+  }
+}
+
+void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, const Dims& d,
+                     cudaStream_t s) {
+  const size_t sm = state_smem(d);
+  set_smem(state_tc_kernel, sm);
+  const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
+  state_tc_kernel<<<grid, kStateWarps * 32, sm, s>>>(phik, v, bl, states, d);
+}
+
+void out_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
+                   const float* states, float* numden, const Dims& d, cudaStream_t s) {
+  const size_t sm = out_smem(d);
+  set_smem(out_tc_kernel, sm);
+  out_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states,
+                                                                  numden, d);
+}
+
+}  // namespace lizard::cuda::lizard_detail

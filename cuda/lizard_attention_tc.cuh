@@ -1,0 +1,34 @@
+// Private launchers of the tensor-core (bf16 mma, f32 accumulate) Lizard attention forward,
+// cuda/lizard_attention_tc.cu. Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
+// tc_supported() holds; everything else keeps the f32 CUDA-core kernels.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "lizard_attention_common.cuh"
+
+namespace lizard::cuda::lizard_detail {
+
+/// Shapes the tensor-core kernels cover: D and F multiples of 16 (whole 16x16x16 tiles),
+/// D <= 128 (accumulator fragments held in registers by the state kernel), 2F <= 256 (shared
+/// memory of the output kernel).
+bool tc_supported(const Dims& d);
+
+/// phi [B,H,T,2F] bf16 = map(x W_h) for x [B,T,Hx,D] bf16 (GQA: head h reads x head
+/// h/(H/Hx)) and W [H,D,F] bf16; u = x W on tensor cores with f32 accumulation, the map in f32.
+void features_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                        __nv_bfloat16* phi, const Dims& d, cudaStream_t s);
+
+/// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens,
+/// S <- exp(bl_end) S + (phi_k exp(bl_end - bl_s))^T [V|1], every factor <= 1.
+/// phik [B,H,T,2F] bf16, v [B,T,Hkv,D] bf16, bl [B,Hg,T] chunk-local cumulative log-gate.
+void state_tc_launch(const __nv_bfloat16* phik, const __nv_bfloat16* v, const float* bl,
+                     float* states, const Dims& d, cudaStream_t s);
+
+/// numden [B,H,T,D+1] f32 = [M | den] exactly as global_fwd_kernel defines them (M = num -
+/// den v_t with the self pair left out of M), one CTA per (b, h, chunk), from the states.
+void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik, const __nv_bfloat16* v,
+                   const float* bl, const float* states, float* numden, const Dims& d,
+                   cudaStream_t s);
+
+}  // namespace lizard::cuda::lizard_detail
