@@ -384,14 +384,26 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
             phiq.data<float>(), phik.data<float>(), static_cast<const T*>(v.raw()), bl.data<float>(),
             numden.data<float>(), states.defined() ? states.data<float>() : nullptr, d);
       }
-      const size_t wsm = sizeof(float) * kRowWarps * (d.D + std::max(d.w, 1));
-      cudaFuncSetAttribute(window_fwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wsm));
-      window_fwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
-          static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
-          static_cast<const T*>(v.raw()), cs.defined() ? cs.data<float>() : nullptr,
-          sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
-          alpha.data<float>(), numden.data<float>(), static_cast<T*>(y.raw()),
-          wstats.data<float>(), d);
+      const float* csp = cs.defined() ? cs.data<float>() : nullptr;
+      const float* snp = sn.defined() ? sn.data<float>() : nullptr;
+      const float* taup = tau.defined() ? tau.data<float>() : nullptr;
+      bool window_done = false;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc && tc_window_supported(d)) {
+          window_tc_launch(static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
+                           static_cast<const T*>(v.raw()), csp, snp, taup, alpha.data<float>(),
+                           numden.data<float>(), static_cast<T*>(y.raw()), wstats.data<float>(), d, s);
+          window_done = true;
+        }
+      }
+      if (!window_done) {  // also the w = 0 case: y = g
+        const size_t wsm = sizeof(float) * kRowWarps * (d.D + std::max(d.w, 1));
+        cudaFuncSetAttribute(window_fwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wsm));
+        window_fwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
+            static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
+            static_cast<const T*>(v.raw()), csp, snp, taup, alpha.data<float>(),
+            numden.data<float>(), static_cast<T*>(y.raw()), wstats.data<float>(), d);
+      }
     } else {
       throw Error("lizard attention (CUDA): unsupported dtype");
     }

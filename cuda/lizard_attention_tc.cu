@@ -332,6 +332,146 @@ size_t out_smem(const Dims& d) {
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
 }
 
+// ---------------------------------------------------------------------------------------
+constexpr int kWinRows = 32;  // queries per window CTA
+constexpr int kWinWarps = 4;
+constexpr size_t kWinSmemCap = 160 * 1024;
+
+/// Keys a window CTA can see: t0 - w + 1 .. t0 + kWinRows - 1, rounded up to whole tiles.
+__host__ __device__ inline int win_keys(int w) { return (kWinRows + w - 1 + 15) / 16 * 16; }
+
+/// One row of x (bf16 [.., D]) into shared bf16, RoPE'd at `pos` when rope (f32 maths).
+__device__ __forceinline__ void load_row_rope(bf* dst, const bf* src, int D, bool rope,
+                                              const float* cosb, const float* sinb, int pos,
+                                              int lane) {
+  const int hD = D / 2;
+  for (int j = lane; j < D; j += 32) {
+    const float val = rope ? rope_at(src, j, hD, cosb + int64_t(pos) * hD, sinb + int64_t(pos) * hD)
+                           : __bfloat162float(src[j]);
+    dst[j] = __float2bfloat16(val);
+  }
+}
+
+/// Window branch and combine. Grid (ceil(T / 32), B*H). Scores q k^T / sqrt(D) over
+/// t-w < s <= t (mma, RoPE applied while loading), the row max taken over the scores and the
+/// sinks, p = exp(c - max) rounded to bf16 (the denominator sums the same rounded values),
+/// l = P V / den (mma), y = combine(g, l) with g from numden. wstats = (max, den) as
+/// window_fwd_kernel writes them.
+__global__ void __launch_bounds__(kWinWarps * 32)
+    window_tc_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
+                     const float* __restrict__ cosb, const float* __restrict__ sinb,
+                     const float* __restrict__ tau, const float* __restrict__ alpha_p,
+                     const float* __restrict__ numden, bf* __restrict__ y,
+                     float* __restrict__ wstats, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, D1 = D + 1, NKmax = win_keys(d.w);
+  const int LD = ldb(D), LS = ldf(NKmax), LPb = ldb(NKmax), LA = ldf(D);
+  char* cur = smem;
+  bf* sq = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));      // [32][D]
+  bf* skv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NKmax * LD));        // [NK][D] K, then V
+  float* sS = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));  // scores
+  bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));    // [32][NK]
+  float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));
+  float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));  // 1/den
+  const int t0 = blockIdx.x * kWinRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv);
+  const int n = min(kWinRows, d.T - t0);
+  const int ks = max(0, t0 - d.w + 1), nk = t0 + n - ks, NK = (nk + 15) / 16 * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const bool rope = d.rope;
+  auto qrow = [&](int t) { return q + ((int64_t(b) * d.T + t) * d.H + h) * D; };
+  auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
+  for (int r = warp; r < kWinRows; r += kWinWarps) {
+    if (r < n) load_row_rope(sq + r * LD, qrow(t0 + r), D, rope, cosb, sinb, t0 + r, lane);
+    else for (int j = lane; j < D; j += 32) sq[r * LD + j] = __float2bfloat16(0.f);
+  }
+  for (int i = warp; i < NK; i += kWinWarps) {
+    if (i < nk) load_row_rope(skv + i * LD, kvrow(k, ks + i), D, rope, cosb, sinb, ks + i, lane);
+    else for (int j = lane; j < D; j += 32) skv[i * LD + j] = __float2bfloat16(0.f);
+  }
+  __syncthreads();
+  // scores q k^T on the tiles (row tile rt, key tile kt)
+  for (int tile = warp; tile < (kWinRows / 16) * (NK / 16); tile += kWinWarps) {
+    const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int kk = 0; kk < D / 16; ++kk) {
+      FragA a;
+      FragBc bb;  // k^T: element (j, s) at skv[s * LD + j], column-major
+      wmma::load_matrix_sync(a, sq + rt * 16 * LD + kk * 16, LD);
+      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
+  }
+  __syncthreads();
+  // V replaces K; the row pass below reads only sS
+  load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
+  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
+  for (int r = warp; r < kWinRows; r += kWinWarps) {
+    const int t = t0 + r;
+    // key i (position ks + i) is in the window of t iff t - w < ks + i <= t
+    const int lo = t - d.w + 1 - ks, hi = t - ks;
+    float mx = -INFINITY;
+    if (r < n) {
+      for (int i = lane; i < NK; i += 32)
+        if (i >= lo && i <= hi) mx = fmaxf(mx, sS[r * LS + i] * d.scale);
+      for (int j = lane; j < d.m; j += 32) mx = fmaxf(mx, tr[j]);
+    }
+    mx = warp_max(mx);
+    float den = 0.f;
+    for (int i = lane; i < NK; i += 32) {
+      float p = 0.f;
+      if (r < n && i >= lo && i <= hi) p = __expf(sS[r * LS + i] * d.scale - mx);
+      const bf pb = __float2bfloat16(p);
+      sPb[r * LPb + i] = pb;
+      den += __bfloat162float(pb);
+    }
+    if (r < n)
+      for (int j = lane; j < d.m; j += 32) den += __expf(tr[j] - mx);
+    den = warp_sum(den);
+    if (lane == 0 && r < n) {
+      sinv[r] = 1.f / den;
+      float* ws = wstats + ((int64_t(bh)) * d.T + t) * 2;
+      ws[0] = mx;
+      ws[1] = den;
+    }
+  }
+  __syncthreads();
+  for (int tile = warp; tile < (kWinRows / 16) * (D / 16); tile += kWinWarps) {
+    const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int kt = 0; kt < NK / 16; ++kt) {
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
+      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+  }
+  __syncthreads();
+  const float alpha = alpha_p[0];
+  const bool convex = d.combine_convex;
+  const float A = convex ? fabsf(alpha) : alpha;
+  for (int i = tid; i < n * D; i += blockDim.x) {
+    const int r = i / D, j = i % D, t = t0 + r;
+    const float* nd = numden + (int64_t(bh) * d.T + t) * D1;
+    const float vt = __bfloat162float(kvrow(v, t)[j]);
+    const float g = global_out(nd, vt, j, d), l = sacc[r * LA + j] * sinv[r];
+    y[((int64_t(b) * d.T + t) * d.H + h) * D + j] =
+        __float2bfloat16(convex ? (g + A * l) / (1.f + A) : g + alpha * l);
+  }
+}
+
+size_t window_smem(const Dims& d) {
+  const int NK = win_keys(d.w);
+  return al128(sizeof(bf) * kWinRows * ldb(d.D)) + al128(sizeof(bf) * NK * ldb(d.D)) +
+         al128(sizeof(float) * kWinRows * ldf(NK)) + al128(sizeof(bf) * kWinRows * ldb(NK)) +
+         al128(sizeof(float) * kWinRows * ldf(d.D)) + al128(sizeof(float) * kWinRows);
+}
+
 template <class K>
 void set_smem(K kernel, size_t bytes) {
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
@@ -343,6 +483,20 @@ void set_smem(K kernel, size_t bytes) {
 
 bool tc_supported(const Dims& d) {
   return d.D % 16 == 0 && d.D <= 16 * kMaxDTiles && d.F % 16 == 0 && 2 * d.F <= 256;
+}
+
+bool tc_window_supported(const Dims& d) {
+  return tc_supported(d) && d.w > 0 && window_smem(d) <= kWinSmemCap;
+}
+
+void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
+                      const float* sinb, const float* tau, const float* alpha,
+                      const float* numden, bf* y, float* wstats, const Dims& d, cudaStream_t s) {
+  const size_t sm = window_smem(d);
+  set_smem(window_tc_kernel, sm);
+  const dim3 grid((d.T + kWinRows - 1) / kWinRows, d.B * d.H);
+  window_tc_kernel<<<grid, kWinWarps * 32, sm, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, y,
+                                                    wstats, d);
 }
 
 void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d, cudaStream_t s) {

@@ -31,4 +31,16 @@ void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik, const _
                    const float* bl, const float* states, float* numden, const Dims& d,
                    cudaStream_t s);
 
+/// Whether window_tc_launch covers d: tc_supported, w > 0, and the keys of one 32-query tile
+/// (32 + w - 1) fit the shared-memory budget (w up to about 400 at D = 128).
+bool tc_window_supported(const Dims& d);
+
+/// Window branch and combine on tensor cores, the same outputs as window_fwd_kernel: y
+/// [B,T,H,D] bf16 = combine(g from numden, l), wstats [B,H,T,2] = (row max, denominator).
+/// cos/sin [T, D/2] f32 (window_rope only, else null), tau f32 (null when no sinks).
+void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                      const float* cosb, const float* sinb, const float* tau, const float* alpha,
+                      const float* numden, __nv_bfloat16* y, float* wstats, const Dims& d,
+                      cudaStream_t s);
+
 }  // namespace lizard::cuda::lizard_detail
