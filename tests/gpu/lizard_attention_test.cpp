@@ -1,5 +1,6 @@
 // CUDA Lizard attention against the CPU reference (the chunked algorithm, itself proven equal
 // to the oracle in tests/lizard): bf16 inputs, every output and gradient within 1e-2 relative.
+#include <algorithm>
 #include <cmath>
 
 #include "lizard/ops/lizard_attention.h"
@@ -100,6 +101,53 @@ TEST(LizardAttentionGpu, LongSequenceNoNaN) {
     for (double e : r.y.to_vector()) ASSERT_TRUE(std::isfinite(e)) << bias;
     for (Tensor* t : {&r.g.dq, &r.g.dk, &r.g.dv, &r.g.dx, &r.g.dwq, &r.g.dwk, &r.g.dw_g})
       for (double e : t->to_vector()) ASSERT_TRUE(std::isfinite(e)) << bias;
+  }
+}
+
+// The tensor-core path (bf16, D and F multiples of 16, 2F <= 256, window keys within the
+// shared-memory budget) at the benchmark's head shape D = F = 128, and at shapes where one
+// part falls back to the f32 kernels: F = 8 (global branch), w = 600 (window branch). T = 1,
+// 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the end).
+TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
+  LZ_REQUIRE_GPU();
+  struct Shape { int64_t D, F, w, T, Hkv; bool rope; };
+  for (Shape sh : {Shape{128, 128, 128, 1, 2, false}, Shape{128, 128, 128, 97, 2, true},
+                   Shape{128, 128, 37, 31, 1, false}, Shape{64, 32, 100, 97, 4, true},
+                   Shape{32, 8, 16, 97, 2, false}, Shape{64, 16, 600, 97, 1, false}}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = sh.F;
+    cfg.window = sh.w;
+    cfg.window_rope = sh.rope;
+    auto c = make_case(cfg, 1, sh.T, 4, sh.Hkv, sh.D, 8, 300 + sh.T + sh.D, DType::F64, 0.5);
+    compare(c, "D " + std::to_string(sh.D) + " T " + std::to_string(sh.T) + " " + cfg.str());
+  }
+}
+
+// Gates spread over (1e-7, 1 - 1e-7) inside one sequence: z = x.w_g + b_g with |w_g| ~ 6
+// over 8 inputs spans about +-15, so neighbouring tokens switch between forgetting everything
+// and keeping everything.
+TEST(LizardAttentionGpu, MixedExtremeGatesInOneSequence) {
+  LZ_REQUIRE_GPU();
+  for (ops::GateMode gm : {ops::GateMode::Shared, ops::GateMode::PerHead}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = 16;
+    cfg.window = 24;
+    cfg.gate = gm;
+    auto c = make_case(cfg, 2, 500, 4, 2, 32, 8, 91, DType::F64, 1.0, 0.0);
+    c.p.w_g = rand(c.p.w_g.shape(), 92, DType::F64, -6.0, 6.0);
+    // the premise: logits reach past +-13.8 (gates beyond 1e-6 and 1 - 1e-6) in this case
+    const auto x = c.in.x.to_vector(), wg = c.p.w_g.to_vector(), bg = c.p.b_g.to_vector();
+    const int64_t dm = 8, Hg = c.p.b_g.shape()[0];
+    double zmin = 1e9, zmax = -1e9;
+    for (int64_t bt = 0; bt < 2 * 500; ++bt)
+      for (int64_t g = 0; g < Hg; ++g) {
+        double z = bg[g];
+        for (int64_t j = 0; j < dm; ++j) z += x[bt * dm + j] * wg[g * dm + j];
+        zmin = std::min(zmin, z), zmax = std::max(zmax, z);
+      }
+    ASSERT_LT(zmin, -13.8);
+    ASSERT_GT(zmax, 13.8);
+    compare(c, std::string("mixed gates ") + cfg.str());
   }
 }
 
