@@ -1,8 +1,11 @@
 // Lizard attention backward on the GPU (contract: include/lizard/cuda/lizard_attention.h).
 // Mirrors the chunked CPU backward (src/ops/lizard_attention_chunked.cpp): window backward
 // per row, reverse chunk sweep with the state gradient dS for the global branch, then the
-// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32.
+// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32. bf16 inputs
+// that the forward ran on tensor cores (same tc_supported test) take the tensor-core global
+// branch of cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "lizard/core/dispatch.h"
@@ -10,6 +13,7 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard_attention_common.cuh"
+#include "lizard_attention_tc.cuh"
 
 namespace lizard::cuda {
 namespace lizard_detail {
@@ -413,6 +417,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                tau = f32_on(p.tau, dev), alpha = f32_on(p.alpha, dev);
   const Tensor cs = d.rope ? f32_on(in.cos, dev) : Tensor(), sn = d.rope ? f32_on(in.sin, dev) : Tensor();
   const int64_t BHT = int64_t(d.B) * d.H * d.T, F2 = 2 * d.F, D1 = d.D + 1;
+  auto aligned16 = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; };
+  const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
   Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
@@ -443,6 +449,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       const T* xp = static_cast<const T*>(x.raw());
       // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
       const int ft = 128;
+      bool tc = false;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) tc = tc_supported(d) && tc_aligned;
       const size_t fsm = sizeof(float) * (d.F + ft);
       features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
       features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
@@ -453,13 +461,33 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           alpha.data<float>(), saved.numden.data<float>(), saved.wstats.data<float>(),
           static_cast<const T*>(dy.raw()), dO.data<float>(), cself.data<float>(), dq.data<float>(),
           dk.data<float>(), dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
-      const size_t gsm = global_smem_bytes(d, true);
-      cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
-      dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
-      global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
-          phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
-          saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
-          dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc) {
+          const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();
+          const Tensor wkb = p.wk.to(dev, DType::BF16).contiguous();
+          Tensor phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          Tensor phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
+          auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
+          features_tc_launch(qp, d.H, bp(wqb), bp(phiqb), d, s);
+          features_tc_launch(kp, d.Hkv, bp(wkb), bp(phikb), d, s);
+          dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
+                           dstates.data<float>(), d, s);
+          grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
+                         saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
+                         cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
+                         dv.data<float>(), db.data<float>(), d, s);
+        }
+      }
+      if (!tc) {
+        const size_t gsm = global_smem_bytes(d, true);
+        cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
+        dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
+        global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
+            phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
+            saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
+            dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+      }
       const size_t bsm = sizeof(float) * (2 * d.F + ft);
       const int nblk = int(int64_t(d.B) * d.T * d.H);
       features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),

@@ -134,17 +134,25 @@ size_t features_smem(const Dims& d) {
 
 // ---------------------------------------------------------------------------------------
 /// Grid (ceil(2F / 64), B*H). Warp w owns state rows f0 + 16w .. f0 + 16w + 15 (all D
-/// columns, D/16 fragments); thread i < 64 owns z of row f0 + i.
+/// columns, D/16 fragments); thread i < 64 owns the last column (z) of row f0 + i.
+/// Forward (kRev false): chunks in order, X <- exp(bl_end) X + (phi_k exp(bl_end - bl_s))^T
+/// [V | 1] from phi = phi_k, vals = v bf16 [B,T,Hkv,D]. Backward (kRev true): chunks from the
+/// last, dX <- exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from phi = phi_q, dO' f32 [B,H,T,D+1]
+/// (its column D is the den column, the counterpart of the ones). Either way the value of X
+/// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32.
+template <bool kRev>
 __global__ void __launch_bounds__(kStateWarps * 32)
-    state_tc_kernel(const bf* __restrict__ phik, const bf* __restrict__ v,
-                    const float* __restrict__ bl_all, float* __restrict__ states, Dims d) {
+    state_tc_kernel(const bf* __restrict__ phi, const bf* __restrict__ v,
+                    const float* __restrict__ dO, const float* __restrict__ bl_all,
+                    float* __restrict__ out, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F2 = 2 * d.F, D1 = D + 1, LK = ldb(kStateRows), LV = ldb(D), LS = ldf(D);
   char* cur = smem;
-  bf* sK = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK));  // [C][64] decayed phi_k
+  bf* sK = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK));  // [C][64] decayed phi
   bf* sV = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV));  // [C][D]
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kStateRows * LS));
   float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));
+  float* slast = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));  // 1 or dden
   const int f0 = blockIdx.x * kStateRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
@@ -154,11 +162,11 @@ __global__ void __launch_bounds__(kStateWarps * 32)
   FragC acc[kMaxDTiles];
 #pragma unroll
   for (int j = 0; j < kMaxDTiles; ++j) wmma::fill_fragment(acc[j], 0.f);
-  float zf = 0.f;  // z of row f0 + tid (tid < 64)
-  for (int c = 0; c < d.NC; ++c) {
+  float zf = 0.f;  // last column of row f0 + tid (tid < 64)
+  for (int it = 0; it < d.NC; ++it) {
+    const int c = kRev ? d.NC - 1 - it : it;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    // the state before chunk c
-    float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+    float* so = out + (int64_t(bh) * d.NC + c) * F2 * D1;
     if (active) {
       float* stw = stage + warp * 16 * LS;
 #pragma unroll
@@ -169,21 +177,33 @@ __global__ void __launch_bounds__(kStateWarps * 32)
       for (int i = lane; i < 16 * D; i += 32) sow[(i / D) * D1 + i % D] = stw[(i / D) * LS + i % D];
     }
     if (tid < kStateRows && f0 + tid < F2) so[int64_t(f0 + tid) * D1 + D] = zf;
-    for (int i = tid; i < kChunk; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
+    for (int i = tid; i < kChunk; i += blockDim.x) {
+      sbl[i] = i < n ? blr[t0 + i] : 0.f;
+      slast[i] = i < n ? (kRev ? dO[(int64_t(bh) * d.T + t0 + i) * D1 + D] : 1.f) : 0.f;
+    }
     __syncthreads();  // sbl ready; every warp is done with sK/sV of the previous chunk
     const float bend = sbl[n - 1], eend = __expf(bend);
     for (int i = tid; i < kChunk * kStateRows; i += blockDim.x) {
-      const int s = i / kStateRows, f = i % kStateRows;
+      const int r = i / kStateRows, f = i % kStateRows;
       float val = 0.f;
-      if (s < n && f0 + f < F2)
-        val = __bfloat162float(phik[(int64_t(bh) * d.T + t0 + s) * F2 + f0 + f]) * __expf(bend - sbl[s]);
-      sK[s * LK + f] = __float2bfloat16(val);
+      if (r < n && f0 + f < F2)
+        val = __bfloat162float(phi[(int64_t(bh) * d.T + t0 + r) * F2 + f0 + f]) *
+              __expf(kRev ? sbl[r] : bend - sbl[r]);
+      sK[r * LK + f] = __float2bfloat16(val);
     }
-    load_rows(sV, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, kChunk, n, D);
+    if (kRev) {
+      const float* src = dO + (int64_t(bh) * d.T + t0) * D1;  // n contiguous rows of D+1
+      for (int i = tid; i < kChunk * D; i += blockDim.x) {
+        const int r = i / D, j = i % D;
+        sV[r * LV + j] = __float2bfloat16(r < n ? src[r * D1 + j] : 0.f);
+      }
+    } else {
+      load_rows(sV, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, kChunk, n, D);
+    }
     __syncthreads();
-    if (tid < kStateRows) {  // z from the same rounded weights as S (M stays consistent)
+    if (tid < kStateRows) {  // same rounded weights as the fragments (M stays consistent)
       float sz = 0.f;
-      for (int s = 0; s < n; ++s) sz += __bfloat162float(sK[s * LK + tid]);
+      for (int r = 0; r < n; ++r) sz += __bfloat162float(sK[r * LK + tid]) * slast[r];
       zf = eend * zf + sz;
     }
     if (active) {
@@ -191,7 +211,7 @@ __global__ void __launch_bounds__(kStateWarps * 32)
       for (int j = 0; j < kMaxDTiles; ++j)
         for (int e = 0; e < acc[j].num_elements; ++e) acc[j].x[e] *= eend;
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        FragAc a;  // (phi_k~)^T: element (f, s) at sK[s * LK + f], column-major
+        FragAc a;  // phi~^T: element (f, r) at sK[r * LK + f], column-major
         wmma::load_matrix_sync(a, sK + kk * 16 * LK + warp * 16, LK);
 #pragma unroll
         for (int j = 0; j < kMaxDTiles; ++j)
@@ -207,7 +227,7 @@ __global__ void __launch_bounds__(kStateWarps * 32)
 
 size_t state_smem(const Dims& d) {
   return al128(sizeof(bf) * kChunk * ldb(kStateRows)) + al128(sizeof(bf) * kChunk * ldb(d.D)) +
-         al128(sizeof(float) * kStateRows * ldf(d.D)) + al128(sizeof(float) * kChunk);
+         al128(sizeof(float) * kStateRows * ldf(d.D)) + 2 * al128(sizeof(float) * kChunk);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -472,6 +492,253 @@ size_t window_smem(const Dims& d) {
          al128(sizeof(float) * kWinRows * ldf(d.D)) + al128(sizeof(float) * kWinRows);
 }
 
+// ---------------------------------------------------------------------------------------
+/// Global branch backward of one chunk (grid (NC, B*H)), the tensor-core form of
+/// global_bwd_kernel with the same formulas: kk = phi_q phi_k^T, e = exp(bl_t - bl_s),
+/// dA_ts = cself_t + dO'_t.(v_s - v_t) (f32, term by term: exactly cself_t on the diagonal),
+/// E = dA e, P = kk e (s <= t);
+///   dphi_q = E phi_k + exp(bl_t) [S|z] dO'_t            (S, z: state before the chunk)
+///   dphi_k = E^T phi_q + exp(bl_end - bl_s) [dS|dz] [v_s|1]  (dS: gradient of the state after)
+///   dv    += P^T dO'[:D] + exp(bl_end - bl_s) phi_k dS   (atomics: GQA heads share v)
+///   db    += pairwise w dA (t gets +, s gets -) and the inter-chunk parts phi.x (atomics).
+/// dphi_q, dphi_k [B,H,T,2F] f32 are written (not added): this CTA owns those rows.
+__global__ void __launch_bounds__(kOutWarps * 32)
+    grad_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
+                   const float* __restrict__ bl_all, const float* __restrict__ states,
+                   const float* __restrict__ dstates, const float* __restrict__ dO,
+                   const float* __restrict__ cself, float* __restrict__ dphiq,
+                   float* __restrict__ dphik, float* __restrict__ dv, float* __restrict__ db,
+                   Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  constexpr int C = kChunk, CT = kChunk / 16;
+  const int D = d.D, F2 = 2 * d.F, D1 = D + 1;
+  const int LQ = ldb(F2), LV = ldb(D), LG = ldf(D), LP = ldf(C), LPb = ldb(C), LX = ldf(max(F2, D));
+  char* cur = smem;
+  bf* sq = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));    // [C][2F] phi_q
+  bf* sk = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));    // [C][2F] phi_k (scaled last)
+  bf* sv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));    // [C][D] v (scaled in step 5)
+  float* sG = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LG));  // [C][D] dO'
+  bf* sGb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));   // dO' bf16
+  bf* sGs = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));   // dO' exp(bl_t) bf16
+  float* sP = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LP));  // kk
+  bf* sE = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb));
+  bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb));
+  bf* sBig = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * F2 * LV));  // [2F][D] S, then dS
+  float* sX = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LX));
+  float* sz = reinterpret_cast<float*>(carve(cur, sizeof(float) * F2));  // z, then dz
+  float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  float* sden = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // dO' column D
+  float* scs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));   // cself
+  float* sdb = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));   // db of the rows
+  const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
+  const int t0 = c * C, n = min(C, d.T - t0);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x, nt = blockDim.x;
+  const int64_t row0 = int64_t(bh) * d.T + t0;
+  const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
+  for (int i = tid; i < C; i += nt) {
+    sbl[i] = i < n ? blr[t0 + i] : 0.f;
+    sden[i] = i < n ? dO[(row0 + i) * D1 + D] : 0.f;
+    scs[i] = i < n ? cself[row0 + i] : 0.f;
+    sdb[i] = 0.f;
+  }
+  load_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
+  load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
+  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+  for (int i = tid; i < F2 * D1; i += nt) {
+    const int f = i / D1, j = i % D1;
+    const float val = so[i];
+    if (j < D) sBig[f * LV + j] = __float2bfloat16(val);
+    else sz[f] = val;
+  }
+  __syncthreads();  // sbl
+  for (int i = tid; i < C * D; i += nt) {
+    const int r = i / D, j = i % D;
+    const float g = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
+    sG[r * LG + j] = g;
+    sGb[r * LV + j] = __float2bfloat16(g);
+    sGs[r * LV + j] = __float2bfloat16(g * __expf(sbl[r]));
+  }
+  // step 2: kk on the lower-triangular tiles
+  for (int tile = warp; tile < CT * CT; tile += kOutWarps) {
+    const int rt = tile / CT, st = tile % CT;
+    if (st > rt) continue;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = 0; k < F2 / 16; ++k) {
+      FragA a;
+      FragBc bb;
+      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
+      wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
+  }
+  __syncthreads();
+  // step 3: dA, E, P and the intra-chunk pairs of db
+  for (int i = tid; i < C * C; i += nt) {
+    const int r = i / C, s2 = i % C;
+    float p = 0.f, ea = 0.f;
+    if (s2 <= r && r < n) {
+      const float e = __expf(sbl[r] - sbl[s2]), kk = sP[r * LP + s2];
+      float da = scs[r];
+      if (s2 < r)
+        for (int j = 0; j < D; ++j)
+          da += sG[r * LG + j] * (__bfloat162float(sv[s2 * LV + j]) - __bfloat162float(sv[r * LV + j]));
+      p = kk * e;
+      ea = da * e;
+      if (s2 < r) {
+        atomicAdd(sdb + r, kk * ea);
+        atomicAdd(sdb + s2, -kk * ea);
+      }
+    }
+    sE[r * LPb + s2] = __float2bfloat16(ea);
+    sPb[r * LPb + s2] = __float2bfloat16(p);
+  }
+  __syncthreads();
+  // step 4: dphi_q = exp(bl_t) [S|z] dO'_t + E phi_k
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = 0; k < D / 16; ++k) {
+      FragA a;
+      FragBc bb;  // S^T: element (j, f) at sBig[f * LV + j]
+      wmma::load_matrix_sync(a, sGs + rt * 16 * LV + k * 16, LV);
+      wmma::load_matrix_sync(bb, sBig + ft * 16 * LV + k * 16, LV);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int r = warp; r < n; r += kOutWarps) {
+    const float w = __expf(sbl[r]) * sden[r];
+    float acc = 0.f;
+    for (int f = lane; f < F2; f += 32) {
+      const float xq = sX[r * LX + f] + w * sz[f];
+      sX[r * LX + f] = xq;
+      acc += __bfloat162float(sq[r * LQ + f]) * xq;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) atomicAdd(sdb + r, acc);
+  }
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    FragC acc;
+    wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
+    for (int k = 0; k <= rt; ++k) {
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sE + rt * 16 * LPb + k * 16, LPb);
+      wmma::load_matrix_sync(bb, sk + k * 16 * LQ + ft * 16, LQ);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = tid; i < n * F2; i += nt) dphiq[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
+  __syncthreads();
+  // step 5: dphi_k = exp(bl_end - bl_s) [dS|dz] [v_s|1] + E^T phi_q
+  const float bend = sbl[n - 1];
+  const float* dso = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
+  for (int i = tid; i < F2 * D1; i += nt) {
+    const int f = i / D1, j = i % D1;
+    const float val = dso[i];
+    if (j < D) sBig[f * LV + j] = __float2bfloat16(val);
+    else sz[f] = val;
+  }
+  for (int i = tid; i < C * D; i += nt) {
+    const int r = i / D, j = i % D;
+    sv[r * LV + j] = __float2bfloat16(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]));
+  }
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = 0; k < D / 16; ++k) {
+      FragA a;
+      FragBc bb;
+      wmma::load_matrix_sync(a, sv + rt * 16 * LV + k * 16, LV);
+      wmma::load_matrix_sync(bb, sBig + ft * 16 * LV + k * 16, LV);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int r = warp; r < n; r += kOutWarps) {
+    const float w = __expf(bend - sbl[r]);
+    float acc = 0.f;
+    for (int f = lane; f < F2; f += 32) {
+      const float xk = sX[r * LX + f] + w * sz[f];
+      sX[r * LX + f] = xk;
+      acc += __bfloat162float(sk[r * LQ + f]) * xk;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) atomicAdd(sdb + r, -acc);
+  }
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    FragC acc;
+    wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
+    for (int k = rt; k < CT; ++k) {
+      FragAc a;  // E^T: element (s, t) at sE[t * LPb + s]
+      FragB bb;
+      wmma::load_matrix_sync(a, sE + k * 16 * LPb + rt * 16, LPb);
+      wmma::load_matrix_sync(bb, sq + k * 16 * LQ + ft * 16, LQ);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = tid; i < n * F2; i += nt) dphik[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
+  for (int i = tid; i < C * F2; i += nt) {  // phi_k exp(bl_end - bl_s) for dv
+    const int r = i / F2, f = i % F2;
+    sk[r * LQ + f] = __float2bfloat16(__bfloat162float(sk[r * LQ + f]) * __expf(bend - sbl[r]));
+  }
+  __syncthreads();
+  // step 6: dv = P^T dO'[:D] + (phi_k exp(bl_end - bl_s)) dS
+  const int LA = ldf(D);
+  for (int tile = warp; tile < CT * (D / 16); tile += kOutWarps) {
+    const int rt = tile % CT, jt = tile / CT;
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int k = rt; k < CT; ++k) {
+      FragAc a;  // P^T
+      FragB bb;
+      wmma::load_matrix_sync(a, sPb + k * 16 * LPb + rt * 16, LPb);
+      wmma::load_matrix_sync(bb, sGb + k * 16 * LV + jt * 16, LV);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    for (int k = 0; k < F2 / 16; ++k) {
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sk + rt * 16 * LQ + k * 16, LQ);
+      wmma::load_matrix_sync(bb, sBig + k * 16 * LV + jt * 16, LV);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sX + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = tid; i < n * D; i += nt) {
+    const int r = i / D, j = i % D;
+    atomicAdd(dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * D + j, sX[r * LA + j]);
+  }
+  for (int r = tid; r < n; r += nt) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
+}
+
+size_t grad_smem(const Dims& d) {
+  const int C = kChunk, F2 = 2 * d.F;
+  return 2 * al128(sizeof(bf) * C * ldb(F2)) + al128(sizeof(bf) * C * ldb(d.D)) +
+         al128(sizeof(float) * C * ldf(d.D)) + 2 * al128(sizeof(bf) * C * ldb(d.D)) +
+         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(C)) +
+         al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(std::max(F2, d.D))) +
+         al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
+}
+
 template <class K>
 void set_smem(K kernel, size_t bytes) {
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
@@ -499,6 +766,16 @@ void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
                                                     wstats, d);
 }
 
+void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
+                    const float* states, const float* dstates, const float* dO,
+                    const float* cself, float* dphiq, float* dphik, float* dv, float* db,
+                    const Dims& d, cudaStream_t s) {
+  const size_t sm = grad_smem(d);
+  set_smem(grad_tc_kernel, sm);
+  grad_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(
+      phiq, phik, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
+}
+
 void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d, cudaStream_t s) {
   const size_t sm = features_smem(d);
   const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
@@ -514,9 +791,17 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d
 void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, const Dims& d,
                      cudaStream_t s) {
   const size_t sm = state_smem(d);
-  set_smem(state_tc_kernel, sm);
+  set_smem(state_tc_kernel<false>, sm);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<<<grid, kStateWarps * 32, sm, s>>>(phik, v, bl, states, d);
+  state_tc_kernel<false><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+}
+
+void dstate_tc_launch(const bf* phiq, const float* dO, const float* bl, float* dstates,
+                      const Dims& d, cudaStream_t s) {
+  const size_t sm = state_smem(d);
+  set_smem(state_tc_kernel<true>, sm);
+  const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
+  state_tc_kernel<true><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
 }
 
 void out_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,

@@ -43,4 +43,16 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
                       const float* numden, __nv_bfloat16* y, float* wstats, const Dims& d,
                       cudaStream_t s);
 
+/// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
+/// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
+void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
+                      float* dstates, const Dims& d, cudaStream_t s);
+
+/// The global branch's gradients per chunk (see grad_tc_kernel): writes dphiq, dphik
+/// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and db [B,Hg,T] f32.
+void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik,
+                    const __nv_bfloat16* v, const float* bl, const float* states,
+                    const float* dstates, const float* dO, const float* cself, float* dphiq,
+                    float* dphik, float* dv, float* db, const Dims& d, cudaStream_t s);
+
 }  // namespace lizard::cuda::lizard_detail
