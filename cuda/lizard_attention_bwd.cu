@@ -454,13 +454,30 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       const size_t fsm = sizeof(float) * (d.F + ft);
       features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
       features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
-      const size_t wsm = sizeof(float) * kRowWarps * 4 * d.D;
-      window_bwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
-          qp, kp, vp, cs.defined() ? cs.data<float>() : nullptr,
-          sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
-          alpha.data<float>(), saved.numden.data<float>(), saved.wstats.data<float>(),
-          static_cast<const T*>(dy.raw()), dO.data<float>(), cself.data<float>(), dq.data<float>(),
-          dk.data<float>(), dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
+      const float* csp = cs.defined() ? cs.data<float>() : nullptr;
+      const float* snp = sn.defined() ? sn.data<float>() : nullptr;
+      const float* taup = tau.defined() ? tau.data<float>() : nullptr;
+      float* dtaup = dtau.defined() ? dtau.data<float>() : nullptr;
+      bool window_done = false;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc && tc_window_supported(d)) {
+          Tensor delta = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
+          window_bwd_tc_launch(qp, kp, vp, csp, snp, taup, alpha.data<float>(),
+                               saved.numden.data<float>(), saved.wstats.data<float>(),
+                               static_cast<const T*>(dy.raw()), dO.data<float>(),
+                               cself.data<float>(), delta.data<float>(), dq.data<float>(),
+                               dk.data<float>(), dv.data<float>(), dtaup, dalpha.data<float>(), d, s);
+          window_done = true;
+        }
+      }
+      if (!window_done) {  // also w = 0: dO' and cself only
+        const size_t wsm = sizeof(float) * kRowWarps * 4 * d.D;
+        window_bwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
+            qp, kp, vp, csp, snp, taup, alpha.data<float>(), saved.numden.data<float>(),
+            saved.wstats.data<float>(), static_cast<const T*>(dy.raw()), dO.data<float>(),
+            cself.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), dtaup,
+            dalpha.data<float>(), d);
+      }
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc) {
           const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();

@@ -355,7 +355,7 @@ size_t out_smem(const Dims& d) {
 // ---------------------------------------------------------------------------------------
 constexpr int kWinRows = 32;  // queries per window CTA
 constexpr int kWinWarps = 4;
-constexpr size_t kWinSmemCap = 160 * 1024;
+constexpr size_t kWinSmemCap = 200 * 1024;  // of the 227 KiB an H100/H200 CTA may take
 
 /// Keys a window CTA can see: t0 - w + 1 .. t0 + kWinRows - 1, rounded up to whole tiles.
 __host__ __device__ inline int win_keys(int w) { return (kWinRows + w - 1 + 15) / 16 * 16; }
@@ -739,6 +739,362 @@ size_t grad_smem(const Dims& d) {
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
 }
 
+// ---------------------------------------------------------------------------------------
+/// dl = coef dy: the window output's share of dy (sum: alpha; convex: |alpha| / (1 + |alpha|)).
+__device__ __forceinline__ float window_coef(float alpha, bool convex) {
+  return convex ? fabsf(alpha) / (1.f + fabsf(alpha)) : alpha;
+}
+
+/// dx = R^T dx~ for one element: the inverse rotation of rope_at (rotate_half layout).
+__device__ __forceinline__ float unrope_at(const float* g, int j, int hD, const float* cs,
+                                           const float* sn) {
+  return j < hD ? g[j] * cs[j] + g[j + hD] * sn[j] : g[j] * cs[j - hD] - g[j - hD] * sn[j - hD];
+}
+
+/// Window and combine backward, query side. Grid (ceil(T / 32), B*H). Per query row, the
+/// same quantities as window_bwd_kernel: dO' = [dg/den, dden], cself, the row's parts of
+/// dalpha and dtau (summed in the CTA, one atomic each), delta = dl.l (saved for the key
+/// side), and dq (window part, row-owned: added without atomics). P from the saved row
+/// max and denominator; l = P V and dP = dl V^T on tensor cores; dq~ = dC K~.
+__global__ void __launch_bounds__(kWinWarps * 32)
+    window_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
+                        const float* __restrict__ cosb, const float* __restrict__ sinb,
+                        const float* __restrict__ tau, const float* __restrict__ alpha_p,
+                        const float* __restrict__ numden, const float* __restrict__ wstats,
+                        const bf* __restrict__ dy, float* __restrict__ dO,
+                        float* __restrict__ cself, float* __restrict__ delta_out,
+                        float* __restrict__ dq, float* __restrict__ dtau,
+                        float* __restrict__ dalpha, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, D1 = D + 1, NKmax = win_keys(d.w), hD = D / 2;
+  const int LD = ldb(D), LS = ldf(NKmax), LPb = ldb(NKmax), LA = ldf(D);
+  char* cur = smem;
+  bf* sq = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));     // q~
+  bf* skv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NKmax * LD));       // K~, V, K~
+  float* sS = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));   // scores, P
+  float* sdP = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));  // dP
+  bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));   // P, then dC
+  bf* sdl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // dl = coef dy
+  float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));  // l, dq~
+  float* smx = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));
+  float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));
+  float* sdelta = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));
+  float* sred = reinterpret_cast<float*>(carve(cur, sizeof(float) * (1 + d.m)));  // dalpha, dtau
+  const int t0 = blockIdx.x * kWinRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv);
+  const int n = min(kWinRows, d.T - t0);
+  const int ks = max(0, t0 - d.w + 1), nk = t0 + n - ks, NK = (nk + 15) / 16 * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const bool rope = d.rope, convex = d.combine_convex;
+  const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = window_coef(alpha, convex);
+  auto row_of = [&](int t) { return (int64_t(b) * d.T + t) * d.H + h; };  // [B,T,H,*] row
+  auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
+  auto load_keys = [&]() {
+    for (int i = warp; i < NK; i += kWinWarps) {
+      if (i < nk) load_row_rope(skv + i * LD, kvrow(k, ks + i), D, rope, cosb, sinb, ks + i, lane);
+      else for (int j = lane; j < D; j += 32) skv[i * LD + j] = __float2bfloat16(0.f);
+    }
+  };
+  for (int r = warp; r < kWinRows; r += kWinWarps) {
+    if (r < n) {
+      load_row_rope(sq + r * LD, q + row_of(t0 + r) * D, D, rope, cosb, sinb, t0 + r, lane);
+      for (int j = lane; j < D; j += 32)
+        sdl[r * LD + j] = __float2bfloat16(coef * __bfloat162float(dy[row_of(t0 + r) * D + j]));
+    } else {
+      for (int j = lane; j < D; j += 32) sq[r * LD + j] = sdl[r * LD + j] = __float2bfloat16(0.f);
+    }
+  }
+  load_keys();
+  for (int r = tid; r < kWinRows; r += blockDim.x) {
+    const float* ws = wstats + (int64_t(bh) * d.T + t0 + r) * 2;
+    smx[r] = r < n ? ws[0] : 0.f;
+    sinv[r] = r < n ? 1.f / ws[1] : 0.f;
+  }
+  for (int i = tid; i < 1 + d.m; i += blockDim.x) sred[i] = 0.f;
+  __syncthreads();
+  for (int tile = warp; tile < (kWinRows / 16) * (NK / 16); tile += kWinWarps) {
+    const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int kk = 0; kk < D / 16; ++kk) {
+      FragA a;
+      FragBc bb;
+      wmma::load_matrix_sync(a, sq + rt * 16 * LD + kk * 16, LD);
+      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
+  }
+  __syncthreads();
+  load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
+  for (int i = tid; i < kWinRows * NK; i += blockDim.x) {
+    const int r = i / NK, c = i % NK, t = t0 + r;
+    const bool valid = r < n && c >= t - d.w + 1 - ks && c <= t - ks;
+    const float p = valid ? __expf(sS[r * LS + c] * d.scale - smx[r]) * sinv[r] : 0.f;
+    sS[r * LS + c] = p;
+    sPb[r * LPb + c] = __float2bfloat16(p);
+  }
+  __syncthreads();
+  // l = P V into sacc; dP = dl V^T into sdP
+  const int nl = (kWinRows / 16) * (D / 16), ndp = (kWinRows / 16) * (NK / 16);
+  for (int tile = warp; tile < nl + ndp; tile += kWinWarps) {
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    if (tile < nl) {
+      const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
+      for (int kt = 0; kt < NK / 16; ++kt) {
+        FragA a;
+        FragB bb;
+        wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
+        wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+    } else {
+      const int t2 = tile - nl, rt = t2 % (kWinRows / 16), kt = t2 / (kWinRows / 16);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        FragA a;
+        FragBc bb;  // V^T: element (j, s) at skv[s * LD + j]
+        wmma::load_matrix_sync(a, sdl + rt * 16 * LD + kk * 16, LD);
+        wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(sdP + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  // per row: the combine backward (formulas of window_bwd_kernel)
+  for (int r = warp; r < n; r += kWinWarps) {
+    const int t = t0 + r;
+    const int64_t bht = int64_t(bh) * d.T + t;
+    const float* nd = numden + bht * D1;
+    const bool clamped = nd[D] < d.eps;
+    const float den_g = clamped ? d.eps : nd[D];
+    const bf* vt = kvrow(v, t);
+    const bf* dyr = dy + row_of(t) * D;
+    float dgg = 0.f, dal = 0.f, delta = 0.f, cdiag = 0.f;
+    for (int j = lane; j < D; j += 32) {
+      const float vj = __bfloat162float(vt[j]), dyj = __bfloat162float(dyr[j]);
+      const float g = global_out(nd, vj, j, d), l = sacc[r * LA + j];  // P is normalised
+      const float dg = convex ? dyj / (1.f + A) : dyj;
+      cdiag += clamped ? dg * vj / den_g : -(dg / den_g) * (nd[j] / den_g);
+      dgg += dg * g;
+      dal += convex ? dyj * (l - g) : dyj * l;
+      delta += coef * dyj * l;
+      dO[bht * D1 + j] = dg / den_g;
+    }
+    dgg = warp_sum(dgg);
+    dal = warp_sum(dal);
+    delta = warp_sum(delta);
+    cdiag = warp_sum(cdiag);
+    if (lane == 0) {
+      dO[bht * D1 + D] = clamped ? 0.f : -dgg / den_g;
+      cself[bht] = cdiag;
+      delta_out[bht] = delta;
+      sdelta[r] = delta;
+      atomicAdd(sred, dal);
+    }
+    const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
+    for (int j = lane; j < d.m; j += 32) atomicAdd(sred + 1 + j, -__expf(tr[j] - smx[r]) * sinv[r] * delta);
+  }
+  __syncthreads();
+  load_keys();  // K~ back for dq~
+  for (int i = tid; i < kWinRows * NK; i += blockDim.x) {
+    const int r = i / NK, c = i % NK;
+    const float p = sS[r * LS + c];  // 0 outside the window and for rows >= n
+    sPb[r * LPb + c] = __float2bfloat16(p == 0.f ? 0.f : p * (sdP[r * LS + c] - sdelta[r]) * d.scale);
+  }
+  __syncthreads();
+  for (int tile = warp; tile < nl; tile += kWinWarps) {
+    const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
+    FragC acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int kt = 0; kt < NK / 16; ++kt) {
+      FragA a;
+      FragB bb;
+      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
+      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
+      wmma::mma_sync(acc, a, bb, acc);
+    }
+    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = tid; i < n * D; i += blockDim.x) {
+    const int r = i / D, j = i % D, t = t0 + r;
+    const float g = rope ? unrope_at(sacc + r * LA, j, hD, cosb + int64_t(t) * hD, sinb + int64_t(t) * hD)
+                         : sacc[r * LA + j];
+    dq[row_of(t) * D + j] += g;
+  }
+  if (tid == 0) atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * sred[0] / ((1.f + A) * (1.f + A)) : sred[0]);
+  for (int j = tid; j < d.m; j += blockDim.x) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
+}
+
+size_t window_bwd_q_smem(const Dims& d) {
+  const int NK = win_keys(d.w);
+  return al128(sizeof(bf) * kWinRows * ldb(d.D)) * 2 + al128(sizeof(bf) * NK * ldb(d.D)) +
+         2 * al128(sizeof(float) * kWinRows * ldf(NK)) + al128(sizeof(bf) * kWinRows * ldb(NK)) +
+         al128(sizeof(float) * kWinRows * ldf(d.D)) + 3 * al128(sizeof(float) * kWinRows) +
+         al128(sizeof(float) * (1 + d.m));
+}
+
+/// Window backward, key side. Grid (ceil(T / 32), B*Hkv): 32 keys s0.. and every query that
+/// sees them (s0 .. s0 + 32 + w - 2), for each query head of the GQA group in turn, with dv
+/// and dk~ accumulated in fragments: dv = P^T dl, dk~ = dC^T q~ with dC = P (dP - delta)
+/// scale. dk = R_s^T dk~. Key rows are owned: added without atomics.
+__global__ void __launch_bounds__(kWinWarps * 32)
+    window_bwd_k_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
+                        const float* __restrict__ cosb, const float* __restrict__ sinb,
+                        const float* __restrict__ alpha_p, const float* __restrict__ wstats,
+                        const float* __restrict__ delta, const bf* __restrict__ dy,
+                        float* __restrict__ dk, float* __restrict__ dv, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  constexpr int kTiles = (kWinRows / 16) * kMaxDTiles / kWinWarps;  // fragments per warp
+  const int D = d.D, NQmax = win_keys(d.w), hD = D / 2;
+  const int LD = ldb(D), LS = ldf(NQmax), LPb = ldb(NQmax), LA = ldf(D);
+  char* cur = smem;
+  bf* sk = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // k~ [32][D]
+  bf* sv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // v [32][D]
+  bf* sQ = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NQmax * LD));       // q~ [NQ][D]
+  bf* sDL = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NQmax * LD));      // dl [NQ][D]
+  float* sS = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));  // S^T, dP^T
+  bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));  // P^T
+  bf* sdC = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));  // dC^T
+  float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));
+  float* smx = reinterpret_cast<float*>(carve(cur, sizeof(float) * NQmax));
+  float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * NQmax));
+  float* sdelta = reinterpret_cast<float*>(carve(cur, sizeof(float) * NQmax));
+  const int s0 = blockIdx.x * kWinRows, bk = blockIdx.y, b = bk / d.Hkv, kvh = bk % d.Hkv;
+  const int nkey = min(kWinRows, d.T - s0);
+  const int nq = min(d.T, s0 + kWinRows + d.w - 1) - s0, NQ = (nq + 15) / 16 * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const int nD = D / 16, rep = d.H / d.Hkv;
+  const bool rope = d.rope;
+  const float coef = window_coef(alpha_p[0], d.combine_convex);
+  const int64_t kv0 = (int64_t(b) * d.T + s0) * d.Hkv + kvh;  // row of key s0 in [B,T,Hkv,*]
+  for (int r = warp; r < kWinRows; r += kWinWarps) {
+    if (r < nkey) {
+      load_row_rope(sk + r * LD, k + (kv0 + int64_t(r) * d.Hkv) * D, D, rope, cosb, sinb, s0 + r, lane);
+    } else {
+      for (int j = lane; j < D; j += 32) sk[r * LD + j] = __float2bfloat16(0.f);
+    }
+  }
+  load_rows(sv, LD, v + kv0 * D, int64_t(d.Hkv) * D, kWinRows, nkey, D);
+  FragC dvacc[kTiles], dkacc[kTiles];
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) wmma::fill_fragment(dvacc[i], 0.f), wmma::fill_fragment(dkacc[i], 0.f);
+  for (int hi = 0; hi < rep; ++hi) {
+    const int h = kvh * rep + hi;
+    const int64_t bh = int64_t(b) * d.H + h;
+    __syncthreads();  // the previous head is done with sQ, sDL, sPb, sdC
+    for (int i = warp; i < NQ; i += kWinWarps) {
+      const int t = s0 + i;
+      if (i < nq) {
+        const int64_t row = (int64_t(b) * d.T + t) * d.H + h;
+        load_row_rope(sQ + i * LD, q + row * D, D, rope, cosb, sinb, t, lane);
+        for (int j = lane; j < D; j += 32)
+          sDL[i * LD + j] = __float2bfloat16(coef * __bfloat162float(dy[row * D + j]));
+      } else {
+        for (int j = lane; j < D; j += 32) sQ[i * LD + j] = sDL[i * LD + j] = __float2bfloat16(0.f);
+      }
+    }
+    for (int i = tid; i < NQ; i += blockDim.x) {
+      const bool ok = i < nq;
+      smx[i] = ok ? wstats[(bh * d.T + s0 + i) * 2] : 0.f;
+      sinv[i] = ok ? 1.f / wstats[(bh * d.T + s0 + i) * 2 + 1] : 0.f;
+      sdelta[i] = ok ? delta[bh * d.T + s0 + i] : 0.f;
+    }
+    __syncthreads();
+    // S^T = k~ q~^T
+    for (int tile = warp; tile < (kWinRows / 16) * (NQ / 16); tile += kWinWarps) {
+      const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
+      FragC acc;
+      wmma::fill_fragment(acc, 0.f);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        FragA a;
+        FragBc bb;  // q~^T: element (j, t) at sQ[t * LD + j]
+        wmma::load_matrix_sync(a, sk + rt * 16 * LD + kk * 16, LD);
+        wmma::load_matrix_sync(bb, sQ + qt * 16 * LD + kk * 16, LD);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
+      const int r = i / NQ, c = i % NQ;  // key s0 + r, query s0 + c: in window iff 0 <= c - r < w
+      const bool valid = r < nkey && c < nq && c >= r && c - r < d.w;
+      sPb[r * LPb + c] = __float2bfloat16(valid ? __expf(sS[r * LS + c] * d.scale - smx[c]) * sinv[c] : 0.f);
+    }
+    __syncthreads();
+    // dP^T = v dl^T
+    for (int tile = warp; tile < (kWinRows / 16) * (NQ / 16); tile += kWinWarps) {
+      const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
+      FragC acc;
+      wmma::fill_fragment(acc, 0.f);
+      for (int kk = 0; kk < D / 16; ++kk) {
+        FragA a;
+        FragBc bb;
+        wmma::load_matrix_sync(a, sv + rt * 16 * LD + kk * 16, LD);
+        wmma::load_matrix_sync(bb, sDL + qt * 16 * LD + kk * 16, LD);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
+      const int r = i / NQ, c = i % NQ;
+      const float p = __bfloat162float(sPb[r * LPb + c]);
+      sdC[r * LPb + c] = __float2bfloat16(p == 0.f ? 0.f : p * (sS[r * LS + c] - sdelta[c]) * d.scale);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      const int tile = warp + kWinWarps * i, rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
+      if (jt >= nD) continue;
+      for (int qt = 0; qt < NQ / 16; ++qt) {
+        FragA a;
+        FragB bb;
+        wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + qt * 16, LPb);
+        wmma::load_matrix_sync(bb, sDL + qt * 16 * LD + jt * 16, LD);
+        wmma::mma_sync(dvacc[i], a, bb, dvacc[i]);
+        wmma::load_matrix_sync(a, sdC + rt * 16 * LPb + qt * 16, LPb);
+        wmma::load_matrix_sync(bb, sQ + qt * 16 * LD + jt * 16, LD);
+        wmma::mma_sync(dkacc[i], a, bb, dkacc[i]);
+      }
+    }
+  }
+  // dv
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    const int tile = warp + kWinWarps * i, rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
+    if (jt < nD) wmma::store_matrix_sync(stage + rt * 16 * LA + jt * 16, dvacc[i], LA, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = tid; i < nkey * D; i += blockDim.x) {
+    const int r = i / D, j = i % D;
+    dv[(kv0 + int64_t(r) * d.Hkv) * D + j] += stage[r * LA + j];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i) {
+    const int tile = warp + kWinWarps * i, rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
+    if (jt < nD) wmma::store_matrix_sync(stage + rt * 16 * LA + jt * 16, dkacc[i], LA, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = tid; i < nkey * D; i += blockDim.x) {
+    const int r = i / D, j = i % D, s = s0 + r;
+    const float g = rope ? unrope_at(stage + r * LA, j, hD, cosb + int64_t(s) * hD, sinb + int64_t(s) * hD)
+                         : stage[r * LA + j];
+    dk[(kv0 + int64_t(r) * d.Hkv) * D + j] += g;
+  }
+}
+
+size_t window_bwd_k_smem(const Dims& d) {
+  const int NQ = win_keys(d.w);
+  return 2 * al128(sizeof(bf) * kWinRows * ldb(d.D)) + 2 * al128(sizeof(bf) * NQ * ldb(d.D)) +
+         al128(sizeof(float) * kWinRows * ldf(NQ)) + 2 * al128(sizeof(bf) * kWinRows * ldb(NQ)) +
+         al128(sizeof(float) * kWinRows * ldf(d.D)) + 3 * al128(sizeof(float) * NQ);
+}
+
 template <class K>
 void set_smem(K kernel, size_t bytes) {
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
@@ -753,7 +1109,23 @@ bool tc_supported(const Dims& d) {
 }
 
 bool tc_window_supported(const Dims& d) {
-  return tc_supported(d) && d.w > 0 && window_smem(d) <= kWinSmemCap;
+  return tc_supported(d) && d.w > 0 && window_smem(d) <= kWinSmemCap &&
+         window_bwd_q_smem(d) <= kWinSmemCap && window_bwd_k_smem(d) <= kWinSmemCap;
+}
+
+void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
+                          const float* sinb, const float* tau, const float* alpha,
+                          const float* numden, const float* wstats, const bf* dy, float* dO,
+                          float* cself, float* delta, float* dq, float* dk, float* dv,
+                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
+  const size_t smq = window_bwd_q_smem(d), smk = window_bwd_k_smem(d);
+  set_smem(window_bwd_q_kernel, smq);
+  set_smem(window_bwd_k_kernel, smk);
+  const int nt = (d.T + kWinRows - 1) / kWinRows;
+  window_bwd_q_kernel<<<dim3(nt, d.B * d.H), kWinWarps * 32, smq, s>>>(
+      q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, delta, dq, dtau, dalpha, d);
+  window_bwd_k_kernel<<<dim3(nt, d.B * d.Hkv), kWinWarps * 32, smk, s>>>(
+      q, k, v, cosb, sinb, alpha, wstats, delta, dy, dk, dv, d);
 }
 
 void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,

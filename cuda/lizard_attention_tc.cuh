@@ -43,6 +43,17 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
                       const float* numden, __nv_bfloat16* y, float* wstats, const Dims& d,
                       cudaStream_t s);
 
+/// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
+/// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); adds the window parts into dq
+/// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (plain adds: rows are owned; run before the global
+/// branch's atomics) and dtau, dalpha (atomics). Needs tc_window_supported.
+void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                          const __nv_bfloat16* v, const float* cosb, const float* sinb,
+                          const float* tau, const float* alpha, const float* numden,
+                          const float* wstats, const __nv_bfloat16* dy, float* dO,
+                          float* cself, float* delta, float* dq, float* dk, float* dv,
+                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
+
 /// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
 void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
