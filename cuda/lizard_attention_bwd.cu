@@ -420,20 +420,28 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   auto aligned16 = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; };
   const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
-  Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+  // tensor cores for the shapes the forward ran there (same test); phi is recomputed in bf16
+  const bool tc = dt == DType::BF16 && tc_supported(d) && tc_aligned;
+  Tensor phiq, phik, du;  // f32 path only
+  if (!tc) {
+    phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+    phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+    du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  }
   Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
-  Tensor dphiq = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor dphik = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  // written whole by the tensor-core kernels, accumulated by atomics in the f32 path
+  Tensor dphiq = tc ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
+                    : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor dphik = tc ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
+                    : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor dq = Tensor::zeros(in.q.shape(), DType::F32, dev);
   Tensor dk = Tensor::zeros(in.k.shape(), DType::F32, dev);
   Tensor dv = Tensor::zeros(in.v.shape(), DType::F32, dev);
   Tensor dx = Tensor::empty(in.x.shape(), DType::F32, dev);
   Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
-  Tensor dwq = Tensor::empty(p.wq.shape(), DType::F32, dev);
-  Tensor dwk = Tensor::empty(p.wk.shape(), DType::F32, dev);
+  Tensor dwq = tc ? Tensor::zeros(p.wq.shape(), DType::F32, dev) : Tensor::empty(p.wq.shape(), DType::F32, dev);
+  Tensor dwk = tc ? Tensor::zeros(p.wk.shape(), DType::F32, dev) : Tensor::empty(p.wk.shape(), DType::F32, dev);
   Tensor dwg = Tensor::empty(p.w_g.shape(), DType::F32, dev);
   Tensor dbg = Tensor::empty(p.b_g.shape(), DType::F32, dev);
   Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
@@ -449,11 +457,11 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       const T* xp = static_cast<const T*>(x.raw());
       // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
       const int ft = 128;
-      bool tc = false;
-      if constexpr (std::is_same_v<T, __nv_bfloat16>) tc = tc_supported(d) && tc_aligned;
       const size_t fsm = sizeof(float) * (d.F + ft);
-      features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
-      features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
+      if (!tc) {
+        features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
+        features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
+      }
       const float* csp = cs.defined() ? cs.data<float>() : nullptr;
       const float* snp = sn.defined() ? sn.data<float>() : nullptr;
       const float* taup = tau.defined() ? tau.data<float>() : nullptr;
@@ -494,6 +502,10 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          dv.data<float>(), db.data<float>(), d, s);
+          features_bwd_tc_launch(qp, d.H, bp(wqb), dphiq.data<float>(), dq.data<float>(), false,
+                                 dwq.data<float>(), d, s);
+          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), dphik.data<float>(), dk.data<float>(), true,
+                                 dwk.data<float>(), d, s);
         }
       }
       if (!tc) {
@@ -504,19 +516,19 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
             saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
             dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+        const size_t bsm = sizeof(float) * (2 * d.F + ft);
+        const int nblk = int(int64_t(d.B) * d.T * d.H);
+        features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
+                                                     dphiq.data<float>(), du.data<float>(),
+                                                     dq.data<float>(), d);
+        feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+            qp, d.H, du.data<float>(), dwq.data<float>(), d);
+        features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
+                                                     dphik.data<float>(), du.data<float>(),
+                                                     dk.data<float>(), d);
+        feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+            kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       }
-      const size_t bsm = sizeof(float) * (2 * d.F + ft);
-      const int nblk = int(int64_t(d.B) * d.T * d.H);
-      features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
-                                                   dphiq.data<float>(), du.data<float>(),
-                                                   dq.data<float>(), d);
-      feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
-          qp, d.H, du.data<float>(), dwq.data<float>(), d);
-      features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
-                                                   dphik.data<float>(), du.data<float>(),
-                                                   dk.data<float>(), d);
-      feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
-          kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       gate_scan_kernel<<<grid_for(int64_t(d.B) * d.Hg, 64), 64, 0, s>>>(db.data<float>(),
                                                                         saved.z.data<float>(), d);
       gate_dx_kernel<<<grid_for(int64_t(d.B) * d.T * d.dm, 256), 256, 0, s>>>(

@@ -1095,6 +1095,164 @@ size_t window_bwd_k_smem(const Dims& d) {
          al128(sizeof(float) * kWinRows * ldf(d.D)) + 3 * al128(sizeof(float) * NQ);
 }
 
+// ---------------------------------------------------------------------------------------
+constexpr int kFbWarps = 8;
+constexpr int kMaxWFrags = 8;  // (D/16)(F/16) <= 64 fragments of dW over 8 warps
+
+/// Feature-map backward on tensor cores. Grid (CTAs per head, H); CTA i walks the 64-token
+/// tiles i*tpc .. (i+1)*tpc - 1 of the B * ceil(T/64) tiles of head h: recomputes u = x W_h
+/// (mma) and the map in f32, du from dphi f32 [B,H,T,2F] (same formulas as
+/// features_bwd_kernel), dx += du W_h^T (mma; atomics when `atomic_dx`, since GQA heads share
+/// keys; plain adds for queries, whose rows are owned) and dW_h = sum x^T du accumulated in
+/// fragments over the CTA's tiles, added to dW [H,D,F] f32 once (atomics across CTAs).
+template <bool kExp>
+__global__ void __launch_bounds__(kFbWarps * 32)
+    features_bwd_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
+                           const float* __restrict__ dphi, float* __restrict__ dx,
+                           bool atomic_dx, float* __restrict__ dW, int tpc, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F = d.F, F2 = 2 * F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
+  const int LSt = ldf(max(D, F));
+  char* cur = smem;
+  bf* sx = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LX));     // [64][D]
+  bf* sw = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW));             // [D][F]
+  float* su = reinterpret_cast<float*>(carve(cur, sizeof(float) * kFeatRows * LU));  // u
+  bf* sdu = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LW));    // du [64][F]
+  float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * max(kFeatRows, D) * LSt));
+  const int h = blockIdx.y, hx = h / (d.H / Hx);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const int tiles_per_b = (d.T + kFeatRows - 1) / kFeatRows;
+  const int tile0 = blockIdx.x * tpc, tile1 = min(d.B * tiles_per_b, tile0 + tpc);
+  const int nWt = (D / 16) * (F / 16);
+  load_rows(sw, LW, W + int64_t(h) * D * F, F, D, D, F);
+  FragC wacc[kMaxWFrags];
+#pragma unroll
+  for (int i = 0; i < kMaxWFrags; ++i) wmma::fill_fragment(wacc[i], 0.f);
+  for (int tile = tile0; tile < tile1; ++tile) {
+    const int b = tile / tiles_per_b, t0 = (tile % tiles_per_b) * kFeatRows;
+    const int n = min(kFeatRows, d.T - t0);
+    __syncthreads();  // the previous tile is done with sx, sdu, stage
+    load_rows(sx, LX, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, kFeatRows, n, D);
+    __syncthreads();
+    for (int tt = warp; tt < (kFeatRows / 16) * (F / 16); tt += kFbWarps) {
+      const int rt = tt % (kFeatRows / 16), ct = tt / (kFeatRows / 16);
+      FragC acc;
+      wmma::fill_fragment(acc, 0.f);
+      for (int k = 0; k < D / 16; ++k) {
+        FragA a;
+        FragB bb;
+        wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
+        wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
+    }
+    __syncthreads();
+    // du, one warp per token (rows >= n get du = 0)
+    for (int r = warp; r < kFeatRows; r += kFbWarps) {
+      bf* dur = sdu + r * LW;
+      if (r >= n) {
+        for (int f = lane; f < F; f += 32) dur[f] = __float2bfloat16(0.f);
+        continue;
+      }
+      const float* u = su + r * LU;
+      const float* dp = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + r) * F2;
+      if (kExp) {
+        float best = -1.f;
+        int arg = 0;
+        for (int f = lane; f < F; f += 32)
+          if (fabsf(u[f]) > best) best = fabsf(u[f]), arg = f;  // first max of the lane's f
+        for (int o = 16; o > 0; o >>= 1) {  // warp arg-max, the smaller index on ties
+          const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+          const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
+          if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
+        }
+        const float m = best;
+        float pp = 0.f, pn = 0.f;
+        for (int f = lane; f < F; f += 32)
+          pp += expf(u[f] - m) * dp[f], pn += expf(-u[f] - m) * dp[F + f];
+        pp = warp_sum(pp);
+        pn = warp_sum(pn);
+        for (int f = lane; f < F; f += 32) {
+          float g = expf(u[f] - m) * dp[f] - expf(-u[f] - m) * dp[F + f];
+          if (f == arg) g -= (u[f] >= 0.f ? 1.f : -1.f) * (pp + pn);
+          dur[f] = __float2bfloat16(g);
+        }
+      } else {
+        float mp = -INFINITY, mn = -INFINITY;
+        for (int f = lane; f < F; f += 32) mp = fmaxf(mp, u[f]), mn = fmaxf(mn, -u[f]);
+        mp = warp_max(mp);
+        mn = warp_max(mn);
+        float sp = 0.f, sn = 0.f;
+        for (int f = lane; f < F; f += 32) sp += expf(u[f] - mp), sn += expf(-u[f] - mn);
+        const float ip = 1.f / warp_sum(sp), in = 1.f / warp_sum(sn);
+        float pp = 0.f, pn = 0.f;
+        for (int f = lane; f < F; f += 32)
+          pp += expf(u[f] - mp) * ip * dp[f], pn += expf(-u[f] - mn) * in * dp[F + f];
+        pp = warp_sum(pp);
+        pn = warp_sum(pn);
+        for (int f = lane; f < F; f += 32)
+          dur[f] = __float2bfloat16(expf(u[f] - mp) * ip * (dp[f] - pp) -
+                                    expf(-u[f] - mn) * in * (dp[F + f] - pn));
+      }
+    }
+    __syncthreads();
+    // dx = du W^T into stage [64][D]; dW += x^T du in the fragments
+    for (int tt = warp; tt < (kFeatRows / 16) * (D / 16); tt += kFbWarps) {
+      const int rt = tt % (kFeatRows / 16), it = tt / (kFeatRows / 16);
+      FragC acc;
+      wmma::fill_fragment(acc, 0.f);
+      for (int k = 0; k < F / 16; ++k) {
+        FragA a;
+        FragBc bb;  // W^T: element (f, i) at sw[i * LW + f]
+        wmma::load_matrix_sync(a, sdu + rt * 16 * LW + k * 16, LW);
+        wmma::load_matrix_sync(bb, sw + it * 16 * LW + k * 16, LW);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(stage + rt * 16 * LSt + it * 16, acc, LSt, wmma::mem_row_major);
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxWFrags; ++i) {
+      const int wt = warp + kFbWarps * i;
+      if (wt >= nWt) continue;
+      const int it = wt % (D / 16), ft = wt / (D / 16);
+      for (int k = 0; k < kFeatRows / 16; ++k) {
+        FragAc a;  // x^T: element (i, t) at sx[t * LX + i]
+        FragB bb;
+        wmma::load_matrix_sync(a, sx + k * 16 * LX + it * 16, LX);
+        wmma::load_matrix_sync(bb, sdu + k * 16 * LW + ft * 16, LW);
+        wmma::mma_sync(wacc[i], a, bb, wacc[i]);
+      }
+    }
+    __syncthreads();
+    float* dxb = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
+    for (int i = tid; i < n * D; i += blockDim.x) {
+      const int r = i / D, j = i % D;
+      float* dst = dxb + int64_t(r) * Hx * D + j;
+      if (atomic_dx) atomicAdd(dst, stage[r * LSt + j]);
+      else *dst += stage[r * LSt + j];
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kMaxWFrags; ++i) {
+    const int wt = warp + kFbWarps * i;
+    if (wt >= nWt) continue;
+    const int it = wt % (D / 16), ft = wt / (D / 16);
+    wmma::store_matrix_sync(stage + it * 16 * LSt + ft * 16, wacc[i], LSt, wmma::mem_row_major);
+  }
+  __syncthreads();
+  if (tile0 < tile1)
+    for (int i = tid; i < D * F; i += blockDim.x)
+      atomicAdd(dW + int64_t(h) * D * F + i, stage[(i / F) * LSt + i % F]);
+}
+
+size_t features_bwd_smem(const Dims& d) {
+  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) +
+         al128(sizeof(float) * kFeatRows * ldf(d.F)) + al128(sizeof(bf) * kFeatRows * ldb(d.F)) +
+         al128(sizeof(float) * std::max(kFeatRows, d.D) * ldf(std::max(d.D, d.F)));
+}
+
 template <class K>
 void set_smem(K kernel, size_t bytes) {
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
@@ -1146,6 +1304,23 @@ void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl
   set_smem(grad_tc_kernel, sm);
   grad_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(
       phiq, phik, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
+}
+
+void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const float* dphi, float* dx,
+                            bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+  const size_t sm = features_bwd_smem(d);
+  const int tiles = d.B * ((d.T + kFeatRows - 1) / kFeatRows);
+  // about two CTAs per SM over all heads; fewer CTAs per head means fewer dW atomics
+  const int per_head = std::max(1, std::min(tiles, (2 * 132 + d.H - 1) / d.H));
+  const int tpc = (tiles + per_head - 1) / per_head;
+  const dim3 grid((tiles + tpc - 1) / tpc, d.H);
+  if (d.act_exp) {
+    set_smem(features_bwd_tc_kernel<true>, sm);
+    features_bwd_tc_kernel<true><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, dphi, dx, atomic_dx, dW, tpc, d);
+  } else {
+    set_smem(features_bwd_tc_kernel<false>, sm);
+    features_bwd_tc_kernel<false><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, dphi, dx, atomic_dx, dW, tpc, d);
+  }
 }
 
 void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d, cudaStream_t s) {

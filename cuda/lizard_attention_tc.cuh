@@ -54,6 +54,13 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           float* cself, float* delta, float* dq, float* dk, float* dv,
                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
 
+/// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
+/// shared by the heads of a GQA group), dW [H,D,F] f32 += sum over tokens of x^T du (dW must
+/// be zeroed by the caller). dphi [B,H,T,2F] f32; u = x W_h and the map are recomputed.
+void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                            const float* dphi, float* dx, bool atomic_dx, float* dW,
+                            const Dims& d, cudaStream_t s);
+
 /// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
 void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
