@@ -346,17 +346,36 @@ __global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
   dW[id] = s;
 }
 
+/// Threads of gate_scan_kernel: one CTA per (b, g) row, each thread a contiguous segment.
+constexpr int kScanThreads = 1024;
+
 /// da = reverse cumsum of db over the whole sequence; dz = da * sigmoid(-z), in place in db.
-__global__ void gate_scan_kernel(float* __restrict__ db, const float* __restrict__ z, Dims d) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(d.B) * d.Hg) return;
-  float acc = 0.f;
-  for (int t = d.T - 1; t >= 0; --t) {
-    const int64_t o = i * d.T + t;
-    acc += db[o];
-    const float zz = z[o];
+/// One CTA per (b, g): segment sums, a suffix scan of them in shared memory, then each thread
+/// rescans its segment from its suffix (T = 32768 takes 32 steps per thread, not 32768).
+__global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restrict__ db,
+                                                                 const float* __restrict__ z, Dims d) {
+  __shared__ float seg[kScanThreads];
+  float* row = db + int64_t(blockIdx.x) * d.T;
+  const float* zr = z + int64_t(blockIdx.x) * d.T;
+  const int len = (d.T + kScanThreads - 1) / kScanThreads;
+  const int a = min(d.T, threadIdx.x * len), e = min(d.T, a + len);
+  float sum = 0.f;
+  for (int t = a; t < e; ++t) sum += row[t];
+  seg[threadIdx.x] = sum;
+  __syncthreads();
+  // inclusive suffix scan of seg (Hillis-Steele)
+  for (int o = 1; o < kScanThreads; o <<= 1) {
+    const float add = threadIdx.x + o < kScanThreads ? seg[threadIdx.x + o] : 0.f;
+    __syncthreads();
+    seg[threadIdx.x] += add;
+    __syncthreads();
+  }
+  float acc = threadIdx.x + 1 < kScanThreads ? seg[threadIdx.x + 1] : 0.f;  // segments after
+  for (int t = e - 1; t >= a; --t) {
+    acc += row[t];
+    const float zz = zr[t];
     const float sg = zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
-    db[o] = acc * sg;
+    row[t] = acc * sg;
   }
 }
 
@@ -373,21 +392,27 @@ __global__ void gate_dx_kernel(const float* __restrict__ dz, const float* __rest
   dx[id] = s;
 }
 
-/// dw_g[g,j] = sum_{b,t} dz x (j < dm), db_g[g] = sum dz (j == dm); one thread per (g, j).
+/// Token rows per CTA of gate_param_grad_kernel (its y dimension splits the B*T rows).
+constexpr int kGateRows = 256;
+
+/// dw_g[g,j] += sum_{b,t} dz x (j < dm), db_g[g] += sum dz (j == dm); one thread per (g, j)
+/// and kGateRows tokens (grid.y), atomics across the token blocks (outputs zeroed).
 template <class T>
 __global__ void gate_param_grad_kernel(const float* __restrict__ dz, const T* __restrict__ x,
                                        float* __restrict__ dwg, float* __restrict__ dbg, Dims d) {
   const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= int64_t(d.Hg) * (d.dm + 1)) return;
   const int j = id % (d.dm + 1), g = id / (d.dm + 1);
+  const int64_t r0 = int64_t(blockIdx.y) * kGateRows;
+  const int64_t r1 = min(int64_t(d.B) * d.T, r0 + kGateRows);
   float s = 0.f;
-  for (int b = 0; b < d.B; ++b)
-    for (int t = 0; t < d.T; ++t) {
-      const float dzz = dz[(int64_t(b) * d.Hg + g) * d.T + t];
-      s += j < d.dm ? dzz * ld(x + (int64_t(b) * d.T + t) * d.dm + j) : dzz;
-    }
-  if (j < d.dm) dwg[int64_t(g) * d.dm + j] = s;
-  else dbg[g] = s;
+  for (int64_t bt = r0; bt < r1; ++bt) {
+    const int b = bt / d.T, t = bt % d.T;
+    const float dzz = dz[(int64_t(b) * d.Hg + g) * d.T + t];
+    s += j < d.dm ? dzz * ld(x + bt * d.dm + j) : dzz;
+  }
+  if (j < d.dm) atomicAdd(dwg + int64_t(g) * d.dm + j, s);
+  else atomicAdd(dbg + g, s);
 }
 
 }  // namespace lizard_detail
@@ -442,8 +467,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
   Tensor dwq = tc ? Tensor::zeros(p.wq.shape(), DType::F32, dev) : Tensor::empty(p.wq.shape(), DType::F32, dev);
   Tensor dwk = tc ? Tensor::zeros(p.wk.shape(), DType::F32, dev) : Tensor::empty(p.wk.shape(), DType::F32, dev);
-  Tensor dwg = Tensor::empty(p.w_g.shape(), DType::F32, dev);
-  Tensor dbg = Tensor::empty(p.b_g.shape(), DType::F32, dev);
+  Tensor dwg = Tensor::zeros(p.w_g.shape(), DType::F32, dev);
+  Tensor dbg = Tensor::zeros(p.b_g.shape(), DType::F32, dev);
   Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
   Tensor dalpha = Tensor::zeros({1}, DType::F32, dev);
 
@@ -529,12 +554,13 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
             kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       }
-      gate_scan_kernel<<<grid_for(int64_t(d.B) * d.Hg, 64), 64, 0, s>>>(db.data<float>(),
-                                                                        saved.z.data<float>(), d);
+      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(), d);
       gate_dx_kernel<<<grid_for(int64_t(d.B) * d.T * d.dm, 256), 256, 0, s>>>(
           db.data<float>(), wg.data<float>(), dx.data<float>(), d);
-      gate_param_grad_kernel<T><<<grid_for(int64_t(d.Hg) * (d.dm + 1), 128), 128, 0, s>>>(
-          db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d);
+      const dim3 gpg(grid_for(int64_t(d.Hg) * (d.dm + 1), 128),
+                     grid_for(int64_t(d.B) * d.T, kGateRows));
+      gate_param_grad_kernel<T><<<gpg, 128, 0, s>>>(db.data<float>(), xp, dwg.data<float>(),
+                                                    dbg.data<float>(), d);
     } else {
       throw Error("lizard attention (CUDA): unsupported dtype");
     }
