@@ -446,7 +446,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
   // tensor cores for the shapes the forward ran there (same test); phi is recomputed in bf16
-  const bool tc = dt == DType::BF16 && tc_supported(d) && tc_aligned;
+  const bool tc = dt == DType::BF16 && tc_enabled() && tc_supported(d) && tc_aligned;
   Tensor phiq, phik, du;  // f32 path only
   if (!tc) {
     phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);

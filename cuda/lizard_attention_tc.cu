@@ -16,6 +16,8 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -1261,6 +1263,11 @@ void set_smem(K kernel, size_t bytes) {
 }
 
 }  // namespace
+
+bool tc_enabled() {
+  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
+  return !(e && std::string(e) == "f32");
+}
 
 bool tc_supported(const Dims& d) {
   return d.D % 16 == 0 && d.D <= 16 * kMaxDTiles && d.F % 16 == 0 && 2 * d.F <= 256;

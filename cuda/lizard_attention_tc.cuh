@@ -9,6 +9,10 @@
 
 namespace lizard::cuda::lizard_detail {
 
+/// False when the environment variable LIZARD_ATTENTION_KERNELS is "f32": every call then
+/// takes the f32 CUDA-core kernels (an A/B switch for tests and benchmarks; read per call).
+bool tc_enabled();
+
 /// Shapes the tensor-core kernels cover: D and F multiples of 16 (whole 16x16x16 tiles),
 /// D <= 128 (accumulator fragments held in registers by the state kernel), 2F <= 256 (shared
 /// memory of the output kernel).

@@ -2,7 +2,10 @@
 // to the oracle in tests/lizard): bf16 inputs, every output and gradient within 1e-2 relative.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
+#include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
 #include "lizard/ops/lizard_attention_chunked.h"
 #include "../lizard/lizard_case.h"
@@ -21,18 +24,49 @@ LizardCase bf16_rounded(LizardCase c) {
   return c;
 }
 
-GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
-  const Device gpu = Device::cuda(0);
+struct GpuArgs {
   ops::LizardInputs in;
+  ops::LizardParams p;
+};
+
+GpuArgs to_gpu(const LizardCase& c) {
+  const Device gpu = Device::cuda(0);
+  GpuArgs a;
+  ops::LizardInputs& in = a.in;
   in.q = c.in.q.to(gpu, DType::BF16);
   in.k = c.in.k.to(gpu, DType::BF16);
   in.v = c.in.v.to(gpu, DType::BF16);
   in.x = c.in.x.to(gpu, DType::BF16);
   if (c.in.cos.defined()) in.cos = c.in.cos.to(gpu, DType::F32), in.sin = c.in.sin.to(gpu, DType::F32);
-  ops::LizardParams p;
+  ops::LizardParams& p = a.p;
   for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
                           {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
     if (src->defined()) *dst = src->to(gpu, DType::F32);
+  return a;
+}
+
+/// Which kernels the CUDA launchers take for this case (bf16 on the GPU); both false when
+/// LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels.
+cuda::LizardKernelPath path_of(const LizardCase& c) {
+#ifdef LIZARD_WITH_CUDA
+  const GpuArgs a = to_gpu(c);
+  return cuda::lizard_attention_kernel_path(c.cfg, a.in, a.p);
+#else
+  (void)c;  // CPU-only build: the GPU tests skip before asking
+  return {};
+#endif
+}
+
+bool f32_forced() {
+  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
+  return e && std::string(e) == "f32";
+}
+
+GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
+  const Device gpu = Device::cuda(0);
+  const GpuArgs a = to_gpu(c);
+  const ops::LizardInputs& in = a.in;
+  const ops::LizardParams& p = a.p;
   ops::LizardSaved saved;
   GpuRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &saved).to(Device::cpu(), DType::F64);
@@ -67,6 +101,7 @@ TEST(LizardAttentionGpu, MatchesReferenceAcrossLengthsAndGqa) {
       cfg.sinks = 4;
       cfg.preset = T % 2 ? ops::Preset::Plus : ops::Preset::Paper;
       auto c = make_case(cfg, 2, T, 4, Hkv, 32, 24, 7 + T + Hkv);
+      EXPECT_EQ(path_of(c).window_tc, !f32_forced()) << "the tensor-core kernels cover this shape";
       compare(c, "T " + std::to_string(T) + " Hkv " + std::to_string(Hkv) + " " + cfg.str());
     }
 }
@@ -110,15 +145,21 @@ TEST(LizardAttentionGpu, LongSequenceNoNaN) {
 // 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the end).
 TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
   LZ_REQUIRE_GPU();
-  struct Shape { int64_t D, F, w, T, Hkv; bool rope; };
-  for (Shape sh : {Shape{128, 128, 128, 1, 2, false}, Shape{128, 128, 128, 97, 2, true},
-                   Shape{128, 128, 37, 31, 1, false}, Shape{64, 32, 100, 97, 4, true},
-                   Shape{32, 8, 16, 97, 2, false}, Shape{64, 16, 600, 97, 1, false}}) {
+  struct Shape { int64_t D, F, w, T, Hkv; bool rope, global_tc, window_tc; };
+  for (Shape sh : {Shape{128, 128, 128, 1, 2, false, true, true},
+                   Shape{128, 128, 128, 97, 2, true, true, true},
+                   Shape{128, 128, 37, 31, 1, false, true, true},
+                   Shape{64, 32, 100, 97, 4, true, true, true},
+                   Shape{32, 8, 16, 97, 2, false, false, false},
+                   Shape{64, 16, 600, 97, 1, false, true, false}}) {
     ops::LizardConfig cfg;
     cfg.feature_dim = sh.F;
     cfg.window = sh.w;
     cfg.window_rope = sh.rope;
     auto c = make_case(cfg, 1, sh.T, 4, sh.Hkv, sh.D, 8, 300 + sh.T + sh.D, DType::F64, 0.5);
+    const auto path = path_of(c);
+    EXPECT_EQ(path.global_tc, sh.global_tc && !f32_forced()) << "D " << sh.D << " F " << sh.F;
+    EXPECT_EQ(path.window_tc, sh.window_tc && !f32_forced()) << "D " << sh.D << " w " << sh.w;
     compare(c, "D " + std::to_string(sh.D) + " T " + std::to_string(sh.T) + " " + cfg.str());
   }
 }

@@ -27,6 +27,18 @@
 
 namespace lizard::cuda {
 
+/// Which kernels lizard_attention_forward/backward take for these arguments: {global branch
+/// on tensor cores, window branch on tensor cores}. Both false for f32 inputs, unsupported
+/// shapes, or LIZARD_ATTENTION_KERNELS=f32 in the environment. Lets tests prove which path
+/// they exercised.
+struct LizardKernelPath {
+  bool global_tc = false;
+  bool window_tc = false;
+};
+LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
+                                              const ops::LizardInputs& in,
+                                              const ops::LizardParams& p);
+
 /// y [B, T, H, D] like q. `saved` (optional, for training) receives states, numden, wstats,
 /// bl, z (see ops::LizardSaved).
 void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
