@@ -525,8 +525,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                            dstates.data<float>(), d, s);
           grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
-                         cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
-                         dv.data<float>(), db.data<float>(), d, s);
+                         cself.data<float>(), saved.numden.data<float>(), dphiq.data<float>(),
+                         dphik.data<float>(), dv.data<float>(), db.data<float>(), d, s);
           features_bwd_tc_launch(qp, d.H, bp(wqb), dphiq.data<float>(), dq.data<float>(), false,
                                  dwq.data<float>(), d, s);
           features_bwd_tc_launch(kp, d.Hkv, bp(wkb), dphik.data<float>(), dk.data<float>(), true,

@@ -502,13 +502,15 @@ size_t window_smem(const Dims& d) {
 ///   dphi_q = E phi_k + exp(bl_t) [S|z] dO'_t            (S, z: state before the chunk)
 ///   dphi_k = E^T phi_q + exp(bl_end - bl_s) [dS|dz] [v_s|1]  (dS: gradient of the state after)
 ///   dv    += P^T dO'[:D] + exp(bl_end - bl_s) phi_k dS   (atomics: GQA heads share v)
-///   db    += pairwise w dA (t gets +, s gets -) and the inter-chunk parts phi.x (atomics).
+///   db    += key side: -w dA pair by pair and the inter-chunk part -phi_k.x; query side in
+///            closed form from cself (see below) (atomics).
 /// dphi_q, dphi_k [B,H,T,2F] f32 are written (not added): this CTA owns those rows.
 __global__ void __launch_bounds__(kOutWarps * 32)
     grad_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
                    const float* __restrict__ bl_all, const float* __restrict__ states,
                    const float* __restrict__ dstates, const float* __restrict__ dO,
-                   const float* __restrict__ cself, float* __restrict__ dphiq,
+                   const float* __restrict__ cself, const float* __restrict__ numden,
+                   float* __restrict__ dphiq,
                    float* __restrict__ dphik, float* __restrict__ dv, float* __restrict__ db,
                    Dims d) {
   extern __shared__ __align__(128) char smem[];
@@ -590,10 +592,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
           da += sG[r * LG + j] * (__bfloat162float(sv[s2 * LV + j]) - __bfloat162float(sv[r * LV + j]));
       p = kk * e;
       ea = da * e;
-      if (s2 < r) {
-        atomicAdd(sdb + r, kk * ea);
-        atomicAdd(sdb + s2, -kk * ea);
-      }
+      if (s2 < r) atomicAdd(sdb + s2, -kk * ea);  // key side; the query side below
     }
     sE[r * LPb + s2] = __float2bfloat16(ea);
     sPb[r * LPb + s2] = __float2bfloat16(p);
@@ -616,14 +615,21 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
     const float w = __expf(sbl[r]) * sden[r];
-    float acc = 0.f;
-    for (int f = lane; f < F2; f += 32) {
-      const float xq = sX[r * LX + f] + w * sz[f];
-      sX[r * LX + f] = xq;
-      acc += __bfloat162float(sq[r * LQ + f]) * xq;
+    for (int f = lane; f < F2; f += 32) sX[r * LX + f] += w * sz[f];
+    // Query side of db_t, every pair (t, s < t) at once, in closed form: sum_{s<t} w_ts dA_ts
+    // = dO'_t . (sum_{s<t} w_ts [v_s | 1]) = -w_tt cself_t, since with all s <= t the sum is
+    // dg.(num - g den)/den = 0. Summed pair by pair it is a difference of O(1) terms whose
+    // true value is O(w_tt / den) (1/t for gates near 1): bf16 operands would leave 2^-9
+    // relative noise on each term. Clamped rows (den < eps, g = num/eps, dO' = [dg/eps, 0],
+    // cself = dg.v_t/eps): sum_{s<t} w_ts dg.v_s/eps = dO'.M + (den - w_tt) cself.
+    const float* ndr = numden + (row0 + r) * D1;
+    const float den = ndr[D], wtt = sP[r * LP + r];
+    float dgm = 0.f;
+    if (den < d.eps) {
+      for (int j = lane; j < D; j += 32) dgm += sG[r * LG + j] * ndr[j];
+      dgm = warp_sum(dgm);
     }
-    acc = warp_sum(acc);
-    if (lane == 0) atomicAdd(sdb + r, acc);
+    if (lane == 0) atomicAdd(sdb + r, den < d.eps ? dgm + (den - wtt) * scs[r] : -wtt * scs[r]);
   }
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
@@ -1305,12 +1311,12 @@ void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
 
 void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
                     const float* states, const float* dstates, const float* dO,
-                    const float* cself, float* dphiq, float* dphik, float* dv, float* db,
-                    const Dims& d, cudaStream_t s) {
+                    const float* cself, const float* numden, float* dphiq, float* dphik,
+                    float* dv, float* db, const Dims& d, cudaStream_t s) {
   const size_t sm = grad_smem(d);
   set_smem(grad_tc_kernel, sm);
   grad_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(
-      phiq, phik, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
+      phiq, phik, v, bl, states, dstates, dO, cself, numden, dphiq, dphik, dv, db, d);
 }
 
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const float* dphi, float* dx,
