@@ -153,7 +153,6 @@ __global__ void __launch_bounds__(kStateWarps * 32)
   bf* sK = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK));  // [C][64] decayed phi
   bf* sV = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV));  // [C][D]
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kStateRows * LS));
-  float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));
   float* slast = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));  // 1 or dden
   const int f0 = blockIdx.x * kStateRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -165,9 +164,49 @@ __global__ void __launch_bounds__(kStateWarps * 32)
 #pragma unroll
   for (int j = 0; j < kMaxDTiles; ++j) wmma::fill_fragment(acc[j], 0.f);
   float zf = 0.f;  // last column of row f0 + tid (tid < 64)
+  // per-thread shares of one chunk's loads, issued together before the barrier (one round
+  // of memory latency per chunk on this sequential path)
+  constexpr int kThreads = kStateWarps * 32;
+  constexpr int kPhiPer = kChunk * kStateRows / kThreads;      // decayed phi entries
+  constexpr int kVecPer = kChunk * (kMaxDTiles * 2) / kThreads;  // uint4 of v (forward)
+  constexpr int kDoPer = kChunk * kMaxDTiles * 16 / kThreads;    // floats of dO' (backward)
+  static_assert(kChunk * kStateRows % kThreads == 0 && kChunk * 2 * kMaxDTiles % kThreads == 0,
+                "whole shares per thread");
+  const int vpr = D / 8;  // uint4 per row of v
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
+    const float bend = blr[t0 + n - 1], eend = __expf(bend);
+    float pr[kPhiPer];
+#pragma unroll
+    for (int q = 0; q < kPhiPer; ++q) {
+      const int i = tid + q * kThreads, r = i / kStateRows, f = i % kStateRows;
+      pr[q] = 0.f;
+      if (r < n && f0 + f < F2)
+        pr[q] = __bfloat162float(phi[(int64_t(bh) * d.T + t0 + r) * F2 + f0 + f]) *
+                __expf(kRev ? blr[t0 + r] : bend - blr[t0 + r]);
+    }
+    uint4 vr[kRev ? 1 : kVecPer];
+    float dr[kRev ? kDoPer : 1];
+    if constexpr (!kRev) {
+      const bf* src = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D;
+#pragma unroll
+      for (int q = 0; q < kVecPer; ++q) {
+        const int i = tid + q * kThreads, r = i / vpr, cc = (i % vpr) * 8;
+        vr[q] = make_uint4(0, 0, 0, 0);
+        if (i < kChunk * vpr && r < n)
+          vr[q] = *reinterpret_cast<const uint4*>(src + int64_t(r) * d.Hkv * D + cc);
+      }
+    } else {
+      const float* src = dO + (int64_t(bh) * d.T + t0) * D1;  // n contiguous rows of D+1
+#pragma unroll
+      for (int q = 0; q < kDoPer; ++q) {
+        const int i = tid + q * kThreads, r = i / D, j = i % D;
+        dr[q] = i < kChunk * D && r < n ? src[r * D1 + j] : 0.f;
+      }
+    }
+    const float lastv = tid < n ? (kRev ? dO[(int64_t(bh) * d.T + t0 + tid) * D1 + D] : 1.f) : 0.f;
+    // the state before chunk c
     float* so = out + (int64_t(bh) * d.NC + c) * F2 * D1;
     if (active) {
       float* stw = stage + warp * 16 * LS;
@@ -179,29 +218,26 @@ __global__ void __launch_bounds__(kStateWarps * 32)
       for (int i = lane; i < 16 * D; i += 32) sow[(i / D) * D1 + i % D] = stw[(i / D) * LS + i % D];
     }
     if (tid < kStateRows && f0 + tid < F2) so[int64_t(f0 + tid) * D1 + D] = zf;
-    for (int i = tid; i < kChunk; i += blockDim.x) {
-      sbl[i] = i < n ? blr[t0 + i] : 0.f;
-      slast[i] = i < n ? (kRev ? dO[(int64_t(bh) * d.T + t0 + i) * D1 + D] : 1.f) : 0.f;
+    __syncthreads();  // every warp is done with sK, sV, slast of the previous chunk
+#pragma unroll
+    for (int q = 0; q < kPhiPer; ++q) {
+      const int i = tid + q * kThreads;
+      sK[(i / kStateRows) * LK + i % kStateRows] = __float2bfloat16(pr[q]);
     }
-    __syncthreads();  // sbl ready; every warp is done with sK/sV of the previous chunk
-    const float bend = sbl[n - 1], eend = __expf(bend);
-    for (int i = tid; i < kChunk * kStateRows; i += blockDim.x) {
-      const int r = i / kStateRows, f = i % kStateRows;
-      float val = 0.f;
-      if (r < n && f0 + f < F2)
-        val = __bfloat162float(phi[(int64_t(bh) * d.T + t0 + r) * F2 + f0 + f]) *
-              __expf(kRev ? sbl[r] : bend - sbl[r]);
-      sK[r * LK + f] = __float2bfloat16(val);
-    }
-    if (kRev) {
-      const float* src = dO + (int64_t(bh) * d.T + t0) * D1;  // n contiguous rows of D+1
-      for (int i = tid; i < kChunk * D; i += blockDim.x) {
-        const int r = i / D, j = i % D;
-        sV[r * LV + j] = __float2bfloat16(r < n ? src[r * D1 + j] : 0.f);
+    if constexpr (!kRev) {
+#pragma unroll
+      for (int q = 0; q < kVecPer; ++q) {
+        const int i = tid + q * kThreads;
+        if (i < kChunk * vpr) *reinterpret_cast<uint4*>(sV + (i / vpr) * LV + (i % vpr) * 8) = vr[q];
       }
     } else {
-      load_rows(sV, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, kChunk, n, D);
+#pragma unroll
+      for (int q = 0; q < kDoPer; ++q) {
+        const int i = tid + q * kThreads;
+        if (i < kChunk * D) sV[(i / D) * LV + i % D] = __float2bfloat16(dr[q]);
+      }
     }
+    if (tid < kChunk) slast[tid] = lastv;
     __syncthreads();
     if (tid < kStateRows) {  // same rounded weights as the fragments (M stays consistent)
       float sz = 0.f;
@@ -229,7 +265,7 @@ __global__ void __launch_bounds__(kStateWarps * 32)
 
 size_t state_smem(const Dims& d) {
   return al128(sizeof(bf) * kChunk * ldb(kStateRows)) + al128(sizeof(bf) * kChunk * ldb(d.D)) +
-         al128(sizeof(float) * kStateRows * ldf(d.D)) + 2 * al128(sizeof(float) * kChunk);
+         al128(sizeof(float) * kStateRows * ldf(d.D)) + al128(sizeof(float) * kChunk);
 }
 
 // ---------------------------------------------------------------------------------------
