@@ -116,11 +116,14 @@ std::string bench_lizard_attention(const std::vector<LizardBenchShape>& shapes, 
       return ms[ms.size() / 2];
     };
     const float f = time(false), fb = time(true);
+    const LizardKernelPath path = lizard_attention_kernel_path(cfg, in, p);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     os << "{\"op\":\"lizard_attention\",\"device\":\"" << context(0).name << "\",\"B\":" << sh.B
        << ",\"T\":" << sh.T << ",\"H\":" << sh.H << ",\"Hkv\":" << sh.Hkv << ",\"D\":" << sh.D
        << ",\"F\":" << sh.F << ",\"window\":" << sh.window << ",\"sinks\":" << sh.sinks
+       << ",\"global_tc\":" << (path.global_tc ? "true" : "false")
+       << ",\"window_tc\":" << (path.window_tc ? "true" : "false")
        << ",\"fwd_ms\":" << f << ",\"fwd_bwd_ms\":" << fb
        << bytes_json(forward_bytes(sh), f, "fwd") << bytes_json(backward_bytes(sh), fb - f, "bwd")
        << "}\n";
