@@ -69,6 +69,18 @@ __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64
   }
 }
 
+/// A state [2F][D+1] f32 (contiguous) into shared: S as bf16 rows of ld `ldd`, the last
+/// column (z) as f32. One warp per row: coalesced, no division per element.
+__device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const float* src,
+                                           int F2, int D) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  for (int f = warp; f < F2; f += nw) {
+    const float* row = src + int64_t(f) * (D + 1);
+    for (int j = lane; j < D; j += 32) dst[f * ldd + j] = __float2bfloat16(row[j]);
+    if (lane == 0) zdst[f] = row[D];
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 template <bool kExp>
 __global__ void __launch_bounds__(kFeatWarps * 32)
@@ -302,12 +314,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;  // contiguous [2F][D+1]
-  for (int i = tid; i < F2 * D1; i += blockDim.x) {
-    const int f = i / D1, j = i % D1;
-    const float val = so[i];
-    if (j < D) sS[f * LV + j] = __float2bfloat16(val);
-    else sz[f] = val;
-  }
+  load_state(sS, LV, sz, so, F2, D);
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < C; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
   __syncthreads();
@@ -586,12 +593,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
-  for (int i = tid; i < F2 * D1; i += nt) {
-    const int f = i / D1, j = i % D1;
-    const float val = so[i];
-    if (j < D) sBig[f * LV + j] = __float2bfloat16(val);
-    else sz[f] = val;
-  }
+  load_state(sBig, LV, sz, so, F2, D);
   __syncthreads();  // sbl
   for (int i = tid; i < C * D; i += nt) {
     const int r = i / D, j = i % D;
@@ -687,12 +689,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   // step 5: dphi_k = exp(bl_end - bl_s) [dS|dz] [v_s|1] + E^T phi_q
   const float bend = sbl[n - 1];
   const float* dso = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
-  for (int i = tid; i < F2 * D1; i += nt) {
-    const int f = i / D1, j = i % D1;
-    const float val = dso[i];
-    if (j < D) sBig[f * LV + j] = __float2bfloat16(val);
-    else sz[f] = val;
-  }
+  load_state(sBig, LV, sz, dso, F2, D);
   for (int i = tid; i < C * D; i += nt) {
     const int r = i / D, j = i % D;
     sv[r * LV + j] = __float2bfloat16(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]));
