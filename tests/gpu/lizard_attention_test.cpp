@@ -142,19 +142,21 @@ TEST(LizardAttentionGpu, LongSequenceNoNaN) {
 // The tensor-core path (bf16, D and F multiples of 16, 2F <= 256, window keys within the
 // shared-memory budget) at the benchmark's head shape D = F = 128, and at shapes where one
 // part falls back to the f32 kernels: F = 8 (global branch), w = 600 (window branch). T = 1,
-// 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the end).
+// 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the
+// end); no sinks in one case (the row max from the scores alone).
 TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
   LZ_REQUIRE_GPU();
-  struct Shape { int64_t D, F, w, T, Hkv; bool rope, global_tc, window_tc; };
-  for (Shape sh : {Shape{128, 128, 128, 1, 2, false, true, true},
-                   Shape{128, 128, 128, 97, 2, true, true, true},
-                   Shape{128, 128, 37, 31, 1, false, true, true},
-                   Shape{64, 32, 100, 97, 4, true, true, true},
-                   Shape{32, 8, 16, 97, 2, false, false, false},
-                   Shape{64, 16, 600, 97, 1, false, true, false}}) {
+  struct Shape { int64_t D, F, w, T, Hkv, sinks; bool rope, global_tc, window_tc; };
+  for (Shape sh : {Shape{128, 128, 128, 1, 2, 4, false, true, true},
+                   Shape{128, 128, 128, 97, 2, 4, true, true, true},
+                   Shape{128, 128, 37, 31, 1, 0, false, true, true},
+                   Shape{64, 32, 100, 97, 4, 4, true, true, true},
+                   Shape{32, 8, 16, 97, 2, 4, false, false, false},
+                   Shape{64, 16, 600, 97, 1, 4, false, true, false}}) {
     ops::LizardConfig cfg;
     cfg.feature_dim = sh.F;
     cfg.window = sh.w;
+    cfg.sinks = sh.sinks;
     cfg.window_rope = sh.rope;
     auto c = make_case(cfg, 1, sh.T, 4, sh.Hkv, sh.D, 8, 300 + sh.T + sh.D, DType::F64, 0.5);
     const auto path = path_of(c);
