@@ -247,7 +247,8 @@ __global__ void __launch_bounds__(kStateWarps * 32)
         if (j < nD) wmma::store_matrix_sync(stw + j * 16, acc[j], LS, wmma::mem_row_major);
       __syncwarp();
       float* sow = so + int64_t(f0 + warp * 16) * D1;
-      for (int i = lane; i < 16 * D; i += 32) sow[(i / D) * D1 + i % D] = stw[(i / D) * LS + i % D];
+      for (int r = 0; r < 16; ++r)  // no division: this is the sequential path
+        for (int j = lane; j < D; j += 32) sow[r * D1 + j] = stw[r * LS + j];
     }
     if (tid < kStateRows && f0 + tid < F2) so[int64_t(f0 + tid) * D1 + D] = zf;
     __syncthreads();  // every warp is done with sK, sV, slast of the previous chunk
