@@ -200,11 +200,16 @@ __global__ void __launch_bounds__(kStateWarps * 32)
   // of memory latency per chunk on this sequential path)
   constexpr int kThreads = kStateWarps * 32;
   constexpr int kPhiPer = kChunk * kStateRows / kThreads;      // decayed phi entries
-  constexpr int kVecPer = kChunk * (kMaxDTiles * 2) / kThreads;  // uint4 of v (forward)
-  constexpr int kDoPer = kChunk * kMaxDTiles * 16 / kThreads;    // floats of dO' (backward)
-  static_assert(kChunk * kStateRows % kThreads == 0 && kChunk * 2 * kMaxDTiles % kThreads == 0,
+  // v (forward): lane l takes uint4 column l % 16 of rows 2w + l / 16 + 8k, k < kVecPer
+  // dO' (backward): rows w + 4k (k < kChunk / 4), columns l + 32m (m < kMaxDTiles / 2)
+  constexpr int kVecPer = kChunk / (2 * kStateWarps);
+  constexpr int kDoRows = kChunk / kStateWarps, kDoCols = kMaxDTiles / 2;
+  constexpr int kDoPer = kDoRows * kDoCols;
+  static_assert(kChunk * kStateRows % kThreads == 0 && kChunk % (2 * kStateWarps) == 0 &&
+                    kMaxDTiles * 2 <= 16,
                 "whole shares per thread");
   const int vpr = D / 8;  // uint4 per row of v
+  const int vrow0 = 2 * warp + lane / 16, vcol = lane % 16;  // no division on this path
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
@@ -224,17 +229,17 @@ __global__ void __launch_bounds__(kStateWarps * 32)
       const bf* src = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D;
 #pragma unroll
       for (int q = 0; q < kVecPer; ++q) {
-        const int i = tid + q * kThreads, r = i / vpr, cc = (i % vpr) * 8;
+        const int r = vrow0 + 2 * kStateWarps * q;
         vr[q] = make_uint4(0, 0, 0, 0);
-        if (i < kChunk * vpr && r < n)
-          vr[q] = *reinterpret_cast<const uint4*>(src + int64_t(r) * d.Hkv * D + cc);
+        if (vcol < vpr && r < n)
+          vr[q] = *reinterpret_cast<const uint4*>(src + int64_t(r) * d.Hkv * D + vcol * 8);
       }
     } else {
       const float* src = dO + (int64_t(bh) * d.T + t0) * D1;  // n contiguous rows of D+1
 #pragma unroll
       for (int q = 0; q < kDoPer; ++q) {
-        const int i = tid + q * kThreads, r = i / D, j = i % D;
-        dr[q] = i < kChunk * D && r < n ? src[r * D1 + j] : 0.f;
+        const int r = warp + kStateWarps * (q / kDoCols), j = lane + 32 * (q % kDoCols);
+        dr[q] = j < D && r < n ? src[r * D1 + j] : 0.f;
       }
     }
     const float lastv = tid < n ? (kRev ? dO[(int64_t(bh) * d.T + t0 + tid) * D1 + D] : 1.f) : 0.f;
@@ -259,15 +264,13 @@ __global__ void __launch_bounds__(kStateWarps * 32)
     }
     if constexpr (!kRev) {
 #pragma unroll
-      for (int q = 0; q < kVecPer; ++q) {
-        const int i = tid + q * kThreads;
-        if (i < kChunk * vpr) *reinterpret_cast<uint4*>(sV + (i / vpr) * LV + (i % vpr) * 8) = vr[q];
-      }
+      for (int q = 0; q < kVecPer; ++q)
+        if (vcol < vpr) *reinterpret_cast<uint4*>(sV + (vrow0 + 2 * kStateWarps * q) * LV + vcol * 8) = vr[q];
     } else {
 #pragma unroll
       for (int q = 0; q < kDoPer; ++q) {
-        const int i = tid + q * kThreads;
-        if (i < kChunk * D) sV[(i / D) * LV + i % D] = __float2bfloat16(dr[q]);
+        const int r = warp + kStateWarps * (q / kDoCols), j = lane + 32 * (q % kDoCols);
+        if (j < D) sV[r * LV + j] = __float2bfloat16(dr[q]);
       }
     }
     if (tid < kChunk) slast[tid] = lastv;
