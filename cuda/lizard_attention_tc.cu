@@ -564,7 +564,7 @@ size_t window_smem(const Dims& d) {
 // ---------------------------------------------------------------------------------------
 /// Global branch backward of one chunk (grid (NC, B*H)), the tensor-core form of
 /// global_bwd_kernel with the same formulas: kk = phi_q phi_k^T, e = exp(bl_t - bl_s),
-/// dA_ts = cself_t + dO'_t.(v_s - v_t) (f32, term by term: exactly cself_t on the diagonal),
+/// dA_ts = cself_t + X_ts - X_tt with X = dO'[:D] V^T (mma; exactly cself_t on the diagonal),
 /// E = dA e, P = kk e (s <= t);
 ///   dphi_q = E phi_k + exp(bl_t) [S|z] dO'_t            (S, z: state before the chunk)
 ///   dphi_k = E^T phi_q + exp(bl_end - bl_s) [dS|dz] [v_s|1]  (dS: gradient of the state after)
@@ -583,12 +583,12 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   extern __shared__ __align__(128) char smem[];
   constexpr int C = kChunk, CT = kChunk / 16;
   const int D = d.D, F2 = 2 * d.F, D1 = D + 1;
-  const int LQ = ldb(F2), LV = ldb(D), LG = ldf(D), LP = ldf(C), LPb = ldb(C), LX = ldf(max(F2, D));
+  const int LQ = ldb(F2), LV = ldb(D), LP = ldf(C), LPb = ldb(C), LX = ldf(max(F2, D));
   char* cur = smem;
   bf* sq = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));    // [C][2F] phi_q
   bf* sk = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));    // [C][2F] phi_k (scaled last)
   bf* sv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));    // [C][D] v (scaled in step 5)
-  float* sG = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LG));  // [C][D] dO'
+  float* sGV = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LP));  // dO'[:D] V^T
   bf* sGb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));   // dO' bf16
   bf* sGs = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));   // dO' exp(bl_t) bf16
   float* sP = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LP));  // kk
@@ -618,28 +618,41 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
   load_state(sBig, LV, sz, so, F2, D);
-  __syncthreads();  // sbl
-  for (int i = tid; i < C * D; i += nt) {
-    const int r = i / D, j = i % D;
-    const float g = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-    sG[r * LG + j] = g;
-    sGb[r * LV + j] = __float2bfloat16(g);
-    sGs[r * LV + j] = __float2bfloat16(g * __expf(sbl[r]));
+  for (int r = warp; r < C; r += nt / 32) {  // dO'[:D] as bf16, plain and times exp(bl_t)
+    const float er = r < n ? __expf(blr[t0 + r]) : 0.f;
+    for (int j = lane; j < D; j += 32) {
+      const float g = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
+      sGb[r * LV + j] = __float2bfloat16(g);
+      sGs[r * LV + j] = __float2bfloat16(g * er);
+    }
   }
-  // step 2: kk on the lower-triangular tiles
-  for (int tile = warp; tile < CT * CT; tile += kOutWarps) {
-    const int rt = tile / CT, st = tile % CT;
+  __syncthreads();
+  // step 2: kk = phi_q phi_k^T and X = dO'[:D] V^T on the lower-triangular tiles
+  for (int tile = warp; tile < 2 * CT * CT; tile += kOutWarps) {
+    const bool is_x = tile >= CT * CT;
+    const int rt = (tile % (CT * CT)) / CT, st = tile % CT;
     if (st > rt) continue;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragBc bb;
-      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
+    if (!is_x) {
+      for (int k = 0; k < F2 / 16; ++k) {
+        FragA a;
+        FragBc bb;
+        wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
+        wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
+    } else {
+      for (int k = 0; k < D / 16; ++k) {
+        FragA a;
+        FragBc bb;  // V^T: element (j, s) at sv[s * LV + j]
+        wmma::load_matrix_sync(a, sGb + rt * 16 * LV + k * 16, LV);
+        wmma::load_matrix_sync(bb, sv + st * 16 * LV + k * 16, LV);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
+      wmma::store_matrix_sync(sGV + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     }
-    wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
   }
   __syncthreads();
   // step 3: dA, E, P and the intra-chunk pairs of db
@@ -648,10 +661,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     float p = 0.f, ea = 0.f;
     if (s2 <= r && r < n) {
       const float e = __expf(sbl[r] - sbl[s2]), kk = sP[r * LP + s2];
-      float da = scs[r];
-      if (s2 < r)
-        for (int j = 0; j < D; ++j)
-          da += sG[r * LG + j] * (__bfloat162float(sv[s2 * LV + j]) - __bfloat162float(sv[r * LV + j]));
+      // dA = cself_t + dO'_t.(v_s - v_t): exactly cself_t on the diagonal
+      const float da = scs[r] + (s2 < r ? sGV[r * LP + s2] - sGV[r * LP + r] : 0.f);
       p = kk * e;
       ea = da * e;
       if (s2 < r) atomicAdd(sdb + s2, -kk * ea);  // key side; the query side below
@@ -688,7 +699,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const float den = ndr[D], wtt = sP[r * LP + r];
     float dgm = 0.f;
     if (den < d.eps) {
-      for (int j = lane; j < D; j += 32) dgm += sG[r * LG + j] * ndr[j];
+      for (int j = lane; j < D; j += 32) dgm += dO[(row0 + r) * D1 + j] * ndr[j];
       dgm = warp_sum(dgm);
     }
     if (lane == 0) atomicAdd(sdb + r, den < d.eps ? dgm + (den - wtt) * scs[r] : -wtt * scs[r]);
@@ -798,7 +809,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
 size_t grad_smem(const Dims& d) {
   const int C = kChunk, F2 = 2 * d.F;
   return 2 * al128(sizeof(bf) * C * ldb(F2)) + al128(sizeof(bf) * C * ldb(d.D)) +
-         al128(sizeof(float) * C * ldf(d.D)) + 2 * al128(sizeof(bf) * C * ldb(d.D)) +
+         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(d.D)) +
          al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(C)) +
          al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(std::max(F2, d.D))) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
