@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "lizard/core/cuda_runtime.h"
@@ -16,6 +17,61 @@ std::vector<LizardBenchShape> lizard_bench_default_shapes() {
   c.B = 1, c.T = 32768;
   return {a, b, c};
 }
+
+namespace {
+
+/// HBM bytes one call moves in the tensor-core pipeline (each tensor read or written once
+/// per kernel that touches it; L2 reuse of K/V between neighbouring tiles not counted), per
+/// stage: the floor a kernel of this design cannot beat. bf16 activations, f32 states.
+struct StageBytes {
+  const char* name;
+  double bytes;
+};
+
+std::vector<StageBytes> forward_bytes(const LizardBenchShape& s) {
+  const double B = s.B, T = s.T, H = s.H, Hkv = s.Hkv, D = s.D, F2 = 2.0 * s.F;
+  const double NC = std::ceil(T / 32.0);  // kChunk of cuda/lizard_attention_common.cuh
+  const double q = B * T * H * D * 2, kv = B * T * Hkv * D * 2, phi = B * H * T * F2 * 2;
+  const double states = B * H * NC * F2 * (D + 1) * 4, numden = B * H * T * (D + 1) * 4;
+  return {{"gate", B * T * s.dm * 2 + B * T * 8},
+          {"features", q + kv + 2 * phi},
+          {"state", phi + kv + states},
+          {"output", 2 * phi + kv + states + numden},
+          {"window", q + 2 * kv + numden + q + B * H * T * 8}};
+}
+
+std::vector<StageBytes> backward_bytes(const LizardBenchShape& s) {
+  const double B = s.B, T = s.T, H = s.H, Hkv = s.Hkv, D = s.D, F2 = 2.0 * s.F;
+  const double NC = std::ceil(T / 32.0);
+  const double q = B * T * H * D * 2, kv = B * T * Hkv * D * 2, phi = B * H * T * F2 * 2;
+  const double states = B * H * NC * F2 * (D + 1) * 4, dO = B * H * T * (D + 1) * 4;
+  const double dq32 = B * T * H * D * 4, dkv32 = B * T * Hkv * D * 4, dphi = B * H * T * F2 * 4;
+  return {{"features_recompute", q + kv + 2 * phi},
+          {"window_q", 2 * q + 2 * kv + dO + dO + 2 * dq32},
+          {"window_k", 2 * q + 2 * kv + 4 * dkv32},
+          {"dstate", phi + dO + states},
+          {"global_grad", 2 * phi + kv + 2 * states + dO + 2 * dphi + 2 * dkv32},
+          {"features_bwd", q + kv + 2 * dphi + 2 * dq32 + 2 * dkv32},
+          {"gate_bwd", 2 * B * T * s.dm * 2 + B * T * s.dm * 4}};
+}
+
+/// {"stage": GB, ...}, the total in GB, and the floor at kHbmBytesPerS.
+std::string bytes_json(const std::vector<StageBytes>& st, double measured_ms, const char* tag) {
+  constexpr double kHbmBytesPerS = 4.8e12;  // H200 HBM3e peak (H100 SXM: 3.35e12)
+  std::ostringstream os;
+  double total = 0;
+  os << ",\"hbm_gb_" << tag << "\":{";
+  for (size_t i = 0; i < st.size(); ++i) {
+    os << (i ? "," : "") << "\"" << st[i].name << "\":" << st[i].bytes / 1e9;
+    total += st[i].bytes;
+  }
+  const double floor_ms = total / kHbmBytesPerS * 1e3;
+  os << ",\"total\":" << total / 1e9 << "},\"hbm_floor_ms_" << tag << "\":" << floor_ms
+     << ",\"hbm_fraction_" << tag << "\":" << (measured_ms > 0 ? floor_ms / measured_ms : 0);
+  return os.str();
+}
+
+}  // namespace
 
 std::string bench_lizard_attention(const std::vector<LizardBenchShape>& shapes, int warmup,
                                    int iters) {
@@ -60,12 +116,17 @@ std::string bench_lizard_attention(const std::vector<LizardBenchShape>& shapes, 
       return ms[ms.size() / 2];
     };
     const float f = time(false), fb = time(true);
+    const LizardKernelPath path = lizard_attention_kernel_path(cfg, in, p);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     os << "{\"op\":\"lizard_attention\",\"device\":\"" << context(0).name << "\",\"B\":" << sh.B
        << ",\"T\":" << sh.T << ",\"H\":" << sh.H << ",\"Hkv\":" << sh.Hkv << ",\"D\":" << sh.D
        << ",\"F\":" << sh.F << ",\"window\":" << sh.window << ",\"sinks\":" << sh.sinks
-       << ",\"fwd_ms\":" << f << ",\"fwd_bwd_ms\":" << fb << "}\n";
+       << ",\"global_tc\":" << (path.global_tc ? "true" : "false")
+       << ",\"window_tc\":" << (path.window_tc ? "true" : "false")
+       << ",\"fwd_ms\":" << f << ",\"fwd_bwd_ms\":" << fb
+       << bytes_json(forward_bytes(sh), f, "fwd") << bytes_json(backward_bytes(sh), fb - f, "bwd")
+       << "}\n";
   }
   return os.str();
 }

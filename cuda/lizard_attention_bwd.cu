@@ -1,8 +1,11 @@
 // Lizard attention backward on the GPU (contract: include/lizard/cuda/lizard_attention.h).
 // Mirrors the chunked CPU backward (src/ops/lizard_attention_chunked.cpp): window backward
 // per row, reverse chunk sweep with the state gradient dS for the global branch, then the
-// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32.
+// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32. bf16 inputs
+// that the forward ran on tensor cores (same tc_supported test) take the tensor-core global
+// branch of cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "lizard/core/dispatch.h"
@@ -10,6 +13,7 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard_attention_common.cuh"
+#include "lizard_attention_tc.cuh"
 
 namespace lizard::cuda {
 namespace lizard_detail {
@@ -342,17 +346,36 @@ __global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
   dW[id] = s;
 }
 
+/// Threads of gate_scan_kernel: one CTA per (b, g) row, each thread a contiguous segment.
+constexpr int kScanThreads = 1024;
+
 /// da = reverse cumsum of db over the whole sequence; dz = da * sigmoid(-z), in place in db.
-__global__ void gate_scan_kernel(float* __restrict__ db, const float* __restrict__ z, Dims d) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(d.B) * d.Hg) return;
-  float acc = 0.f;
-  for (int t = d.T - 1; t >= 0; --t) {
-    const int64_t o = i * d.T + t;
-    acc += db[o];
-    const float zz = z[o];
+/// One CTA per (b, g): segment sums, a suffix scan of them in shared memory, then each thread
+/// rescans its segment from its suffix (T = 32768 takes 32 steps per thread, not 32768).
+__global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restrict__ db,
+                                                                 const float* __restrict__ z, Dims d) {
+  __shared__ float seg[kScanThreads];
+  float* row = db + int64_t(blockIdx.x) * d.T;
+  const float* zr = z + int64_t(blockIdx.x) * d.T;
+  const int len = (d.T + kScanThreads - 1) / kScanThreads;
+  const int a = min(d.T, threadIdx.x * len), e = min(d.T, a + len);
+  float sum = 0.f;
+  for (int t = a; t < e; ++t) sum += row[t];
+  seg[threadIdx.x] = sum;
+  __syncthreads();
+  // inclusive suffix scan of seg (Hillis-Steele)
+  for (int o = 1; o < kScanThreads; o <<= 1) {
+    const float add = threadIdx.x + o < kScanThreads ? seg[threadIdx.x + o] : 0.f;
+    __syncthreads();
+    seg[threadIdx.x] += add;
+    __syncthreads();
+  }
+  float acc = threadIdx.x + 1 < kScanThreads ? seg[threadIdx.x + 1] : 0.f;  // segments after
+  for (int t = e - 1; t >= a; --t) {
+    acc += row[t];
+    const float zz = zr[t];
     const float sg = zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
-    db[o] = acc * sg;
+    row[t] = acc * sg;
   }
 }
 
@@ -369,21 +392,27 @@ __global__ void gate_dx_kernel(const float* __restrict__ dz, const float* __rest
   dx[id] = s;
 }
 
-/// dw_g[g,j] = sum_{b,t} dz x (j < dm), db_g[g] = sum dz (j == dm); one thread per (g, j).
+/// Token rows per CTA of gate_param_grad_kernel (its y dimension splits the B*T rows).
+constexpr int kGateRows = 256;
+
+/// dw_g[g,j] += sum_{b,t} dz x (j < dm), db_g[g] += sum dz (j == dm); one thread per (g, j)
+/// and kGateRows tokens (grid.y), atomics across the token blocks (outputs zeroed).
 template <class T>
 __global__ void gate_param_grad_kernel(const float* __restrict__ dz, const T* __restrict__ x,
                                        float* __restrict__ dwg, float* __restrict__ dbg, Dims d) {
   const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= int64_t(d.Hg) * (d.dm + 1)) return;
   const int j = id % (d.dm + 1), g = id / (d.dm + 1);
+  const int64_t r0 = int64_t(blockIdx.y) * kGateRows;
+  const int64_t r1 = min(int64_t(d.B) * d.T, r0 + kGateRows);
   float s = 0.f;
-  for (int b = 0; b < d.B; ++b)
-    for (int t = 0; t < d.T; ++t) {
-      const float dzz = dz[(int64_t(b) * d.Hg + g) * d.T + t];
-      s += j < d.dm ? dzz * ld(x + (int64_t(b) * d.T + t) * d.dm + j) : dzz;
-    }
-  if (j < d.dm) dwg[int64_t(g) * d.dm + j] = s;
-  else dbg[g] = s;
+  for (int64_t bt = r0; bt < r1; ++bt) {
+    const int b = bt / d.T, t = bt % d.T;
+    const float dzz = dz[(int64_t(b) * d.Hg + g) * d.T + t];
+    s += j < d.dm ? dzz * ld(x + bt * d.dm + j) : dzz;
+  }
+  if (j < d.dm) atomicAdd(dwg + int64_t(g) * d.dm + j, s);
+  else atomicAdd(dbg + g, s);
 }
 
 }  // namespace lizard_detail
@@ -413,23 +442,33 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                tau = f32_on(p.tau, dev), alpha = f32_on(p.alpha, dev);
   const Tensor cs = d.rope ? f32_on(in.cos, dev) : Tensor(), sn = d.rope ? f32_on(in.sin, dev) : Tensor();
   const int64_t BHT = int64_t(d.B) * d.H * d.T, F2 = 2 * d.F, D1 = d.D + 1;
+  auto aligned16 = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; };
+  const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
-  Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+  // tensor cores for the shapes the forward ran there (same test); phi is recomputed in bf16
+  const bool tc = dt == DType::BF16 && tc_enabled() && tc_supported(d) && tc_aligned;
+  Tensor phiq, phik, du;  // f32 path only
+  if (!tc) {
+    phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+    phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+    du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  }
   Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
-  Tensor dphiq = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor dphik = Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  // written whole by the tensor-core kernels, accumulated by atomics in the f32 path
+  Tensor dphiq = tc ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
+                    : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor dphik = tc ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
+                    : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor dq = Tensor::zeros(in.q.shape(), DType::F32, dev);
   Tensor dk = Tensor::zeros(in.k.shape(), DType::F32, dev);
   Tensor dv = Tensor::zeros(in.v.shape(), DType::F32, dev);
   Tensor dx = Tensor::empty(in.x.shape(), DType::F32, dev);
   Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
-  Tensor dwq = Tensor::empty(p.wq.shape(), DType::F32, dev);
-  Tensor dwk = Tensor::empty(p.wk.shape(), DType::F32, dev);
-  Tensor dwg = Tensor::empty(p.w_g.shape(), DType::F32, dev);
-  Tensor dbg = Tensor::empty(p.b_g.shape(), DType::F32, dev);
+  Tensor dwq = tc ? Tensor::zeros(p.wq.shape(), DType::F32, dev) : Tensor::empty(p.wq.shape(), DType::F32, dev);
+  Tensor dwk = tc ? Tensor::zeros(p.wk.shape(), DType::F32, dev) : Tensor::empty(p.wk.shape(), DType::F32, dev);
+  Tensor dwg = Tensor::zeros(p.w_g.shape(), DType::F32, dev);
+  Tensor dbg = Tensor::zeros(p.b_g.shape(), DType::F32, dev);
   Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
   Tensor dalpha = Tensor::zeros({1}, DType::F32, dev);
 
@@ -444,40 +483,84 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
       const int ft = 128;
       const size_t fsm = sizeof(float) * (d.F + ft);
-      features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
-      features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
-      const size_t wsm = sizeof(float) * kRowWarps * 4 * d.D;
-      window_bwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
-          qp, kp, vp, cs.defined() ? cs.data<float>() : nullptr,
-          sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
-          alpha.data<float>(), saved.numden.data<float>(), saved.wstats.data<float>(),
-          static_cast<const T*>(dy.raw()), dO.data<float>(), cself.data<float>(), dq.data<float>(),
-          dk.data<float>(), dv.data<float>(), dtau.defined() ? dtau.data<float>() : nullptr, dalpha.data<float>(), d);
-      const size_t gsm = global_smem_bytes(d, true);
-      cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
-      dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
-      global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
-          phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
-          saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
-          dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
-      const size_t bsm = sizeof(float) * (2 * d.F + ft);
-      const int nblk = int(int64_t(d.B) * d.T * d.H);
-      features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
-                                                   dphiq.data<float>(), du.data<float>(),
-                                                   dq.data<float>(), d);
-      feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
-          qp, d.H, du.data<float>(), dwq.data<float>(), d);
-      features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
-                                                   dphik.data<float>(), du.data<float>(),
-                                                   dk.data<float>(), d);
-      feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
-          kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
-      gate_scan_kernel<<<grid_for(int64_t(d.B) * d.Hg, 64), 64, 0, s>>>(db.data<float>(),
-                                                                        saved.z.data<float>(), d);
+      if (!tc) {
+        features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
+        features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
+      }
+      const float* csp = cs.defined() ? cs.data<float>() : nullptr;
+      const float* snp = sn.defined() ? sn.data<float>() : nullptr;
+      const float* taup = tau.defined() ? tau.data<float>() : nullptr;
+      float* dtaup = dtau.defined() ? dtau.data<float>() : nullptr;
+      bool window_done = false;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc && tc_window_supported(d)) {
+          Tensor delta = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
+          window_bwd_tc_launch(qp, kp, vp, csp, snp, taup, alpha.data<float>(),
+                               saved.numden.data<float>(), saved.wstats.data<float>(),
+                               static_cast<const T*>(dy.raw()), dO.data<float>(),
+                               cself.data<float>(), delta.data<float>(), dq.data<float>(),
+                               dk.data<float>(), dv.data<float>(), dtaup, dalpha.data<float>(), d, s);
+          window_done = true;
+        }
+      }
+      if (!window_done) {  // also w = 0: dO' and cself only
+        const size_t wsm = sizeof(float) * kRowWarps * 4 * d.D;
+        window_bwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
+            qp, kp, vp, csp, snp, taup, alpha.data<float>(), saved.numden.data<float>(),
+            saved.wstats.data<float>(), static_cast<const T*>(dy.raw()), dO.data<float>(),
+            cself.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), dtaup,
+            dalpha.data<float>(), d);
+      }
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc) {
+          const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();
+          const Tensor wkb = p.wk.to(dev, DType::BF16).contiguous();
+          Tensor phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          Tensor phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
+          auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
+          features_tc_launch(qp, d.H, bp(wqb), bp(phiqb), d, s);
+          features_tc_launch(kp, d.Hkv, bp(wkb), bp(phikb), d, s);
+          dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
+                           dstates.data<float>(), d, s);
+          grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
+                         saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
+                         cself.data<float>(), saved.numden.data<float>(), dphiq.data<float>(),
+                         dphik.data<float>(), dv.data<float>(), db.data<float>(), d, s);
+          features_bwd_tc_launch(qp, d.H, bp(wqb), dphiq.data<float>(), dq.data<float>(), false,
+                                 dwq.data<float>(), d, s);
+          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), dphik.data<float>(), dk.data<float>(), true,
+                                 dwk.data<float>(), d, s);
+        }
+      }
+      if (!tc) {
+        const size_t gsm = global_smem_bytes(d, true);
+        cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
+        dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
+        global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
+            phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
+            saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
+            dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+        const size_t bsm = sizeof(float) * (2 * d.F + ft);
+        const int nblk = int(int64_t(d.B) * d.T * d.H);
+        features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
+                                                     dphiq.data<float>(), du.data<float>(),
+                                                     dq.data<float>(), d);
+        feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+            qp, d.H, du.data<float>(), dwq.data<float>(), d);
+        features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
+                                                     dphik.data<float>(), du.data<float>(),
+                                                     dk.data<float>(), d);
+        feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+            kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
+      }
+      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(), d);
       gate_dx_kernel<<<grid_for(int64_t(d.B) * d.T * d.dm, 256), 256, 0, s>>>(
           db.data<float>(), wg.data<float>(), dx.data<float>(), d);
-      gate_param_grad_kernel<T><<<grid_for(int64_t(d.Hg) * (d.dm + 1), 128), 128, 0, s>>>(
-          db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d);
+      const dim3 gpg(grid_for(int64_t(d.Hg) * (d.dm + 1), 128),
+                     grid_for(int64_t(d.B) * d.T, kGateRows));
+      gate_param_grad_kernel<T><<<gpg, 128, 0, s>>>(db.data<float>(), xp, dwg.data<float>(),
+                                                    dbg.data<float>(), d);
     } else {
       throw Error("lizard attention (CUDA): unsupported dtype");
     }

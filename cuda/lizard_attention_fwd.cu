@@ -1,7 +1,10 @@
 // Lizard attention forward on the GPU (contract: include/lizard/cuda/lizard_attention.h).
-// Correctness-first version: f32 CUDA-core math, one kernel per stage; the chunked gate is
+// bf16 inputs of the shapes tc_supported() covers take the tensor-core global branch
+// (cuda/lizard_attention_tc.cu); f32 inputs and other shapes take the f32 CUDA-core kernels
+// below. Both write the same saved tensors, so one backward serves both. The chunked gate is
 // log-space and chunk-local so every exponent is <= 0 (DESIGN.md section 3).
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "lizard/core/dispatch.h"
@@ -9,6 +12,7 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard_attention_common.cuh"
+#include "lizard_attention_tc.cuh"
 
 namespace lizard::cuda {
 using namespace lizard_detail;
@@ -312,7 +316,21 @@ namespace {
 Tensor f32_on(const Tensor& t, Device dev) {
   return t.defined() ? t.to(dev, DType::F32).contiguous() : Tensor();
 }
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
 }  // namespace
+
+LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
+                                              const ops::LizardInputs& in,
+                                              const ops::LizardParams& p) {
+  const Dims d = make_dims(cfg, ops::lizard_check_dims(cfg, in, p));
+  LizardKernelPath r;
+  // contiguous() copies are freshly allocated (aligned); views keep their own pointer
+  auto ok = [](const Tensor& t) { return !t.is_contiguous() || aligned16(t); };
+  r.global_tc = in.q.dtype() == DType::BF16 && tc_enabled() && tc_supported(d) && ok(in.q) &&
+                ok(in.k) && ok(in.v);
+  r.window_tc = r.global_tc && tc_window_supported(d);
+  return r;
+}
 
 void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
                               const ops::LizardParams& p, Tensor& y, ops::LizardSaved* saved,
@@ -333,12 +351,15 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
 
   Tensor z = Tensor::empty({d.B, d.Hg, d.T}, DType::F32, dev);
   Tensor bl = Tensor::empty({d.B, d.Hg, d.T}, DType::F32, dev);
-  Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+  // tensor cores: bf16, whole 16x16 tiles, 16-byte aligned rows (uint4 loads)
+  const bool tc = dt == DType::BF16 && tc_enabled() && tc_supported(d) && aligned16(q) && aligned16(k) && aligned16(v);
+  const DType phi_dt = tc ? DType::BF16 : DType::F32;
+  Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, phi_dt, dev);
+  Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, phi_dt, dev);
   Tensor numden = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor wstats = Tensor::empty({d.B, d.H, d.T, 2}, DType::F32, dev);
-  Tensor states;
-  if (saved) states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
+  Tensor states;  // the tensor-core output kernel reads the states even without `saved`
+  if (saved || tc) states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
   y = Tensor::empty(in.q.shape(), dt, dev);
 
   visit_dtype(dt, [&](auto z0) {
@@ -350,26 +371,52 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
           static_cast<const T*>(x.raw()), wg.data<float>(), bg.data<float>(), z.data<float>(),
           bl.data<float>(), d);
       chunk_cumsum_kernel<<<grid_for(int64_t(d.B) * d.Hg * d.NC, 256), 256, 0, s>>>(bl.data<float>(), d);
-      const int ft = 128;
-      const size_t fsm = sizeof(float) * (d.F + ft);
-      features_kernel<T><<<int(int64_t(d.B) * d.T * d.H), ft, fsm, s>>>(
-          static_cast<const T*>(q.raw()), wq.data<float>(), d.H, phiq.data<float>(), nullptr, d);
-      features_kernel<T><<<int(int64_t(d.B) * d.T * d.H), ft, fsm, s>>>(
-          static_cast<const T*>(k.raw()), wk.data<float>(), d.Hkv, phik.data<float>(), nullptr, d);
-      const size_t gsm = global_smem_bytes(d, false);
-      cudaFuncSetAttribute(global_fwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
-      dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
-      global_fwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
-          phiq.data<float>(), phik.data<float>(), static_cast<const T*>(v.raw()), bl.data<float>(),
-          numden.data<float>(), states.defined() ? states.data<float>() : nullptr, d);
-      const size_t wsm = sizeof(float) * kRowWarps * (d.D + std::max(d.w, 1));
-      cudaFuncSetAttribute(window_fwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wsm));
-      window_fwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
-          static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
-          static_cast<const T*>(v.raw()), cs.defined() ? cs.data<float>() : nullptr,
-          sn.defined() ? sn.data<float>() : nullptr, tau.defined() ? tau.data<float>() : nullptr,
-          alpha.data<float>(), numden.data<float>(), static_cast<T*>(y.raw()),
-          wstats.data<float>(), d);
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc) {
+          const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();
+          const Tensor wkb = p.wk.to(dev, DType::BF16).contiguous();
+          auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
+          features_tc_launch(bp(q), d.H, bp(wqb), bp(phiq), d, s);
+          features_tc_launch(bp(k), d.Hkv, bp(wkb), bp(phik), d, s);
+          state_tc_launch(bp(phik), bp(v), bl.data<float>(), states.data<float>(), d, s);
+          out_tc_launch(bp(phiq), bp(phik), bp(v), bl.data<float>(), states.data<float>(),
+                        numden.data<float>(), d, s);
+        }
+      }
+      if (!tc) {
+        const int ft = 128;
+        const size_t fsm = sizeof(float) * (d.F + ft);
+        features_kernel<T><<<int(int64_t(d.B) * d.T * d.H), ft, fsm, s>>>(
+            static_cast<const T*>(q.raw()), wq.data<float>(), d.H, phiq.data<float>(), nullptr, d);
+        features_kernel<T><<<int(int64_t(d.B) * d.T * d.H), ft, fsm, s>>>(
+            static_cast<const T*>(k.raw()), wk.data<float>(), d.Hkv, phik.data<float>(), nullptr, d);
+        const size_t gsm = global_smem_bytes(d, false);
+        cudaFuncSetAttribute(global_fwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
+        dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
+        global_fwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
+            phiq.data<float>(), phik.data<float>(), static_cast<const T*>(v.raw()), bl.data<float>(),
+            numden.data<float>(), states.defined() ? states.data<float>() : nullptr, d);
+      }
+      const float* csp = cs.defined() ? cs.data<float>() : nullptr;
+      const float* snp = sn.defined() ? sn.data<float>() : nullptr;
+      const float* taup = tau.defined() ? tau.data<float>() : nullptr;
+      bool window_done = false;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc && tc_window_supported(d)) {
+          window_tc_launch(static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
+                           static_cast<const T*>(v.raw()), csp, snp, taup, alpha.data<float>(),
+                           numden.data<float>(), static_cast<T*>(y.raw()), wstats.data<float>(), d, s);
+          window_done = true;
+        }
+      }
+      if (!window_done) {  // also the w = 0 case: y = g
+        const size_t wsm = sizeof(float) * kRowWarps * (d.D + std::max(d.w, 1));
+        cudaFuncSetAttribute(window_fwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(wsm));
+        window_fwd_kernel<T><<<grid_for(BHT, kRowWarps), kRowWarps * 32, wsm, s>>>(
+            static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
+            static_cast<const T*>(v.raw()), csp, snp, taup, alpha.data<float>(),
+            numden.data<float>(), static_cast<T*>(y.raw()), wstats.data<float>(), d);
+      }
     } else {
       throw Error("lizard attention (CUDA): unsupported dtype");
     }

@@ -1,7 +1,11 @@
 // CUDA Lizard attention against the CPU reference (the chunked algorithm, itself proven equal
 // to the oracle in tests/lizard): bf16 inputs, every output and gradient within 1e-2 relative.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
+#include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
 #include "lizard/ops/lizard_attention_chunked.h"
 #include "../lizard/lizard_case.h"
@@ -20,18 +24,49 @@ LizardCase bf16_rounded(LizardCase c) {
   return c;
 }
 
-GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
-  const Device gpu = Device::cuda(0);
+struct GpuArgs {
   ops::LizardInputs in;
+  ops::LizardParams p;
+};
+
+GpuArgs to_gpu(const LizardCase& c) {
+  const Device gpu = Device::cuda(0);
+  GpuArgs a;
+  ops::LizardInputs& in = a.in;
   in.q = c.in.q.to(gpu, DType::BF16);
   in.k = c.in.k.to(gpu, DType::BF16);
   in.v = c.in.v.to(gpu, DType::BF16);
   in.x = c.in.x.to(gpu, DType::BF16);
   if (c.in.cos.defined()) in.cos = c.in.cos.to(gpu, DType::F32), in.sin = c.in.sin.to(gpu, DType::F32);
-  ops::LizardParams p;
+  ops::LizardParams& p = a.p;
   for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
                           {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
     if (src->defined()) *dst = src->to(gpu, DType::F32);
+  return a;
+}
+
+/// Which kernels the CUDA launchers take for this case (bf16 on the GPU); both false when
+/// LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels.
+cuda::LizardKernelPath path_of(const LizardCase& c) {
+#ifdef LIZARD_WITH_CUDA
+  const GpuArgs a = to_gpu(c);
+  return cuda::lizard_attention_kernel_path(c.cfg, a.in, a.p);
+#else
+  (void)c;  // CPU-only build: the GPU tests skip before asking
+  return {};
+#endif
+}
+
+bool f32_forced() {
+  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
+  return e && std::string(e) == "f32";
+}
+
+GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
+  const Device gpu = Device::cuda(0);
+  const GpuArgs a = to_gpu(c);
+  const ops::LizardInputs& in = a.in;
+  const ops::LizardParams& p = a.p;
   ops::LizardSaved saved;
   GpuRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &saved).to(Device::cpu(), DType::F64);
@@ -66,6 +101,7 @@ TEST(LizardAttentionGpu, MatchesReferenceAcrossLengthsAndGqa) {
       cfg.sinks = 4;
       cfg.preset = T % 2 ? ops::Preset::Plus : ops::Preset::Paper;
       auto c = make_case(cfg, 2, T, 4, Hkv, 32, 24, 7 + T + Hkv);
+      EXPECT_EQ(path_of(c).window_tc, !f32_forced()) << "the tensor-core kernels cover this shape";
       compare(c, "T " + std::to_string(T) + " Hkv " + std::to_string(Hkv) + " " + cfg.str());
     }
 }
@@ -100,6 +136,61 @@ TEST(LizardAttentionGpu, LongSequenceNoNaN) {
     for (double e : r.y.to_vector()) ASSERT_TRUE(std::isfinite(e)) << bias;
     for (Tensor* t : {&r.g.dq, &r.g.dk, &r.g.dv, &r.g.dx, &r.g.dwq, &r.g.dwk, &r.g.dw_g})
       for (double e : t->to_vector()) ASSERT_TRUE(std::isfinite(e)) << bias;
+  }
+}
+
+// The tensor-core path (bf16, D and F multiples of 16, 2F <= 256, window keys within the
+// shared-memory budget) at the benchmark's head shape D = F = 128, and at shapes where one
+// part falls back to the f32 kernels: F = 8 (global branch), w = 600 (window branch). T = 1,
+// 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the
+// end); no sinks in one case (the row max from the scores alone).
+TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
+  LZ_REQUIRE_GPU();
+  struct Shape { int64_t D, F, w, T, Hkv, sinks; bool rope, global_tc, window_tc; };
+  for (Shape sh : {Shape{128, 128, 128, 1, 2, 4, false, true, true},
+                   Shape{128, 128, 128, 97, 2, 4, true, true, true},
+                   Shape{128, 128, 37, 31, 1, 0, false, true, true},
+                   Shape{64, 32, 100, 97, 4, 4, true, true, true},
+                   Shape{32, 8, 16, 97, 2, 4, false, false, false},
+                   Shape{64, 16, 600, 97, 1, 4, false, true, false}}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = sh.F;
+    cfg.window = sh.w;
+    cfg.sinks = sh.sinks;
+    cfg.window_rope = sh.rope;
+    auto c = make_case(cfg, 1, sh.T, 4, sh.Hkv, sh.D, 8, 300 + sh.T + sh.D, DType::F64, 0.5);
+    const auto path = path_of(c);
+    EXPECT_EQ(path.global_tc, sh.global_tc && !f32_forced()) << "D " << sh.D << " F " << sh.F;
+    EXPECT_EQ(path.window_tc, sh.window_tc && !f32_forced()) << "D " << sh.D << " w " << sh.w;
+    compare(c, "D " + std::to_string(sh.D) + " T " + std::to_string(sh.T) + " " + cfg.str());
+  }
+}
+
+// Gates spread over (1e-7, 1 - 1e-7) inside one sequence: z = x.w_g + b_g with |w_g| ~ 6
+// over 8 inputs spans about +-15, so neighbouring tokens switch between forgetting everything
+// and keeping everything.
+TEST(LizardAttentionGpu, MixedExtremeGatesInOneSequence) {
+  LZ_REQUIRE_GPU();
+  for (ops::GateMode gm : {ops::GateMode::Shared, ops::GateMode::PerHead}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = 16;
+    cfg.window = 24;
+    cfg.gate = gm;
+    auto c = make_case(cfg, 2, 500, 4, 2, 32, 8, 91, DType::F64, 1.0, 0.0);
+    c.p.w_g = rand(c.p.w_g.shape(), 92, DType::F64, -6.0, 6.0);
+    // the premise: logits reach past +-13.8 (gates beyond 1e-6 and 1 - 1e-6) in this case
+    const auto x = c.in.x.to_vector(), wg = c.p.w_g.to_vector(), bg = c.p.b_g.to_vector();
+    const int64_t dm = 8, Hg = c.p.b_g.shape()[0];
+    double zmin = 1e9, zmax = -1e9;
+    for (int64_t bt = 0; bt < 2 * 500; ++bt)
+      for (int64_t g = 0; g < Hg; ++g) {
+        double z = bg[g];
+        for (int64_t j = 0; j < dm; ++j) z += x[bt * dm + j] * wg[g * dm + j];
+        zmin = std::min(zmin, z), zmax = std::max(zmax, z);
+      }
+    ASSERT_LT(zmin, -13.8);
+    ASSERT_GT(zmax, 13.8);
+    compare(c, std::string("mixed gates ") + cfg.str());
   }
 }
 

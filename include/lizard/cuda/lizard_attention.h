@@ -5,20 +5,39 @@
 // cos/sin f32; wq, wk, w_g, b_g, tau, alpha in f32 (or bf16; converted once per call).
 // Everything is accumulated in f32; states are f32; the gate is log-space, chunk-local.
 //
-// Pipeline (one kernel each, in stream order):
+// Pipeline for bf16 inputs with D, F multiples of 16, D <= 128, 2F <= 256 (tensor cores,
+// cuda/lizard_attention_tc.cu; bf16 mma operands, f32 accumulators and states):
 //   gate      z = x.w_g + b_g, bl = chunk-local inclusive cumsum of logsigmoid(z)   [B,Hg,T]
-//   features  phi_q, phi_k [B,H,T,2F] f32 from q, k and Wq, Wk (GQA: kv head h/(H/Hkv))
-//   global    one CTA per (b, h, 32-column slice of [V|1]) walks the chunks in order carrying
-//             its slice of [S|z] in shared memory; writes num/den [B,H,T,D+1] and (training)
-//             the state before every chunk
-//   window    one CTA per (b, h, 64-query tile): scores over t-w < s <= t and the sinks with
-//             the row max over both, combines y = g + alpha l (or convex); saves row stats
-// The backward mirrors it (reverse chunk sweep with dS, window backward with atomics into
-// f32 dk/dv, feature-map and gate backward). Tile sizes are the constexprs of the .cu files.
+//   features  phi_q, phi_k [B,H,T,2F] bf16: u = x W_h by mma, the map in f32
+//   state     one CTA per (b, h, 64 state rows) walks the chunks, [S|z] in fragments, writes
+//             the state before every chunk [B,H,NC,2F,D+1] f32
+//   output    one CTA per (b, h, chunk): P = phi_q phi_k^T decayed, (phi_q e^bl) S + P V
+//             -> numden [B,H,T,D+1]
+//   window    one CTA per (b, h, 32 queries): scores over t-w < s <= t and the sinks (mma),
+//             y = g + alpha l (or convex); wstats (falls back to the row kernel for w = 0 or
+//             windows whose keys do not fit shared memory, about w > 400 at D = 128)
+// Backward: window query side (dO' = [dg/den, dden], cself, dq) and key side (dk, dv per kv
+// head, no atomics), reverse dS sweep (the state kernel again), one CTA per chunk for
+// dphi_q, dphi_k, dv, db, feature-map backward with dW in fragments, gate scan.
+// f32 inputs and other shapes take the f32 CUDA-core kernels of lizard_attention_fwd/bwd.cu
+// (one CTA per (b, h, 32 columns of [V|1]) carrying its slice of [S|z]); both paths write the
+// same saved tensors. Chunk length kChunk = 32 (lizard_attention_common.cuh).
 #pragma once
 #include "lizard/ops/lizard_attention.h"
 
 namespace lizard::cuda {
+
+/// Which kernels lizard_attention_forward/backward take for these arguments: {global branch
+/// on tensor cores, window branch on tensor cores}. Both false for f32 inputs, unsupported
+/// shapes, or LIZARD_ATTENTION_KERNELS=f32 in the environment. Lets tests prove which path
+/// they exercised.
+struct LizardKernelPath {
+  bool global_tc = false;
+  bool window_tc = false;
+};
+LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
+                                              const ops::LizardInputs& in,
+                                              const ops::LizardParams& p);
 
 /// y [B, T, H, D] like q. `saved` (optional, for training) receives states, numden, wstats,
 /// bl, z (see ops::LizardSaved).

@@ -1,0 +1,82 @@
+// Private launchers of the tensor-core (bf16 mma, f32 accumulate) Lizard attention forward,
+// cuda/lizard_attention_tc.cu. Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
+// tc_supported() holds; everything else keeps the f32 CUDA-core kernels.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "lizard_attention_common.cuh"
+
+namespace lizard::cuda::lizard_detail {
+
+/// False when the environment variable LIZARD_ATTENTION_KERNELS is "f32": every call then
+/// takes the f32 CUDA-core kernels (an A/B switch for tests and benchmarks; read per call).
+bool tc_enabled();
+
+/// Shapes the tensor-core kernels cover: D and F multiples of 16 (whole 16x16x16 tiles),
+/// D <= 128 (accumulator fragments held in registers by the state kernel), 2F <= 256 (shared
+/// memory of the output kernel).
+bool tc_supported(const Dims& d);
+
+/// phi [B,H,T,2F] bf16 = map(x W_h) for x [B,T,Hx,D] bf16 (GQA: head h reads x head
+/// h/(H/Hx)) and W [H,D,F] bf16; u = x W on tensor cores with f32 accumulation, the map in f32.
+void features_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                        __nv_bfloat16* phi, const Dims& d, cudaStream_t s);
+
+/// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens,
+/// S <- exp(bl_end) S + (phi_k exp(bl_end - bl_s))^T [V|1], every factor <= 1.
+/// phik [B,H,T,2F] bf16, v [B,T,Hkv,D] bf16, bl [B,Hg,T] chunk-local cumulative log-gate.
+void state_tc_launch(const __nv_bfloat16* phik, const __nv_bfloat16* v, const float* bl,
+                     float* states, const Dims& d, cudaStream_t s);
+
+/// numden [B,H,T,D+1] f32 = [M | den] exactly as global_fwd_kernel defines them (M = num -
+/// den v_t with the self pair left out of M), one CTA per (b, h, chunk), from the states.
+void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik, const __nv_bfloat16* v,
+                   const float* bl, const float* states, float* numden, const Dims& d,
+                   cudaStream_t s);
+
+/// Whether window_tc_launch covers d: tc_supported, w > 0, and the keys of one 32-query tile
+/// (32 + w - 1) fit the shared-memory budget (w up to about 400 at D = 128).
+bool tc_window_supported(const Dims& d);
+
+/// Window branch and combine on tensor cores, the same outputs as window_fwd_kernel: y
+/// [B,T,H,D] bf16 = combine(g from numden, l), wstats [B,H,T,2] = (row max, denominator).
+/// cos/sin [T, D/2] f32 (window_rope only, else null), tau f32 (null when no sinks).
+void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                      const float* cosb, const float* sinb, const float* tau, const float* alpha,
+                      const float* numden, __nv_bfloat16* y, float* wstats, const Dims& d,
+                      cudaStream_t s);
+
+/// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
+/// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); adds the window parts into dq
+/// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (plain adds: rows are owned; run before the global
+/// branch's atomics) and dtau, dalpha (atomics). Needs tc_window_supported.
+void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                          const __nv_bfloat16* v, const float* cosb, const float* sinb,
+                          const float* tau, const float* alpha, const float* numden,
+                          const float* wstats, const __nv_bfloat16* dy, float* dO,
+                          float* cself, float* delta, float* dq, float* dk, float* dv,
+                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
+
+/// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
+/// shared by the heads of a GQA group), dW [H,D,F] f32 += sum over tokens of x^T du (dW must
+/// be zeroed by the caller). dphi [B,H,T,2F] f32; u = x W_h and the map are recomputed.
+void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                            const float* dphi, float* dx, bool atomic_dx, float* dW,
+                            const Dims& d, cudaStream_t s);
+
+/// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
+/// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
+void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
+                      float* dstates, const Dims& d, cudaStream_t s);
+
+/// The global branch's gradients per chunk (see grad_tc_kernel), numden from the forward:
+/// writes dphiq, dphik
+/// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and db [B,Hg,T] f32.
+void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik,
+                    const __nv_bfloat16* v, const float* bl, const float* states,
+                    const float* dstates, const float* dO, const float* cself,
+                    const float* numden, float* dphiq, float* dphik, float* dv, float* db,
+                    const Dims& d, cudaStream_t s);
+
+}  // namespace lizard::cuda::lizard_detail
