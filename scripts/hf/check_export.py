@@ -184,7 +184,27 @@ def main():
             return 2
     # ---- 1. tensors: the model must hold exactly the export's values (f32 upcasts are exact) ----
     raw = read_export_weights(args.export)
-    state = model.state_dict()
+    full_state = model.state_dict()
+    # transformers with peft installed applies adapter_config.json itself (peft wraps the
+    # targets: X.base_layer.weight + X.lora_A.default.weight / lora_B); compare the base
+    # weights under their plain names and the LoRA factors with adapter_model.safetensors.
+    peft_applied = any(".lora_A." in k for k in full_state)
+    state = {k.replace(".base_layer.", "."): v for k, v in full_state.items() if ".lora_" not in k}
+    if peft_applied:
+        adapter = read_safetensors(os.path.join(args.export, "adapter_model.safetensors"))
+        worst_lora = 0.0
+        for k, v in full_state.items():
+            if ".lora_" not in k:
+                continue
+            name = "base_model.model." + k.replace(".default.", ".")
+            if name not in adapter:
+                print("FAIL (adapter): %s has no %s in adapter_model.safetensors" % (k, name))
+                failed = True
+                continue
+            worst_lora = max(worst_lora, (adapter[name].float() - v.float()).abs().max().item())
+        print("adapter: loaded by transformers + peft; LoRA factors max |diff| %.3g" % worst_lora)
+        if worst_lora > 0:
+            failed = True
     missing = sorted(set(raw) - set(state))
     unexpected = sorted(set(state) - set(raw))
     if missing or unexpected:
@@ -205,7 +225,7 @@ def main():
             failed = True
     print("weights: %d tensors compared, max |diff| %.3g" % (len(raw), worst))
     merged, had_adapter = merged_weights(args.export, raw)
-    if had_adapter:
+    if had_adapter and not peft_applied:
         # Fold the adapter into the loaded model, as peft's merge_and_unload would.
         with torch.no_grad():
             for name, t in merged.items():
