@@ -17,7 +17,7 @@ ARGS=()
 MQAR_SAMPLES=256
 if "$LZ" info | grep -q "^gpus: [1-9]"; then
   echo "[demo] GPU found: full configuration"
-  "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 4000 --mqar-docs 4000
+  "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 20000 --mqar-docs 40000
 else
   echo "[demo] no GPU: reduced configuration on the CPU"
   "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 800 --mqar-docs 800
