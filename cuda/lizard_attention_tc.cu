@@ -1343,6 +1343,29 @@ bool tc_enabled() {
   return !(e && std::string(e) == "f32");
 }
 
+bool tc_stage_off(const char* name) {
+  const char* e = std::getenv("LIZARD_ATTENTION_TC_OFF");
+  if (!e) return false;
+  static const char* const kStages[] = {"window_bwd", "state_bwd", "grad", "features_bwd", "bwd"};
+  bool off = false;
+  const std::string list(e);
+  size_t a = 0;
+  while (a <= list.size()) {
+    size_t z = list.find(',', a);
+    if (z == std::string::npos) z = list.size();
+    const std::string tok = list.substr(a, z - a);
+    a = z + 1;
+    if (tok.empty()) continue;
+    bool known = false;
+    for (const char* k : kStages) known = known || tok == k;
+    if (!known)
+      throw InputError("LIZARD_ATTENTION_TC_OFF: unknown stage '" + tok +
+                       "' (expected a comma list of window_bwd, state_bwd, grad, features_bwd, bwd)");
+    off = off || tok == name || tok == "bwd";
+  }
+  return off;
+}
+
 bool tc_supported(const Dims& d) {
   return d.D % 16 == 0 && d.D <= 16 * kMaxDTiles && d.F % 16 == 0 && 2 * d.F <= 256;
 }

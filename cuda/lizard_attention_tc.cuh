@@ -13,6 +13,15 @@ namespace lizard::cuda::lizard_detail {
 /// takes the f32 CUDA-core kernels (an A/B switch for tests and benchmarks; read per call).
 bool tc_enabled();
 
+/// Whether the tensor-core backward stage `name` is replaced by its f32 counterpart, from the
+/// comma list in LIZARD_ATTENTION_TC_OFF (a bisection switch; read per call). Names:
+/// window_bwd (window_bwd_tc_launch -> window_bwd_kernel), state_bwd (dstate_tc_launch -> an
+/// f32 reverse sweep), grad (grad_tc_launch -> global_bwd_kernel, which sweeps dS itself, so
+/// state_bwd no longer matters), features_bwd (features_bwd_tc_launch -> features_bwd_kernel
+/// and feature_weight_grad_kernel); `bwd` turns all of them off. Throws InputError naming the
+/// variable for any other name.
+bool tc_stage_off(const char* name);
+
 /// Shapes the tensor-core kernels cover: D and F multiples of 16 (whole 16x16x16 tiles),
 /// D <= 128 (accumulator fragments held in registers by the state kernel), 2F <= 256 (shared
 /// memory of the output kernel).
