@@ -42,7 +42,7 @@ for r in "${RUNS[@]}"; do
     /actual: / { for (i = 1; i <= NF; ++i) if ($i == "actual:") v = $(i + 1); want = 1; next }
     want { n = $NF; if (!(n in m) || v + 0 > m[n]) m[n] = v + 0; want = 0 }
     END { for (n in m) printf " %s=%.3g", n, m[n] }' "$log")
-  npass=$(grep -c "^\[       OK \]" "$log"); nfail=$(grep -c "^\[  FAILED  \] LizardAttentionGpu" "$log")
+  npass=$(grep -c "^\[       OK \]" "$log"); nfail=$(grep -cE "^\[  FAILED  \] LizardAttentionGpu.* ms\)$" "$log")
   other=$(grep -m1 -E "C\+\+ exception|what\(\)|CUDA error|Segmentation" "$log")
   printf '%-16s ok %s failed %s:%s %s\n' "$r" "$npass" "$nfail" "${summary:- (none)}" "$other"
 done
