@@ -377,16 +377,25 @@ __global__ void dstate_f32_kernel(const P* __restrict__ phiq, const float* __res
 /// Threads of gate_scan_kernel: one CTA per (b, g) row, each thread a contiguous segment.
 constexpr int kScanThreads = 1024;
 
-/// da = reverse cumsum of db over the whole sequence; dz = da * sigmoid(-z), in place in db.
-/// One CTA per (b, g): segment sums, a suffix scan of them in shared memory, then each thread
-/// rescans its segment from its suffix (T = 32768 takes 32 steps per thread, not 32768).
+/// da = reverse cumsum of db over the whole sequence (when `cumsum`; else db already holds da,
+/// as grad_tc_kernel writes it); dz = da * sigmoid(-z), in place in db. One CTA per (b, g):
+/// segment sums, a suffix scan of them in shared memory, then each thread rescans its segment
+/// from its suffix (T = 32768 takes 32 steps per thread, not 32768).
 __global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restrict__ db,
-                                                                 const float* __restrict__ z, Dims d) {
+                                                                 const float* __restrict__ z,
+                                                                 bool cumsum, Dims d) {
   __shared__ float seg[kScanThreads];
   float* row = db + int64_t(blockIdx.x) * d.T;
   const float* zr = z + int64_t(blockIdx.x) * d.T;
   const int len = (d.T + kScanThreads - 1) / kScanThreads;
   const int a = min(d.T, threadIdx.x * len), e = min(d.T, a + len);
+  auto sig_neg = [](float zz) {  // sigmoid(-z) without overflow
+    return zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
+  };
+  if (!cumsum) {  // uniform over the CTA: no barrier is skipped by part of it
+    for (int t = a; t < e; ++t) row[t] *= sig_neg(zr[t]);
+    return;
+  }
   float sum = 0.f;
   for (int t = a; t < e; ++t) sum += row[t];
   seg[threadIdx.x] = sum;
@@ -401,9 +410,7 @@ __global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restri
   float acc = threadIdx.x + 1 < kScanThreads ? seg[threadIdx.x + 1] : 0.f;  // segments after
   for (int t = e - 1; t >= a; --t) {
     acc += row[t];
-    const float zz = zr[t];
-    const float sg = zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
-    row[t] = acc * sg;
+    row[t] = acc * sig_neg(zr[t]);
   }
 }
 
@@ -569,8 +576,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           }
           grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
-                         cself.data<float>(), saved.numden.data<float>(), dphiq.data<float>(),
-                         dphik.data<float>(), dv.data<float>(), db.data<float>(), d, s);
+                         cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
+                         dv.data<float>(), db.data<float>(), d, s);
         }
         if (tc_fbwd) {
           features_bwd_tc_launch(qp, d.H, bp(wqb), dphiq.data<float>(), dq.data<float>(), false,
@@ -602,7 +609,9 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
             kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       }
-      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(), d);
+      // db holds da already when the tensor-core grad kernel ran (see grad_tc_kernel)
+      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(),
+                                                           !tc_grad, d);
       gate_dx_kernel<<<grid_for(int64_t(d.B) * d.T * d.dm, 256), 256, 0, s>>>(
           db.data<float>(), wg.data<float>(), dx.data<float>(), d);
       const dim3 gpg(grid_for(int64_t(d.Hg) * (d.dm + 1), 128),

@@ -79,13 +79,13 @@ void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16*
 void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
                       float* dstates, const Dims& d, cudaStream_t s);
 
-/// The global branch's gradients per chunk (see grad_tc_kernel), numden from the forward:
-/// writes dphiq, dphik
-/// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and db [B,Hg,T] f32.
+/// The global branch's gradients per chunk (see grad_tc_kernel): writes dphiq, dphik
+/// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and into da [B,Hg,T] f32 the gradient of the
+/// log-gate a_t itself (not of the cumulative b, as global_bwd_kernel's db: no reverse cumsum
+/// follows). dstates as dstate_tc_launch writes them.
 void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik,
                     const __nv_bfloat16* v, const float* bl, const float* states,
-                    const float* dstates, const float* dO, const float* cself,
-                    const float* numden, float* dphiq, float* dphik, float* dv, float* db,
-                    const Dims& d, cudaStream_t s);
+                    const float* dstates, const float* dO, const float* cself, float* dphiq,
+                    float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail
