@@ -6,6 +6,7 @@
 // branch of cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "lizard/core/dispatch.h"
@@ -556,17 +557,23 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       }
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-        Tensor wqb, wkb;
+        // W as a bf16 pair (hi + lo): the recomputed u = x W to about f32 accuracy, so phi
+        // and the exp map's arg-max match the f32 weights (bf16 W alone moved the arg-max at
+        // near ties: dk errors of several % with feature_activation exp)
+        Tensor wqb, wkb, wql, wkl;
         if (tc_grad || tc_fbwd) {
-          wqb = p.wq.to(dev, DType::BF16).contiguous();
-          wkb = p.wk.to(dev, DType::BF16).contiguous();
+          for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
+            *hi = Tensor::empty(src->shape(), DType::BF16, dev);
+            *lo = Tensor::empty(src->shape(), DType::BF16, dev);
+            split_bf16_launch(src->data<float>(), bp(*hi), bp(*lo), src->numel(), s);
+          }
         }
         if (tc_grad) {
           Tensor phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
-          features_tc_launch(qp, d.H, bp(wqb), bp(phiqb), d, s);
-          features_tc_launch(kp, d.Hkv, bp(wkb), bp(phikb), d, s);
+          features_tc_launch(qp, d.H, bp(wqb), bp(wql), bp(phiqb), d, s);
+          features_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), bp(phikb), d, s);
           if (tc_dstate) {
             dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
                              dstates.data<float>(), d, s);
@@ -580,10 +587,10 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                          dv.data<float>(), db.data<float>(), d, s);
         }
         if (tc_fbwd) {
-          features_bwd_tc_launch(qp, d.H, bp(wqb), dphiq.data<float>(), dq.data<float>(), false,
-                                 dwq.data<float>(), d, s);
-          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), dphik.data<float>(), dk.data<float>(), true,
-                                 dwk.data<float>(), d, s);
+          features_bwd_tc_launch(qp, d.H, bp(wqb), bp(wql), dphiq.data<float>(), dq.data<float>(),
+                                 false, dwq.data<float>(), d, s);
+          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), dphik.data<float>(), dk.data<float>(),
+                                 true, dwk.data<float>(), d, s);
         }
       }
       if (!tc_grad) {

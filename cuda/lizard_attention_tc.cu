@@ -105,18 +105,20 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 template <bool kExp>
 __global__ void __launch_bounds__(kFeatWarps * 32)
     features_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
-                       bf* __restrict__ phi, Dims d) {
+                       const bf* __restrict__ Wlo, bf* __restrict__ phi, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F = d.F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
   char* cur = smem;
   bf* sx = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LX));  // [64][D]
   bf* sw = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW));          // [D][F]
   float* su = reinterpret_cast<float*>(carve(cur, sizeof(float) * kFeatRows * LU));  // [64][F]
+  bf* swl = Wlo ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW)) : nullptr;  // W - W_hi
   const int t0 = blockIdx.x * kFeatRows, h = blockIdx.y, b = blockIdx.z;
   const int hx = h / (d.H / Hx), n = min(kFeatRows, d.T - t0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   load_rows(sx, LX, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, kFeatRows, n, D);
   load_rows(sw, LW, W + int64_t(h) * D * F, F, D, D, F);
+  if (Wlo) load_rows(swl, LW, Wlo + int64_t(h) * D * F, F, D, D, F);
   __syncthreads();
   const int ntile = (kFeatRows / 16) * (F / 16);
   for (int tile = warp; tile < ntile; tile += kFeatWarps) {
@@ -129,6 +131,10 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
       wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
       wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
       wmma::mma_sync(acc, a, bb, acc);
+      if (swl) {
+        wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
     }
     wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
   }
@@ -161,9 +167,19 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
   }
 }
 
-size_t features_smem(const Dims& d) {
-  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) +
+size_t features_smem(const Dims& d, bool split) {
+  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) * (split ? 2 : 1) +
          al128(sizeof(float) * kFeatRows * ldf(d.F));
+}
+
+/// hi = bf16(w), lo = bf16(w - hi): x hi + x lo is x w to about 2^-17 (x exact in bf16).
+__global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ hi,
+                                  bf* __restrict__ lo, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const bf h = __float2bfloat16(w[i]);
+  hi[i] = h;
+  lo[i] = __float2bfloat16(w[i] - __bfloat162float(h));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1211,7 +1227,8 @@ constexpr int kMaxWFrags = 8;  // (D/16)(F/16) <= 64 fragments of dW over 8 warp
 template <bool kExp>
 __global__ void __launch_bounds__(kFbWarps * 32)
     features_bwd_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
-                           const float* __restrict__ dphi, float* __restrict__ dx,
+                           const bf* __restrict__ Wlo, const float* __restrict__ dphi,
+                           float* __restrict__ dx,
                            bool atomic_dx, float* __restrict__ dW, int tpc, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F = d.F, F2 = 2 * F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
@@ -1222,12 +1239,14 @@ __global__ void __launch_bounds__(kFbWarps * 32)
   float* su = reinterpret_cast<float*>(carve(cur, sizeof(float) * kFeatRows * LU));  // u
   bf* sdu = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LW));    // du [64][F]
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * max(kFeatRows, D) * LSt));
+  bf* swl = Wlo ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW)) : nullptr;  // W - W_hi
   const int h = blockIdx.y, hx = h / (d.H / Hx);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
   const int tiles_per_b = (d.T + kFeatRows - 1) / kFeatRows;
   const int tile0 = blockIdx.x * tpc, tile1 = min(d.B * tiles_per_b, tile0 + tpc);
   const int nWt = (D / 16) * (F / 16);
   load_rows(sw, LW, W + int64_t(h) * D * F, F, D, D, F);
+  if (Wlo) load_rows(swl, LW, Wlo + int64_t(h) * D * F, F, D, D, F);
   FragC wacc[kMaxWFrags];
 #pragma unroll
   for (int i = 0; i < kMaxWFrags; ++i) wmma::fill_fragment(wacc[i], 0.f);
@@ -1247,6 +1266,10 @@ __global__ void __launch_bounds__(kFbWarps * 32)
         wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
         wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
         wmma::mma_sync(acc, a, bb, acc);
+        if (swl) {
+          wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
+          wmma::mma_sync(acc, a, bb, acc);
+        }
       }
       wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
     }
@@ -1350,8 +1373,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
       atomicAdd(dW + int64_t(h) * D * F + i, stage[(i / F) * LSt + i % F]);
 }
 
-size_t features_bwd_smem(const Dims& d) {
-  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) +
+size_t features_bwd_smem(const Dims& d, bool split) {
+  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) * (split ? 2 : 1) +
          al128(sizeof(float) * kFeatRows * ldf(d.F)) + al128(sizeof(bf) * kFeatRows * ldb(d.F)) +
          al128(sizeof(float) * std::max(kFeatRows, d.D) * ldf(std::max(d.D, d.F)));
 }
@@ -1437,9 +1460,9 @@ void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl
       phiq, phik, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
 }
 
-void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const float* dphi, float* dx,
-                            bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
-  const size_t sm = features_bwd_smem(d);
+void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
+                            float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+  const size_t sm = features_bwd_smem(d, Wlo != nullptr);
   const int tiles = d.B * ((d.T + kFeatRows - 1) / kFeatRows);
   // about two CTAs per SM over all heads; fewer CTAs per head means fewer dW atomics
   const int per_head = std::max(1, std::min(tiles, (2 * 132 + d.H - 1) / d.H));
@@ -1447,22 +1470,27 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const float* dphi,
   const dim3 grid((tiles + tpc - 1) / tpc, d.H);
   if (d.act_exp) {
     set_smem(features_bwd_tc_kernel<true>, sm);
-    features_bwd_tc_kernel<true><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, dphi, dx, atomic_dx, dW, tpc, d);
+    features_bwd_tc_kernel<true><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, tpc, d);
   } else {
     set_smem(features_bwd_tc_kernel<false>, sm);
-    features_bwd_tc_kernel<false><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, dphi, dx, atomic_dx, dW, tpc, d);
+    features_bwd_tc_kernel<false><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, tpc, d);
   }
 }
 
-void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d, cudaStream_t s) {
-  const size_t sm = features_smem(d);
+void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {
+  split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
+}
+
+void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, const Dims& d,
+                        cudaStream_t s) {
+  const size_t sm = features_smem(d, Wlo != nullptr);
   const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
   if (d.act_exp) {
     set_smem(features_tc_kernel<true>, sm);
-    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, phi, d);
+    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, d);
   } else {
     set_smem(features_tc_kernel<false>, sm);
-    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, phi, d);
+    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, d);
   }
 }
 
