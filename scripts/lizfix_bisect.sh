@@ -19,9 +19,11 @@ ninja -C build -j16 test_gpu lizard > "$OUT/build.log" 2>&1 \
   || { echo "BUILD FAILED"; grep -E "error" "$OUT/build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 
-# the long-sequence NaN test and decode test pass and take time: left out here
-FILTER='LizardAttentionGpu.*:-LizardAttentionGpu.LongSequenceNoNaN:LizardAttentionGpu.DecodeEqualsParallel'
+# left out: the long-sequence NaN and decode tests (pass, take time) and the stage-mix test
+# (it sets LIZARD_ATTENTION_TC_OFF itself; run separately below)
+FILTER='LizardAttentionGpu.*:-LizardAttentionGpu.LongSequenceNoNaN:LizardAttentionGpu.DecodeEqualsParallel:LizardAttentionGpu.TensorCoreStagesMixWithF32'
 RUNS=(none window_bwd state_bwd grad features_bwd bwd KERNELS=f32)
+SUMMARY=("${RUNS[@]}" mix)
 t1=$(date +%s)
 for r in "${RUNS[@]}"; do
   log="$OUT/bisect_${r//=/_}.log"
@@ -33,14 +35,17 @@ for r in "${RUNS[@]}"; do
     LIZARD_ATTENTION_TC_OFF="$r" build/bin/test_gpu --gtest_filter="$FILTER" > "$log" 2>&1 &
   fi
 done
+build/bin/test_gpu --gtest_filter='LizardAttentionGpu.TensorCoreStagesMixWithF32' > "$OUT/bisect_mix.log" 2>&1 &
 wait
 echo "tests: $(( $(date +%s) - t1 )) s"
 # gtest prints "...actual: <err> vs 0.01" then a line ending in " <name>" (y, dq, dw_g, ...)
-for r in "${RUNS[@]}"; do
+# (the mix line: TensorCoreStagesMixWithF32, every switch inside one test)
+for r in "${SUMMARY[@]}"; do
   log="$OUT/bisect_${r//=/_}.log"
   summary=$(awk '
     /actual: / { for (i = 1; i <= NF; ++i) if ($i == "actual:") v = $(i + 1); want = 1; next }
-    want { n = $NF; if (!(n in m) || v + 0 > m[n]) m[n] = v + 0; want = 0 }
+    want { n = $NF; if (match($0, /TC_OFF [^ ]+/)) n = substr($0, RSTART + 7, RLENGTH - 7) ":" n
+           if (!(n in m) || v + 0 > m[n]) m[n] = v + 0; want = 0 }
     END { for (n in m) printf " %s=%.3g", n, m[n] }' "$log")
   npass=$(grep -c "^\[       OK \]" "$log"); nfail=$(grep -cE "^\[  FAILED  \] LizardAttentionGpu.* ms\)$" "$log")
   other=$(grep -m1 -E "C\+\+ exception|what\(\)|CUDA error|Segmentation" "$log")
