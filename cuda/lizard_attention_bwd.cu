@@ -6,6 +6,7 @@
 // branch of cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "lizard/core/dispatch.h"
@@ -346,19 +347,56 @@ __global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
   dW[id] = s;
 }
 
+/// dstates [B,H,NC,2F,D+1] f32 exactly as dstate_tc_launch defines them (the gradient of the
+/// state after chunk c), in f32 on CUDA cores: the bisection counterpart of the tensor-core
+/// reverse sweep. One thread per (b, h, f, column) walks the chunks from the last:
+/// dX <- exp(bl_end) dX + sum_t exp(bl_t) phi_q[t,f] dO'[t,col]. phiq [B,H,T,2F] (P = f32 or bf16).
+template <class P>
+__global__ void dstate_f32_kernel(const P* __restrict__ phiq, const float* __restrict__ dO,
+                                  const float* __restrict__ bl_all, float* __restrict__ dstates,
+                                  Dims d) {
+  const int F2 = 2 * d.F, D1 = d.D + 1;
+  const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= int64_t(d.B) * d.H * F2 * D1) return;
+  const int col = id % D1, f = (id / D1) % F2;
+  const int64_t bh = id / (int64_t(F2) * D1);
+  const int b = bh / d.H, h = bh % d.H, gh = d.Hg == 1 ? 0 : h;
+  const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
+  float x = 0.f;
+  for (int c = d.NC - 1; c >= 0; --c) {
+    dstates[((bh * d.NC + c) * F2 + f) * D1 + col] = x;  // before chunk c's own terms
+    const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
+    float acc = 0.f;
+    for (int r = 0; r < n; ++r) {
+      const int64_t row = bh * d.T + t0 + r;
+      acc += __expf(blr[t0 + r]) * ld(phiq + row * F2 + f) * dO[row * D1 + col];
+    }
+    x = __expf(blr[t0 + n - 1]) * x + acc;
+  }
+}
+
 /// Threads of gate_scan_kernel: one CTA per (b, g) row, each thread a contiguous segment.
 constexpr int kScanThreads = 1024;
 
-/// da = reverse cumsum of db over the whole sequence; dz = da * sigmoid(-z), in place in db.
-/// One CTA per (b, g): segment sums, a suffix scan of them in shared memory, then each thread
-/// rescans its segment from its suffix (T = 32768 takes 32 steps per thread, not 32768).
+/// da = reverse cumsum of db over the whole sequence (when `cumsum`; else db already holds da,
+/// as grad_tc_kernel writes it); dz = da * sigmoid(-z), in place in db. One CTA per (b, g):
+/// segment sums, a suffix scan of them in shared memory, then each thread rescans its segment
+/// from its suffix (T = 32768 takes 32 steps per thread, not 32768).
 __global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restrict__ db,
-                                                                 const float* __restrict__ z, Dims d) {
+                                                                 const float* __restrict__ z,
+                                                                 bool cumsum, Dims d) {
   __shared__ float seg[kScanThreads];
   float* row = db + int64_t(blockIdx.x) * d.T;
   const float* zr = z + int64_t(blockIdx.x) * d.T;
   const int len = (d.T + kScanThreads - 1) / kScanThreads;
   const int a = min(d.T, threadIdx.x * len), e = min(d.T, a + len);
+  auto sig_neg = [](float zz) {  // sigmoid(-z) without overflow
+    return zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
+  };
+  if (!cumsum) {  // uniform over the CTA: no barrier is skipped by part of it
+    for (int t = a; t < e; ++t) row[t] *= sig_neg(zr[t]);
+    return;
+  }
   float sum = 0.f;
   for (int t = a; t < e; ++t) sum += row[t];
   seg[threadIdx.x] = sum;
@@ -373,9 +411,7 @@ __global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restri
   float acc = threadIdx.x + 1 < kScanThreads ? seg[threadIdx.x + 1] : 0.f;  // segments after
   for (int t = e - 1; t >= a; --t) {
     acc += row[t];
-    const float zz = zr[t];
-    const float sg = zz >= 0.f ? __expf(-zz) / (1.f + __expf(-zz)) : 1.f / (1.f + __expf(zz));
-    row[t] = acc * sg;
+    row[t] = acc * sig_neg(zr[t]);
   }
 }
 
@@ -446,27 +482,35 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
   // tensor cores for the shapes the forward ran there (same test); phi is recomputed in bf16
+  // for the tensor-core stages and in f32 for the f32 ones. LIZARD_ATTENTION_TC_OFF replaces
+  // single stages by their f32 counterparts (bisection; every mix is valid: both forms read
+  // and write the same tensors, dO', cself, dstates, dphi, db).
   const bool tc = dt == DType::BF16 && tc_enabled() && tc_supported(d) && tc_aligned;
-  Tensor phiq, phik, du;  // f32 path only
-  if (!tc) {
+  const bool tc_win = tc && tc_window_supported(d) && !tc_stage_off("window_bwd");
+  const bool tc_grad = tc && !tc_stage_off("grad");
+  const bool tc_dstate = tc_grad && !tc_stage_off("state_bwd");
+  const bool tc_fbwd = tc && !tc_stage_off("features_bwd");
+  const bool f32_phi = !tc_grad || !tc_fbwd;  // some f32 stage reads phi (f32)
+  Tensor phiq, phik, du;
+  if (f32_phi) {
     phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
     phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
-    du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
   }
+  if (!tc_fbwd) du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
   Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
-  // written whole by the tensor-core kernels, accumulated by atomics in the f32 path
-  Tensor dphiq = tc ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
-                    : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor dphik = tc ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
-                    : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
+  // written whole by the tensor-core kernel, accumulated by atomics in the f32 one
+  Tensor dphiq = tc_grad ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
+                         : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
+  Tensor dphik = tc_grad ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
+                         : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor dq = Tensor::zeros(in.q.shape(), DType::F32, dev);
   Tensor dk = Tensor::zeros(in.k.shape(), DType::F32, dev);
   Tensor dv = Tensor::zeros(in.v.shape(), DType::F32, dev);
   Tensor dx = Tensor::empty(in.x.shape(), DType::F32, dev);
   Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
-  Tensor dwq = tc ? Tensor::zeros(p.wq.shape(), DType::F32, dev) : Tensor::empty(p.wq.shape(), DType::F32, dev);
-  Tensor dwk = tc ? Tensor::zeros(p.wk.shape(), DType::F32, dev) : Tensor::empty(p.wk.shape(), DType::F32, dev);
+  Tensor dwq = Tensor::zeros(p.wq.shape(), DType::F32, dev);
+  Tensor dwk = Tensor::zeros(p.wk.shape(), DType::F32, dev);
   Tensor dwg = Tensor::zeros(p.w_g.shape(), DType::F32, dev);
   Tensor dbg = Tensor::zeros(p.b_g.shape(), DType::F32, dev);
   Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
@@ -483,7 +527,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
       const int ft = 128;
       const size_t fsm = sizeof(float) * (d.F + ft);
-      if (!tc) {
+      if (f32_phi) {
         features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
         features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
       }
@@ -493,7 +537,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       float* dtaup = dtau.defined() ? dtau.data<float>() : nullptr;
       bool window_done = false;
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (tc && tc_window_supported(d)) {
+        if (tc_win) {
           Tensor delta = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
           window_bwd_tc_launch(qp, kp, vp, csp, snp, taup, alpha.data<float>(),
                                saved.numden.data<float>(), saved.wstats.data<float>(),
@@ -512,28 +556,44 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             dalpha.data<float>(), d);
       }
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (tc) {
-          const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();
-          const Tensor wkb = p.wk.to(dev, DType::BF16).contiguous();
+        auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
+        // W as a bf16 pair (hi + lo): the recomputed u = x W to about f32 accuracy, so phi
+        // and the exp map's arg-max match the f32 weights (bf16 W alone moved the arg-max at
+        // near ties: dk errors of several % with feature_activation exp)
+        Tensor wqb, wkb, wql, wkl;
+        if (tc_grad || tc_fbwd) {
+          for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
+            *hi = Tensor::empty(src->shape(), DType::BF16, dev);
+            *lo = Tensor::empty(src->shape(), DType::BF16, dev);
+            split_bf16_launch(src->data<float>(), bp(*hi), bp(*lo), src->numel(), s);
+          }
+        }
+        if (tc_grad) {
           Tensor phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
-          auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-          features_tc_launch(qp, d.H, bp(wqb), bp(phiqb), d, s);
-          features_tc_launch(kp, d.Hkv, bp(wkb), bp(phikb), d, s);
-          dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
-                           dstates.data<float>(), d, s);
+          features_tc_launch(qp, d.H, bp(wqb), bp(wql), bp(phiqb), d, s);
+          features_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), bp(phikb), d, s);
+          if (tc_dstate) {
+            dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
+                             dstates.data<float>(), d, s);
+          } else {
+            dstate_f32_kernel<__nv_bfloat16><<<grid_for(int64_t(d.B) * d.H * F2 * D1, 256), 256, 0, s>>>(
+                bp(phiqb), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
+          }
           grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
-                         cself.data<float>(), saved.numden.data<float>(), dphiq.data<float>(),
-                         dphik.data<float>(), dv.data<float>(), db.data<float>(), d, s);
-          features_bwd_tc_launch(qp, d.H, bp(wqb), dphiq.data<float>(), dq.data<float>(), false,
-                                 dwq.data<float>(), d, s);
-          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), dphik.data<float>(), dk.data<float>(), true,
-                                 dwk.data<float>(), d, s);
+                         cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
+                         dv.data<float>(), db.data<float>(), d, s);
+        }
+        if (tc_fbwd) {
+          features_bwd_tc_launch(qp, d.H, bp(wqb), bp(wql), dphiq.data<float>(), dq.data<float>(),
+                                 false, dwq.data<float>(), d, s);
+          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), dphik.data<float>(), dk.data<float>(),
+                                 true, dwk.data<float>(), d, s);
         }
       }
-      if (!tc) {
+      if (!tc_grad) {
         const size_t gsm = global_smem_bytes(d, true);
         cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));
         dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
@@ -541,6 +601,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
             saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
             dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+      }
+      if (!tc_fbwd) {
         const size_t bsm = sizeof(float) * (2 * d.F + ft);
         const int nblk = int(int64_t(d.B) * d.T * d.H);
         features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
@@ -554,7 +616,9 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
             kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       }
-      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(), d);
+      // db holds da already when the tensor-core grad kernel ran (see grad_tc_kernel)
+      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(),
+                                                           !tc_grad, d);
       gate_dx_kernel<<<grid_for(int64_t(d.B) * d.T * d.dm, 256), 256, 0, s>>>(
           db.data<float>(), wg.data<float>(), dx.data<float>(), d);
       const dim3 gpg(grid_for(int64_t(d.Hg) * (d.dm + 1), 128),

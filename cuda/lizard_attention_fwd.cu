@@ -376,8 +376,8 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
           const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();
           const Tensor wkb = p.wk.to(dev, DType::BF16).contiguous();
           auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-          features_tc_launch(bp(q), d.H, bp(wqb), bp(phiq), d, s);
-          features_tc_launch(bp(k), d.Hkv, bp(wkb), bp(phik), d, s);
+          features_tc_launch(bp(q), d.H, bp(wqb), nullptr, bp(phiq), d, s);
+          features_tc_launch(bp(k), d.Hkv, bp(wkb), nullptr, bp(phik), d, s);
           state_tc_launch(bp(phik), bp(v), bl.data<float>(), states.data<float>(), d, s);
           out_tc_launch(bp(phiq), bp(phik), bp(v), bl.data<float>(), states.data<float>(),
                         numden.data<float>(), d, s);

@@ -105,18 +105,20 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 template <bool kExp>
 __global__ void __launch_bounds__(kFeatWarps * 32)
     features_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
-                       bf* __restrict__ phi, Dims d) {
+                       const bf* __restrict__ Wlo, bf* __restrict__ phi, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F = d.F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
   char* cur = smem;
   bf* sx = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LX));  // [64][D]
   bf* sw = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW));          // [D][F]
   float* su = reinterpret_cast<float*>(carve(cur, sizeof(float) * kFeatRows * LU));  // [64][F]
+  bf* swl = Wlo ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW)) : nullptr;  // W - W_hi
   const int t0 = blockIdx.x * kFeatRows, h = blockIdx.y, b = blockIdx.z;
   const int hx = h / (d.H / Hx), n = min(kFeatRows, d.T - t0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   load_rows(sx, LX, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, kFeatRows, n, D);
   load_rows(sw, LW, W + int64_t(h) * D * F, F, D, D, F);
+  if (Wlo) load_rows(swl, LW, Wlo + int64_t(h) * D * F, F, D, D, F);
   __syncthreads();
   const int ntile = (kFeatRows / 16) * (F / 16);
   for (int tile = warp; tile < ntile; tile += kFeatWarps) {
@@ -129,6 +131,10 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
       wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
       wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
       wmma::mma_sync(acc, a, bb, acc);
+      if (swl) {
+        wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
     }
     wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
   }
@@ -161,9 +167,19 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
   }
 }
 
-size_t features_smem(const Dims& d) {
-  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) +
+size_t features_smem(const Dims& d, bool split) {
+  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) * (split ? 2 : 1) +
          al128(sizeof(float) * kFeatRows * ldf(d.F));
+}
+
+/// hi = bf16(w), lo = bf16(w - hi): x hi + x lo is x w to about 2^-17 (x exact in bf16).
+__global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ hi,
+                                  bf* __restrict__ lo, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const bf h = __float2bfloat16(w[i]);
+  hi[i] = h;
+  lo[i] = __float2bfloat16(w[i] - __bfloat162float(h));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -569,15 +585,22 @@ size_t window_smem(const Dims& d) {
 ///   dphi_q = E phi_k + exp(bl_t) [S|z] dO'_t            (S, z: state before the chunk)
 ///   dphi_k = E^T phi_q + exp(bl_end - bl_s) [dS|dz] [v_s|1]  (dS: gradient of the state after)
 ///   dv    += P^T dO'[:D] + exp(bl_end - bl_s) phi_k dS   (atomics: GQA heads share v)
-///   db    += key side: -w dA pair by pair and the inter-chunk part -phi_k.x; query side in
-///            closed form from cself (see below) (atomics).
+///   da    += the gradient of the log-gate a_t itself (atomics: the heads of a shared gate),
+///            not of the cumulative b: a_t scales every pair (t', s) with s < t <= t', so
+///            da_t = sum of w dA over the pairs crossing t, in four parts: intra-chunk pairs
+///            (f32 from kk, e, dA), queries of this chunk at or after t with keys before the
+///            chunk (suffix sum of Q_r = phi_q.x_q), keys of this chunk before t with queries
+///            after the chunk (prefix sum of K_s = phi_k.x_k), and every pair from before the
+///            chunk to after it, L_c = exp(bl_end) <dX_c, X_c> from the f32 states. Nothing
+///            is left for a reverse cumsum over the sequence: the per-token db of the f32
+///            kernel, reverse-summed, cancels O(T) terms of bf16-level error down to an O(1)
+///            result (rel. errors up to 10 in dw_g at T = 4096).
 /// dphi_q, dphi_k [B,H,T,2F] f32 are written (not added): this CTA owns those rows.
 __global__ void __launch_bounds__(kOutWarps * 32)
     grad_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
                    const float* __restrict__ bl_all, const float* __restrict__ states,
                    const float* __restrict__ dstates, const float* __restrict__ dO,
-                   const float* __restrict__ cself, const float* __restrict__ numden,
-                   float* __restrict__ dphiq,
+                   const float* __restrict__ cself, float* __restrict__ dphiq,
                    float* __restrict__ dphik, float* __restrict__ dv, float* __restrict__ db,
                    Dims d) {
   extern __shared__ __align__(128) char smem[];
@@ -600,7 +623,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   float* sden = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // dO' column D
   float* scs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));   // cself
-  float* sdb = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));   // db of the rows
+  float* sdb = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));   // da of the rows
+  float* sW = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LP));  // w dA, s < t, f32
+  float* sQs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // Q_r (inter, query)
+  float* sKs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // K_s (inter, key)
+  float* sL = reinterpret_cast<float*>(carve(cur, sizeof(float) * 1));   // L_c
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
@@ -611,8 +638,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     sbl[i] = i < n ? blr[t0 + i] : 0.f;
     sden[i] = i < n ? dO[(row0 + i) * D1 + D] : 0.f;
     scs[i] = i < n ? cself[row0 + i] : 0.f;
-    sdb[i] = 0.f;
+    sdb[i] = sQs[i] = sKs[i] = 0.f;
   }
+  if (tid == 0) sL[0] = 0.f;
   load_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
@@ -655,20 +683,21 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     }
   }
   __syncthreads();
-  // step 3: dA, E, P and the intra-chunk pairs of db
+  // step 3: dA, E, P and the intra-chunk pair gradients w dA (f32, for da)
   for (int i = tid; i < C * C; i += nt) {
     const int r = i / C, s2 = i % C;
-    float p = 0.f, ea = 0.f;
+    float p = 0.f, ea = 0.f, wda = 0.f;
     if (s2 <= r && r < n) {
       const float e = __expf(sbl[r] - sbl[s2]), kk = sP[r * LP + s2];
       // dA = cself_t + dO'_t.(v_s - v_t): exactly cself_t on the diagonal
       const float da = scs[r] + (s2 < r ? sGV[r * LP + s2] - sGV[r * LP + r] : 0.f);
       p = kk * e;
       ea = da * e;
-      if (s2 < r) atomicAdd(sdb + s2, -kk * ea);  // key side; the query side below
+      if (s2 < r) wda = kk * ea;
     }
     sE[r * LPb + s2] = __float2bfloat16(ea);
     sPb[r * LPb + s2] = __float2bfloat16(p);
+    sW[r * LP + s2] = wda;
   }
   __syncthreads();
   // step 4: dphi_q = exp(bl_t) [S|z] dO'_t + E phi_k
@@ -688,21 +717,14 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
     const float w = __expf(sbl[r]) * sden[r];
-    for (int f = lane; f < F2; f += 32) sX[r * LX + f] += w * sz[f];
-    // Query side of db_t, every pair (t, s < t) at once, in closed form: sum_{s<t} w_ts dA_ts
-    // = dO'_t . (sum_{s<t} w_ts [v_s | 1]) = -w_tt cself_t, since with all s <= t the sum is
-    // dg.(num - g den)/den = 0. Summed pair by pair it is a difference of O(1) terms whose
-    // true value is O(w_tt / den) (1/t for gates near 1): bf16 operands would leave 2^-9
-    // relative noise on each term. Clamped rows (den < eps, g = num/eps, dO' = [dg/eps, 0],
-    // cself = dg.v_t/eps): sum_{s<t} w_ts dg.v_s/eps = dO'.M + (den - w_tt) cself.
-    const float* ndr = numden + (row0 + r) * D1;
-    const float den = ndr[D], wtt = sP[r * LP + r];
-    float dgm = 0.f;
-    if (den < d.eps) {
-      for (int j = lane; j < D; j += 32) dgm += dO[(row0 + r) * D1 + j] * ndr[j];
-      dgm = warp_sum(dgm);
+    float qx = 0.f;  // Q_r: the pairs of query r with every key before the chunk
+    for (int f = lane; f < F2; f += 32) {
+      const float xq = sX[r * LX + f] + w * sz[f];
+      sX[r * LX + f] = xq;
+      qx += __bfloat162float(sq[r * LQ + f]) * xq;
     }
-    if (lane == 0) atomicAdd(sdb + r, den < d.eps ? dgm + (den - wtt) * scs[r] : -wtt * scs[r]);
+    qx = warp_sum(qx);
+    if (lane == 0) sQs[r] = qx;
   }
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
@@ -725,6 +747,17 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   const float bend = sbl[n - 1];
   const float* dso = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
   load_state(sBig, LV, sz, dso, F2, D);
+  {  // L_c = <dX_c, X_c> in f32 (times exp(bl_end) below): pairs from before to after the chunk
+    const float4* x4 = reinterpret_cast<const float4*>(so);
+    const float4* g4 = reinterpret_cast<const float4*>(dso);
+    float part = 0.f;
+    for (int i = tid; i < F2 * D1 / 4; i += nt) {
+      const float4 a = x4[i], g = g4[i];
+      part += a.x * g.x + a.y * g.y + a.z * g.z + a.w * g.w;
+    }
+    part = warp_sum(part);
+    if (lane == 0) atomicAdd(sL, part);
+  }
   for (int i = tid; i < C * D; i += nt) {
     const int r = i / D, j = i % D;
     sv[r * LV + j] = __float2bfloat16(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]));
@@ -753,9 +786,18 @@ __global__ void __launch_bounds__(kOutWarps * 32)
       acc += __bfloat162float(sk[r * LQ + f]) * xk;
     }
     acc = warp_sum(acc);
-    if (lane == 0) atomicAdd(sdb + r, -acc);
+    if (lane == 0) sKs[r] = acc;  // K_s: the pairs of key r with every query after the chunk
   }
   __syncthreads();
+  // da_t: every pair (t', s) with s < t <= t' (t, t', s local; see the kernel's comment)
+  for (int r = warp; r < n; r += kOutWarps) {
+    float acc = 0.f;
+    for (int i = lane; i < (n - r) * r; i += 32) acc += sW[(r + i / r) * LP + i % r];
+    for (int i = r + lane; i < n; i += 32) acc += sQs[i];
+    for (int i = lane; i < r; i += 32) acc += sKs[i];
+    acc = warp_sum(acc);
+    if (lane == 0) sdb[r] = acc + __expf(bend) * sL[0];
+  }
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
     FragC acc;
@@ -812,7 +854,8 @@ size_t grad_smem(const Dims& d) {
          al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(d.D)) +
          al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(C)) +
          al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(std::max(F2, d.D))) +
-         al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
+         al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C) +
+         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(float) * C) + al128(sizeof(float));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1184,7 +1227,8 @@ constexpr int kMaxWFrags = 8;  // (D/16)(F/16) <= 64 fragments of dW over 8 warp
 template <bool kExp>
 __global__ void __launch_bounds__(kFbWarps * 32)
     features_bwd_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
-                           const float* __restrict__ dphi, float* __restrict__ dx,
+                           const bf* __restrict__ Wlo, const float* __restrict__ dphi,
+                           float* __restrict__ dx,
                            bool atomic_dx, float* __restrict__ dW, int tpc, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F = d.F, F2 = 2 * F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
@@ -1195,12 +1239,14 @@ __global__ void __launch_bounds__(kFbWarps * 32)
   float* su = reinterpret_cast<float*>(carve(cur, sizeof(float) * kFeatRows * LU));  // u
   bf* sdu = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kFeatRows * LW));    // du [64][F]
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * max(kFeatRows, D) * LSt));
+  bf* swl = Wlo ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * D * LW)) : nullptr;  // W - W_hi
   const int h = blockIdx.y, hx = h / (d.H / Hx);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
   const int tiles_per_b = (d.T + kFeatRows - 1) / kFeatRows;
   const int tile0 = blockIdx.x * tpc, tile1 = min(d.B * tiles_per_b, tile0 + tpc);
   const int nWt = (D / 16) * (F / 16);
   load_rows(sw, LW, W + int64_t(h) * D * F, F, D, D, F);
+  if (Wlo) load_rows(swl, LW, Wlo + int64_t(h) * D * F, F, D, D, F);
   FragC wacc[kMaxWFrags];
 #pragma unroll
   for (int i = 0; i < kMaxWFrags; ++i) wmma::fill_fragment(wacc[i], 0.f);
@@ -1220,6 +1266,10 @@ __global__ void __launch_bounds__(kFbWarps * 32)
         wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
         wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
         wmma::mma_sync(acc, a, bb, acc);
+        if (swl) {
+          wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
+          wmma::mma_sync(acc, a, bb, acc);
+        }
       }
       wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
     }
@@ -1323,8 +1373,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
       atomicAdd(dW + int64_t(h) * D * F + i, stage[(i / F) * LSt + i % F]);
 }
 
-size_t features_bwd_smem(const Dims& d) {
-  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) +
+size_t features_bwd_smem(const Dims& d, bool split) {
+  return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) * (split ? 2 : 1) +
          al128(sizeof(float) * kFeatRows * ldf(d.F)) + al128(sizeof(bf) * kFeatRows * ldb(d.F)) +
          al128(sizeof(float) * std::max(kFeatRows, d.D) * ldf(std::max(d.D, d.F)));
 }
@@ -1341,6 +1391,29 @@ void set_smem(K kernel, size_t bytes) {
 bool tc_enabled() {
   const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
   return !(e && std::string(e) == "f32");
+}
+
+bool tc_stage_off(const char* name) {
+  const char* e = std::getenv("LIZARD_ATTENTION_TC_OFF");
+  if (!e) return false;
+  static const char* const kStages[] = {"window_bwd", "state_bwd", "grad", "features_bwd", "bwd"};
+  bool off = false;
+  const std::string list(e);
+  size_t a = 0;
+  while (a <= list.size()) {
+    size_t z = list.find(',', a);
+    if (z == std::string::npos) z = list.size();
+    const std::string tok = list.substr(a, z - a);
+    a = z + 1;
+    if (tok.empty()) continue;
+    bool known = false;
+    for (const char* k : kStages) known = known || tok == k;
+    if (!known)
+      throw InputError("LIZARD_ATTENTION_TC_OFF: unknown stage '" + tok +
+                       "' (expected a comma list of window_bwd, state_bwd, grad, features_bwd, bwd)");
+    off = off || tok == name || tok == "bwd";
+  }
+  return off;
 }
 
 bool tc_supported(const Dims& d) {
@@ -1379,17 +1452,17 @@ void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
 
 void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
                     const float* states, const float* dstates, const float* dO,
-                    const float* cself, const float* numden, float* dphiq, float* dphik,
-                    float* dv, float* db, const Dims& d, cudaStream_t s) {
+                    const float* cself, float* dphiq, float* dphik, float* dv, float* db,
+                    const Dims& d, cudaStream_t s) {
   const size_t sm = grad_smem(d);
   set_smem(grad_tc_kernel, sm);
   grad_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(
-      phiq, phik, v, bl, states, dstates, dO, cself, numden, dphiq, dphik, dv, db, d);
+      phiq, phik, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
 }
 
-void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const float* dphi, float* dx,
-                            bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
-  const size_t sm = features_bwd_smem(d);
+void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
+                            float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+  const size_t sm = features_bwd_smem(d, Wlo != nullptr);
   const int tiles = d.B * ((d.T + kFeatRows - 1) / kFeatRows);
   // about two CTAs per SM over all heads; fewer CTAs per head means fewer dW atomics
   const int per_head = std::max(1, std::min(tiles, (2 * 132 + d.H - 1) / d.H));
@@ -1397,22 +1470,27 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const float* dphi,
   const dim3 grid((tiles + tpc - 1) / tpc, d.H);
   if (d.act_exp) {
     set_smem(features_bwd_tc_kernel<true>, sm);
-    features_bwd_tc_kernel<true><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, dphi, dx, atomic_dx, dW, tpc, d);
+    features_bwd_tc_kernel<true><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, tpc, d);
   } else {
     set_smem(features_bwd_tc_kernel<false>, sm);
-    features_bwd_tc_kernel<false><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, dphi, dx, atomic_dx, dW, tpc, d);
+    features_bwd_tc_kernel<false><<<grid, kFbWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, tpc, d);
   }
 }
 
-void features_tc_launch(const bf* x, int Hx, const bf* W, bf* phi, const Dims& d, cudaStream_t s) {
-  const size_t sm = features_smem(d);
+void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {
+  split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
+}
+
+void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, const Dims& d,
+                        cudaStream_t s) {
+  const size_t sm = features_smem(d, Wlo != nullptr);
   const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
   if (d.act_exp) {
     set_smem(features_tc_kernel<true>, sm);
-    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, phi, d);
+    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, d);
   } else {
     set_smem(features_tc_kernel<false>, sm);
-    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, phi, d);
+    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, d);
   }
 }
 

@@ -13,6 +13,15 @@ namespace lizard::cuda::lizard_detail {
 /// takes the f32 CUDA-core kernels (an A/B switch for tests and benchmarks; read per call).
 bool tc_enabled();
 
+/// Whether the tensor-core backward stage `name` is replaced by its f32 counterpart, from the
+/// comma list in LIZARD_ATTENTION_TC_OFF (a bisection switch; read per call). Names:
+/// window_bwd (window_bwd_tc_launch -> window_bwd_kernel), state_bwd (dstate_tc_launch -> an
+/// f32 reverse sweep), grad (grad_tc_launch -> global_bwd_kernel, which sweeps dS itself, so
+/// state_bwd no longer matters), features_bwd (features_bwd_tc_launch -> features_bwd_kernel
+/// and feature_weight_grad_kernel); `bwd` turns all of them off. Throws InputError naming the
+/// variable for any other name.
+bool tc_stage_off(const char* name);
+
 /// Shapes the tensor-core kernels cover: D and F multiples of 16 (whole 16x16x16 tiles),
 /// D <= 128 (accumulator fragments held in registers by the state kernel), 2F <= 256 (shared
 /// memory of the output kernel).
@@ -20,8 +29,16 @@ bool tc_supported(const Dims& d);
 
 /// phi [B,H,T,2F] bf16 = map(x W_h) for x [B,T,Hx,D] bf16 (GQA: head h reads x head
 /// h/(H/Hx)) and W [H,D,F] bf16; u = x W on tensor cores with f32 accumulation, the map in f32.
+/// Wlo (null, or W's f32 value minus W, see split_bf16_launch) adds x Wlo: u to about f32
+/// accuracy at twice the mma work (the backward: the exp map's arg-max and phi match the
+/// f32 weights).
 void features_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                        __nv_bfloat16* phi, const Dims& d, cudaStream_t s);
+                        const __nv_bfloat16* Wlo, __nv_bfloat16* phi, const Dims& d,
+                        cudaStream_t s);
+
+/// hi = bf16(w), lo = bf16(w - hi) for n f32 values: a bf16 pair carrying w to about 2^-17.
+void split_bf16_launch(const float* w, __nv_bfloat16* hi, __nv_bfloat16* lo, int64_t n,
+                       cudaStream_t s);
 
 /// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens,
 /// S <- exp(bl_end) S + (phi_k exp(bl_end - bl_s))^T [V|1], every factor <= 1.
@@ -60,23 +77,25 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
 
 /// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
 /// shared by the heads of a GQA group), dW [H,D,F] f32 += sum over tokens of x^T du (dW must
-/// be zeroed by the caller). dphi [B,H,T,2F] f32; u = x W_h and the map are recomputed.
+/// be zeroed by the caller). dphi [B,H,T,2F] f32; u = x (W + Wlo) and the map are recomputed
+/// (Wlo as in features_tc_launch, may be null): with bf16 W alone, the exp map's arg-max
+/// (which takes the max's gradient) differs from the f32 weights' at near ties.
 void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                            const float* dphi, float* dx, bool atomic_dx, float* dW,
-                            const Dims& d, cudaStream_t s);
+                            const __nv_bfloat16* Wlo, const float* dphi, float* dx,
+                            bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
 /// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
 void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
                       float* dstates, const Dims& d, cudaStream_t s);
 
-/// The global branch's gradients per chunk (see grad_tc_kernel), numden from the forward:
-/// writes dphiq, dphik
-/// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and db [B,Hg,T] f32.
+/// The global branch's gradients per chunk (see grad_tc_kernel): writes dphiq, dphik
+/// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and into da [B,Hg,T] f32 the gradient of the
+/// log-gate a_t itself (not of the cumulative b, as global_bwd_kernel's db: no reverse cumsum
+/// follows). dstates as dstate_tc_launch writes them.
 void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik,
                     const __nv_bfloat16* v, const float* bl, const float* states,
-                    const float* dstates, const float* dO, const float* cself,
-                    const float* numden, float* dphiq, float* dphik, float* dv, float* db,
-                    const Dims& d, cudaStream_t s);
+                    const float* dstates, const float* dO, const float* cself, float* dphiq,
+                    float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail

@@ -194,6 +194,28 @@ TEST(LizardAttentionGpu, MixedExtremeGatesInOneSequence) {
   }
 }
 
+// LIZARD_ATTENTION_TC_OFF replaces single tensor-core backward stages by their f32
+// counterparts (the bisection switch of cuda/lizard_attention_tc.cuh): every mix must still
+// give the reference gradients, at a shape with several chunks, a partial last chunk, GQA,
+// the exp map and a per-head gate. The variable is restored afterwards.
+TEST(LizardAttentionGpu, TensorCoreStagesMixWithF32) {
+  LZ_REQUIRE_GPU();
+  const char* old = std::getenv("LIZARD_ATTENTION_TC_OFF");
+  const std::string saved_env = old ? old : "";
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 32;
+  cfg.window = 40;
+  cfg.feature_activation = ops::FeatureActivation::Exp;
+  cfg.gate = ops::GateMode::PerHead;
+  auto c = make_case(cfg, 1, 97, 4, 2, 64, 8, 55, DType::F64, 0.5, 1.0);
+  for (const char* off : {"window_bwd", "state_bwd", "grad", "features_bwd", "grad,features_bwd", "bwd"}) {
+    setenv("LIZARD_ATTENTION_TC_OFF", off, 1);
+    compare(c, std::string("TC_OFF ") + off + " " + cfg.str());
+  }
+  if (old) setenv("LIZARD_ATTENTION_TC_OFF", saved_env.c_str(), 1);
+  else unsetenv("LIZARD_ATTENTION_TC_OFF");
+}
+
 TEST(LizardAttentionGpu, DecodeEqualsParallel) {
   LZ_REQUIRE_GPU();
   ops::LizardConfig cfg;

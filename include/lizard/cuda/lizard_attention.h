@@ -18,7 +18,10 @@
 //             windows whose keys do not fit shared memory, about w > 400 at D = 128)
 // Backward: window query side (dO' = [dg/den, dden], cself, dq) and key side (dk, dv per kv
 // head, no atomics), reverse dS sweep (the state kernel again), one CTA per chunk for
-// dphi_q, dphi_k, dv, db, feature-map backward with dW in fragments, gate scan.
+// dphi_q, dphi_k, dv and the log-gate gradient da (pairs crossing each token, no sequence-long
+// reverse cumsum), feature-map backward with dW in fragments (u recomputed from W as a bf16
+// hi+lo pair), gate. LIZARD_ATTENTION_TC_OFF=window_bwd,state_bwd,grad,features_bwd (or bwd)
+// replaces single backward stages by their f32 counterparts (bisection).
 // f32 inputs and other shapes take the f32 CUDA-core kernels of lizard_attention_fwd/bwd.cu
 // (one CTA per (b, h, 32 columns of [V|1]) carrying its slice of [S|z]); both paths write the
 // same saved tensors. Chunk length kChunk = 32 (lizard_attention_common.cuh).
