@@ -485,7 +485,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   // for the tensor-core stages and in f32 for the f32 ones. LIZARD_ATTENTION_TC_OFF replaces
   // single stages by their f32 counterparts (bisection; every mix is valid: both forms read
   // and write the same tensors, dO', cself, dstates, dphi, db).
-  const bool tc = dt == DType::BF16 && tc_enabled() && tc_supported(d) && tc_aligned;
+  const bool tc = dt == DType::BF16 && tc_enabled(true) && tc_supported(d) && tc_aligned;
   const bool tc_win = tc && tc_window_supported(d) && !tc_stage_off("window_bwd");
   const bool tc_grad = tc && !tc_stage_off("grad");
   const bool tc_dstate = tc_grad && !tc_stage_off("state_bwd");

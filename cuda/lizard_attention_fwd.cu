@@ -321,12 +321,12 @@ bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 
 
 LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
                                               const ops::LizardInputs& in,
-                                              const ops::LizardParams& p) {
+                                              const ops::LizardParams& p, bool training) {
   const Dims d = make_dims(cfg, ops::lizard_check_dims(cfg, in, p));
   LizardKernelPath r;
   // contiguous() copies are freshly allocated (aligned); views keep their own pointer
   auto ok = [](const Tensor& t) { return !t.is_contiguous() || aligned16(t); };
-  r.global_tc = in.q.dtype() == DType::BF16 && tc_enabled() && tc_supported(d) && ok(in.q) &&
+  r.global_tc = in.q.dtype() == DType::BF16 && tc_enabled(training) && tc_supported(d) && ok(in.q) &&
                 ok(in.k) && ok(in.v);
   r.window_tc = r.global_tc && tc_window_supported(d);
   return r;
@@ -352,7 +352,8 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
   Tensor z = Tensor::empty({d.B, d.Hg, d.T}, DType::F32, dev);
   Tensor bl = Tensor::empty({d.B, d.Hg, d.T}, DType::F32, dev);
   // tensor cores: bf16, whole 16x16 tiles, 16-byte aligned rows (uint4 loads)
-  const bool tc = dt == DType::BF16 && tc_enabled() && tc_supported(d) && aligned16(q) && aligned16(k) && aligned16(v);
+  const bool tc = dt == DType::BF16 && tc_enabled(saved != nullptr) && tc_supported(d) &&
+                  aligned16(q) && aligned16(k) && aligned16(v);
   const DType phi_dt = tc ? DType::BF16 : DType::F32;
   Tensor phiq = Tensor::empty({d.B, d.H, d.T, F2}, phi_dt, dev);
   Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, phi_dt, dev);

@@ -1388,9 +1388,13 @@ void set_smem(K kernel, size_t bytes) {
 
 }  // namespace
 
-bool tc_enabled() {
+bool tc_enabled(bool training) {
   const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return !(e && std::string(e) == "f32");
+  if (!e || !*e) return !training;
+  const std::string v(e);
+  if (v == "f32") return false;
+  if (v == "tc") return true;
+  throw InputError("LIZARD_ATTENTION_KERNELS='" + v + "': expected 'tc', 'f32' or unset");
 }
 
 bool tc_stage_off(const char* name) {

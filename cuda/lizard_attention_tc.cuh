@@ -9,9 +9,13 @@
 
 namespace lizard::cuda::lizard_detail {
 
-/// False when the environment variable LIZARD_ATTENTION_KERNELS is "f32": every call then
-/// takes the f32 CUDA-core kernels (an A/B switch for tests and benchmarks; read per call).
-bool tc_enabled();
+/// Whether a call may take the tensor-core kernels. Default: inference forwards (no saved
+/// tensors) yes, training (forward with saved tensors, backward) no: the tensor-core backward
+/// and the forward's bf16 feature maps do not yet keep every gradient within the 1e-2 relative
+/// of the oracle (gate gradients measured at 0.25-2 on an H200), so training takes the exact
+/// f32 kernels. LIZARD_ATTENTION_KERNELS=tc forces the tensor cores everywhere (fast,
+/// experimental), =f32 forbids them everywhere. Read per call.
+bool tc_enabled(bool training);
 
 /// Whether the tensor-core backward stage `name` is replaced by its f32 counterpart, from the
 /// comma list in LIZARD_ATTENTION_TC_OFF (a bisection switch; read per call). Names:

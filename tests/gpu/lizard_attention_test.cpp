@@ -47,19 +47,22 @@ GpuArgs to_gpu(const LizardCase& c) {
 
 /// Which kernels the CUDA launchers take for this case (bf16 on the GPU); both false when
 /// LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels.
-cuda::LizardKernelPath path_of(const LizardCase& c) {
+cuda::LizardKernelPath path_of(const LizardCase& c, bool training = true) {
 #ifdef LIZARD_WITH_CUDA
   const GpuArgs a = to_gpu(c);
-  return cuda::lizard_attention_kernel_path(c.cfg, a.in, a.p);
+  return cuda::lizard_attention_kernel_path(c.cfg, a.in, a.p, training);
 #else
   (void)c;  // CPU-only build: the GPU tests skip before asking
+  (void)training;
   return {};
 #endif
 }
 
+/// Whether training takes the tensor-core kernels in this process: only with
+/// LIZARD_ATTENTION_KERNELS=tc (see cuda::lizard_attention_kernel_path).
 bool f32_forced() {
   const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return e && std::string(e) == "f32";
+  return !(e && std::string(e) == "tc");
 }
 
 GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
@@ -200,6 +203,9 @@ TEST(LizardAttentionGpu, MixedExtremeGatesInOneSequence) {
 // the exp map and a per-head gate. The variable is restored afterwards.
 TEST(LizardAttentionGpu, TensorCoreStagesMixWithF32) {
   LZ_REQUIRE_GPU();
+  if (f32_forced())
+    GTEST_SKIP() << "training takes the f32 kernels; run with LIZARD_ATTENTION_KERNELS=tc to "
+                    "check the tensor-core backward stages";
   const char* old = std::getenv("LIZARD_ATTENTION_TC_OFF");
   const std::string saved_env = old ? old : "";
   ops::LizardConfig cfg;
@@ -214,6 +220,31 @@ TEST(LizardAttentionGpu, TensorCoreStagesMixWithF32) {
   }
   if (old) setenv("LIZARD_ATTENTION_TC_OFF", saved_env.c_str(), 1);
   else unsetenv("LIZARD_ATTENTION_TC_OFF");
+}
+
+// Inference (a forward without saved tensors: eval, generation prefill) takes the tensor
+// cores by default; its output must match the oracle at the awkward lengths, GQA 1 and 4,
+// both presets and mixed extreme gates.
+TEST(LizardAttentionGpu, InferenceForwardOnTensorCores) {
+  LZ_REQUIRE_GPU();
+  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
+  const bool f32_everywhere = e && std::string(e) == "f32";
+  for (int64_t T : {1, 7, 64, 65, 1000, 4096})
+    for (int64_t Hkv : {4, 1}) {
+      ops::LizardConfig cfg;
+      cfg.feature_dim = 16;
+      cfg.window = 16;
+      cfg.sinks = 4;
+      cfg.preset = T % 2 ? ops::Preset::Plus : ops::Preset::Paper;
+      LizardCase c = bf16_rounded(make_case(cfg, 2, T, 4, Hkv, 32, 24, 70 + T + Hkv));
+      EXPECT_EQ(path_of(c, false).global_tc, !f32_everywhere) << "inference takes the tensor cores";
+      const GpuArgs a = to_gpu(c);
+      const Tensor y = ops::lizard_attention_forward(c.cfg, a.in, a.p, nullptr).to(Device::cpu(), DType::F64);
+      const Tensor ref = ops::lizard_chunked_forward(c.cfg, c.in, c.p);
+      for (double v : y.to_vector()) ASSERT_TRUE(std::isfinite(v));
+      // bf16 feature maps and output (2^-9 relative each) with f32 accumulation.
+      EXPECT_LE(rel_err(y, ref), 1e-2) << "T " << T << " Hkv " << Hkv << " " << cfg.str();
+    }
 }
 
 TEST(LizardAttentionGpu, DecodeEqualsParallel) {

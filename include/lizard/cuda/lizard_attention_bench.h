@@ -16,7 +16,8 @@ std::vector<LizardBenchShape> lizard_bench_default_shapes();
 /// Times forward and forward+backward (median of `iters` runs after `warmup`, CUDA events) and
 /// returns one JSON object per shape, one per line:
 /// {"op":"lizard_attention","device":..,"B":..,"T":..,"H":..,"D":..,"F":..,"window":..,
-///  "global_tc":..,"window_tc":.. (which kernels ran: lizard_attention_kernel_path),
+///  "inference_tc", "training_global_tc", "training_window_tc" (which kernels ran:
+///  lizard_attention_kernel_path), "tc_fwd_bwd_ms" (the experimental tensor-core training path),
 ///  "fwd_ms":..,"fwd_bwd_ms":.., "hbm_gb_fwd":{stage: GB moved, .., "total"},
 ///  "hbm_floor_ms_fwd": total / 4.8 TB/s, "hbm_fraction_fwd": floor / fwd_ms, and the same
 ///  for the backward (measured as fwd_bwd_ms - fwd_ms)}. The byte counts are analytic (what
