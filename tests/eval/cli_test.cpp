@@ -3,6 +3,7 @@
 // option wiring, model loading, tokenizer choice, JSON output and streaming must not change
 // the numbers. Uses the Hugging Face fixtures (tests/fixtures/hf, random tiny models).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <sys/wait.h>
 
@@ -37,7 +38,10 @@ struct CliRun {
 };
 
 CliRun run_cli(const std::string& args) {
-  const std::string err_file = ::testing::TempDir() + "lizard_cli_stderr.txt";
+  // One file per process and test: ctest runs these tests as parallel processes.
+  const std::string err_file = ::testing::TempDir() + "lizard_cli_stderr_" +
+                               std::to_string(getpid()) + "_" +
+                               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".txt";
   const std::string cmd = lizard_bin() + " " + args + " 2>" + err_file;
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
