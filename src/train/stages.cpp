@@ -91,6 +91,9 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
     }
   };
   const bool hf_dir = !cfg.model.path.empty() && fs::exists(fs::path(cfg.model.path) / "config.json");
+  // A model.path that is neither kind fails here, before model.arch (defaults: Llama-3-8B
+  // sized) is allocated for nothing.
+  if (!hf_dir && !cfg.model.path.empty()) (void)resolve_checkpoint("model.path", cfg.model.path);
   if (hf_dir) {
     io::LoadOptions lo;
     lo.device = device;
