@@ -35,10 +35,27 @@ printf 'leak:libhdf5\n' >"$SUPP"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$SUPP}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+# Fork mode keeps fuzzing past a crash (every crashing input is still written to
+# BUILD/crashes/<target>/); each one is then replayed alone and classified: a crash whose top
+# frames are inside libhdf5 is upstream (HDF5 1.10 has known memory-safety bugs on malformed
+# object headers: not fixable in lizard, listed in docs/robustness.md); anything else is ours.
+classify() {  # classify TARGET INPUT -> prints "ours", "upstream" or "gone" (no crash alone)
+  local out asan="$ASAN_OPTIONS"
+  [ "$1" = hdf5_dataset ] && asan="$asan:allocator_may_return_null=1"
+  if out=$(ASAN_OPTIONS="$asan" "$BUILD/bin/fuzz_$1" -rss_limit_mb=2048 -malloc_limit_mb=16777216 \
+        -timeout=20 "$2" 2>&1); then
+    echo gone
+  elif echo "$out" | grep -E "^ *#[0-3] " | grep -q "libhdf5"; then
+    echo upstream
+  else
+    echo ours
+  fi
+}
 failed=()
 for t in "${TARGETS[@]}"; do
   corpus="$BUILD/corpus/$t" crashes="$BUILD/crashes/$t"
   mkdir -p "$corpus" "$crashes"
+  before=$(ls "$crashes" | wc -l)
   echo "=== fuzz_$t for ${SECS}s"
   # -rss_limit_mb also caps single allocations: a header claiming terabytes must be refused
   # by the parser before it allocates.
@@ -49,17 +66,27 @@ for t in "${TARGETS[@]}"; do
     # allocations still cannot grow past -rss_limit_mb unnoticed.
     extra=(-malloc_limit_mb=16777216) asan="$ASAN_OPTIONS:allocator_may_return_null=1"
   fi
-  if ! ASAN_OPTIONS="$asan" "$BUILD/bin/fuzz_$t" -max_total_time="$SECS" -rss_limit_mb=2048 \
-       -timeout=20 "${extra[@]}" -artifact_prefix="$crashes/" -print_final_stats=1 \
-       "$corpus" "fuzz/corpus/$t" >"$BUILD/fuzz_$t.log" 2>&1; then
-    failed+=("$t")
-    grep -E "ERROR|runtime error|terminate|what\(\)|Test unit written" "$BUILD/fuzz_$t.log" | head -20
-  fi
-  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$BUILD/fuzz_$t.log" | tr '\n' ' '
-  echo
+  ASAN_OPTIONS="$asan" "$BUILD/bin/fuzz_$t" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 \
+    -ignore_ooms=1 -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=20 "${extra[@]}" \
+    -artifact_prefix="$crashes/" "$corpus" "fuzz/corpus/$t" >"$BUILD/fuzz_$t.log" 2>&1 || true
+  grep -E "^#[0-9]+: .*DONE|INFO: exiting" "$BUILD/fuzz_$t.log" | tail -1
+  ours=0 upstream=0
+  for c in $(ls -t "$crashes" | head -n $(( $(ls "$crashes" | wc -l) - before ))); do
+    kind=$(classify "$t" "$crashes/$c")
+    if [ "$kind" = upstream ]; then
+      upstream=$((upstream + 1))
+    elif [ "$kind" = gone ]; then
+      echo "  $crashes/$c does not crash when replayed alone (flaky or state-dependent)"
+    else
+      ours=$((ours + 1))
+      echo "  crash in lizard: $crashes/$c"
+    fi
+  done
+  echo "  new crashing inputs: $ours in lizard, $upstream inside libhdf5 (upstream)"
+  [ "$ours" -gt 0 ] && failed+=("$t")
 done
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "fuzz.sh: crashes in: ${failed[*]} (inputs under $BUILD/crashes/, logs $BUILD/fuzz_*.log)"
+  echo "fuzz.sh: crashes in lizard code: ${failed[*]} (replay one: $BUILD/bin/fuzz_<target> <input>)"
   exit 1
 fi
-echo "fuzz.sh: no crash in ${TARGETS[*]} (${SECS}s each)"
+echo "fuzz.sh: no crash in lizard code in ${TARGETS[*]} (${SECS}s each)"
