@@ -2,7 +2,9 @@
 // the normal build: every input that once crashed a parser (kept under
 // tests/fixtures/fuzz_regressions/<target>/) and every seed of fuzz/corpus/<target>/ must end
 // in success or a lizard::Error, never another exception or a crash. Each target must also
-// accept at least one seed, so a feeder that refuses everything cannot pass unnoticed.
+// accept at least one seed, so a feeder that refuses everything cannot pass unnoticed. A kept
+// input named "refused-*" must be refused with a lizard::Error (its bug was accepting it, e.g.
+// allocating gigabytes for a tiny file), not merely survive.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -50,7 +52,9 @@ TEST(FuzzRegression, KeptCrashInputsAreCleanErrors) {
   for (const Target& t : targets()) {
     for (const fs::path& p : files_in(kSource / "tests/fixtures/fuzz_regressions" / t.name)) {
       SCOPED_TRACE(p.string());
-      feed_file(t, p);
+      const Outcome o = feed_file(t, p);
+      if (p.filename().string().rfind("refused-", 0) == 0)
+        EXPECT_EQ(o, Outcome::Refused) << t.name << ": " << p << " must be refused";
       ++replayed;
     }
   }
