@@ -179,11 +179,15 @@ std::vector<BenchRow> bench_ops(int device, int iters, bool quick) {
     const double fwd_flops = 4.0 * B * H * double(T) * T * D / 2;  // causal: half the square
     const double io = 2.0 * (2 * B * T * H * D + 2 * B * T * Hk * D);
     double ms = 0;
-    for (int warps : {4, 8}) {
-      ms = time_ms([&] { flash_attention_forward_tiled(q, k, v, scale, 0, o, lse, warps, st); }, st, iters);
-      add(warps == 4 ? "flash_attention_fwd_w4" : "flash_attention_fwd_w8", shape_of({B, T, H, Hk, D}),
-          "bf16", ms, io, fwd_flops);
+    for (auto wm : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {4, 3}, {8, 2}}) {
+      const int warps = wm.first, mt = wm.second;
+      ms = time_ms([&] { flash_attention_forward_tiled(q, k, v, scale, 0, o, lse, warps, st, mt); },
+                   st, iters);
+      add(str_cat("flash_attention_fwd_w", warps, "x", mt), shape_of({B, T, H, Hk, D}), "bf16", ms,
+          io, fwd_flops);
     }
+    ms = time_ms([&] { flash_attention_forward(q, k, v, scale, 0, o, lse, st); }, st, iters);
+    add("flash_attention_fwd", shape_of({B, T, H, Hk, D}), "bf16", ms, io, fwd_flops);
     Tensor dq = Tensor::empty(q.shape(), DType::BF16, Device::cuda(device));
     Tensor dk = Tensor::empty(k.shape(), DType::BF16, Device::cuda(device));
     Tensor dv = Tensor::empty(v.shape(), DType::BF16, Device::cuda(device));

@@ -173,10 +173,11 @@ __global__ void ref_dkdv_kernel(const T* dout, const T* q, const T* k, const T* 
 // ---------------------------------------------------------------------------------------
 // Tensor-core forward.
 constexpr int kBlockN = 64;  // keys per tile
-// Query rows per forward block = 16 x warps. 8 warps halve the K/V tile traffic per query
-// (the L2 stream dominates at T = 2k); 4 warps give more blocks per SM. Untimed yet: the
-// benchmark reports both (flash_attention_fwd_w4 / _w8).
-constexpr int kDefaultForwardWarps = 8;
+// Forward block shape: warps x m-tiles of 16 query rows (see fa_fwd_tc_kernel). Measured on an
+// H200 at B=8,T=2048 / B=2,T=8192 (H=32, Hkv=8, D=128; `lizard bench ops`): 4x1 1.45 / 5.19 ms,
+// 8x1 1.42 / 4.79, 4x2 1.27 / 4.37, 4x2 with 32-key tiles 1.37 / 4.73, 8x2 (32 keys) 1.54 / 4.87.
+constexpr int kDefaultForwardWarps = 4;
+constexpr int kDefaultForwardMTiles = 2;
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -208,6 +209,12 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// 2^x by the SFU (ex2.approx.ftz: about 2 ulp, 2^-inf = 0, the range softmax needs).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
@@ -229,18 +236,25 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* sm, const __nv_bfloat16
   }
 }
 
-template <int kD, int kWarps>
+// One block owns kBlockM = 16 x kWarps x kMT query rows of one head and walks kN keys per
+// tile (kN = 32 frees the registers kMT = 2 needs at D = 128); each warp owns kMT
+// 16-row m-tiles, so every K/V fragment read from shared memory feeds kMT mma's (kMT = 2 is
+// FlashAttention-2's shape: shared-memory bandwidth, not the tensor cores, limits kMT = 1).
+// With kMT = 1 the warp's Q fragments stay in registers; with kMT = 2 the accumulators need
+// those registers and Q is re-read from shared memory at every k-step.
+template <int kD, int kWarps, int kMT, int kN>
 __global__ void __launch_bounds__(kWarps * 32)
     fa_fwd_tc_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                      const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o,
                      float* __restrict__ lse, AttnDims a) {
-  constexpr int kBlockM = 16 * kWarps;
+  constexpr int kBlockM = 16 * kWarps * kMT;
+  constexpr bool kQInRegs = kMT == 1;
   constexpr int kStride = kD + 8;  // +16 bytes per row: conflict-free ldmatrix
   constexpr int kThreads = kWarps * 32;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sK = sQ + kBlockM * kStride;      // [2][kBlockN][kStride]
-  __nv_bfloat16* sV = sK + 2 * kBlockN * kStride;  // [2][kBlockN][kStride]
+  __nv_bfloat16* sK = sQ + kBlockM * kStride;      // [2][kN][kStride]
+  __nv_bfloat16* sV = sK + 2 * kN * kStride;  // [2][kN][kStride]
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t4 = lane & 3;
@@ -254,143 +268,181 @@ __global__ void __launch_bounds__(kWarps * 32)
   const __nv_bfloat16* vg = v + (b * a.T * a.Hkv + hk) * a.D;
 
   const int64_t q_last = min(a.T - 1, m0 + kBlockM - 1);
-  const int64_t kv_begin = a.window > 0 ? max(int64_t(0), m0 - a.window + 1) / kBlockN * kBlockN : 0;
+  const int64_t kv_begin = a.window > 0 ? max(int64_t(0), m0 - a.window + 1) / kN * kN : 0;
   const int64_t kv_end = q_last + 1;  // exclusive
-  const int n_tiles = static_cast<int>((kv_end - kv_begin + kBlockN - 1) / kBlockN);
+  const int n_tiles = static_cast<int>((kv_end - kv_begin + kN - 1) / kN);
 
   load_tile<kBlockM, kD, kStride, kThreads>(sQ, qg, m0, a.T, ldq, a.D);
-  load_tile<kBlockN, kD, kStride, kThreads>(sK, kg, kv_begin, a.T, ldk, a.D);
-  load_tile<kBlockN, kD, kStride, kThreads>(sV, vg, kv_begin, a.T, ldk, a.D);
+  load_tile<kN, kD, kStride, kThreads>(sK, kg, kv_begin, a.T, ldk, a.D);
+  load_tile<kN, kD, kStride, kThreads>(sV, vg, kv_begin, a.T, ldk, a.D);
   cp_async_commit();
 
   const float scale_log2 = a.scale * 1.4426950408889634f;
-  uint32_t qf[kD / 16][4];
-  float acc[kD / 8][4];
+  uint32_t qf[kQInRegs ? kD / 16 : 1][4];
+  float acc[kMT][kD / 8][4];
 #pragma unroll
-  for (int i = 0; i < kD / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-  float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.f, 0.f};
-  const int64_t row0 = m0 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int i = 0; i < kD / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+  float m_r[kMT][2], l_r[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) m_r[mt][0] = m_r[mt][1] = -INFINITY, l_r[mt][0] = l_r[mt][1] = 0.f;
+  const int wrow = warp * 16 * kMT;  // the warp's first row within the block
+  // This thread's rows: m0 + wrow + 16 mt + g (+ 8).
+  const int64_t row0 = m0 + wrow + g;
+  // ldmatrix address of an A fragment (16 x 16 of sQ at m-tile mt, k-step kk).
+  auto q_frag_ptr = [&](int mt, int kk) {
+    return sQ + (wrow + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + kk * 16 + (lane >> 4) * 8;
+  };
 
   for (int j = 0; j < n_tiles; ++j) {
-    const int64_t n0 = kv_begin + int64_t(j) * kBlockN;
+    const int64_t n0 = kv_begin + int64_t(j) * kN;
     if (j + 1 < n_tiles) {
       const int nb = (j + 1) & 1;
-      load_tile<kBlockN, kD, kStride, kThreads>(sK + nb * kBlockN * kStride, kg, n0 + kBlockN, a.T, ldk, a.D);
-      load_tile<kBlockN, kD, kStride, kThreads>(sV + nb * kBlockN * kStride, vg, n0 + kBlockN, a.T, ldk, a.D);
+      load_tile<kN, kD, kStride, kThreads>(sK + nb * kN * kStride, kg, n0 + kN, a.T, ldk, a.D);
+      load_tile<kN, kD, kStride, kThreads>(sV + nb * kN * kStride, vg, n0 + kN, a.T, ldk, a.D);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (j == 0) {
+    if constexpr (kQInRegs) {
+      if (j == 0) {
 #pragma unroll
-      for (int kk = 0; kk < kD / 16; ++kk) {
-        const int r = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = kk * 16 + (lane >> 4) * 8;
-        ldmatrix_x4(qf[kk], sQ + r * kStride + c);
+        for (int kk = 0; kk < kD / 16; ++kk) ldmatrix_x4(qf[kk], q_frag_ptr(0, kk));
       }
     }
-    const __nv_bfloat16* sKb = sK + (j & 1) * kBlockN * kStride;
-    const __nv_bfloat16* sVb = sV + (j & 1) * kBlockN * kStride;
+    const __nv_bfloat16* sKb = sK + (j & 1) * kN * kStride;
+    const __nv_bfloat16* sVb = sV + (j & 1) * kN * kStride;
 
-    // S = Q K^T for this warp's 16 rows x 64 keys.
-    float s[kBlockN / 8][4];
+    // S = Q K^T for this warp's 16 kMT rows x 64 keys.
+    float s[kMT][kN / 8][4];
 #pragma unroll
-    for (int i = 0; i < kBlockN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int i = 0; i < kN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
+      uint32_t qa[kMT][4];
 #pragma unroll
-      for (int nn = 0; nn < kBlockN / 16; ++nn) {
+      for (int mt = 0; mt < kMT; ++mt) {
+        if constexpr (kQInRegs) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[kk][e];
+        } else {
+          ldmatrix_x4(qa[mt], q_frag_ptr(mt, kk));
+        }
+      }
+#pragma unroll
+      for (int nn = 0; nn < kN / 16; ++nn) {
         uint32_t bk[4];
         const int r = nn * 16 + (lane & 7) + (lane >> 4) * 8, c = kk * 16 + ((lane >> 3) & 1) * 8;
         ldmatrix_x4(bk, sKb + r * kStride + c);
-        mma_bf16(s[2 * nn], qf[kk], bk[0], bk[1]);
-        mma_bf16(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_bf16(s[mt][2 * nn], qa[mt], bk[0], bk[1]);
+          mma_bf16(s[mt][2 * nn + 1], qa[mt], bk[2], bk[3]);
+        }
       }
     }
 
     // Mask only tiles that touch the diagonal, the window edge or the sequence end.
-    const bool need_mask = n0 + kBlockN - 1 > m0 || n0 + kBlockN > a.T ||
+    const bool need_mask = n0 + kN - 1 > m0 || n0 + kN > a.T ||
                            (a.window > 0 && m0 + kBlockM - 1 - n0 >= a.window);
 #pragma unroll
-    for (int i = 0; i < kBlockN / 8; ++i) {
+    for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t t = row0 + (e >> 1) * 8, key = n0 + i * 8 + 2 * t4 + (e & 1);
-        float x = s[i][e] * scale_log2;
-        if (need_mask && (key >= a.T || !visible(t, key, a.window))) x = -INFINITY;
-        s[i][e] = x;
+      for (int i = 0; i < kN / 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t t = row0 + mt * 16 + (e >> 1) * 8, key = n0 + i * 8 + 2 * t4 + (e & 1);
+          if (need_mask && (key >= a.T || !visible(t, key, a.window))) s[mt][i][e] = -INFINITY;
+        }
       }
-    }
-    // Online softmax over the two rows this thread holds (a quad shares a row).
+      // Online softmax over the two rows this thread holds (a quad shares a row). Scores stay
+      // raw; the max is scaled once and each exponent is one FFMA (scale > 0 keeps the order).
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      float mx = m_r[rr];
+      for (int rr = 0; rr < 2; ++rr) {
+        float mx = -INFINITY;
 #pragma unroll
-      for (int i = 0; i < kBlockN / 8; ++i) mx = fmaxf(mx, fmaxf(s[i][2 * rr], s[i][2 * rr + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float base = mx == -INFINITY ? 0.f : mx;  // a fully masked row stays all-zero
-      const float corr = exp2f(m_r[rr] - base);
-      m_r[rr] = mx;
-      float sum = 0.f;
+        for (int i = 0; i < kN / 8; ++i) mx = fmaxf(mx, fmaxf(s[mt][i][2 * rr], s[mt][i][2 * rr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = fmaxf(m_r[mt][rr], mx * scale_log2);
+        const float base = mx == -INFINITY ? 0.f : mx;  // a fully masked row stays all-zero
+        const float corr = fast_exp2(m_r[mt][rr] - base);
+        m_r[mt][rr] = mx;
+        float sum = 0.f;
 #pragma unroll
-      for (int i = 0; i < kBlockN / 8; ++i) {
-        s[i][2 * rr] = exp2f(s[i][2 * rr] - base);
-        s[i][2 * rr + 1] = exp2f(s[i][2 * rr + 1] - base);
-        sum += s[i][2 * rr] + s[i][2 * rr + 1];
-      }
-      l_r[rr] = l_r[rr] * corr + sum;
+        for (int i = 0; i < kN / 8; ++i) {
+          s[mt][i][2 * rr] = fast_exp2(fmaf(s[mt][i][2 * rr], scale_log2, -base));
+          s[mt][i][2 * rr + 1] = fast_exp2(fmaf(s[mt][i][2 * rr + 1], scale_log2, -base));
+          sum += s[mt][i][2 * rr] + s[mt][i][2 * rr + 1];
+        }
+        l_r[mt][rr] = l_r[mt][rr] * corr + sum;
 #pragma unroll
-      for (int i = 0; i < kD / 8; ++i) {
-        acc[i][2 * rr] *= corr;
-        acc[i][2 * rr + 1] *= corr;
+        for (int i = 0; i < kD / 8; ++i) {
+          acc[mt][i][2 * rr] *= corr;
+          acc[mt][i][2 * rr + 1] *= corr;
+        }
       }
     }
     // O += P V: the S accumulators of two adjacent key tiles are exactly an A fragment.
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                        pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+    for (int kk = 0; kk < kN / 16; ++kk) {
+      uint32_t pa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int dn = 0; dn < kD / 16; ++dn) {
         uint32_t bv[4];
         const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = dn * 16 + (lane >> 4) * 8;
         ldmatrix_x4_trans(bv, sVb + r * kStride + c);
-        mma_bf16(acc[2 * dn], pa, bv[0], bv[1]);
-        mma_bf16(acc[2 * dn + 1], pa, bv[2], bv[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_bf16(acc[mt][2 * dn], pa[mt], bv[0], bv[1]);
+          mma_bf16(acc[mt][2 * dn + 1], pa[mt], bv[2], bv[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's prefetch overwrites the buffer just read
   }
 
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    float l = l_r[rr];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int64_t t = row0 + rr * 8;
-    if (t >= a.T) continue;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    __nv_bfloat16* orow = o + ((b * a.T + t) * a.H + h) * a.D;
+  for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
-    for (int i = 0; i < kD / 8; ++i) {
-      const int d = i * 8 + 2 * t4;
-      if (d < a.D)
-        *reinterpret_cast<__nv_bfloat162*>(orow + d) =
-            __floats2bfloat162_rn(acc[i][2 * rr] * inv, acc[i][2 * rr + 1] * inv);
+    for (int rr = 0; rr < 2; ++rr) {
+      float l = l_r[mt][rr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int64_t t = row0 + mt * 16 + rr * 8;
+      if (t >= a.T) continue;
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      __nv_bfloat16* orow = o + ((b * a.T + t) * a.H + h) * a.D;
+#pragma unroll
+      for (int i = 0; i < kD / 8; ++i) {
+        const int d = i * 8 + 2 * t4;
+        if (d < a.D)
+          *reinterpret_cast<__nv_bfloat162*>(orow + d) =
+              __floats2bfloat162_rn(acc[mt][i][2 * rr] * inv, acc[mt][i][2 * rr + 1] * inv);
+      }
+      if (t4 == 0) lse[(b * a.H + h) * a.T + t] = (m_r[mt][rr] + log2f(l)) * 0.6931471805599453f;
     }
-    if (t4 == 0) lse[(b * a.H + h) * a.T + t] = (m_r[rr] + log2f(l)) * 0.6931471805599453f;
   }
 }
 
-template <int kD, int kWarps>
+template <int kD, int kWarps, int kMT, int kN>
 void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
                    const AttnDims& a, void* stream) {
-  constexpr int kBlockM = 16 * kWarps;
-  const size_t smem = size_t(kBlockM + 4 * kBlockN) * (kD + 8) * sizeof(__nv_bfloat16);
-  auto kern = fa_fwd_tc_kernel<kD, kWarps>;
+  constexpr int kBlockM = 16 * kWarps * kMT;
+  const size_t smem = size_t(kBlockM + 4 * kN) * (kD + 8) * sizeof(__nv_bfloat16);
+  auto kern = fa_fwd_tc_kernel<kD, kWarps, kMT, kN>;
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
@@ -754,14 +806,16 @@ bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
 void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                              int64_t window, Tensor& o, Tensor& lse, void* stream) {
-  flash_attention_forward_tiled(q, k, v, scale, window, o, lse, kDefaultForwardWarps, stream);
+  flash_attention_forward_tiled(q, k, v, scale, window, o, lse, kDefaultForwardWarps, stream,
+                                kDefaultForwardMTiles);
 }
 
 void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                                    int64_t window, Tensor& o, Tensor& lse, int warps,
-                                   void* stream) {
+                                   void* stream, int m_tiles) {
   const char* op = "cuda::flash_attention_forward";
-  LZ_CHECK(warps == 4 || warps == 8, op, ": warps must be 4 or 8, got ", warps);
+  LZ_CHECK((warps == 4 && m_tiles >= 1 && m_tiles <= 3) || (warps == 8 && m_tiles >= 1 && m_tiles <= 2),
+           op, ": (warps, m_tiles) must be (4, 1..3) or (8, 1..2), got (", warps, ", ", m_tiles, ")");
   const AttnDims a = check_attn(op, q, k, v, scale, window);
   require_contiguous(o, op, "o");
   require_contiguous(lse, op, "lse");
@@ -770,12 +824,21 @@ void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tenso
            ": lse must be f32 [B, H, T], got ", lse.desc());
   if (q.numel() == 0) return;
   if (tc_eligible(q, k, v, o)) {
+    const int variant = warps * 10 + m_tiles;
+    auto launch = [&](auto d_tag) {
+      constexpr int kD = decltype(d_tag)::value;
+      switch (variant) {
+        case 41: launch_fwd_tc<kD, 4, 1, kBlockN>(q, k, v, o, lse, a, stream); break;
+        case 81: launch_fwd_tc<kD, 8, 1, kBlockN>(q, k, v, o, lse, a, stream); break;
+        case 42: launch_fwd_tc<kD, 4, 2, kBlockN>(q, k, v, o, lse, a, stream); break;
+        case 43: launch_fwd_tc<kD, 4, 2, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
+        default: launch_fwd_tc<kD, 8, 2, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
+      }
+    };
     if (a.D <= 64)
-      warps == 4 ? launch_fwd_tc<64, 4>(q, k, v, o, lse, a, stream)
-                 : launch_fwd_tc<64, 8>(q, k, v, o, lse, a, stream);
+      launch(std::integral_constant<int, 64>{});
     else
-      warps == 4 ? launch_fwd_tc<128, 4>(q, k, v, o, lse, a, stream)
-                 : launch_fwd_tc<128, 8>(q, k, v, o, lse, a, stream);
+      launch(std::integral_constant<int, 128>{});
   } else {
     visit_storage(q.dtype(), op, [&](auto z) {
       using T = decltype(z);

@@ -67,6 +67,17 @@ __device__ __forceinline__ float block_sum(float v, float* shm) {
   v = lane < nw ? shm[lane] : 0.f;
   return warp_sum(v);
 }
+/// block_sum in double (for sums that are then subtracted from one of their terms).
+__device__ __forceinline__ double block_sum_f64(double v, double* shm) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if (lane == 0) shm[warp] = v;
+  __syncthreads();
+  v = lane < nw ? shm[lane] : 0.0;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
 __device__ __forceinline__ float block_max(float v, float* shm) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   v = warp_max(v);

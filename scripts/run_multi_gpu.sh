@@ -2,7 +2,7 @@
 # Launches a lizard command data-parallel on one or several nodes through mpirun (Open MPI).
 #
 #   scripts/run_multi_gpu.sh [-n NPROC] [--hostfile FILE] [--timeout SECONDS] -- CMD [ARGS...]
-#   e.g. scripts/run_multi_gpu.sh -n 8 -- build/bin/lizard train --config configs/stage2.yaml
+#   e.g. scripts/run_multi_gpu.sh -n 8 -- build/bin/lizard train --config configs/recipe.yaml
 #
 # -n defaults to the number of GPUs nvidia-smi lists on this node (one rank per GPU). With a
 # hostfile ("node1 slots=8" per line) -n is the total over all nodes. Ranks take their GPU from

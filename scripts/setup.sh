@@ -2,6 +2,8 @@
 # Installs what the build needs (Debian/Ubuntu packages) and configures + builds lizard.
 # Usage: scripts/setup.sh [build-dir] [extra cmake args...]. Idempotent; as root or with sudo.
 set -euo pipefail
+# NVLink SHARP multicast off for any NCCL use (not every lent machine supports it).
+export NCCL_NVLS_ENABLE=0
 cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 shift || true

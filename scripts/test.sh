@@ -2,6 +2,8 @@
 # Builds lizard and runs the whole test suite (ctest). Tests that need a GPU skip themselves
 # with a message where none is visible. Usage: scripts/test.sh [build-dir] [cmake args...]
 set -euo pipefail
+# NVLink SHARP multicast off for any NCCL use (not every lent machine supports it).
+export NCCL_NVLS_ENABLE=0
 cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 shift || true

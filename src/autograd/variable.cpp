@@ -82,7 +82,7 @@ void accumulate_buffer(Tensor& acc, const Tensor& g) {
 }  // namespace
 
 void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in,
-              bool retain_graph) {
+              bool retain_graph, const LeafReadyFn& on_leaf_ready) {
   LZ_CHECK(grads_in.empty() || grads_in.size() == roots.size(), "backward: ", grads_in.size(),
            " gradients for ", roots.size(), " roots");
   // Seed gradients.
@@ -125,10 +125,25 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in
       }
     }
   }
+  // Leaf readiness: a leaf is final once every node holding an edge to it has run (or was
+  // skipped because no gradient reached it).
+  std::unordered_map<VarImpl*, int> leaf_uses;
+  if (on_leaf_ready)
+    for (Node* n : order)
+      for (const Edge& e : n->edges)
+        if (e.leaf) ++leaf_uses[e.leaf.get()];
+  auto leaves_done = [&](Node* n) {
+    if (!on_leaf_ready) return;
+    for (const Edge& e : n->edges)
+      if (e.leaf && --leaf_uses[e.leaf.get()] == 0) on_leaf_ready(e.leaf.get());
+  };
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* n = *it;
     auto bit = buffer.find(n);
-    if (bit == buffer.end()) continue;  // no gradient reached this node
+    if (bit == buffer.end()) {  // no gradient reached this node
+      leaves_done(n);
+      continue;
+    }
     Tensor g = std::move(bit->second);
     buffer.erase(bit);
     std::vector<Tensor> gins = n->backward(g);
@@ -140,6 +155,7 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in
       else
         accumulate(e.leaf->grad, gins[i]);
     }
+    leaves_done(n);
     if (!retain_graph) n->release();
   }
 }

@@ -25,6 +25,7 @@ void register_bench(CLI::App& app) {
     std::printf("%s\n", cuda::bench_rows_json(cuda::bench_ops(0, *iters, false), 0).c_str());
 #endif
   });
+  register_bench_step(*cmd);
   CLI::App* att = cmd->add_subcommand("attention", "Lizard attention fwd and fwd+bwd at the ANCHORS.md shapes");
   att->callback([]() {
     LZ_INPUT_CHECK(cuda_available(), "lizard bench attention: no GPU visible");

@@ -6,6 +6,7 @@
 #include "lizard/cli/commands.h"
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/core/device.h"
+#include "lizard/io/export.h"
 #include "lizard/io/hf_config.h"
 
 namespace lizard::cli {
@@ -53,6 +54,16 @@ void run_model_info(const std::string& dir) {
               c.rope_scaling.type.c_str(), c.tie_word_embeddings ? "yes" : "no");
   std::printf("  parameters: %lld (%.3f B); weights in bf16: %.2f GiB\n", static_cast<long long>(n),
               n / 1e9, n * 2.0 / 1073741824.0);
+  // A lizard export: its student configuration and adapter.
+  const std::string cfg_path = dir + "/config.json";
+  if (const auto lz = io::parse_lizard_section(io::load_json_file(cfg_path), cfg_path)) {
+    std::string soft;
+    for (int64_t l : lz->softmax_layers) soft += (soft.empty() ? "" : ",") + std::to_string(l);
+    std::printf("  lizard: %s; softmax layers [%s]\n", lz->config.str().c_str(), soft.c_str());
+  }
+  if (const auto lora = io::read_adapter_config(dir))
+    std::printf("  adapter: LoRA r=%lld alpha=%g (unmerged)\n", static_cast<long long>(lora->config->r),
+                lora->config->alpha);
 }
 }  // namespace
 

@@ -1,6 +1,8 @@
 // GradientBucketer: bucket assignment, flatten/launch/scatter.
 #include "lizard/dist/gradient_bucketer.h"
 
+#include <exception>
+
 #include "lizard/core/error.h"
 #include "lizard/ops/elementwise.h"
 
@@ -59,7 +61,9 @@ GradientBucketer::GradientBucketer(Communicator& comm, std::vector<autograd::Var
 
 GradientBucketer::~GradientBucketer() {
   // An in-flight all-reduce still writes into a bucket buffer: order its end before the
-  // buffers go back to the allocator.
+  // buffers go back to the allocator. Not while an exception unwinds: the caller is ending
+  // the job (abort_job), and waiting could block on a peer until the timeout.
+  if (std::uncaught_exceptions() > 0) return;
   for (auto& b : buckets_)
     if (b.work) b.work->wait();
 }

@@ -1,8 +1,13 @@
 // The MPI communicator: CPU tensors over a duplicate of MPI_COMM_WORLD, every blocking call
 // guarded by a Watchdog that aborts the job when it outlives the timeout.
+#include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <memory>
+#include <thread>
 
 #include "lizard/core/error.h"
 #include "lizard/dist/communicator.h"
@@ -30,9 +35,54 @@ void check_mpi(int rc, const char* what) {
   throw Error(str_cat("MPI ", what, " failed: ", std::string(msg, static_cast<size_t>(len))));
 }
 
+// LIZARD_TEST_FAULT=<rank>:<n>:<die|hang> (see communicator.h): which rank fails, when, how.
+struct Fault {
+  int rank = -1;
+  int64_t at = 0;
+  bool hang = false;
+};
+
+Fault parse_fault() {
+  Fault f;
+  const char* v = std::getenv("LIZARD_TEST_FAULT");
+  if (!v || !*v) return f;
+  int rank = -1;
+  long long at = 0;
+  char kind[8] = {0};
+  const bool ok = std::sscanf(v, "%d:%lld:%7s", &rank, &at, kind) == 3 && rank >= 0 && at >= 1 &&
+                  (std::strcmp(kind, "die") == 0 || std::strcmp(kind, "hang") == 0);
+  LZ_INPUT_CHECK(ok, "LIZARD_TEST_FAULT='", v, "': expected <rank>:<n>:<die|hang>, e.g. 1:5:die");
+  f.rank = rank;
+  f.at = at;
+  f.hang = std::strcmp(kind, "hang") == 0;
+  return f;
+}
+
 class DoneWork final : public Work {
  public:
   void wait() override {}
+};
+
+// A nonblocking all-reduce in flight: wait() completes it under the watchdog.
+class MpiWork final : public Work {
+ public:
+  MpiWork(MPI_Request req, Watchdog* watchdog, std::string op)
+      : req_(req), watchdog_(watchdog), op_(std::move(op)) {}
+  ~MpiWork() override {
+    // A request must be completed before its buffer goes away, except while an exception
+    // unwinds: the job is then being aborted (MPI_Abort) and a peer may never post its part.
+    if (req_ != MPI_REQUEST_NULL && std::uncaught_exceptions() == 0) wait();
+  }
+  void wait() override {
+    if (req_ == MPI_REQUEST_NULL) return;
+    auto guard = watchdog_->arm(op_);
+    check_mpi(MPI_Wait(&req_, MPI_STATUS_IGNORE), "MPI_Wait");
+  }
+
+ private:
+  MPI_Request req_;
+  Watchdog* watchdog_;
+  std::string op_;
 };
 
 // MPI counts are int: large tensors go in pieces of at most this many elements.
@@ -65,6 +115,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm_rank(node, &local_rank_);
     MPI_Comm_size(node, &local_size_);
     MPI_Comm_free(&node);
+    fault_ = parse_fault();
     const int rank = rank_;
     watchdog_ = std::make_unique<Watchdog>(
         opts.timeout_s, [rank, timeout = opts.timeout_s](const std::string& op, double elapsed) {
@@ -94,6 +145,47 @@ class MpiCommunicator final : public Communicator {
   const char* backend() const override { return "mpi"; }
 
   void all_reduce_sum(Tensor& t) override {
+    inject_fault();
+    reduce(t);
+  }
+
+  // MPI_Iallreduce for f32/f64 (the gradient buckets launched from backward); bf16 (summed
+  // through an f32 copy) and tensors beyond one MPI count reduce synchronously.
+  std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) override {
+    const DType d = t.dtype();
+    if (d == DType::BF16 || t.numel() > kMaxCount) {
+      all_reduce_sum(t);
+      return std::make_unique<DoneWork>();
+    }
+    inject_fault();
+    check(t, "all_reduce_sum_async");
+    LZ_CHECK(d == DType::F32 || d == DType::F64, "all_reduce_sum_async: ", t.desc(),
+             " must be f32, bf16 or f64");
+    MPI_Request req = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, t.raw(), static_cast<int>(t.numel()),
+                             d == DType::F32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, comm_, &req),
+              "MPI_Iallreduce");
+    return std::make_unique<MpiWork>(req, watchdog_.get(),
+                                     str_cat("all_reduce_sum (nonblocking) of ", t.desc()));
+  }
+
+  void abort_job(int code) override {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+
+ private:
+  void inject_fault() {
+    if (fault_.rank != rank_ || ++reduces_ != fault_.at) return;
+    std::fprintf(stderr, "lizard dist: rank %d: LIZARD_TEST_FAULT: %s at all_reduce_sum #%lld\n",
+                 rank_, fault_.hang ? "hanging" : "dying", static_cast<long long>(reduces_));
+    std::fflush(stderr);
+    if (!fault_.hang) std::_Exit(17);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+
+  void reduce(Tensor& t) {
     check(t, "all_reduce_sum");
     const DType d = t.dtype();
     LZ_CHECK(d == DType::F32 || d == DType::BF16 || d == DType::F64, "all_reduce_sum: ",
@@ -101,7 +193,7 @@ class MpiCommunicator final : public Communicator {
     if (d == DType::BF16) {
       // MPI has no bf16 sum: reduce an fp32 copy (also more accurate) and round once.
       Tensor f = t.to(DType::F32);
-      all_reduce_sum(f);
+      reduce(f);
       t.copy_(f);
       return;
     }
@@ -116,11 +208,8 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) override {
-    all_reduce_sum(t);  // CPU: synchronous (the trainer's CPU path is a reference, not fast)
-    return std::make_unique<DoneWork>();
-  }
 
+ public:
   void broadcast(Tensor& t, int root) override {
     check(t, "broadcast");
     LZ_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of ", size_);
@@ -170,6 +259,8 @@ class MpiCommunicator final : public Communicator {
     LZ_CHECK(t.is_contiguous(), op, ": ", t.desc(), " must be contiguous");
   }
 
+  Fault fault_;
+  int64_t reduces_ = 0;  // all_reduce_sum calls so far (fault injection)
   bool owns_mpi_ = false;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;

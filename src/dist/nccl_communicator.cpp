@@ -167,6 +167,13 @@ class NcclCommunicator final : public Communicator {
     })->wait();
   }
 
+  void abort_job(int code) override {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    if (comm_) ncclCommAbort(comm_);  // frees kernels waiting on peers
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+
   // Host-side: every rank's queued GPU work is irrelevant to a barrier of processes.
   void barrier() override { mpi_->barrier(); }
 

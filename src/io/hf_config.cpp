@@ -73,7 +73,13 @@ nn::LlamaConfig parse_hf_config(const Json& j, const std::string& src) {
   std::vector<std::string> refused;  // everything unsupported, reported together
   nn::LlamaConfig c;
 
-  const std::string mt = r.str_or(j, "model_type", "");
+  std::string mt = r.str_or(j, "model_type", "");
+  if (mt == "lizard") {
+    // A lizard export (io/export.h): the base architecture's type is in the lizard section.
+    const Json* lz = r.get(j, "lizard");
+    LZ_INPUT_CHECK(lz && lz->is_object(), src, ": model_type \"lizard\" needs a \"lizard\" object");
+    mt = r.str_or(*lz, "base_model_type", "llama");
+  }
   if (mt != "llama" && mt != "mistral" && mt != "qwen2")
     refused.push_back(str_cat("model_type \"", mt, "\""));
   c.model_type = mt;

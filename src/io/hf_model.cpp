@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "lizard/io/export.h"
 #include "lizard/io/hf_config.h"
 #include "lizard/io/safetensors.h"
 #include "lizard/nn/lizard_attention.h"
@@ -38,11 +39,32 @@ void load_weights(nn::Module& model, const std::string& path, bool allow_unexpec
 std::unique_ptr<nn::LlamaForCausalLM> load_hf_model(const std::string& dir, const LoadOptions& opt) {
   const fs::path cfg_path = fs::path(dir) / "config.json";
   LZ_INPUT_CHECK(fs::exists(cfg_path), "model directory '", dir, "' has no config.json");
-  const nn::LlamaConfig cfg = load_hf_config(cfg_path.string());
-  auto model = std::make_unique<nn::LlamaForCausalLM>(cfg, opt.attention, opt.lora, opt.dtype,
-                                                      opt.device);
+  const Json cfg_json = load_json_file(cfg_path.string());
+  const nn::LlamaConfig cfg = parse_hf_config(cfg_json, cfg_path.string());
+  // A lizard export (io/export.h): Lizard attention per its config section, LoRA per its
+  // adapter files, unless the caller chose the attention / adapters itself.
+  const std::optional<LizardSection> lizard = parse_lizard_section(cfg_json, cfg_path.string());
+  nn::AttentionFactory attention = opt.attention;
+  if (!attention && lizard)
+    attention = nn::lizard_factory(lizard->config, lizard->softmax_layers, opt.dtype, opt.device);
+  nn::LoraSpec lora = opt.lora;
+  std::optional<nn::LoraSpec> adapter;
+  if (!lora.config) adapter = read_adapter_config(dir);
+  if (adapter) lora = *adapter;
+  auto model = std::make_unique<nn::LlamaForCausalLM>(cfg, attention, lora, opt.dtype, opt.device);
   // Tied checkpoints may still carry lm_head.weight (some exporters write it): tolerate it.
   load_weights(*model, dir, cfg.tie_word_embeddings);
+  if (lizard) {
+    // An export holds every Lizard parameter: one missing is a broken export, not "start
+    // from the initialisation" (which load_weights allows for a plain HF base model).
+    SafetensorsCheckpoint ckpt(dir);
+    std::vector<std::string> missing;
+    for (const auto& [name, v] : model->named_parameters())
+      if (nn::is_lizard_parameter(name) && !ckpt.contains(name)) missing.push_back(name);
+    LZ_INPUT_CHECK(missing.empty(), dir, ": Lizard export lacks ", missing.size(),
+                   " Lizard parameter(s), first '", missing.empty() ? "" : missing[0], "'");
+  }
+  if (adapter) load_adapter(*model, dir);
   return model;
 }
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "lizard/autograd/checkpoint.h"
 #include "lizard/autograd/functions.h"
 #include "lizard/autograd/nn_functions.h"
 
@@ -47,9 +48,20 @@ Var Attention::output(const Var& heads) const {
   return o_proj->forward(ag::reshape(heads, {B, T, heads.size(2) * heads.size(3)}));
 }
 
-Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher) const {
+Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
+                       bool recompute_mix) const {
   QKV qkv = project(x);
-  return output(teacher ? softmax_mix(qkv, rope) : student_mix(x, qkv, rope));
+  if (teacher) return output(softmax_mix(qkv, rope));
+  if (recompute_mix && is_linearized() && ag::grad_enabled()) {
+    const Attention* self = this;
+    Var y = ag::checkpoint(
+        [self, &rope](const std::vector<Var>& in) {
+          return self->student_mix(in[0], QKV{in[1], in[2], in[3]}, rope);
+        },
+        {x, qkv.q, qkv.k, qkv.v});
+    return output(y);
+  }
+  return output(student_mix(x, qkv, rope));
 }
 
 }  // namespace lizard::nn

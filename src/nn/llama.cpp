@@ -23,8 +23,8 @@ DecoderLayer::DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> at
 }
 
 Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-                          const ModuleProbe* probe) const {
-  Var a = self_attn->forward(input_layernorm->forward(x), rope, teacher);
+                          bool recompute_mix, const ModuleProbe* probe) const {
+  Var a = self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix);
   if (probe) (*probe)("self_attn", a);
   Var h = ag::add(x, a);
   Var m = mlp->forward(post_attention_layernorm->forward(h));
@@ -85,9 +85,9 @@ Var LlamaForCausalLM::hidden(const Tensor& ids, const ForwardOptions& opt) const
     } else if (opt.probe) {
       const std::string prefix = "model.layers." + std::to_string(i) + ".";
       const ModuleProbe named = [&](const std::string& m, const Var& v) { (*opt.probe)(prefix + m, v); };
-      x = layer->forward(x, rt, opt.teacher, &named);
+      x = layer->forward(x, rt, opt.teacher, opt.recompute_attention, &named);
     } else {
-      x = layer->forward(x, rt, opt.teacher);
+      x = layer->forward(x, rt, opt.teacher, opt.recompute_attention);
     }
   }
   Var out = model->norm->forward(x);
@@ -121,8 +121,11 @@ void LlamaForCausalLM::init_random(uint64_t seed, double std) {
     } else if (d.dim() == 2) {
       const bool out_proj = name.find("o_proj") != std::string::npos ||
                             name.find("down_proj") != std::string::npos;
-      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32)
-                     .to(d.device(), d.dtype()));
+      // Drawn on the parameter's device (the same Philox stream): an 8B model's weights
+      // would take a minute to draw on one host core.
+      v.set_data(Tensor::normal(d.shape(), 0.0, out_proj ? out_std : std, seed, offset, DType::F32,
+                                d.device())
+                     .to(d.dtype()));
     } else if (name.find("bias") != std::string::npos) {
       v.set_data(Tensor::zeros(d.shape(), d.dtype(), d.device()));
     }

@@ -95,8 +95,12 @@ void AdamW::zero_grad() {
 StepResult AdamW::step(double lr, double max_norm) {
   std::vector<Var> params;
   for (const State& s : states_) params.push_back(s.param);
+  return step_with_norm(lr, max_norm, global_grad_norm(params));
+}
+
+StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
   StepResult r;
-  r.grad_norm = global_grad_norm(params);
+  r.grad_norm = grad_norm;
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     r.clip_scale = 0;

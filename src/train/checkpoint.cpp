@@ -121,6 +121,18 @@ std::optional<std::string> find_last_checkpoint(const std::string& root) {
 TrainState load_checkpoint_state(const std::string& dir, optim::AdamW& opt, int rank, int world) {
   LZ_INPUT_CHECK(fs::exists(fs::path(dir) / "DONE"), "checkpoint ", dir,
                  ": incomplete (no DONE marker); was the save interrupted?");
+  // DONE records the world size ("step N world W"): every rank, even one with no state file
+  // of its own, names both sizes.
+  {
+    std::ifstream done(fs::path(dir) / "DONE");
+    std::string w1, w2;
+    int64_t saved_step = 0, saved_world = 0;
+    if (done >> w1 >> saved_step >> w2 >> saved_world && w2 == "world") {
+      LZ_INPUT_CHECK(saved_world == world, "checkpoint ", dir, " was written by ", saved_world,
+                     " ranks, this run has ", world,
+                     "; resume with the same number of ranks (mpirun -np ", saved_world, ")");
+    }
+  }
   const std::string path = (fs::path(dir) / str_cat("state-rank", rank, ".h5")).string();
   LZ_INPUT_CHECK(fs::exists(path), "checkpoint ", dir, ": no state file for rank ", rank,
                  " (it was written by fewer ranks than this run's ", world, ")");

@@ -175,6 +175,9 @@ const std::vector<Field>& fields() {
         LZ_FIELD("dtype", dtype, "compute dtype (master weights and optimizer state are fp32)",
                  one_of({"bf16", "f32"})),
         LZ_FIELD("recompute", recompute, "recompute activations in backward to save memory"),
+        LZ_FIELD("recompute_attention", recompute_attention,
+                 "recompute only the student (Lizard) attention in backward: keeps no per-chunk "
+                 "kernel state between forward and backward; cheaper than `recompute`"),
         LZ_FIELD("train_lizard_params", train_lizard_params,
                  "finetune: also train the Lizard parameters (feature maps, gate, sinks, alpha)"),
         LZ_FIELD("kl_to_teacher", kl_to_teacher,
@@ -285,6 +288,16 @@ const std::vector<Field>& fields() {
         LZ_FIELD("metrics.file", metrics.file, "JSONL metrics file under out_dir; '' = none"),
         LZ_FIELD("metrics.log_every", metrics.log_every, "steps between metric lines",
                  range(1, int64_t(1) << 40)),
+        LZ_FIELD("dist.timeout_s", dist.timeout_s,
+                 "seconds a collective may wait for other ranks before the job is aborted "
+                 "($LIZARD_DIST_TIMEOUT_S overrides)",
+                 range(1e-3, 1e7)),
+        LZ_FIELD("dist.zero1", dist.zero1,
+                 "shard the optimizer state across ranks (ZeRO-1); parameters re-synced each step"),
+        LZ_FIELD("dist.bucket_mb", dist.bucket_mb, "gradient all-reduce bucket size in MiB",
+                 range(1, 1 << 16)),
+        LZ_FIELD("dist.overlap", dist.overlap,
+                 "start each bucket's all-reduce during backward as its gradients are ready"),
     };
   }();
   return all;

@@ -3,10 +3,13 @@
 #include <cmath>
 #include <filesystem>
 
+#include "lizard/autograd/checkpoint.h"
 #include "lizard/autograd/functions.h"
 #include "lizard/autograd/nn_functions.h"
 #include "lizard/core/cuda_runtime.h"
+#include "lizard/dist/data_parallel.h"
 #include "lizard/io/hdf5_tokens.h"
+#include "lizard/io/hf_config.h"
 #include "lizard/io/hf_model.h"
 #include "lizard/nn/lizard_attention.h"
 #include "lizard/train/checkpoint.h"
@@ -167,12 +170,14 @@ class ModelTask : public TrainTask {
     return first;
   }
   double flops_per_token() const override {
-    // 6 N for every weight trained through, minus the weight-gradient GEMMs of frozen weights
-    // (2 N of them); distill runs the teacher forward (2 N) plus small student attention.
-    const double n = static_cast<double>(model_->config().num_parameters());
-    if (cfg_.stage == "pretrain") return 6 * n;
-    if (cfg_.stage == "distill") return 2 * n;
-    return 4 * n;
+    // step_cost.h: 6N + causal attention (pretrain), 4N + LoRA + attention (finetune), the
+    // teacher layers' forward + attention (distill); the count `lizard bench step` reports.
+    return step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).total;
+  }
+  std::string flops_formula() const override {
+    return str_cat(step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).formula,
+                   " (N = ", model_->config().num_parameters(), " parameters, T = ",
+                   cfg_.data.seq_len, ")");
   }
 
  protected:
@@ -189,6 +194,7 @@ class LanguageModelTask : public ModelTask {
     nn::ForwardOptions o;
     o.teacher = cfg_.stage == "pretrain";
     o.recompute = cfg_.recompute && ctx.training;
+    o.recompute_attention = cfg_.recompute_attention && ctx.training;
     const int64_t B = b.inputs.size(0), T = b.inputs.size(1), V = model_->config().vocab_size;
     Var logits = ag::reshape(model_->forward(dev_ids(b.inputs), o), {B * T, V});
     Tensor targets = dev_ids(b.targets.reshape({B * T}));
@@ -215,24 +221,32 @@ class LanguageModelTask : public ModelTask {
 class DistillTask : public ModelTask {
  public:
   using ModelTask::ModelTask;
-  LossResult loss(const Batch& b, const StepContext&) override {
+  LossResult loss(const Batch& b, const StepContext& ctx) override {
     // Teacher forcing: every layer sees the teacher's hidden state; only the student's
     // attention output (before o_proj) is compared with the teacher's.
     const ops::RopeTable& rope = model_->rope(b.inputs.size(1), dev_);
+    mark_phase(ctx.timer, Phase::TeacherForward);
     Var x = model_->model->embed_tokens->forward(dev_ids(b.inputs));
     Var total;
     int64_t layers = 0;
-    last_layer_mse_.clear();
+    // With recomputation each layer keeps only the student's inputs and the teacher's target
+    // (no kernel state): the student attention and its MSE run again in backward.
+    const bool recompute = (cfg_.recompute || cfg_.recompute_attention) && ctx.training;
     for (const nn::DecoderLayer* layer : model_->model->layers) {
       Var xn = layer->input_layernorm->forward(x);
       nn::QKV qkv = layer->self_attn->project(xn);
       Var y_t = layer->self_attn->softmax_mix(qkv, rope);
       if (layer->self_attn->is_linearized()) {
-        Var y_s = layer->self_attn->student_mix(xn, qkv, rope);
-        Var mse = ag::mse(y_s, y_t);
-        last_layer_mse_.push_back(mse.data().item());
+        mark_phase(ctx.timer, Phase::StudentAttention);
+        const nn::Attention* attn = layer->self_attn;
+        auto student_mse = [attn, &rope](const std::vector<Var>& in) {
+          return ag::mse(attn->student_mix(in[0], nn::QKV{in[1], in[2], in[3]}, rope), in[4]);
+        };
+        Var mse = recompute ? ag::checkpoint(student_mse, {xn, qkv.q, qkv.k, qkv.v, y_t})
+                            : student_mse({xn, qkv.q, qkv.k, qkv.v, y_t});
         total = total.defined() ? ag::add(total, mse) : mse;
         ++layers;
+        mark_phase(ctx.timer, Phase::TeacherForward);
       }
       Var h = ag::add(x, layer->self_attn->output(y_t));
       x = ag::add(h, layer->mlp->forward(layer->post_attention_layernorm->forward(h)));
@@ -243,24 +257,50 @@ class DistillTask : public ModelTask {
     return {ag::scale(total, static_cast<double>(n) / static_cast<double>(layers)), n};
   }
 
- private:
-  std::vector<double> last_layer_mse_;
 };
 
 }  // namespace
 
-TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
+std::unique_ptr<TrainTask> make_stage_task(const RunConfig& cfg, Device dev, DType dtype) {
+  auto model = build_model(cfg, dev, dtype);
+  if (cfg.stage == "distill") return std::make_unique<DistillTask>(cfg, std::move(model), dev);
+  return std::make_unique<LanguageModelTask>(cfg, std::move(model), dev);
+}
+
+StepShape step_shape_of(const RunConfig& cfg, const nn::LlamaConfig& arch, DType dtype) {
+  StepShape s;
+  s.arch = arch;
+  s.stage = cfg.stage;
+  s.lizard = lizard_config_of(cfg);
+  s.softmax_layers = cfg.lizard.softmax_layers;
+  s.seq_len = cfg.data.seq_len;
+  s.micro_batch = cfg.data.micro_batch;
+  s.lora_r = cfg.lora.r;
+  s.lora_targets = cfg.lora.targets;
+  s.train_lizard_params = cfg.train_lizard_params;
+  s.dtype_bytes = static_cast<int64_t>(dtype_size(dtype));
+  s.recompute = cfg.recompute ? RecomputeMode::Layer
+                : cfg.recompute_attention ? RecomputeMode::Attention
+                                          : RecomputeMode::None;
+  return s;
+}
+
+TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
+                       dist::Communicator* comm) {
+  const int world = comm ? comm->world_size() : 1;
+  const int rank = comm ? comm->rank() : 0;
   Device dev = Device::parse(cfg.device);
+  // Under NCCL each rank's GPU is its node-local rank's, whatever cuda:N the config names.
+  if (world > 1 && comm->device().is_cuda()) dev = comm->device();
   if (dev.is_cuda() && !cuda_available())
     throw InputError("device: '" + cfg.device + "' requested but no GPU is visible (set device: cpu)");
   const DType dtype = dev.is_cpu() ? DType::F32 : dtype_from_name(cfg.dtype);
-  auto model = build_model(cfg, dev, dtype);
-  const int64_t model_vocab = model->config().vocab_size;
-  std::unique_ptr<TrainTask> task;
-  if (cfg.stage == "distill")
-    task = std::make_unique<DistillTask>(cfg, std::move(model), dev);
-  else
-    task = std::make_unique<LanguageModelTask>(cfg, std::move(model), dev);
+  std::unique_ptr<TrainTask> task = make_stage_task(cfg, dev, dtype);
+  // The vocabulary the model was built with (its HF config.json, or model.arch).
+  const fs::path hf_cfg = fs::path(cfg.model.path) / "config.json";
+  const int64_t model_vocab = !cfg.model.path.empty() && fs::exists(hf_cfg)
+                                  ? io::load_hf_config(hf_cfg.string()).vocab_size
+                                  : cfg.model.arch.vocab_size;
 
   LZ_INPUT_CHECK(!cfg.data.path.empty(), "data.path: no dataset given (write one with `lizard prepare-data`)");
   auto data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.path));
@@ -288,6 +328,8 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
   lo.shuffle = cfg.data.shuffle;
   lo.seed = cfg.seed;
   lo.use_loss_mask = cfg.loss_on != "all";
+  lo.rank = rank;
+  lo.world = world;
   std::vector<int64_t> train_docs, val_docs;
   std::shared_ptr<const io::TokenDataset> val_data;
   if (!cfg.data.val_path.empty()) {
@@ -307,8 +349,34 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after) {
   TrainerOptions to;
   to.resume = resume;
   to.stop_after = stop_after;
+  to.print = rank == 0;
   if (dev.is_cuda()) to.device_name = cuda::context(dev.index).name;
-  Trainer trainer(cfg, *task, train_loader, val_loader.get(), {}, to);
+  DistHooks hooks;
+  std::unique_ptr<dist::DataParallel> dp;
+  if (world > 1) {
+    dist::DataParallelOptions o;
+    o.bucket_bytes = static_cast<size_t>(cfg.dist.bucket_mb) << 20;
+    // Recomputed blocks give their parameters gradients in a nested backward that the
+    // leaf-ready hook cannot see: reduce after backward instead.
+    o.overlap = cfg.dist.overlap && !cfg.recompute;
+    o.zero1 = cfg.dist.zero1;
+    dp = std::make_unique<dist::DataParallel>(*comm, task->parameters(), o);
+    dist::DataParallel* d = dp.get();
+    hooks.rank = rank;
+    hooks.world = world;
+    hooks.allreduce_sum = [d](double* v, int n) { d->allreduce_sum(v, n); };
+    hooks.allreduce_grads = [d](const std::vector<Var>&) { d->finish_grad_sync(); };
+    hooks.barrier = [d] { d->barrier(); };
+    if (o.overlap) {
+      hooks.grads_begin = [d] { d->begin_grad_sync(); };
+      hooks.grad_ready = [d](autograd::VarImpl* leaf) { d->on_leaf_ready(leaf); };
+    }
+    if (o.zero1) {
+      hooks.optimizer_shard = [d](const std::vector<Var>& ps) { return d->owned_params(ps); };
+      hooks.sync_params = [d] { d->sync_params(); };
+    }
+  }
+  Trainer trainer(cfg, *task, train_loader, val_loader.get(), hooks, to);
   return trainer.run();
 }
 

@@ -73,8 +73,16 @@ Trainer::Trainer(RunConfig cfg, TrainTask& task, DataLoader& train, DataLoader* 
   ao.beta1 = cfg_.optimizer.betas[0];
   ao.beta2 = cfg_.optimizer.betas[1];
   ao.eps = cfg_.optimizer.eps;
+  std::vector<Var> mine = params_;
+  if (dist_.optimizer_shard) {
+    // ZeRO-1: this rank keeps the state of its shard only; the clip norm is taken over all
+    // parameters in the order the unsharded optimizer would use (same norm bit for bit).
+    for (const auto& g : optim::make_param_groups(params_, cfg_.optimizer.weight_decay))
+      norm_params_.insert(norm_params_.end(), g.params.begin(), g.params.end());
+    mine = dist_.optimizer_shard(params_);
+  }
   optim_ = std::make_unique<optim::AdamW>(
-      optim::make_param_groups(params_, cfg_.optimizer.weight_decay), ao);
+      optim::make_param_groups(mine, cfg_.optimizer.weight_decay), ao);
 }
 
 Trainer::~Trainer() = default;
@@ -140,6 +148,11 @@ TrainSummary Trainer::run() {
                               cfg_.data.global_batch, " x ", cfg_.data.seq_len, " tokens (",
                               accum_, " accumulation x ", dist_.world, " ranks)",
                               step > 0 ? str_cat(", resumed at step ", step) : std::string()));
+      const double peak_flops = peak_flops_for(opt_.device_name);
+      if (!task_.flops_formula().empty())
+        printer.message(str_cat("mfu: flops/token = ", task_.flops_formula(), " over ",
+                                peak_flops > 0 ? str_cat(peak_flops / 1e12, " TFLOP/s bf16 dense peak per GPU")
+                                               : std::string("no known peak for this device (mfu not shown)")));
     }
   }
   optim::Schedule sched{optim::schedule_kind(cfg_.schedule.name), cfg_.optimizer.lr, total_steps_,
@@ -159,6 +172,9 @@ TrainSummary Trainer::run() {
   std::string bad_grad;  // debug: the first parameter with a non-finite gradient
   while (step < total_steps_) {
     const auto t0 = clock::now();
+    StepTimer* timer = opt_.timer;
+    if (timer) timer->begin_step();
+    mark_phase(timer, Phase::Data);
     std::vector<Batch> batches;
     double counts[1] = {0};
     for (int64_t i = 0; i < accum_; ++i) {
@@ -169,34 +185,52 @@ TrainSummary Trainer::run() {
     // Normalising by the global count makes the gradient the mean over every counted
     // position of the step, whatever the accumulation and the number of ranks.
     const double inv = 1.0 / std::max(counts[0], 1.0);
-    optim_->zero_grad();
+    for (Var& p : params_) p.zero_grad();  // all of them: a ZeRO-1 optimizer holds a shard
     double loss_sum[1] = {0};
     int bad_micro = -1;  // the first micro-batch with a non-finite loss
     for (int64_t i = 0; i < accum_; ++i) {
-      StepContext ctx{step, static_cast<int>(i), true, &rng_};
+      StepContext ctx{step, static_cast<int>(i), true, &rng_, timer};
+      mark_phase(timer, Phase::Forward);
       LossResult r = task_.loss(batches[i], ctx);
       const double li = r.loss_sum.data().item();
       if (!std::isfinite(li) && bad_micro < 0) bad_micro = static_cast<int>(i);
       loss_sum[0] += li;
-      autograd::scale(r.loss_sum, inv).backward();
+      mark_phase(timer, Phase::Backward);
+      Var scaled = autograd::scale(r.loss_sum, inv);
+      if (i + 1 == accum_ && dist_.grads_begin) {
+        // The last backward of the step: gradients become final as it runs, so each bucket's
+        // all-reduce starts while backward goes on through the earlier layers.
+        dist_.grads_begin();
+        autograd::backward({scaled}, {}, false, dist_.grad_ready);
+      } else {
+        scaled.backward();
+      }
     }
     if (debug_nonfinite) suspect = batches[std::max(bad_micro, 0)];
     batches.clear();
+    mark_phase(timer, Phase::Communication);
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
+    mark_phase(timer, Phase::Optimizer);
     const double lr = sched.lr_at(step);
     // A non-finite loss skips the step even when the gradients are finite (an Inf loss can
-    // have finite gradients); AdamW skips and counts non-finite gradients itself.
+    // have finite gradients); AdamW skips and counts non-finite gradients itself. The loss is
+    // all-reduced, so every rank takes the same branch.
     optim::StepResult res;
     if (std::isfinite(loss_sum[0])) {
-      res = optim_->step(lr, cfg_.optimizer.clip);
+      res = norm_params_.empty()
+                ? optim_->step(lr, cfg_.optimizer.clip)
+                : optim_->step_with_norm(lr, cfg_.optimizer.clip,
+                                         optim::global_grad_norm(norm_params_));
     } else {
       res.skipped = true;
       res.grad_norm = std::nan("");
       ++loss_skips;
     }
     if (res.skipped && debug_nonfinite) bad_grad = first_nonfinite_grad(params_);
-    optim_->zero_grad();
+    if (dist_.sync_params) dist_.sync_params();
+    for (Var& p : params_) p.zero_grad();
+    if (timer) timer->end_step();
     ++step;
     const int64_t step_tokens = cfg_.data.global_batch * cfg_.data.seq_len;
     tokens_seen_ += step_tokens;

@@ -146,12 +146,13 @@ TEST(GpuFlashAttention, TensorCoreForwardMatchesReferenceKernelAtLength1000) {
     expect_close(o, f64(o_ref), 1e-2, str_cat("T=1000 window ", window, " o"));
     expect_close(lse, f64(lse_ref), 1e-5, str_cat("T=1000 window ", window, " lse"));
     // Both block shapes compute the same function (row results do not depend on the tile).
-    for (int warps : {4, 8}) {
+    for (auto [warps, mt] : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {4, 3}, {8, 2}}) {
       Tensor o2 = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
       Tensor lse2 = Tensor::empty({B, H, T}, DType::F32, Device::cuda());
-      cuda::flash_attention_forward_tiled(q, k, v, scale, window, o2, lse2, warps, s);
-      expect_close(o2, f64(o_ref), 1e-2, str_cat("warps ", warps, " window ", window, " o"));
-      expect_close(lse2, f64(lse_ref), 1e-5, str_cat("warps ", warps, " window ", window, " lse"));
+      cuda::flash_attention_forward_tiled(q, k, v, scale, window, o2, lse2, warps, s, mt);
+      const std::string tile = str_cat("warps ", warps, "x", mt, " window ", window);
+      expect_close(o2, f64(o_ref), 1e-2, tile + " o");
+      expect_close(lse2, f64(lse_ref), 1e-5, tile + " lse");
     }
     // Backward: tensor-core kernels vs the fp32 reference kernels, same inputs and lse.
     Tensor dout = gpu_rand(q.shape(), 114, DType::BF16);

@@ -126,9 +126,17 @@ bool any_requires_grad(const std::vector<Var>& inputs);
 /// (with one edge per input) and returns a non-leaf; otherwise a plain leaf.
 Var make_result(Tensor out, const std::vector<Var>& inputs, std::shared_ptr<Node> node);
 
-/// Backpropagates from several roots at once (grads default to ones).
+/// Called by backward() for a leaf once every node of this graph that sends it a gradient has
+/// run: the leaf's grad is final for this backward call (data parallelism starts the leaf's
+/// all-reduce here, overlapping the rest of backward). Leaves reached only inside a nested
+/// backward (activation recomputation) are not reported; a leaf used both inside and outside a
+/// recomputed block would be reported too early, so callers turn this off with recomputation.
+using LeafReadyFn = std::function<void(VarImpl* leaf)>;
+
+/// Backpropagates from several roots at once (grads default to ones). `on_leaf_ready`, when
+/// set, is called once per leaf of the graph as its gradient becomes final (see LeafReadyFn).
 void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads = {},
-              bool retain_graph = false);
+              bool retain_graph = false, const LeafReadyFn& on_leaf_ready = {});
 
 /// Adds `g` into `acc` (allocates on first use). Used for leaves and node buffers.
 void accumulate(Tensor& acc, const Tensor& g);

@@ -13,7 +13,12 @@ void register_info(CLI::App& app);
 void register_prepare_data(CLI::App& app);
 void register_train(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_bench_step(CLI::App& bench);  ///< `lizard bench step` (src/cli/bench_step.cpp)
 void register_eval(CLI::App& app);
+void register_generate(CLI::App& app);
 void register_demo_data(CLI::App& app);
+void register_export(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_random_checkpoint(CLI::App& app);
 
 }  // namespace lizard::cli

@@ -17,10 +17,13 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
                               const Tensor& v, const Tensor& o, const Tensor& lse, double scale,
                               int64_t window, Tensor& dq, Tensor& dk, Tensor& dv, void* stream);
 
-/// flash_attention_forward with an explicit block shape: `warps` = 4 (64 query rows per
-/// block) or 8 (128 rows). For benchmarks choosing the default; same results either way.
+/// flash_attention_forward with an explicit block shape, for benchmarks choosing the default
+/// (same results for every shape): `warps` (4 or 8) x 16-row tiles per warp, with
+/// `m_tiles` = 1: one tile per warp, 64 keys per step; 2: two tiles per warp, 64 keys per
+/// step (warps = 4 only); 3 (warps = 4) or 2 (warps = 8): two tiles per warp, 32 keys per step.
 void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
-                                   int64_t window, Tensor& o, Tensor& lse, int warps, void* stream);
+                                   int64_t window, Tensor& o, Tensor& lse, int warps, void* stream,
+                                   int m_tiles = 1);
 
 /// The forward through the simple warp-per-query-row kernel (fp32 math, any float dtype,
 /// D <= 256): same contract as flash_attention_forward. Slow (no tensor cores); it is the

@@ -25,6 +25,11 @@
 //     kernels spinning on a dead peer) and then MPI_Abort.
 //   A rank that exits (crash, exception) is noticed by mpirun itself, which kills the others.
 //
+// Fault injection for tests (MPI communicator): LIZARD_TEST_FAULT=<rank>:<n>:<die|hang> makes
+// rank <rank> exit at once with status 17 (die, as a crash would) or sleep forever (hang) when
+// it enters its n-th all-reduce (all_reduce_sum or all_reduce_sum_async, 1-based). Read once
+// when the communicator is made.
+//
 // NVLink SHARP (NVLS) is turned off: the NCCL communicator sets NCCL_NVLS_ENABLE=0 in the
 // environment before ncclCommInitRank unless the user set it (NVLS multicast buffers are not
 // available on every lent machine and their setup can fail or hang on partitioned nodes).
@@ -64,7 +69,8 @@ LaunchEnv detect_launch_env();
 
 /// A handle on a collective that may still be running. wait() orders later work after it:
 /// on NCCL the compute stream waits for the communication stream (the host does not block);
-/// elsewhere the collective already finished and wait() returns at once.
+/// on MPI the host waits for the request (under the watchdog); a collective that already
+/// finished returns at once.
 class Work {
  public:
   virtual ~Work() = default;
@@ -93,8 +99,9 @@ class Communicator {
   /// t <- sum over ranks of t, in place. bf16 is summed in fp32 on the MPI path and by NCCL
   /// natively (fp32 accumulation inside NCCL's reduction kernels is not guaranteed).
   virtual void all_reduce_sum(Tensor& t) = 0;
-  /// Starts all_reduce_sum and returns at once where the backend can (NCCL); `t` must stay
-  /// alive and untouched until the returned Work is waited.
+  /// Starts all_reduce_sum and returns at once where the backend can (NCCL; MPI for f32/f64,
+  /// with MPI_Iallreduce, which Open MPI progresses inside MPI calls and at wait()); `t` must
+  /// stay alive and untouched until the returned Work is waited.
   virtual std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) = 0;
   /// t <- t of rank `root`, in place (any dtype, same shape on every rank).
   virtual void broadcast(Tensor& t, int root) = 0;
@@ -103,6 +110,12 @@ class Communicator {
   /// Host buffers of every rank, indexed by rank (sizes may differ between ranks). For small
   /// checks (config hashes, world sizes), not for tensors.
   virtual std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& mine) = 0;
+
+  /// Ends every rank of the job with exit status `code` (MPI_Abort; NCCL aborts its
+  /// communicator first) and does not return. The single-process communicator does nothing
+  /// and returns: the caller then reports the error and exits normally. Used when one rank
+  /// fails, so its peers do not wait in a collective until the timeout.
+  virtual void abort_job(int code) {}
 
   /// Convenience over all_gather_bytes: the strings of every rank.
   std::vector<std::string> all_gather_string(const std::string& mine);

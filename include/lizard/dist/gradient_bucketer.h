@@ -17,7 +17,8 @@
 // buffer / divisor back into the gradients (scatter). Buckets are launched strictly in bucket
 // order (a complete bucket waits for the earlier ones), so every rank issues the collectives
 // in the same order even if gradients finish in a different order. On NCCL the reduction runs
-// on the communication stream while the compute stream goes on; on CPU/MPI it is synchronous.
+// on the communication stream while the compute stream goes on; on CPU/MPI it is a
+// nonblocking MPI_Iallreduce completed in wait().
 //
 // A parameter whose gradient is undefined at launch (unused in this step on this rank)
 // contributes zeros, and gets the reduced gradient afterwards (as every rank must send the

@@ -18,7 +18,10 @@ struct LoadOptions {
 /// Reads DIR/config.json and DIR's safetensors (single or sharded) into a new model.
 /// Every tensor the model has and the checkpoint lacks (except LoRA adapters and Lizard
 /// parameters, which start from their initialisation), every unexpected and every mis-shaped
-/// tensor is named in one InputError.
+/// tensor is named in one InputError. A lizard export (io/export.h) loads as the student it
+/// was: Lizard attention per its config.json "lizard" section (every Lizard parameter must be
+/// present) unless opt.attention is set, and its adapter_model.safetensors applied unmerged
+/// when it has one (unless opt.lora is set).
 std::unique_ptr<nn::LlamaForCausalLM> load_hf_model(const std::string& dir,
                                                     const LoadOptions& opt = {});
 

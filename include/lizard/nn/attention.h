@@ -43,8 +43,11 @@ class Attention : public Module {
   virtual bool is_linearized() const { return false; }
   /// heads [B, T, H, D] -> o_proj -> [B, T, d].
   Var output(const Var& heads) const;
-  /// Full attention: teacher or student mixing.
-  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher) const;
+  /// Full attention: teacher or student mixing. `recompute_mix` checkpoints the student's
+  /// mixing (only its inputs are kept; it runs again in backward): a linearized layer then
+  /// stores no per-chunk kernel state between forward and backward.
+  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher,
+              bool recompute_mix = false) const;
 
   Linear* q_proj;
   Linear* k_proj;

@@ -50,6 +50,8 @@ class LoRALinear : public Linear {
   Tensor merged_weight() const;
   const Var& lora_a() const { return a_; }
   const Var& lora_b() const { return b_; }
+  /// r, alpha and dropout of this adapter (export writes them to adapter_config.json).
+  const LoraConfig& lora_config() const { return cfg_; }
   /// Dropout stream for the next forward (training); ignored when dropout is 0.
   void set_dropout_stream(uint64_t seed, uint64_t offset) const {
     drop_seed_ = seed;

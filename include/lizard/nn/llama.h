@@ -24,7 +24,7 @@ class DecoderLayer : public Module {
   /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)). `probe`, when set, sees the outputs
   /// of "self_attn" and "mlp" (names relative to the layer).
   Var forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-              const ModuleProbe* probe = nullptr) const;
+              bool recompute_mix = false, const ModuleProbe* probe = nullptr) const;
   RMSNorm* input_layernorm;
   Attention* self_attn;
   RMSNorm* post_attention_layernorm;
@@ -45,6 +45,9 @@ class LlamaModel : public Module {
 struct ForwardOptions {
   bool teacher = true;     ///< softmax attention everywhere (the original model)
   bool recompute = false;  ///< checkpoint each decoder layer (activation recomputation)
+  /// Checkpoint only the student attention mixing of each linearized layer (cheaper than
+  /// `recompute`; ignored when `recompute` is on, which already covers it).
+  bool recompute_attention = false;
   /// When set, receives the hidden state entering each layer (detached), layer order.
   std::vector<Var>* layer_inputs = nullptr;
   /// When set, sees every module's output in forward order: model.embed_tokens,

@@ -50,6 +50,10 @@ class AdamW {
   /// w -= lr * (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd * w). Parameters without a
   /// gradient are not touched. A non-finite norm skips the whole step (counted).
   StepResult step(double lr, double max_norm);
+  /// step() with the global gradient norm given instead of computed over this optimizer's
+  /// parameters: under ZeRO-1 each rank's optimizer holds a shard, but clipping and the
+  /// non-finite skip must use the norm of ALL gradients so every rank decides alike.
+  StepResult step_with_norm(double lr, double max_norm, double grad_norm);
   /// Drops every parameter's gradient.
   void zero_grad();
 

@@ -82,6 +82,16 @@ struct MetricsSection {
   int64_t log_every = 1;
 };
 
+/// Data parallelism across ranks (mpirun -np N); ignored by a single process.
+struct DistSection {
+  /// Seconds a collective may wait for the other ranks before the job is aborted with a
+  /// message (a dead or hung rank); $LIZARD_DIST_TIMEOUT_S, when set, takes precedence.
+  double timeout_s = 600;
+  bool zero1 = false;       ///< shard the AdamW state across ranks (ZeRO stage 1)
+  int64_t bucket_mb = 25;   ///< gradient all-reduce bucket size in MiB
+  bool overlap = true;      ///< launch each bucket's all-reduce from backward as it is ready
+};
+
 /// One resolved run (one stage).
 struct RunConfig {
   std::string stage = "distill";  ///< pretrain | distill | finetune
@@ -91,6 +101,9 @@ struct RunConfig {
   std::string device = "cuda";
   std::string dtype = "bf16";  ///< compute dtype: bf16 | f32 (master weights are always f32)
   bool recompute = false;      ///< recompute activations in backward (less memory)
+  /// Recompute only the student attention of linearized layers in backward (distill: the
+  /// student path of every layer; finetune: the Lizard mixing). Implied by `recompute`.
+  bool recompute_attention = false;
   bool train_lizard_params = false;
   double kl_to_teacher = 0.0;
   std::string loss_on = "response";  ///< response | all
@@ -105,6 +118,7 @@ struct RunConfig {
   CheckpointSection checkpoint;
   EvalSection eval;
   MetricsSection metrics;
+  DistSection dist;
 };
 
 /// The value kinds of the schema.

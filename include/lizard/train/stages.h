@@ -6,9 +6,11 @@
 #include <memory>
 #include <string>
 
+#include "lizard/dist/communicator.h"
 #include "lizard/nn/llama.h"
 #include "lizard/ops/lizard_config.h"
 #include "lizard/train/config.h"
+#include "lizard/train/step_cost.h"
 #include "lizard/train/trainer.h"
 
 namespace lizard::train {
@@ -22,8 +24,18 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
 /// ops::LizardConfig from the config's lizard section (preset resolution included).
 ops::LizardConfig lizard_config_of(const RunConfig& cfg);
 
+/// The stage's task (DistillTask for distill, the language-model task otherwise) around a
+/// model from build_model: what run_stage hands to the Trainer (and `lizard bench step` too).
+std::unique_ptr<TrainTask> make_stage_task(const RunConfig& cfg, Device device, DType dtype);
+
+/// The cost-model shape (step_cost.h) of a stage of `cfg` on architecture `arch`.
+StepShape step_shape_of(const RunConfig& cfg, const nn::LlamaConfig& arch, DType dtype);
+
 /// Runs one stage to completion and returns the Trainer's summary. `resume` continues from
-/// the last complete checkpoint under cfg.out_dir.
-TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after = -1);
+/// the last complete checkpoint under cfg.out_dir. `comm` (null = one process) makes the
+/// stage data parallel: the model goes to comm->device() when it is a GPU, each rank reads its
+/// shard of every global batch, gradients are all-reduced in buckets (dist section of cfg).
+TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after = -1,
+                       dist::Communicator* comm = nullptr);
 
 }  // namespace lizard::train

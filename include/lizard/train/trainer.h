@@ -19,6 +19,7 @@
 #include "lizard/train/checkpoint.h"
 #include "lizard/train/config.h"
 #include "lizard/train/data_loader.h"
+#include "lizard/train/step_timer.h"
 
 namespace lizard::optim {
 class AdamW;
@@ -38,6 +39,7 @@ struct StepContext {
   int micro = 0;     ///< micro-batch within the step
   bool training = true;
   Generator* rng = nullptr;  ///< dropout etc.; saved and restored with checkpoints
+  StepTimer* timer = nullptr;  ///< per-phase timing (null = off); tasks may mark sub-phases
 };
 
 /// The model side of training.
@@ -60,6 +62,8 @@ class TrainTask {
   /// NaN/Inf ("" when all are finite or the task cannot tell). Slow; called only when
   /// non-finite steps stop a run with debug_nonfinite on.
   virtual std::string locate_nonfinite(const Batch& batch, const StepContext& ctx) { return ""; }
+  /// How flops_per_token() is counted, printed once at the start ("" = not reported).
+  virtual std::string flops_formula() const { return ""; }
 };
 
 /// Collective hooks for data parallelism; the defaults are a single process.
@@ -71,6 +75,16 @@ struct DistHooks {
   /// Sums every parameter's gradient over ranks (undefined gradients count as zeros).
   std::function<void(const std::vector<autograd::Var>& params)> allreduce_grads;
   std::function<void()> barrier;
+  /// Optional overlap of the gradient all-reduce with backward: grads_begin() runs before the
+  /// step's last backward, grad_ready(leaf) as each leaf's gradient becomes final in it, and
+  /// allreduce_grads (after backward) reduces what was not launched yet and waits for all.
+  std::function<void()> grads_begin;
+  autograd::LeafReadyFn grad_ready;
+  /// Optional ZeRO-1: the parameters (of those given) whose optimizer state this rank keeps;
+  /// the step clips by the norm of all gradients, and sync_params() then gives every rank the
+  /// updated values of the parameters it does not own.
+  std::function<std::vector<autograd::Var>(const std::vector<autograd::Var>&)> optimizer_shard;
+  std::function<void()> sync_params;
 };
 
 struct TrainerOptions {
@@ -81,6 +95,8 @@ struct TrainerOptions {
   /// Consecutive skipped (non-finite) steps before the run stops with an error; < 0 = the
   /// config's max_nonfinite_steps.
   int64_t max_consecutive_skips = -1;
+  /// Per-phase timing of every step (null = off, free); not owned.
+  StepTimer* timer = nullptr;
 };
 
 /// What run() returns.
@@ -117,6 +133,7 @@ class Trainer {
   DistHooks dist_;
   TrainerOptions opt_;
   std::vector<autograd::Var> params_;
+  std::vector<autograd::Var> norm_params_;  ///< ZeRO-1: all parameters, in the optimizer's order
   std::unique_ptr<optim::AdamW> optim_;
   Generator rng_;
   int64_t total_steps_ = 0;

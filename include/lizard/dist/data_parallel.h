@@ -1,0 +1,75 @@
+// DataParallel: what one rank of a data-parallel run does around the optimizer step, over a
+// Communicator. The trainer sees it through train::DistHooks (stages.cpp wires the two).
+//
+// Per step:
+//   - the target count and the loss sum are summed over ranks (allreduce_sum of doubles), so
+//     each rank backpropagates (its loss SUM) / (GLOBAL count) and the summed gradient is the
+//     gradient of the global mean, whatever the number of ranks;
+//   - gradients are summed in buckets by a GradientBucketer (divisor 1). With `overlap`,
+//     begin_grad_sync() arms it before the step's last backward and on_leaf_ready() marks each
+//     parameter as autograd finishes it, so a bucket's all-reduce starts while backward still
+//     runs through earlier layers (NCCL: on the communication stream); finish_grad_sync()
+//     launches the rest and waits;
+//   - with ZeRO-1 (`zero1`), owned_params() is this rank's shard of the parameters (whole
+//     tensors, balanced by element count, the same plan on every rank) for the optimizer,
+//     and sync_params() broadcasts each parameter from its owner after the step.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "lizard/autograd/variable.h"
+#include "lizard/dist/communicator.h"
+#include "lizard/dist/gradient_bucketer.h"
+
+namespace lizard::dist {
+
+struct DataParallelOptions {
+  size_t bucket_bytes = GradientBucketer::kDefaultBucketBytes;
+  bool overlap = true;  ///< launch buckets from backward (on_leaf_ready)
+  bool zero1 = false;   ///< shard the optimizer state
+};
+
+/// ZeRO-1 ownership: owner[i] is the rank that updates params[i]. Greedy by decreasing size
+/// onto the least-loaded rank (ties: lowest rank, then registration order), a pure function of
+/// the shapes and the world size, so every rank computes the same plan.
+std::vector<int> zero1_owners(const std::vector<autograd::Var>& params, int world);
+
+class DataParallel {
+ public:
+  /// `params`: the trainable parameters in the trainer's order (same on every rank). The
+  /// communicator must outlive this object.
+  DataParallel(Communicator& comm, std::vector<autograd::Var> params, DataParallelOptions opt);
+  ~DataParallel();
+
+  int rank() const { return comm_.rank(); }
+  int world() const { return comm_.world_size(); }
+  Communicator& comm() { return comm_; }
+
+  /// In-place sum over ranks of n host doubles (exact order-independent up to f64 rounding).
+  void allreduce_sum(double* values, int n);
+  /// Arms the bucketer for this step's last backward (no-op without overlap).
+  void begin_grad_sync();
+  /// Autograd's LeafReadyFn: marks the parameter of `leaf` ready (ignores other leaves).
+  void on_leaf_ready(const autograd::VarImpl* leaf);
+  /// Launches every bucket not launched yet, waits for all: grad = sum over ranks of grad.
+  void finish_grad_sync();
+  /// The parameters whose optimizer state this rank keeps: all, or its ZeRO-1 shard (in the
+  /// order given).
+  std::vector<autograd::Var> owned_params(const std::vector<autograd::Var>& params) const;
+  /// ZeRO-1: every parameter takes its owner's value (broadcast). No-op without zero1.
+  void sync_params();
+  void barrier() { comm_.barrier(); }
+
+ private:
+  Communicator& comm_;
+  std::vector<autograd::Var> params_;
+  DataParallelOptions opt_;
+  std::unique_ptr<GradientBucketer> bucketer_;
+  std::unordered_map<const autograd::VarImpl*, size_t> index_;  // leaf -> bucketer index
+  std::unordered_map<const autograd::VarImpl*, int> owner_;     // leaf -> ZeRO-1 owner
+  bool started_ = false;
+};
+
+}  // namespace lizard::dist

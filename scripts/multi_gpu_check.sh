@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Data parallelism on one machine with 2 or more GPUs, in one call (the lead runs it on the GPU
+# machine; logs and JSON lines under $OUT, default ./out):
+#
+#   scripts/multi_gpu_check.sh [--phase build,tests,equality,scaling] [--quick]
+#
+# Phases (default: all four, in this order); a device call is limited to 10 minutes, so on a
+# cold machine run them in two calls on the same warm machine (build outputs are kept):
+#   scripts/multi_gpu_check.sh --phase build,tests,equality
+#   scripts/multi_gpu_check.sh --phase scaling
+# --quick drops the 1B-shape scaling runs. --cpu-dry-run exercises this script's own logic on a
+# machine without GPUs (device cpu, f32, few steps, tiny scaling shapes; the numbers mean
+# nothing). Every run has its own timeout, and every result is
+# appended to $OUT/multi_gpu.jsonl as soon as it exists.
+#
+#   1. builds with CUDA + NCCL + MPI (reuses build/ when configured);
+#   2. runs the NCCL communicator tests on 2 GPUs and the CPU MPI tests (ctest -L mpi);
+#   3. loss equality: the same run (small Llama, bf16, global batch 16) on 1 GPU (a plain
+#      process, no mpirun) and on 2 GPUs (mpirun -np 2), plus ZeRO-1 on 2 GPUs, compared step
+#      by step; a run with another seed is the control that shows the check can fail;
+#   4. scaling 1 -> 2 GPUs, tokens/s at the same per-GPU micro-batch and accumulation
+#      (global batch doubles): pretraining a ~135M Llama (seq 1024), and stage 2 (LoRA
+#      finetune of a linearized model) at the Llama-3.2-1B shape with random weights (seq 2048).
+#      Efficiency = tokens/s(2 GPUs) / (2 x tokens/s(1 GPU)), medians over the steps after
+#      the fifth; scripts/multi_gpu_check.sh --efficiency A.jsonl B.jsonl computes it for any two
+#      metrics files.
+#
+# Every check prints one JSON line ({"check": ...}) to stdout and to $OUT/multi_gpu.jsonl, and
+# goes on after a failure (the summary line says what passed). Runs and data go to $RUNS
+# (default /tmp/lizard_multi_gpu_runs), logs and metrics to $OUT. Nothing is downloaded.
+set -uo pipefail
+CALLER_DIR="$PWD"
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0
+export LIZARD_DIST_TIMEOUT_S="${LIZARD_DIST_TIMEOUT_S:-300}"
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+JSONL="$OUT/multi_gpu.jsonl"
+# Run directories (checkpoints of a 135M model are GBs) and data stay off $OUT; each run's
+# metrics.jsonl and log are copied to $OUT.
+RUNS="${RUNS:-/tmp/lizard_multi_gpu_runs}"
+mkdir -p "$RUNS"
+BIN=build/bin/lizard
+
+# --- helpers ---------------------------------------------------------------------------------
+# "step value" lines of a metrics JSONL for one key of the training lines.
+series() {  # FILE KEY
+  awk -v key="$2" '/"kind": "train"/ {
+    s = $0
+    if (!match(s, /"step": [0-9]+/)) next
+    st = substr(s, RSTART + 8, RLENGTH - 8)
+    if (!match(s, "\"" key "\": [-+0-9.eE]+")) next
+    print st, substr(s, RSTART + length(key) + 4, RLENGTH - length(key) - 4)
+  }' "$1"
+}
+# Median of a key over the steps after the first SKIP.
+median_after() {  # FILE KEY SKIP
+  series "$1" "$2" | awk -v skip="$3" '$1 > skip { print $2 }' | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) print "null"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# Largest |a - b| / |b| of a key over the steps both files have.
+max_rel_diff() {  # A B KEY
+  join <(series "$1" "$3" | sort -k1,1) <(series "$2" "$3" | sort -k1,1) |
+    awk 'BEGIN { m = 0; n = 0 } { d = $2 - $3; if (d < 0) d = -d; b = $3; if (b < 0) b = -b;
+         if (b > 0 && d / b > m) m = d / b; n++ } END { if (n == 0) print "null"; else printf "%.3g\n", m }'
+}
+efficiency() {  # METRICS_1GPU METRICS_2GPU [SKIP]
+  local a b
+  a=$(median_after "$1" tokens_per_s "${3:-3}")
+  b=$(median_after "$2" tokens_per_s "${3:-3}")
+  awk -v a="$a" -v b="$b" 'BEGIN { if (a == "null" || b == "null" || a <= 0) print "null"; else printf "%.4f\n", b / (2 * a) }'
+}
+emit() { echo "$1" | tee -a "$JSONL"; }
+
+if [[ "${1:-}" == "--efficiency" ]]; then
+  [[ $# -ge 3 ]] || { echo "usage: $0 --efficiency METRICS_1GPU METRICS_2GPU [SKIP_STEPS]" >&2; exit 2; }
+  cd "$CALLER_DIR"
+  echo "{\"tokens_per_s_1\": $(median_after "$2" tokens_per_s "${4:-3}"), \"tokens_per_s_2\": $(median_after "$3" tokens_per_s "${4:-3}"), \"efficiency\": $(efficiency "$2" "$3" "${4:-3}")}"
+  exit 0
+fi
+PHASES="build,tests,equality,scaling"; QUICK=0; DRY=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --phase) PHASES="$2"; shift 2 ;;
+    --phase=*) PHASES="${1#--phase=}"; shift ;;
+    --skip-build) PHASES="${PHASES/build,/}"; shift ;;
+    --quick) QUICK=1; shift ;;
+    --cpu-dry-run) DRY=1; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "multi_gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+phase() { [[ ",$PHASES," == *",$1,"* ]]; }
+
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+{
+  date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  nvidia-smi topo -m; git rev-parse --short HEAD 2>/dev/null || true
+} > "$OUT/device.txt" 2>&1
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+emit "{\"check\": \"device\", \"gpus\": ${NGPU:-0}, \"name\": \"$GPU_NAME\", \"commit\": \"$COMMIT\"}"
+DEVICE=cuda; DTYPE=bf16; EQ_STEPS=30
+if [[ "$DRY" == 1 ]]; then
+  DEVICE=cpu; DTYPE=f32; EQ_STEPS=4; QUICK=1; NGPU=2
+  PHASES="${PHASES/build,/}"; PHASES="${PHASES/tests,/}"
+fi
+if [[ "${NGPU:-0}" -lt 2 ]]; then
+  emit "{\"check\": \"summary\", \"pass\": false, \"why\": \"needs 2 GPUs, nvidia-smi lists ${NGPU:-0}\"}"
+  exit 1
+fi
+
+MPIRUN=(mpirun -np 2 --bind-to none --map-by slot --oversubscribe -x NCCL_NVLS_ENABLE
+        -x LIZARD_DIST_TIMEOUT_S)
+[[ "$(id -u)" == "0" ]] && MPIRUN+=(--allow-run-as-root)
+FAILED=()
+
+# --- 1. build --------------------------------------------------------------------------------
+if phase build; then
+  t0=$(date +%s)
+  # Required, not AUTO: a build without NCCL or MPI cannot check anything here.
+  FEATURES=(-DCMAKE_BUILD_TYPE=Release -DLIZARD_CUDA=ON -DLIZARD_NCCL=ON -DLIZARD_MPI=ON)
+  if [[ -f build/CMakeCache.txt ]]; then  # keep its generator
+    cmake -S . -B build "${FEATURES[@]}" > "$OUT/configure.log" 2>&1
+  else
+    cmake -S . -B build -G Ninja "${FEATURES[@]}" > "$OUT/configure.log" 2>&1 ||
+      { rm -rf build; cmake -S . -B build "${FEATURES[@]}" > "$OUT/configure.log" 2>&1; }
+  fi || { tail -20 "$OUT/configure.log"; emit "{\"check\": \"configure\", \"pass\": false}"; exit 1; }
+  grep "lizard feature" "$OUT/configure.log"
+  if ! cmake --build build -j"$(nproc)" --target lizard test_dist test_dist_mpi test_dist_nccl \
+       > "$OUT/build.log" 2>&1; then
+    tail -40 "$OUT/build.log"
+    emit "{\"check\": \"build\", \"pass\": false, \"log\": \"$OUT/build.log\"}"
+    exit 1
+  fi
+  emit "{\"check\": \"build\", \"pass\": true, \"seconds\": $(( $(date +%s) - t0 ))}"
+fi
+[[ -x "$BIN" ]] || { emit "{\"check\": \"summary\", \"pass\": false, \"why\": \"$BIN missing\"}"; exit 1; }
+
+# --- 2. communicator tests -------------------------------------------------------------------
+if phase tests; then
+timeout 300 "${MPIRUN[@]}" build/bin/test_dist_nccl > "$OUT/test_dist_nccl.log" 2>&1
+rc=$?
+tail -3 "$OUT/test_dist_nccl.log"
+emit "{\"check\": \"nccl_tests\", \"rc\": $rc, \"pass\": $([[ $rc == 0 ]] && echo true || echo false)}"
+[[ $rc == 0 ]] || FAILED+=(nccl_tests)
+(cd build && timeout 600 ctest -R "dist_mpi|TrainMpirun|DataParallel|Zero1|LeafReady" --output-on-failure > "$OUT/ctest_mpi.log" 2>&1)
+rc=$?
+emit "{\"check\": \"cpu_mpi_tests\", \"rc\": $rc, \"summary\": \"$(grep -E 'tests passed|tests failed' "$OUT/ctest_mpi.log" | head -1)\"}"
+[[ $rc == 0 ]] || FAILED+=(cpu_mpi_tests)
+fi
+
+# --- data and configs ------------------------------------------------------------------------
+if [[ ! -f "$RUNS/data/train.h5" ]]; then
+  "$BIN" make-demo-data --out "$RUNS/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
+    { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data.log\"}"; exit 1; }
+fi
+cat > "$OUT/small.yaml" <<EOF
+# The demo teacher's shape: 4 layers, width 256, vocabulary 288.
+stage: pretrain
+device: $DEVICE
+dtype: $DTYPE
+seed: 0
+loss_on: all
+model: {vocab_size: 288, hidden_size: 256, intermediate_size: 688, num_hidden_layers: 4,
+        num_attention_heads: 8, num_key_value_heads: 4, head_dim: 32}
+data: {path: $RUNS/data/train.h5, seq_len: 128, micro_batch: 4, global_batch: 16}
+optimizer: {lr: 2.0e-3}
+schedule: {steps: $EQ_STEPS, warmup: 0.1}
+checkpoint: {keep_last: 1}
+EOF
+cat > "$OUT/pretrain_135m.yaml" <<EOF
+# A ~135M-parameter Llama (12 layers, width 768, vocabulary 32768), pretraining.
+stage: pretrain
+device: $DEVICE
+dtype: $DTYPE
+loss_on: all
+model: {vocab_size: 32768, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
+        num_attention_heads: 12, num_key_value_heads: 4, head_dim: 64}
+data: {path: $RUNS/data/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
+optimizer: {lr: 1.0e-3}
+schedule: {steps: 20, warmup: 0.1}
+checkpoint: {keep_last: 1}
+metrics: {log_every: 1}
+EOF
+cat > "$OUT/finetune_1b.yaml" <<EOF
+# Stage 2 (LoRA r=8 on q,k,v over Lizard attention, paper preset) at the Llama-3.2-1B shape,
+# random weights (no download): 16 layers, width 2048, 32/8 heads of 64, vocabulary 128256.
+stage: finetune
+device: $DEVICE
+dtype: $DTYPE
+loss_on: all
+model: {vocab_size: 128256, hidden_size: 2048, intermediate_size: 8192, num_hidden_layers: 16,
+        num_attention_heads: 32, num_key_value_heads: 8, head_dim: 64, rope_theta: 500000,
+        tie_word_embeddings: true, max_position_embeddings: 131072}
+data: {path: $RUNS/data/train.h5, seq_len: 2048, micro_batch: 1, global_batch: 4}
+optimizer: {lr: 5.0e-4}
+schedule: {steps: 12, warmup: 0.1}
+checkpoint: {keep_last: 1}
+EOF
+
+# Runs lizard train on 1 GPU (plain process) or 2 (mpirun); returns its exit status.
+train() {  # NGPUS NAME CONFIG [--set ...]
+  local n="$1" name="$2" cfg="$3"; shift 3
+  local dir="$RUNS/$name"
+  rm -rf "$dir"
+  local t0; t0=$(date +%s)
+  if [[ "$n" == 1 ]]; then
+    CUDA_VISIBLE_DEVICES=0 timeout "$RUN_TIMEOUT" "$BIN" train --config "$cfg" --set out_dir="$dir" "$@" \
+      > "$OUT/$name.log" 2>&1
+  else
+    timeout "$RUN_TIMEOUT" "${MPIRUN[@]}" "$BIN" train --config "$cfg" --set out_dir="$dir" "$@" \
+      > "$OUT/$name.log" 2>&1
+  fi
+  local rc=$?
+  cp "$dir/metrics.jsonl" "$OUT/$name.metrics.jsonl" 2>/dev/null
+  echo "  $name: rc $rc, $(( $(date +%s) - t0 )) s, $(grep -E 'done: steps|error' "$OUT/$name.log" | tail -1)" >&2
+  return $rc
+}
+metrics() { echo "$RUNS/$1/metrics.jsonl"; }
+
+# --- 3. loss equality 1 GPU vs 2 GPUs --------------------------------------------------------
+# Tolerance 2e-2 relative per step, from bf16: weights, activations and gradients carry 8
+# significant bits (rounding up to 2^-9 = 2e-3 relative); 1 GPU sums its 4 micro-batch
+# gradients in one order, 2 GPUs sum 2 + 2 and then reduce in bf16 inside NCCL, so gradient
+# elements differ by a few 1e-3 relative, AdamW turns that into weight differences of about
+# lr x 4e-3 per step, and 30 steps move the loss by up to ~1e-2. A shard, count or normaliser
+# error changes the data or the gradient scale seen per step: the loss (control: another seed
+# gives other batches and init) or the pre-clip gradient norm moves by well over 2e-2. The CPU
+# tests (tests/dist/test_train_mpirun.cpp, f32) prove the same equality to 1e-6.
+TOL=2e-2
+RUN_TIMEOUT=240
+if phase equality; then
+train 1 eq_1gpu "$OUT/small.yaml"; r1=$?
+train 2 eq_2gpu "$OUT/small.yaml"; r2=$?
+train 2 eq_2gpu_zero1 "$OUT/small.yaml" --set dist.zero1=true; r3=$?
+train 1 eq_control "$OUT/small.yaml" --set seed=1; r4=$?
+if [[ $r1 == 0 && $r2 == 0 && $r3 == 0 && $r4 == 0 ]]; then
+  d_loss=$(max_rel_diff "$(metrics eq_2gpu)" "$(metrics eq_1gpu)" loss)
+  d_norm=$(max_rel_diff "$(metrics eq_2gpu)" "$(metrics eq_1gpu)" grad_norm)
+  d_zero=$(max_rel_diff "$(metrics eq_2gpu_zero1)" "$(metrics eq_1gpu)" loss)
+  d_ctrl=$(max_rel_diff "$(metrics eq_control)" "$(metrics eq_1gpu)" loss)
+  pass=$(awk -v a="$d_loss" -v b="$d_zero" -v n="$d_norm" -v c="$d_ctrl" -v t="$TOL" \
+    'BEGIN { print (a != "null" && a <= t && b <= t && n <= 5 * t && c > t) ? "true" : "false" }')
+  emit "{\"check\": \"loss_equality_1_vs_2_gpus\", \"steps\": $EQ_STEPS, \"max_rel_diff_loss\": $d_loss, \"max_rel_diff_grad_norm\": $d_norm, \"max_rel_diff_zero1\": $d_zero, \"control_other_seed\": $d_ctrl, \"tol\": $TOL, \"pass\": $pass}"
+  [[ $pass == true ]] || FAILED+=(loss_equality)
+else
+  emit "{\"check\": \"loss_equality_1_vs_2_gpus\", \"pass\": false, \"rc\": [$r1, $r2, $r3, $r4]}"
+  FAILED+=(loss_equality)
+fi
+fi
+
+# --- 4. scaling 1 -> 2 GPUs ------------------------------------------------------------------
+# Same micro-batch and accumulation per GPU, so 2 GPUs do twice the tokens per step.
+scaling() {  # NAME CONFIG GLOBAL_1GPU [--set ...]
+  local name="$1" cfg="$2" g1="$3"; shift 3
+  local g2=$(( 2 * g1 ))
+  train 1 "${name}_1gpu" "$cfg" --set data.global_batch="$g1" "$@"; local a=$?
+  train 2 "${name}_2gpu" "$cfg" --set data.global_batch="$g2" "$@"; local b=$?
+  if [[ $a == 0 && $b == 0 ]]; then
+    local t1 t2 eff
+    t1=$(median_after "$(metrics "${name}_1gpu")" tokens_per_s "$SKIP")
+    t2=$(median_after "$(metrics "${name}_2gpu")" tokens_per_s "$SKIP")
+    eff=$(efficiency "$(metrics "${name}_1gpu")" "$(metrics "${name}_2gpu")" "$SKIP")
+    emit "{\"check\": \"scaling_$name\", \"global_batch\": [$g1, $g2], \"tokens_per_s_1gpu\": $t1, \"tokens_per_s_2gpu\": $t2, \"efficiency\": $eff, \"target\": 0.95, \"device\": \"$GPU_NAME\"}"
+  else
+    emit "{\"check\": \"scaling_$name\", \"pass\": false, \"rc\": [$a, $b], \"logs\": \"$OUT/${name}_1gpu.log $OUT/${name}_2gpu.log\"}"
+    FAILED+=("scaling_$name")
+  fi
+}
+if phase scaling; then
+  RUN_TIMEOUT=200
+  SKIP=5  # warm-up steps left out of the medians (cuBLASLt heuristics, allocator growth)
+  [[ "$DRY" == 1 ]] && SKIP=2
+  if [[ "$DRY" == 1 ]]; then
+    scaling pretrain_tiny "$OUT/small.yaml" 16 --set schedule.steps=5
+  else
+    scaling pretrain_135m "$OUT/pretrain_135m.yaml" 16
+  fi
+  if [[ "$QUICK" == 0 ]]; then
+    scaling finetune_1b "$OUT/finetune_1b.yaml" 4
+    # Without overlap (all-reduce after backward), to show what the overlap is worth.
+    scaling finetune_1b_no_overlap "$OUT/finetune_1b.yaml" 4 --set dist.overlap=false
+  fi
+fi
+
+if [[ ${#FAILED[@]} == 0 ]]; then
+  emit "{\"check\": \"summary\", \"pass\": true}"
+else
+  emit "{\"check\": \"summary\", \"pass\": false, \"failed\": \"${FAILED[*]}\"}"
+  exit 1
+fi
