@@ -1,13 +1,17 @@
-// Crash safety of checkpoints (issue #9): `lizard train` killed with SIGKILL at random moments
-// (seeded) and resumed with --resume until it finishes must end with the same model.h5, bit for
-// bit, as one uninterrupted run; after every kill the newest complete checkpoint must load.
+// Crash safety of checkpoints and exports (issue #9): `lizard train` killed with SIGKILL at
+// random moments (seeded) and resumed with --resume until it finishes must end with the same
+// model.h5, bit for bit, as one uninterrupted run; after every kill the newest complete
+// checkpoint must load. `lizard export --overwrite` killed at random moments must leave either
+// the previous export or the new one, complete, never a mixture or a half-deleted directory.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <thread>
 
@@ -145,6 +149,63 @@ TEST(KillResume, SigkillAtRandomMomentsThenResumeMatchesTheStraightRun) {
   expect_same_tensors(last + "/model.h5", last_killed + "/model.h5");
   // The optimizer state must match too, or the next stage of training would diverge.
   expect_same_tensors(last + "/state-rank0.h5", last_killed + "/state-rank0.h5");
+  if (!HasFailure()) fs::remove_all(d);
+}
+
+/// Every file of directory a equals (by bytes) the same file of b, and b has no other file.
+void expect_same_directory(const fs::path& a, const fs::path& b) {
+  std::vector<std::string> na, nb;
+  for (const auto& e : fs::directory_iterator(a)) na.push_back(e.path().filename().string());
+  ASSERT_TRUE(fs::is_directory(b)) << b << " is missing";
+  for (const auto& e : fs::directory_iterator(b)) nb.push_back(e.path().filename().string());
+  std::sort(na.begin(), na.end());
+  std::sort(nb.begin(), nb.end());
+  ASSERT_EQ(na, nb) << b;
+  for (const std::string& n : na) {
+    std::ifstream fa(a / n, std::ios::binary), fb(b / n, std::ios::binary);
+    const std::string ba((std::istreambuf_iterator<char>(fa)), std::istreambuf_iterator<char>());
+    const std::string bb((std::istreambuf_iterator<char>(fb)), std::istreambuf_iterator<char>());
+    EXPECT_TRUE(ba == bb) << (b / n) << " differs from " << (a / n);
+  }
+}
+
+TEST(KillResume, SigkillDuringExportOverwriteLeavesACompleteExport) {
+  const fs::path d = temp_dir("export");
+  const std::string cfg = write_run(d);
+  ASSERT_TRUE(fs::exists(test::lizard_binary())) << "lizard binary not built: " << test::lizard_binary();
+  const ProcessResult tr = test::run_lizard(
+      {"train", "--config", cfg, "--set", "out_dir=" + (d / "run").string(), "--set", "schedule.steps=2"},
+      (d / "train.log").string());
+  ASSERT_EQ(tr.exit_code, 0) << tr.output;
+  // Small shards: many files, so a kill often lands while the old export is being replaced.
+  auto export_args = [&](const fs::path& out) {
+    return std::vector<std::string>{"export", "--checkpoint", (d / "run").string(), "--output",
+                                    out.string(), "--max-shard-size", "2KB", "--overwrite"};
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const ProcessResult ref = test::run_lizard(export_args(d / "ref"), (d / "ref.log").string());
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const double ref_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const fs::path out = d / "export";
+  ASSERT_EQ(test::run_lizard(export_args(out), (d / "first.log").string()).exit_code, 0);
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> delay(0.0, 1.2 * ref_ms);
+  int kills = 0;
+  for (int i = 0; i < 12; ++i) {
+    const std::string log = (d / "kill.log").string();
+    const pid_t pid = test::spawn_lizard(export_args(out), log);
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(delay(gen)));
+    ::kill(pid, SIGKILL);
+    const ProcessResult r = test::wait_lizard(pid, log);
+    kills += r.signal == SIGKILL;
+    if (r.signal != SIGKILL) ASSERT_EQ(r.exit_code, 0) << r.output;
+    // The export is deterministic: whichever of the old and new is in place, it is all of it.
+    expect_same_directory(d / "ref", out);
+    if (HasFailure()) break;
+  }
+  EXPECT_GE(kills, 4);
+  std::printf("[ info ] export: %d of 12 runs killed\n", kills);
   if (!HasFailure()) fs::remove_all(d);
 }
 
