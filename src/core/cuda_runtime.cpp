@@ -52,7 +52,9 @@ class CachingAllocator {
       cudaGetLastError();
       throw OutOfMemoryError(str_cat("out of GPU memory on cuda:", device_, " allocating ",
                                      bytes / 1048576.0, " MiB (in use ", stats_.current / 1048576.0,
-                                     " MiB, peak ", stats_.peak / 1048576.0, " MiB)"));
+                                     " MiB, peak ", stats_.peak / 1048576.0,
+                                     " MiB); lower data.micro_batch or data.seq_len, or set "
+                                     "recompute: true"));
     }
     stats_.reserved += size;
     used(p, size);

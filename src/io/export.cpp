@@ -1,7 +1,10 @@
 // Export of a model as a Hugging Face directory (see include/lizard/io/export.h).
 #include "lizard/io/export.h"
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <fstream>
@@ -335,8 +338,15 @@ void export_model(const nn::LlamaForCausalLM& model, const std::string& out_dir,
   LZ_INPUT_CHECK(!ec, "export: cannot write into '", parent.string(), "' (", ec.message(), ")");
   try {
     write_export_files(model, tmp, opt);
-    if (fs::exists(out)) fs::remove_all(out);
-    fs::rename(tmp, out);
+    // Replacing an export must never leave a half-deleted one under `out` (a kill during
+    // remove_all would): swap the two directories atomically, then delete the old one.
+    if (fs::exists(out) &&
+        ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
+      fs::remove_all(tmp, ec);
+    } else {
+      if (fs::exists(out)) fs::remove_all(out);  // no RENAME_EXCHANGE on this filesystem
+      fs::rename(tmp, out);
+    }
   } catch (const fs::filesystem_error& e) {
     fs::remove_all(tmp, ec);
     throw InputError(str_cat("export to '", out.string(), "' failed: ", e.what()));

@@ -170,6 +170,22 @@ Tensor H5File::read(const std::string& name) const {
   const Shape shape = shape_of(name);
   Handle ds(H5Dopen2(id_, name.c_str(), H5P_DEFAULT), H5Dclose);
   const DType dt = stored_dtype(ds.id, path_, name);
+  // A corrupt or hostile file can declare billions of elements it does not store (HDF5 would
+  // return fill values): contiguous storage (what lizard writes) must hold every element
+  // before anything is allocated for them.
+  uint64_t need = dtype_size(dt);
+  for (int64_t d : shape) {
+    LZ_INPUT_CHECK(d == 0 || need <= UINT64_MAX / static_cast<uint64_t>(d), "hdf5 file ", path_,
+                   ": dataset '", name, "' has an impossible shape ", shape_str(shape));
+    need *= static_cast<uint64_t>(d);
+  }
+  Handle dcpl(H5Dget_create_plist(ds.id), H5Pclose);
+  if (dcpl.id >= 0 && H5Pget_layout(dcpl.id) == H5D_CONTIGUOUS) {
+    const uint64_t stored = H5Dget_storage_size(ds.id);
+    LZ_INPUT_CHECK(stored >= need, "hdf5 file ", path_, ": dataset '", name, "' of shape ",
+                   shape_str(shape), " needs ", need, " bytes but the file stores ", stored,
+                   " (corrupt or truncated?)");
+  }
   Tensor t = Tensor::empty(shape, dt);
   if (t.numel() > 0)
     LZ_INPUT_CHECK(H5Dread(ds.id, native_type(dt), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()) >= 0,

@@ -25,7 +25,15 @@ void load_weights(nn::Module& model, const std::string& path, bool allow_unexpec
     targets.emplace_back(name, v);
   }
   ckpt.check(expected, allow_unexpected);
-  for (auto& [name, v] : targets) v.set_data(ckpt.load(name, v.device(), v.dtype()));
+  for (auto& [name, v] : targets) {
+    // Integer data converted to float weights would load silently as garbage.
+    const TensorInfo& ti = ckpt.info(name);
+    LZ_INPUT_CHECK(!ti.loadable || ti.dtype == DType::F32 || ti.dtype == DType::BF16 ||
+                       ti.dtype == DType::F16 || ti.dtype == DType::F64,
+                   path, ": tensor \"", name, "\" has dtype ", ti.dtype_str,
+                   ", expected a floating-point weight (F32, BF16, F16 or F64)");
+    v.set_data(ckpt.load(name, v.device(), v.dtype()));
+  }
 }
 
 std::unique_ptr<nn::LlamaForCausalLM> load_hf_model(const std::string& dir, const LoadOptions& opt) {

@@ -253,11 +253,21 @@ struct Tokenizer::Impl {
         LZ_INPUT_CHECK(spec, source, ": post_processor template names special token \"", name,
                        "\" missing from its special_tokens");
         for (const Json& id : spec->at("ids").items())
-          (seen_seq ? suffix_ids : prefix_ids).push_back(static_cast<int32_t>(id.as_int()));
+          (seen_seq ? suffix_ids : prefix_ids).push_back(token_id(id, name));
       }
     } else {
       refuse(str_cat("post-processor ", t));
     }
+  }
+
+  // Ids index dense tables: bound them (as model.vocab_size is) before any table grows to
+  // fit, and before the int32 cast could wrap a large id onto a small one.
+  static constexpr int64_t kMaxTokenId = int64_t(1) << 24;
+  int32_t token_id(const Json& v, const std::string& tok) const {
+    const int64_t id = v.as_int();
+    LZ_INPUT_CHECK(id >= 0 && id < kMaxTokenId, source, ": token ", Json(tok).dump(), " has id ",
+                   id, ", expected an id in [0, ", kMaxTokenId, ")");
+    return static_cast<int32_t>(id);
   }
 
   void set_token(const std::string& tok, int32_t id) {
@@ -284,7 +294,7 @@ struct Tokenizer::Impl {
     const Json& v = m.at("vocab");
     vocab.reserve(v.keys().size() * 2);
     for (size_t i = 0; i < v.keys().size(); ++i) {
-      const int32_t id = static_cast<int32_t>(v.values()[i].as_int());
+      const int32_t id = token_id(v.values()[i], v.keys()[i]);
       vocab[v.keys()[i]] = id;
       set_token(v.keys()[i], id);
     }
@@ -340,7 +350,7 @@ struct Tokenizer::Impl {
     for (const Json& a : list.items()) {
       AddedToken t;
       t.content = a.at("content").as_string();
-      t.id = static_cast<int32_t>(a.at("id").as_int());
+      t.id = token_id(a.at("id"), t.content);
       auto flag = [&](const char* k) {
         const Json* f = a.find(k);
         return f && f->is_bool() && f->as_bool();
@@ -373,6 +383,12 @@ struct Tokenizer::Impl {
     load_post_processor(opt("post_processor"));
     load_decoder(opt("decoder"));
     load_added(opt("added_tokens"));
+    // encode() emits the template's ids as they are: each must be a token.
+    for (const auto* ids : {&prefix_ids, &suffix_ids})
+      for (int32_t id : *ids)
+        LZ_INPUT_CHECK(static_cast<size_t>(id) < id_used.size() && id_used[id], source,
+                       ": post_processor template adds id ", id,
+                       ", which is neither in the vocab nor an added token");
   }
 
   // ---------------------------------------------------------------- encoding

@@ -23,9 +23,13 @@ DecoderLayer::DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> at
 }
 
 Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-                          bool recompute_mix) const {
-  Var h = ag::add(x, self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix));
-  return ag::add(h, mlp->forward(post_attention_layernorm->forward(h)));
+                          bool recompute_mix, const ModuleProbe* probe) const {
+  Var a = self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix);
+  if (probe) (*probe)("self_attn", a);
+  Var h = ag::add(x, a);
+  Var m = mlp->forward(post_attention_layernorm->forward(h));
+  if (probe) (*probe)("mlp", m);
+  return ag::add(h, m);
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& cfg, const AttentionFactory& attn, const LoraSpec& lora,
@@ -68,19 +72,27 @@ Var LlamaForCausalLM::hidden(const Tensor& ids, const ForwardOptions& opt) const
   LZ_CHECK(ids.dim() == 2, "model input ids must be [B, T], got ", ids.desc());
   const int64_t T = ids.size(1);
   Var x = model->embed_tokens->forward(ids);
+  if (opt.probe) (*opt.probe)("model.embed_tokens", x);
   const ops::RopeTable& rt = rope(T, x.device());
-  for (const DecoderLayer* layer : model->layers) {
+  for (size_t i = 0; i < model->layers.size(); ++i) {
+    const DecoderLayer* layer = model->layers[i];
     if (opt.layer_inputs) opt.layer_inputs->push_back(x.detach());
     if (opt.recompute && ag::grad_enabled()) {
       const bool teacher = opt.teacher;
       x = ag::checkpoint(
           [layer, &rt, teacher](const std::vector<Var>& in) { return layer->forward(in[0], rt, teacher); },
           {x});
+    } else if (opt.probe) {
+      const std::string prefix = "model.layers." + std::to_string(i) + ".";
+      const ModuleProbe named = [&](const std::string& m, const Var& v) { (*opt.probe)(prefix + m, v); };
+      x = layer->forward(x, rt, opt.teacher, opt.recompute_attention, &named);
     } else {
       x = layer->forward(x, rt, opt.teacher, opt.recompute_attention);
     }
   }
-  return model->norm->forward(x);
+  Var out = model->norm->forward(x);
+  if (opt.probe) (*opt.probe)("model.norm", out);
+  return out;
 }
 
 Var LlamaForCausalLM::logits(const Var& h) const {
@@ -92,7 +104,9 @@ Var LlamaForCausalLM::logits(const Var& h) const {
 }
 
 Var LlamaForCausalLM::forward(const Tensor& ids, const ForwardOptions& opt) const {
-  return logits(hidden(ids, opt));
+  Var out = logits(hidden(ids, opt));
+  if (opt.probe) (*opt.probe)("lm_head", out);
+  return out;
 }
 
 void LlamaForCausalLM::init_random(uint64_t seed, double std) {

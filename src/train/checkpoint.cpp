@@ -38,6 +38,14 @@ std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string
   return out;
 }
 
+/// Deletes a checkpoint directory so that a kill half-way never leaves it looking complete:
+/// the DONE marker goes first (one atomic unlink), then the rest.
+void remove_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove(dir / "DONE", ec);
+  fs::remove_all(dir);
+}
+
 Tensor scalar_i64(int64_t v) { return Tensor::from_data<int64_t>({v}, {}); }
 
 int64_t read_i64(const io::H5File& f, const std::string& name) {
@@ -93,11 +101,11 @@ std::string save_checkpoint(const std::string& root, int64_t step, const NamedTe
       done << "step " << step << " world " << world << "\n";
       LZ_CHECK(done.good(), "checkpoint ", tmp, ": cannot write DONE (disk full?)");
     }
-    fs::remove_all(final_dir);  // re-saving a step (e.g. after a resume) replaces it
+    remove_checkpoint(final_dir);  // re-saving a step (e.g. after a resume) replaces it
     fs::rename(tmp, final_dir);
     if (keep_last > 0) {
       auto all = complete_checkpoints(root);
-      for (size_t i = 0; i + keep_last < all.size(); ++i) fs::remove_all(all[i].second);
+      for (size_t i = 0; i + keep_last < all.size(); ++i) remove_checkpoint(all[i].second);
     }
   }
   if (barrier) barrier();

@@ -185,6 +185,12 @@ const std::vector<Field>& fields() {
                  range(0, inf)),
         LZ_FIELD("loss_on", loss_on, "finetune: cross-entropy on response tokens or all tokens",
                  one_of({"response", "all"})),
+        LZ_FIELD("max_nonfinite_steps", max_nonfinite_steps,
+                 "consecutive steps with a non-finite loss or gradient (each skipped) that stop "
+                 "the run", range(1, int64_t(1) << 40)),
+        LZ_FIELD("debug_nonfinite", debug_nonfinite,
+                 "when non-finite steps stop the run, re-run the forward with a check after every "
+                 "module and name the first non-finite one (also env LIZARD_DEBUG_NONFINITE=1)"),
         LZ_FIELD("model.path", model.path, "Hugging Face checkpoint directory (teacher/base)"),
         LZ_FIELD("model.init_from", model.init_from,
                  "checkpoint directory whose model.h5 tensors are loaded after building"),
@@ -330,8 +336,12 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   std::string best;
   size_t best_d = 4;  // suggest only near misses
   for (const Field& f : fields()) {
-    const size_t d = edit_distance(key, f.info.key);
-    if (d < best_d) best_d = d, best = f.info.key;
+    // A field, or its section (a misspelt section like "optimzer:" names no full key).
+    const std::string& k = f.info.key;
+    for (const std::string& cand : {k, k.substr(0, k.rfind('.'))}) {
+      const size_t d = edit_distance(key, cand);
+      if (d < best_d) best_d = d, best = cand;
+    }
   }
   throw InputError(str_cat("unknown config key '", key, "' (", src, ")",
                            best.empty() ? "" : str_cat("; did you mean '", best, "'?")));

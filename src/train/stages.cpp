@@ -1,5 +1,6 @@
 #include "lizard/train/stages.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "lizard/autograd/checkpoint.h"
@@ -8,9 +9,11 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/dist/data_parallel.h"
 #include "lizard/io/hdf5_tokens.h"
+#include "lizard/io/hf_config.h"
 #include "lizard/io/hf_model.h"
 #include "lizard/nn/lizard_attention.h"
 #include "lizard/train/checkpoint.h"
+#include "lizard/train/data_prep.h"
 
 namespace lizard::train {
 
@@ -91,6 +94,9 @@ std::unique_ptr<nn::LlamaForCausalLM> build_model(const RunConfig& cfg, Device d
     }
   };
   const bool hf_dir = !cfg.model.path.empty() && fs::exists(fs::path(cfg.model.path) / "config.json");
+  // A model.path that is neither kind fails here, before model.arch (defaults: Llama-3-8B
+  // sized) is allocated for nothing.
+  if (!hf_dir && !cfg.model.path.empty()) (void)resolve_checkpoint("model.path", cfg.model.path);
   if (hf_dir) {
     io::LoadOptions lo;
     lo.device = device;
@@ -145,6 +151,23 @@ class ModelTask : public TrainTask {
       Var v = model_->parameter(name);
       v.set_data(t.to(v.device(), v.dtype()));
     }
+  }
+  std::string locate_nonfinite(const Batch& b, const StepContext&) override {
+    ag::NoGradGuard ng;
+    std::string first;
+    const nn::ModuleProbe probe = [&](const std::string& module, const Var& out) {
+      if (!first.empty()) return;
+      for (double v : out.data().to(Device::cpu()).to_vector())
+        if (!std::isfinite(v)) {
+          first = module;
+          return;
+        }
+    };
+    nn::ForwardOptions o;
+    o.teacher = cfg_.stage == "pretrain";  // students run their own attention
+    o.probe = &probe;
+    (void)model_->forward(dev_ids(b.inputs), o);
+    return first;
   }
   double flops_per_token() const override {
     // step_cost.h: 6N + causal attention (pretrain), 4N + LoRA + attention (finetune), the
@@ -273,9 +296,32 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
     throw InputError("device: '" + cfg.device + "' requested but no GPU is visible (set device: cpu)");
   const DType dtype = dev.is_cpu() ? DType::F32 : dtype_from_name(cfg.dtype);
   std::unique_ptr<TrainTask> task = make_stage_task(cfg, dev, dtype);
+  // The vocabulary the model was built with (its HF config.json, or model.arch).
+  const fs::path hf_cfg = fs::path(cfg.model.path) / "config.json";
+  const int64_t model_vocab = !cfg.model.path.empty() && fs::exists(hf_cfg)
+                                  ? io::load_hf_config(hf_cfg.string()).vocab_size
+                                  : cfg.model.arch.vocab_size;
 
   LZ_INPUT_CHECK(!cfg.data.path.empty(), "data.path: no dataset given (write one with `lizard prepare-data`)");
   auto data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.path));
+  // A dataset made with another tokenizer trains garbage (or indexes past the embedding):
+  // compare its vocabulary size, and its tokenizer hash with model.path's tokenizer.json.
+  const fs::path tok_json = fs::path(cfg.model.path) / "tokenizer.json";
+  const std::string tok_hash =
+      !cfg.model.path.empty() && fs::exists(tok_json) ? file_hash(tok_json.string()) : "";
+  auto check_tokenizer = [&](const io::TokenDataset& ds, const char* key) {
+    LZ_INPUT_CHECK(ds.meta().vocab_size <= model_vocab, key, " ", ds.path(),
+                   ": tokenized for a vocabulary of ", ds.meta().vocab_size,
+                   " tokens but the model has ", model_vocab,
+                   " (another tokenizer?); re-run `lizard prepare-data` with the model's tokenizer");
+    const std::string& h = ds.meta().tokenizer_hash;
+    const bool file_hashed = h.size() == 16 && h.find_first_not_of("0123456789abcdef") == std::string::npos;
+    LZ_INPUT_CHECK(tok_hash.empty() || !file_hashed || h == tok_hash, key, " ", ds.path(),
+                   ": tokenized with a tokenizer.json of hash ", h, " but model.path's ",
+                   tok_json.string(), " has hash ", tok_hash,
+                   "; re-run `lizard prepare-data --tokenizer ", cfg.model.path, "`");
+  };
+  check_tokenizer(*data, "data.path");
   LoaderOptions lo;
   lo.seq_len = cfg.data.seq_len;
   lo.micro_batch = cfg.data.micro_batch;
@@ -288,6 +334,7 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
   std::shared_ptr<const io::TokenDataset> val_data;
   if (!cfg.data.val_path.empty()) {
     val_data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.val_path));
+    check_tokenizer(*val_data, "data.val_path");
     for (int64_t i = 0; i < data->num_docs(); ++i) train_docs.push_back(i);
     for (int64_t i = 0; i < val_data->num_docs(); ++i) val_docs.push_back(i);
   } else {

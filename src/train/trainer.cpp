@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -41,6 +42,20 @@ void TrainTask::load_state(const NamedTensors& tensors) {
     dst.copy_(*it->second);
   }
 }
+
+namespace {
+
+/// Name of the first parameter whose gradient holds a NaN/Inf, or "" (debug path: copies).
+std::string first_nonfinite_grad(const std::vector<Var>& params) {
+  for (const Var& p : params) {
+    if (!p.grad().defined()) continue;
+    for (double v : p.grad().to(Device::cpu()).to_vector())
+      if (!std::isfinite(v)) return p.name().empty() ? std::string("(unnamed)") : p.name();
+  }
+  return "";
+}
+
+}  // namespace
 
 Trainer::Trainer(RunConfig cfg, TrainTask& task, DataLoader& train, DataLoader* val,
                  DistHooks dist, TrainerOptions opt)
@@ -145,7 +160,16 @@ TrainSummary Trainer::run() {
   const double peak = peak_flops_for(opt_.device_name) * dist_.world;
   const auto t_start = clock::now();
   const int64_t first_step = step;
-  int64_t consecutive_skips = 0;
+  // Non-finite streak guard: each non-finite step is skipped and counted; max_skips in a row
+  // stop the run, naming (with debug_nonfinite) the first module whose output went non-finite.
+  const int64_t max_skips =
+      opt_.max_consecutive_skips >= 0 ? opt_.max_consecutive_skips : cfg_.max_nonfinite_steps;
+  const char* debug_env = std::getenv("LIZARD_DEBUG_NONFINITE");
+  const bool debug_nonfinite =
+      cfg_.debug_nonfinite || (debug_env && std::string(debug_env) == "1");
+  int64_t consecutive_skips = 0, loss_skips = 0;
+  Batch suspect{};      // debug: the batch of the last step, for locate_nonfinite
+  std::string bad_grad;  // debug: the first parameter with a non-finite gradient
   while (step < total_steps_) {
     const auto t0 = clock::now();
     StepTimer* timer = opt_.timer;
@@ -163,11 +187,14 @@ TrainSummary Trainer::run() {
     const double inv = 1.0 / std::max(counts[0], 1.0);
     for (Var& p : params_) p.zero_grad();  // all of them: a ZeRO-1 optimizer holds a shard
     double loss_sum[1] = {0};
+    int bad_micro = -1;  // the first micro-batch with a non-finite loss
     for (int64_t i = 0; i < accum_; ++i) {
       StepContext ctx{step, static_cast<int>(i), true, &rng_, timer};
       mark_phase(timer, Phase::Forward);
       LossResult r = task_.loss(batches[i], ctx);
-      loss_sum[0] += r.loss_sum.data().item();
+      const double li = r.loss_sum.data().item();
+      if (!std::isfinite(li) && bad_micro < 0) bad_micro = static_cast<int>(i);
+      loss_sum[0] += li;
       mark_phase(timer, Phase::Backward);
       Var scaled = autograd::scale(r.loss_sum, inv);
       if (i + 1 == accum_ && dist_.grads_begin) {
@@ -179,16 +206,28 @@ TrainSummary Trainer::run() {
         scaled.backward();
       }
     }
+    if (debug_nonfinite) suspect = batches[std::max(bad_micro, 0)];
     batches.clear();
     mark_phase(timer, Phase::Communication);
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
     mark_phase(timer, Phase::Optimizer);
     const double lr = sched.lr_at(step);
-    const optim::StepResult res =
-        norm_params_.empty()
-            ? optim_->step(lr, cfg_.optimizer.clip)
-            : optim_->step_with_norm(lr, cfg_.optimizer.clip, optim::global_grad_norm(norm_params_));
+    // A non-finite loss skips the step even when the gradients are finite (an Inf loss can
+    // have finite gradients); AdamW skips and counts non-finite gradients itself. The loss is
+    // all-reduced, so every rank takes the same branch.
+    optim::StepResult res;
+    if (std::isfinite(loss_sum[0])) {
+      res = norm_params_.empty()
+                ? optim_->step(lr, cfg_.optimizer.clip)
+                : optim_->step_with_norm(lr, cfg_.optimizer.clip,
+                                         optim::global_grad_norm(norm_params_));
+    } else {
+      res.skipped = true;
+      res.grad_norm = std::nan("");
+      ++loss_skips;
+    }
+    if (res.skipped && debug_nonfinite) bad_grad = first_nonfinite_grad(params_);
     if (dist_.sync_params) dist_.sync_params();
     for (Var& p : params_) p.zero_grad();
     if (timer) timer->end_step();
@@ -198,10 +237,29 @@ TrainSummary Trainer::run() {
     const double loss = loss_sum[0] * inv;
     sum.losses.push_back(loss);
     consecutive_skips = res.skipped ? consecutive_skips + 1 : 0;
-    if (consecutive_skips >= opt_.max_consecutive_skips)
-      throw Error(str_cat("stage '", cfg_.name, "': non-finite loss/gradients for ",
-                          consecutive_skips, " consecutive steps (last loss ", loss, " at step ",
-                          step, "); lower optimizer.lr or check the data"));
+    if (consecutive_skips >= max_skips) {
+      std::string where;
+      if (debug_nonfinite) {
+        const StepContext ctx{step - 1, std::max(bad_micro, 0), false, &rng_};
+        const std::string module = task_.locate_nonfinite(suspect, ctx);
+        if (!module.empty())
+          where = str_cat("; first module with a non-finite output: '", module, "' (step ", step,
+                          ", micro-batch ", ctx.micro, ")");
+        else if (!bad_grad.empty())
+          where = str_cat("; the forward is finite, the first non-finite gradient is of '",
+                          bad_grad, "'");
+        else
+          where = "; every module output was finite on re-running the forward";
+      } else {
+        where = "; set debug_nonfinite: true (or LIZARD_DEBUG_NONFINITE=1) to name the first "
+                "module that goes non-finite";
+      }
+      throw Error(str_cat("stage '", cfg_.name, "': non-finite loss or gradients at ",
+                          consecutive_skips, " consecutive steps (steps ",
+                          step - consecutive_skips + 1, " to ", step, ", last loss ", loss,
+                          "; max_nonfinite_steps ", max_skips, ")", where,
+                          "; lower optimizer.lr or check the data and weights"));
+    }
     if (lead && (step % cfg_.metrics.log_every == 0 || step == total_steps_)) {
       const double dt = std::chrono::duration<double>(clock::now() - t0).count();
       StepMetrics m;
@@ -210,6 +268,7 @@ TrainSummary Trainer::run() {
       m.loss = loss;
       m.lr = lr;
       m.grad_norm = res.grad_norm;
+      m.skipped = res.skipped;
       m.tokens_per_s = step_tokens / std::max(dt, 1e-9);
       m.mfu = peak > 0 ? task_.flops_per_token() * m.tokens_per_s / peak : 0;
       const Device dev = Device::parse(cfg_.device);
@@ -236,7 +295,7 @@ TrainSummary Trainer::run() {
   }
   if (lead && opt_.print) printer.finish();
   sum.final_step = step;
-  sum.skipped_steps = optim_->skipped_steps();
+  sum.skipped_steps = optim_->skipped_steps() + loss_skips;
   return sum;
 }
 

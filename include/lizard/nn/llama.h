@@ -1,8 +1,10 @@
 // LlamaForCausalLM (Llama 2/3, Mistral, Qwen2): embeddings, decoder layers, final norm and
 // LM head, with Hugging Face parameter names so safetensors load by name.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -12,12 +14,17 @@
 
 namespace lizard::nn {
 
+/// A forward hook: receives a module's dotted name and its output (debugging, e.g. finding the
+/// first module whose output goes non-finite).
+using ModuleProbe = std::function<void(const std::string& module, const Var& output)>;
+
 class DecoderLayer : public Module {
  public:
   DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> attn, DType dtype, Device device);
-  /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)).
+  /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)). `probe`, when set, sees the outputs
+  /// of "self_attn" and "mlp" (names relative to the layer).
   Var forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-              bool recompute_mix = false) const;
+              bool recompute_mix = false, const ModuleProbe* probe = nullptr) const;
   RMSNorm* input_layernorm;
   Attention* self_attn;
   RMSNorm* post_attention_layernorm;
@@ -43,6 +50,10 @@ struct ForwardOptions {
   bool recompute_attention = false;
   /// When set, receives the hidden state entering each layer (detached), layer order.
   std::vector<Var>* layer_inputs = nullptr;
+  /// When set, sees every module's output in forward order: model.embed_tokens,
+  /// model.layers.<i>.self_attn, model.layers.<i>.mlp, model.norm, then lm_head (forward()
+  /// only). Not called inside recompute scopes.
+  const ModuleProbe* probe = nullptr;
 };
 
 class LlamaForCausalLM : public Module {

@@ -107,6 +107,8 @@ struct RunConfig {
   bool train_lizard_params = false;
   double kl_to_teacher = 0.0;
   std::string loss_on = "response";  ///< response | all
+  int64_t max_nonfinite_steps = 5;  ///< consecutive skipped (non-finite) steps that stop the run
+  bool debug_nonfinite = false;     ///< on such a stop, name the first module that went non-finite
   ModelSection model;
   DataSection data;
   OptimizerSection optimizer;

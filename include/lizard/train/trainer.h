@@ -57,6 +57,11 @@ class TrainTask {
   virtual void load_state(const NamedTensors& tensors);
   /// Training FLOPs per token, for MFU (0 = not reported).
   virtual double flops_per_token() const { return 0; }
+  /// Debugging a non-finite loss: re-runs the forward of `batch` without gradients, checking
+  /// every module's output, and returns the name of the first module whose output holds a
+  /// NaN/Inf ("" when all are finite or the task cannot tell). Slow; called only when
+  /// non-finite steps stop a run with debug_nonfinite on.
+  virtual std::string locate_nonfinite(const Batch& batch, const StepContext& ctx) { return ""; }
   /// How flops_per_token() is counted, printed once at the start ("" = not reported).
   virtual std::string flops_formula() const { return ""; }
 };
@@ -87,8 +92,9 @@ struct TrainerOptions {
   bool print = true;          ///< progress on stdout (rank 0)
   int64_t stop_after = -1;    ///< stop (as if killed) after this step, for tests; -1 = no
   std::string device_name;    ///< for MFU (peak FLOPs); empty = unknown
-  /// Consecutive skipped (non-finite) steps before the run stops with an error.
-  int64_t max_consecutive_skips = 20;
+  /// Consecutive skipped (non-finite) steps before the run stops with an error; < 0 = the
+  /// config's max_nonfinite_steps.
+  int64_t max_consecutive_skips = -1;
   /// Per-phase timing of every step (null = off, free); not owned.
   StepTimer* timer = nullptr;
 };
@@ -99,7 +105,8 @@ struct TrainSummary {
   std::vector<double> val_losses;
   int64_t start_step = 0;
   int64_t final_step = 0;
-  int64_t skipped_steps = 0;
+  int64_t skipped_steps = 0;  ///< non-finite steps skipped (a non-finite loss with finite
+                              ///< gradients is counted by this process only, not checkpointed)
   std::string last_checkpoint;
 };
 
