@@ -54,16 +54,16 @@ __global__ void rmsnorm_dx_kernel(const T* __restrict__ dy, const T* __restrict_
   }
 }
 
-// partial[p, d] = sum over rows p*kRowsPerPart .. +kRowsPerPart of dy*x*rstd.
+// partial[p, d] = sum over rows p*rows_per_part .. +rows_per_part of dy*x*rstd.
 // One thread per column d (consecutive threads, consecutive columns: coalesced).
 template <class T>
 __global__ void rmsnorm_dw_partial_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                           const float* __restrict__ rstd, float* __restrict__ partial,
-                                          int64_t N, int64_t D) {
+                                          int64_t N, int64_t D, int64_t rows_per_part) {
   const int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const int64_t p = blockIdx.y;
   if (d >= D) return;
-  const int64_t n0 = p * kRowsPerPart, n1 = min(N, n0 + kRowsPerPart);
+  const int64_t n0 = p * rows_per_part, n1 = min(N, n0 + rows_per_part);
   float acc = 0.f;
   for (int64_t n = n0; n < n1; ++n) acc += load_f(dy[n * D + d]) * load_f(x[n * D + d]) * rstd[n];
   partial[p * D + d] = acc;
@@ -132,7 +132,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
     if (dw.defined()) dw.fill_(0.0);
     return;
   }
-  const int64_t parts = (N + kRowsPerPart - 1) / kRowsPerPart;
+  // kRowsPerPart rows per partial sum, more when N would need more than the grid's 65535
+  // y-blocks (4M+ rows: long sequences x large micro-batches); fixed order either way.
+  const int64_t rows_per_part = std::max<int64_t>(kRowsPerPart, (N + 65534) / 65535);
+  const int64_t parts = (N + rows_per_part - 1) / rows_per_part;
   Tensor partial;
   if (dw.defined()) partial = Tensor::empty({parts, D}, DType::F32, x.device());
   visit_storage(x.dtype(), op, [&](auto zx) {
@@ -144,11 +147,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
           static_cast<const W*>(w.raw()), rstd.data<float>(), static_cast<T*>(dx.raw()), N, D);
     });
     if (dw.defined()) {
-      LZ_CHECK(parts < 65536, op, ": ", N, " rows exceed the dw partial grid");
       dim3 grid(static_cast<unsigned>((D + 127) / 128), static_cast<unsigned>(parts));
       rmsnorm_dw_partial_kernel<T><<<grid, 128, 0, as_stream(stream)>>>(
           static_cast<const T*>(dy.raw()), static_cast<const T*>(x.raw()), rstd.data<float>(),
-          partial.data<float>(), N, D);
+          partial.data<float>(), N, D, rows_per_part);
       column_sum_kernel<<<static_cast<unsigned>((D + 255) / 256), 256, 0, as_stream(stream)>>>(
           partial.data<float>(), dw.data<float>(), parts, D);
     }

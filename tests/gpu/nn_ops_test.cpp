@@ -121,6 +121,26 @@ TEST(GpuSwiglu, ForwardBackward) {
   }
 }
 
+// More rows than 65535 partial sums of 64 rows (a 512 x 8192-token micro-batch has 4M):
+// the dw reduction must widen its parts instead of refusing.
+TEST(GpuRmsNorm, WeightGradientOverMillionsOfRows) {
+  LZ_REQUIRE_GPU();
+  const int64_t N = 4200001, D = 3;
+  Tensor x = gpu_rand({N, D}, 61, DType::F32), w = gpu_rand({D}, 62, DType::F32, 0.5, 1.5);
+  Tensor dy = gpu_rand({N, D}, 63, DType::F32);
+  Tensor y = empty_like_gpu({N, D}, DType::F32), rstd = empty_like_gpu({N}, DType::F32);
+  cuda::rmsnorm_forward(x, w, 1e-5, y, rstd, st(x));
+  Tensor dx = empty_like_gpu({N, D}, DType::F32), dw = empty_like_gpu({D}, DType::F32);
+  cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw, st(x));
+  auto X = f64(x).to_vector(), G = f64(dy).to_vector(), R = f64(rstd).to_vector();
+  std::vector<double> DW(D, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = 0; d < D; ++d) DW[d] += G[n * D + d] * X[n * D + d] * R[n];
+  // f32 partial sums of >= 64 rows, then an f32 sum over ~65K partials: relative error of a
+  // sum of 4.2M terms of random sign, far below 1e-4 with this blocking.
+  expect_close(dw, cpu64(DW, {D}), 1e-4, "rmsnorm dw over 4.2M rows");
+}
+
 TEST(GpuSoftmax, ForwardBackwardBothKinds) {
   LZ_REQUIRE_GPU();
   for (const DtypeCase& c : {kF32, kBF16}) {
