@@ -32,6 +32,15 @@ CLI::Option* add_model_option(CLI::App& cmd, std::string& model);
 /// visible) bound to `device`.
 CLI::Option* add_inference_device_option(CLI::App& cmd, std::string& device);
 
+/// Adds the `--tokenizer` option of the inference commands (a tokenizer.json or its directory
+/// for a model without one; "demo" for the demo vocabulary); `scope` prefixes the help, e.g.
+/// "mc: " where only some tasks read it.
+CLI::Option* add_tokenizer_option(CLI::App& cmd, std::string& tokenizer, const std::string& scope = "");
+
+/// Adds the `--teacher` flag: run a student model's teacher path (softmax in every layer);
+/// `verb` says what the command does with it ("evaluate", "decode").
+CLI::Option* add_teacher_flag(CLI::App& cmd, bool& teacher, const std::string& verb);
+
 /// A model loaded for inference and the device it is on.
 struct LoadedModel {
   Device device;

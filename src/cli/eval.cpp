@@ -240,10 +240,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--task", a->task, "ppl | mc | mqar | passkey");
   cmd->add_option("--data", a->data, "ppl: token file (ids per line) or .h5 dataset; mc: JSONL");
   add_inference_device_option(*cmd, a->device);
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "mc: tokenizer.json (or its directory) when the model has none; 'demo' for the "
-                  "demo vocabulary");
-  cmd->add_flag("--teacher", a->teacher, "evaluate a student model's teacher path (softmax everywhere)");
+  add_tokenizer_option(*cmd, a->tokenizer, "mc: ");
+  add_teacher_flag(*cmd, a->teacher, "evaluate");
   cmd->add_option("--max-len", a->max_len, "longest window scored at once (ppl, mc)");
   cmd->add_option("--batch-size", a->batch_size, "sequences per forward");
   cmd->add_flag("--all-tokens", a->all_tokens, "ppl: count every token, ignoring a dataset's loss mask");

@@ -112,10 +112,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", a->top_p, "nucleus mass in (0, 1]");
   cmd->add_option("--seed", a->seed, "sampling seed");
   add_inference_device_option(*cmd, a->device);
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "tokenizer.json (or its directory) when the model has none; 'demo' for the demo "
-                  "vocabulary");
-  cmd->add_flag("--teacher", a->teacher, "decode a student model's teacher path (softmax everywhere)");
+  add_tokenizer_option(*cmd, a->tokenizer);
+  add_teacher_flag(*cmd, a->teacher, "decode");
   cmd->add_flag("--no-bos", a->no_bos, "do not prepend the tokenizer's BOS");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "keep going past the end-of-sequence token");
   cmd->callback([a]() { run_generate(*a); });
