@@ -1,6 +1,6 @@
 // Shared helpers of the tests that run the trainer or a whole stage on tiny CPU runs
-// (tests/train, tests/e2e): fresh scratch directories, a Trainer that prints nothing, and
-// the message of an error a run must stop with.
+// (tests/train, tests/e2e): fresh scratch directories, a Trainer that prints nothing, the
+// loader of a single-process run, and the message of an error a run must stop with.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -10,6 +10,8 @@
 #include <string>
 
 #include "lizard/core/error.h"
+#include "lizard/train/config.h"
+#include "lizard/train/data_loader.h"
 #include "lizard/train/trainer.h"
 
 namespace lizard::test {
@@ -29,6 +31,12 @@ inline train::TrainerOptions quiet_trainer() {
   train::TrainerOptions o;
   o.print = false;
   return o;
+}
+
+/// The loader options of `cfg` for a single-process run: its sequence length, micro-batch and
+/// seed, shuffled, loss mask honoured, rank 0 of 1.
+inline train::LoaderOptions single_rank_loader(const train::RunConfig& cfg) {
+  return {cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
 }
 
 /// The message of the E that f() throws; a test failure saying `missing` (and "") when f

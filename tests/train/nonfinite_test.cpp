@@ -91,7 +91,7 @@ TEST(NonFinite, ShortStreakIsSkippedCountedAndLeavesTheWeights) {
   const fs::path d = temp_dir("short");
   auto data = std::make_shared<io::TokenDataset>(io::TokenDataset::open(make_data(d)));
   RunConfig cfg = quadratic_config(d / "run", 8);
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   // Two NaN steps (indices 3 and 4) are below the limit of 3: the run finishes.
   DataLoader l1(data, split_documents(data->num_docs(), 0).first, lo);
   QuadraticTask nan_task;
@@ -124,7 +124,7 @@ TEST(NonFinite, LongStreakStopsNamingTheSteps) {
   const fs::path d = temp_dir("long");
   auto data = std::make_shared<io::TokenDataset>(io::TokenDataset::open(make_data(d)));
   RunConfig cfg = quadratic_config(d / "run", 20);
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader l(data, split_documents(data->num_docs(), 0).first, lo);
   QuadraticTask task;
   task.nan_from_ = 4;  // steps 5, 6, 7 (1-based, as printed) are non-finite

@@ -94,7 +94,7 @@ TEST(Trainer, LossFallsAndMetricsAreWritten) {
   auto data = make_data(d);
   RunConfig cfg = tiny_config(d / "run");
   cfg.schedule.steps = 80;
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
   BigramTask task;
   Trainer tr(cfg, task, train, nullptr, {}, test::quiet_trainer());
@@ -123,7 +123,7 @@ TEST(Trainer, StoppedAndResumedRunIsBitIdentical) {
   auto run = [&](const fs::path& out, int64_t stop_after, bool resume) {
     RunConfig cfg = tiny_config(out);
     cfg.schedule.steps = 14;
-    LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+    LoaderOptions lo = test::single_rank_loader(cfg);
     DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
     BigramTask task;  // fresh weights: a resume must restore them
     TrainerOptions o = test::quiet_trainer();
@@ -175,7 +175,7 @@ TEST(Trainer, NonFiniteStepsAreSkippedThenStopTheRun) {
   const fs::path d = temp_dir("nan");
   auto data = make_data(d);
   RunConfig cfg = tiny_config(d / "run");
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
   BigramTask task;
   task.nan_at_step_ = 3;
@@ -198,7 +198,7 @@ TEST(Trainer, ValidationUsesTheHeldOutSplit) {
   cfg.eval.every = 40;
   cfg.schedule.steps = 80;
   auto [tr_docs, va_docs] = split_documents(data->num_docs(), 0.2);
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader train(data, tr_docs, lo);
   lo.shuffle = false;
   DataLoader val(data, va_docs, lo);
