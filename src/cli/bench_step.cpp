@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "cli_common.h"
 #include "lizard/cli/commands.h"
 #include "lizard/train/step_bench.h"
 
@@ -35,10 +36,7 @@ void register_bench_step(CLI::App& bench) {
   cmd->add_option("--device", o->device, "cpu | cuda[:N] (default: cuda when visible)");
   cmd->add_option("--set", o->sets, "Config override key=value (e.g. lizard.window=64)");
   cmd->add_option("--seed", o->seed, "Seed of weights and tokens");
-  cmd->callback([o]() {
-    std::printf("%s\n", train::run_step_bench(*o).dump(2).c_str());
-    std::fflush(stdout);
-  });
+  cmd->callback([o]() { print_json(train::run_step_bench(*o), 2); });
 }
 
 }  // namespace lizard::cli

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli_common.h"
 #include "lizard/cli/commands.h"
 #include "lizard/eval/model_loader.h"
 #include "lizard/eval/multiple_choice.h"
@@ -202,8 +203,9 @@ io::Json task_passkey(const EvalArgs& a, const eval::InferenceModel& m, const ev
 }
 
 void run_eval(const EvalArgs& a) {
-  const Device dev = eval::inference_device(a.device);
-  eval::InferenceModel m = eval::load_model_for_inference(a.model, dev, eval::inference_dtype(dev));
+  LoadedModel loaded = load_inference_model(a.model, a.device);
+  const Device dev = loaded.device;
+  eval::InferenceModel& m = loaded.model;
   eval::EvalOptions eo;
   eo.teacher = a.teacher || !m.student;
   eo.batch_size = a.batch_size;
@@ -225,8 +227,7 @@ void run_eval(const EvalArgs& a) {
   out.set("path", path);
   out.set("linearized_layers", m.linearized_layers);
   for (size_t i = 0; i < res.keys().size(); ++i) out.set(res.keys()[i], res.values()[i]);
-  std::printf("%s\n", out.dump().c_str());
-  std::fflush(stdout);
+  print_json(out);
 }
 
 }  // namespace
@@ -235,16 +236,12 @@ void register_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand(
       "eval", "Evaluate a model: perplexity, multiple choice, MQAR recall, passkey retrieval");
-  cmd->add_option("--model", a->model,
-                  "Hugging Face / export directory, lizard checkpoint or stage out_dir")
-      ->required();
+  add_model_option(*cmd, a->model);
   cmd->add_option("--task", a->task, "ppl | mc | mqar | passkey");
   cmd->add_option("--data", a->data, "ppl: token file (ids per line) or .h5 dataset; mc: JSONL");
-  cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "mc: tokenizer.json (or its directory) when the model has none; 'demo' for the "
-                  "demo vocabulary");
-  cmd->add_flag("--teacher", a->teacher, "evaluate a student model's teacher path (softmax everywhere)");
+  add_inference_device_option(*cmd, a->device);
+  add_tokenizer_option(*cmd, a->tokenizer, "mc: ");
+  add_teacher_flag(*cmd, a->teacher, "evaluate");
   cmd->add_option("--max-len", a->max_len, "longest window scored at once (ppl, mc)");
   cmd->add_option("--batch-size", a->batch_size, "sequences per forward");
   cmd->add_flag("--all-tokens", a->all_tokens, "ppl: count every token, ignoring a dataset's loss mask");

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cli_common.h"
 #include "lizard/cli/commands.h"
 #include "lizard/eval/model_loader.h"
 #include "lizard/eval/recurrent_decoder.h"
@@ -31,8 +32,9 @@ void run_generate(const GenerateArgs& a) {
   LZ_INPUT_CHECK(a.temperature >= 0.0 && std::isfinite(a.temperature),
                  "--temperature: must be finite and >= 0, got ", a.temperature);
   LZ_INPUT_CHECK(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p: must be in (0, 1], got ", a.top_p);
-  const Device dev = eval::inference_device(a.device);
-  eval::InferenceModel m = eval::load_model_for_inference(a.model, dev, eval::inference_dtype(dev));
+  LoadedModel loaded = load_inference_model(a.model, a.device);
+  const Device dev = loaded.device;
+  eval::InferenceModel& m = loaded.model;
   const eval::TextCodec codec = eval::text_codec_for(m, a.tokenizer);
   std::vector<int32_t> prompt;
   if (!a.no_bos && codec.bos >= 0) prompt.push_back(codec.bos);
@@ -103,19 +105,15 @@ void register_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand(
       "generate", "Continue a prompt, streaming tokens (constant-memory recurrent decoding)");
-  cmd->add_option("--model", a->model,
-                  "Hugging Face / export directory, lizard checkpoint or stage out_dir")
-      ->required();
+  add_model_option(*cmd, a->model);
   cmd->add_option("--prompt", a->prompt, "the text to continue")->required();
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "tokens to generate at most");
   cmd->add_option("--temperature", a->temperature, "0 = greedy; else softmax(logits / T) sampling");
   cmd->add_option("--top-p", a->top_p, "nucleus mass in (0, 1]");
   cmd->add_option("--seed", a->seed, "sampling seed");
-  cmd->add_option("--device", a->device, "auto, cpu, cuda or cuda:N");
-  cmd->add_option("--tokenizer", a->tokenizer,
-                  "tokenizer.json (or its directory) when the model has none; 'demo' for the demo "
-                  "vocabulary");
-  cmd->add_flag("--teacher", a->teacher, "decode a student model's teacher path (softmax everywhere)");
+  add_inference_device_option(*cmd, a->device);
+  add_tokenizer_option(*cmd, a->tokenizer);
+  add_teacher_flag(*cmd, a->teacher, "decode");
   cmd->add_flag("--no-bos", a->no_bos, "do not prepend the tokenizer's BOS");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "keep going past the end-of-sequence token");
   cmd->callback([a]() { run_generate(*a); });

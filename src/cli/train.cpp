@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "cli_common.h"
 #include "lizard/cli/commands.h"
 #include "lizard/core/error.h"
 #include "lizard/dist/communicator.h"
@@ -95,7 +96,7 @@ void run_train(const TrainArgs& a) {
     run_stages(a, stages, *comm);
   } catch (const std::exception& e) {
     if (comm->world_size() <= 1) throw;  // main prints it and picks the exit code
-    const int code = dynamic_cast<const InputError*>(&e) ? 2 : 1;
+    const int code = exit_code_of(e);
     std::fprintf(stderr, "error (rank %d/%d): %s\n", comm->rank(), comm->world_size(), e.what());
     std::fflush(stderr);
     comm->abort_job(code);  // ends every rank; does not return

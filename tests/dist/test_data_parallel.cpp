@@ -9,6 +9,7 @@
 #include "lizard/autograd/functions.h"
 #include "lizard/dist/data_parallel.h"
 #include "lizard/ops/elementwise.h"
+#include "dist/fake_pair.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -24,33 +25,7 @@ Var leaf(const Shape& s, uint64_t seed, const std::string& name) {
 
 // A fake rank 0 of two ranks whose peer holds the same gradients (sum = 2x); records what it
 // is asked to do, and how far backward had got when it was asked.
-class RecordingPair final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 2; }
-  int local_rank() const override { return 0; }
-  int local_size() const override { return 1; }
-  Device device() const override { return Device::cpu(); }
-  const char* backend() const override { return "recording-pair"; }
-  void all_reduce_sum(Tensor& t) override {
-    reduced.push_back(t.numel());
-    t.copy_(ops::affine(t, 2.0));
-  }
-  std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) override {
-    all_reduce_sum(t);
-    struct Done : Work {
-      void wait() override {}
-    };
-    return std::make_unique<Done>();
-  }
-  void broadcast(Tensor& t, int root) override { roots.push_back(root); }
-  void barrier() override {}
-  std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& m) override {
-    return {m, m};
-  }
-  std::vector<int64_t> reduced;
-  std::vector<int> roots;
-};
+using RecordingPair = test::FakePair;
 
 // loss = sum((x w1 w2)^2) + sum(w1 * w3) + sum(w4): w1 is used first in forward and again at
 // the end, so its gradient is final only when backward has gone all the way down.

@@ -4,6 +4,7 @@
 
 #include "lizard/autograd/functions.h"
 #include "lizard/dist/gradient_bucketer.h"
+#include "dist/fake_pair.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -27,32 +28,7 @@ std::vector<Var> sample_params() {
 
 // Records the all-reduces it is asked for and acts as two ranks holding equal gradients
 // (sum = 2x), so the bucketer's full path runs with a known answer.
-class TwoEqualRanks final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 2; }
-  int local_rank() const override { return 0; }
-  int local_size() const override { return 1; }
-  Device device() const override { return Device::cpu(); }
-  const char* backend() const override { return "two-equal-ranks"; }
-  void all_reduce_sum(Tensor& t) override {
-    launched.push_back(t.numel());
-    t.copy_(ops::affine(t, 2.0));
-  }
-  std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) override {
-    all_reduce_sum(t);
-    struct Done : Work {
-      void wait() override {}
-    };
-    return std::make_unique<Done>();
-  }
-  void broadcast(Tensor&, int) override {}
-  void barrier() override {}
-  std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& m) override {
-    return {m, m};
-  }
-  std::vector<int64_t> launched;  // numel of each all-reduce, in order
-};
+using TwoEqualRanks = test::FakePair;
 
 TEST(GradientBucketer, ReverseOrderBucketsByBytesAndDtype) {
   auto comm = make_single_communicator();
@@ -137,7 +113,7 @@ TEST(GradientBucketer, AllReduceDividesByTheGivenNormaliser) {
   }
   // Two equal ranks summed, divided by a token count of 6: grad * 2 / 6 = grad / 3.
   b.all_reduce(6.0);
-  EXPECT_EQ(comm.launched.size(), b.num_buckets());
+  EXPECT_EQ(comm.reduced.size(), b.num_buckets());
   for (size_t i = 0; i < b.num_params(); ++i) {
     Tensor expect = ops::affine(orig[i].to(DType::F64), 1.0 / 3.0);
     // f32: one rounding of x*2 (exact) and one of *(1/6) -> 2^-23 relative; bf16 rounds the
@@ -161,17 +137,17 @@ TEST(GradientBucketer, LaunchesCompleteBucketsInBucketOrder) {
   b.start(2.0);
   // p0 (bucket 4) first: its bucket is complete but buckets 0..3 are not launched yet.
   b.mark_ready(0);
-  EXPECT_TRUE(comm.launched.empty());
+  EXPECT_TRUE(comm.reduced.empty());
   b.mark_ready(5);  // completes bucket 0 (p6) -> launches it alone
-  EXPECT_EQ(comm.launched, (std::vector<int64_t>{6}));
+  EXPECT_EQ(comm.reduced, (std::vector<int64_t>{6}));
   b.mark_ready(4);  // bucket 1
   b.mark_ready(3);  // bucket 2
   b.mark_ready(2);  // half of bucket 3: waits for p1
-  EXPECT_EQ(comm.launched, (std::vector<int64_t>{6, 100, 7}));
+  EXPECT_EQ(comm.reduced, (std::vector<int64_t>{6, 100, 7}));
   EXPECT_THROW(b.mark_ready(2), Error);  // twice in one step
   EXPECT_THROW(b.wait(), Error);         // p1 never marked
   b.mark_ready(1);                       // bucket 3, then the waiting bucket 4
-  EXPECT_EQ(comm.launched, (std::vector<int64_t>{6, 100, 7, 16, 10}));
+  EXPECT_EQ(comm.reduced, (std::vector<int64_t>{6, 100, 7, 16, 10}));
   b.wait();
   for (size_t i = 0; i < b.num_params(); ++i)
     EXPECT_EQ(test::max_abs_diff(b.param(i).grad(),

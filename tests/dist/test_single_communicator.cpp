@@ -6,6 +6,7 @@
 
 #include "lizard/dist/communicator.h"
 #include "lizard/dist/logging.h"
+#include "dist/fake_pair.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -142,32 +143,14 @@ TEST(CommOptions, TimeoutFromEnvironment) {
   EXPECT_THROW(CommOptions(), InputError);
 }
 
-// A communicator that only claims a rank, for the logging rule.
-class FakeRank final : public Communicator {
- public:
-  explicit FakeRank(int r) : r_(r) {}
-  int rank() const override { return r_; }
-  int world_size() const override { return 2; }
-  int local_rank() const override { return r_; }
-  int local_size() const override { return 2; }
-  Device device() const override { return Device::cpu(); }
-  const char* backend() const override { return "fake"; }
-  void all_reduce_sum(Tensor&) override {}
-  std::unique_ptr<Work> all_reduce_sum_async(Tensor&) override { return nullptr; }
-  void broadcast(Tensor&, int) override {}
-  void barrier() override {}
-  std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& m) override {
-    return {m, m};
-  }
-
- private:
-  int r_;
-};
+// A communicator that only claims a rank (two ranks on one node), for the logging rule.
+using FakeRank = test::FakePair;
+constexpr int kOneNode = 2;
 
 TEST(Logging, OnlyRankZeroUnlessAsked) {
   ScopedEnv env;
   env.set("LIZARD_LOG_ALL_RANKS", nullptr);
-  FakeRank r0(0), r1(1);
+  FakeRank r0(0, kOneNode), r1(1, kOneNode);
   std::ostringstream a, b;
   EXPECT_TRUE(log_rank0(r0, "loss 1.5", a));
   EXPECT_FALSE(log_rank0(r1, "loss 1.5", b));
@@ -184,20 +167,10 @@ TEST(Logging, OnlyRankZeroUnlessAsked) {
 
 TEST(CheckSame, NamesTheDifferingRank) {
   // FakeRank gathers its own value twice: equal. A gather of different values must throw.
-  FakeRank r0(0);
+  FakeRank r0(0, kOneNode);
   EXPECT_NO_THROW(r0.check_same_on_all_ranks("world size", "2"));
-  class Differ final : public Communicator {
+  class Differ final : public test::FakePair {
    public:
-    int rank() const override { return 0; }
-    int world_size() const override { return 2; }
-    int local_rank() const override { return 0; }
-    int local_size() const override { return 1; }
-    Device device() const override { return Device::cpu(); }
-    const char* backend() const override { return "fake"; }
-    void all_reduce_sum(Tensor&) override {}
-    std::unique_ptr<Work> all_reduce_sum_async(Tensor&) override { return nullptr; }
-    void broadcast(Tensor&, int) override {}
-    void barrier() override {}
     std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& m) override {
       return {m, {'o', 't', 'h', 'e', 'r'}};
     }

@@ -22,6 +22,7 @@
 #include "lizard/eval/synthetic.h"
 #include "lizard/train/config.h"
 #include "lizard/train/stages.h"
+#include "train_fixture.h"
 
 namespace lizard {
 namespace {
@@ -31,10 +32,7 @@ namespace ag = lizard::autograd;
 using autograd::Var;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lizard_e2e_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return test::fresh_temp_dir("lizard_e2e_", name);
 }
 
 std::string recipe_yaml(const fs::path& d) {

@@ -7,6 +7,7 @@
 
 #include "lizard/core/error.h"
 #include "lizard/train/config.h"
+#include "train_fixture.h"
 
 namespace lizard::train {
 namespace {
@@ -14,10 +15,7 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lizard_cfg_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return test::fresh_temp_dir("lizard_cfg_", name);
 }
 
 void write(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
@@ -25,13 +23,7 @@ void write(const fs::path& p, const std::string& text) { std::ofstream(p) << tex
 /// The message of the InputError thrown by f (fails the test when none is thrown).
 template <class F>
 std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError thrown";
-  return "";
+  return test::thrown_message<InputError>(f, "no InputError thrown");
 }
 
 TEST(Config, DefaultsAreThePaperRecipe) {

@@ -10,6 +10,7 @@
 #include "lizard/io/hdf5_file.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/train/data_loader.h"
+#include "train_fixture.h"
 
 namespace lizard {
 namespace {
@@ -17,21 +18,12 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lizard_data_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return test::fresh_temp_dir("lizard_data_", name);
 }
 
 template <class F>
 std::string input_error(F&& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no InputError thrown";
-  return "";
+  return test::thrown_message<InputError>(f, "no InputError thrown");
 }
 
 TEST(Hdf5File, RoundTripsEveryDtypeAndAttributes) {

@@ -19,6 +19,7 @@
 #include "lizard/io/hdf5_file.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/train/checkpoint.h"
+#include "train_fixture.h"
 
 namespace lizard::train {
 namespace {
@@ -29,10 +30,7 @@ using test::ProcessResult;
 constexpr int kSteps = 40;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lizard_kill_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return test::fresh_temp_dir("lizard_kill_", name);
 }
 
 /// A tiny pretraining run: 2 layers of width 16, a checkpoint after every step (so kills land

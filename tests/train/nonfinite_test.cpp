@@ -18,6 +18,7 @@
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/train/stages.h"
 #include "lizard/train/trainer.h"
+#include "train_fixture.h"
 
 namespace lizard::train {
 namespace {
@@ -26,10 +27,7 @@ namespace fs = std::filesystem;
 using autograd::Var;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lizard_nonfinite_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return test::fresh_temp_dir("lizard_nonfinite_", name);
 }
 
 std::string make_data(const fs::path& dir) {
@@ -76,20 +74,8 @@ RunConfig quadratic_config(const fs::path& out, int64_t steps) {
   return c;
 }
 
-TrainerOptions quiet() {
-  TrainerOptions o;
-  o.print = false;
-  return o;
-}
-
 std::string run_error(Trainer& tr) {
-  try {
-    tr.run();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "the run did not stop";
-  return "";
+  return test::thrown_message([&] { tr.run(); }, "the run did not stop");
 }
 
 TEST(NonFinite, DefaultStreakIsFive) {
@@ -105,13 +91,13 @@ TEST(NonFinite, ShortStreakIsSkippedCountedAndLeavesTheWeights) {
   const fs::path d = temp_dir("short");
   auto data = std::make_shared<io::TokenDataset>(io::TokenDataset::open(make_data(d)));
   RunConfig cfg = quadratic_config(d / "run", 8);
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   // Two NaN steps (indices 3 and 4) are below the limit of 3: the run finishes.
   DataLoader l1(data, split_documents(data->num_docs(), 0).first, lo);
   QuadraticTask nan_task;
   nan_task.nan_from_ = 3;
   nan_task.nan_to_ = 5;
-  Trainer t1(cfg, nan_task, l1, nullptr, {}, quiet());
+  Trainer t1(cfg, nan_task, l1, nullptr, {}, test::quiet_trainer());
   const TrainSummary s = t1.run();
   EXPECT_EQ(s.final_step, 8);
   EXPECT_EQ(s.skipped_steps, 2);
@@ -121,7 +107,7 @@ TEST(NonFinite, ShortStreakIsSkippedCountedAndLeavesTheWeights) {
   // step count, moments and the constant LR see only the applied steps).
   DataLoader l2(data, split_documents(data->num_docs(), 0).first, lo);
   QuadraticTask clean;
-  Trainer t2(quadratic_config(d / "clean", 6), clean, l2, nullptr, {}, quiet());
+  Trainer t2(quadratic_config(d / "clean", 6), clean, l2, nullptr, {}, test::quiet_trainer());
   t2.run();
   const auto a = nan_task.w_.data().to_vector(), b = clean.w_.data().to_vector();
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "element " << i;
@@ -138,11 +124,11 @@ TEST(NonFinite, LongStreakStopsNamingTheSteps) {
   const fs::path d = temp_dir("long");
   auto data = std::make_shared<io::TokenDataset>(io::TokenDataset::open(make_data(d)));
   RunConfig cfg = quadratic_config(d / "run", 20);
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader l(data, split_documents(data->num_docs(), 0).first, lo);
   QuadraticTask task;
   task.nan_from_ = 4;  // steps 5, 6, 7 (1-based, as printed) are non-finite
-  Trainer tr(cfg, task, l, nullptr, {}, quiet());
+  Trainer tr(cfg, task, l, nullptr, {}, test::quiet_trainer());
   const std::string msg = run_error(tr);
   EXPECT_NE(msg.find("at 3 consecutive steps (steps 5 to 7"), std::string::npos) << msg;
   EXPECT_NE(msg.find("max_nonfinite_steps 3"), std::string::npos) << msg;
@@ -175,13 +161,7 @@ RunConfig corrupt_llama_run(const fs::path& d) {
 }
 
 std::string stage_error(const RunConfig& c) {
-  try {
-    run_stage(c, false);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "the run did not stop";
-  return "";
+  return test::thrown_message([&] { run_stage(c, false); }, "the run did not stop");
 }
 
 TEST(NonFinite, DebugModeNamesTheFirstNonFiniteModule) {

@@ -14,6 +14,7 @@
 #include "lizard/optim/adamw.h"
 #include "lizard/train/checkpoint.h"
 #include "lizard/train/trainer.h"
+#include "train_fixture.h"
 
 namespace lizard::train {
 namespace {
@@ -24,10 +25,7 @@ using autograd::Var;
 constexpr int64_t kVocab = 16;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lizard_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return test::fresh_temp_dir("lizard_trainer_", name);
 }
 
 /// Documents following t -> (3t + 1) mod 16 from varied starts: learnable by a bigram model.
@@ -91,21 +89,15 @@ RunConfig tiny_config(const fs::path& out) {
   return c;
 }
 
-TrainerOptions quiet() {
-  TrainerOptions o;
-  o.print = false;
-  return o;
-}
-
 TEST(Trainer, LossFallsAndMetricsAreWritten) {
   const fs::path d = temp_dir("falls");
   auto data = make_data(d);
   RunConfig cfg = tiny_config(d / "run");
   cfg.schedule.steps = 80;
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
   BigramTask task;
-  Trainer tr(cfg, task, train, nullptr, {}, quiet());
+  Trainer tr(cfg, task, train, nullptr, {}, test::quiet_trainer());
   TrainSummary s = tr.run();
   ASSERT_EQ(s.losses.size(), 80u);
   // Uniform guessing is log(16) = 2.77; the bigram rule is deterministic except at document
@@ -131,10 +123,10 @@ TEST(Trainer, StoppedAndResumedRunIsBitIdentical) {
   auto run = [&](const fs::path& out, int64_t stop_after, bool resume) {
     RunConfig cfg = tiny_config(out);
     cfg.schedule.steps = 14;
-    LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+    LoaderOptions lo = test::single_rank_loader(cfg);
     DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
     BigramTask task;  // fresh weights: a resume must restore them
-    TrainerOptions o = quiet();
+    TrainerOptions o = test::quiet_trainer();
     o.stop_after = stop_after;
     o.resume = resume;
     Trainer tr(cfg, task, train, nullptr, {}, o);
@@ -170,7 +162,7 @@ TEST(Trainer, AccumulationMatchesOneBigBatch) {
     LoaderOptions lo{cfg.data.seq_len, micro, true, cfg.seed, true, 0, 1};
     DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
     BigramTask task;
-    Trainer tr(cfg, task, train, nullptr, {}, quiet());
+    Trainer tr(cfg, task, train, nullptr, {}, test::quiet_trainer());
     return tr.run().losses;
   };
   const auto big = run(4), small = run(1);
@@ -183,11 +175,11 @@ TEST(Trainer, NonFiniteStepsAreSkippedThenStopTheRun) {
   const fs::path d = temp_dir("nan");
   auto data = make_data(d);
   RunConfig cfg = tiny_config(d / "run");
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader train(data, split_documents(data->num_docs(), 0).first, lo);
   BigramTask task;
   task.nan_at_step_ = 3;
-  TrainerOptions o = quiet();
+  TrainerOptions o = test::quiet_trainer();
   o.max_consecutive_skips = 5;
   Trainer tr(cfg, task, train, nullptr, {}, o);
   try {
@@ -206,12 +198,12 @@ TEST(Trainer, ValidationUsesTheHeldOutSplit) {
   cfg.eval.every = 40;
   cfg.schedule.steps = 80;
   auto [tr_docs, va_docs] = split_documents(data->num_docs(), 0.2);
-  LoaderOptions lo{cfg.data.seq_len, cfg.data.micro_batch, true, cfg.seed, true, 0, 1};
+  LoaderOptions lo = test::single_rank_loader(cfg);
   DataLoader train(data, tr_docs, lo);
   lo.shuffle = false;
   DataLoader val(data, va_docs, lo);
   BigramTask task;
-  Trainer t(cfg, task, train, &val, {}, quiet());
+  Trainer t(cfg, task, train, &val, {}, test::quiet_trainer());
   TrainSummary s = t.run();
   ASSERT_EQ(s.val_losses.size(), 2u);
   EXPECT_LT(s.val_losses.back(), s.val_losses.front());

@@ -14,6 +14,7 @@
 #include "lizard/dist/communicator.h"
 #include "lizard/dist/data_parallel.h"
 #include "lizard/dist/gradient_bucketer.h"
+#include "dist/overlapped_dp_check.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -202,55 +203,9 @@ TEST(MpiGradientBucketer, DataParallelGradientsEqualOneProcessOnTheWholeBatch) {
 // leaf-ready hook during backward, completed in finish; the result is the sum of every rank's
 // gradient, each recomputed here. Then ZeRO-1's sync gives every rank its owners' values.
 TEST(MpiDataParallel, OverlappedBackwardSumsGradientsAndZero1Syncs) {
-  const int world = comm().world_size();
-  auto make_params = [] {
-    std::vector<autograd::Var> ps;
-    const std::vector<Shape> shapes{{12, 9}, {9}, {9, 5}, {5, 5}};
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      autograd::Var v(test::rand(shapes[i], 40 + i, DType::F32), true);
-      v.set_name("w" + std::to_string(i));
-      ps.push_back(v);
-    }
-    return ps;
-  };
-  // loss_r = sum(((x_r w0 + w1) w2 w3)^2), x_r [6, 12] different on every rank.
-  auto loss_of = [](const std::vector<autograd::Var>& ps, int r) {
-    autograd::Var x(test::rand({6, 12}, 900 + r, DType::F32));
-    autograd::Var h = autograd::add(autograd::matmul(x, ps[0]), ps[1]);
-    autograd::Var z = autograd::matmul(autograd::matmul(h, ps[2]), ps[3]);
-    return autograd::sum(autograd::mul(z, z));
-  };
-  std::vector<autograd::Var> ps = make_params();
-  DataParallelOptions o;
-  o.bucket_bytes = 128;  // 32 floats: one bucket per tensor or so
-  o.zero1 = true;
-  DataParallel dp(comm(), ps, o);
-  dp.begin_grad_sync();
-  autograd::backward({loss_of(ps, comm().rank())}, {}, false,
-                     [&](autograd::VarImpl* l) { dp.on_leaf_ready(l); });
-  dp.finish_grad_sync();
-  std::vector<Tensor> expect(ps.size());
-  for (int r = 0; r < world; ++r) {
-    std::vector<autograd::Var> qs = make_params();
-    loss_of(qs, r).backward();
-    for (size_t i = 0; i < qs.size(); ++i) {
-      Tensor g = qs[i].grad().to(DType::F64);
-      expect[i] = r == 0 ? g : ops::add(expect[i], g);
-    }
-  }
-  // f32 partial sums in MPI's order vs f64 here: a few f32 roundings of the total.
-  for (size_t i = 0; i < ps.size(); ++i)
-    EXPECT_LT(test::rel_err(ps[i].grad().to(DType::F64), expect[i]), 1e-6) << ps[i].name();
-  const std::vector<int> owners = zero1_owners(ps, world);
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Tensor d = ps[i].data();
-    d.copy_(test::rand(ps[i].shape(), 7000 + 10 * i + comm().rank(), DType::F32));
-  }
-  dp.sync_params();
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Tensor want = test::rand(ps[i].shape(), 7000 + 10 * i + owners[i], DType::F32);
-    EXPECT_EQ(test::max_abs_diff(ps[i].data(), want), 0.0) << ps[i].name();
-  }
+  // 128-byte buckets (32 floats): one bucket per tensor or so.
+  test::check_overlapped_data_parallel(comm(),
+                                       {/*rows=*/6, /*a=*/12, /*b=*/9, /*c=*/5}, /*bucket_bytes=*/128);
 }
 
 TEST(MpiWatchdog, HungRankAbortsTheJob) {

@@ -15,6 +15,7 @@
 #include "lizard/dist/communicator.h"
 #include "lizard/dist/data_parallel.h"
 #include "lizard/dist/gradient_bucketer.h"
+#include "dist/overlapped_dp_check.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -132,58 +133,9 @@ TEST(NcclGradientBucketer, AllReduceEqualsTheMeanComputedOnOneRank) {
 // owners' values.
 TEST(NcclDataParallel, OverlappedBackwardSumsGradientsAndZero1Syncs) {
   LZ_REQUIRE_NCCL_WORLD();
-  const Device dev = comm().device();
-  const int world = comm().world_size();
-  auto make_params = [&] {
-    std::vector<autograd::Var> ps;
-    const std::vector<Shape> shapes{{64, 48}, {48}, {48, 16}, {16, 16}};
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      autograd::Var v(test::rand(shapes[i], 40 + i, DType::F32).to(dev), true);
-      v.set_name("w" + std::to_string(i));
-      ps.push_back(v);
-    }
-    return ps;
-  };
-  // loss_r = sum(((x_r w0 + w1) w2 w3)^2), x_r [8, 64] different on every rank.
-  auto loss_of = [&](const std::vector<autograd::Var>& ps, int r) {
-    autograd::Var x(test::rand({8, 64}, 900 + r, DType::F32).to(dev));
-    autograd::Var h = autograd::add(autograd::matmul(x, ps[0]), ps[1]);
-    autograd::Var z = autograd::matmul(autograd::matmul(h, ps[2]), ps[3]);
-    return autograd::sum(autograd::mul(z, z));
-  };
-  std::vector<autograd::Var> ps = make_params();
-  DataParallelOptions o;
-  o.bucket_bytes = 4096;  // several buckets
-  o.zero1 = true;
-  DataParallel dp(comm(), ps, o);
-  dp.begin_grad_sync();
-  autograd::backward({loss_of(ps, comm().rank())}, {}, false,
-                     [&](autograd::VarImpl* l) { dp.on_leaf_ready(l); });
-  dp.finish_grad_sync();
-  std::vector<Tensor> expect(ps.size());
-  for (int r = 0; r < world; ++r) {
-    std::vector<autograd::Var> qs = make_params();
-    loss_of(qs, r).backward();
-    for (size_t i = 0; i < qs.size(); ++i) {
-      Tensor g = qs[i].grad().to(Device::cpu()).to(DType::F64);
-      expect[i] = r == 0 ? g : ops::add(expect[i], g);
-    }
-  }
-  // f32 partial sums in NCCL's order vs f64 here: a few f32 roundings of the total.
-  for (size_t i = 0; i < ps.size(); ++i)
-    EXPECT_LT(test::rel_err(ps[i].grad().to(Device::cpu()).to(DType::F64), expect[i]), 1e-6)
-        << ps[i].name();
-  // ZeRO-1: every rank scribbles rank-specific values, sync restores the owner's.
-  const std::vector<int> owners = zero1_owners(ps, world);
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Tensor d = ps[i].data();
-    d.copy_(test::rand(ps[i].shape(), 7000 + 10 * i + comm().rank(), DType::F32).to(dev));
-  }
-  dp.sync_params();
-  for (size_t i = 0; i < ps.size(); ++i) {
-    Tensor want = test::rand(ps[i].shape(), 7000 + 10 * i + owners[i], DType::F32);
-    EXPECT_EQ(test::max_abs_diff(ps[i].data().to(Device::cpu()), want), 0.0) << ps[i].name();
-  }
+  // 4 KiB buckets: several of them.
+  test::check_overlapped_data_parallel(comm(),
+                                       {/*rows=*/8, /*a=*/64, /*b=*/48, /*c=*/16}, /*bucket_bytes=*/4096);
 }
 
 }  // namespace
