@@ -230,6 +230,10 @@ const std::vector<Field>& fields() {
                  "sequences per optimizer step, all ranks (accumulation is derived)",
                  range(1, 1 << 20)),
         LZ_FIELD("data.shuffle", data.shuffle, "shuffle documents each epoch (by seed, epoch)"),
+        LZ_FIELD("data.pack", data.pack,
+                 "stream: documents concatenated and cut every seq_len tokens; documents: "
+                 "whole documents per sequence (none split unless longer than seq_len), padded",
+                 one_of({"stream", "documents"})),
         LZ_FIELD("optimizer.lr", optimizer.lr, "peak learning rate (finetune default 5e-4)",
                  range(0, 10)),
         LZ_FIELD("optimizer.betas", optimizer.betas, "AdamW (beta1, beta2)", range(0, 0.999999)),

@@ -21,6 +21,34 @@ void shuffle(std::vector<int64_t>& v, uint64_t seed, uint64_t offset) {
   }
 }
 
+/// Greedy whole-document layout of one epoch (DataLoader's whole_documents mode): appends the
+/// segments {position in `order`, first token, length} of each sequence and the index of each
+/// sequence's first segment, plus an end sentinel. A document of at most T tokens that does not
+/// fit in what is left of the open sequence starts the next one; a longer one is split.
+template <class Segment, class LenOf>
+void whole_document_layout(const std::vector<int64_t>& order, int64_t T, LenOf len_of,
+                           std::vector<Segment>& segments, std::vector<int64_t>& seg_begin) {
+  segments.clear();
+  seg_begin.clear();
+  int64_t used = T;  // no sequence open yet
+  for (size_t k = 0; k < order.size(); ++k) {
+    const int64_t L = len_of(order[k]);
+    if (L <= 0) continue;
+    if (L <= T && used + L > T) used = T;  // does not fit: close the open sequence
+    for (int64_t off = 0; off < L;) {
+      if (used == T) {
+        seg_begin.push_back(static_cast<int64_t>(segments.size()));
+        used = 0;
+      }
+      const int64_t take = std::min(L - off, T - used);
+      segments.push_back(Segment{static_cast<int64_t>(k), off, take});
+      used += take;
+      off += take;
+    }
+  }
+  seg_begin.push_back(static_cast<int64_t>(segments.size()));
+}
+
 // Distinct stream offsets so the split and the epoch orders never share random numbers.
 constexpr uint64_t kSplitSeed = 0x5EED5EEDull;
 constexpr uint64_t kEpochOffsetBase = 1ull << 32;
@@ -55,6 +83,52 @@ DataLoader::DataLoader(std::shared_ptr<const io::TokenDataset> data, std::vector
   }
   // The stream's last token is only ever a target, so N tokens give N-1 input positions.
   seqs_per_epoch_ = std::max<int64_t>(1, (stream_tokens_ - 1 + opt_.seq_len - 1) / opt_.seq_len);
+  if (opt_.whole_documents) seqs_per_epoch_ = locate_count(0);
+}
+
+int64_t DataLoader::locate_count(int64_t epoch) const {
+  while (static_cast<int64_t>(epoch_counts_.size()) <= epoch) {
+    build_epoch(static_cast<int64_t>(epoch_counts_.size()));
+    epoch_counts_.push_back(static_cast<int64_t>(seg_begin_.size()) - 1);
+  }
+  return epoch_counts_[static_cast<size_t>(epoch)];
+}
+
+std::pair<int64_t, int64_t> DataLoader::locate(int64_t index) const {
+  LZ_CHECK(index >= 0, "data loader: sequence index ", index);
+  int64_t e = 0;
+  for (;; ++e) {
+    const int64_t n = locate_count(e);
+    if (index < n) return {e, index};
+    index -= n;
+  }
+}
+
+int64_t DataLoader::epoch() const {
+  return opt_.whole_documents ? locate(pos_).first : pos_ / seqs_per_epoch_;
+}
+
+void DataLoader::whole_sequence(int64_t j, int32_t* inputs, int32_t* targets) const {
+  const int64_t T = opt_.seq_len;
+  std::fill(inputs, inputs + T, 0);
+  std::fill(targets, targets + T, kIgnoreIndex);
+  auto target_of = [&](int64_t p) {
+    return !opt_.use_loss_mask || data_->is_target(p) ? data_->token(p) : kIgnoreIndex;
+  };
+  int64_t t = 0;
+  const int64_t s_end = seg_begin_[static_cast<size_t>(j) + 1];
+  for (int64_t s = seg_begin_[static_cast<size_t>(j)]; s < s_end; ++s) {
+    const Segment& g = segments_[static_cast<size_t>(s)];
+    const int64_t doc = order_[static_cast<size_t>(g.doc_pos)];
+    const int64_t b = data_->doc_begin(doc) + g.offset;
+    for (int64_t i = 0; i < g.len; ++i, ++t) {
+      inputs[t] = data_->token(b + i);
+      // A target is the next token of the same document (never a document's first token).
+      if (i > 0) targets[t - 1] = target_of(b + i);
+    }
+    // The last segment of a document split by the sequence end: its next token is the target.
+    if (s + 1 == s_end && g.offset + g.len < data_->doc_len(doc)) targets[t - 1] = target_of(b + g.len);
+  }
 }
 
 void DataLoader::build_epoch(int64_t epoch) const {
@@ -64,10 +138,19 @@ void DataLoader::build_epoch(int64_t epoch) const {
   starts_.resize(order_.size() + 1);
   starts_[0] = 0;
   for (size_t i = 0; i < order_.size(); ++i) starts_[i + 1] = starts_[i] + data_->doc_len(order_[i]);
+  if (opt_.whole_documents)
+    whole_document_layout(order_, opt_.seq_len, [&](int64_t d) { return data_->doc_len(d); },
+                          segments_, seg_begin_);
   cached_epoch_ = epoch;
 }
 
 void DataLoader::sequence(int64_t index, int32_t* inputs, int32_t* targets) const {
+  if (opt_.whole_documents) {
+    const auto [e, j] = locate(index);
+    build_epoch(e);
+    whole_sequence(j, inputs, targets);
+    return;
+  }
   const int64_t T = opt_.seq_len;
   build_epoch(index / seqs_per_epoch_);
   const int64_t s0 = (index % seqs_per_epoch_) * T;

@@ -326,6 +326,7 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
   lo.seq_len = cfg.data.seq_len;
   lo.micro_batch = cfg.data.micro_batch;
   lo.shuffle = cfg.data.shuffle;
+  lo.whole_documents = cfg.data.pack == "documents";
   lo.seed = cfg.seed;
   lo.use_loss_mask = cfg.loss_on != "all";
   lo.rank = rank;

@@ -211,6 +211,97 @@ TEST(DataLoader, PacksLikeTheNaiveConcatenation) {
   fs::remove_all(d);
 }
 
+/// The naive reference of whole-document packing: documents of `order` in turn, each starting
+/// a new sequence when it does not fit in what is left (and is at most T long); longer ones
+/// split. Returns every sequence's inputs and targets.
+void naive_whole_documents(const io::TokenDataset& ds, const std::vector<int64_t>& order, int64_t T,
+                           bool use_mask, std::vector<std::vector<int32_t>>& ins,
+                           std::vector<std::vector<int32_t>>& tgs) {
+  ins.clear();
+  tgs.clear();
+  int64_t used = T;
+  for (int64_t d : order) {
+    const int64_t L = ds.doc_len(d);
+    if (L <= T && used + L > T) used = T;
+    for (int64_t j = 0; j < L; ++j) {
+      if (used == T) {
+        ins.emplace_back(T, 0);
+        tgs.emplace_back(T, train::kIgnoreIndex);
+        used = 0;
+      }
+      const int64_t p = ds.doc_begin(d) + j;
+      ins.back()[used] = ds.token(p);
+      // the next token of the same document is this position's target
+      if (j + 1 < L && (!use_mask || ds.is_target(p + 1))) tgs.back()[used] = ds.token(p + 1);
+      ++used;
+    }
+  }
+}
+
+TEST(DataLoader, WholeDocumentsNeverSplitAFittingDocument) {
+  const fs::path d = temp_dir("whole");
+  auto ds = make_dataset(d, 23, true);  // lengths 1..13
+  std::vector<int64_t> all(23);
+  for (int i = 0; i < 23; ++i) all[i] = i;
+  for (bool mask : {true, false})
+    for (int64_t T : {1, 5, 13, 16, 400}) {
+      train::LoaderOptions opt;
+      opt.seq_len = T;
+      opt.shuffle = false;
+      opt.use_loss_mask = mask;
+      opt.whole_documents = true;
+      train::DataLoader dl(ds, all, opt);
+      std::vector<std::vector<int32_t>> rin, rtg;
+      naive_whole_documents(*ds, all, T, mask, rin, rtg);
+      const int64_t S = dl.sequences_per_epoch();
+      ASSERT_EQ(S, static_cast<int64_t>(rin.size())) << "T=" << T;
+      for (int64_t i = 0; i < 2 * S + 1; ++i) {  // into the third epoch (same layout unshuffled)
+        std::vector<int32_t> in(T), tg(T);
+        dl.sequence(i, in.data(), tg.data());
+        EXPECT_EQ(in, rin[i % S]) << "T=" << T << " seq " << i;
+        EXPECT_EQ(tg, rtg[i % S]) << "T=" << T << " seq " << i;
+      }
+    }
+  // Shuffled: every epoch holds every token once as an input, and a document of at most T
+  // tokens sits whole in one sequence (token values encode document and position).
+  const int64_t T = 16;
+  train::LoaderOptions opt;
+  opt.seq_len = T;
+  opt.seed = 5;
+  opt.whole_documents = true;
+  train::DataLoader dl(ds, all, opt);
+  int64_t index = 0;
+  for (int64_t e = 0; e < 3; ++e) {
+    std::multiset<int32_t> seen;
+    std::set<int64_t> docs_seen;
+    int64_t n = 0;
+    // Sequences of epoch e: until the first document comes round again.
+    for (;; ++index, ++n) {
+      std::vector<int32_t> in(T), tg(T);
+      dl.sequence(index, in.data(), tg.data());
+      std::set<int64_t> here;
+      for (int32_t t : in)
+        if (t != 0) here.insert((t - 1) / 100);
+      bool repeat = false;
+      for (int64_t doc : here) repeat |= docs_seen.count(doc) > 0;
+      if (repeat) break;
+      for (int64_t doc : here) {
+        docs_seen.insert(doc);
+        const int64_t len = ds->doc_len(doc);
+        int64_t count = 0;
+        for (int32_t t : in) count += t != 0 && (t - 1) / 100 == doc;
+        EXPECT_EQ(count, len) << "document " << doc << " split in epoch " << e;
+      }
+      for (int32_t t : in)
+        if (t != 0) seen.insert(t);
+    }
+    EXPECT_EQ(static_cast<int64_t>(docs_seen.size()), 23) << "epoch " << e;
+    EXPECT_EQ(static_cast<int64_t>(seen.size()), ds->num_tokens()) << "epoch " << e;
+    EXPECT_GT(n, 0);
+  }
+  fs::remove_all(d);
+}
+
 TEST(DataLoader, ShufflesDeterministicallyPerEpoch) {
   const fs::path d = temp_dir("shuf");
   auto ds = make_dataset(d, 40, false);

@@ -27,6 +27,8 @@ struct DataSection {
   int64_t micro_batch = 1;   ///< sequences per forward/backward on one rank
   int64_t global_batch = 8;  ///< sequences per optimizer step over all ranks
   bool shuffle = true;       ///< shuffle documents each epoch (deterministic by seed, epoch)
+  std::string pack = "stream";  ///< stream: cut the document stream every seq_len tokens;
+                                ///< documents: whole documents per sequence, the rest padded
 };
 
 struct OptimizerSection {

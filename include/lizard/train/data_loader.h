@@ -4,7 +4,10 @@
 // and concatenates them into one stream; sequence i covers stream tokens [i*T, i*T + T] so
 // inputs are the first T and targets the last T (next-token). A target is ignored (-100) when
 // it starts a new document (no loss across boundaries), when the loss mask excludes it, or in
-// the padding of the epoch's last sequence. Everything is a pure function of (seed, position),
+// the padding of the epoch's last sequence. With `whole_documents` a sequence holds whole
+// documents instead (greedy, in epoch order; a document that does not fit in what is left
+// starts the next sequence, the rest is padding; only a document longer than T is split):
+// what recall tasks need, whose keys and queries must share a window. Everything is a pure function of (seed, position),
 // so the loader resumes exactly from `position()`, and with `world` ranks each micro-step
 // takes the next world x B sequences, rank r the r-th block of B: the same sequences per
 // optimizer step as one rank at the same global batch.
@@ -42,6 +45,7 @@ struct LoaderOptions {
   bool use_loss_mask = true;  ///< false = every token is a target (loss_on: all)
   int rank = 0;
   int world = 1;
+  bool whole_documents = false;  ///< see the file comment (data.pack: documents)
 };
 
 class DataLoader {
@@ -52,19 +56,25 @@ class DataLoader {
 
   /// The next micro-batch of this rank; advances the shared position by world x B sequences.
   Batch next();
-  /// Sequences per epoch (the last one padded).
+  /// Sequences per epoch (the last one padded); with whole_documents, epoch 0's (each epoch's
+  /// count depends on its order).
   int64_t sequences_per_epoch() const { return seqs_per_epoch_; }
   /// Tokens in the stream of one epoch.
   int64_t tokens_per_epoch() const { return stream_tokens_; }
   /// Sequences consumed by all ranks since the start (the resumable position).
   int64_t position() const { return pos_; }
   void set_position(int64_t pos) { pos_ = pos; }
-  int64_t epoch() const { return pos_ / seqs_per_epoch_; }
+  int64_t epoch() const;
   /// Sequence `index` (global, across epochs) as int32 inputs/targets of length T.
   void sequence(int64_t index, int32_t* inputs, int32_t* targets) const;
 
  private:
   void build_epoch(int64_t epoch) const;
+  /// whole_documents: the epoch holding global sequence `index` and the index within it.
+  std::pair<int64_t, int64_t> locate(int64_t index) const;
+  /// whole_documents: sequences in epoch `epoch` (computed once, cached).
+  int64_t locate_count(int64_t epoch) const;
+  void whole_sequence(int64_t j, int32_t* inputs, int32_t* targets) const;
 
   std::shared_ptr<const io::TokenDataset> data_;
   std::vector<int64_t> docs_;
@@ -76,6 +86,15 @@ class DataLoader {
   mutable int64_t cached_epoch_ = -1;
   mutable std::vector<int64_t> order_;   // document ids in stream order
   mutable std::vector<int64_t> starts_;  // stream offset of each, plus the total
+  // whole_documents: the cached epoch's sequences as segments (document position in order_,
+  // first token, length), sequence j owning segments [seg_begin_[j], seg_begin_[j + 1]);
+  // and the sequence counts of epochs 0.. computed so far.
+  struct Segment {
+    int64_t doc_pos, offset, len;
+  };
+  mutable std::vector<Segment> segments_;
+  mutable std::vector<int64_t> seg_begin_;
+  mutable std::vector<int64_t> epoch_counts_;
 };
 
 }  // namespace lizard::train
