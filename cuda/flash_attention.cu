@@ -797,6 +797,17 @@ AttnDims check_attn(const char* op, const Tensor& q, const Tensor& k, const Tens
                   static_cast<float>(scale)};
 }
 
+/// The warp-per-row reference forward (any float dtype): the fallback and the GPU oracle.
+void launch_ref_fwd(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
+                    Tensor& lse, const AttnDims& a, void* stream) {
+  visit_storage(q.dtype(), op, [&](auto z) {
+    using T = decltype(z);
+    ref_fwd_kernel<T><<<warp_rows_grid(a.B * a.T * a.H), 256, 0, as_stream(stream)>>>(
+        static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
+        static_cast<const T*>(v.raw()), static_cast<T*>(o.raw()), lse.data<float>(), a);
+  });
+}
+
 bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o) {
   return q.dtype() == DType::BF16 && q.size(3) % 8 == 0 && q.size(3) <= 128 && aligned16(q.raw()) &&
          aligned16(k.raw()) && aligned16(v.raw()) && aligned16(o.raw());
@@ -840,12 +851,7 @@ void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tenso
     else
       launch(std::integral_constant<int, 128>{});
   } else {
-    visit_storage(q.dtype(), op, [&](auto z) {
-      using T = decltype(z);
-      ref_fwd_kernel<T><<<warp_rows_grid(a.B * a.T * a.H), 256, 0, as_stream(stream)>>>(
-          static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
-          static_cast<const T*>(v.raw()), static_cast<T*>(o.raw()), lse.data<float>(), a);
-    });
+    launch_ref_fwd(op, q, k, v, o, lse, a, stream);
   }
   check_last_error(op);
 }
@@ -916,12 +922,7 @@ void flash_attention_forward_reference(const Tensor& q, const Tensor& k, const T
   const char* op = "cuda::flash_attention_forward_reference";
   const AttnDims a = check_attn(op, q, k, v, scale, window);
   if (q.numel() == 0) return;
-  visit_storage(q.dtype(), op, [&](auto z) {
-    using T = decltype(z);
-    ref_fwd_kernel<T><<<warp_rows_grid(a.B * a.T * a.H), 256, 0, as_stream(stream)>>>(
-        static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
-        static_cast<const T*>(v.raw()), static_cast<T*>(o.raw()), lse.data<float>(), a);
-  });
+  launch_ref_fwd(op, q, k, v, o, lse, a, stream);
   check_last_error(op);
 }
 

@@ -6,28 +6,38 @@
 
 namespace lizard::eval {
 
-MqarResult mqar_accuracy(const nn::LlamaForCausalLM& model, const std::vector<MqarSample>& samples,
-                         int64_t window, const EvalOptions& opt) {
-  LZ_INPUT_CHECK(opt.batch_size >= 1, "mqar_accuracy: batch_size must be >= 1");
-  MqarResult r;
-  r.window = window;
+namespace {
+/// Runs the model over `samples` in batches of opt.batch_size (padded with the demo
+/// vocabulary's pad) and calls visit(sample, logits, row of the sample in logits).
+template <class Sample, class Visit>
+void for_each_sample_logits(const nn::LlamaForCausalLM& model, const std::vector<Sample>& samples,
+                            const EvalOptions& opt, Visit&& visit) {
   const Device dev = model_device(model);
   for (size_t i = 0; i < samples.size(); i += static_cast<size_t>(opt.batch_size)) {
     const size_t end = std::min(samples.size(), i + static_cast<size_t>(opt.batch_size));
     std::vector<std::vector<int32_t>> rows;
     for (size_t k = i; k < end; ++k) rows.push_back(samples[k].doc.tokens);
     const Tensor logits = eval_logits(model, make_batch(rows, SyntheticVocab::pad(), dev), opt.teacher);
-    for (size_t k = i; k < end; ++k) {
-      for (const MqarQuery& q : samples[k].queries) {
-        const bool ok = argmax(logits_row(logits, static_cast<int64_t>(k - i), q.query_pos)) == q.value;
-        const bool in = q.distance() < window;
-        ++r.queries;
-        r.correct += ok;
-        (in ? r.inside : r.beyond) += 1;
-        (in ? r.inside_correct : r.beyond_correct) += ok;
-      }
-    }
+    for (size_t k = i; k < end; ++k) visit(samples[k], logits, static_cast<int64_t>(k - i));
   }
+}
+}  // namespace
+
+MqarResult mqar_accuracy(const nn::LlamaForCausalLM& model, const std::vector<MqarSample>& samples,
+                         int64_t window, const EvalOptions& opt) {
+  LZ_INPUT_CHECK(opt.batch_size >= 1, "mqar_accuracy: batch_size must be >= 1");
+  MqarResult r;
+  r.window = window;
+  for_each_sample_logits(model, samples, opt, [&](const MqarSample& s, const Tensor& logits, int64_t row) {
+    for (const MqarQuery& q : s.queries) {
+      const bool ok = argmax(logits_row(logits, row, q.query_pos)) == q.value;
+      const bool in = q.distance() < window;
+      ++r.queries;
+      r.correct += ok;
+      (in ? r.inside : r.beyond) += 1;
+      (in ? r.inside_correct : r.beyond_correct) += ok;
+    }
+  });
   return r;
 }
 
@@ -35,26 +45,18 @@ PasskeyResult passkey_accuracy(const nn::LlamaForCausalLM& model,
                                const std::vector<PasskeySample>& samples, const EvalOptions& opt) {
   LZ_INPUT_CHECK(opt.batch_size >= 1, "passkey_accuracy: batch_size must be >= 1");
   PasskeyResult r;
-  const Device dev = model_device(model);
-  for (size_t i = 0; i < samples.size(); i += static_cast<size_t>(opt.batch_size)) {
-    const size_t end = std::min(samples.size(), i + static_cast<size_t>(opt.batch_size));
-    std::vector<std::vector<int32_t>> rows;
-    for (size_t k = i; k < end; ++k) rows.push_back(samples[k].doc.tokens);
-    const Tensor logits = eval_logits(model, make_batch(rows, SyntheticVocab::pad(), dev), opt.teacher);
-    for (size_t k = i; k < end; ++k) {
-      const PasskeySample& s = samples[k];
-      bool all = true;
-      for (size_t j = 0; j < s.answer.size(); ++j) {
-        const int64_t pos = s.answer_begin + static_cast<int64_t>(j) - 1;  // predicts answer[j]
-        const bool ok = argmax(logits_row(logits, static_cast<int64_t>(k - i), pos)) == s.answer[j];
-        ++r.digits;
-        r.digits_correct += ok;
-        all = all && ok;
-      }
-      ++r.samples;
-      r.correct += all;
+  for_each_sample_logits(model, samples, opt, [&](const PasskeySample& s, const Tensor& logits, int64_t row) {
+    bool all = true;
+    for (size_t j = 0; j < s.answer.size(); ++j) {
+      const int64_t pos = s.answer_begin + static_cast<int64_t>(j) - 1;  // predicts answer[j]
+      const bool ok = argmax(logits_row(logits, row, pos)) == s.answer[j];
+      ++r.digits;
+      r.digits_correct += ok;
+      all = all && ok;
     }
-  }
+    ++r.samples;
+    r.correct += all;
+  });
   return r;
 }
 
