@@ -459,6 +459,7 @@ namespace {
 Tensor f32_on(const Tensor& t, Device dev) {
   return t.defined() ? t.to(dev, DType::F32).contiguous() : Tensor();
 }
+__nv_bfloat16* bp16(const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); }
 }  // namespace
 
 void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
@@ -555,42 +556,39 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             cself.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), dtaup,
             dalpha.data<float>(), d);
       }
-      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-        // W as a bf16 pair (hi + lo): the recomputed u = x W to about f32 accuracy, so phi
-        // and the exp map's arg-max match the f32 weights (bf16 W alone moved the arg-max at
-        // near ties: dk errors of several % with feature_activation exp)
-        Tensor wqb, wkb, wql, wkl;
-        if (tc_grad || tc_fbwd) {
-          for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
-            *hi = Tensor::empty(src->shape(), DType::BF16, dev);
-            *lo = Tensor::empty(src->shape(), DType::BF16, dev);
-            split_bf16_launch(src->data<float>(), bp(*hi), bp(*lo), src->numel(), s);
-          }
+      // W as a bf16 pair (hi + lo) for the tensor-core stages: the recomputed u = x W to about
+      // f32 accuracy, so phi and the exp map's arg-max match the f32 weights (bf16 W alone
+      // moved the arg-max at near ties: dk errors of several % with feature_activation exp).
+      // The training forward computed its phi the same way (bit-identical bf16 phi).
+      Tensor wqb, wkb, wql, wkl;
+      if (tc_grad || tc_fbwd) {
+        for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
+          *hi = Tensor::empty(src->shape(), DType::BF16, dev);
+          *lo = Tensor::empty(src->shape(), DType::BF16, dev);
+          split_bf16_launch(src->data<float>(), bp16(*hi), bp16(*lo), src->numel(), s);
         }
+      }
+      // 1. global branch: dphi_q, dphi_k, dv, db. Must run before step 2, which reads dphi
+      // (with TC_OFF=grad the f32 kernel used to run after the tensor-core features
+      // backward, which then read the zeroed dphi: dq, dk, dwq, dwk came out wrong).
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc_grad) {
           Tensor phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
-          features_tc_launch(qp, d.H, bp(wqb), bp(wql), bp(phiqb), d, s);
-          features_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), bp(phikb), d, s);
+          features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), d, s);
+          features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), d, s);
           if (tc_dstate) {
-            dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
+            dstate_tc_launch(bp16(phiqb), dO.data<float>(), saved.bl.data<float>(),
                              dstates.data<float>(), d, s);
           } else {
             dstate_f32_kernel<__nv_bfloat16><<<grid_for(int64_t(d.B) * d.H * F2 * D1, 256), 256, 0, s>>>(
-                bp(phiqb), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
+                bp16(phiqb), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
           }
-          grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
+          grad_tc_launch(bp16(phiqb), bp16(phikb), vp, saved.bl.data<float>(),
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          dv.data<float>(), db.data<float>(), d, s);
-        }
-        if (tc_fbwd) {
-          features_bwd_tc_launch(qp, d.H, bp(wqb), bp(wql), dphiq.data<float>(), dq.data<float>(),
-                                 false, dwq.data<float>(), d, s);
-          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), dphik.data<float>(), dk.data<float>(),
-                                 true, dwk.data<float>(), d, s);
         }
       }
       if (!tc_grad) {
@@ -601,6 +599,15 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
             saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
             dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+      }
+      // 2. feature maps: dq, dk (global parts), dwq, dwk from dphi
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc_fbwd) {
+          features_bwd_tc_launch(qp, d.H, bp16(wqb), bp16(wql), dphiq.data<float>(), dq.data<float>(),
+                                 false, dwq.data<float>(), d, s);
+          features_bwd_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), dphik.data<float>(), dk.data<float>(),
+                                 true, dwk.data<float>(), d, s);
+        }
       }
       if (!tc_fbwd) {
         const size_t bsm = sizeof(float) * (2 * d.F + ft);

@@ -69,12 +69,20 @@ __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64
   }
 }
 
+/// hi + lo = v to about 2^-17 relative (hi = bf16(v), lo = bf16(v - hi)): the operand pair of
+/// the split products (hi*hi + hi*lo + lo*hi, the dropped lo*lo is below 2^-16 relative).
+__device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
+  hi = __float2bfloat16(v);
+  lo = __float2bfloat16(v - __bfloat162float(hi));
+}
+
 /// A state [2F][D+1] f32 (contiguous, 16-byte aligned: 2F(D+1) is a multiple of 4 when 2F
 /// is a multiple of 32) into shared: S as bf16 rows of ld `ldd`, the last column (z) as f32.
 /// float4 loads, kUnroll of them in flight per thread: the output and gradient kernels are
 /// bound by this read (128 KiB per CTA at 2F = 256, D = 128), which needs many bytes in flight.
+/// dlo (null, or like dst): S - bf16(S) as bf16 (the split products of the training forward).
 __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const float* src,
-                                           int F2, int D) {
+                                           int F2, int D, bf* dlo = nullptr) {
   constexpr int kUnroll = 8;
   const int D1 = D + 1, n4 = F2 * D1 / 4;
   const float4* s4 = reinterpret_cast<const float4*>(src);
@@ -94,6 +102,7 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         if (j == D) zdst[f] = vals[c];
+        else if (dlo) split2(vals[c], dst[f * ldd + j], dlo[f * ldd + j]);
         else dst[f * ldd + j] = __float2bfloat16(vals[c]);
         if (++j == D1) j = 0, ++f;
       }
@@ -190,7 +199,11 @@ __global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ 
 /// last, dX <- exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from phi = phi_q, dO' f32 [B,H,T,D+1]
 /// (its column D is the den column, the counterpart of the ones). Either way the value of X
 /// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32.
-template <bool kRev>
+/// kSplit (forward of training): the decayed phi as a bf16 hi + lo pair, two mma's (v is
+/// exact in bf16): the saved states are then f32-accurate functions of the bf16 phi (about
+/// 2^-16 relative per update instead of 2^-9), the same phi the backward recomputes, so the
+/// backward's identities (z = sum of the weights that S sums) hold to f32 level.
+template <bool kRev, bool kSplit>
 __global__ void __launch_bounds__(kStateWarps * 32)
     state_tc_kernel(const bf* __restrict__ phi, const bf* __restrict__ v,
                     const float* __restrict__ dO, const float* __restrict__ bl_all,
@@ -202,6 +215,8 @@ __global__ void __launch_bounds__(kStateWarps * 32)
   bf* sV = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV));  // [C][D]
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kStateRows * LS));
   float* slast = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));  // 1 or dden
+  bf* sKl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK)) : nullptr;  // lo
+  static_assert(!(kRev && kSplit), "the split form is the forward's");
   const int f0 = blockIdx.x * kStateRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
@@ -275,8 +290,9 @@ __global__ void __launch_bounds__(kStateWarps * 32)
     __syncthreads();  // every warp is done with sK, sV, slast of the previous chunk
 #pragma unroll
     for (int q = 0; q < kPhiPer; ++q) {
-      const int i = tid + q * kThreads;
-      sK[(i / kStateRows) * LK + i % kStateRows] = __float2bfloat16(pr[q]);
+      const int i = tid + q * kThreads, o = (i / kStateRows) * LK + i % kStateRows;
+      if constexpr (kSplit) split2(pr[q], sK[o], sKl[o]);
+      else sK[o] = __float2bfloat16(pr[q]);
     }
     if constexpr (!kRev) {
 #pragma unroll
@@ -293,7 +309,11 @@ __global__ void __launch_bounds__(kStateWarps * 32)
     __syncthreads();
     if (tid < kStateRows) {  // same rounded weights as the fragments (M stays consistent)
       float sz = 0.f;
-      for (int r = 0; r < n; ++r) sz += __bfloat162float(sK[r * LK + tid]) * slast[r];
+      for (int r = 0; r < n; ++r) {
+        float kv = __bfloat162float(sK[r * LK + tid]);
+        if constexpr (kSplit) kv += __bfloat162float(sKl[r * LK + tid]);
+        sz += kv * slast[r];
+      }
       zf = eend * zf + sz;
     }
     if (active) {
@@ -301,29 +321,40 @@ __global__ void __launch_bounds__(kStateWarps * 32)
       for (int j = 0; j < kMaxDTiles; ++j)
         for (int e = 0; e < acc[j].num_elements; ++e) acc[j].x[e] *= eend;
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        FragAc a;  // phi~^T: element (f, r) at sK[r * LK + f], column-major
+        FragAc a, al;  // phi~^T: element (f, r) at sK[r * LK + f], column-major
         wmma::load_matrix_sync(a, sK + kk * 16 * LK + warp * 16, LK);
+        if constexpr (kSplit) wmma::load_matrix_sync(al, sKl + kk * 16 * LK + warp * 16, LK);
 #pragma unroll
         for (int j = 0; j < kMaxDTiles; ++j)
           if (j < nD) {
             FragB bb;
             wmma::load_matrix_sync(bb, sV + kk * 16 * LV + j * 16, LV);
             wmma::mma_sync(acc[j], a, bb, acc[j]);
+            if constexpr (kSplit) wmma::mma_sync(acc[j], al, bb, acc[j]);
           }
       }
     }
   }
 }
 
-size_t state_smem(const Dims& d) {
-  return al128(sizeof(bf) * kChunk * ldb(kStateRows)) + al128(sizeof(bf) * kChunk * ldb(d.D)) +
-         al128(sizeof(float) * kStateRows * ldf(d.D)) + al128(sizeof(float) * kChunk);
+size_t state_smem(const Dims& d, bool split) {
+  return al128(sizeof(bf) * kChunk * ldb(kStateRows)) * (split ? 2 : 1) +
+         al128(sizeof(bf) * kChunk * ldb(d.D)) + al128(sizeof(float) * kStateRows * ldf(d.D)) +
+         al128(sizeof(float) * kChunk);
 }
 
 // ---------------------------------------------------------------------------------------
 /// Grid (NC, B*H). Per chunk: P = phi_q phi_k^T; P~ = P exp(bl_t - bl_s) for s < t (bf16);
 /// acc = (phi_q exp(bl_t)) S + P~ V; M = acc - (exp(bl_t) phi_q.z + rowsum P~) v_t;
 /// den = exp(bl_t) phi_q.z + rowsum P~ + P_tt.
+/// kSplit (forward of training): P~, phi_q exp(bl_t) and S as bf16 hi + lo pairs (P~ V in two
+/// mma's, v exact; (phi_q e) S in three, hi*hi + hi*lo + lo*hi), the row sums from the same
+/// pairs. numden is then an f32-accurate function of the bf16 phi (about 2^-16 relative,
+/// against 2^-9 per weight without the split), the phi the backward recomputes bit for bit:
+/// M stays sum_s w_ts (v_s - v_t) with the very weights den sums, which the gate gradients
+/// (sums over pairs with heavy cancellation) rely on. Costs 2.5x the mma's and 64 KiB more
+/// shared memory (one CTA per SM at 2F = 256, D = 128); inference keeps kSplit false.
+template <bool kSplit>
 __global__ void __launch_bounds__(kOutWarps * 32)
     out_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
                   const float* __restrict__ bl_all, const float* __restrict__ states,
@@ -345,6 +376,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* srow = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   float* sdiag = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   float* sqz = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  bf* sSl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * F2 * LV)) : nullptr;  // S lo
+  bf* sPl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb)) : nullptr;  // P~ lo
+  bf* sql = sk;  // lo of phi_q exp(bl_t) (split form): phi_k is dead once P is formed
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
@@ -354,7 +388,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;  // contiguous [2F][D+1]
-  load_state(sS, LV, sz, so, F2, D);
+  load_state(sS, LV, sz, so, F2, D, sSl);
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < C; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
   __syncthreads();
@@ -383,15 +417,23 @@ __global__ void __launch_bounds__(kOutWarps * 32)
       if (s < r && r < n) p = sP[r * LP + s] * __expf(sbl[r] - sbl[s]);
       const bf pb = __float2bfloat16(p);
       sPb[r * LPb + s] = pb;
-      rs += __bfloat162float(pb);
+      rs += __bfloat162float(pb);  // the same rounded weights as the mma (M consistent)
+      if constexpr (kSplit) {
+        const bf pl = __float2bfloat16(p - __bfloat162float(pb));
+        sPl[r * LPb + s] = pl;
+        rs += __bfloat162float(pl);
+      }
     }
     for (int f = lane; f < F2; f += 32) qz += __bfloat162float(sq[r * LQ + f]) * sz[f];
     rs = warp_sum(rs);
     qz = warp_sum(qz);
     __syncwarp();
     const float er = __expf(sbl[r]);
-    for (int f = lane; f < F2; f += 32)
-      sq[r * LQ + f] = __float2bfloat16(__bfloat162float(sq[r * LQ + f]) * er);
+    for (int f = lane; f < F2; f += 32) {
+      const float qe = __bfloat162float(sq[r * LQ + f]) * er;
+      if constexpr (kSplit) split2(qe, sq[r * LQ + f], sql[r * LQ + f]);
+      else sq[r * LQ + f] = __float2bfloat16(qe);
+    }
     if (lane == 0) {
       srow[r] = rs;
       sdiag[r] = r < n ? sP[r * LP + r] : 0.f;
@@ -410,6 +452,14 @@ __global__ void __launch_bounds__(kOutWarps * 32)
       wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
       wmma::load_matrix_sync(bb, sS + k * 16 * LV + jt * 16, LV);
       wmma::mma_sync(acc, a, bb, acc);
+      if constexpr (kSplit) {
+        FragA al;
+        FragB bl;
+        wmma::load_matrix_sync(al, sql + rt * 16 * LQ + k * 16, LQ);
+        wmma::load_matrix_sync(bl, sSl + k * 16 * LV + jt * 16, LV);
+        wmma::mma_sync(acc, al, bb, acc);
+        wmma::mma_sync(acc, a, bl, acc);
+      }
     }
     for (int k = 0; k <= rt; ++k) {  // P~ is strictly lower triangular
       FragA a;
@@ -417,6 +467,10 @@ __global__ void __launch_bounds__(kOutWarps * 32)
       wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + k * 16, LPb);
       wmma::load_matrix_sync(bb, sv + k * 16 * LV + jt * 16, LV);
       wmma::mma_sync(acc, a, bb, acc);
+      if constexpr (kSplit) {
+        wmma::load_matrix_sync(a, sPl + rt * 16 * LPb + k * 16, LPb);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
     }
     wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
@@ -429,11 +483,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
 }
 
-size_t out_smem(const Dims& d) {
+size_t out_smem(const Dims& d, bool split) {
   const int C = kChunk, F2 = 2 * d.F;
   return al128(sizeof(bf) * C * ldb(F2)) * 2 + al128(sizeof(bf) * C * ldb(d.D)) +
-         al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(C)) +
-         al128(sizeof(bf) * C * ldb(C)) + al128(sizeof(float) * C * ldf(d.D)) +
+         al128(sizeof(bf) * F2 * ldb(d.D)) * (split ? 2 : 1) + al128(sizeof(float) * C * ldf(C)) +
+         al128(sizeof(bf) * C * ldb(C)) * (split ? 2 : 1) + al128(sizeof(float) * C * ldf(d.D)) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
 }
 
@@ -462,12 +516,17 @@ __device__ __forceinline__ void load_row_rope(bf* dst, const bf* src, int D, boo
 /// sinks, p = exp(c - max) rounded to bf16 (the denominator sums the same rounded values),
 /// l = P V / den (mma), y = combine(g, l) with g from numden. wstats = (max, den) as
 /// window_fwd_kernel writes them.
+/// split (training): p as a bf16 hi + lo pair (P V in two mma's, v exact) and the denominator
+/// summed from the f32 p, so wstats is the f32 row max and denominator of the scores the
+/// backward recomputes (same bf16 q~, k~, same mma: bit-identical), its normalized weights
+/// sum to 1 to about 2^-22 instead of 2^-9 / sqrt(w) (the dtau, dalpha and dq identities
+/// sum_s P_ts (dP_ts - delta_t) = 0 need it), and l to about 2^-16.
 __global__ void __launch_bounds__(kWinWarps * 32)
     window_tc_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
                      const float* __restrict__ tau, const float* __restrict__ alpha_p,
                      const float* __restrict__ numden, bf* __restrict__ y,
-                     float* __restrict__ wstats, Dims d) {
+                     float* __restrict__ wstats, bool split, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, D1 = D + 1, NKmax = win_keys(d.w);
   const int LD = ldb(D), LS = ldf(NKmax), LPb = ldb(NKmax), LA = ldf(D);
@@ -478,6 +537,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));    // [32][NK]
   float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));
   float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));  // 1/den
+  bf* sPl = split ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb)) : nullptr;
   const int t0 = blockIdx.x * kWinRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv);
   const int n = min(kWinRows, d.T - t0);
@@ -530,7 +590,12 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       if (r < n && i >= lo && i <= hi) p = __expf(sS[r * LS + i] * d.scale - mx);
       const bf pb = __float2bfloat16(p);
       sPb[r * LPb + i] = pb;
-      den += __bfloat162float(pb);
+      if (split) {
+        sPl[r * LPb + i] = __float2bfloat16(p - __bfloat162float(pb));
+        den += p;
+      } else {
+        den += __bfloat162float(pb);  // the rounded weights the mma sums
+      }
     }
     if (r < n)
       for (int j = lane; j < d.m; j += 32) den += __expf(tr[j] - mx);
@@ -553,6 +618,10 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
       wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
       wmma::mma_sync(acc, a, bb, acc);
+      if (split) {
+        wmma::load_matrix_sync(a, sPl + rt * 16 * LPb + kt * 16, LPb);
+        wmma::mma_sync(acc, a, bb, acc);
+      }
     }
     wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
@@ -570,10 +639,11 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   }
 }
 
-size_t window_smem(const Dims& d) {
+size_t window_smem(const Dims& d, bool split) {
   const int NK = win_keys(d.w);
   return al128(sizeof(bf) * kWinRows * ldb(d.D)) + al128(sizeof(bf) * NK * ldb(d.D)) +
-         al128(sizeof(float) * kWinRows * ldf(NK)) + al128(sizeof(bf) * kWinRows * ldb(NK)) +
+         al128(sizeof(float) * kWinRows * ldf(NK)) +
+         al128(sizeof(bf) * kWinRows * ldb(NK)) * (split ? 2 : 1) +
          al128(sizeof(float) * kWinRows * ldf(d.D)) + al128(sizeof(float) * kWinRows);
 }
 
@@ -1425,7 +1495,7 @@ bool tc_supported(const Dims& d) {
 }
 
 bool tc_window_supported(const Dims& d) {
-  return tc_supported(d) && d.w > 0 && window_smem(d) <= kWinSmemCap &&
+  return tc_supported(d) && d.w > 0 && window_smem(d, true) <= kWinSmemCap &&
          window_bwd_q_smem(d) <= kWinSmemCap && window_bwd_k_smem(d) <= kWinSmemCap;
 }
 
@@ -1446,12 +1516,13 @@ void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* co
 
 void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
                       const float* sinb, const float* tau, const float* alpha,
-                      const float* numden, bf* y, float* wstats, const Dims& d, cudaStream_t s) {
-  const size_t sm = window_smem(d);
+                      const float* numden, bf* y, float* wstats, bool split, const Dims& d,
+                      cudaStream_t s) {
+  const size_t sm = window_smem(d, split);
   set_smem(window_tc_kernel, sm);
   const dim3 grid((d.T + kWinRows - 1) / kWinRows, d.B * d.H);
   window_tc_kernel<<<grid, kWinWarps * 32, sm, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, y,
-                                                    wstats, d);
+                                                    wstats, split, d);
 }
 
 void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
@@ -1498,28 +1569,39 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
   }
 }
 
-void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, const Dims& d,
-                     cudaStream_t s) {
-  const size_t sm = state_smem(d);
-  set_smem(state_tc_kernel<false>, sm);
+void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, bool split,
+                     const Dims& d, cudaStream_t s) {
+  const size_t sm = state_smem(d, split);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<false><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+  if (split) {
+    set_smem(state_tc_kernel<false, true>, sm);
+    state_tc_kernel<false, true><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+  } else {
+    set_smem(state_tc_kernel<false, false>, sm);
+    state_tc_kernel<false, false><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+  }
 }
 
 void dstate_tc_launch(const bf* phiq, const float* dO, const float* bl, float* dstates,
                       const Dims& d, cudaStream_t s) {
-  const size_t sm = state_smem(d);
-  set_smem(state_tc_kernel<true>, sm);
+  const size_t sm = state_smem(d, false);
+  set_smem(state_tc_kernel<true, false>, sm);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<true><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
+  state_tc_kernel<true, false><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
 }
 
 void out_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
-                   const float* states, float* numden, const Dims& d, cudaStream_t s) {
-  const size_t sm = out_smem(d);
-  set_smem(out_tc_kernel, sm);
-  out_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states,
-                                                                  numden, d);
+                   const float* states, float* numden, bool split, const Dims& d,
+                   cudaStream_t s) {
+  const size_t sm = out_smem(d, split);
+  const dim3 grid(d.NC, d.B * d.H);
+  if (split) {
+    set_smem(out_tc_kernel<true>, sm);
+    out_tc_kernel<true><<<grid, kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states, numden, d);
+  } else {
+    set_smem(out_tc_kernel<false>, sm);
+    out_tc_kernel<false><<<grid, kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states, numden, d);
+  }
 }
 
 }  // namespace lizard::cuda::lizard_detail
