@@ -1069,9 +1069,13 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       cdiag += clamped ? dg * vj / den_g : -(dg / den_g) * (nd[j] / den_g);
       dgg += dg * g;
       dal += convex ? dyj * (l - g) : dyj * l;
-      delta += coef * dyj * l;
       dO[bht * D1 + j] = dg / den_g;
     }
+    // delta = dl.l taken as sum_s P_ts dP_ts from the very (f32) P and dP that dC = P (dP -
+    // delta) uses, so sum_s dC_ts = 0 to f32 rounding (the dq, dk shift invariance and the
+    // sinks' dtau rely on it). dl.l from the bf16-P mma l and the f32 dl (dP takes the bf16
+    // dl) broke it by about 2^-9 |dl| |l| per row.
+    for (int c = lane; c < NK; c += 32) delta += sS[r * LS + c] * sdP[r * LS + c];
     dgg = warp_sum(dgg);
     dal = warp_sum(dal);
     delta = warp_sum(delta);
