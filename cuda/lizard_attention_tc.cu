@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -54,6 +55,39 @@ __device__ __forceinline__ char* carve(char*& p, size_t bytes) {
   char* r = p;
   p += al128(bytes);
   return r;
+}
+
+/// acc += sum over the k-steps k0 <= k < k1 of A_k B_k for one 16x16 output tile (the only
+/// mma loop of this file). A_k: the k-th 16x16 block of a row-major A from `a` (ld lda),
+/// blocks side by side; kAT: `a` holds A^T row-major (blocks stacked down). B_k: the k-th
+/// block of a row-major B from `b` (ld ldbb), blocks stacked down; kBT: `b` holds B^T
+/// row-major (blocks side by side). alo, blo (null, or laid out like a, b): the lo halves of
+/// split operands (see split2), adding alo B + A blo: hi*hi + lo*hi + hi*lo, about 2^-16
+/// relative (lo*lo, below that, is dropped).
+template <bool kAT = false, bool kBT = false>
+__device__ __forceinline__ void mma_acc(FragC& acc, const bf* a, int lda, const bf* b, int ldbb,
+                                        int k0, int k1, const bf* alo = nullptr,
+                                        const bf* blo = nullptr) {
+  using FA = std::conditional_t<kAT, FragAc, FragA>;
+  using FB = std::conditional_t<kBT, FragBc, FragB>;
+  const int64_t as = kAT ? int64_t(16) * lda : 16, bs = kBT ? 16 : int64_t(16) * ldbb;
+  for (int k = k0; k < k1; ++k) {
+    FA fa;
+    FB fb;
+    wmma::load_matrix_sync(fa, a + k * as, lda);
+    wmma::load_matrix_sync(fb, b + k * bs, ldbb);
+    wmma::mma_sync(acc, fa, fb, acc);
+    if (alo) {
+      FA fl;
+      wmma::load_matrix_sync(fl, alo + k * as, lda);
+      wmma::mma_sync(acc, fl, fb, acc);
+    }
+    if (blo) {
+      FB fl;
+      wmma::load_matrix_sync(fl, blo + k * bs, ldbb);
+      wmma::mma_sync(acc, fa, fl, acc);
+    }
+  }
 }
 
 /// Copies `rows` rows of `n` bf16 (n a multiple of 8) from global (row r at src + r * gstride)
@@ -134,17 +168,7 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
     const int rt = tile % (kFeatRows / 16), ct = tile / (kFeatRows / 16);
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < D / 16; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
-      wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
-      wmma::mma_sync(acc, a, bb, acc);
-      if (swl) {
-        wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-    }
+    mma_acc(acc, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
     wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
   }
   __syncthreads();
@@ -398,13 +422,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     if (st > rt) continue;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragBc bb;  // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
-      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
+    mma_acc<false, true>(acc, sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
     wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
   }
   __syncthreads();
@@ -446,32 +465,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, jt = tile / CT;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sS + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-      if constexpr (kSplit) {
-        FragA al;
-        FragB bl;
-        wmma::load_matrix_sync(al, sql + rt * 16 * LQ + k * 16, LQ);
-        wmma::load_matrix_sync(bl, sSl + k * 16 * LV + jt * 16, LV);
-        wmma::mma_sync(acc, al, bb, acc);
-        wmma::mma_sync(acc, a, bl, acc);
-      }
-    }
-    for (int k = 0; k <= rt; ++k) {  // P~ is strictly lower triangular
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + k * 16, LPb);
-      wmma::load_matrix_sync(bb, sv + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-      if constexpr (kSplit) {
-        wmma::load_matrix_sync(a, sPl + rt * 16 * LPb + k * 16, LPb);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-    }
+    mma_acc(acc, sq + rt * 16 * LQ, LQ, sS + jt * 16, LV, 0, F2 / 16,
+            kSplit ? sql + rt * 16 * LQ : nullptr, kSplit ? sSl + jt * 16 : nullptr);
+    // P~ is strictly lower triangular
+    mma_acc(acc, sPb + rt * 16 * LPb, LPb, sv + jt * 16, LV, 0, rt + 1,
+            kSplit ? sPl + rt * 16 * LPb : nullptr);
     wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
   __syncthreads();
@@ -560,13 +558,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int kk = 0; kk < D / 16; ++kk) {
-      FragA a;
-      FragBc bb;  // k^T: element (j, s) at skv[s * LD + j], column-major
-      wmma::load_matrix_sync(a, sq + rt * 16 * LD + kk * 16, LD);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    // k^T: element (j, s) at skv[s * LD + j], column-major
+    mma_acc<false, true>(acc, sq + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
     wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
   }
   __syncthreads();
@@ -612,17 +605,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int kt = 0; kt < NK / 16; ++kt) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-      if (split) {
-        wmma::load_matrix_sync(a, sPl + rt * 16 * LPb + kt * 16, LPb);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-    }
+    mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16,
+            split ? sPl + rt * 16 * LPb : nullptr);
     wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
   __syncthreads();
@@ -733,22 +717,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
     if (!is_x) {
-      for (int k = 0; k < F2 / 16; ++k) {
-        FragA a;
-        FragBc bb;
-        wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-        wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      mma_acc<false, true>(acc, sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
       wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     } else {
-      for (int k = 0; k < D / 16; ++k) {
-        FragA a;
-        FragBc bb;  // V^T: element (j, s) at sv[s * LV + j]
-        wmma::load_matrix_sync(a, sGb + rt * 16 * LV + k * 16, LV);
-        wmma::load_matrix_sync(bb, sv + st * 16 * LV + k * 16, LV);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      // V^T: element (j, s) at sv[s * LV + j]
+      mma_acc<false, true>(acc, sGb + rt * 16 * LV, LV, sv + st * 16 * LV, LV, 0, D / 16);
       wmma::store_matrix_sync(sGV + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     }
   }
@@ -775,13 +748,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, ft = tile / CT;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < D / 16; ++k) {
-      FragA a;
-      FragBc bb;  // S^T: element (j, f) at sBig[f * LV + j]
-      wmma::load_matrix_sync(a, sGs + rt * 16 * LV + k * 16, LV);
-      wmma::load_matrix_sync(bb, sBig + ft * 16 * LV + k * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    // S^T: element (j, f) at sBig[f * LV + j]
+    mma_acc<false, true>(acc, sGs + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
     wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
   }
   __syncthreads();
@@ -801,13 +769,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, ft = tile / CT;
     FragC acc;
     wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
-    for (int k = 0; k <= rt; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sE + rt * 16 * LPb + k * 16, LPb);
-      wmma::load_matrix_sync(bb, sk + k * 16 * LQ + ft * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    mma_acc(acc, sE + rt * 16 * LPb, LPb, sk + ft * 16, LQ, 0, rt + 1);
     wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
   }
   __syncthreads();
@@ -837,13 +799,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, ft = tile / CT;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < D / 16; ++k) {
-      FragA a;
-      FragBc bb;
-      wmma::load_matrix_sync(a, sv + rt * 16 * LV + k * 16, LV);
-      wmma::load_matrix_sync(bb, sBig + ft * 16 * LV + k * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    mma_acc<false, true>(acc, sv + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
     wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
   }
   __syncthreads();
@@ -872,13 +828,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, ft = tile / CT;
     FragC acc;
     wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
-    for (int k = rt; k < CT; ++k) {
-      FragAc a;  // E^T: element (s, t) at sE[t * LPb + s]
-      FragB bb;
-      wmma::load_matrix_sync(a, sE + k * 16 * LPb + rt * 16, LPb);
-      wmma::load_matrix_sync(bb, sq + k * 16 * LQ + ft * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    // E^T: element (s, t) at sE[t * LPb + s]
+    mma_acc<true, false>(acc, sE + rt * 16, LPb, sq + ft * 16, LQ, rt, CT);
     wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
   }
   __syncthreads();
@@ -894,20 +845,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, jt = tile / CT;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = rt; k < CT; ++k) {
-      FragAc a;  // P^T
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + k * 16 * LPb + rt * 16, LPb);
-      wmma::load_matrix_sync(bb, sGb + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sk + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sBig + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    // P^T
+    mma_acc<true, false>(acc, sPb + rt * 16, LPb, sGb + jt * 16, LV, rt, CT);
+    mma_acc(acc, sk + rt * 16 * LQ, LQ, sBig + jt * 16, LV, 0, F2 / 16);
     wmma::store_matrix_sync(sX + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
   __syncthreads();
@@ -1005,13 +945,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int kk = 0; kk < D / 16; ++kk) {
-      FragA a;
-      FragBc bb;
-      wmma::load_matrix_sync(a, sq + rt * 16 * LD + kk * 16, LD);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    mma_acc<false, true>(acc, sq + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
     wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
   }
   __syncthreads();
@@ -1031,23 +965,12 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     wmma::fill_fragment(acc, 0.f);
     if (tile < nl) {
       const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-      for (int kt = 0; kt < NK / 16; ++kt) {
-        FragA a;
-        FragB bb;
-        wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
-        wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
       wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
     } else {
       const int t2 = tile - nl, rt = t2 % (kWinRows / 16), kt = t2 / (kWinRows / 16);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA a;
-        FragBc bb;  // V^T: element (j, s) at skv[s * LD + j]
-        wmma::load_matrix_sync(a, sdl + rt * 16 * LD + kk * 16, LD);
-        wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      // V^T: element (j, s) at skv[s * LD + j]
+      mma_acc<false, true>(acc, sdl + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
       wmma::store_matrix_sync(sdP + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
     }
   }
@@ -1102,13 +1025,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int kt = 0; kt < NK / 16; ++kt) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
     wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
   __syncthreads();
@@ -1202,13 +1119,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
       FragC acc;
       wmma::fill_fragment(acc, 0.f);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA a;
-        FragBc bb;  // q~^T: element (j, t) at sQ[t * LD + j]
-        wmma::load_matrix_sync(a, sk + rt * 16 * LD + kk * 16, LD);
-        wmma::load_matrix_sync(bb, sQ + qt * 16 * LD + kk * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      // q~^T: element (j, t) at sQ[t * LD + j]
+      mma_acc<false, true>(acc, sk + rt * 16 * LD, LD, sQ + qt * 16 * LD, LD, 0, D / 16);
       wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
     }
     __syncthreads();
@@ -1223,13 +1135,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
       FragC acc;
       wmma::fill_fragment(acc, 0.f);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA a;
-        FragBc bb;
-        wmma::load_matrix_sync(a, sv + rt * 16 * LD + kk * 16, LD);
-        wmma::load_matrix_sync(bb, sDL + qt * 16 * LD + kk * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      mma_acc<false, true>(acc, sv + rt * 16 * LD, LD, sDL + qt * 16 * LD, LD, 0, D / 16);
       wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
     }
     __syncthreads();
@@ -1334,17 +1240,7 @@ __global__ void __launch_bounds__(kFbWarps * 32)
       const int rt = tt % (kFeatRows / 16), ct = tt / (kFeatRows / 16);
       FragC acc;
       wmma::fill_fragment(acc, 0.f);
-      for (int k = 0; k < D / 16; ++k) {
-        FragA a;
-        FragB bb;
-        wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
-        wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
-        wmma::mma_sync(acc, a, bb, acc);
-        if (swl) {
-          wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
-          wmma::mma_sync(acc, a, bb, acc);
-        }
-      }
+      mma_acc(acc, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
       wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
     }
     __syncthreads();
@@ -1402,13 +1298,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
       const int rt = tt % (kFeatRows / 16), it = tt / (kFeatRows / 16);
       FragC acc;
       wmma::fill_fragment(acc, 0.f);
-      for (int k = 0; k < F / 16; ++k) {
-        FragA a;
-        FragBc bb;  // W^T: element (f, i) at sw[i * LW + f]
-        wmma::load_matrix_sync(a, sdu + rt * 16 * LW + k * 16, LW);
-        wmma::load_matrix_sync(bb, sw + it * 16 * LW + k * 16, LW);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      // W^T: element (f, i) at sw[i * LW + f]
+      mma_acc<false, true>(acc, sdu + rt * 16 * LW, LW, sw + it * 16 * LW, LW, 0, F / 16);
       wmma::store_matrix_sync(stage + rt * 16 * LSt + it * 16, acc, LSt, wmma::mem_row_major);
     }
 #pragma unroll
@@ -1416,13 +1307,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
       const int wt = warp + kFbWarps * i;
       if (wt >= nWt) continue;
       const int it = wt % (D / 16), ft = wt / (D / 16);
-      for (int k = 0; k < kFeatRows / 16; ++k) {
-        FragAc a;  // x^T: element (i, t) at sx[t * LX + i]
-        FragB bb;
-        wmma::load_matrix_sync(a, sx + k * 16 * LX + it * 16, LX);
-        wmma::load_matrix_sync(bb, sdu + k * 16 * LW + ft * 16, LW);
-        wmma::mma_sync(wacc[i], a, bb, wacc[i]);
-      }
+      // x^T: element (i, t) at sx[t * LX + i]
+      mma_acc<true, false>(wacc[i], sx + it * 16, LX, sdu + ft * 16, LW, 0, kFeatRows / 16);
     }
     __syncthreads();
     float* dxb = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
