@@ -90,6 +90,18 @@ __device__ __forceinline__ void mma_acc(FragC& acc, const bf* a, int lda, const 
   }
 }
 
+/// The f32 tile at dst (ld ldd, row-major) = the product mma_acc forms from zero (same
+/// operand arguments).
+template <bool kAT = false, bool kBT = false>
+__device__ __forceinline__ void mma_store(float* dst, int ldd, const bf* a, int lda, const bf* b,
+                                          int ldbb, int k0, int k1, const bf* alo = nullptr,
+                                          const bf* blo = nullptr) {
+  FragC acc;
+  wmma::fill_fragment(acc, 0.f);
+  mma_acc<kAT, kBT>(acc, a, lda, b, ldbb, k0, k1, alo, blo);
+  wmma::store_matrix_sync(dst, acc, ldd, wmma::mem_row_major);
+}
+
 /// Copies `rows` rows of `n` bf16 (n a multiple of 8) from global (row r at src + r * gstride)
 /// into shared (row r at dst + r * ldd); rows >= valid are zero. 16-byte accesses.
 __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64_t gstride,
@@ -166,10 +178,8 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
   const int ntile = (kFeatRows / 16) * (F / 16);
   for (int tile = warp; tile < ntile; tile += kFeatWarps) {
     const int rt = tile % (kFeatRows / 16), ct = tile / (kFeatRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    mma_acc(acc, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
-    wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
+    mma_store(su + rt * 16 * LU + ct * 16, LU,
+              sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
   }
   __syncthreads();
   // the map, one warp per token, in f32 (same formulas as features_kernel)
@@ -420,11 +430,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   for (int tile = warp; tile < CT * CT; tile += kOutWarps) {
     const int rt = tile / CT, st = tile % CT;
     if (st > rt) continue;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
     // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
-    mma_acc<false, true>(acc, sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
-    wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
+    mma_store<false, true>(sP + rt * 16 * LP + st * 16, LP,
+                           sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
   }
   __syncthreads();
   // per row (one warp): decayed strictly-causal P~ in bf16 and its row sum, the diagonal,
@@ -509,6 +517,32 @@ __device__ __forceinline__ void load_row_rope(bf* dst, const bf* src, int D, boo
   }
 }
 
+/// Rows i < rows of dst (ld ldd) = row(i) RoPE'd at position pos0 + i for i < valid, zeros
+/// after (whole 16-row tiles for the mma); one warp a row, over the kWinWarps warps.
+template <class Row>
+__device__ __forceinline__ void load_rows_rope(bf* dst, int ldd, int rows, int valid, Row row,
+                                               int pos0, int D, bool rope, const float* cosb,
+                                               const float* sinb) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int i = warp; i < rows; i += kWinWarps) {
+    if (i < valid) load_row_rope(dst + i * ldd, row(i), D, rope, cosb, sinb, pos0 + i, lane);
+    else for (int j = lane; j < D; j += 32) dst[i * ldd + j] = __float2bfloat16(0.f);
+  }
+}
+
+/// out [kWinRows][cols] f32 (ld ldo) = A B^T for A [kWinRows][D], B [cols][D] bf16 rows (ld
+/// lda), cols a multiple of 16: the window kernels' score-shaped products, tiles over the
+/// kWinWarps warps.
+__device__ __forceinline__ void window_abt(float* out, int ldo, const bf* A, const bf* B,
+                                           int lda, int cols, int D) {
+  for (int tile = threadIdx.x / 32; tile < (kWinRows / 16) * (cols / 16); tile += kWinWarps) {
+    const int rt = tile % (kWinRows / 16), ct = tile / (kWinRows / 16);
+    // B^T: element (j, s) at B[s * lda + j], column-major
+    mma_store<false, true>(out + rt * 16 * ldo + ct * 16, ldo, A + rt * 16 * lda, lda,
+                           B + ct * 16 * lda, lda, 0, D / 16);
+  }
+}
+
 /// Window branch and combine. Grid (ceil(T / 32), B*H). Scores q k^T / sqrt(D) over
 /// t-w < s <= t (mma, RoPE applied while loading), the row max taken over the scores and the
 /// sinks, p = exp(c - max) rounded to bf16 (the denominator sums the same rounded values),
@@ -544,24 +578,10 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   const bool rope = d.rope;
   auto qrow = [&](int t) { return q + ((int64_t(b) * d.T + t) * d.H + h) * D; };
   auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
-  for (int r = warp; r < kWinRows; r += kWinWarps) {
-    if (r < n) load_row_rope(sq + r * LD, qrow(t0 + r), D, rope, cosb, sinb, t0 + r, lane);
-    else for (int j = lane; j < D; j += 32) sq[r * LD + j] = __float2bfloat16(0.f);
-  }
-  for (int i = warp; i < NK; i += kWinWarps) {
-    if (i < nk) load_row_rope(skv + i * LD, kvrow(k, ks + i), D, rope, cosb, sinb, ks + i, lane);
-    else for (int j = lane; j < D; j += 32) skv[i * LD + j] = __float2bfloat16(0.f);
-  }
+  load_rows_rope(sq, LD, kWinRows, n, [&](int r) { return qrow(t0 + r); }, t0, D, rope, cosb, sinb);
+  load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb);
   __syncthreads();
-  // scores q k^T on the tiles (row tile rt, key tile kt)
-  for (int tile = warp; tile < (kWinRows / 16) * (NK / 16); tile += kWinWarps) {
-    const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    // k^T: element (j, s) at skv[s * LD + j], column-major
-    mma_acc<false, true>(acc, sq + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
-    wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
-  }
+  window_abt(sS, LS, sq, skv, LD, NK, D);  // scores q k^T
   __syncthreads();
   // V replaces K; the row pass below reads only sS
   load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
@@ -603,11 +623,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < (kWinRows / 16) * (D / 16); tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16,
-            split ? sPl + rt * 16 * LPb : nullptr);
-    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+    mma_store(sacc + rt * 16 * LA + jt * 16, LA,
+              sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16, split ? sPl + rt * 16 * LPb : nullptr);
   }
   __syncthreads();
   const float alpha = alpha_p[0];
@@ -746,11 +763,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   // step 4: dphi_q = exp(bl_t) [S|z] dO'_t + E phi_k
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
     // S^T: element (j, f) at sBig[f * LV + j]
-    mma_acc<false, true>(acc, sGs + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX,
+                           sGs + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
   }
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
@@ -797,10 +812,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    mma_acc<false, true>(acc, sv + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX,
+                           sv + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
   }
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
@@ -919,10 +932,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   auto row_of = [&](int t) { return (int64_t(b) * d.T + t) * d.H + h; };  // [B,T,H,*] row
   auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
   auto load_keys = [&]() {
-    for (int i = warp; i < NK; i += kWinWarps) {
-      if (i < nk) load_row_rope(skv + i * LD, kvrow(k, ks + i), D, rope, cosb, sinb, ks + i, lane);
-      else for (int j = lane; j < D; j += 32) skv[i * LD + j] = __float2bfloat16(0.f);
-    }
+    load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb);
   };
   for (int r = warp; r < kWinRows; r += kWinWarps) {
     if (r < n) {
@@ -941,13 +951,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   }
   for (int i = tid; i < 1 + d.m; i += blockDim.x) sred[i] = 0.f;
   __syncthreads();
-  for (int tile = warp; tile < (kWinRows / 16) * (NK / 16); tile += kWinWarps) {
-    const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    mma_acc<false, true>(acc, sq + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
-    wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
-  }
+  window_abt(sS, LS, sq, skv, LD, NK, D);
   __syncthreads();
   load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
   for (int i = tid; i < kWinRows * NK; i += blockDim.x) {
@@ -1023,10 +1027,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < nl; tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
-    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+    mma_store(sacc + rt * 16 * LA + jt * 16, LA,
+              sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
   }
   __syncthreads();
   for (int i = tid; i < n * D; i += blockDim.x) {
@@ -1115,14 +1117,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     }
     __syncthreads();
     // S^T = k~ q~^T
-    for (int tile = warp; tile < (kWinRows / 16) * (NQ / 16); tile += kWinWarps) {
-      const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      // q~^T: element (j, t) at sQ[t * LD + j]
-      mma_acc<false, true>(acc, sk + rt * 16 * LD, LD, sQ + qt * 16 * LD, LD, 0, D / 16);
-      wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
-    }
+    window_abt(sS, LS, sk, sQ, LD, NQ, D);
     __syncthreads();
     for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
       const int r = i / NQ, c = i % NQ;  // key s0 + r, query s0 + c: in window iff 0 <= c - r < w
@@ -1131,13 +1126,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     }
     __syncthreads();
     // dP^T = v dl^T
-    for (int tile = warp; tile < (kWinRows / 16) * (NQ / 16); tile += kWinWarps) {
-      const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      mma_acc<false, true>(acc, sv + rt * 16 * LD, LD, sDL + qt * 16 * LD, LD, 0, D / 16);
-      wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
-    }
+    window_abt(sS, LS, sv, sDL, LD, NQ, D);
     __syncthreads();
     for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
       const int r = i / NQ, c = i % NQ;
@@ -1238,10 +1227,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
     __syncthreads();
     for (int tt = warp; tt < (kFeatRows / 16) * (F / 16); tt += kFbWarps) {
       const int rt = tt % (kFeatRows / 16), ct = tt / (kFeatRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      mma_acc(acc, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
-      wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
+      mma_store(su + rt * 16 * LU + ct * 16, LU,
+                sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
     }
     __syncthreads();
     // du, one warp per token (rows >= n get du = 0)
@@ -1296,11 +1283,9 @@ __global__ void __launch_bounds__(kFbWarps * 32)
     // dx = du W^T into stage [64][D]; dW += x^T du in the fragments
     for (int tt = warp; tt < (kFeatRows / 16) * (D / 16); tt += kFbWarps) {
       const int rt = tt % (kFeatRows / 16), it = tt / (kFeatRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
       // W^T: element (f, i) at sw[i * LW + f]
-      mma_acc<false, true>(acc, sdu + rt * 16 * LW, LW, sw + it * 16 * LW, LW, 0, F / 16);
-      wmma::store_matrix_sync(stage + rt * 16 * LSt + it * 16, acc, LSt, wmma::mem_row_major);
+      mma_store<false, true>(stage + rt * 16 * LSt + it * 16, LSt,
+                             sdu + rt * 16 * LW, LW, sw + it * 16 * LW, LW, 0, F / 16);
     }
 #pragma unroll
     for (int i = 0; i < kMaxWFrags; ++i) {
