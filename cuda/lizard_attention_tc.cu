@@ -102,6 +102,17 @@ __device__ __forceinline__ void mma_store(float* dst, int ldd, const bf* a, int 
   wmma::store_matrix_sync(dst, acc, ldd, wmma::mem_row_major);
 }
 
+/// The f32 tile at dst (ld ldd, row-major) += the product mma_acc forms (same arguments).
+template <bool kAT = false, bool kBT = false>
+__device__ __forceinline__ void mma_add(float* dst, int ldd, const bf* a, int lda, const bf* b,
+                                        int ldbb, int k0, int k1, const bf* alo = nullptr,
+                                        const bf* blo = nullptr) {
+  FragC acc;
+  wmma::load_matrix_sync(acc, dst, ldd, wmma::mem_row_major);
+  mma_acc<kAT, kBT>(acc, a, lda, b, ldbb, k0, k1, alo, blo);
+  wmma::store_matrix_sync(dst, acc, ldd, wmma::mem_row_major);
+}
+
 /// Copies `rows` rows of `n` bf16 (n a multiple of 8) from global (row r at src + r * gstride)
 /// into shared (row r at dst + r * ldd); rows >= valid are zero. 16-byte accesses.
 __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64_t gstride,
@@ -122,13 +133,21 @@ __device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
   lo = __float2bfloat16(v - __bfloat162float(hi));
 }
 
+/// bf16(v - bf16(v)): the lo half of split2 alone.
+__device__ __forceinline__ bf lo_bf16(float v) {
+  return __float2bfloat16(v - __bfloat162float(__float2bfloat16(v)));
+}
+
 /// A state [2F][D+1] f32 (contiguous, 16-byte aligned: 2F(D+1) is a multiple of 4 when 2F
 /// is a multiple of 32) into shared: S as bf16 rows of ld `ldd`, the last column (z) as f32.
 /// float4 loads, kUnroll of them in flight per thread: the output and gradient kernels are
 /// bound by this read (128 KiB per CTA at 2F = 256, D = 128), which needs many bytes in flight.
 /// dlo (null, or like dst): S - bf16(S) as bf16 (the split products of the training forward).
+/// lo_only: dst gets S - bf16(S) instead of S (a second pass of a split product where shared
+/// memory holds one copy of S at a time).
 __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const float* src,
-                                           int F2, int D, bf* dlo = nullptr) {
+                                           int F2, int D, bf* dlo = nullptr,
+                                           bool lo_only = false) {
   constexpr int kUnroll = 8;
   const int D1 = D + 1, n4 = F2 * D1 / 4;
   const float4* s4 = reinterpret_cast<const float4*>(src);
@@ -149,6 +168,7 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
       for (int c = 0; c < 4; ++c) {
         if (j == D) zdst[f] = vals[c];
         else if (dlo) split2(vals[c], dst[f * ldd + j], dlo[f * ldd + j]);
+        else if (lo_only) dst[f * ldd + j] = lo_bf16(vals[c]);
         else dst[f * ldd + j] = __float2bfloat16(vals[c]);
         if (++j == D1) j = 0, ++f;
       }
@@ -233,7 +253,7 @@ __global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ 
 /// last, dX <- exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from phi = phi_q, dO' f32 [B,H,T,D+1]
 /// (its column D is the den column, the counterpart of the ones). Either way the value of X
 /// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32.
-/// kSplit (forward of training): the decayed phi as a bf16 hi + lo pair, two mma's (v is
+/// kSplit (training): the decayed phi as a bf16 hi + lo pair, two mma's (v is
 /// exact in bf16): the saved states are then f32-accurate functions of the bf16 phi (about
 /// 2^-16 relative per update instead of 2^-9), the same phi the backward recomputes, so the
 /// backward's identities (z = sum of the weights that S sums) hold to f32 level.
@@ -250,7 +270,8 @@ __global__ void __launch_bounds__(kStateWarps * 32)
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kStateRows * LS));
   float* slast = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));  // 1 or dden
   bf* sKl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK)) : nullptr;  // lo
-  static_assert(!(kRev && kSplit), "the split form is the forward's");
+  // reverse split: dO' (not exact in bf16, unlike v) as a pair too
+  bf* sVl = kSplit && kRev ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV)) : nullptr;
   const int f0 = blockIdx.x * kStateRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
@@ -336,7 +357,9 @@ __global__ void __launch_bounds__(kStateWarps * 32)
 #pragma unroll
       for (int q = 0; q < kDoPer; ++q) {
         const int r = warp + kStateWarps * (q / kDoCols), j = lane + 32 * (q % kDoCols);
-        if (j < D) sV[r * LV + j] = __float2bfloat16(dr[q]);
+        if (j >= D) continue;
+        if constexpr (kSplit) split2(dr[q], sV[r * LV + j], sVl[r * LV + j]);
+        else sV[r * LV + j] = __float2bfloat16(dr[q]);
       }
     }
     if (tid < kChunk) slast[tid] = lastv;
@@ -365,15 +388,20 @@ __global__ void __launch_bounds__(kStateWarps * 32)
             wmma::load_matrix_sync(bb, sV + kk * 16 * LV + j * 16, LV);
             wmma::mma_sync(acc[j], a, bb, acc[j]);
             if constexpr (kSplit) wmma::mma_sync(acc[j], al, bb, acc[j]);
+            if constexpr (kSplit && kRev) {
+              wmma::load_matrix_sync(bb, sVl + kk * 16 * LV + j * 16, LV);
+              wmma::mma_sync(acc[j], a, bb, acc[j]);
+            }
           }
       }
     }
   }
 }
 
-size_t state_smem(const Dims& d, bool split) {
+size_t state_smem(const Dims& d, bool split, bool rev) {
   return al128(sizeof(bf) * kChunk * ldb(kStateRows)) * (split ? 2 : 1) +
-         al128(sizeof(bf) * kChunk * ldb(d.D)) + al128(sizeof(float) * kStateRows * ldf(d.D)) +
+         al128(sizeof(bf) * kChunk * ldb(d.D)) * (split && rev ? 2 : 1) +
+         al128(sizeof(float) * kStateRows * ldf(d.D)) +
          al128(sizeof(float) * kChunk);
 }
 
@@ -699,6 +727,13 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* sQs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // Q_r (inter, query)
   float* sKs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // K_s (inter, key)
   float* sL = reinterpret_cast<float*>(carve(cur, sizeof(float) * 1));   // L_c
+  // lo halves (split2) of dO', dO' exp(bl_t) and v exp(bl_end - bl_s): with S and dS taken in
+  // two passes (hi, then lo, one copy in shared memory at a time), the products that feed
+  // the gate gradient (X, Q_r, K_s: partial sums of pair terms whose rows cancel) are
+  // f32-accurate (about 2^-16) instead of 2^-9 per operand
+  bf* sGbl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
+  bf* sGsl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
+  bf* svl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
@@ -721,8 +756,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const float er = r < n ? __expf(blr[t0 + r]) : 0.f;
     for (int j = lane; j < D; j += 32) {
       const float g = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-      sGb[r * LV + j] = __float2bfloat16(g);
-      sGs[r * LV + j] = __float2bfloat16(g * er);
+      split2(g, sGb[r * LV + j], sGbl[r * LV + j]);
+      split2(g * er, sGs[r * LV + j], sGsl[r * LV + j]);
     }
   }
   __syncthreads();
@@ -738,7 +773,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
       wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     } else {
       // V^T: element (j, s) at sv[s * LV + j]
-      mma_acc<false, true>(acc, sGb + rt * 16 * LV, LV, sv + st * 16 * LV, LV, 0, D / 16);
+      mma_acc<false, true>(acc, sGb + rt * 16 * LV, LV, sv + st * 16 * LV, LV, 0, D / 16,
+                           sGbl + rt * 16 * LV);
       wmma::store_matrix_sync(sGV + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     }
   }
@@ -764,8 +800,16 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
     // S^T: element (j, f) at sBig[f * LV + j]
-    mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX,
-                           sGs + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
+    mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX, sGs + rt * 16 * LV, LV,
+                           sBig + ft * 16 * LV, LV, 0, D / 16, sGsl + rt * 16 * LV);
+  }
+  __syncthreads();
+  load_state(sBig, LV, sz, so, F2, D, nullptr, true);  // second pass: S - bf16(S)
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    mma_add<false, true>(sX + rt * 16 * LX + ft * 16, LX, sGs + rt * 16 * LV, LV,
+                         sBig + ft * 16 * LV, LV, 0, D / 16);
   }
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
@@ -782,10 +826,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
-    mma_acc(acc, sE + rt * 16 * LPb, LPb, sk + ft * 16, LQ, 0, rt + 1);
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    mma_add(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16 * LPb, LPb, sk + ft * 16, LQ, 0, rt + 1);
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphiq[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
@@ -793,7 +834,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   // step 5: dphi_k = exp(bl_end - bl_s) [dS|dz] [v_s|1] + E^T phi_q
   const float bend = sbl[n - 1];
   const float* dso = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
-  load_state(sBig, LV, sz, dso, F2, D);
+  load_state(sBig, LV, sz, dso, F2, D, nullptr, true);  // dS - bf16(dS) first, dS after
   {  // L_c = <dX_c, X_c> in f32 (times exp(bl_end) below): pairs from before to after the chunk
     const float4* x4 = reinterpret_cast<const float4*>(so);
     const float4* g4 = reinterpret_cast<const float4*>(dso);
@@ -807,13 +848,21 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
   for (int i = tid; i < C * D; i += nt) {
     const int r = i / D, j = i % D;
-    sv[r * LV + j] = __float2bfloat16(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]));
+    split2(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]), sv[r * LV + j], svl[r * LV + j]);
   }
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
     mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX,
                            sv + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
+  }
+  __syncthreads();
+  load_state(sBig, LV, sz, dso, F2, D);  // dS (hi), which step 6 uses too
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    mma_add<false, true>(sX + rt * 16 * LX + ft * 16, LX, sv + rt * 16 * LV, LV,
+                         sBig + ft * 16 * LV, LV, 0, D / 16, svl + rt * 16 * LV);
   }
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
@@ -839,11 +888,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
     // E^T: element (s, t) at sE[t * LPb + s]
-    mma_acc<true, false>(acc, sE + rt * 16, LPb, sq + ft * 16, LQ, rt, CT);
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    mma_add<true, false>(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16, LPb, sq + ft * 16, LQ, rt, CT);
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphik[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
@@ -878,7 +924,8 @@ size_t grad_smem(const Dims& d) {
          al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(C)) +
          al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(std::max(F2, d.D))) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C) +
-         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(float) * C) + al128(sizeof(float));
+         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(float) * C) + al128(sizeof(float)) +
+         3 * al128(sizeof(bf) * C * ldb(d.D));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1446,7 +1493,7 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
 
 void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, bool split,
                      const Dims& d, cudaStream_t s) {
-  const size_t sm = state_smem(d, split);
+  const size_t sm = state_smem(d, split, false);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
   if (split) {
     set_smem(state_tc_kernel<false, true>, sm);
@@ -1459,10 +1506,12 @@ void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states
 
 void dstate_tc_launch(const bf* phiq, const float* dO, const float* bl, float* dstates,
                       const Dims& d, cudaStream_t s) {
-  const size_t sm = state_smem(d, false);
-  set_smem(state_tc_kernel<true, false>, sm);
+  // always split: dstates feed L_c and K_s of the gate gradient, partial sums of pair terms
+  // whose rows cancel (2^-9 operand rounding there left dw_g, db_g errors of order 1)
+  const size_t sm = state_smem(d, true, true);
+  set_smem(state_tc_kernel<true, true>, sm);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<true, false><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
+  state_tc_kernel<true, true><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
 }
 
 void out_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
