@@ -10,7 +10,16 @@
 //
 // Precision: phi, the decayed tiles and the state copy fed to the mma are bf16 (2^-9
 // relative); the states saved for the backward, z (the denominator column) and every sum are
-// f32. The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
+// f32. Training (issue #5) splits every non-exact operand into a bf16 hi + lo pair
+// (split2; hi*hi + hi*lo + lo*hi, about 2^-16): the forward's states, numden and wstats are
+// f32-accurate functions of the bf16 phi (computed from W as a hi + lo pair), and the
+// backward recomputes that very phi, so the identities it relies on (sum_s w_ts (v_s - g_t)
+// = 0 per row, window weights summing to 1) hold to f32 level and the gate gradients, sums of
+// pair terms whose rows cancel, keep their accuracy. Expected error per quantity against the
+// f32 oracle: y and the saved statistics a few 2^-9 (phi's rounding); gradients the same
+// order (the exact gradient at a point 2^-9 away); without the split, dw_g / db_g reached
+// relative errors of 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md). Inference
+// keeps plain bf16 operands. The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
 // off-diagonal weights times (v_s - v_t), so it keeps its relative accuracy when a token
 // attends almost only to itself (gates near 0).
 #include <mma.h>

@@ -10,10 +10,10 @@
 namespace lizard::cuda::lizard_detail {
 
 /// Whether a call may take the tensor-core kernels. Default: inference forwards (no saved
-/// tensors) yes, training (forward with saved tensors, backward) no: the tensor-core backward
-/// and the forward's bf16 feature maps do not yet keep every gradient within the 1e-2 relative
-/// of the oracle (gate gradients measured at 0.25-2 on an H200), so training takes the exact
-/// f32 kernels. LIZARD_ATTENTION_KERNELS=tc forces the tensor cores everywhere (fast,
+/// tensors) yes, training (forward with saved tensors, backward) no: with bf16 operands the
+/// gate gradients missed the 1e-2 relative of the oracle (0.25-2 on an H200); the split
+/// (hi + lo) training path of issue #5 is meant to fix that but is not yet measured on a GPU,
+/// so training takes the exact f32 kernels until it is. LIZARD_ATTENTION_KERNELS=tc forces the tensor cores everywhere (fast,
 /// experimental), =f32 forbids them everywhere. Read per call.
 bool tc_enabled(bool training);
 
