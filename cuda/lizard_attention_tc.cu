@@ -10,8 +10,9 @@
 //
 // Precision: phi, the decayed tiles and the state copy fed to the mma are bf16 (2^-9
 // relative); the states saved for the backward, z (the denominator column) and every sum are
-// f32. Training (issue #5) splits every non-exact operand into a bf16 hi + lo pair
-// (split2; hi*hi + hi*lo + lo*hi, about 2^-16): the forward's states, numden and wstats are
+// f32. Training (issue #5) splits the operands the saved statistics and the gate gradient
+// are sensitive to into bf16 hi + lo pairs (split2; hi*hi + hi*lo + lo*hi, about 2^-16;
+// the other backward products, dphi and dv, keep bf16 operands): the forward's states, numden and wstats are
 // f32-accurate functions of the bf16 phi (computed from W as a hi + lo pair), and the
 // backward recomputes that very phi, so the identities it relies on (sum_s w_ts (v_s - g_t)
 // = 0 per row, window weights summing to 1) hold to f32 level and the gate gradients, sums of
@@ -19,7 +20,8 @@
 // f32 oracle: y and the saved statistics a few 2^-9 (phi's rounding); gradients the same
 // order (the exact gradient at a point 2^-9 away); without the split, dw_g / db_g reached
 // relative errors of 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md). Inference
-// keeps plain bf16 operands. The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
+// keeps plain bf16 operands.
+// The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
 // off-diagonal weights times (v_s - v_t), so it keeps its relative accuracy when a token
 // attends almost only to itself (gates near 0).
 #include <mma.h>
@@ -207,8 +209,8 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
   const int ntile = (kFeatRows / 16) * (F / 16);
   for (int tile = warp; tile < ntile; tile += kFeatWarps) {
     const int rt = tile % (kFeatRows / 16), ct = tile / (kFeatRows / 16);
-    mma_store(su + rt * 16 * LU + ct * 16, LU,
-              sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
+    mma_store(su + rt * 16 * LU + ct * 16, LU, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0,
+              D / 16, nullptr, swl ? swl + ct * 16 : nullptr);
   }
   __syncthreads();
   // the map, one warp per token, in f32 (same formulas as features_kernel)
@@ -660,8 +662,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < (kWinRows / 16) * (D / 16); tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-    mma_store(sacc + rt * 16 * LA + jt * 16, LA,
-              sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16, split ? sPl + rt * 16 * LPb : nullptr);
+    mma_store(sacc + rt * 16 * LA + jt * 16, LA, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0,
+              NK / 16, split ? sPl + rt * 16 * LPb : nullptr);
   }
   __syncthreads();
   const float alpha = alpha_p[0];
@@ -1283,8 +1285,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
     __syncthreads();
     for (int tt = warp; tt < (kFeatRows / 16) * (F / 16); tt += kFbWarps) {
       const int rt = tt % (kFeatRows / 16), ct = tt / (kFeatRows / 16);
-      mma_store(su + rt * 16 * LU + ct * 16, LU,
-                sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0, D / 16, nullptr, swl);
+      mma_store(su + rt * 16 * LU + ct * 16, LU, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0,
+                D / 16, nullptr, swl ? swl + ct * 16 : nullptr);
     }
     __syncthreads();
     // du, one warp per token (rows >= n get du = 0)
