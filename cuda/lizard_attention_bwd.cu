@@ -459,6 +459,7 @@ namespace {
 Tensor f32_on(const Tensor& t, Device dev) {
   return t.defined() ? t.to(dev, DType::F32).contiguous() : Tensor();
 }
+__nv_bfloat16* bp16(const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); }
 }  // namespace
 
 void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
@@ -481,10 +482,12 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   auto aligned16 = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; };
   const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
-  // tensor cores for the shapes the forward ran there (same test); phi is recomputed in bf16
-  // for the tensor-core stages and in f32 for the f32 ones. LIZARD_ATTENTION_TC_OFF replaces
-  // single stages by their f32 counterparts (bisection; every mix is valid: both forms read
-  // and write the same tensors, dO', cself, dstates, dphi, db).
+  // tensor cores for the shapes the forward ran there (same test). phi is recomputed exactly
+  // as the training forward made it (bf16, from W as a hi + lo pair): the saved statistics
+  // are f32-accurate functions of that phi, so every stage must see the same values. The f32
+  // stages of a tensor-core run (LIZARD_ATTENTION_TC_OFF, bisection) read it widened to f32;
+  // every mix is valid: both forms read and write the same tensors (dO', cself, dstates, dphi,
+  // db).
   const bool tc = dt == DType::BF16 && tc_enabled(true) && tc_supported(d) && tc_aligned;
   const bool tc_win = tc && tc_window_supported(d) && !tc_stage_off("window_bwd");
   const bool tc_grad = tc && !tc_stage_off("grad");
@@ -492,7 +495,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool tc_fbwd = tc && !tc_stage_off("features_bwd");
   const bool f32_phi = !tc_grad || !tc_fbwd;  // some f32 stage reads phi (f32)
   Tensor phiq, phik, du;
-  if (f32_phi) {
+  if (f32_phi && !tc) {
     phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
     phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
   }
@@ -527,7 +530,28 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
       const int ft = 128;
       const size_t fsm = sizeof(float) * (d.F + ft);
-      if (f32_phi) {
+      // W as a bf16 pair (hi + lo) for the tensor-core phi: the recomputed u = x W to about
+      // f32 accuracy, so phi and the exp map's arg-max match the f32 weights (bf16 W alone
+      // moved the arg-max at near ties: dk errors of several % with feature_activation exp).
+      // The training forward computed its phi the same way (bit-identical bf16 phi).
+      Tensor wqb, wkb, wql, wkl, phiqb, phikb;
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc) {
+          for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
+            *hi = Tensor::empty(src->shape(), DType::BF16, dev);
+            *lo = Tensor::empty(src->shape(), DType::BF16, dev);
+            split_bf16_launch(src->data<float>(), bp16(*hi), bp16(*lo), src->numel(), s);
+          }
+          phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), d, s);
+          features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), d, s);
+        }
+      }
+      if (f32_phi && tc) {  // f32 stages of a tensor-core run: the forward's bf16 phi, widened
+        phiq = phiqb.to(dev, DType::F32);
+        phik = phikb.to(dev, DType::F32);
+      } else if (f32_phi) {
         features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
         features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
       }
@@ -555,42 +579,23 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             cself.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), dtaup,
             dalpha.data<float>(), d);
       }
+      // 1. global branch: dphi_q, dphi_k, dv, db. Must run before step 2, which reads dphi
+      // (with TC_OFF=grad the f32 kernel used to run after the tensor-core features
+      // backward, which then read the zeroed dphi: dq, dk, dwq, dwk came out wrong).
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-        // W as a bf16 pair (hi + lo): the recomputed u = x W to about f32 accuracy, so phi
-        // and the exp map's arg-max match the f32 weights (bf16 W alone moved the arg-max at
-        // near ties: dk errors of several % with feature_activation exp)
-        Tensor wqb, wkb, wql, wkl;
-        if (tc_grad || tc_fbwd) {
-          for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
-            *hi = Tensor::empty(src->shape(), DType::BF16, dev);
-            *lo = Tensor::empty(src->shape(), DType::BF16, dev);
-            split_bf16_launch(src->data<float>(), bp(*hi), bp(*lo), src->numel(), s);
-          }
-        }
         if (tc_grad) {
-          Tensor phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          Tensor phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
-          features_tc_launch(qp, d.H, bp(wqb), bp(wql), bp(phiqb), d, s);
-          features_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), bp(phikb), d, s);
           if (tc_dstate) {
-            dstate_tc_launch(bp(phiqb), dO.data<float>(), saved.bl.data<float>(),
+            dstate_tc_launch(bp16(phiqb), dO.data<float>(), saved.bl.data<float>(),
                              dstates.data<float>(), d, s);
           } else {
             dstate_f32_kernel<__nv_bfloat16><<<grid_for(int64_t(d.B) * d.H * F2 * D1, 256), 256, 0, s>>>(
-                bp(phiqb), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
+                bp16(phiqb), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
           }
-          grad_tc_launch(bp(phiqb), bp(phikb), vp, saved.bl.data<float>(),
+          grad_tc_launch(bp16(phiqb), bp16(phikb), vp, saved.bl.data<float>(),
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          dv.data<float>(), db.data<float>(), d, s);
-        }
-        if (tc_fbwd) {
-          features_bwd_tc_launch(qp, d.H, bp(wqb), bp(wql), dphiq.data<float>(), dq.data<float>(),
-                                 false, dwq.data<float>(), d, s);
-          features_bwd_tc_launch(kp, d.Hkv, bp(wkb), bp(wkl), dphik.data<float>(), dk.data<float>(),
-                                 true, dwk.data<float>(), d, s);
         }
       }
       if (!tc_grad) {
@@ -601,6 +606,15 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
             saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
             dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
+      }
+      // 2. feature maps: dq, dk (global parts), dwq, dwk from dphi
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc_fbwd) {
+          features_bwd_tc_launch(qp, d.H, bp16(wqb), bp16(wql), dphiq.data<float>(), dq.data<float>(),
+                                 false, dwq.data<float>(), d, s);
+          features_bwd_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), dphik.data<float>(), dk.data<float>(),
+                                 true, dwk.data<float>(), d, s);
+        }
       }
       if (!tc_fbwd) {
         const size_t bsm = sizeof(float) * (2 * d.F + ft);

@@ -5,6 +5,7 @@
 // log-space and chunk-local so every exponent is <= 0 (DESIGN.md section 3).
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #include "lizard/core/dispatch.h"
@@ -374,14 +375,33 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
       chunk_cumsum_kernel<<<grid_for(int64_t(d.B) * d.Hg * d.NC, 256), 256, 0, s>>>(bl.data<float>(), d);
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc) {
-          const Tensor wqb = p.wq.to(dev, DType::BF16).contiguous();
-          const Tensor wkb = p.wk.to(dev, DType::BF16).contiguous();
           auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-          features_tc_launch(bp(q), d.H, bp(wqb), nullptr, bp(phiq), d, s);
-          features_tc_launch(bp(k), d.Hkv, bp(wkb), nullptr, bp(phik), d, s);
-          state_tc_launch(bp(phik), bp(v), bl.data<float>(), states.data<float>(), d, s);
+          // Training (saved): the backward's precision. phi from W as a bf16 hi + lo pair
+          // (u = x W to about 2^-16, phi bit-identical to the tensor-core backward's
+          // recompute) and the state/output products on split operands, so states and numden
+          // are f32-accurate (about 2^-16 relative) functions of that bf16 phi: the backward's
+          // recomputed weights and the saved statistics agree, and its cancelling sums (gate
+          // gradients) stay exact. Expected: y within bf16 (phi itself is bf16, 2^-9, against
+          // the f32 oracle), gradients within a few 2^-9 of the oracle's. Inference keeps bf16
+          // W and bf16 operands (y to about 1e-3 relative, half the mma's).
+          const bool split = saved != nullptr;
+          Tensor wqb, wkb, wql, wkl;
+          if (split) {
+            for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
+              *hi = Tensor::empty(src->shape(), DType::BF16, dev);
+              *lo = Tensor::empty(src->shape(), DType::BF16, dev);
+              split_bf16_launch(src->data<float>(), bp(*hi), bp(*lo), src->numel(), s);
+            }
+          } else {
+            wqb = p.wq.to(dev, DType::BF16).contiguous();
+            wkb = p.wk.to(dev, DType::BF16).contiguous();
+          }
+          auto lo = [&](const Tensor& t) { return t.defined() ? bp(t) : nullptr; };
+          features_tc_launch(bp(q), d.H, bp(wqb), lo(wql), bp(phiq), d, s);
+          features_tc_launch(bp(k), d.Hkv, bp(wkb), lo(wkl), bp(phik), d, s);
+          state_tc_launch(bp(phik), bp(v), bl.data<float>(), states.data<float>(), split, d, s);
           out_tc_launch(bp(phiq), bp(phik), bp(v), bl.data<float>(), states.data<float>(),
-                        numden.data<float>(), d, s);
+                        numden.data<float>(), split, d, s);
         }
       }
       if (!tc) {
@@ -406,7 +426,8 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
         if (tc && tc_window_supported(d)) {
           window_tc_launch(static_cast<const T*>(q.raw()), static_cast<const T*>(k.raw()),
                            static_cast<const T*>(v.raw()), csp, snp, taup, alpha.data<float>(),
-                           numden.data<float>(), static_cast<T*>(y.raw()), wstats.data<float>(), d, s);
+                           numden.data<float>(), static_cast<T*>(y.raw()), wstats.data<float>(),
+                           saved != nullptr, d, s);
           window_done = true;
         }
       }

@@ -10,7 +10,18 @@
 //
 // Precision: phi, the decayed tiles and the state copy fed to the mma are bf16 (2^-9
 // relative); the states saved for the backward, z (the denominator column) and every sum are
-// f32. The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
+// f32. Training (issue #5) splits the operands the saved statistics and the gate gradient
+// are sensitive to into bf16 hi + lo pairs (split2; hi*hi + hi*lo + lo*hi, about 2^-16;
+// the other backward products, dphi and dv, keep bf16 operands): the forward's states, numden and wstats are
+// f32-accurate functions of the bf16 phi (computed from W as a hi + lo pair), and the
+// backward recomputes that very phi, so the identities it relies on (sum_s w_ts (v_s - g_t)
+// = 0 per row, window weights summing to 1) hold to f32 level and the gate gradients, sums of
+// pair terms whose rows cancel, keep their accuracy. Expected error per quantity against the
+// f32 oracle: y and the saved statistics a few 2^-9 (phi's rounding); gradients the same
+// order (the exact gradient at a point 2^-9 away); without the split, dw_g / db_g reached
+// relative errors of 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md). Inference
+// keeps plain bf16 operands.
+// The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
 // off-diagonal weights times (v_s - v_t), so it keeps its relative accuracy when a token
 // attends almost only to itself (gates near 0).
 #include <mma.h>
@@ -18,6 +29,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -56,6 +68,62 @@ __device__ __forceinline__ char* carve(char*& p, size_t bytes) {
   return r;
 }
 
+/// acc += sum over the k-steps k0 <= k < k1 of A_k B_k for one 16x16 output tile (the only
+/// mma loop of this file). A_k: the k-th 16x16 block of a row-major A from `a` (ld lda),
+/// blocks side by side; kAT: `a` holds A^T row-major (blocks stacked down). B_k: the k-th
+/// block of a row-major B from `b` (ld ldbb), blocks stacked down; kBT: `b` holds B^T
+/// row-major (blocks side by side). alo, blo (null, or laid out like a, b): the lo halves of
+/// split operands (see split2), adding alo B + A blo: hi*hi + lo*hi + hi*lo, about 2^-16
+/// relative (lo*lo, below that, is dropped).
+template <bool kAT = false, bool kBT = false>
+__device__ __forceinline__ void mma_acc(FragC& acc, const bf* a, int lda, const bf* b, int ldbb,
+                                        int k0, int k1, const bf* alo = nullptr,
+                                        const bf* blo = nullptr) {
+  using FA = std::conditional_t<kAT, FragAc, FragA>;
+  using FB = std::conditional_t<kBT, FragBc, FragB>;
+  const int64_t as = kAT ? int64_t(16) * lda : 16, bs = kBT ? 16 : int64_t(16) * ldbb;
+  for (int k = k0; k < k1; ++k) {
+    FA fa;
+    FB fb;
+    wmma::load_matrix_sync(fa, a + k * as, lda);
+    wmma::load_matrix_sync(fb, b + k * bs, ldbb);
+    wmma::mma_sync(acc, fa, fb, acc);
+    if (alo) {
+      FA fl;
+      wmma::load_matrix_sync(fl, alo + k * as, lda);
+      wmma::mma_sync(acc, fl, fb, acc);
+    }
+    if (blo) {
+      FB fl;
+      wmma::load_matrix_sync(fl, blo + k * bs, ldbb);
+      wmma::mma_sync(acc, fa, fl, acc);
+    }
+  }
+}
+
+/// The f32 tile at dst (ld ldd, row-major) = the product mma_acc forms from zero (same
+/// operand arguments).
+template <bool kAT = false, bool kBT = false>
+__device__ __forceinline__ void mma_store(float* dst, int ldd, const bf* a, int lda, const bf* b,
+                                          int ldbb, int k0, int k1, const bf* alo = nullptr,
+                                          const bf* blo = nullptr) {
+  FragC acc;
+  wmma::fill_fragment(acc, 0.f);
+  mma_acc<kAT, kBT>(acc, a, lda, b, ldbb, k0, k1, alo, blo);
+  wmma::store_matrix_sync(dst, acc, ldd, wmma::mem_row_major);
+}
+
+/// The f32 tile at dst (ld ldd, row-major) += the product mma_acc forms (same arguments).
+template <bool kAT = false, bool kBT = false>
+__device__ __forceinline__ void mma_add(float* dst, int ldd, const bf* a, int lda, const bf* b,
+                                        int ldbb, int k0, int k1, const bf* alo = nullptr,
+                                        const bf* blo = nullptr) {
+  FragC acc;
+  wmma::load_matrix_sync(acc, dst, ldd, wmma::mem_row_major);
+  mma_acc<kAT, kBT>(acc, a, lda, b, ldbb, k0, k1, alo, blo);
+  wmma::store_matrix_sync(dst, acc, ldd, wmma::mem_row_major);
+}
+
 /// Copies `rows` rows of `n` bf16 (n a multiple of 8) from global (row r at src + r * gstride)
 /// into shared (row r at dst + r * ldd); rows >= valid are zero. 16-byte accesses.
 __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64_t gstride,
@@ -69,12 +137,28 @@ __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64
   }
 }
 
+/// hi + lo = v to about 2^-17 relative (hi = bf16(v), lo = bf16(v - hi)): the operand pair of
+/// the split products (hi*hi + hi*lo + lo*hi, the dropped lo*lo is below 2^-16 relative).
+__device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
+  hi = __float2bfloat16(v);
+  lo = __float2bfloat16(v - __bfloat162float(hi));
+}
+
+/// bf16(v - bf16(v)): the lo half of split2 alone.
+__device__ __forceinline__ bf lo_bf16(float v) {
+  return __float2bfloat16(v - __bfloat162float(__float2bfloat16(v)));
+}
+
 /// A state [2F][D+1] f32 (contiguous, 16-byte aligned: 2F(D+1) is a multiple of 4 when 2F
 /// is a multiple of 32) into shared: S as bf16 rows of ld `ldd`, the last column (z) as f32.
 /// float4 loads, kUnroll of them in flight per thread: the output and gradient kernels are
 /// bound by this read (128 KiB per CTA at 2F = 256, D = 128), which needs many bytes in flight.
+/// dlo (null, or like dst): S - bf16(S) as bf16 (the split products of the training forward).
+/// lo_only: dst gets S - bf16(S) instead of S (a second pass of a split product where shared
+/// memory holds one copy of S at a time).
 __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const float* src,
-                                           int F2, int D) {
+                                           int F2, int D, bf* dlo = nullptr,
+                                           bool lo_only = false) {
   constexpr int kUnroll = 8;
   const int D1 = D + 1, n4 = F2 * D1 / 4;
   const float4* s4 = reinterpret_cast<const float4*>(src);
@@ -94,6 +178,8 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         if (j == D) zdst[f] = vals[c];
+        else if (dlo) split2(vals[c], dst[f * ldd + j], dlo[f * ldd + j]);
+        else if (lo_only) dst[f * ldd + j] = lo_bf16(vals[c]);
         else dst[f * ldd + j] = __float2bfloat16(vals[c]);
         if (++j == D1) j = 0, ++f;
       }
@@ -123,20 +209,8 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
   const int ntile = (kFeatRows / 16) * (F / 16);
   for (int tile = warp; tile < ntile; tile += kFeatWarps) {
     const int rt = tile % (kFeatRows / 16), ct = tile / (kFeatRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < D / 16; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
-      wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
-      wmma::mma_sync(acc, a, bb, acc);
-      if (swl) {
-        wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-    }
-    wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
+    mma_store(su + rt * 16 * LU + ct * 16, LU, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0,
+              D / 16, nullptr, swl ? swl + ct * 16 : nullptr);
   }
   __syncthreads();
   // the map, one warp per token, in f32 (same formulas as features_kernel)
@@ -190,7 +264,11 @@ __global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ 
 /// last, dX <- exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from phi = phi_q, dO' f32 [B,H,T,D+1]
 /// (its column D is the den column, the counterpart of the ones). Either way the value of X
 /// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32.
-template <bool kRev>
+/// kSplit (training): the decayed phi as a bf16 hi + lo pair, two mma's (v is
+/// exact in bf16): the saved states are then f32-accurate functions of the bf16 phi (about
+/// 2^-16 relative per update instead of 2^-9), the same phi the backward recomputes, so the
+/// backward's identities (z = sum of the weights that S sums) hold to f32 level.
+template <bool kRev, bool kSplit>
 __global__ void __launch_bounds__(kStateWarps * 32)
     state_tc_kernel(const bf* __restrict__ phi, const bf* __restrict__ v,
                     const float* __restrict__ dO, const float* __restrict__ bl_all,
@@ -202,6 +280,9 @@ __global__ void __launch_bounds__(kStateWarps * 32)
   bf* sV = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV));  // [C][D]
   float* stage = reinterpret_cast<float*>(carve(cur, sizeof(float) * kStateRows * LS));
   float* slast = reinterpret_cast<float*>(carve(cur, sizeof(float) * kChunk));  // 1 or dden
+  bf* sKl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LK)) : nullptr;  // lo
+  // reverse split: dO' (not exact in bf16, unlike v) as a pair too
+  bf* sVl = kSplit && kRev ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kChunk * LV)) : nullptr;
   const int f0 = blockIdx.x * kStateRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
@@ -275,8 +356,9 @@ __global__ void __launch_bounds__(kStateWarps * 32)
     __syncthreads();  // every warp is done with sK, sV, slast of the previous chunk
 #pragma unroll
     for (int q = 0; q < kPhiPer; ++q) {
-      const int i = tid + q * kThreads;
-      sK[(i / kStateRows) * LK + i % kStateRows] = __float2bfloat16(pr[q]);
+      const int i = tid + q * kThreads, o = (i / kStateRows) * LK + i % kStateRows;
+      if constexpr (kSplit) split2(pr[q], sK[o], sKl[o]);
+      else sK[o] = __float2bfloat16(pr[q]);
     }
     if constexpr (!kRev) {
 #pragma unroll
@@ -286,14 +368,20 @@ __global__ void __launch_bounds__(kStateWarps * 32)
 #pragma unroll
       for (int q = 0; q < kDoPer; ++q) {
         const int r = warp + kStateWarps * (q / kDoCols), j = lane + 32 * (q % kDoCols);
-        if (j < D) sV[r * LV + j] = __float2bfloat16(dr[q]);
+        if (j >= D) continue;
+        if constexpr (kSplit) split2(dr[q], sV[r * LV + j], sVl[r * LV + j]);
+        else sV[r * LV + j] = __float2bfloat16(dr[q]);
       }
     }
     if (tid < kChunk) slast[tid] = lastv;
     __syncthreads();
     if (tid < kStateRows) {  // same rounded weights as the fragments (M stays consistent)
       float sz = 0.f;
-      for (int r = 0; r < n; ++r) sz += __bfloat162float(sK[r * LK + tid]) * slast[r];
+      for (int r = 0; r < n; ++r) {
+        float kv = __bfloat162float(sK[r * LK + tid]);
+        if constexpr (kSplit) kv += __bfloat162float(sKl[r * LK + tid]);
+        sz += kv * slast[r];
+      }
       zf = eend * zf + sz;
     }
     if (active) {
@@ -301,29 +389,45 @@ __global__ void __launch_bounds__(kStateWarps * 32)
       for (int j = 0; j < kMaxDTiles; ++j)
         for (int e = 0; e < acc[j].num_elements; ++e) acc[j].x[e] *= eend;
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        FragAc a;  // phi~^T: element (f, r) at sK[r * LK + f], column-major
+        FragAc a, al;  // phi~^T: element (f, r) at sK[r * LK + f], column-major
         wmma::load_matrix_sync(a, sK + kk * 16 * LK + warp * 16, LK);
+        if constexpr (kSplit) wmma::load_matrix_sync(al, sKl + kk * 16 * LK + warp * 16, LK);
 #pragma unroll
         for (int j = 0; j < kMaxDTiles; ++j)
           if (j < nD) {
             FragB bb;
             wmma::load_matrix_sync(bb, sV + kk * 16 * LV + j * 16, LV);
             wmma::mma_sync(acc[j], a, bb, acc[j]);
+            if constexpr (kSplit) wmma::mma_sync(acc[j], al, bb, acc[j]);
+            if constexpr (kSplit && kRev) {
+              wmma::load_matrix_sync(bb, sVl + kk * 16 * LV + j * 16, LV);
+              wmma::mma_sync(acc[j], a, bb, acc[j]);
+            }
           }
       }
     }
   }
 }
 
-size_t state_smem(const Dims& d) {
-  return al128(sizeof(bf) * kChunk * ldb(kStateRows)) + al128(sizeof(bf) * kChunk * ldb(d.D)) +
-         al128(sizeof(float) * kStateRows * ldf(d.D)) + al128(sizeof(float) * kChunk);
+size_t state_smem(const Dims& d, bool split, bool rev) {
+  return al128(sizeof(bf) * kChunk * ldb(kStateRows)) * (split ? 2 : 1) +
+         al128(sizeof(bf) * kChunk * ldb(d.D)) * (split && rev ? 2 : 1) +
+         al128(sizeof(float) * kStateRows * ldf(d.D)) +
+         al128(sizeof(float) * kChunk);
 }
 
 // ---------------------------------------------------------------------------------------
 /// Grid (NC, B*H). Per chunk: P = phi_q phi_k^T; P~ = P exp(bl_t - bl_s) for s < t (bf16);
 /// acc = (phi_q exp(bl_t)) S + P~ V; M = acc - (exp(bl_t) phi_q.z + rowsum P~) v_t;
 /// den = exp(bl_t) phi_q.z + rowsum P~ + P_tt.
+/// kSplit (forward of training): P~, phi_q exp(bl_t) and S as bf16 hi + lo pairs (P~ V in two
+/// mma's, v exact; (phi_q e) S in three, hi*hi + hi*lo + lo*hi), the row sums from the same
+/// pairs. numden is then an f32-accurate function of the bf16 phi (about 2^-16 relative,
+/// against 2^-9 per weight without the split), the phi the backward recomputes bit for bit:
+/// M stays sum_s w_ts (v_s - v_t) with the very weights den sums, which the gate gradients
+/// (sums over pairs with heavy cancellation) rely on. Costs 2.5x the mma's and 64 KiB more
+/// shared memory (one CTA per SM at 2F = 256, D = 128); inference keeps kSplit false.
+template <bool kSplit>
 __global__ void __launch_bounds__(kOutWarps * 32)
     out_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
                   const float* __restrict__ bl_all, const float* __restrict__ states,
@@ -345,6 +449,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* srow = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   float* sdiag = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   float* sqz = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
+  bf* sSl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * F2 * LV)) : nullptr;  // S lo
+  bf* sPl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb)) : nullptr;  // P~ lo
+  bf* sql = sk;  // lo of phi_q exp(bl_t) (split form): phi_k is dead once P is formed
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
@@ -354,7 +461,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;  // contiguous [2F][D+1]
-  load_state(sS, LV, sz, so, F2, D);
+  load_state(sS, LV, sz, so, F2, D, sSl);
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < C; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
   __syncthreads();
@@ -362,16 +469,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   for (int tile = warp; tile < CT * CT; tile += kOutWarps) {
     const int rt = tile / CT, st = tile % CT;
     if (st > rt) continue;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragBc bb;  // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
-      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
+    // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
+    mma_store<false, true>(sP + rt * 16 * LP + st * 16, LP,
+                           sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
   }
   __syncthreads();
   // per row (one warp): decayed strictly-causal P~ in bf16 and its row sum, the diagonal,
@@ -383,15 +483,23 @@ __global__ void __launch_bounds__(kOutWarps * 32)
       if (s < r && r < n) p = sP[r * LP + s] * __expf(sbl[r] - sbl[s]);
       const bf pb = __float2bfloat16(p);
       sPb[r * LPb + s] = pb;
-      rs += __bfloat162float(pb);
+      rs += __bfloat162float(pb);  // the same rounded weights as the mma (M consistent)
+      if constexpr (kSplit) {
+        const bf pl = __float2bfloat16(p - __bfloat162float(pb));
+        sPl[r * LPb + s] = pl;
+        rs += __bfloat162float(pl);
+      }
     }
     for (int f = lane; f < F2; f += 32) qz += __bfloat162float(sq[r * LQ + f]) * sz[f];
     rs = warp_sum(rs);
     qz = warp_sum(qz);
     __syncwarp();
     const float er = __expf(sbl[r]);
-    for (int f = lane; f < F2; f += 32)
-      sq[r * LQ + f] = __float2bfloat16(__bfloat162float(sq[r * LQ + f]) * er);
+    for (int f = lane; f < F2; f += 32) {
+      const float qe = __bfloat162float(sq[r * LQ + f]) * er;
+      if constexpr (kSplit) split2(qe, sq[r * LQ + f], sql[r * LQ + f]);
+      else sq[r * LQ + f] = __float2bfloat16(qe);
+    }
     if (lane == 0) {
       srow[r] = rs;
       sdiag[r] = r < n ? sP[r * LP + r] : 0.f;
@@ -404,20 +512,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, jt = tile / CT;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sS + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    for (int k = 0; k <= rt; ++k) {  // P~ is strictly lower triangular
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + k * 16, LPb);
-      wmma::load_matrix_sync(bb, sv + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    mma_acc(acc, sq + rt * 16 * LQ, LQ, sS + jt * 16, LV, 0, F2 / 16,
+            kSplit ? sql + rt * 16 * LQ : nullptr, kSplit ? sSl + jt * 16 : nullptr);
+    // P~ is strictly lower triangular
+    mma_acc(acc, sPb + rt * 16 * LPb, LPb, sv + jt * 16, LV, 0, rt + 1,
+            kSplit ? sPl + rt * 16 * LPb : nullptr);
     wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
   __syncthreads();
@@ -429,11 +528,11 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
 }
 
-size_t out_smem(const Dims& d) {
+size_t out_smem(const Dims& d, bool split) {
   const int C = kChunk, F2 = 2 * d.F;
   return al128(sizeof(bf) * C * ldb(F2)) * 2 + al128(sizeof(bf) * C * ldb(d.D)) +
-         al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(C)) +
-         al128(sizeof(bf) * C * ldb(C)) + al128(sizeof(float) * C * ldf(d.D)) +
+         al128(sizeof(bf) * F2 * ldb(d.D)) * (split ? 2 : 1) + al128(sizeof(float) * C * ldf(C)) +
+         al128(sizeof(bf) * C * ldb(C)) * (split ? 2 : 1) + al128(sizeof(float) * C * ldf(d.D)) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
 }
 
@@ -457,17 +556,48 @@ __device__ __forceinline__ void load_row_rope(bf* dst, const bf* src, int D, boo
   }
 }
 
+/// Rows i < rows of dst (ld ldd) = row(i) RoPE'd at position pos0 + i for i < valid, zeros
+/// after (whole 16-row tiles for the mma); one warp a row, over the kWinWarps warps.
+template <class Row>
+__device__ __forceinline__ void load_rows_rope(bf* dst, int ldd, int rows, int valid, Row row,
+                                               int pos0, int D, bool rope, const float* cosb,
+                                               const float* sinb) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int i = warp; i < rows; i += kWinWarps) {
+    if (i < valid) load_row_rope(dst + i * ldd, row(i), D, rope, cosb, sinb, pos0 + i, lane);
+    else for (int j = lane; j < D; j += 32) dst[i * ldd + j] = __float2bfloat16(0.f);
+  }
+}
+
+/// out [kWinRows][cols] f32 (ld ldo) = A B^T for A [kWinRows][D], B [cols][D] bf16 rows (ld
+/// lda), cols a multiple of 16: the window kernels' score-shaped products, tiles over the
+/// kWinWarps warps.
+__device__ __forceinline__ void window_abt(float* out, int ldo, const bf* A, const bf* B,
+                                           int lda, int cols, int D) {
+  for (int tile = threadIdx.x / 32; tile < (kWinRows / 16) * (cols / 16); tile += kWinWarps) {
+    const int rt = tile % (kWinRows / 16), ct = tile / (kWinRows / 16);
+    // B^T: element (j, s) at B[s * lda + j], column-major
+    mma_store<false, true>(out + rt * 16 * ldo + ct * 16, ldo, A + rt * 16 * lda, lda,
+                           B + ct * 16 * lda, lda, 0, D / 16);
+  }
+}
+
 /// Window branch and combine. Grid (ceil(T / 32), B*H). Scores q k^T / sqrt(D) over
 /// t-w < s <= t (mma, RoPE applied while loading), the row max taken over the scores and the
 /// sinks, p = exp(c - max) rounded to bf16 (the denominator sums the same rounded values),
 /// l = P V / den (mma), y = combine(g, l) with g from numden. wstats = (max, den) as
 /// window_fwd_kernel writes them.
+/// split (training): p as a bf16 hi + lo pair (P V in two mma's, v exact) and the denominator
+/// summed from the f32 p, so wstats is the f32 row max and denominator of the scores the
+/// backward recomputes (same bf16 q~, k~, same mma: bit-identical), its normalized weights
+/// sum to 1 to about 2^-22 instead of 2^-9 / sqrt(w) (the dtau, dalpha and dq identities
+/// sum_s P_ts (dP_ts - delta_t) = 0 need it), and l to about 2^-16.
 __global__ void __launch_bounds__(kWinWarps * 32)
     window_tc_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
                      const float* __restrict__ tau, const float* __restrict__ alpha_p,
                      const float* __restrict__ numden, bf* __restrict__ y,
-                     float* __restrict__ wstats, Dims d) {
+                     float* __restrict__ wstats, bool split, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, D1 = D + 1, NKmax = win_keys(d.w);
   const int LD = ldb(D), LS = ldf(NKmax), LPb = ldb(NKmax), LA = ldf(D);
@@ -478,6 +608,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));    // [32][NK]
   float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));
   float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));  // 1/den
+  bf* sPl = split ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb)) : nullptr;
   const int t0 = blockIdx.x * kWinRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv);
   const int n = min(kWinRows, d.T - t0);
@@ -486,29 +617,10 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   const bool rope = d.rope;
   auto qrow = [&](int t) { return q + ((int64_t(b) * d.T + t) * d.H + h) * D; };
   auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
-  for (int r = warp; r < kWinRows; r += kWinWarps) {
-    if (r < n) load_row_rope(sq + r * LD, qrow(t0 + r), D, rope, cosb, sinb, t0 + r, lane);
-    else for (int j = lane; j < D; j += 32) sq[r * LD + j] = __float2bfloat16(0.f);
-  }
-  for (int i = warp; i < NK; i += kWinWarps) {
-    if (i < nk) load_row_rope(skv + i * LD, kvrow(k, ks + i), D, rope, cosb, sinb, ks + i, lane);
-    else for (int j = lane; j < D; j += 32) skv[i * LD + j] = __float2bfloat16(0.f);
-  }
+  load_rows_rope(sq, LD, kWinRows, n, [&](int r) { return qrow(t0 + r); }, t0, D, rope, cosb, sinb);
+  load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb);
   __syncthreads();
-  // scores q k^T on the tiles (row tile rt, key tile kt)
-  for (int tile = warp; tile < (kWinRows / 16) * (NK / 16); tile += kWinWarps) {
-    const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int kk = 0; kk < D / 16; ++kk) {
-      FragA a;
-      FragBc bb;  // k^T: element (j, s) at skv[s * LD + j], column-major
-      wmma::load_matrix_sync(a, sq + rt * 16 * LD + kk * 16, LD);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
-  }
+  window_abt(sS, LS, sq, skv, LD, NK, D);  // scores q k^T
   __syncthreads();
   // V replaces K; the row pass below reads only sS
   load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
@@ -530,7 +642,12 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       if (r < n && i >= lo && i <= hi) p = __expf(sS[r * LS + i] * d.scale - mx);
       const bf pb = __float2bfloat16(p);
       sPb[r * LPb + i] = pb;
-      den += __bfloat162float(pb);
+      if (split) {
+        sPl[r * LPb + i] = __float2bfloat16(p - __bfloat162float(pb));
+        den += p;
+      } else {
+        den += __bfloat162float(pb);  // the rounded weights the mma sums
+      }
     }
     if (r < n)
       for (int j = lane; j < d.m; j += 32) den += __expf(tr[j] - mx);
@@ -545,16 +662,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < (kWinRows / 16) * (D / 16); tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int kt = 0; kt < NK / 16; ++kt) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+    mma_store(sacc + rt * 16 * LA + jt * 16, LA, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0,
+              NK / 16, split ? sPl + rt * 16 * LPb : nullptr);
   }
   __syncthreads();
   const float alpha = alpha_p[0];
@@ -570,10 +679,11 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   }
 }
 
-size_t window_smem(const Dims& d) {
+size_t window_smem(const Dims& d, bool split) {
   const int NK = win_keys(d.w);
   return al128(sizeof(bf) * kWinRows * ldb(d.D)) + al128(sizeof(bf) * NK * ldb(d.D)) +
-         al128(sizeof(float) * kWinRows * ldf(NK)) + al128(sizeof(bf) * kWinRows * ldb(NK)) +
+         al128(sizeof(float) * kWinRows * ldf(NK)) +
+         al128(sizeof(bf) * kWinRows * ldb(NK)) * (split ? 2 : 1) +
          al128(sizeof(float) * kWinRows * ldf(d.D)) + al128(sizeof(float) * kWinRows);
 }
 
@@ -628,6 +738,13 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* sQs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // Q_r (inter, query)
   float* sKs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // K_s (inter, key)
   float* sL = reinterpret_cast<float*>(carve(cur, sizeof(float) * 1));   // L_c
+  // lo halves (split2) of dO', dO' exp(bl_t) and v exp(bl_end - bl_s): with S and dS taken in
+  // two passes (hi, then lo, one copy in shared memory at a time), the products that feed
+  // the gate gradient (X, Q_r, K_s: partial sums of pair terms whose rows cancel) are
+  // f32-accurate (about 2^-16) instead of 2^-9 per operand
+  bf* sGbl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
+  bf* sGsl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
+  bf* svl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
@@ -650,8 +767,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const float er = r < n ? __expf(blr[t0 + r]) : 0.f;
     for (int j = lane; j < D; j += 32) {
       const float g = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-      sGb[r * LV + j] = __float2bfloat16(g);
-      sGs[r * LV + j] = __float2bfloat16(g * er);
+      split2(g, sGb[r * LV + j], sGbl[r * LV + j]);
+      split2(g * er, sGs[r * LV + j], sGsl[r * LV + j]);
     }
   }
   __syncthreads();
@@ -663,22 +780,12 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
     if (!is_x) {
-      for (int k = 0; k < F2 / 16; ++k) {
-        FragA a;
-        FragBc bb;
-        wmma::load_matrix_sync(a, sq + rt * 16 * LQ + k * 16, LQ);
-        wmma::load_matrix_sync(bb, sk + st * 16 * LQ + k * 16, LQ);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      mma_acc<false, true>(acc, sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
       wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     } else {
-      for (int k = 0; k < D / 16; ++k) {
-        FragA a;
-        FragBc bb;  // V^T: element (j, s) at sv[s * LV + j]
-        wmma::load_matrix_sync(a, sGb + rt * 16 * LV + k * 16, LV);
-        wmma::load_matrix_sync(bb, sv + st * 16 * LV + k * 16, LV);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      // V^T: element (j, s) at sv[s * LV + j]
+      mma_acc<false, true>(acc, sGb + rt * 16 * LV, LV, sv + st * 16 * LV, LV, 0, D / 16,
+                           sGbl + rt * 16 * LV);
       wmma::store_matrix_sync(sGV + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     }
   }
@@ -703,16 +810,17 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   // step 4: dphi_q = exp(bl_t) [S|z] dO'_t + E phi_k
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < D / 16; ++k) {
-      FragA a;
-      FragBc bb;  // S^T: element (j, f) at sBig[f * LV + j]
-      wmma::load_matrix_sync(a, sGs + rt * 16 * LV + k * 16, LV);
-      wmma::load_matrix_sync(bb, sBig + ft * 16 * LV + k * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    // S^T: element (j, f) at sBig[f * LV + j]
+    mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX, sGs + rt * 16 * LV, LV,
+                           sBig + ft * 16 * LV, LV, 0, D / 16, sGsl + rt * 16 * LV);
+  }
+  __syncthreads();
+  load_state(sBig, LV, sz, so, F2, D, nullptr, true);  // second pass: S - bf16(S)
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    mma_add<false, true>(sX + rt * 16 * LX + ft * 16, LX, sGs + rt * 16 * LV, LV,
+                         sBig + ft * 16 * LV, LV, 0, D / 16);
   }
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
@@ -729,16 +837,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
-    for (int k = 0; k <= rt; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sE + rt * 16 * LPb + k * 16, LPb);
-      wmma::load_matrix_sync(bb, sk + k * 16 * LQ + ft * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    mma_add(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16 * LPb, LPb, sk + ft * 16, LQ, 0, rt + 1);
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphiq[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
@@ -746,7 +845,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   // step 5: dphi_k = exp(bl_end - bl_s) [dS|dz] [v_s|1] + E^T phi_q
   const float bend = sbl[n - 1];
   const float* dso = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
-  load_state(sBig, LV, sz, dso, F2, D);
+  load_state(sBig, LV, sz, dso, F2, D, nullptr, true);  // dS - bf16(dS) first, dS after
   {  // L_c = <dX_c, X_c> in f32 (times exp(bl_end) below): pairs from before to after the chunk
     const float4* x4 = reinterpret_cast<const float4*>(so);
     const float4* g4 = reinterpret_cast<const float4*>(dso);
@@ -760,21 +859,21 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
   for (int i = tid; i < C * D; i += nt) {
     const int r = i / D, j = i % D;
-    sv[r * LV + j] = __float2bfloat16(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]));
+    split2(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]), sv[r * LV + j], svl[r * LV + j]);
   }
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int k = 0; k < D / 16; ++k) {
-      FragA a;
-      FragBc bb;
-      wmma::load_matrix_sync(a, sv + rt * 16 * LV + k * 16, LV);
-      wmma::load_matrix_sync(bb, sBig + ft * 16 * LV + k * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    mma_store<false, true>(sX + rt * 16 * LX + ft * 16, LX,
+                           sv + rt * 16 * LV, LV, sBig + ft * 16 * LV, LV, 0, D / 16);
+  }
+  __syncthreads();
+  load_state(sBig, LV, sz, dso, F2, D);  // dS (hi), which step 6 uses too
+  __syncthreads();
+  for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
+    const int rt = tile % CT, ft = tile / CT;
+    mma_add<false, true>(sX + rt * 16 * LX + ft * 16, LX, sv + rt * 16 * LV, LV,
+                         sBig + ft * 16 * LV, LV, 0, D / 16, svl + rt * 16 * LV);
   }
   __syncthreads();
   for (int r = warp; r < n; r += kOutWarps) {
@@ -800,16 +899,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    FragC acc;
-    wmma::load_matrix_sync(acc, sX + rt * 16 * LX + ft * 16, LX, wmma::mem_row_major);
-    for (int k = rt; k < CT; ++k) {
-      FragAc a;  // E^T: element (s, t) at sE[t * LPb + s]
-      FragB bb;
-      wmma::load_matrix_sync(a, sE + k * 16 * LPb + rt * 16, LPb);
-      wmma::load_matrix_sync(bb, sq + k * 16 * LQ + ft * 16, LQ);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sX + rt * 16 * LX + ft * 16, acc, LX, wmma::mem_row_major);
+    // E^T: element (s, t) at sE[t * LPb + s]
+    mma_add<true, false>(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16, LPb, sq + ft * 16, LQ, rt, CT);
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphik[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
@@ -824,20 +915,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     const int rt = tile % CT, jt = tile / CT;
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
-    for (int k = rt; k < CT; ++k) {
-      FragAc a;  // P^T
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + k * 16 * LPb + rt * 16, LPb);
-      wmma::load_matrix_sync(bb, sGb + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    for (int k = 0; k < F2 / 16; ++k) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sk + rt * 16 * LQ + k * 16, LQ);
-      wmma::load_matrix_sync(bb, sBig + k * 16 * LV + jt * 16, LV);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
+    // P^T
+    mma_acc<true, false>(acc, sPb + rt * 16, LPb, sGb + jt * 16, LV, rt, CT);
+    mma_acc(acc, sk + rt * 16 * LQ, LQ, sBig + jt * 16, LV, 0, F2 / 16);
     wmma::store_matrix_sync(sX + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
   }
   __syncthreads();
@@ -855,7 +935,8 @@ size_t grad_smem(const Dims& d) {
          al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(bf) * C * ldb(C)) +
          al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(std::max(F2, d.D))) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C) +
-         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(float) * C) + al128(sizeof(float));
+         al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(float) * C) + al128(sizeof(float)) +
+         3 * al128(sizeof(bf) * C * ldb(d.D));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -909,10 +990,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   auto row_of = [&](int t) { return (int64_t(b) * d.T + t) * d.H + h; };  // [B,T,H,*] row
   auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
   auto load_keys = [&]() {
-    for (int i = warp; i < NK; i += kWinWarps) {
-      if (i < nk) load_row_rope(skv + i * LD, kvrow(k, ks + i), D, rope, cosb, sinb, ks + i, lane);
-      else for (int j = lane; j < D; j += 32) skv[i * LD + j] = __float2bfloat16(0.f);
-    }
+    load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb);
   };
   for (int r = warp; r < kWinRows; r += kWinWarps) {
     if (r < n) {
@@ -931,19 +1009,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   }
   for (int i = tid; i < 1 + d.m; i += blockDim.x) sred[i] = 0.f;
   __syncthreads();
-  for (int tile = warp; tile < (kWinRows / 16) * (NK / 16); tile += kWinWarps) {
-    const int rt = tile % (kWinRows / 16), kt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int kk = 0; kk < D / 16; ++kk) {
-      FragA a;
-      FragBc bb;
-      wmma::load_matrix_sync(a, sq + rt * 16 * LD + kk * 16, LD);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sS + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
-  }
+  window_abt(sS, LS, sq, skv, LD, NK, D);
   __syncthreads();
   load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
   for (int i = tid; i < kWinRows * NK; i += blockDim.x) {
@@ -961,23 +1027,12 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     wmma::fill_fragment(acc, 0.f);
     if (tile < nl) {
       const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-      for (int kt = 0; kt < NK / 16; ++kt) {
-        FragA a;
-        FragB bb;
-        wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
-        wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
       wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
     } else {
       const int t2 = tile - nl, rt = t2 % (kWinRows / 16), kt = t2 / (kWinRows / 16);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA a;
-        FragBc bb;  // V^T: element (j, s) at skv[s * LD + j]
-        wmma::load_matrix_sync(a, sdl + rt * 16 * LD + kk * 16, LD);
-        wmma::load_matrix_sync(bb, skv + kt * 16 * LD + kk * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
+      // V^T: element (j, s) at skv[s * LD + j]
+      mma_acc<false, true>(acc, sdl + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
       wmma::store_matrix_sync(sdP + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
     }
   }
@@ -999,9 +1054,13 @@ __global__ void __launch_bounds__(kWinWarps * 32)
       cdiag += clamped ? dg * vj / den_g : -(dg / den_g) * (nd[j] / den_g);
       dgg += dg * g;
       dal += convex ? dyj * (l - g) : dyj * l;
-      delta += coef * dyj * l;
       dO[bht * D1 + j] = dg / den_g;
     }
+    // delta = dl.l taken as sum_s P_ts dP_ts from the very (f32) P and dP that dC = P (dP -
+    // delta) uses, so sum_s dC_ts = 0 to f32 rounding (the dq, dk shift invariance and the
+    // sinks' dtau rely on it). dl.l from the bf16-P mma l and the f32 dl (dP takes the bf16
+    // dl) broke it by about 2^-9 |dl| |l| per row.
+    for (int c = lane; c < NK; c += 32) delta += sS[r * LS + c] * sdP[r * LS + c];
     dgg = warp_sum(dgg);
     dal = warp_sum(dal);
     delta = warp_sum(delta);
@@ -1026,16 +1085,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < nl; tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int kt = 0; kt < NK / 16; ++kt) {
-      FragA a;
-      FragB bb;
-      wmma::load_matrix_sync(a, sPb + rt * 16 * LPb + kt * 16, LPb);
-      wmma::load_matrix_sync(bb, skv + kt * 16 * LD + jt * 16, LD);
-      wmma::mma_sync(acc, a, bb, acc);
-    }
-    wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+    mma_store(sacc + rt * 16 * LA + jt * 16, LA,
+              sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
   }
   __syncthreads();
   for (int i = tid; i < n * D; i += blockDim.x) {
@@ -1124,19 +1175,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     }
     __syncthreads();
     // S^T = k~ q~^T
-    for (int tile = warp; tile < (kWinRows / 16) * (NQ / 16); tile += kWinWarps) {
-      const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA a;
-        FragBc bb;  // q~^T: element (j, t) at sQ[t * LD + j]
-        wmma::load_matrix_sync(a, sk + rt * 16 * LD + kk * 16, LD);
-        wmma::load_matrix_sync(bb, sQ + qt * 16 * LD + kk * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-      wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
-    }
+    window_abt(sS, LS, sk, sQ, LD, NQ, D);
     __syncthreads();
     for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
       const int r = i / NQ, c = i % NQ;  // key s0 + r, query s0 + c: in window iff 0 <= c - r < w
@@ -1145,19 +1184,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     }
     __syncthreads();
     // dP^T = v dl^T
-    for (int tile = warp; tile < (kWinRows / 16) * (NQ / 16); tile += kWinWarps) {
-      const int rt = tile % (kWinRows / 16), qt = tile / (kWinRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragA a;
-        FragBc bb;
-        wmma::load_matrix_sync(a, sv + rt * 16 * LD + kk * 16, LD);
-        wmma::load_matrix_sync(bb, sDL + qt * 16 * LD + kk * 16, LD);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-      wmma::store_matrix_sync(sS + rt * 16 * LS + qt * 16, acc, LS, wmma::mem_row_major);
-    }
+    window_abt(sS, LS, sv, sDL, LD, NQ, D);
     __syncthreads();
     for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
       const int r = i / NQ, c = i % NQ;
@@ -1258,20 +1285,8 @@ __global__ void __launch_bounds__(kFbWarps * 32)
     __syncthreads();
     for (int tt = warp; tt < (kFeatRows / 16) * (F / 16); tt += kFbWarps) {
       const int rt = tt % (kFeatRows / 16), ct = tt / (kFeatRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int k = 0; k < D / 16; ++k) {
-        FragA a;
-        FragB bb;
-        wmma::load_matrix_sync(a, sx + rt * 16 * LX + k * 16, LX);
-        wmma::load_matrix_sync(bb, sw + k * 16 * LW + ct * 16, LW);
-        wmma::mma_sync(acc, a, bb, acc);
-        if (swl) {
-          wmma::load_matrix_sync(bb, swl + k * 16 * LW + ct * 16, LW);
-          wmma::mma_sync(acc, a, bb, acc);
-        }
-      }
-      wmma::store_matrix_sync(su + rt * 16 * LU + ct * 16, acc, LU, wmma::mem_row_major);
+      mma_store(su + rt * 16 * LU + ct * 16, LU, sx + rt * 16 * LX, LX, sw + ct * 16, LW, 0,
+                D / 16, nullptr, swl ? swl + ct * 16 : nullptr);
     }
     __syncthreads();
     // du, one warp per token (rows >= n get du = 0)
@@ -1326,29 +1341,17 @@ __global__ void __launch_bounds__(kFbWarps * 32)
     // dx = du W^T into stage [64][D]; dW += x^T du in the fragments
     for (int tt = warp; tt < (kFeatRows / 16) * (D / 16); tt += kFbWarps) {
       const int rt = tt % (kFeatRows / 16), it = tt / (kFeatRows / 16);
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int k = 0; k < F / 16; ++k) {
-        FragA a;
-        FragBc bb;  // W^T: element (f, i) at sw[i * LW + f]
-        wmma::load_matrix_sync(a, sdu + rt * 16 * LW + k * 16, LW);
-        wmma::load_matrix_sync(bb, sw + it * 16 * LW + k * 16, LW);
-        wmma::mma_sync(acc, a, bb, acc);
-      }
-      wmma::store_matrix_sync(stage + rt * 16 * LSt + it * 16, acc, LSt, wmma::mem_row_major);
+      // W^T: element (f, i) at sw[i * LW + f]
+      mma_store<false, true>(stage + rt * 16 * LSt + it * 16, LSt,
+                             sdu + rt * 16 * LW, LW, sw + it * 16 * LW, LW, 0, F / 16);
     }
 #pragma unroll
     for (int i = 0; i < kMaxWFrags; ++i) {
       const int wt = warp + kFbWarps * i;
       if (wt >= nWt) continue;
       const int it = wt % (D / 16), ft = wt / (D / 16);
-      for (int k = 0; k < kFeatRows / 16; ++k) {
-        FragAc a;  // x^T: element (i, t) at sx[t * LX + i]
-        FragB bb;
-        wmma::load_matrix_sync(a, sx + k * 16 * LX + it * 16, LX);
-        wmma::load_matrix_sync(bb, sdu + k * 16 * LW + ft * 16, LW);
-        wmma::mma_sync(wacc[i], a, bb, wacc[i]);
-      }
+      // x^T: element (i, t) at sx[t * LX + i]
+      mma_acc<true, false>(wacc[i], sx + it * 16, LX, sdu + ft * 16, LW, 0, kFeatRows / 16);
     }
     __syncthreads();
     float* dxb = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
@@ -1425,7 +1428,7 @@ bool tc_supported(const Dims& d) {
 }
 
 bool tc_window_supported(const Dims& d) {
-  return tc_supported(d) && d.w > 0 && window_smem(d) <= kWinSmemCap &&
+  return tc_supported(d) && d.w > 0 && window_smem(d, true) <= kWinSmemCap &&
          window_bwd_q_smem(d) <= kWinSmemCap && window_bwd_k_smem(d) <= kWinSmemCap;
 }
 
@@ -1446,12 +1449,13 @@ void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* co
 
 void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
                       const float* sinb, const float* tau, const float* alpha,
-                      const float* numden, bf* y, float* wstats, const Dims& d, cudaStream_t s) {
-  const size_t sm = window_smem(d);
+                      const float* numden, bf* y, float* wstats, bool split, const Dims& d,
+                      cudaStream_t s) {
+  const size_t sm = window_smem(d, split);
   set_smem(window_tc_kernel, sm);
   const dim3 grid((d.T + kWinRows - 1) / kWinRows, d.B * d.H);
   window_tc_kernel<<<grid, kWinWarps * 32, sm, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, y,
-                                                    wstats, d);
+                                                    wstats, split, d);
 }
 
 void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
@@ -1498,28 +1502,41 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
   }
 }
 
-void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, const Dims& d,
-                     cudaStream_t s) {
-  const size_t sm = state_smem(d);
-  set_smem(state_tc_kernel<false>, sm);
+void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, bool split,
+                     const Dims& d, cudaStream_t s) {
+  const size_t sm = state_smem(d, split, false);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<false><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+  if (split) {
+    set_smem(state_tc_kernel<false, true>, sm);
+    state_tc_kernel<false, true><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+  } else {
+    set_smem(state_tc_kernel<false, false>, sm);
+    state_tc_kernel<false, false><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+  }
 }
 
 void dstate_tc_launch(const bf* phiq, const float* dO, const float* bl, float* dstates,
                       const Dims& d, cudaStream_t s) {
-  const size_t sm = state_smem(d);
-  set_smem(state_tc_kernel<true>, sm);
+  // always split: dstates feed L_c and K_s of the gate gradient, partial sums of pair terms
+  // whose rows cancel (2^-9 operand rounding there left dw_g, db_g errors of order 1)
+  const size_t sm = state_smem(d, true, true);
+  set_smem(state_tc_kernel<true, true>, sm);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<true><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
+  state_tc_kernel<true, true><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
 }
 
 void out_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
-                   const float* states, float* numden, const Dims& d, cudaStream_t s) {
-  const size_t sm = out_smem(d);
-  set_smem(out_tc_kernel, sm);
-  out_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states,
-                                                                  numden, d);
+                   const float* states, float* numden, bool split, const Dims& d,
+                   cudaStream_t s) {
+  const size_t sm = out_smem(d, split);
+  const dim3 grid(d.NC, d.B * d.H);
+  if (split) {
+    set_smem(out_tc_kernel<true>, sm);
+    out_tc_kernel<true><<<grid, kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states, numden, d);
+  } else {
+    set_smem(out_tc_kernel<false>, sm);
+    out_tc_kernel<false><<<grid, kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states, numden, d);
+  }
 }
 
 }  // namespace lizard::cuda::lizard_detail

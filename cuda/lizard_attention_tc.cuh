@@ -10,10 +10,10 @@
 namespace lizard::cuda::lizard_detail {
 
 /// Whether a call may take the tensor-core kernels. Default: inference forwards (no saved
-/// tensors) yes, training (forward with saved tensors, backward) no: the tensor-core backward
-/// and the forward's bf16 feature maps do not yet keep every gradient within the 1e-2 relative
-/// of the oracle (gate gradients measured at 0.25-2 on an H200), so training takes the exact
-/// f32 kernels. LIZARD_ATTENTION_KERNELS=tc forces the tensor cores everywhere (fast,
+/// tensors) yes, training (forward with saved tensors, backward) no: with bf16 operands the
+/// gate gradients missed the 1e-2 relative of the oracle (0.25-2 on an H200); the split
+/// (hi + lo) training path of issue #5 is meant to fix that but is not yet measured on a GPU,
+/// so training takes the exact f32 kernels until it is. LIZARD_ATTENTION_KERNELS=tc forces the tensor cores everywhere (fast,
 /// experimental), =f32 forbids them everywhere. Read per call.
 bool tc_enabled(bool training);
 
@@ -47,14 +47,20 @@ void split_bf16_launch(const float* w, __nv_bfloat16* hi, __nv_bfloat16* lo, int
 /// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens,
 /// S <- exp(bl_end) S + (phi_k exp(bl_end - bl_s))^T [V|1], every factor <= 1.
 /// phik [B,H,T,2F] bf16, v [B,T,Hkv,D] bf16, bl [B,Hg,T] chunk-local cumulative log-gate.
+/// split (training): the decayed phi_k as a bf16 hi + lo pair (2 mma's), the states to about
+/// 2^-16 relative of their exact value for this bf16 phi; else the decayed phi_k rounded to
+/// bf16 (2^-9 per weight: inference, where only y matters).
 void state_tc_launch(const __nv_bfloat16* phik, const __nv_bfloat16* v, const float* bl,
-                     float* states, const Dims& d, cudaStream_t s);
+                     float* states, bool split, const Dims& d, cudaStream_t s);
 
 /// numden [B,H,T,D+1] f32 = [M | den] exactly as global_fwd_kernel defines them (M = num -
 /// den v_t with the self pair left out of M), one CTA per (b, h, chunk), from the states.
+/// split (training): P~, phi_q exp(bl_t) and S as bf16 hi + lo pairs, numden to about 2^-16
+/// relative of its exact value for this bf16 phi (M and den from the same weights, so the
+/// backward's identities hold); else bf16 operands (2^-9 per weight: inference).
 void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik, const __nv_bfloat16* v,
-                   const float* bl, const float* states, float* numden, const Dims& d,
-                   cudaStream_t s);
+                   const float* bl, const float* states, float* numden, bool split,
+                   const Dims& d, cudaStream_t s);
 
 /// Whether window_tc_launch covers d: tc_supported, w > 0, and the keys of one 32-query tile
 /// (32 + w - 1) fit the shared-memory budget (w up to about 400 at D = 128).
@@ -63,10 +69,13 @@ bool tc_window_supported(const Dims& d);
 /// Window branch and combine on tensor cores, the same outputs as window_fwd_kernel: y
 /// [B,T,H,D] bf16 = combine(g from numden, l), wstats [B,H,T,2] = (row max, denominator).
 /// cos/sin [T, D/2] f32 (window_rope only, else null), tau f32 (null when no sinks).
+/// split (training): the window weights as bf16 hi + lo pairs and the denominator from the f32
+/// weights, so wstats are the f32 statistics of the scores the backward recomputes (weights
+/// sum to 1 to f32 level); else bf16 weights (2^-9 each: inference).
 void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                       const float* cosb, const float* sinb, const float* tau, const float* alpha,
-                      const float* numden, __nv_bfloat16* y, float* wstats, const Dims& d,
-                      cudaStream_t s);
+                      const float* numden, __nv_bfloat16* y, float* wstats, bool split,
+                      const Dims& d, cudaStream_t s);
 
 /// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
 /// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); adds the window parts into dq

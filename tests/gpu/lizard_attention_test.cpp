@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
@@ -220,6 +221,54 @@ TEST(LizardAttentionGpu, TensorCoreStagesMixWithF32) {
   }
   if (old) setenv("LIZARD_ATTENTION_TC_OFF", saved_env.c_str(), 1);
   else unsetenv("LIZARD_ATTENTION_TC_OFF");
+}
+
+/// Column `col` of the last axis (width `w`) of t as a vector (wstats: 0 max, 1 denominator).
+std::vector<double> column(const Tensor& t, int w, int col) {
+  const auto v = t.to(Device::cpu(), DType::F64).to_vector();
+  std::vector<double> r;
+  for (size_t i = col; i < v.size(); i += w) r.push_back(v[i]);
+  return r;
+}
+
+double rel_err_vec(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+// The training forward on tensor cores saves the statistics the backward relies on: states
+// and numden from the bf16 phi with split (hi + lo) products, wstats from the f32 weights.
+// Compared with the f32 kernels' saved tensors (f32 phi) at several chunks, a partial chunk,
+// GQA, sinks, the exp map, a per-head gate; no window RoPE, so both paths see the same scores.
+TEST(LizardAttentionGpu, TensorCoreTrainingForwardSavesAccurateStatistics) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced())
+    GTEST_SKIP() << "training takes the f32 kernels; run with LIZARD_ATTENTION_KERNELS=tc";
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 32;
+  cfg.window = 40;
+  cfg.sinks = 4;
+  cfg.feature_activation = ops::FeatureActivation::Exp;
+  cfg.gate = ops::GateMode::PerHead;
+  LizardCase c = bf16_rounded(make_case(cfg, 2, 97, 4, 2, 64, 8, 57, DType::F64, 0.5, 1.0));
+  ASSERT_TRUE(path_of(c).global_tc && path_of(c).window_tc) << "the case must take the tensor cores";
+  const GpuArgs a = to_gpu(c);
+  ops::LizardSaved tc, f32;
+  ops::lizard_attention_forward(c.cfg, a.in, a.p, &tc);
+  setenv("LIZARD_ATTENTION_KERNELS", "f32", 1);
+  ops::lizard_attention_forward(c.cfg, a.in, a.p, &f32);
+  setenv("LIZARD_ATTENTION_KERNELS", "tc", 1);
+  auto host = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
+  // phi in bf16 (2^-9 relative per entry) against f32 phi; products otherwise f32-accurate:
+  // a few 1e-3 expected, 1e-2 allowed.
+  EXPECT_LE(rel_err(host(tc.states), host(f32.states)), 1e-2) << "states";
+  EXPECT_LE(rel_err(host(tc.numden), host(f32.numden)), 1e-2) << "numden";
+  // the window statistics come from identical scores (bf16 q, k; f32 accumulation) summed in
+  // f32 on both paths: about 1e-6 expected. Summing bf16-rounded weights (the inference form)
+  // would be off by about 2^-9 / sqrt(w) = 3e-4 at w = 40, so 5e-5 tells the two apart.
+  EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 0), column(f32.wstats, 2, 0)), 5e-5) << "wstats max";
+  EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 1), column(f32.wstats, 2, 1)), 5e-5) << "wstats den";
 }
 
 // Inference (a forward without saved tensors: eval, generation prefill) takes the tensor
