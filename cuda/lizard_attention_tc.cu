@@ -544,41 +544,60 @@ constexpr size_t kWinSmemCap = 200 * 1024;  // of the 227 KiB an H100/H200 CTA m
 /// Keys a window CTA can see: t0 - w + 1 .. t0 + kWinRows - 1, rounded up to whole tiles.
 __host__ __device__ inline int win_keys(int w) { return (kWinRows + w - 1 + 15) / 16 * 16; }
 
+/// Whether the training window kernels take the RoPE'd q~, k~ of the scores as split hi + lo
+/// pairs: only with window RoPE (without it q and k are bf16 inputs, exact as they are).
+__host__ __device__ inline bool window_lo_ops(const Dims& d) { return d.rope != 0; }
+
 /// One row of x (bf16 [.., D]) into shared bf16, RoPE'd at `pos` when rope (f32 maths).
+/// dst_lo (null, or like dst): the lo half of the RoPE'd f32 row (split2), for score products
+/// that must see the rotation at f32 accuracy (a bf16-rounded x~ moves every score by about
+/// 2^-9 |c|, which the sinks' dtau, a sum over few rows, does not tolerate).
 __device__ __forceinline__ void load_row_rope(bf* dst, const bf* src, int D, bool rope,
                                               const float* cosb, const float* sinb, int pos,
-                                              int lane) {
+                                              int lane, bf* dst_lo = nullptr) {
   const int hD = D / 2;
   for (int j = lane; j < D; j += 32) {
     const float val = rope ? rope_at(src, j, hD, cosb + int64_t(pos) * hD, sinb + int64_t(pos) * hD)
                            : __bfloat162float(src[j]);
-    dst[j] = __float2bfloat16(val);
+    if (dst_lo) split2(val, dst[j], dst_lo[j]);
+    else dst[j] = __float2bfloat16(val);
   }
 }
 
 /// Rows i < rows of dst (ld ldd) = row(i) RoPE'd at position pos0 + i for i < valid, zeros
 /// after (whole 16-row tiles for the mma); one warp a row, over the kWinWarps warps.
+/// dst_lo (null, or like dst): the lo halves too (see load_row_rope).
 template <class Row>
 __device__ __forceinline__ void load_rows_rope(bf* dst, int ldd, int rows, int valid, Row row,
                                                int pos0, int D, bool rope, const float* cosb,
-                                               const float* sinb) {
+                                               const float* sinb, bf* dst_lo = nullptr) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int i = warp; i < rows; i += kWinWarps) {
-    if (i < valid) load_row_rope(dst + i * ldd, row(i), D, rope, cosb, sinb, pos0 + i, lane);
-    else for (int j = lane; j < D; j += 32) dst[i * ldd + j] = __float2bfloat16(0.f);
+    if (i < valid) {
+      load_row_rope(dst + i * ldd, row(i), D, rope, cosb, sinb, pos0 + i, lane,
+                    dst_lo ? dst_lo + i * ldd : nullptr);
+    } else {
+      for (int j = lane; j < D; j += 32) {
+        dst[i * ldd + j] = __float2bfloat16(0.f);
+        if (dst_lo) dst_lo[i * ldd + j] = __float2bfloat16(0.f);
+      }
+    }
   }
 }
 
 /// out [kWinRows][cols] f32 (ld ldo) = A B^T for A [kWinRows][D], B [cols][D] bf16 rows (ld
 /// lda), cols a multiple of 16: the window kernels' score-shaped products, tiles over the
-/// kWinWarps warps.
+/// kWinWarps warps. Alo, Blo (both null, or both laid out like A, B): split operands, the
+/// product taken as hi*hi + lo*hi + hi*lo (mma_acc).
 __device__ __forceinline__ void window_abt(float* out, int ldo, const bf* A, const bf* B,
-                                           int lda, int cols, int D) {
+                                           int lda, int cols, int D, const bf* Alo = nullptr,
+                                           const bf* Blo = nullptr) {
   for (int tile = threadIdx.x / 32; tile < (kWinRows / 16) * (cols / 16); tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), ct = tile / (kWinRows / 16);
     // B^T: element (j, s) at B[s * lda + j], column-major
     mma_store<false, true>(out + rt * 16 * ldo + ct * 16, ldo, A + rt * 16 * lda, lda,
-                           B + ct * 16 * lda, lda, 0, D / 16);
+                           B + ct * 16 * lda, lda, 0, D / 16, Alo ? Alo + rt * 16 * lda : nullptr,
+                           Blo ? Blo + ct * 16 * lda : nullptr);
   }
 }
 
@@ -591,7 +610,10 @@ __device__ __forceinline__ void window_abt(float* out, int ldo, const bf* A, con
 /// summed from the f32 p, so wstats is the f32 row max and denominator of the scores the
 /// backward recomputes (same bf16 q~, k~, same mma: bit-identical), its normalized weights
 /// sum to 1 to about 2^-22 instead of 2^-9 / sqrt(w) (the dtau, dalpha and dq identities
-/// sum_s P_ts (dP_ts - delta_t) = 0 need it), and l to about 2^-16.
+/// sum_s P_ts (dP_ts - delta_t) = 0 need it), and l to about 2^-16. With window RoPE, split
+/// also takes the RoPE'd q~, k~ as hi + lo pairs in the scores (window_lo_ops), so the
+/// scores are those of the exact rotation to about 2^-16, as the backward kernels recompute
+/// them.
 __global__ void __launch_bounds__(kWinWarps * 32)
     window_tc_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
@@ -609,6 +631,9 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));
   float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));  // 1/den
   bf* sPl = split ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb)) : nullptr;
+  const bool lo_ops = split && window_lo_ops(d);
+  bf* sql = lo_ops ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD)) : nullptr;
+  bf* skl = lo_ops ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NKmax * LD)) : nullptr;
   const int t0 = blockIdx.x * kWinRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv);
   const int n = min(kWinRows, d.T - t0);
@@ -617,10 +642,10 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   const bool rope = d.rope;
   auto qrow = [&](int t) { return q + ((int64_t(b) * d.T + t) * d.H + h) * D; };
   auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
-  load_rows_rope(sq, LD, kWinRows, n, [&](int r) { return qrow(t0 + r); }, t0, D, rope, cosb, sinb);
-  load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb);
+  load_rows_rope(sq, LD, kWinRows, n, [&](int r) { return qrow(t0 + r); }, t0, D, rope, cosb, sinb, sql);
+  load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb, skl);
   __syncthreads();
-  window_abt(sS, LS, sq, skv, LD, NK, D);  // scores q k^T
+  window_abt(sS, LS, sq, skv, LD, NK, D, sql, skl);  // scores q k^T
   __syncthreads();
   // V replaces K; the row pass below reads only sS
   load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
@@ -681,7 +706,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
 
 size_t window_smem(const Dims& d, bool split) {
   const int NK = win_keys(d.w);
-  return al128(sizeof(bf) * kWinRows * ldb(d.D)) + al128(sizeof(bf) * NK * ldb(d.D)) +
+  return (al128(sizeof(bf) * kWinRows * ldb(d.D)) + al128(sizeof(bf) * NK * ldb(d.D))) *
+             (split && window_lo_ops(d) ? 2 : 1) +
          al128(sizeof(float) * kWinRows * ldf(NK)) +
          al128(sizeof(bf) * kWinRows * ldb(NK)) * (split ? 2 : 1) +
          al128(sizeof(float) * kWinRows * ldf(d.D)) + al128(sizeof(float) * kWinRows);
@@ -954,8 +980,12 @@ __device__ __forceinline__ float unrope_at(const float* g, int j, int hD, const 
 /// Window and combine backward, query side. Grid (ceil(T / 32), B*H). Per query row, the
 /// same quantities as window_bwd_kernel: dO' = [dg/den, dden], cself, the row's parts of
 /// dalpha and dtau (summed in the CTA, one atomic each), delta = dl.l (saved for the key
-/// side), and dq (window part, row-owned: added without atomics). P from the saved row
-/// max and denominator; l = P V and dP = dl V^T on tensor cores; dq~ = dC K~.
+/// side), and dq (window part, row-owned: added without atomics). P (f32) from the saved
+/// row max and denominator; dP' = dy V^T on tensor cores from the exact bf16 dy (dl = coef dy
+/// is not a bf16 number: rounding it moved dP by 2^-9); dP = coef dP'. l is never formed:
+/// dy.l = sum_s P_ts dP'_ts (f32 P and dP'), so dalpha and delta = coef dy.l are f32
+/// accurate (both are sums with heavy cancellation: bf16 P in l = P V cost dalpha up to 0.77
+/// relative). dq~ = dC K~.
 __global__ void __launch_bounds__(kWinWarps * 32)
     window_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                         const float* __restrict__ cosb, const float* __restrict__ sinb,
@@ -974,12 +1004,15 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   float* sS = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));   // scores, P
   float* sdP = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));  // dP
   bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));   // P, then dC
-  bf* sdl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // dl = coef dy
-  float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));  // l, dq~
+  bf* sdl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // dy (exact)
+  float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LA));  // dq~
   float* smx = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));
   float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));
   float* sdelta = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows));
   float* sred = reinterpret_cast<float*>(carve(cur, sizeof(float) * (1 + d.m)));  // dalpha, dtau
+  const bool lo_ops = window_lo_ops(d);  // the forward's split scores (window_tc_kernel)
+  bf* sql = lo_ops ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD)) : nullptr;
+  bf* skl = lo_ops ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NKmax * LD)) : nullptr;
   const int t0 = blockIdx.x * kWinRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv);
   const int n = min(kWinRows, d.T - t0);
@@ -989,19 +1022,13 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = window_coef(alpha, convex);
   auto row_of = [&](int t) { return (int64_t(b) * d.T + t) * d.H + h; };  // [B,T,H,*] row
   auto kvrow = [&](const bf* base, int s) { return base + ((int64_t(b) * d.T + s) * d.Hkv + kvh) * D; };
-  auto load_keys = [&]() {
-    load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb);
+  auto load_keys = [&](bf* lo) {
+    load_rows_rope(skv, LD, NK, nk, [&](int i) { return kvrow(k, ks + i); }, ks, D, rope, cosb, sinb, lo);
   };
-  for (int r = warp; r < kWinRows; r += kWinWarps) {
-    if (r < n) {
-      load_row_rope(sq + r * LD, q + row_of(t0 + r) * D, D, rope, cosb, sinb, t0 + r, lane);
-      for (int j = lane; j < D; j += 32)
-        sdl[r * LD + j] = __float2bfloat16(coef * __bfloat162float(dy[row_of(t0 + r) * D + j]));
-    } else {
-      for (int j = lane; j < D; j += 32) sq[r * LD + j] = sdl[r * LD + j] = __float2bfloat16(0.f);
-    }
-  }
-  load_keys();
+  load_rows_rope(sq, LD, kWinRows, n, [&](int r) { return q + row_of(t0 + r) * D; }, t0, D, rope,
+                 cosb, sinb, sql);
+  load_rows(sdl, LD, dy + row_of(t0) * D, int64_t(d.H) * D, kWinRows, n, D);
+  load_keys(skl);
   for (int r = tid; r < kWinRows; r += blockDim.x) {
     const float* ws = wstats + (int64_t(bh) * d.T + t0 + r) * 2;
     smx[r] = r < n ? ws[0] : 0.f;
@@ -1009,33 +1036,16 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   }
   for (int i = tid; i < 1 + d.m; i += blockDim.x) sred[i] = 0.f;
   __syncthreads();
-  window_abt(sS, LS, sq, skv, LD, NK, D);
+  window_abt(sS, LS, sq, skv, LD, NK, D, sql, skl);
   __syncthreads();
   load_rows(skv, LD, v + ((int64_t(b) * d.T + ks) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, NK, nk, D);
   for (int i = tid; i < kWinRows * NK; i += blockDim.x) {
     const int r = i / NK, c = i % NK, t = t0 + r;
     const bool valid = r < n && c >= t - d.w + 1 - ks && c <= t - ks;
-    const float p = valid ? __expf(sS[r * LS + c] * d.scale - smx[r]) * sinv[r] : 0.f;
-    sS[r * LS + c] = p;
-    sPb[r * LPb + c] = __float2bfloat16(p);
+    sS[r * LS + c] = valid ? __expf(sS[r * LS + c] * d.scale - smx[r]) * sinv[r] : 0.f;
   }
   __syncthreads();
-  // l = P V into sacc; dP = dl V^T into sdP
-  const int nl = (kWinRows / 16) * (D / 16), ndp = (kWinRows / 16) * (NK / 16);
-  for (int tile = warp; tile < nl + ndp; tile += kWinWarps) {
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    if (tile < nl) {
-      const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
-      mma_acc(acc, sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
-      wmma::store_matrix_sync(sacc + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
-    } else {
-      const int t2 = tile - nl, rt = t2 % (kWinRows / 16), kt = t2 / (kWinRows / 16);
-      // V^T: element (j, s) at skv[s * LD + j]
-      mma_acc<false, true>(acc, sdl + rt * 16 * LD, LD, skv + kt * 16 * LD, LD, 0, D / 16);
-      wmma::store_matrix_sync(sdP + rt * 16 * LS + kt * 16, acc, LS, wmma::mem_row_major);
-    }
-  }
+  window_abt(sdP, LS, sdl, skv, LD, NK, D);  // dP' = dy V^T
   __syncthreads();
   // per row: the combine backward (formulas of window_bwd_kernel)
   for (int r = warp; r < n; r += kWinWarps) {
@@ -1046,25 +1056,25 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     const float den_g = clamped ? d.eps : nd[D];
     const bf* vt = kvrow(v, t);
     const bf* dyr = dy + row_of(t) * D;
-    float dgg = 0.f, dal = 0.f, delta = 0.f, cdiag = 0.f;
+    float dgg = 0.f, dyg = 0.f, dyl = 0.f, cdiag = 0.f;
     for (int j = lane; j < D; j += 32) {
       const float vj = __bfloat162float(vt[j]), dyj = __bfloat162float(dyr[j]);
-      const float g = global_out(nd, vj, j, d), l = sacc[r * LA + j];  // P is normalised
+      const float g = global_out(nd, vj, j, d);
       const float dg = convex ? dyj / (1.f + A) : dyj;
       cdiag += clamped ? dg * vj / den_g : -(dg / den_g) * (nd[j] / den_g);
       dgg += dg * g;
-      dal += convex ? dyj * (l - g) : dyj * l;
+      dyg += dyj * g;
       dO[bht * D1 + j] = dg / den_g;
     }
-    // delta = dl.l taken as sum_s P_ts dP_ts from the very (f32) P and dP that dC = P (dP -
-    // delta) uses, so sum_s dC_ts = 0 to f32 rounding (the dq, dk shift invariance and the
-    // sinks' dtau rely on it). dl.l from the bf16-P mma l and the f32 dl (dP takes the bf16
-    // dl) broke it by about 2^-9 |dl| |l| per row.
-    for (int c = lane; c < NK; c += 32) delta += sS[r * LS + c] * sdP[r * LS + c];
+    // dy.l = sum_s P_ts dP'_ts from the very (f32) P and dP' that dC = P (coef dP' - delta)
+    // uses, so sum_s dC_ts = 0 to f32 rounding (the dq, dk shift invariance and the sinks'
+    // dtau rely on it)
+    for (int c = lane; c < NK; c += 32) dyl += sS[r * LS + c] * sdP[r * LS + c];
     dgg = warp_sum(dgg);
-    dal = warp_sum(dal);
-    delta = warp_sum(delta);
+    dyg = warp_sum(dyg);
+    dyl = warp_sum(dyl);
     cdiag = warp_sum(cdiag);
+    const float delta = coef * dyl, dal = convex ? dyl - dyg : dyl;
     if (lane == 0) {
       dO[bht * D1 + D] = clamped ? 0.f : -dgg / den_g;
       cself[bht] = cdiag;
@@ -1076,14 +1086,14 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     for (int j = lane; j < d.m; j += 32) atomicAdd(sred + 1 + j, -__expf(tr[j] - smx[r]) * sinv[r] * delta);
   }
   __syncthreads();
-  load_keys();  // K~ back for dq~
+  load_keys(nullptr);  // K~ back for dq~
   for (int i = tid; i < kWinRows * NK; i += blockDim.x) {
     const int r = i / NK, c = i % NK;
     const float p = sS[r * LS + c];  // 0 outside the window and for rows >= n
-    sPb[r * LPb + c] = __float2bfloat16(p == 0.f ? 0.f : p * (sdP[r * LS + c] - sdelta[r]) * d.scale);
+    sPb[r * LPb + c] = __float2bfloat16(p == 0.f ? 0.f : p * (coef * sdP[r * LS + c] - sdelta[r]) * d.scale);
   }
   __syncthreads();
-  for (int tile = warp; tile < nl; tile += kWinWarps) {
+  for (int tile = warp; tile < (kWinRows / 16) * (D / 16); tile += kWinWarps) {
     const int rt = tile % (kWinRows / 16), jt = tile / (kWinRows / 16);
     mma_store(sacc + rt * 16 * LA + jt * 16, LA,
               sPb + rt * 16 * LPb, LPb, skv + jt * 16, LD, 0, NK / 16);
@@ -1101,7 +1111,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
 
 size_t window_bwd_q_smem(const Dims& d) {
   const int NK = win_keys(d.w);
-  return al128(sizeof(bf) * kWinRows * ldb(d.D)) * 2 + al128(sizeof(bf) * NK * ldb(d.D)) +
+  return al128(sizeof(bf) * kWinRows * ldb(d.D)) * (window_lo_ops(d) ? 3 : 2) +
+         al128(sizeof(bf) * NK * ldb(d.D)) * (window_lo_ops(d) ? 2 : 1) +
          2 * al128(sizeof(float) * kWinRows * ldf(NK)) + al128(sizeof(bf) * kWinRows * ldb(NK)) +
          al128(sizeof(float) * kWinRows * ldf(d.D)) + 3 * al128(sizeof(float) * kWinRows) +
          al128(sizeof(float) * (1 + d.m));
@@ -1109,8 +1120,11 @@ size_t window_bwd_q_smem(const Dims& d) {
 
 /// Window backward, key side. Grid (ceil(T / 32), B*Hkv): 32 keys s0.. and every query that
 /// sees them (s0 .. s0 + 32 + w - 2), for each query head of the GQA group in turn, with dv
-/// and dk~ accumulated in fragments: dv = P^T dl, dk~ = dC^T q~ with dC = P (dP - delta)
-/// scale. dk = R_s^T dk~. Key rows are owned: added without atomics.
+/// and dk~ accumulated in fragments: dv = coef P^T dy, dk~ = dC^T q~ with dC = P (coef dP' -
+/// delta) scale, dP' = dy V^T from the exact bf16 dy as the query side takes it. dk = R_s^T
+/// dk~. Key rows are owned: added without atomics. With window RoPE the scores take split
+/// q~, k~ (window_lo_ops); the lo half of q~ shares its buffer with dy, loaded after the
+/// scores.
 __global__ void __launch_bounds__(kWinWarps * 32)
     window_bwd_k_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                         const float* __restrict__ cosb, const float* __restrict__ sinb,
@@ -1125,7 +1139,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   bf* sk = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // k~ [32][D]
   bf* sv = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD));    // v [32][D]
   bf* sQ = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NQmax * LD));       // q~ [NQ][D]
-  bf* sDL = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NQmax * LD));      // dl [NQ][D]
+  bf* sDL = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * NQmax * LD));      // q~ lo, then dy [NQ][D]
   float* sS = reinterpret_cast<float*>(carve(cur, sizeof(float) * kWinRows * LS));  // S^T, dP^T
   bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));  // P^T
   bf* sdC = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LPb));  // dC^T
@@ -1133,21 +1147,18 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   float* smx = reinterpret_cast<float*>(carve(cur, sizeof(float) * NQmax));
   float* sinv = reinterpret_cast<float*>(carve(cur, sizeof(float) * NQmax));
   float* sdelta = reinterpret_cast<float*>(carve(cur, sizeof(float) * NQmax));
+  const bool lo_ops = window_lo_ops(d);
+  bf* skl = lo_ops ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * kWinRows * LD)) : nullptr;
   const int s0 = blockIdx.x * kWinRows, bk = blockIdx.y, b = bk / d.Hkv, kvh = bk % d.Hkv;
   const int nkey = min(kWinRows, d.T - s0);
   const int nq = min(d.T, s0 + kWinRows + d.w - 1) - s0, NQ = (nq + 15) / 16 * 16;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
+  const int warp = threadIdx.x / 32, tid = threadIdx.x;
   const int nD = D / 16, rep = d.H / d.Hkv;
   const bool rope = d.rope;
   const float coef = window_coef(alpha_p[0], d.combine_convex);
   const int64_t kv0 = (int64_t(b) * d.T + s0) * d.Hkv + kvh;  // row of key s0 in [B,T,Hkv,*]
-  for (int r = warp; r < kWinRows; r += kWinWarps) {
-    if (r < nkey) {
-      load_row_rope(sk + r * LD, k + (kv0 + int64_t(r) * d.Hkv) * D, D, rope, cosb, sinb, s0 + r, lane);
-    } else {
-      for (int j = lane; j < D; j += 32) sk[r * LD + j] = __float2bfloat16(0.f);
-    }
-  }
+  load_rows_rope(sk, LD, kWinRows, nkey, [&](int r) { return k + (kv0 + int64_t(r) * d.Hkv) * D; },
+                 s0, D, rope, cosb, sinb, skl);
   load_rows(sv, LD, v + kv0 * D, int64_t(d.Hkv) * D, kWinRows, nkey, D);
   FragC dvacc[kTiles], dkacc[kTiles];
 #pragma unroll
@@ -1156,17 +1167,9 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     const int h = kvh * rep + hi;
     const int64_t bh = int64_t(b) * d.H + h;
     __syncthreads();  // the previous head is done with sQ, sDL, sPb, sdC
-    for (int i = warp; i < NQ; i += kWinWarps) {
-      const int t = s0 + i;
-      if (i < nq) {
-        const int64_t row = (int64_t(b) * d.T + t) * d.H + h;
-        load_row_rope(sQ + i * LD, q + row * D, D, rope, cosb, sinb, t, lane);
-        for (int j = lane; j < D; j += 32)
-          sDL[i * LD + j] = __float2bfloat16(coef * __bfloat162float(dy[row * D + j]));
-      } else {
-        for (int j = lane; j < D; j += 32) sQ[i * LD + j] = sDL[i * LD + j] = __float2bfloat16(0.f);
-      }
-    }
+    const int64_t row0 = (int64_t(b) * d.T + s0) * d.H + h;  // query s0 of head h
+    load_rows_rope(sQ, LD, NQ, nq, [&](int i) { return q + (row0 + int64_t(i) * d.H) * D; }, s0, D,
+                   rope, cosb, sinb, lo_ops ? sDL : nullptr);
     for (int i = tid; i < NQ; i += blockDim.x) {
       const bool ok = i < nq;
       smx[i] = ok ? wstats[(bh * d.T + s0 + i) * 2] : 0.f;
@@ -1175,21 +1178,22 @@ __global__ void __launch_bounds__(kWinWarps * 32)
     }
     __syncthreads();
     // S^T = k~ q~^T
-    window_abt(sS, LS, sk, sQ, LD, NQ, D);
+    window_abt(sS, LS, sk, sQ, LD, NQ, D, skl, lo_ops ? sDL : nullptr);
     __syncthreads();
     for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
       const int r = i / NQ, c = i % NQ;  // key s0 + r, query s0 + c: in window iff 0 <= c - r < w
       const bool valid = r < nkey && c < nq && c >= r && c - r < d.w;
       sPb[r * LPb + c] = __float2bfloat16(valid ? __expf(sS[r * LS + c] * d.scale - smx[c]) * sinv[c] : 0.f);
     }
+    load_rows(sDL, LD, dy + row0 * D, int64_t(d.H) * D, NQ, nq, D);  // q~ lo is dead
     __syncthreads();
-    // dP^T = v dl^T
+    // dP'^T = v dy^T
     window_abt(sS, LS, sv, sDL, LD, NQ, D);
     __syncthreads();
     for (int i = tid; i < kWinRows * NQ; i += blockDim.x) {
       const int r = i / NQ, c = i % NQ;
       const float p = __bfloat162float(sPb[r * LPb + c]);
-      sdC[r * LPb + c] = __float2bfloat16(p == 0.f ? 0.f : p * (sS[r * LS + c] - sdelta[c]) * d.scale);
+      sdC[r * LPb + c] = __float2bfloat16(p == 0.f ? 0.f : p * (coef * sS[r * LS + c] - sdelta[c]) * d.scale);
     }
     __syncthreads();
 #pragma unroll
@@ -1217,7 +1221,7 @@ __global__ void __launch_bounds__(kWinWarps * 32)
   __syncthreads();
   for (int i = tid; i < nkey * D; i += blockDim.x) {
     const int r = i / D, j = i % D;
-    dv[(kv0 + int64_t(r) * d.Hkv) * D + j] += stage[r * LA + j];
+    dv[(kv0 + int64_t(r) * d.Hkv) * D + j] += coef * stage[r * LA + j];
   }
   __syncthreads();
 #pragma unroll
@@ -1236,7 +1240,8 @@ __global__ void __launch_bounds__(kWinWarps * 32)
 
 size_t window_bwd_k_smem(const Dims& d) {
   const int NQ = win_keys(d.w);
-  return 2 * al128(sizeof(bf) * kWinRows * ldb(d.D)) + 2 * al128(sizeof(bf) * NQ * ldb(d.D)) +
+  return (window_lo_ops(d) ? 3 : 2) * al128(sizeof(bf) * kWinRows * ldb(d.D)) +
+         2 * al128(sizeof(bf) * NQ * ldb(d.D)) +
          al128(sizeof(float) * kWinRows * ldf(NQ)) + 2 * al128(sizeof(bf) * kWinRows * ldb(NQ)) +
          al128(sizeof(float) * kWinRows * ldf(d.D)) + 3 * al128(sizeof(float) * NQ);
 }
