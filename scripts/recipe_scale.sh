@@ -220,7 +220,7 @@ checkpoint: {keep_last: 1}
 metrics: {log_every: 1}
 EOF
 }
-PT_ROWS=()
+PT_ROWS=(); PH_ROWS=()
 pretrain_run() {  # NP NAME [--set ...]: accumulation 2 per GPU, global batch 2 x NP x micro
   local n="$1" name="$2"; shift 2
   local dir="$RUNS/$name"; rm -rf "$dir"
@@ -266,6 +266,11 @@ if [[ "$PRETRAIN" == 1 ]]; then
   # Where the time goes: the same runs with the per-phase step timer.
   for n in 1 "$NP"; do
     if pretrain_run "$n" "pt135m_phases_${n}gpu" --set metrics.phases=true; then
+      row="| $n |"
+      for k in ms_step ms_data ms_forward ms_backward ms_communication ms_optimizer; do
+        row="$row $(median_after "$OUT/pt135m_phases_${n}gpu.metrics.jsonl" "$k" "$PT_SKIP") |"
+      done
+      PH_ROWS+=("$row")
       emit "{\"check\": \"pretrain_135m_phases\", \"gpus\": $n, \"tokens_per_s\": $(median_after "$OUT/pt135m_phases_${n}gpu.metrics.jsonl" tokens_per_s "$PT_SKIP"), $(phase_json "$OUT/pt135m_phases_${n}gpu.metrics.jsonl")}"
     else
       FAILED+=("pretrain_phases_${n}gpu")
@@ -375,6 +380,14 @@ emit "{\"check\": \"recipe_projection_8\", \"seconds_20M_tokens_both_stages\": $
     echo "| workload | GPUs | tokens/s 1 GPU | tokens/s N GPUs | efficiency | target |"
     echo "|---|---|---|---|---|---|"
     printf '%s\n' "${PT_ROWS[@]}"
+  fi
+  if [[ ${#PH_ROWS[@]} -gt 0 ]]; then
+    echo
+    echo "Where a pretraining step's time goes (metrics.phases: CUDA events on the compute stream, median ms after step $PT_SKIP):"
+    echo
+    echo "| GPUs | step | data | forward | backward | communication (exposed) | optimizer |"
+    echo "|---|---|---|---|---|---|---|"
+    printf '%s\n' "${PH_ROWS[@]}"
   fi
 } > "$MD"
 cat "$MD" >&2
