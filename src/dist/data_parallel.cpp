@@ -2,6 +2,8 @@
 #include "lizard/dist/data_parallel.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 
 #include "lizard/core/error.h"
@@ -40,17 +42,34 @@ DataParallel::DataParallel(Communicator& comm, std::vector<autograd::Var> params
 
 DataParallel::~DataParallel() = default;
 
+void sum_doubles_on_host(Communicator& comm, double* values, int n) {
+  std::vector<uint8_t> mine(sizeof(double) * static_cast<size_t>(n));
+  std::memcpy(mine.data(), values, mine.size());
+  const std::vector<std::vector<uint8_t>> all = comm.all_gather_bytes(mine);
+  std::vector<double> sum(static_cast<size_t>(n), 0.0);
+  for (size_t r = 0; r < all.size(); ++r) {
+    LZ_CHECK(all[r].size() == mine.size(), "allreduce_sum: rank ", r, " sent ", all[r].size(),
+             " bytes, this rank ", mine.size(), " (the ranks disagree on the step's collectives)");
+    for (size_t i = 0; i < sum.size(); ++i) {
+      double v;
+      std::memcpy(&v, all[r].data() + sizeof(double) * i, sizeof(double));
+      sum[i] += v;
+    }
+  }
+  std::copy(sum.begin(), sum.end(), values);
+}
+
 void DataParallel::allreduce_sum(double* values, int n) {
+  if (comm_.device().is_cuda()) {
+    // A round trip through NCCL would copy to the GPU and back, and the copy back waits for
+    // everything queued on the compute stream (at a step's start: the previous step's
+    // optimizer), a GPU bubble per call that only a data-parallel run pays.
+    sum_doubles_on_host(comm_, values, n);
+    return;
+  }
   Tensor t = Tensor::empty({n}, DType::F64);
   std::copy(values, values + n, t.data<double>());
-  if (comm_.device().is_cuda()) {
-    // NCCL reduces device memory: a round trip of n doubles per call (a few per step).
-    Tensor d = t.to(comm_.device());
-    comm_.all_reduce_sum(d);
-    t = d.to(Device::cpu());
-  } else {
-    comm_.all_reduce_sum(t);
-  }
+  comm_.all_reduce_sum(t);
   std::copy(t.data<double>(), t.data<double>() + n, values);
 }
 

@@ -117,7 +117,10 @@ void LlamaForCausalLM::init_random(uint64_t seed, double std) {
     if (name.find("norm") != std::string::npos && d.dim() == 1) {
       v.set_data(Tensor::ones(d.shape(), d.dtype(), d.device()));
     } else if (is_lora_parameter(name) || is_lizard_parameter(name)) {
-      // adapters and Lizard parameters keep their own initialisation
+      // Adapters and Lizard parameters keep their own initialisation and take no stream: the
+      // base weights of a seed are then the same for pretrain, distill and finetune models
+      // (a finetune stage rebuilds its random teacher's base bit for bit).
+      continue;
     } else if (d.dim() == 2) {
       const bool out_proj = name.find("o_proj") != std::string::npos ||
                             name.find("down_proj") != std::string::npos;

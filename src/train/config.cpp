@@ -292,6 +292,9 @@ const std::vector<Field>& fields() {
         LZ_FIELD("metrics.file", metrics.file, "JSONL metrics file under out_dir; '' = none"),
         LZ_FIELD("metrics.log_every", metrics.log_every, "steps between metric lines",
                  range(1, int64_t(1) << 40)),
+        LZ_FIELD("metrics.phases", metrics.phases,
+                 "per-phase step times (ms_data, ms_forward, ms_backward, ms_communication, "
+                 "ms_optimizer, ...) in the metric lines"),
         LZ_FIELD("dist.timeout_s", dist.timeout_s,
                  "seconds a collective may wait for other ranks before the job is aborted "
                  "($LIZARD_DIST_TIMEOUT_S overrides)",

@@ -352,6 +352,11 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
   to.stop_after = stop_after;
   to.print = rank == 0;
   if (dev.is_cuda()) to.device_name = cuda::context(dev.index).name;
+  std::unique_ptr<StepTimer> timer;
+  if (cfg.metrics.phases) {
+    timer = std::make_unique<StepTimer>(dev);
+    to.timer = timer.get();
+  }
   DistHooks hooks;
   std::unique_ptr<dist::DataParallel> dp;
   if (world > 1) {

@@ -188,13 +188,14 @@ TrainSummary Trainer::run() {
     for (Var& p : params_) p.zero_grad();  // all of them: a ZeRO-1 optimizer holds a shard
     double loss_sum[1] = {0};
     int bad_micro = -1;  // the first micro-batch with a non-finite loss
+    // Each micro-batch's loss stays on the device until the step's gradients are queued: a
+    // read per micro-batch would stall the host between forward and backward.
+    std::vector<Tensor> micro_losses;
     for (int64_t i = 0; i < accum_; ++i) {
       StepContext ctx{step, static_cast<int>(i), true, &rng_, timer};
       mark_phase(timer, Phase::Forward);
       LossResult r = task_.loss(batches[i], ctx);
-      const double li = r.loss_sum.data().item();
-      if (!std::isfinite(li) && bad_micro < 0) bad_micro = static_cast<int>(i);
-      loss_sum[0] += li;
+      micro_losses.push_back(r.loss_sum.data());
       mark_phase(timer, Phase::Backward);
       Var scaled = autograd::scale(r.loss_sum, inv);
       if (i + 1 == accum_ && dist_.grads_begin) {
@@ -206,10 +207,17 @@ TrainSummary Trainer::run() {
         scaled.backward();
       }
     }
-    if (debug_nonfinite) suspect = batches[std::max(bad_micro, 0)];
-    batches.clear();
     mark_phase(timer, Phase::Communication);
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
+    // Summed in micro-batch order as before: the same bits as reading each after its forward.
+    for (size_t i = 0; i < micro_losses.size(); ++i) {
+      const double li = micro_losses[i].item();
+      if (!std::isfinite(li) && bad_micro < 0) bad_micro = static_cast<int>(i);
+      loss_sum[0] += li;
+    }
+    micro_losses.clear();
+    if (debug_nonfinite) suspect = batches[std::max(bad_micro, 0)];
+    batches.clear();
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
     mark_phase(timer, Phase::Optimizer);
     const double lr = sched.lr_at(step);
@@ -276,7 +284,18 @@ TrainSummary Trainer::run() {
       m.elapsed_s = std::chrono::duration<double>(clock::now() - t_start).count();
       m.first_step = first_step;
       if (opt_.print) printer.step(m);
-      if (metrics) metrics->write("train", step_fields(m));
+      if (metrics) {
+        JsonFields f = step_fields(m);
+        if (timer && !timer->steps().empty()) {
+          // The last step's split (with log_every > 1 the others are not written).
+          const StepTiming& st = timer->steps().back();
+          f.emplace_back("ms_step", st.total_ms);
+          for (int k = 0; k < kNumPhases; ++k)
+            if (st.phase_ms[k] > 0)
+              f.emplace_back(std::string("ms_") + phase_name(static_cast<Phase>(k)), st.phase_ms[k]);
+        }
+        metrics->write("train", f);
+      }
     }
     if (val_ && cfg_.eval.every > 0 && (step % cfg_.eval.every == 0 || step == total_steps_)) {
       const double vl = validate();

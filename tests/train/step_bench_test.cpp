@@ -171,8 +171,10 @@ TEST(BenchStep, FinetuneOnTheCpuReportsRealSteps) {
             lora_parameter_count(step_shape_of(cfg, cfg.model.arch, DType::F32)));
   const std::vector<double> l = losses_of(j);
   ASSERT_EQ(l.size(), 3u);
-  // GPT-style init (std 0.02) gives near-zero logits: the first loss is about ln V.
-  EXPECT_NEAR(l[0], std::log(512.0), 0.05);
+  // GPT-style init (std 0.02) gives near-zero logits: the first loss is about ln V. Logits of
+  // std ~0.16 add sigma^2 / 2 ~ 0.013 on average and 74 tokens a standard error of ~0.02
+  // (seeds 0-7 gave 6.22-6.29, ln 512 = 6.24); a broken init (std-1 weights) is nats away.
+  EXPECT_NEAR(l[0], std::log(512.0), 0.08);
   const Json& ph = j.at("phases_ms");
   for (const char* p : {"forward", "backward", "optimizer"}) EXPECT_GT(ph.at(p).as_double(), 0.0) << p;
   EXPECT_EQ(ph.at("teacher_forward").as_double(), 0.0);

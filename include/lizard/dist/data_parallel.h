@@ -36,6 +36,11 @@ struct DataParallelOptions {
 /// the shapes and the world size, so every rank computes the same plan.
 std::vector<int> zero1_owners(const std::vector<autograd::Var>& params, int world);
 
+/// In-place sum over ranks of n host doubles without touching a device: every rank's values
+/// through comm.all_gather_bytes (MPI under NCCL too), summed in rank order, so every rank
+/// gets the same bits. Error if the ranks send different n.
+void sum_doubles_on_host(Communicator& comm, double* values, int n);
+
 class DataParallel {
  public:
   /// `params`: the trainable parameters in the trainer's order (same on every rank). The
@@ -47,7 +52,9 @@ class DataParallel {
   int world() const { return comm_.world_size(); }
   Communicator& comm() { return comm_; }
 
-  /// In-place sum over ranks of n host doubles (exact order-independent up to f64 rounding).
+  /// In-place sum over ranks of n host doubles, identical on every rank. On the CPU an MPI
+  /// all-reduce; on GPUs the values never touch the device (MPI gather, summed in rank order),
+  /// so the call does not wait for the GPU's queued work.
   void allreduce_sum(double* values, int n);
   /// Arms the bucketer for this step's last backward (no-op without overlap).
   void begin_grad_sync();

@@ -69,7 +69,8 @@ class LlamaForCausalLM : public Module {
   /// LM head on hidden states [..., d] -> [..., V] (tied embeddings use embed_tokens.weight).
   Var logits(const Var& hidden) const;
   /// GPT-style initialisation: Normal(0, std) for matrices (output projections scaled by
-  /// 1/sqrt(2 L)), ones for norms; deterministic in seed.
+  /// 1/sqrt(2 L)), ones for norms; deterministic in seed, and the same base weights whatever
+  /// adapters or Lizard attentions the model carries (those keep their own init).
   void init_random(uint64_t seed, double std = 0.02);
   /// The RoPE table for positions 0..T-1 on `device` (cached per T and device).
   const ops::RopeTable& rope(int64_t T, Device device) const;

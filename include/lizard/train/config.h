@@ -82,6 +82,10 @@ struct EvalSection {
 struct MetricsSection {
   std::string file = "metrics.jsonl";  ///< JSONL under out_dir ("" = none)
   int64_t log_every = 1;
+  /// Per-phase milliseconds of each step (train::StepTimer: data, forward, backward,
+  /// communication, optimizer, ...) in the metric lines as ms_<phase>; on CUDA it adds one
+  /// event per phase boundary and a wait at the step's end (where the loss is read anyway).
+  bool phases = false;
 };
 
 /// Data parallelism across ranks (mpirun -np N); ignored by a single process.
