@@ -200,6 +200,23 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_u32(p)));
 }
+// The same by 32-bit shared-memory address (keeps one register per address, not two).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void cp_async16_u32(uint32_t smem_addr, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem));
+}
+__device__ __forceinline__ void st_shared_zero16(uint32_t smem_addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(smem_addr), "r"(0));
+}
 // d += a (16x16 bf16, row) * b (16x8 bf16, col), fp32 accumulate.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1) {
@@ -485,30 +502,33 @@ void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
 //  * 32-bit indices and per-thread copy plans (the kernel sat at 255 registers and spilled);
 //  * all four row maxima reduced before any exponent (four independent shuffle chains);
 //  * the output goes through shared memory as 16-byte row stores;
+//  * the accumulators are rescaled only when some row of the warp has a new max (a
+//    warp-uniform branch; most tiles after the first have none);
 //  * kLazyRescale (FlashAttention-4's trick): the running max that the exponents subtract is
 //    moved, and the accumulators rescaled, only when some row of the warp grows by more than
-//    2^kRescaleSlack; otherwise exponents are taken against the stale max, so P <= 2^8, exact
-//    in fp32 sums and in bf16 (8 exponent bits), and the final o = acc / l is unchanged.
+//    kRescaleSlack (log2 units); otherwise exponents are taken against the stale max, so
+//    P <= 2^8, which fp32 sums and bf16 (8 exponent bits) hold with their usual relative
+//    precision, and o = acc / l is unchanged.
 constexpr float kRescaleSlack = 8.f;  // log2 units: P values stay <= 256
 
 // Rows [r0, r0 + kRows) of a bf16 matrix with leading dimension ld (first D columns) into
 // shared memory rows of kStride elements, by cp.async; rows at or past T and columns at or past
 // D become zeros. Thread i copies column chunk i % (kD/8) of rows i / (kD/8) + p * kRowsPerPass.
 template <int kRows, int kD, int kStride, int kThreads>
-__device__ __forceinline__ void copy_rows(__nv_bfloat16* sm, const __nv_bfloat16* g, int r0, int T,
+__device__ __forceinline__ void copy_rows(uint32_t sm, const __nv_bfloat16* g, int r0, int T,
                                           int64_t ld, int D) {
   constexpr int kChunks = kD / 8, kRowsPerPass = kThreads / kChunks;
   static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0, "copy plan");
   const int row = threadIdx.x / kChunks, col = (threadIdx.x % kChunks) * 8;
   const bool col_ok = col < D;
   const __nv_bfloat16* src = g + int64_t(r0 + row) * ld + col;
-  __nv_bfloat16* dst = sm + row * kStride + col;
+  const uint32_t dst = sm + (row * kStride + col) * 2;
 #pragma unroll
   for (int p = 0; p < kRows / kRowsPerPass; ++p) {
     if (col_ok && r0 + row + p * kRowsPerPass < T)
-      cp_async16(dst + p * kRowsPerPass * kStride, src + p * kRowsPerPass * ld);
+      cp_async16_u32(dst + p * kRowsPerPass * kStride * 2, src + p * kRowsPerPass * ld);
     else
-      *reinterpret_cast<uint4*>(dst + p * kRowsPerPass * kStride) = make_uint4(0, 0, 0, 0);
+      st_shared_zero16(dst + p * kRowsPerPass * kStride * 2);
   }
 }
 
@@ -542,9 +562,12 @@ __global__ void __launch_bounds__(128)
   const int kv_begin = window > 0 ? max(0, m0 - window + 1) / kN * kN : 0;
   const int n_tiles = (q_last + 1 - kv_begin + kN - 1) / kN;
 
-  copy_rows<kBlockM, kD, kStride, kThreads>(sQ, qg, m0, T, ldq, D);
-  copy_rows<kN, kD, kStride, kThreads>(sK, kg, kv_begin, T, ldk, D);
-  copy_rows<kN, kD, kStride, kThreads>(sV, vg, kv_begin, T, ldk, D);
+  // 32-bit shared addresses (bytes); a K or V buffer is kTileBytes.
+  constexpr uint32_t kTileBytes = kN * kStride * 2;
+  const uint32_t sQ_a = smem_u32(sQ), sK_a = smem_u32(sK), sV_a = smem_u32(sV);
+  copy_rows<kBlockM, kD, kStride, kThreads>(sQ_a, qg, m0, T, ldq, D);
+  copy_rows<kN, kD, kStride, kThreads>(sK_a, kg, kv_begin, T, ldk, D);
+  copy_rows<kN, kD, kStride, kThreads>(sV_a, vg, kv_begin, T, ldk, D);
   cp_async_commit();
 
   const float scale_log2 = a.scale * 1.4426950408889634f;
@@ -562,12 +585,12 @@ __global__ void __launch_bounds__(128)
   const int row0 = m0 + wrow + g;    // this thread's rows: row0 + 16 mt + 8 rr
   // ldmatrix offsets (elements) of this lane: A fragments of Q, B fragments of K (stored
   // [key][d]) and of V (stored [key][d], read transposed).
-  const int q_off = (wrow + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8;
-  const int k_off = ((lane & 7) + (lane >> 4) * 8) * kStride + ((lane >> 3) & 1) * 8;
-  const int v_off = ((lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8;
+  const uint32_t q_a = sQ_a + 2 * ((wrow + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8);
+  const uint32_t k_a = sK_a + 2 * (((lane & 7) + (lane >> 4) * 8) * kStride + ((lane >> 3) & 1) * 8);
+  const uint32_t v_a = sV_a + 2 * (((lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8);
 
   // One key tile: S = Q K^T, mask (kMask only), online softmax, O += P V.
-  auto tile = [&](auto mask_tag, const __nv_bfloat16* sKb, const __nv_bfloat16* sVb, int n0) {
+  auto tile = [&](auto mask_tag, uint32_t kb, uint32_t vb, int n0) {
     constexpr bool kMask = decltype(mask_tag)::value;
     float s[kMT][kN / 8][4];
 #pragma unroll
@@ -578,11 +601,11 @@ __global__ void __launch_bounds__(128)
     for (int kk = 0; kk < kD / 16; ++kk) {
       uint32_t qa[kMT][4];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(qa[mt], sQ + q_off + mt * 16 * kStride + kk * 16);
+      for (int mt = 0; mt < kMT; ++mt) ldsm_x4(qa[mt], q_a + 2 * (mt * 16 * kStride + kk * 16));
 #pragma unroll
       for (int nn = 0; nn < kN / 16; ++nn) {
         uint32_t bk[4];
-        ldmatrix_x4(bk, sKb + k_off + nn * 16 * kStride + kk * 16);
+        ldsm_x4(bk, kb + 2 * (nn * 16 * kStride + kk * 16));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_bf16(s[mt][2 * nn], qa[mt], bk[0], bk[1]);
@@ -619,16 +642,15 @@ __global__ void __launch_bounds__(128)
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], sh));
-    bool rescale = true;
-    if constexpr (kLazyRescale) {
-      bool grow = false;
+    // Rescale only when some row of the warp grows past its max (plus the slack): a
+    // warp-uniform branch, so no divergence; with no slack the result is exactly the eager one.
+    bool grow = false;
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int rr = 0; rr < 2; ++rr) grow |= mx[mt][rr] * scale_log2 > m_r[mt][rr] + kRescaleSlack;
-      rescale = __any_sync(0xffffffffu, grow);  // warp-uniform: no divergence in the rescale
-    }
-    if (rescale) {
+      for (int rr = 0; rr < 2; ++rr)
+        grow |= mx[mt][rr] * scale_log2 > m_r[mt][rr] + (kLazyRescale ? kRescaleSlack : 0.f);
+    if (__any_sync(0xffffffffu, grow)) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -675,7 +697,7 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
       for (int dn = 0; dn < kD / 16; ++dn) {
         uint32_t bv[4];
-        ldmatrix_x4_trans(bv, sVb + v_off + kk * 16 * kStride + dn * 16);
+        ldsm_x4_trans(bv, vb + 2 * (kk * 16 * kStride + dn * 16));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_bf16(acc[mt][2 * dn], pa[mt][kk], bv[0], bv[1]);
@@ -693,18 +715,17 @@ __global__ void __launch_bounds__(128)
     __syncthreads();
     if (j + 1 < n_tiles) {
       const int nb = (j + 1) & 1;
-      copy_rows<kN, kD, kStride, kThreads>(sK + nb * kN * kStride, kg, n0 + kN, T, ldk, D);
-      copy_rows<kN, kD, kStride, kThreads>(sV + nb * kN * kStride, vg, n0 + kN, T, ldk, D);
+      copy_rows<kN, kD, kStride, kThreads>(sK_a + nb * kTileBytes, kg, n0 + kN, T, ldk, D);
+      copy_rows<kN, kD, kStride, kThreads>(sV_a + nb * kTileBytes, vg, n0 + kN, T, ldk, D);
       cp_async_commit();
     }
-    const __nv_bfloat16* sKb = sK + (j & 1) * kN * kStride;
-    const __nv_bfloat16* sVb = sV + (j & 1) * kN * kStride;
+    const uint32_t kb = k_a + (j & 1) * kTileBytes, vb = v_a + (j & 1) * kTileBytes;
     // The diagonal tiles (a key past the block's first row) and the window's first tiles.
     const bool need_mask = n0 + kN - 1 > m0 || (window > 0 && m0 + kBlockM - 1 - n0 >= window);
     if (need_mask)
-      tile(std::true_type{}, sKb, sVb, n0);
+      tile(std::true_type{}, kb, vb, n0);
     else
-      tile(std::false_type{}, sKb, sVb, n0);
+      tile(std::false_type{}, kb, vb, n0);
   }
 
   // o = acc / l, staged in the warp's own rows of sQ (no other warp reads them) so that the
