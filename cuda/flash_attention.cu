@@ -498,12 +498,14 @@ void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
 //  * one barrier per key tile: the prefetch of tile j+1 is issued after the barrier that ends
 //    tile j-1, so no second barrier has to protect the buffer it overwrites;
 //  * the causal/window mask is compiled only into the tiles that need it (the one or two on
-//    the diagonal, the window's first), so the interior tiles carry no index arithmetic;
-//  * 32-bit indices and per-thread copy plans (the kernel sat at 255 registers and spilled);
-//  * all four row maxima reduced before any exponent (four independent shuffle chains);
+//    the diagonal, the window's first), so the interior tiles carry no index arithmetic, and
+//    a warp skips a masked tile that hides every key from all its rows;
+//  * 32-bit indices, 32-bit shared addresses and per-thread copy plans (fewer registers in a
+//    kernel that sits at the 255 limit);
 //  * the output goes through shared memory as 16-byte row stores;
 //  * the accumulators are rescaled only when some row of the warp has a new max (a
-//    warp-uniform branch; most tiles after the first have none);
+//    warp-uniform vote on each thread's share of its rows' max; the quad shuffles that
+//    complete the max run only then);
 //  * kLazyRescale (FlashAttention-4's trick): the running max that the exponents subtract is
 //    moved, and the accumulators rescaled, only when some row of the warp grows by more than
 //    kRescaleSlack (log2 units); otherwise exponents are taken against the stale max, so
@@ -592,6 +594,12 @@ __global__ void __launch_bounds__(128)
   // One key tile: S = Q K^T, mask (kMask only), online softmax, O += P V.
   auto tile = [&](auto mask_tag, uint32_t kb, uint32_t vb, int n0) {
     constexpr bool kMask = decltype(mask_tag)::value;
+    if constexpr (kMask) {
+      // A tile that hides every key from every row of this warp (the second diagonal tile for
+      // the block's first 64 rows; tiles before a window) changes nothing: skip its work.
+      const int w_first = m0 + wrow, w_last = w_first + 16 * kMT - 1;
+      if (n0 > w_last || (window > 0 && w_first - (n0 + kN - 1) >= window)) return;
+    }
     float s[kMT][kN / 8][4];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -625,7 +633,7 @@ __global__ void __launch_bounds__(128)
             if (key > t || (window > 0 && t - key >= window)) s[mt][i][e] = -INFINITY;
           }
     }
-    // Row maxima of the raw scores (a quad shares a row); scale > 0 keeps the order.
+    // This thread's share of each row's max of the raw scores (scale > 0 keeps the order).
     float mx[kMT][2];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -636,14 +644,10 @@ __global__ void __launch_bounds__(128)
         for (int i = 1; i < kN / 8; ++i) m = fmaxf(m, fmaxf(s[mt][i][2 * rr], s[mt][i][2 * rr + 1]));
         mx[mt][rr] = m;
       }
-#pragma unroll
-    for (int sh = 1; sh <= 2; sh <<= 1)
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], sh));
     // Rescale only when some row of the warp grows past its max (plus the slack): a
     // warp-uniform branch, so no divergence; with no slack the result is exactly the eager one.
+    // A row grows iff one of its quad's shares does (m_r is the same in the four lanes), so
+    // the quad reduction is needed only inside the branch.
     bool grow = false;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -651,6 +655,13 @@ __global__ void __launch_bounds__(128)
       for (int rr = 0; rr < 2; ++rr)
         grow |= mx[mt][rr] * scale_log2 > m_r[mt][rr] + (kLazyRescale ? kRescaleSlack : 0.f);
     if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+      for (int sh = 1; sh <= 2; sh <<= 1)
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr)
+            mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], sh));
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll

@@ -24,9 +24,11 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
 /// value out of range throws InputError). The tensor-core variants, all 128 query rows x
 /// 64 keys per step: 0 the original kernel; 1 it with the heavy-first grid (every head's
 /// latest query tile launched before any earlier one); 2 the tuned kernel (one barrier per
-/// tile, mask only on edge tiles, 32-bit indices, staged 16-byte output stores); 3 tuned +
-/// heavy-first; 4 tuned + heavy-first + lazy rescale (the running max moves only when a row
-/// grows by more than 2^8); 5 tuned + lazy rescale.
+/// tile, mask only on edge tiles, a warp skips tiles that hide all its keys, 32-bit indices,
+/// accumulators rescaled only on a new row max, 16-byte output stores); 3 tuned +
+/// heavy-first; 4 tuned + heavy-first + lazy rescale (the max the exponents subtract moves
+/// only when a row grows by more than 2^8, so results differ from 0-3 by rounding); 5 tuned +
+/// lazy rescale.
 void flash_attention_forward_variant(const Tensor& q, const Tensor& k, const Tensor& v,
                                      double scale, int64_t window, Tensor& o, Tensor& lse,
                                      int variant, void* stream);
