@@ -679,30 +679,40 @@ __global__ void __launch_bounds__(128)
         }
     }
     // P = exp2(scale_log2 s - m) in one FFMA + ex2 each, packed to bf16 A fragments (the S
-    // accumulators of two adjacent 8-key tiles are exactly one A fragment of P V).
-    uint32_t pa[kMT][kN / 16][4];
+    // accumulators of two adjacent 8-key tiles are exactly one A fragment of P V). Done in
+    // 16-key chunks, in the order P V consumes them, so the tensor cores can start on chunk
+    // kk while the exponents of chunk kk+1 are computed.
+    float base[kMT][2], sum[kMT][2];
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        const float base = m_r[mt][rr] == -INFINITY ? 0.f : m_r[mt][rr];  // fully hidden row: P = 0
-        float sum = 0.f;
-#pragma unroll
-        for (int i = 0; i < kN / 8; ++i) {
-          s[mt][i][2 * rr] = fast_exp2(fmaf(s[mt][i][2 * rr], scale_log2, -base));
-          s[mt][i][2 * rr + 1] = fast_exp2(fmaf(s[mt][i][2 * rr + 1], scale_log2, -base));
-          sum += s[mt][i][2 * rr] + s[mt][i][2 * rr + 1];
-        }
-        l_r[mt][rr] += sum;
+        base[mt][rr] = m_r[mt][rr] == -INFINITY ? 0.f : m_r[mt][rr];  // fully hidden row: P = 0
+        sum[mt][rr] = 0.f;
       }
+    uint32_t pa[kMT][kN / 16][4];
 #pragma unroll
-      for (int kk = 0; kk < kN / 16; ++kk) {
+    for (int kk = 0; kk < kN / 16; ++kk) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int i = 2 * kk; i < 2 * kk + 2; ++i)
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr) {
+            s[mt][i][2 * rr] = fast_exp2(fmaf(s[mt][i][2 * rr], scale_log2, -base[mt][rr]));
+            s[mt][i][2 * rr + 1] = fast_exp2(fmaf(s[mt][i][2 * rr + 1], scale_log2, -base[mt][rr]));
+            sum[mt][rr] += s[mt][i][2 * rr] + s[mt][i][2 * rr + 1];
+          }
         pa[mt][kk][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
         pa[mt][kk][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
         pa[mt][kk][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
         pa[mt][kk][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
       }
     }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) l_r[mt][rr] += sum[mt][rr];
 #pragma unroll
     for (int kk = 0; kk < kN / 16; ++kk) {
 #pragma unroll
