@@ -492,9 +492,10 @@ void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
 }
 
 // ---------------------------------------------------------------------------------------
-// Tuned tensor-core forward (variants 2-5 of flash_attention_forward_variant). The maths and
-// the fragment layouts are fa_fwd_tc_kernel's at 4 warps x 2 m-tiles x 64 keys (128 query
-// rows per block, 2 blocks per SM); what changes is what the inner loop carries:
+// Tuned tensor-core forward (variants 2-6 of flash_attention_forward_variant). The maths and
+// the fragment layouts are fa_fwd_tc_kernel's at 4 warps x 2 m-tiles x kN keys (128 query
+// rows per block, 2 blocks per SM; kN = 64, or 32 for the S registers of half a tile, which
+// ends the spills at the cost of twice the barriers); what changes is what the loop carries:
 //  * one barrier per key tile: the prefetch of tile j+1 is issued after the barrier that ends
 //    tile j-1, so no second barrier has to protect the buffer it overwrites;
 //  * the causal/window mask is compiled only into the tiles that need it (the one or two on
@@ -534,12 +535,12 @@ __device__ __forceinline__ void copy_rows(uint32_t sm, const __nv_bfloat16* g, i
   }
 }
 
-template <int kD, bool kLazyRescale, bool kHeavyFirst>
+template <int kD, bool kLazyRescale, bool kHeavyFirst, int kN = 64>
 __global__ void __launch_bounds__(128)
     fa_fwd_tuned_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                         const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o,
                         float* __restrict__ lse, AttnDims a) {
-  constexpr int kMT = 2, kN = 64, kThreads = 128, kBlockM = 16 * 4 * kMT;
+  constexpr int kMT = 2, kThreads = 128, kBlockM = 16 * 4 * kMT;
   constexpr int kStride = kD + 8;  // +16 bytes per row: conflict-free ldmatrix
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kBlockM][kStride]
@@ -783,14 +784,14 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-template <int kD, bool kLazyRescale, bool kHeavyFirst>
+template <int kD, bool kLazyRescale, bool kHeavyFirst, int kN = 64>
 void launch_fwd_tuned(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
                       const AttnDims& a, void* stream) {
-  constexpr int kBlockM = 128, kN = 64;
+  constexpr int kBlockM = 128;
   LZ_CHECK(a.T <= (int64_t(1) << 30), "flash_attention_forward: T = ", a.T,
            " exceeds the tuned kernel's 32-bit row indices (2^30)");
   const size_t smem = size_t(kBlockM + 4 * kN) * (kD + 8) * sizeof(__nv_bfloat16);
-  auto kern = fa_fwd_tuned_kernel<kD, kLazyRescale, kHeavyFirst>;
+  auto kern = fa_fwd_tuned_kernel<kD, kLazyRescale, kHeavyFirst, kN>;
   const cudaError_t e =
       cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   LZ_CHECK(e == cudaSuccess, "flash_attention_forward: cannot reserve ", smem,
@@ -1161,7 +1162,7 @@ bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 namespace {
 
 // Forward variants (LIZARD_FA_FWD_VARIANT); each computes the same function, see the header.
-constexpr int kForwardVariants = 6;
+constexpr int kForwardVariants = 7;
 constexpr int kDefaultForwardVariant = 4;
 
 template <int kD>
@@ -1173,7 +1174,8 @@ void launch_fwd_variant(int variant, const Tensor& q, const Tensor& k, const Ten
     case 2: launch_fwd_tuned<kD, false, false>(q, k, v, o, lse, a, stream); break;
     case 3: launch_fwd_tuned<kD, false, true>(q, k, v, o, lse, a, stream); break;
     case 4: launch_fwd_tuned<kD, true, true>(q, k, v, o, lse, a, stream); break;
-    default: launch_fwd_tuned<kD, true, false>(q, k, v, o, lse, a, stream); break;
+    case 5: launch_fwd_tuned<kD, true, false>(q, k, v, o, lse, a, stream); break;
+    default: launch_fwd_tuned<kD, true, true, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
   }
 }
 

@@ -8,13 +8,13 @@
 # the same shapes; each run's flash_attention_fwd_w4x2 row (variant 0's kernel) gives the
 # speedup against variant 0 within that run. Run from the repository root on the GPU machine after the build:
 #   scripts/fa_variants_bench.sh [path/to/lizard] [iters]
-# Environment: VARIANTS (default "0 1 2 3 4 5"), ROUNDS (default 1: each round runs every
+# Environment: VARIANTS (default "0 1 2 3 4 5 6"), ROUNDS (default 1: each round runs every
 # variant once; more rounds interleave the variants against clock drift and print each run).
 set -euo pipefail
 
 LIZARD=${1:-build/bin/lizard}
 ITERS=${2:-30}
-VARIANTS=${VARIANTS:-"0 1 2 3 4 5"}
+VARIANTS=${VARIANTS:-"0 1 2 3 4 5 6"}
 ROUNDS=${ROUNDS:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$(mktemp -d)

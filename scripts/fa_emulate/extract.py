@@ -6,8 +6,7 @@ def between(a, b):
 parts = [
   between("struct AttnDims {", "// ---------------------------------------------------------------------------------------\n// Reference kernels"),
   between("constexpr int kBlockN = 64;", "// The forward grid:"),
-  between("template <int kD, int kWarps, int kMT, int kN, bool kHeavyFirst = false>\n__global__", "// The forward grid:") if False else "",
-  between("constexpr float kRescaleSlack", "template <int kD, bool kLazyRescale, bool kHeavyFirst>\nvoid launch_fwd_tuned"),
+  between("constexpr float kRescaleSlack", "template <int kD, bool kLazyRescale, bool kHeavyFirst, int kN = 64>\nvoid launch_fwd_tuned"),
 ]
 t = "\n".join(parts)
 names = ["smem_u32","cp_async16","cp_async_commit","cp_async_wait","ldmatrix_x4","ldmatrix_x4_trans","ldsm_x4","ldsm_x4_trans","cp_async16_u32","st_shared_zero16","mma_bf16","fast_exp2"]

@@ -6,7 +6,7 @@
 # wait_group covering them (so a missing wait or barrier reads stale bytes). driver.cpp checks
 # every variant against a naive f64 attention at awkward shapes (odd T, windows, GQA, D=80,
 # keys whose norm grows along the sequence). For kernel work without a GPU: it proves layouts
-# and control flow, not speed. Usage: scripts/fa_emulate/run.sh [quick]  (quick: variants 0, 4)
+# and control flow, not speed. Usage: scripts/fa_emulate/run.sh [quick]  (quick: variants 0, 4, 6)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d)
