@@ -14,6 +14,7 @@
 //    f32 and odd head dims. Deterministic: every sum has a fixed order, no atomics.
 #include <cuda_bf16.h>
 
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernel_util.cuh"
@@ -176,8 +177,7 @@ constexpr int kBlockN = 64;  // keys per tile
 // Forward block shape: warps x m-tiles of 16 query rows (see fa_fwd_tc_kernel). Measured on an
 // H200 at B=8,T=2048 / B=2,T=8192 (H=32, Hkv=8, D=128; `lizard bench ops`): 4x1 1.45 / 5.19 ms,
 // 8x1 1.42 / 4.79, 4x2 1.27 / 4.37, 4x2 with 32-key tiles 1.37 / 4.73, 8x2 (32 keys) 1.54 / 4.87.
-constexpr int kDefaultForwardWarps = 4;
-constexpr int kDefaultForwardMTiles = 2;
+// 4x2 with 64-key tiles is variant 0 of flash_attention_forward_variant.
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -199,6 +199,23 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_u32(p)));
+}
+// The same by 32-bit shared-memory address (keeps one register per address, not two).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void cp_async16_u32(uint32_t smem_addr, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem));
+}
+__device__ __forceinline__ void st_shared_zero16(uint32_t smem_addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(smem_addr), "r"(0));
 }
 // d += a (16x16 bf16, row) * b (16x8 bf16, col), fp32 accumulate.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -242,7 +259,7 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* sm, const __nv_bfloat16
 // FlashAttention-2's shape: shared-memory bandwidth, not the tensor cores, limits kMT = 1).
 // With kMT = 1 the warp's Q fragments stay in registers; with kMT = 2 the accumulators need
 // those registers and Q is re-read from shared memory at every k-step.
-template <int kD, int kWarps, int kMT, int kN>
+template <int kD, int kWarps, int kMT, int kN, bool kHeavyFirst = false>
 __global__ void __launch_bounds__(kWarps * 32)
     fa_fwd_tc_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                      const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o,
@@ -258,9 +275,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  // Longest (latest) query tiles first: causal work grows with the tile index.
-  const int64_t m_block = gridDim.x - 1 - blockIdx.x;
-  const int64_t bh = blockIdx.y, b = bh / a.H, h = bh % a.H, hk = h / (a.H / a.Hkv);
+  // Longest (latest) query tiles first: causal work grows with the tile index. kHeavyFirst
+  // orders the grid so (see heavy_first_grid) every head's latest tile precedes every earlier one.
+  const int64_t m_block = kHeavyFirst ? gridDim.y - 1 - blockIdx.y : gridDim.x - 1 - blockIdx.x;
+  const int64_t bh = kHeavyFirst ? blockIdx.x : blockIdx.y;
+  const int64_t b = bh / a.H, h = bh % a.H, hk = h / (a.H / a.Hkv);
   const int64_t m0 = m_block * kBlockM;
   const int64_t ldq = a.H * a.D, ldk = a.Hkv * a.D;
   const __nv_bfloat16* qg = q + (b * a.T * a.H + h) * a.D;
@@ -437,22 +456,347 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int kD, int kWarps, int kMT, int kN>
+// The forward grid: x = query tiles (launched latest first), y = batch x head; or with
+// heavy_first, x = batch x head and y = query tiles, so the whole grid's latest (longest) tiles
+// start first and the short early tiles fill the tail (longest-processing-time-first). Either
+// way the query heads that share a kv head are adjacent, so their K/V reads meet in L2.
+dim3 fwd_grid(const AttnDims& a, int block_m, bool heavy_first) {
+  const unsigned tiles = static_cast<unsigned>((a.T + block_m - 1) / block_m);
+  if (heavy_first) {
+    LZ_CHECK(tiles < 65536, "flash_attention_forward: T = ", a.T, " gives ", tiles,
+             " query tiles, over the grid's y limit (65535)");
+    return dim3(static_cast<unsigned>(a.B * a.H), tiles);
+  }
+  LZ_CHECK(a.B * a.H < 65536, "flash_attention_forward: B * H = ", a.B * a.H,
+           " exceeds the grid's y limit (65535)");
+  return dim3(tiles, static_cast<unsigned>(a.B * a.H));
+}
+
+template <int kD, int kWarps, int kMT, int kN, bool kHeavyFirst = false>
 void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
                    const AttnDims& a, void* stream) {
   constexpr int kBlockM = 16 * kWarps * kMT;
   const size_t smem = size_t(kBlockM + 4 * kN) * (kD + 8) * sizeof(__nv_bfloat16);
-  auto kern = fa_fwd_tc_kernel<kD, kWarps, kMT, kN>;
+  auto kern = fa_fwd_tc_kernel<kD, kWarps, kMT, kN, kHeavyFirst>;
   if (smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     LZ_CHECK(e == cudaSuccess, "flash_attention_forward: cannot reserve ", smem,
              " bytes of shared memory: ", cudaGetErrorString(e));
   }
-  LZ_CHECK(a.B * a.H < 65536, "flash_attention_forward: B * H = ", a.B * a.H,
-           " exceeds the grid's y limit (65535)");
-  dim3 grid(static_cast<unsigned>((a.T + kBlockM - 1) / kBlockM), static_cast<unsigned>(a.B * a.H));
+  const dim3 grid = fwd_grid(a, kBlockM, kHeavyFirst);
   kern<<<grid, kWarps * 32, smem, as_stream(stream)>>>(
+      static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
+      static_cast<const __nv_bfloat16*>(v.raw()), static_cast<__nv_bfloat16*>(o.raw()),
+      lse.data<float>(), a);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tuned tensor-core forward (variants 2-6 of flash_attention_forward_variant). The maths and
+// the fragment layouts are fa_fwd_tc_kernel's at 4 warps x 2 m-tiles x kN keys (128 query
+// rows per block, 2 blocks per SM; kN = 64, or 32 for the S registers of half a tile, which
+// ends the spills at the cost of twice the barriers); what changes is what the loop carries:
+//  * one barrier per key tile: the prefetch of tile j+1 is issued after the barrier that ends
+//    tile j-1, so no second barrier has to protect the buffer it overwrites;
+//  * the causal/window mask is compiled only into the tiles that need it (the one or two on
+//    the diagonal, the window's first), so the interior tiles carry no index arithmetic, and
+//    a warp skips a masked tile that hides every key from all its rows;
+//  * 32-bit indices, 32-bit shared addresses and per-thread copy plans (fewer registers in a
+//    kernel that sits at the 255 limit);
+//  * the output goes through shared memory as 16-byte row stores;
+//  * the accumulators are rescaled only when some row of the warp has a new max (a
+//    warp-uniform vote on each thread's share of its rows' max; the quad shuffles that
+//    complete the max run only then);
+//  * kLazyRescale (FlashAttention-4's trick): the running max that the exponents subtract is
+//    moved, and the accumulators rescaled, only when some row of the warp grows by more than
+//    kRescaleSlack (log2 units); otherwise exponents are taken against the stale max, so
+//    P <= 2^8, which fp32 sums and bf16 (8 exponent bits) hold with their usual relative
+//    precision, and o = acc / l is unchanged.
+constexpr float kRescaleSlack = 8.f;  // log2 units: P values stay <= 256
+
+// Rows [r0, r0 + kRows) of a bf16 matrix with leading dimension ld (first D columns) into
+// shared memory rows of kStride elements, by cp.async; rows at or past T and columns at or past
+// D become zeros. Thread i copies column chunk i % (kD/8) of rows i / (kD/8) + p * kRowsPerPass.
+template <int kRows, int kD, int kStride, int kThreads>
+__device__ __forceinline__ void copy_rows(uint32_t sm, const __nv_bfloat16* g, int r0, int T,
+                                          int64_t ld, int D) {
+  constexpr int kChunks = kD / 8, kRowsPerPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0, "copy plan");
+  const int row = threadIdx.x / kChunks, col = (threadIdx.x % kChunks) * 8;
+  const bool col_ok = col < D;
+  const __nv_bfloat16* src = g + int64_t(r0 + row) * ld + col;
+  const uint32_t dst = sm + (row * kStride + col) * 2;
+#pragma unroll
+  for (int p = 0; p < kRows / kRowsPerPass; ++p) {
+    if (col_ok && r0 + row + p * kRowsPerPass < T)
+      cp_async16_u32(dst + p * kRowsPerPass * kStride * 2, src + p * kRowsPerPass * ld);
+    else
+      st_shared_zero16(dst + p * kRowsPerPass * kStride * 2);
+  }
+}
+
+template <int kD, bool kLazyRescale, bool kHeavyFirst, int kN = 64>
+__global__ void __launch_bounds__(128)
+    fa_fwd_tuned_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                        const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o,
+                        float* __restrict__ lse, AttnDims a) {
+  constexpr int kMT = 2, kThreads = 128, kBlockM = 16 * 4 * kMT;
+  constexpr int kStride = kD + 8;  // +16 bytes per row: conflict-free ldmatrix
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kBlockM][kStride]
+  __nv_bfloat16* sK = sQ + kBlockM * kStride;                       // [2][kN][kStride]
+  __nv_bfloat16* sV = sK + 2 * kN * kStride;                        // [2][kN][kStride]
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int m_block = kHeavyFirst ? gridDim.y - 1 - blockIdx.y : gridDim.x - 1 - blockIdx.x;
+  const int bh = kHeavyFirst ? blockIdx.x : blockIdx.y;
+  const int H = static_cast<int>(a.H), T = static_cast<int>(a.T), D = static_cast<int>(a.D);
+  const int b = bh / H, h = bh % H, hk = h / (H / static_cast<int>(a.Hkv));
+  // A window at least T long hides nothing: treat it as full causal.
+  const int window = a.window > 0 && a.window < a.T ? static_cast<int>(a.window) : 0;
+  const int m0 = m_block * kBlockM;
+  const int64_t ldq = a.H * a.D, ldk = a.Hkv * a.D;
+  const __nv_bfloat16* qg = q + (int64_t(b) * a.T * a.H + h) * a.D;
+  const __nv_bfloat16* kg = k + (int64_t(b) * a.T * a.Hkv + hk) * a.D;
+  const __nv_bfloat16* vg = v + (int64_t(b) * a.T * a.Hkv + hk) * a.D;
+
+  const int q_last = min(T - 1, m0 + kBlockM - 1);
+  const int kv_begin = window > 0 ? max(0, m0 - window + 1) / kN * kN : 0;
+  const int n_tiles = (q_last + 1 - kv_begin + kN - 1) / kN;
+
+  // 32-bit shared addresses (bytes); a K or V buffer is kTileBytes.
+  constexpr uint32_t kTileBytes = kN * kStride * 2;
+  const uint32_t sQ_a = smem_u32(sQ), sK_a = smem_u32(sK), sV_a = smem_u32(sV);
+  copy_rows<kBlockM, kD, kStride, kThreads>(sQ_a, qg, m0, T, ldq, D);
+  copy_rows<kN, kD, kStride, kThreads>(sK_a, kg, kv_begin, T, ldk, D);
+  copy_rows<kN, kD, kStride, kThreads>(sV_a, vg, kv_begin, T, ldk, D);
+  cp_async_commit();
+
+  const float scale_log2 = a.scale * 1.4426950408889634f;
+  float acc[kMT][kD / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int i = 0; i < kD / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
+  // m_r: the max (log2 units) the row's exponents subtract; l_r: this thread's share of the
+  // row sum against m_r (the quad's four shares are added at the end).
+  float m_r[kMT][2], l_r[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) m_r[mt][0] = m_r[mt][1] = -INFINITY, l_r[mt][0] = l_r[mt][1] = 0.f;
+  const int wrow = warp * 16 * kMT;  // the warp's first row within the block
+  const int row0 = m0 + wrow + g;    // this thread's rows: row0 + 16 mt + 8 rr
+  // ldmatrix offsets (elements) of this lane: A fragments of Q, B fragments of K (stored
+  // [key][d]) and of V (stored [key][d], read transposed).
+  const uint32_t q_a = sQ_a + 2 * ((wrow + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8);
+  const uint32_t k_a = sK_a + 2 * (((lane & 7) + (lane >> 4) * 8) * kStride + ((lane >> 3) & 1) * 8);
+  const uint32_t v_a = sV_a + 2 * (((lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8);
+
+  // One key tile: S = Q K^T, mask (kMask only), online softmax, O += P V.
+  auto tile = [&](auto mask_tag, uint32_t kb, uint32_t vb, int n0) {
+    constexpr bool kMask = decltype(mask_tag)::value;
+    if constexpr (kMask) {
+      // A tile that hides every key from every row of this warp (the second diagonal tile for
+      // the block's first 64 rows; tiles before a window) changes nothing: skip its work.
+      const int w_first = m0 + wrow, w_last = w_first + 16 * kMT - 1;
+      if (n0 > w_last || (window > 0 && w_first - (n0 + kN - 1) >= window)) return;
+    }
+    float s[kMT][kN / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int i = 0; i < kN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      uint32_t qa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) ldsm_x4(qa[mt], q_a + 2 * (mt * 16 * kStride + kk * 16));
+#pragma unroll
+      for (int nn = 0; nn < kN / 16; ++nn) {
+        uint32_t bk[4];
+        ldsm_x4(bk, kb + 2 * (nn * 16 * kStride + kk * 16));
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_bf16(s[mt][2 * nn], qa[mt], bk[0], bk[1]);
+          mma_bf16(s[mt][2 * nn + 1], qa[mt], bk[2], bk[3]);
+        }
+      }
+    }
+    if constexpr (kMask) {
+      // Keys past T need no test: every stored row t < T already hides key > t.
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int i = 0; i < kN / 8; ++i)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int t = row0 + mt * 16 + (e >> 1) * 8, key = n0 + i * 8 + 2 * t4 + (e & 1);
+            if (key > t || (window > 0 && t - key >= window)) s[mt][i][e] = -INFINITY;
+          }
+    }
+    // This thread's share of each row's max of the raw scores (scale > 0 keeps the order).
+    float mx[kMT][2];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float m = fmaxf(s[mt][0][2 * rr], s[mt][0][2 * rr + 1]);
+#pragma unroll
+        for (int i = 1; i < kN / 8; ++i) m = fmaxf(m, fmaxf(s[mt][i][2 * rr], s[mt][i][2 * rr + 1]));
+        mx[mt][rr] = m;
+      }
+    // Rescale only when some row of the warp grows past its max (plus the slack): a
+    // warp-uniform branch, so no divergence; with no slack the result is exactly the eager one.
+    // A row grows iff one of its quad's shares does (m_r is the same in the four lanes), so
+    // the quad reduction is needed only inside the branch.
+    bool grow = false;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr)
+        grow |= mx[mt][rr] * scale_log2 > m_r[mt][rr] + (kLazyRescale ? kRescaleSlack : 0.f);
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+      for (int sh = 1; sh <= 2; sh <<= 1)
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr)
+            mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], sh));
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          const float m_new = fmaxf(m_r[mt][rr], mx[mt][rr] * scale_log2);
+          // exp2(-inf - 0) = 0 for a row with nothing visible yet: its acc and l are zero.
+          const float corr = fast_exp2(m_r[mt][rr] - (m_new == -INFINITY ? 0.f : m_new));
+          m_r[mt][rr] = m_new;
+          l_r[mt][rr] *= corr;
+#pragma unroll
+          for (int i = 0; i < kD / 8; ++i) {
+            acc[mt][i][2 * rr] *= corr;
+            acc[mt][i][2 * rr + 1] *= corr;
+          }
+        }
+    }
+    // P = exp2(scale_log2 s - m) in one FFMA + ex2 each, packed to bf16 A fragments (the S
+    // accumulators of two adjacent 8-key tiles are exactly one A fragment of P V). Done in
+    // 16-key chunks, in the order P V consumes them, so the tensor cores can start on chunk
+    // kk while the exponents of chunk kk+1 are computed.
+    float base[kMT][2], sum[kMT][2];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        base[mt][rr] = m_r[mt][rr] == -INFINITY ? 0.f : m_r[mt][rr];  // fully hidden row: P = 0
+        sum[mt][rr] = 0.f;
+      }
+    uint32_t pa[kMT][kN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int i = 2 * kk; i < 2 * kk + 2; ++i)
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr) {
+            s[mt][i][2 * rr] = fast_exp2(fmaf(s[mt][i][2 * rr], scale_log2, -base[mt][rr]));
+            s[mt][i][2 * rr + 1] = fast_exp2(fmaf(s[mt][i][2 * rr + 1], scale_log2, -base[mt][rr]));
+            sum[mt][rr] += s[mt][i][2 * rr] + s[mt][i][2 * rr + 1];
+          }
+        pa[mt][kk][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][kk][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][kk][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][kk][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) l_r[mt][rr] += sum[mt][rr];
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) {
+#pragma unroll
+      for (int dn = 0; dn < kD / 16; ++dn) {
+        uint32_t bv[4];
+        ldsm_x4_trans(bv, vb + 2 * (kk * 16 * kStride + dn * 16));
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_bf16(acc[mt][2 * dn], pa[mt][kk], bv[0], bv[1]);
+          mma_bf16(acc[mt][2 * dn + 1], pa[mt][kk], bv[2], bv[3]);
+        }
+      }
+    }
+  };
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int n0 = kv_begin + j * kN;
+    cp_async_wait<0>();
+    // Tile j is visible to every thread, and every warp is done with tile j-1, whose buffers
+    // the prefetch below overwrites: the only barrier of the iteration.
+    __syncthreads();
+    if (j + 1 < n_tiles) {
+      const int nb = (j + 1) & 1;
+      copy_rows<kN, kD, kStride, kThreads>(sK_a + nb * kTileBytes, kg, n0 + kN, T, ldk, D);
+      copy_rows<kN, kD, kStride, kThreads>(sV_a + nb * kTileBytes, vg, n0 + kN, T, ldk, D);
+      cp_async_commit();
+    }
+    const uint32_t kb = k_a + (j & 1) * kTileBytes, vb = v_a + (j & 1) * kTileBytes;
+    // The diagonal tiles (a key past the block's first row) and the window's first tiles.
+    const bool need_mask = n0 + kN - 1 > m0 || (window > 0 && m0 + kBlockM - 1 - n0 >= window);
+    if (need_mask)
+      tile(std::true_type{}, kb, vb, n0);
+    else
+      tile(std::false_type{}, kb, vb, n0);
+  }
+
+  // o = acc / l, staged in the warp's own rows of sQ (no other warp reads them) so that the
+  // global stores are whole 16-byte chunks of a row.
+  float inv[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float l = l_r[mt][rr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      inv[mt][rr] = l > 0.f ? 1.f / l : 0.f;
+      const int t = row0 + mt * 16 + rr * 8;
+      if (t4 == 0 && t < T) lse[(int64_t(b) * a.H + h) * a.T + t] = (m_r[mt][rr] + log2f(l)) * 0.6931471805599453f;
+    }
+  __syncwarp();  // every lane of the warp is past its last ldmatrix of sQ
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+      for (int i = 0; i < kD / 8; ++i)
+        *reinterpret_cast<__nv_bfloat162*>(sQ + (wrow + mt * 16 + rr * 8 + g) * kStride + i * 8 + 2 * t4) =
+            __floats2bfloat162_rn(acc[mt][i][2 * rr] * inv[mt][rr], acc[mt][i][2 * rr + 1] * inv[mt][rr]);
+  __syncwarp();
+  constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+#pragma unroll
+  for (int it = 0; it < 16 * kMT * kChunks / 32; ++it) {
+    const int c = lane + 32 * it, r = c / kChunks, col = (c % kChunks) * 8, t = m0 + wrow + r;
+    if (t < T && col < D)
+      *reinterpret_cast<uint4*>(o + ((int64_t(b) * a.T + t) * a.H + h) * a.D + col) =
+          *reinterpret_cast<const uint4*>(sQ + (wrow + r) * kStride + col);
+  }
+}
+
+template <int kD, bool kLazyRescale, bool kHeavyFirst, int kN = 64>
+void launch_fwd_tuned(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
+                      const AttnDims& a, void* stream) {
+  constexpr int kBlockM = 128;
+  LZ_CHECK(a.T <= (int64_t(1) << 30), "flash_attention_forward: T = ", a.T,
+           " exceeds the tuned kernel's 32-bit row indices (2^30)");
+  const size_t smem = size_t(kBlockM + 4 * kN) * (kD + 8) * sizeof(__nv_bfloat16);
+  auto kern = fa_fwd_tuned_kernel<kD, kLazyRescale, kHeavyFirst, kN>;
+  const cudaError_t e =
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  LZ_CHECK(e == cudaSuccess, "flash_attention_forward: cannot reserve ", smem,
+           " bytes of shared memory: ", cudaGetErrorString(e));
+  kern<<<fwd_grid(a, kBlockM, kHeavyFirst), 128, smem, as_stream(stream)>>>(
       static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
       static_cast<const __nv_bfloat16*>(v.raw()), static_cast<__nv_bfloat16*>(o.raw()),
       lse.data<float>(), a);
@@ -815,10 +1159,76 @@ bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
 }  // namespace
 
+namespace {
+
+// Forward variants (LIZARD_FA_FWD_VARIANT); each computes the same function, see the header.
+constexpr int kForwardVariants = 7;
+constexpr int kDefaultForwardVariant = 4;
+
+template <int kD>
+void launch_fwd_variant(int variant, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
+                        Tensor& lse, const AttnDims& a, void* stream) {
+  switch (variant) {
+    case 0: launch_fwd_tc<kD, 4, 2, kBlockN, false>(q, k, v, o, lse, a, stream); break;
+    case 1: launch_fwd_tc<kD, 4, 2, kBlockN, true>(q, k, v, o, lse, a, stream); break;
+    case 2: launch_fwd_tuned<kD, false, false>(q, k, v, o, lse, a, stream); break;
+    case 3: launch_fwd_tuned<kD, false, true>(q, k, v, o, lse, a, stream); break;
+    case 4: launch_fwd_tuned<kD, true, true>(q, k, v, o, lse, a, stream); break;
+    case 5: launch_fwd_tuned<kD, true, false>(q, k, v, o, lse, a, stream); break;
+    default: launch_fwd_tuned<kD, true, true, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
+  }
+}
+
+// The variant LIZARD_FA_FWD_VARIANT names, read at every call (no cached global) so that a
+// benchmark or test can switch it between calls; unset or empty gives the default.
+int forward_variant_from_env() {
+  const char* e = std::getenv("LIZARD_FA_FWD_VARIANT");
+  if (!e || !*e) return kDefaultForwardVariant;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  if (*end != '\0' || v < 0 || v >= kForwardVariants)
+    throw InputError(str_cat("LIZARD_FA_FWD_VARIANT='", e, "': expected an integer in 0..",
+                             kForwardVariants - 1, " (flash-attention forward kernel variant)"));
+  return static_cast<int>(v);
+}
+
+AttnDims check_fwd(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                   int64_t window, const Tensor& o, const Tensor& lse) {
+  const AttnDims a = check_attn(op, q, k, v, scale, window);
+  require_contiguous(o, op, "o");
+  require_contiguous(lse, op, "lse");
+  LZ_CHECK(o.shape() == q.shape() && o.dtype() == q.dtype(), op, ": o ", o.desc(), " vs q ", q.desc());
+  LZ_CHECK(lse.dtype() == DType::F32 && lse.numel() == a.B * a.H * a.T, op,
+           ": lse must be f32 [B, H, T], got ", lse.desc());
+  return a;
+}
+
+}  // namespace
+
 void flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                              int64_t window, Tensor& o, Tensor& lse, void* stream) {
-  flash_attention_forward_tiled(q, k, v, scale, window, o, lse, kDefaultForwardWarps, stream,
-                                kDefaultForwardMTiles);
+  flash_attention_forward_variant(q, k, v, scale, window, o, lse, forward_variant_from_env(), stream);
+}
+
+int flash_attention_forward_variant_count() { return kForwardVariants; }
+
+void flash_attention_forward_variant(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     double scale, int64_t window, Tensor& o, Tensor& lse,
+                                     int variant, void* stream) {
+  const char* op = "cuda::flash_attention_forward";
+  LZ_CHECK(variant >= 0 && variant < kForwardVariants, op, ": variant must be in 0..",
+           kForwardVariants - 1, ", got ", variant);
+  const AttnDims a = check_fwd(op, q, k, v, scale, window, o, lse);
+  if (q.numel() == 0) return;
+  if (tc_eligible(q, k, v, o)) {
+    if (a.D <= 64)
+      launch_fwd_variant<64>(variant, q, k, v, o, lse, a, stream);
+    else
+      launch_fwd_variant<128>(variant, q, k, v, o, lse, a, stream);
+  } else {
+    launch_ref_fwd(op, q, k, v, o, lse, a, stream);
+  }
+  check_last_error(op);
 }
 
 void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
@@ -827,18 +1237,13 @@ void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tenso
   const char* op = "cuda::flash_attention_forward";
   LZ_CHECK((warps == 4 && m_tiles >= 1 && m_tiles <= 3) || (warps == 8 && m_tiles >= 1 && m_tiles <= 2),
            op, ": (warps, m_tiles) must be (4, 1..3) or (8, 1..2), got (", warps, ", ", m_tiles, ")");
-  const AttnDims a = check_attn(op, q, k, v, scale, window);
-  require_contiguous(o, op, "o");
-  require_contiguous(lse, op, "lse");
-  LZ_CHECK(o.shape() == q.shape() && o.dtype() == q.dtype(), op, ": o ", o.desc(), " vs q ", q.desc());
-  LZ_CHECK(lse.dtype() == DType::F32 && lse.numel() == a.B * a.H * a.T, op,
-           ": lse must be f32 [B, H, T], got ", lse.desc());
+  const AttnDims a = check_fwd(op, q, k, v, scale, window, o, lse);
   if (q.numel() == 0) return;
   if (tc_eligible(q, k, v, o)) {
-    const int variant = warps * 10 + m_tiles;
+    const int shape = warps * 10 + m_tiles;
     auto launch = [&](auto d_tag) {
       constexpr int kD = decltype(d_tag)::value;
-      switch (variant) {
+      switch (shape) {
         case 41: launch_fwd_tc<kD, 4, 1, kBlockN>(q, k, v, o, lse, a, stream); break;
         case 81: launch_fwd_tc<kD, 8, 1, kBlockN>(q, k, v, o, lse, a, stream); break;
         case 42: launch_fwd_tc<kD, 4, 2, kBlockN>(q, k, v, o, lse, a, stream); break;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "gpu_test_util.h"
 #include "lizard/core/cuda_runtime.h"
@@ -116,6 +117,15 @@ TEST(GpuFlashAttention, ForwardBackwardMatchNaiveF64) {
                                        c.window, " ", dtype_name(dc.dtype), " (", dc.why, ")");
       expect_close(o, cpu64(r.o, q.shape()), dc.tol, what + " o");
       expect_close(lse, cpu64(r.lse, {c.B, c.H, c.T}), 1e-5, what + " lse");
+      // Every forward kernel variant against the same oracle (f32 takes the reference kernel
+      // whatever the variant; bf16 runs each tensor-core variant).
+      for (int var = 0; var < cuda::flash_attention_forward_variant_count(); ++var) {
+        Tensor o2 = Tensor::full(q.shape(), std::nan(""), dc.dtype, Device::cuda());
+        Tensor lse2 = Tensor::full({c.B, c.H, c.T}, std::nan(""), DType::F32, Device::cuda());
+        cuda::flash_attention_forward_variant(q, k, v, scale, c.window, o2, lse2, var, s);
+        expect_close(o2, cpu64(r.o, q.shape()), dc.tol, str_cat(what, " variant ", var, " o"));
+        expect_close(lse2, cpu64(r.lse, {c.B, c.H, c.T}), 1e-5, str_cat(what, " variant ", var, " lse"));
+      }
       // Gradients in bf16 also round P and dS = P (dP - delta) to bf16 before their GEMMs, and
       // dS is a difference (cancellation): twice the forward's allowance.
       const double gtol = dc.dtype == DType::BF16 ? 2 * dc.tol : dc.tol;
@@ -178,6 +188,97 @@ TEST(GpuFlashAttention, TensorCoreForwardMatchesReferenceKernelAtLength1000) {
     for (int i = 0; i < 3; ++i)
       EXPECT_EQ(max_abs_diff(f64(tc2[i]), f64(tc[i])), 0.0) << names[i] << " not reproducible";
   }
+}
+
+// Keys whose norm grows along the sequence make every row's max climb tile after tile, so the
+// rescale branches of the variants (exact: on any new max; lazy: only past 2^8) both run, and
+// the lazy variants' P reaches 256 before a rescale. Every variant against the fp32 reference
+// kernel on the same bf16 inputs, at awkward lengths, GQA 4 and 2, both head-dim kernels.
+TEST(GpuFlashAttention, ForwardVariantsMatchReferenceWhenScoresGrowAlongTheSequence) {
+  LZ_REQUIRE_GPU();
+  struct Case {
+    int64_t B, T, H, Hkv, D, window;
+  };
+  for (const Case& c : {Case{1, 700, 4, 1, 64, 0}, Case{2, 333, 4, 2, 128, 200}, Case{1, 129, 2, 1, 128, 0}}) {
+    std::vector<double> kv = rand({c.B, c.T, c.Hkv, c.D}, 121, DType::F64, -2, 2).to_vector();
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t t = 0; t < c.T; ++t)
+        for (int64_t i = 0; i < c.Hkv * c.D; ++i) kv[(b * c.T + t) * c.Hkv * c.D + i] *= 1.0 + t / 64.0;
+    Tensor q = gpu_rand({c.B, c.T, c.H, c.D}, 122, DType::BF16, -2, 2);
+    Tensor k = Tensor::from_vector(kv, {c.B, c.T, c.Hkv, c.D}, DType::F64).to(Device::cuda(), DType::BF16);
+    Tensor v = gpu_rand({c.B, c.T, c.Hkv, c.D}, 123, DType::BF16);
+    const double scale = 1.0 / std::sqrt(double(c.D));
+    void* s = cuda::stream_of(q);
+    Tensor o_ref = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
+    Tensor lse_ref = Tensor::empty({c.B, c.H, c.T}, DType::F32, Device::cuda());
+    cuda::flash_attention_forward_reference(q, k, v, scale, c.window, o_ref, lse_ref, s);
+    for (int var = 0; var < cuda::flash_attention_forward_variant_count(); ++var) {
+      Tensor o = Tensor::full(q.shape(), std::nan(""), DType::BF16, Device::cuda());
+      Tensor lse = Tensor::full({c.B, c.H, c.T}, std::nan(""), DType::F32, Device::cuda());
+      cuda::flash_attention_forward_variant(q, k, v, scale, c.window, o, lse, var, s);
+      const std::string what = str_cat("T", c.T, " H", c.H, "/", c.Hkv, " D", c.D, " w", c.window,
+                                        " variant ", var);
+      // bf16 P (2^-9 per term) and bf16 o storage against an fp32 kernel's bf16 o: 1e-2.
+      expect_close(o, f64(o_ref), 1e-2, what + " o");
+      // lse is fp32 math in both (ex2.approx, about 2 ulp per term): 1e-5.
+      expect_close(lse, f64(lse_ref), 1e-5, what + " lse");
+      // Deterministic: a second run gives the same bits.
+      Tensor o2 = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
+      Tensor lse2 = Tensor::empty({c.B, c.H, c.T}, DType::F32, Device::cuda());
+      cuda::flash_attention_forward_variant(q, k, v, scale, c.window, o2, lse2, var, s);
+      EXPECT_EQ(max_abs_diff(f64(o2), f64(o)), 0.0) << what << " o not reproducible";
+    }
+  }
+}
+
+// flash_attention_forward takes its variant from LIZARD_FA_FWD_VARIANT, read at every call;
+// a value that names no variant is an input error naming the variable.
+TEST(GpuFlashAttention, ForwardVariantComesFromTheEnvironment) {
+  LZ_REQUIRE_GPU();
+  struct EnvGuard {  // restores the variable whatever the test does
+    std::string old;
+    bool had;
+    EnvGuard() {
+      const char* e = std::getenv("LIZARD_FA_FWD_VARIANT");
+      had = e != nullptr;
+      if (had) old = e;
+    }
+    ~EnvGuard() {
+      if (had)
+        setenv("LIZARD_FA_FWD_VARIANT", old.c_str(), 1);
+      else
+        unsetenv("LIZARD_FA_FWD_VARIANT");
+    }
+  } guard;
+  Tensor q = gpu_rand({1, 100, 4, 64}, 131, DType::BF16, -2, 2);
+  Tensor k = gpu_rand({1, 100, 2, 64}, 132, DType::BF16, -2, 2);
+  Tensor v = gpu_rand({1, 100, 2, 64}, 133, DType::BF16);
+  void* s = cuda::stream_of(q);
+  auto run = [&](int variant) {
+    Tensor o = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
+    Tensor lse = Tensor::empty({1, 4, 100}, DType::F32, Device::cuda());
+    if (variant < 0)
+      cuda::flash_attention_forward(q, k, v, 0.125, 0, o, lse, s);
+    else
+      cuda::flash_attention_forward_variant(q, k, v, 0.125, 0, o, lse, variant, s);
+    return f64(o);
+  };
+  // The variable picks the kernel: the same bits as asking for that variant by number (the
+  // bad values below show that it is read at all).
+  for (int var : {0, cuda::flash_attention_forward_variant_count() - 1}) {
+    setenv("LIZARD_FA_FWD_VARIANT", std::to_string(var).c_str(), 1);
+    EXPECT_EQ(max_abs_diff(run(-1), run(var)), 0.0) << "LIZARD_FA_FWD_VARIANT=" << var;
+  }
+  for (const char* bad : {"99", "-1", "two", "1x"}) {
+    setenv("LIZARD_FA_FWD_VARIANT", bad, 1);
+    try {
+      run(-1);
+      ADD_FAILURE() << "LIZARD_FA_FWD_VARIANT=" << bad << " was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("LIZARD_FA_FWD_VARIANT"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(run(cuda::flash_attention_forward_variant_count()), Error);
 }
 
 TEST(GpuFlashAttention, RejectsBadShapes) {
