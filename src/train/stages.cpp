@@ -63,7 +63,7 @@ nn::LoraTargets lora_targets(const std::vector<std::string>& names) {
 // A checkpoint directory, or a run's checkpoint root, or a stage out_dir.
 std::string resolve_checkpoint(const std::string& what, const std::string& p) {
   if (fs::exists(fs::path(p) / "DONE")) return p;
-  for (const fs::path root : {fs::path(p), fs::path(p) / "checkpoints"}) {
+  for (const fs::path& root : {fs::path(p), fs::path(p) / "checkpoints"}) {
     if (auto last = find_last_checkpoint(root.string())) return *last;
   }
   throw InputError(what + ": no Hugging Face config.json and no complete checkpoint (with DONE) at '" + p + "'");
