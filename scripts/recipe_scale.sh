@@ -4,6 +4,7 @@
 # and uniformly random tokens of the 8B vocabulary (128256), made here; nothing is downloaded.
 #
 #   scripts/recipe_scale.sh [--np N] [--budget-s 540] [--steps S] [--accum A] [--no-pretrain]
+#                           [--no-recipe] [--pt-steps 20]
 #   scripts/recipe_scale.sh --cpu-dry-run      # this script's logic on a CPU (numbers mean nothing)
 #
 # What it does, in order (each run has its own timeout; every result is a JSON line on stdout
@@ -46,7 +47,7 @@ MD="$OUT/recipe_scale.md"
 BIN=build/bin/lizard
 REPO="$PWD"
 
-NP=""; BUDGET=540; STEPS=""; ACCUM=1; PRETRAIN=1; DRY=0
+NP=""; BUDGET=540; STEPS=""; ACCUM=1; PRETRAIN=1; RECIPE=1; PT_STEPS_ARG=""; DRY=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --np) NP="$2"; shift 2 ;;
@@ -54,6 +55,8 @@ while [[ $# -gt 0 ]]; do
     --steps) STEPS="$2"; shift 2 ;;
     --accum) ACCUM="$2"; shift 2 ;;
     --no-pretrain) PRETRAIN=0; shift ;;
+    --no-recipe) RECIPE=0; shift ;;
+    --pt-steps) PT_STEPS_ARG="$2"; shift 2 ;;
     --cpu-dry-run) DRY=1; shift ;;
     -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "recipe_scale.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -109,6 +112,9 @@ fi
 
 MPIRUN_BASE=(mpirun --bind-to none --map-by slot --oversubscribe -x NCCL_NVLS_ENABLE -x LIZARD_DIST_TIMEOUT_S)
 [[ -n "${LIZARD_ATTENTION_KERNELS:-}" ]] && MPIRUN_BASE+=(-x LIZARD_ATTENTION_KERNELS)
+for v in NCCL_MAX_NCHANNELS NCCL_MIN_NCHANNELS NCCL_ALGO NCCL_PROTO; do  # NCCL tuning, when set
+  [[ -n "${!v:-}" ]] && MPIRUN_BASE+=(-x "$v")
+done
 [[ "$(id -u)" == "0" ]] && MPIRUN_BASE+=(--allow-run-as-root)
 FAILED=()
 
@@ -146,6 +152,7 @@ else
   # Warm-up steps left out of the medians (cuBLASLt heuristics, allocator growth): 5 of the
   # 20 short pretraining steps, 3 of the recipe's long ones.
   VOCAB=128256; SEQ=2048; PT_VOCAB=32768; PT_SEQ=1024; SKIP=3; PT_SKIP=5; PT_STEPS=20
+  [[ -n "$PT_STEPS_ARG" ]] && PT_STEPS="$PT_STEPS_ARG"
   MODEL_LABEL="Llama-3-8B"; PT_LABEL="pretrain ~135M (12 x 768, vocab 32768)"
   MODEL_INCLUDE="$REPO/configs/models/llama3_8b.yaml"
   LIZARD_EXTRA=""
@@ -276,6 +283,14 @@ if [[ "$PRETRAIN" == 1 ]]; then
       FAILED+=("pretrain_phases_${n}gpu")
     fi
   done
+fi
+
+if [[ "$RECIPE" == 0 ]]; then  # pretraining scaling only
+  { printf '%s\n' "${PT_ROWS[@]}"; printf '%s\n' "${PH_ROWS[@]}"; } > "$MD"
+  cat "$MD" >&2
+  [[ ${#FAILED[@]} == 0 ]] && emit "{\"check\": \"summary\", \"pass\": true, \"seconds\": $(elapsed)}" && exit 0
+  emit "{\"check\": \"summary\", \"pass\": false, \"failed\": \"${FAILED[*]}\", \"seconds\": $(elapsed)}"
+  exit 1
 fi
 
 # --- 3. the recipe at Llama-3-8B shape (#10) -------------------------------------------------
