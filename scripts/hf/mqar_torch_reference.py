@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""MQAR learnability in PyTorch + transformers, as an outside reference for the demo's teacher.
+
+Trains a Hugging Face LlamaForCausalLM of the demo teacher's shape (configs/demo.yaml: 4 x 256,
+8 heads, 4 KV heads, head_dim 32, vocabulary 288) on MQAR sequences of the demo's format
+(src/eval/mqar.cpp: <bos>, N key-value pairs at positions 1..2N, then N queries "key value"
+spread over the rest with filler between them; the loss only on the answers) and prints the
+query accuracy on fresh sequences. If this reaches high accuracy where `lizard train` plateaus on
+the same task, the difference is ours; if it plateaus too, the task/recipe is the limit.
+
+  python3 scripts/hf/mqar_torch_reference.py [--steps 6000] [--batch 64] [--lr 1e-3] [--pairs 8]
+"""
+import argparse
+import json
+import math
+import random
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+PAD, BOS, FILLER = 0, 1, 2
+KEY0, NKEYS = 96, 64          # any disjoint id ranges inside the 288-token vocabulary
+VAL0, NVALS = 160, 64
+
+
+def sample(rng, seq_len, pairs):
+    keys = rng.sample(range(NKEYS), pairs)
+    vals = [rng.randrange(NVALS) for _ in range(pairs)]
+    toks = [FILLER] * seq_len
+    toks[0] = BOS
+    for i in range(pairs):
+        toks[1 + 2 * i] = KEY0 + keys[i]
+        toks[2 + 2 * i] = VAL0 + vals[i]
+    begin = 1 + 2 * pairs
+    free = seq_len - begin - 2 * pairs
+    gaps = [0] * (pairs + 1)
+    for _ in range(free):
+        gaps[rng.randrange(pairs + 1)] += 1
+    order = list(range(pairs))
+    rng.shuffle(order)
+    p = begin
+    queries = []  # (position of the query key, answer id, distance)
+    for q in range(pairs):
+        p += gaps[q]
+        i = order[q]
+        toks[p] = KEY0 + keys[i]
+        toks[p + 1] = VAL0 + vals[i]
+        queries.append((p, VAL0 + vals[i], p - (1 + 2 * i)))
+        p += 2
+    return toks, queries
+
+
+def batch(rng, n, seq_len, pairs, dev):
+    x = torch.empty(n, seq_len, dtype=torch.long)
+    y = torch.full((n, seq_len), -100, dtype=torch.long)
+    qs = []
+    for b in range(n):
+        toks, queries = sample(rng, seq_len, pairs)
+        x[b] = torch.tensor(toks)
+        for (pos, ans, dist) in queries:
+            y[b, pos] = ans
+        qs.append(queries)
+    return x.to(dev), y.to(dev), qs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(a.seed)
+    cfg = LlamaConfig(vocab_size=288, hidden_size=256, intermediate_size=688, num_hidden_layers=a.layers,
+                      num_attention_heads=8, num_key_value_heads=4, head_dim=32,
+                      max_position_embeddings=a.seq_len, rope_theta=10000.0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    warm = max(1, a.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm))))
+    rng = random.Random(a.seed)
+    t0 = time.time()
+    for step in range(1, a.steps + 1):
+        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev)
+        with torch.autocast(dev, dtype=torch.bfloat16):
+            logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, 288), y.view(-1), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == a.steps:
+            print(json.dumps({"step": step, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)}), flush=True)
+    model.eval()
+    erng = random.Random(4242)
+    ok = n = ok_in = n_in = 0
+    with torch.no_grad():
+        for _ in range(4):
+            x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev)
+            pred = model(input_ids=x).logits.argmax(-1).cpu()
+            for b, queries in enumerate(qs):
+                for (pos, ans, dist) in queries:
+                    hit = int(pred[b, pos].item() == ans)
+                    ok += hit; n += 1
+                    if dist < 16:
+                        ok_in += hit; n_in += 1
+    print(json.dumps({"task": "mqar_torch_reference", "pairs": a.pairs, "seq_len": a.seq_len, "steps": a.steps,
+                      "batch": a.batch, "lr": a.lr, "layers": a.layers, "queries": n, "accuracy": ok / n,
+                      "inside": n_in, "inside_accuracy": ok_in / max(1, n_in), "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
