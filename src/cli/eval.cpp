@@ -173,6 +173,10 @@ io::Json task_mqar(const EvalArgs& a, const eval::InferenceModel& m, const eval:
   j.set("inside_accuracy", r.inside_accuracy());
   j.set("beyond", r.beyond);
   j.set("beyond_accuracy", r.beyond_accuracy());
+  io::Json slots = io::Json::array();
+  for (size_t i = 0; i < r.slot_queries.size(); ++i)
+    slots.push_back(eval::MqarResult::ratio(r.slot_correct[i], r.slot_queries[i]));
+  j.set("accuracy_by_pair_slot", slots);
   return j;
 }
 

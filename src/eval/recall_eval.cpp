@@ -32,6 +32,10 @@ MqarResult mqar_accuracy(const nn::LlamaForCausalLM& model, const std::vector<Mq
     for (const MqarQuery& q : s.queries) {
       const bool ok = argmax(logits_row(logits, row, q.query_pos)) == q.value;
       const bool in = q.distance() < window;
+      const size_t slot = static_cast<size_t>((q.key_pos - 1) / 2);
+      if (r.slot_queries.size() <= slot) r.slot_queries.resize(slot + 1, 0), r.slot_correct.resize(slot + 1, 0);
+      ++r.slot_queries[slot];
+      r.slot_correct[slot] += ok;
       ++r.queries;
       r.correct += ok;
       (in ? r.inside : r.beyond) += 1;

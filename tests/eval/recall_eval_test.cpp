@@ -22,9 +22,13 @@ TEST(RecallEval, MqarCountsMatchAKnownPredictor) {
   opt.batch_size = 4;
   const MqarResult r = mqar_accuracy(*m, samples, window, opt);
   int64_t in = 0, in_ok = 0, out = 0, out_ok = 0;
+  std::vector<int64_t> slot_n(5, 0), slot_ok(5, 0);  // 5 pairs: slots 0..4
   for (const auto& s : samples)
     for (const auto& q : s.queries) {
       const bool ok = q.value == next[static_cast<size_t>(q.key)];
+      const size_t slot = static_cast<size_t>((q.key_pos - 1) / 2);
+      ++slot_n[slot];
+      slot_ok[slot] += ok;
       if (q.distance() < window) {
         ++in;
         in_ok += ok;
@@ -39,6 +43,8 @@ TEST(RecallEval, MqarCountsMatchAKnownPredictor) {
   EXPECT_EQ(r.inside_correct, in_ok);
   EXPECT_EQ(r.beyond_correct, out_ok);
   EXPECT_EQ(r.correct, in_ok + out_ok);
+  EXPECT_EQ(r.slot_queries, slot_n);
+  EXPECT_EQ(r.slot_correct, slot_ok);
   EXPECT_GT(in, 0);
   EXPECT_GT(out, 0);
   EXPECT_GT(r.correct, 0) << "about a third of the queries should be right";

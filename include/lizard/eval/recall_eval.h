@@ -17,6 +17,10 @@ struct MqarResult {
   int64_t inside = 0, inside_correct = 0;  ///< distance < window
   int64_t beyond = 0, beyond_correct = 0;  ///< distance >= window
   int64_t window = 0;
+  /// By the queried pair's slot in the sequence (pair i sits at positions 2i+1, 2i+2): which
+  /// pairs a model recalls, not only how many (a model that learnt a positional shortcut
+  /// recalls some slots and misses others).
+  std::vector<int64_t> slot_queries, slot_correct;
   static double ratio(int64_t a, int64_t b) { return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
   double accuracy() const { return ratio(correct, queries); }
   double inside_accuracy() const { return ratio(inside_correct, inside); }
