@@ -179,12 +179,10 @@ std::vector<BenchRow> bench_ops(int device, int iters, bool quick) {
     const double fwd_flops = 4.0 * B * H * double(T) * T * D / 2;  // causal: half the square
     const double io = 2.0 * (2 * B * T * H * D + 2 * B * T * Hk * D);
     double ms = 0;
-    for (auto wm : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {4, 3}, {8, 2}}) {
-      const int warps = wm.first, mt = wm.second;
-      ms = time_ms([&] { flash_attention_forward_tiled(q, k, v, scale, 0, o, lse, warps, st, mt); },
+    for (int var = 0; var < flash_attention_forward_variant_count(); ++var) {
+      ms = time_ms([&] { flash_attention_forward_variant(q, k, v, scale, 0, o, lse, var, st); },
                    st, iters);
-      add(str_cat("flash_attention_fwd_w", warps, "x", mt), shape_of({B, T, H, Hk, D}), "bf16", ms,
-          io, fwd_flops);
+      add(str_cat("flash_attention_fwd_v", var), shape_of({B, T, H, Hk, D}), "bf16", ms, io, fwd_flops);
     }
     ms = time_ms([&] { flash_attention_forward(q, k, v, scale, 0, o, lse, st); }, st, iters);
     add("flash_attention_fwd", shape_of({B, T, H, Hk, D}), "bf16", ms, io, fwd_flops);

@@ -174,10 +174,11 @@ __global__ void ref_dkdv_kernel(const T* dout, const T* q, const T* k, const T* 
 // ---------------------------------------------------------------------------------------
 // Tensor-core forward.
 constexpr int kBlockN = 64;  // keys per tile
-// Forward block shape: warps x m-tiles of 16 query rows (see fa_fwd_tc_kernel). Measured on an
-// H200 at B=8,T=2048 / B=2,T=8192 (H=32, Hkv=8, D=128; `lizard bench ops`): 4x1 1.45 / 5.19 ms,
-// 8x1 1.42 / 4.79, 4x2 1.27 / 4.37, 4x2 with 32-key tiles 1.37 / 4.73, 8x2 (32 keys) 1.54 / 4.87.
-// 4x2 with 64-key tiles is variant 0 of flash_attention_forward_variant.
+// Forward block shapes measured on an H200 at B=8,T=2048 / B=2,T=8192 (H=32, Hkv=8, D=128;
+// `lizard bench ops`), with the first (untuned) kernel: 4 warps x 1 m-tile of 16 rows 1.45 /
+// 5.19 ms, 8x1 1.42 / 4.79, 4x2 1.27 / 4.37, 4x2 with 32-key tiles 1.37 / 4.73, 8x2 (32 keys)
+// 1.54 / 4.87. The tuned kernel below keeps 4x2 and 64-key tiles; tuned, it takes 0.84 / 2.96-3.21
+// (docs/benchmarks/2026-11-27-attention-h200.md), and the untuned kernel is gone.
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -253,209 +254,6 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* sm, const __nv_bfloat16
   }
 }
 
-// One block owns kBlockM = 16 x kWarps x kMT query rows of one head and walks kN keys per
-// tile (kN = 32 frees the registers kMT = 2 needs at D = 128); each warp owns kMT
-// 16-row m-tiles, so every K/V fragment read from shared memory feeds kMT mma's (kMT = 2 is
-// FlashAttention-2's shape: shared-memory bandwidth, not the tensor cores, limits kMT = 1).
-// With kMT = 1 the warp's Q fragments stay in registers; with kMT = 2 the accumulators need
-// those registers and Q is re-read from shared memory at every k-step.
-template <int kD, int kWarps, int kMT, int kN, bool kHeavyFirst = false>
-__global__ void __launch_bounds__(kWarps * 32)
-    fa_fwd_tc_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
-                     const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o,
-                     float* __restrict__ lse, AttnDims a) {
-  constexpr int kBlockM = 16 * kWarps * kMT;
-  constexpr bool kQInRegs = kMT == 1;
-  constexpr int kStride = kD + 8;  // +16 bytes per row: conflict-free ldmatrix
-  constexpr int kThreads = kWarps * 32;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sK = sQ + kBlockM * kStride;      // [2][kN][kStride]
-  __nv_bfloat16* sV = sK + 2 * kN * kStride;  // [2][kN][kStride]
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t4 = lane & 3;
-  // Longest (latest) query tiles first: causal work grows with the tile index. kHeavyFirst
-  // orders the grid so (see heavy_first_grid) every head's latest tile precedes every earlier one.
-  const int64_t m_block = kHeavyFirst ? gridDim.y - 1 - blockIdx.y : gridDim.x - 1 - blockIdx.x;
-  const int64_t bh = kHeavyFirst ? blockIdx.x : blockIdx.y;
-  const int64_t b = bh / a.H, h = bh % a.H, hk = h / (a.H / a.Hkv);
-  const int64_t m0 = m_block * kBlockM;
-  const int64_t ldq = a.H * a.D, ldk = a.Hkv * a.D;
-  const __nv_bfloat16* qg = q + (b * a.T * a.H + h) * a.D;
-  const __nv_bfloat16* kg = k + (b * a.T * a.Hkv + hk) * a.D;
-  const __nv_bfloat16* vg = v + (b * a.T * a.Hkv + hk) * a.D;
-
-  const int64_t q_last = min(a.T - 1, m0 + kBlockM - 1);
-  const int64_t kv_begin = a.window > 0 ? max(int64_t(0), m0 - a.window + 1) / kN * kN : 0;
-  const int64_t kv_end = q_last + 1;  // exclusive
-  const int n_tiles = static_cast<int>((kv_end - kv_begin + kN - 1) / kN);
-
-  load_tile<kBlockM, kD, kStride, kThreads>(sQ, qg, m0, a.T, ldq, a.D);
-  load_tile<kN, kD, kStride, kThreads>(sK, kg, kv_begin, a.T, ldk, a.D);
-  load_tile<kN, kD, kStride, kThreads>(sV, vg, kv_begin, a.T, ldk, a.D);
-  cp_async_commit();
-
-  const float scale_log2 = a.scale * 1.4426950408889634f;
-  uint32_t qf[kQInRegs ? kD / 16 : 1][4];
-  float acc[kMT][kD / 8][4];
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int i = 0; i < kD / 8; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
-  float m_r[kMT][2], l_r[kMT][2];
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) m_r[mt][0] = m_r[mt][1] = -INFINITY, l_r[mt][0] = l_r[mt][1] = 0.f;
-  const int wrow = warp * 16 * kMT;  // the warp's first row within the block
-  // This thread's rows: m0 + wrow + 16 mt + g (+ 8).
-  const int64_t row0 = m0 + wrow + g;
-  // ldmatrix address of an A fragment (16 x 16 of sQ at m-tile mt, k-step kk).
-  auto q_frag_ptr = [&](int mt, int kk) {
-    return sQ + (wrow + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + kk * 16 + (lane >> 4) * 8;
-  };
-
-  for (int j = 0; j < n_tiles; ++j) {
-    const int64_t n0 = kv_begin + int64_t(j) * kN;
-    if (j + 1 < n_tiles) {
-      const int nb = (j + 1) & 1;
-      load_tile<kN, kD, kStride, kThreads>(sK + nb * kN * kStride, kg, n0 + kN, a.T, ldk, a.D);
-      load_tile<kN, kD, kStride, kThreads>(sV + nb * kN * kStride, vg, n0 + kN, a.T, ldk, a.D);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    if constexpr (kQInRegs) {
-      if (j == 0) {
-#pragma unroll
-        for (int kk = 0; kk < kD / 16; ++kk) ldmatrix_x4(qf[kk], q_frag_ptr(0, kk));
-      }
-    }
-    const __nv_bfloat16* sKb = sK + (j & 1) * kN * kStride;
-    const __nv_bfloat16* sVb = sV + (j & 1) * kN * kStride;
-
-    // S = Q K^T for this warp's 16 kMT rows x 64 keys.
-    float s[kMT][kN / 8][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int i = 0; i < kN / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      uint32_t qa[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        if constexpr (kQInRegs) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[kk][e];
-        } else {
-          ldmatrix_x4(qa[mt], q_frag_ptr(mt, kk));
-        }
-      }
-#pragma unroll
-      for (int nn = 0; nn < kN / 16; ++nn) {
-        uint32_t bk[4];
-        const int r = nn * 16 + (lane & 7) + (lane >> 4) * 8, c = kk * 16 + ((lane >> 3) & 1) * 8;
-        ldmatrix_x4(bk, sKb + r * kStride + c);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          mma_bf16(s[mt][2 * nn], qa[mt], bk[0], bk[1]);
-          mma_bf16(s[mt][2 * nn + 1], qa[mt], bk[2], bk[3]);
-        }
-      }
-    }
-
-    // Mask only tiles that touch the diagonal, the window edge or the sequence end.
-    const bool need_mask = n0 + kN - 1 > m0 || n0 + kN > a.T ||
-                           (a.window > 0 && m0 + kBlockM - 1 - n0 >= a.window);
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-      for (int i = 0; i < kN / 8; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t t = row0 + mt * 16 + (e >> 1) * 8, key = n0 + i * 8 + 2 * t4 + (e & 1);
-          if (need_mask && (key >= a.T || !visible(t, key, a.window))) s[mt][i][e] = -INFINITY;
-        }
-      }
-      // Online softmax over the two rows this thread holds (a quad shares a row). Scores stay
-      // raw; the max is scaled once and each exponent is one FFMA (scale > 0 keeps the order).
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < kN / 8; ++i) mx = fmaxf(mx, fmaxf(s[mt][i][2 * rr], s[mt][i][2 * rr + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        mx = fmaxf(m_r[mt][rr], mx * scale_log2);
-        const float base = mx == -INFINITY ? 0.f : mx;  // a fully masked row stays all-zero
-        const float corr = fast_exp2(m_r[mt][rr] - base);
-        m_r[mt][rr] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int i = 0; i < kN / 8; ++i) {
-          s[mt][i][2 * rr] = fast_exp2(fmaf(s[mt][i][2 * rr], scale_log2, -base));
-          s[mt][i][2 * rr + 1] = fast_exp2(fmaf(s[mt][i][2 * rr + 1], scale_log2, -base));
-          sum += s[mt][i][2 * rr] + s[mt][i][2 * rr + 1];
-        }
-        l_r[mt][rr] = l_r[mt][rr] * corr + sum;
-#pragma unroll
-        for (int i = 0; i < kD / 8; ++i) {
-          acc[mt][i][2 * rr] *= corr;
-          acc[mt][i][2 * rr + 1] *= corr;
-        }
-      }
-    }
-    // O += P V: the S accumulators of two adjacent key tiles are exactly an A fragment.
-#pragma unroll
-    for (int kk = 0; kk < kN / 16; ++kk) {
-      uint32_t pa[kMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        pa[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
-#pragma unroll
-      for (int dn = 0; dn < kD / 16; ++dn) {
-        uint32_t bv[4];
-        const int r = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = dn * 16 + (lane >> 4) * 8;
-        ldmatrix_x4_trans(bv, sVb + r * kStride + c);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          mma_bf16(acc[mt][2 * dn], pa[mt], bv[0], bv[1]);
-          mma_bf16(acc[mt][2 * dn + 1], pa[mt], bv[2], bv[3]);
-        }
-      }
-    }
-    __syncthreads();  // the next iteration's prefetch overwrites the buffer just read
-  }
-
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      float l = l_r[mt][rr];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const int64_t t = row0 + mt * 16 + rr * 8;
-      if (t >= a.T) continue;
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      __nv_bfloat16* orow = o + ((b * a.T + t) * a.H + h) * a.D;
-#pragma unroll
-      for (int i = 0; i < kD / 8; ++i) {
-        const int d = i * 8 + 2 * t4;
-        if (d < a.D)
-          *reinterpret_cast<__nv_bfloat162*>(orow + d) =
-              __floats2bfloat162_rn(acc[mt][i][2 * rr] * inv, acc[mt][i][2 * rr + 1] * inv);
-      }
-      if (t4 == 0) lse[(b * a.H + h) * a.T + t] = (m_r[mt][rr] + log2f(l)) * 0.6931471805599453f;
-    }
-  }
-}
-
 // The forward grid: x = query tiles (launched latest first), y = batch x head; or with
 // heavy_first, x = batch x head and y = query tiles, so the whole grid's latest (longest) tiles
 // start first and the short early tiles fill the tail (longest-processing-time-first). Either
@@ -472,28 +270,9 @@ dim3 fwd_grid(const AttnDims& a, int block_m, bool heavy_first) {
   return dim3(tiles, static_cast<unsigned>(a.B * a.H));
 }
 
-template <int kD, int kWarps, int kMT, int kN, bool kHeavyFirst = false>
-void launch_fwd_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
-                   const AttnDims& a, void* stream) {
-  constexpr int kBlockM = 16 * kWarps * kMT;
-  const size_t smem = size_t(kBlockM + 4 * kN) * (kD + 8) * sizeof(__nv_bfloat16);
-  auto kern = fa_fwd_tc_kernel<kD, kWarps, kMT, kN, kHeavyFirst>;
-  if (smem > 48 * 1024) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    LZ_CHECK(e == cudaSuccess, "flash_attention_forward: cannot reserve ", smem,
-             " bytes of shared memory: ", cudaGetErrorString(e));
-  }
-  const dim3 grid = fwd_grid(a, kBlockM, kHeavyFirst);
-  kern<<<grid, kWarps * 32, smem, as_stream(stream)>>>(
-      static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
-      static_cast<const __nv_bfloat16*>(v.raw()), static_cast<__nv_bfloat16*>(o.raw()),
-      lse.data<float>(), a);
-}
-
 // ---------------------------------------------------------------------------------------
-// Tuned tensor-core forward (variants 2-6 of flash_attention_forward_variant). The maths and
-// the fragment layouts are fa_fwd_tc_kernel's at 4 warps x 2 m-tiles x kN keys (128 query
+// Tuned tensor-core forward (every variant of flash_attention_forward_variant). FlashAttention-2's
+// maths and fragment layouts at 4 warps x 2 m-tiles x kN keys (128 query
 // rows per block, 2 blocks per SM; kN = 64, or 32 for the S registers of half a tile, which
 // ends the spills at the cost of twice the barriers); what changes is what the loop carries:
 //  * one barrier per key tile: the prefetch of tile j+1 is issued after the barrier that ends
@@ -1162,20 +941,20 @@ bool tc_eligible(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 namespace {
 
 // Forward variants (LIZARD_FA_FWD_VARIANT); each computes the same function, see the header.
-constexpr int kForwardVariants = 7;
-constexpr int kDefaultForwardVariant = 4;
+// Measured on an H200 (B=8,T=2048 / B=2,T=8192, ms; torch SDPA 0.925 / 3.302): 0 = lazy
+// rescale, heavy blocks first, 64-key tiles 0.840-0.851 / 2.964-3.210; 1 = the same with 32-key
+// tiles 0.840-0.850 / 3.111-3.178; 2 = exact rescale (the max moves at every new max), heavy
+// first 0.895 / 3.334-3.372. Without heavy-first ordering: 0.873-0.925 / 3.180-3.370.
+constexpr int kForwardVariants = 3;
+constexpr int kDefaultForwardVariant = 0;
 
 template <int kD>
 void launch_fwd_variant(int variant, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                         Tensor& lse, const AttnDims& a, void* stream) {
   switch (variant) {
-    case 0: launch_fwd_tc<kD, 4, 2, kBlockN, false>(q, k, v, o, lse, a, stream); break;
-    case 1: launch_fwd_tc<kD, 4, 2, kBlockN, true>(q, k, v, o, lse, a, stream); break;
-    case 2: launch_fwd_tuned<kD, false, false>(q, k, v, o, lse, a, stream); break;
-    case 3: launch_fwd_tuned<kD, false, true>(q, k, v, o, lse, a, stream); break;
-    case 4: launch_fwd_tuned<kD, true, true>(q, k, v, o, lse, a, stream); break;
-    case 5: launch_fwd_tuned<kD, true, false>(q, k, v, o, lse, a, stream); break;
-    default: launch_fwd_tuned<kD, true, true, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
+    case 0: launch_fwd_tuned<kD, true, true>(q, k, v, o, lse, a, stream); break;
+    case 1: launch_fwd_tuned<kD, true, true, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
+    default: launch_fwd_tuned<kD, false, true>(q, k, v, o, lse, a, stream); break;
   }
 }
 
@@ -1231,35 +1010,6 @@ void flash_attention_forward_variant(const Tensor& q, const Tensor& k, const Ten
   check_last_error(op);
 }
 
-void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
-                                   int64_t window, Tensor& o, Tensor& lse, int warps,
-                                   void* stream, int m_tiles) {
-  const char* op = "cuda::flash_attention_forward";
-  LZ_CHECK((warps == 4 && m_tiles >= 1 && m_tiles <= 3) || (warps == 8 && m_tiles >= 1 && m_tiles <= 2),
-           op, ": (warps, m_tiles) must be (4, 1..3) or (8, 1..2), got (", warps, ", ", m_tiles, ")");
-  const AttnDims a = check_fwd(op, q, k, v, scale, window, o, lse);
-  if (q.numel() == 0) return;
-  if (tc_eligible(q, k, v, o)) {
-    const int shape = warps * 10 + m_tiles;
-    auto launch = [&](auto d_tag) {
-      constexpr int kD = decltype(d_tag)::value;
-      switch (shape) {
-        case 41: launch_fwd_tc<kD, 4, 1, kBlockN>(q, k, v, o, lse, a, stream); break;
-        case 81: launch_fwd_tc<kD, 8, 1, kBlockN>(q, k, v, o, lse, a, stream); break;
-        case 42: launch_fwd_tc<kD, 4, 2, kBlockN>(q, k, v, o, lse, a, stream); break;
-        case 43: launch_fwd_tc<kD, 4, 2, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
-        default: launch_fwd_tc<kD, 8, 2, kBlockN / 2>(q, k, v, o, lse, a, stream); break;
-      }
-    };
-    if (a.D <= 64)
-      launch(std::integral_constant<int, 64>{});
-    else
-      launch(std::integral_constant<int, 128>{});
-  } else {
-    launch_ref_fwd(op, q, k, v, o, lse, a, stream);
-  }
-  check_last_error(op);
-}
 
 namespace {
 void backward_impl(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -155,14 +155,14 @@ TEST(GpuFlashAttention, TensorCoreForwardMatchesReferenceKernelAtLength1000) {
     cuda::flash_attention_forward_reference(q, k, v, scale, window, o_ref, lse_ref, s);
     expect_close(o, f64(o_ref), 1e-2, str_cat("T=1000 window ", window, " o"));
     expect_close(lse, f64(lse_ref), 1e-5, str_cat("T=1000 window ", window, " lse"));
-    // Both block shapes compute the same function (row results do not depend on the tile).
-    for (auto [warps, mt] : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {4, 3}, {8, 2}}) {
+    // Every forward variant computes the same function.
+    for (int var = 0; var < cuda::flash_attention_forward_variant_count(); ++var) {
       Tensor o2 = Tensor::empty(q.shape(), DType::BF16, Device::cuda());
       Tensor lse2 = Tensor::empty({B, H, T}, DType::F32, Device::cuda());
-      cuda::flash_attention_forward_tiled(q, k, v, scale, window, o2, lse2, warps, s, mt);
-      const std::string tile = str_cat("warps ", warps, "x", mt, " window ", window);
-      expect_close(o2, f64(o_ref), 1e-2, tile + " o");
-      expect_close(lse2, f64(lse_ref), 1e-5, tile + " lse");
+      cuda::flash_attention_forward_variant(q, k, v, scale, window, o2, lse2, var, s);
+      const std::string tag = str_cat("variant ", var, " window ", window);
+      expect_close(o2, f64(o_ref), 1e-2, tag + " o");
+      expect_close(lse2, f64(lse_ref), 1e-5, tag + " lse");
     }
     // Backward: tensor-core kernels vs the fp32 reference kernels, same inputs and lse.
     Tensor dout = gpu_rand(q.shape(), 114, DType::BF16);

@@ -21,27 +21,17 @@ void flash_attention_backward(const Tensor& dout, const Tensor& q, const Tensor&
 /// computes the same function, bf16 results within rounding of each other; f32 and odd head
 /// dims take the reference kernel whatever the variant). flash_attention_forward takes the
 /// variant named by the environment variable LIZARD_FA_FWD_VARIANT (unset: the default; a
-/// value out of range throws InputError). The tensor-core variants, all 128 query rows x
-/// 64 keys per step: 0 the original kernel; 1 it with the heavy-first grid (every head's
-/// latest query tile launched before any earlier one); 2 the tuned kernel (one barrier per
-/// tile, mask only on edge tiles, a warp skips tiles that hide all its keys, 32-bit indices,
-/// accumulators rescaled only on a new row max, 16-byte output stores); 3 tuned +
-/// heavy-first; 4 tuned + heavy-first + lazy rescale (the max the exponents subtract moves
-/// only when a row grows by more than 2^8, so results differ from 0-3 by rounding); 5 tuned +
-/// lazy rescale; 6 as 4 with 32-key tiles (no register spills, twice the barriers).
+/// value out of range throws InputError). The tensor-core variants are one tuned kernel
+/// (4 warps x 2 m-tiles of 16 rows = 128 query rows per block, one barrier per key tile, the
+/// mask only on edge tiles, the latest query tiles launched first): 0 (default) lazy rescale
+/// (the max the exponents subtract moves only when a row grows by more than 2^8, results
+/// within rounding of the exact rescale), 64-key tiles; 1 the same with 32-key tiles (no
+/// register spills, twice the barriers); 2 exact rescale at every new row max.
 void flash_attention_forward_variant(const Tensor& q, const Tensor& k, const Tensor& v,
                                      double scale, int64_t window, Tensor& o, Tensor& lse,
                                      int variant, void* stream);
 /// Number of forward kernel variants (valid LIZARD_FA_FWD_VARIANT values are 0 .. this - 1).
 int flash_attention_forward_variant_count();
-
-/// flash_attention_forward with an explicit block shape, for benchmarks choosing the default
-/// (same results for every shape): `warps` (4 or 8) x 16-row tiles per warp, with
-/// `m_tiles` = 1: one tile per warp, 64 keys per step; 2: two tiles per warp, 64 keys per
-/// step (warps = 4 only); 3 (warps = 4) or 2 (warps = 8): two tiles per warp, 32 keys per step.
-void flash_attention_forward_tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
-                                   int64_t window, Tensor& o, Tensor& lse, int warps, void* stream,
-                                   int m_tiles = 1);
 
 /// The forward through the simple warp-per-query-row kernel (fp32 math, any float dtype,
 /// D <= 256): same contract as flash_attention_forward. Slow (no tensor cores); it is the
