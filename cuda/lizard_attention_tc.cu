@@ -188,7 +188,9 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 }
 
 // ---------------------------------------------------------------------------------------
-template <bool kExp>
+/// kLo (training): phi_lo gets bf16(phi_f32 - phi) too; inference instantiates without it, so
+/// its code is the same as before issue #5.
+template <bool kExp, bool kLo>
 __global__ void __launch_bounds__(kFeatWarps * 32)
     features_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                        const bf* __restrict__ Wlo, bf* __restrict__ phi, bf* __restrict__ phi_lo,
@@ -219,10 +221,9 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
     const float* u = su + r * LU;
     const int64_t o = ((int64_t(b) * d.H + h) * d.T + t0 + r) * 2 * F;
     bf* out = phi + o;
-    bf* outl = phi_lo ? phi_lo + o : nullptr;  // training: phi - bf16(phi) too
-    // the f32 value of phi at index f: bf16 into out, its lo half into outl
+    // the f32 value of phi at index f: bf16 into phi, its lo half into phi_lo (training)
     auto put = [&](int f, float val) {
-      if (outl) split2(val, out[f], outl[f]);
+      if constexpr (kLo) split2(val, out[f], phi_lo[o + f]);
       else out[f] = __float2bfloat16(val);
     };
     if (kExp) {
@@ -1575,12 +1576,16 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
                         const Dims& d, cudaStream_t s) {
   const size_t sm = features_smem(d, Wlo != nullptr);
   const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
+  auto go = [&](auto kernel) {
+    set_smem(kernel, sm);
+    kernel<<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
+  };
   if (d.act_exp) {
-    set_smem(features_tc_kernel<true>, sm);
-    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
+    if (phi_lo) go(features_tc_kernel<true, true>);
+    else go(features_tc_kernel<true, false>);
   } else {
-    set_smem(features_tc_kernel<false>, sm);
-    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
+    if (phi_lo) go(features_tc_kernel<false, true>);
+    else go(features_tc_kernel<false, false>);
   }
 }
 
