@@ -1,6 +1,6 @@
 // Lizard attention forward on tensor cores (contract: lizard_attention_tc.cuh). bf16 operands,
 // f32 accumulators (nvcuda::wmma 16x16x16), the chunked algorithm of DESIGN.md section 3:
-//   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out
+//   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out (+ lo half: training)
 //   state     one CTA per (b, h, 64 rows of the 2F x D state): walks the chunks in order,
 //             the state tile lives in accumulator fragments; writes [S|z] before every chunk
 //   output    one CTA per (b, h, chunk): P = phi_q phi_k^T (mma), decay exp(bl_t - bl_s) on
@@ -8,19 +8,25 @@
 // Every exponent is <= 0. Fragments go through shared memory before any elementwise work,
 // so no code depends on the (unspecified) fragment-to-thread layout.
 //
-// Precision: phi, the decayed tiles and the state copy fed to the mma are bf16 (2^-9
-// relative); the states saved for the backward, z (the denominator column) and every sum are
-// f32. Training (issue #5) splits the operands the saved statistics and the gate gradient
-// are sensitive to into bf16 hi + lo pairs (split2; hi*hi + hi*lo + lo*hi, about 2^-16;
-// the other backward products, dphi and dv, keep bf16 operands): the forward's states, numden and wstats are
-// f32-accurate functions of the bf16 phi (computed from W as a hi + lo pair), and the
-// backward recomputes that very phi, so the identities it relies on (sum_s w_ts (v_s - g_t)
-// = 0 per row, window weights summing to 1) hold to f32 level and the gate gradients, sums of
-// pair terms whose rows cancel, keep their accuracy. Expected error per quantity against the
-// f32 oracle: y and the saved statistics a few 2^-9 (phi's rounding); gradients the same
-// order (the exact gradient at a point 2^-9 away); without the split, dw_g / db_g reached
-// relative errors of 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md). Inference
-// keeps plain bf16 operands.
+// Precision: in inference phi, the decayed tiles and the state copy fed to the mma are bf16
+// (2^-9 relative); the states, z (the denominator column) and every sum are f32. Training
+// splits the operands the saved statistics and the gradients are sensitive to into bf16
+// hi + lo pairs (split2; hi*hi + hi*lo + lo*hi, about 2^-16), phi itself included (issue #5):
+// the features kernel writes phi and phi_lo = bf16(phi_f32 - phi), u = x W with W as a pair,
+// and every global-branch kernel reads phi as hi + lo (the state kernel's forward and reverse
+// sweeps, the output kernel's P and phi_q.z, the gradient kernel's kk, Q_r, K_s, E phi_k,
+// E^T phi_q). The forward's states, numden and wstats are then f32-accurate functions of the
+// f32 phi, the backward recomputes that very pair, so the identities it relies on
+// (sum_s w_ts (v_s - g_t) = 0 per row, window weights summing to 1) hold to f32 level and the
+// gate gradients, sums of pair terms whose rows cancel, are those of the f32 phi.
+// Expected error per quantity against the f32 oracle (training): y 2^-9 (bf16 output);
+// states, numden about 1e-5 relative; da, dw_g, db_g, dalpha, dtau about 1e-4 (f32 sums of
+// 2^-16-accurate terms); dv, dphi (so dq, dk, dW) a few 1e-3 at most (bf16 E, P, dS and
+// decayed phi_k operands, 2^-9 each, uncorrelated). With phi rounded to bf16 (before issue
+// #5) db_g of a convex-combine case was off by 0.042 (the exact gradient at a point 2^-9
+// away; the f64 CPU reference with bf16 phi moves it by the same 0.0420); with bf16 operands
+// throughout, dw_g / db_g reached 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md).
+// Inference keeps plain bf16 operands and no phi_lo.
 // The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
 // off-diagonal weights times (v_s - v_t), so it keeps its relative accuracy when a token
 // attends almost only to itself (gates near 0).
