@@ -1,6 +1,7 @@
 // Lizard attention forward on tensor cores (contract: lizard_attention_tc.cuh). bf16 operands,
 // f32 accumulators (nvcuda::wmma 16x16x16), the chunked algorithm of DESIGN.md section 3:
-//   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out (+ lo half: training)
+//   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out
+//             (training: its lo half too)
 //   state     one CTA per (b, h, 64 rows of the 2F x D state): walks the chunks in order,
 //             the state tile lives in accumulator fragments; writes [S|z] before every chunk
 //   output    one CTA per (b, h, chunk): P = phi_q phi_k^T (mma), decay exp(bl_t - bl_s) on
