@@ -483,9 +483,10 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool tc_aligned = aligned16(q) && aligned16(k) && aligned16(v);
 
   // tensor cores for the shapes the forward ran there (same test). phi is recomputed exactly
-  // as the training forward made it (bf16, from W as a hi + lo pair): the saved statistics
-  // are f32-accurate functions of that phi, so every stage must see the same values. The f32
-  // stages of a tensor-core run (LIZARD_ATTENTION_TC_OFF, bisection) read it widened to f32;
+  // as the training forward made it (a bf16 hi + lo pair, from W as a hi + lo pair): the
+  // saved statistics are f32-accurate functions of that phi, so every stage must see the
+  // same values. The f32 stages of a tensor-core run (LIZARD_ATTENTION_TC_OFF, bisection)
+  // read hi + lo widened to f32;
   // every mix is valid: both forms read and write the same tensors (dO', cself, dstates, dphi,
   // db).
   const bool tc = dt == DType::BF16 && tc_enabled(true) && tc_supported(d) && tc_aligned;
@@ -493,7 +494,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool tc_grad = tc && !tc_stage_off("grad");
   const bool tc_dstate = tc_grad && !tc_stage_off("state_bwd");
   const bool tc_fbwd = tc && !tc_stage_off("features_bwd");
-  const bool f32_phi = !tc_grad || !tc_fbwd;  // some f32 stage reads phi (f32)
+  const bool f32_phi = !tc_grad || !tc_dstate || !tc_fbwd;  // some f32 stage reads phi (f32)
   Tensor phiq, phik, du;
   if (f32_phi && !tc) {
     phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
@@ -534,7 +535,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // f32 accuracy, so phi and the exp map's arg-max match the f32 weights (bf16 W alone
       // moved the arg-max at near ties: dk errors of several % with feature_activation exp).
       // The training forward computed its phi the same way (bit-identical bf16 phi).
-      Tensor wqb, wkb, wql, wkl, phiqb, phikb;
+      Tensor wqb, wkb, wql, wkl, phiqb, phikb, phiql, phikl;
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc) {
           for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
@@ -544,13 +545,20 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           }
           phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
           phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), d, s);
-          features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), d, s);
+          phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), bp16(phiql), d, s);
+          features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), bp16(phikl), d, s);
         }
       }
-      if (f32_phi && tc) {  // f32 stages of a tensor-core run: the forward's bf16 phi, widened
-        phiq = phiqb.to(dev, DType::F32);
-        phik = phikb.to(dev, DType::F32);
+      if (f32_phi && tc) {
+        // f32 stages of a tensor-core run: the forward's phi, hi + lo widened to f32
+        if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+          phiq = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+          phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
+          widen_pair_launch(bp16(phiqb), bp16(phiql), phiq.data<float>(), phiq.numel(), s);
+          widen_pair_launch(bp16(phikb), bp16(phikl), phik.data<float>(), phik.numel(), s);
+        }
       } else if (f32_phi) {
         features_fwd_launch(qp, wq.data<float>(), d.H, phiq.data<float>(), d, ft, fsm, s);
         features_fwd_launch(kp, wk.data<float>(), d.Hkv, phik.data<float>(), d, ft, fsm, s);
@@ -586,13 +594,13 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         if (tc_grad) {
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
           if (tc_dstate) {
-            dstate_tc_launch(bp16(phiqb), dO.data<float>(), saved.bl.data<float>(),
+            dstate_tc_launch(bp16(phiqb), bp16(phiql), dO.data<float>(), saved.bl.data<float>(),
                              dstates.data<float>(), d, s);
-          } else {
-            dstate_f32_kernel<__nv_bfloat16><<<grid_for(int64_t(d.B) * d.H * F2 * D1, 256), 256, 0, s>>>(
-                bp16(phiqb), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
+          } else {  // the f32 phi (hi + lo widened), as the tensor-core sweep reads it
+            dstate_f32_kernel<float><<<grid_for(int64_t(d.B) * d.H * F2 * D1, 256), 256, 0, s>>>(
+                phiq.data<float>(), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
           }
-          grad_tc_launch(bp16(phiqb), bp16(phikb), vp, saved.bl.data<float>(),
+          grad_tc_launch(bp16(phiqb), bp16(phiql), bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(),
                          saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          dv.data<float>(), db.data<float>(), d, s);

@@ -1,6 +1,7 @@
 // Lizard attention forward on tensor cores (contract: lizard_attention_tc.cuh). bf16 operands,
 // f32 accumulators (nvcuda::wmma 16x16x16), the chunked algorithm of DESIGN.md section 3:
 //   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out
+//             (training: its lo half too)
 //   state     one CTA per (b, h, 64 rows of the 2F x D state): walks the chunks in order,
 //             the state tile lives in accumulator fragments; writes [S|z] before every chunk
 //   output    one CTA per (b, h, chunk): P = phi_q phi_k^T (mma), decay exp(bl_t - bl_s) on
@@ -8,19 +9,25 @@
 // Every exponent is <= 0. Fragments go through shared memory before any elementwise work,
 // so no code depends on the (unspecified) fragment-to-thread layout.
 //
-// Precision: phi, the decayed tiles and the state copy fed to the mma are bf16 (2^-9
-// relative); the states saved for the backward, z (the denominator column) and every sum are
-// f32. Training (issue #5) splits the operands the saved statistics and the gate gradient
-// are sensitive to into bf16 hi + lo pairs (split2; hi*hi + hi*lo + lo*hi, about 2^-16;
-// the other backward products, dphi and dv, keep bf16 operands): the forward's states, numden and wstats are
-// f32-accurate functions of the bf16 phi (computed from W as a hi + lo pair), and the
-// backward recomputes that very phi, so the identities it relies on (sum_s w_ts (v_s - g_t)
-// = 0 per row, window weights summing to 1) hold to f32 level and the gate gradients, sums of
-// pair terms whose rows cancel, keep their accuracy. Expected error per quantity against the
-// f32 oracle: y and the saved statistics a few 2^-9 (phi's rounding); gradients the same
-// order (the exact gradient at a point 2^-9 away); without the split, dw_g / db_g reached
-// relative errors of 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md). Inference
-// keeps plain bf16 operands.
+// Precision: in inference phi, the decayed tiles and the state copy fed to the mma are bf16
+// (2^-9 relative); the states, z (the denominator column) and every sum are f32. Training
+// splits the operands the saved statistics and the gradients are sensitive to into bf16
+// hi + lo pairs (split2; hi*hi + hi*lo + lo*hi, about 2^-16), phi itself included (issue #5):
+// the features kernel writes phi and phi_lo = bf16(phi_f32 - phi), u = x W with W as a pair,
+// and every global-branch kernel reads phi as hi + lo (the state kernel's forward and reverse
+// sweeps, the output kernel's P and phi_q.z, the gradient kernel's kk, Q_r, K_s, E phi_k,
+// E^T phi_q). The forward's states, numden and wstats are then f32-accurate functions of the
+// f32 phi, the backward recomputes that very pair, so the identities it relies on
+// (sum_s w_ts (v_s - g_t) = 0 per row, window weights summing to 1) hold to f32 level and the
+// gate gradients, sums of pair terms whose rows cancel, are those of the f32 phi.
+// Expected error per quantity against the f32 oracle (training): y 2^-9 (bf16 output);
+// states, numden about 1e-5 relative; da, dw_g, db_g, dalpha, dtau about 1e-4 (f32 sums of
+// 2^-16-accurate terms); dv, dphi (so dq, dk, dW) a few 1e-3 at most (bf16 E, P, dS and
+// decayed phi_k operands, 2^-9 each, uncorrelated). With phi rounded to bf16 (before issue
+// #5) db_g of a convex-combine case was off by 0.042 (the exact gradient at a point 2^-9
+// away; the f64 CPU reference with bf16 phi moves it by the same 0.0420); with bf16 operands
+// throughout, dw_g / db_g reached 0.1-2 (H200, docs/benchmarks/2026-11-27-attention-h200.md).
+// Inference keeps plain bf16 operands and no phi_lo.
 // The self pair (s = t) stays out of M in f32 (see global_fwd_kernel): M is a sum of
 // off-diagonal weights times (v_s - v_t), so it keeps its relative accuracy when a token
 // attends almost only to itself (gates near 0).
@@ -188,10 +195,13 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 }
 
 // ---------------------------------------------------------------------------------------
-template <bool kExp>
+/// kLo (training): phi_lo gets bf16(phi_f32 - phi) too; inference instantiates without it, so
+/// its code is the same as before issue #5.
+template <bool kExp, bool kLo>
 __global__ void __launch_bounds__(kFeatWarps * 32)
     features_tc_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
-                       const bf* __restrict__ Wlo, bf* __restrict__ phi, Dims d) {
+                       const bf* __restrict__ Wlo, bf* __restrict__ phi, bf* __restrict__ phi_lo,
+                       Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F = d.F, LX = ldb(D), LW = ldb(F), LU = ldf(F);
   char* cur = smem;
@@ -216,14 +226,20 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
   // the map, one warp per token, in f32 (same formulas as features_kernel)
   for (int r = warp; r < n; r += kFeatWarps) {
     const float* u = su + r * LU;
-    bf* out = phi + ((int64_t(b) * d.H + h) * d.T + t0 + r) * 2 * F;
+    const int64_t o = ((int64_t(b) * d.H + h) * d.T + t0 + r) * 2 * F;
+    bf* out = phi + o;
+    // the f32 value of phi at index f: bf16 into phi, its lo half into phi_lo (training)
+    auto put = [&](int f, float val) {
+      if constexpr (kLo) split2(val, out[f], phi_lo[o + f]);
+      else out[f] = __float2bfloat16(val);
+    };
     if (kExp) {
       float m = 0.f;
       for (int f = lane; f < F; f += 32) m = fmaxf(m, fabsf(u[f]));
       m = warp_max(m);
       for (int f = lane; f < F; f += 32) {
-        out[f] = __float2bfloat16(expf(u[f] - m));
-        out[F + f] = __float2bfloat16(expf(-u[f] - m));
+        put(f, expf(u[f] - m));
+        put(F + f, expf(-u[f] - m));
       }
     } else {
       float mp = -INFINITY, mn = -INFINITY;
@@ -234,8 +250,8 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
       for (int f = lane; f < F; f += 32) sp += expf(u[f] - mp), sn += expf(-u[f] - mn);
       const float ip = 1.f / warp_sum(sp), in = 1.f / warp_sum(sn);
       for (int f = lane; f < F; f += 32) {
-        out[f] = __float2bfloat16(expf(u[f] - mp) * ip);
-        out[F + f] = __float2bfloat16(expf(-u[f] - mn) * in);
+        put(f, expf(u[f] - mp) * ip);
+        put(F + f, expf(-u[f] - mn) * in);
       }
     }
   }
@@ -256,6 +272,13 @@ __global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ 
   lo[i] = __float2bfloat16(w[i] - __bfloat162float(h));
 }
 
+/// out = f32(hi) + f32(lo): a split bf16 pair widened (exact: both are bf16, lo < 2^-8 hi).
+__global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restrict__ lo,
+                                  float* __restrict__ out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
+}
+
 // ---------------------------------------------------------------------------------------
 /// Grid (ceil(2F / 64), B*H). Warp w owns state rows f0 + 16w .. f0 + 16w + 15 (all D
 /// columns, D/16 fragments); thread i < 64 owns the last column (z) of row f0 + i.
@@ -264,13 +287,16 @@ __global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ 
 /// last, dX <- exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from phi = phi_q, dO' f32 [B,H,T,D+1]
 /// (its column D is the den column, the counterpart of the ones). Either way the value of X
 /// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32.
-/// kSplit (training): the decayed phi as a bf16 hi + lo pair, two mma's (v is
-/// exact in bf16): the saved states are then f32-accurate functions of the bf16 phi (about
-/// 2^-16 relative per update instead of 2^-9), the same phi the backward recomputes, so the
-/// backward's identities (z = sum of the weights that S sums) hold to f32 level.
+/// kSplit (training): phi read as its hi + lo pair (phi_lo, the features kernel's lo half:
+/// phi to about 2^-17, issue #5), the decayed phi split again into a bf16 hi + lo pair, two
+/// mma's (v is exact in bf16): the saved states are then f32-accurate functions of the f32
+/// phi (about 2^-16 relative per update instead of 2^-9), the same phi the backward
+/// recomputes, so the backward's identities (z = sum of the weights that S sums) hold to f32
+/// level and the gate gradients see phi itself, not a point 2^-9 away.
 template <bool kRev, bool kSplit>
 __global__ void __launch_bounds__(kStateWarps * 32)
-    state_tc_kernel(const bf* __restrict__ phi, const bf* __restrict__ v,
+    state_tc_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
+                    const bf* __restrict__ v,
                     const float* __restrict__ dO, const float* __restrict__ bl_all,
                     float* __restrict__ out, Dims d) {
   extern __shared__ __align__(128) char smem[];
@@ -316,9 +342,12 @@ __global__ void __launch_bounds__(kStateWarps * 32)
     for (int q = 0; q < kPhiPer; ++q) {
       const int i = tid + q * kThreads, r = i / kStateRows, f = i % kStateRows;
       pr[q] = 0.f;
-      if (r < n && f0 + f < F2)
-        pr[q] = __bfloat162float(phi[(int64_t(bh) * d.T + t0 + r) * F2 + f0 + f]) *
-                __expf(kRev ? blr[t0 + r] : bend - blr[t0 + r]);
+      if (r < n && f0 + f < F2) {
+        const int64_t o = (int64_t(bh) * d.T + t0 + r) * F2 + f0 + f;
+        float ph = __bfloat162float(phi[o]);
+        if constexpr (kSplit) ph += __bfloat162float(phi_lo[o]);
+        pr[q] = ph * __expf(kRev ? blr[t0 + r] : bend - blr[t0 + r]);
+      }
     }
     uint4 vr[kRev ? 1 : kVecPer];
     float dr[kRev ? kDoPer : 1];
@@ -420,16 +449,21 @@ size_t state_smem(const Dims& d, bool split, bool rev) {
 /// Grid (NC, B*H). Per chunk: P = phi_q phi_k^T; P~ = P exp(bl_t - bl_s) for s < t (bf16);
 /// acc = (phi_q exp(bl_t)) S + P~ V; M = acc - (exp(bl_t) phi_q.z + rowsum P~) v_t;
 /// den = exp(bl_t) phi_q.z + rowsum P~ + P_tt.
-/// kSplit (forward of training): P~, phi_q exp(bl_t) and S as bf16 hi + lo pairs (P~ V in two
-/// mma's, v exact; (phi_q e) S in three, hi*hi + hi*lo + lo*hi), the row sums from the same
-/// pairs. numden is then an f32-accurate function of the bf16 phi (about 2^-16 relative,
-/// against 2^-9 per weight without the split), the phi the backward recomputes bit for bit:
+/// kSplit (forward of training): phi_q, phi_k as the features kernel's hi + lo pairs (phiq_lo,
+/// phik_lo: P = phi_q phi_k^T in three mma's, phi.z and the diagonal from the f32 phi), P~,
+/// phi_q exp(bl_t) and S as bf16 hi + lo pairs (P~ V in two mma's, v exact; (phi_q e) S in
+/// three, hi*hi + hi*lo + lo*hi), the row sums from the same pairs. numden is then an
+/// f32-accurate function of the f32 phi (about 2^-16 relative, against 2^-9 per weight
+/// without the split), the phi the backward recomputes bit for bit:
 /// M stays sum_s w_ts (v_s - v_t) with the very weights den sums, which the gate gradients
-/// (sums over pairs with heavy cancellation) rely on. Costs 2.5x the mma's and 64 KiB more
-/// shared memory (one CTA per SM at 2F = 256, D = 128); inference keeps kSplit false.
+/// (sums over pairs with heavy cancellation) rely on. Costs about 2.7x the mma's and 87 KiB
+/// more shared memory (221.5 KiB at 2F = 256, D = 128: one CTA per SM); inference keeps
+/// kSplit false (134.5 KiB there).
 template <bool kSplit>
 __global__ void __launch_bounds__(kOutWarps * 32)
-    out_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
+    out_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
+                  const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
+                  const bf* __restrict__ v,
                   const float* __restrict__ bl_all, const float* __restrict__ states,
                   float* __restrict__ numden, Dims d) {
   extern __shared__ __align__(128) char smem[];
@@ -443,7 +477,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   bf* sS = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * F2 * LV));    // [2F][D] state
   float* sP = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LP));  // [C][C]
   bf* sPb = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb));   // [C][C] P~
-  float* sacc = reinterpret_cast<float*>(carve(cur, sizeof(float) * C * LA));  // [C][D]
+  // [C][D] f32 acc; split: first phi_q's lo half [C][2F] bf16, dead before acc is written
+  float* sacc = reinterpret_cast<float*>(
+      carve(cur, std::max(sizeof(float) * C * LA, kSplit ? sizeof(bf) * C * LQ : size_t(0))));
   float* sz = reinterpret_cast<float*>(carve(cur, sizeof(float) * F2));
   float* sbl = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   float* srow = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
@@ -451,6 +487,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* sqz = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));
   bf* sSl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * F2 * LV)) : nullptr;  // S lo
   bf* sPl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LPb)) : nullptr;  // P~ lo
+  bf* skl = kSplit ? reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ)) : nullptr;  // phi_k lo
+  bf* sqlo = kSplit ? reinterpret_cast<bf*>(sacc) : nullptr;  // phi_q lo (the input's)
   bf* sql = sk;  // lo of phi_q exp(bl_t) (split form): phi_k is dead once P is formed
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -459,6 +497,10 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   const int64_t row0 = int64_t(bh) * d.T + t0;  // row of token t0 in [B,H,T,*]
   load_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  if constexpr (kSplit) {
+    load_rows(sqlo, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
+    load_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
+  }
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;  // contiguous [2F][D+1]
   load_state(sS, LV, sz, so, F2, D, sSl);
@@ -471,7 +513,9 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     if (st > rt) continue;
     // phi_k^T: element (f, s) at sk[s * LQ + f], column-major
     mma_store<false, true>(sP + rt * 16 * LP + st * 16, LP,
-                           sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
+                           sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16,
+                           kSplit ? sqlo + rt * 16 * LQ : nullptr,
+                           kSplit ? skl + st * 16 * LQ : nullptr);
   }
   __syncthreads();
   // per row (one warp): decayed strictly-causal P~ in bf16 and its row sum, the diagonal,
@@ -490,13 +534,19 @@ __global__ void __launch_bounds__(kOutWarps * 32)
         rs += __bfloat162float(pl);
       }
     }
-    for (int f = lane; f < F2; f += 32) qz += __bfloat162float(sq[r * LQ + f]) * sz[f];
+    // phi_q's f32 value (hi + lo in training)
+    auto phq = [&](int f) {
+      float ph = __bfloat162float(sq[r * LQ + f]);
+      if constexpr (kSplit) ph += __bfloat162float(sqlo[r * LQ + f]);
+      return ph;
+    };
+    for (int f = lane; f < F2; f += 32) qz += phq(f) * sz[f];
     rs = warp_sum(rs);
     qz = warp_sum(qz);
     __syncwarp();
     const float er = __expf(sbl[r]);
     for (int f = lane; f < F2; f += 32) {
-      const float qe = __bfloat162float(sq[r * LQ + f]) * er;
+      const float qe = phq(f) * er;
       if constexpr (kSplit) split2(qe, sq[r * LQ + f], sql[r * LQ + f]);
       else sq[r * LQ + f] = __float2bfloat16(qe);
     }
@@ -530,9 +580,10 @@ __global__ void __launch_bounds__(kOutWarps * 32)
 
 size_t out_smem(const Dims& d, bool split) {
   const int C = kChunk, F2 = 2 * d.F;
-  return al128(sizeof(bf) * C * ldb(F2)) * 2 + al128(sizeof(bf) * C * ldb(d.D)) +
+  const size_t acc = std::max(sizeof(float) * C * ldf(d.D), split ? sizeof(bf) * C * ldb(F2) : 0);
+  return al128(sizeof(bf) * C * ldb(F2)) * (split ? 3 : 2) + al128(sizeof(bf) * C * ldb(d.D)) +
          al128(sizeof(bf) * F2 * ldb(d.D)) * (split ? 2 : 1) + al128(sizeof(float) * C * ldf(C)) +
-         al128(sizeof(bf) * C * ldb(C)) * (split ? 2 : 1) + al128(sizeof(float) * C * ldf(d.D)) +
+         al128(sizeof(bf) * C * ldb(C)) * (split ? 2 : 1) + al128(acc) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C);
 }
 
@@ -732,8 +783,17 @@ size_t window_smem(const Dims& d, bool split) {
 ///            kernel, reverse-summed, cancels O(T) terms of bf16-level error down to an O(1)
 ///            result (rel. errors up to 10 in dw_g at T = 4096).
 /// dphi_q, dphi_k [B,H,T,2F] f32 are written (not added): this CTA owns those rows.
+/// phi enters as its hi + lo pair (phiq_lo, phik_lo from the features kernel; issue #5):
+/// kk (three mma's), Q_r, K_s and every other quantity that feeds da take phi to about
+/// 2^-17, so da is the gradient at the f32 phi (bf16 phi alone moved db_g of a convex-combine
+/// case by 0.042 relative, the gradient at a point 2^-9 away). E phi_k and E^T phi_q (dphi)
+/// take the lo halves too (one more mma per k-step, cheap next to the state reads); only the
+/// decayed phi_k of dv's inter-chunk term and the bf16 E, P stay rounded (2^-9 per weight,
+/// uncorrelated: dv, dphi within a few 1e-3 relative, below the 1e-2 of the tests).
 __global__ void __launch_bounds__(kOutWarps * 32)
-    grad_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phik, const bf* __restrict__ v,
+    grad_tc_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
+                   const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
+                   const bf* __restrict__ v,
                    const float* __restrict__ bl_all, const float* __restrict__ states,
                    const float* __restrict__ dstates, const float* __restrict__ dO,
                    const float* __restrict__ cself, float* __restrict__ dphiq,
@@ -764,13 +824,17 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   float* sQs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // Q_r (inter, query)
   float* sKs = reinterpret_cast<float*>(carve(cur, sizeof(float) * C));  // K_s (inter, key)
   float* sL = reinterpret_cast<float*>(carve(cur, sizeof(float) * 1));   // L_c
-  // lo halves (split2) of dO', dO' exp(bl_t) and v exp(bl_end - bl_s): with S and dS taken in
-  // two passes (hi, then lo, one copy in shared memory at a time), the products that feed
-  // the gate gradient (X, Q_r, K_s: partial sums of pair terms whose rows cancel) are
-  // f32-accurate (about 2^-16) instead of 2^-9 per operand
-  bf* sGbl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
-  bf* sGsl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
-  bf* svl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
+  // lo halves (split2) of dO' (step 2), dO' exp(bl_t) (step 4) and v exp(bl_end - bl_s)
+  // (step 5), one buffer in turn: with S and dS taken in two passes (hi, then lo, one copy
+  // in shared memory at a time), the products that feed the gate gradient (X, Q_r, K_s:
+  // partial sums of pair terms whose rows cancel) are f32-accurate (about 2^-16) instead of
+  // 2^-9 per operand
+  bf* sLo = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LV));
+  bf* sGbl = sLo;
+  bf* sGsl = sLo;
+  bf* svl = sLo;
+  bf* sql = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));  // [C][2F] phi_q lo
+  bf* skl = reinterpret_cast<bf*>(carve(cur, sizeof(bf) * C * LQ));  // [C][2F] phi_k lo
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
@@ -786,15 +850,20 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   if (tid == 0) sL[0] = 0.f;
   load_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
   load_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  load_rows(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
+  load_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
   const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
   load_state(sBig, LV, sz, so, F2, D);
+  // dO'[:D] exp(bl_t), the operand of step 4 (its lo half is formed after step 2)
+  auto gs_at = [&](int r, int j) {
+    return r < n ? dO[(row0 + r) * D1 + j] * __expf(blr[t0 + r]) : 0.f;
+  };
   for (int r = warp; r < C; r += nt / 32) {  // dO'[:D] as bf16, plain and times exp(bl_t)
-    const float er = r < n ? __expf(blr[t0 + r]) : 0.f;
     for (int j = lane; j < D; j += 32) {
       const float g = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
       split2(g, sGb[r * LV + j], sGbl[r * LV + j]);
-      split2(g * er, sGs[r * LV + j], sGsl[r * LV + j]);
+      sGs[r * LV + j] = __float2bfloat16(gs_at(r, j));
     }
   }
   __syncthreads();
@@ -806,7 +875,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     FragC acc;
     wmma::fill_fragment(acc, 0.f);
     if (!is_x) {
-      mma_acc<false, true>(acc, sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16);
+      mma_acc<false, true>(acc, sq + rt * 16 * LQ, LQ, sk + st * 16 * LQ, LQ, 0, F2 / 16,
+                           sql + rt * 16 * LQ, skl + st * 16 * LQ);
       wmma::store_matrix_sync(sP + rt * 16 * LP + st * 16, acc, LP, wmma::mem_row_major);
     } else {
       // V^T: element (j, s) at sv[s * LV + j]
@@ -832,6 +902,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     sPb[r * LPb + s2] = __float2bfloat16(p);
     sW[r * LP + s2] = wda;
   }
+  for (int r = warp; r < C; r += nt / 32)  // sLo: dO' lo (step 2, done) -> dO' exp(bl_t) lo
+    for (int j = lane; j < D; j += 32) sGsl[r * LV + j] = lo_bf16(gs_at(r, j));
   __syncthreads();
   // step 4: dphi_q = exp(bl_t) [S|z] dO'_t + E phi_k
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
@@ -855,7 +927,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     for (int f = lane; f < F2; f += 32) {
       const float xq = sX[r * LX + f] + w * sz[f];
       sX[r * LX + f] = xq;
-      qx += __bfloat162float(sq[r * LQ + f]) * xq;
+      qx += (__bfloat162float(sq[r * LQ + f]) + __bfloat162float(sql[r * LQ + f])) * xq;
     }
     qx = warp_sum(qx);
     if (lane == 0) sQs[r] = qx;
@@ -863,7 +935,8 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
-    mma_add(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16 * LPb, LPb, sk + ft * 16, LQ, 0, rt + 1);
+    mma_add(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16 * LPb, LPb, sk + ft * 16, LQ, 0, rt + 1,
+            nullptr, skl + ft * 16);
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphiq[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
@@ -908,7 +981,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     for (int f = lane; f < F2; f += 32) {
       const float xk = sX[r * LX + f] + w * sz[f];
       sX[r * LX + f] = xk;
-      acc += __bfloat162float(sk[r * LQ + f]) * xk;
+      acc += (__bfloat162float(sk[r * LQ + f]) + __bfloat162float(skl[r * LQ + f])) * xk;
     }
     acc = warp_sum(acc);
     if (lane == 0) sKs[r] = acc;  // K_s: the pairs of key r with every query after the chunk
@@ -926,13 +999,15 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   for (int tile = warp; tile < CT * (F2 / 16); tile += kOutWarps) {
     const int rt = tile % CT, ft = tile / CT;
     // E^T: element (s, t) at sE[t * LPb + s]
-    mma_add<true, false>(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16, LPb, sq + ft * 16, LQ, rt, CT);
+    mma_add<true, false>(sX + rt * 16 * LX + ft * 16, LX, sE + rt * 16, LPb, sq + ft * 16, LQ, rt, CT,
+                         nullptr, sql + ft * 16);
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphik[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
   for (int i = tid; i < C * F2; i += nt) {  // phi_k exp(bl_end - bl_s) for dv
     const int r = i / F2, f = i % F2;
-    sk[r * LQ + f] = __float2bfloat16(__bfloat162float(sk[r * LQ + f]) * __expf(bend - sbl[r]));
+    const float ph = __bfloat162float(sk[r * LQ + f]) + __bfloat162float(skl[r * LQ + f]);
+    sk[r * LQ + f] = __float2bfloat16(ph * __expf(bend - sbl[r]));
   }
   __syncthreads();
   // step 6: dv = P^T dO'[:D] + (phi_k exp(bl_end - bl_s)) dS
@@ -962,7 +1037,7 @@ size_t grad_smem(const Dims& d) {
          al128(sizeof(bf) * F2 * ldb(d.D)) + al128(sizeof(float) * C * ldf(std::max(F2, d.D))) +
          al128(sizeof(float) * F2) + 4 * al128(sizeof(float) * C) +
          al128(sizeof(float) * C * ldf(C)) + 2 * al128(sizeof(float) * C) + al128(sizeof(float)) +
-         3 * al128(sizeof(bf) * C * ldb(d.D));
+         al128(sizeof(bf) * C * ldb(d.D)) + 2 * al128(sizeof(bf) * C * ldb(F2));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1396,9 +1471,9 @@ void set_smem(K kernel, size_t bytes) {
 
 }  // namespace
 
-bool tc_enabled(bool training) {
+bool tc_enabled(bool /*training*/) {
   const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  if (!e || !*e) return !training;
+  if (!e || !*e) return true;
   const std::string v(e);
   if (v == "f32") return false;
   if (v == "tc") return true;
@@ -1429,7 +1504,12 @@ bool tc_stage_off(const char* name) {
 }
 
 bool tc_supported(const Dims& d) {
-  return d.D % 16 == 0 && d.D <= 16 * kMaxDTiles && d.F % 16 == 0 && 2 * d.F <= 256;
+  // the largest CTAs, at D = 128, 2F = 256: the split output kernel 226,816 bytes, the
+  // gradient kernel 226,176 (phi's lo halves included), both under the 227 KiB a CTA may
+  // take on an H100/H200; the check keeps a future buffer from failing at launch instead
+  constexpr size_t kSmemMax = 227 * 1024;
+  return d.D % 16 == 0 && d.D <= 16 * kMaxDTiles && d.F % 16 == 0 && 2 * d.F <= 256 &&
+         out_smem(d, true) <= kSmemMax && grad_smem(d) <= kSmemMax;
 }
 
 bool tc_window_supported(const Dims& d) {
@@ -1463,14 +1543,15 @@ void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
                                                     wstats, split, d);
 }
 
-void grad_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
+void grad_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,
+                    const bf* v, const float* bl,
                     const float* states, const float* dstates, const float* dO,
                     const float* cself, float* dphiq, float* dphik, float* dv, float* db,
                     const Dims& d, cudaStream_t s) {
   const size_t sm = grad_smem(d);
   set_smem(grad_tc_kernel, sm);
   grad_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(
-      phiq, phik, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
+      phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
 }
 
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
@@ -1494,53 +1575,64 @@ void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s
   split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
 }
 
-void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, const Dims& d,
-                        cudaStream_t s) {
+void widen_pair_launch(const bf* hi, const bf* lo, float* out, int64_t n, cudaStream_t s) {
+  widen_pair_kernel<<<int((n + 255) / 256), 256, 0, s>>>(hi, lo, out, n);
+}
+
+void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, bf* phi_lo,
+                        const Dims& d, cudaStream_t s) {
   const size_t sm = features_smem(d, Wlo != nullptr);
   const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
+  auto go = [&](auto kernel) {
+    set_smem(kernel, sm);
+    kernel<<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
+  };
   if (d.act_exp) {
-    set_smem(features_tc_kernel<true>, sm);
-    features_tc_kernel<true><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, d);
+    if (phi_lo) go(features_tc_kernel<true, true>);
+    else go(features_tc_kernel<true, false>);
   } else {
-    set_smem(features_tc_kernel<false>, sm);
-    features_tc_kernel<false><<<grid, kFeatWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, d);
+    if (phi_lo) go(features_tc_kernel<false, true>);
+    else go(features_tc_kernel<false, false>);
   }
 }
 
-void state_tc_launch(const bf* phik, const bf* v, const float* bl, float* states, bool split,
-                     const Dims& d, cudaStream_t s) {
+void state_tc_launch(const bf* phik, const bf* phik_lo, const bf* v, const float* bl,
+                     float* states, bool split, const Dims& d, cudaStream_t s) {
+  LZ_CHECK(!split || phik_lo, "lizard attention (CUDA): the split state kernel needs phi_k's lo half");
   const size_t sm = state_smem(d, split, false);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
   if (split) {
     set_smem(state_tc_kernel<false, true>, sm);
-    state_tc_kernel<false, true><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+    state_tc_kernel<false, true><<<grid, kStateWarps * 32, sm, s>>>(phik, phik_lo, v, nullptr, bl, states, d);
   } else {
     set_smem(state_tc_kernel<false, false>, sm);
-    state_tc_kernel<false, false><<<grid, kStateWarps * 32, sm, s>>>(phik, v, nullptr, bl, states, d);
+    state_tc_kernel<false, false><<<grid, kStateWarps * 32, sm, s>>>(phik, nullptr, v, nullptr, bl, states, d);
   }
 }
 
-void dstate_tc_launch(const bf* phiq, const float* dO, const float* bl, float* dstates,
-                      const Dims& d, cudaStream_t s) {
+void dstate_tc_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const float* bl,
+                      float* dstates, const Dims& d, cudaStream_t s) {
+  LZ_CHECK(phiq_lo, "lizard attention (CUDA): the dstate kernel needs phi_q's lo half");
   // always split: dstates feed L_c and K_s of the gate gradient, partial sums of pair terms
   // whose rows cancel (2^-9 operand rounding there left dw_g, db_g errors of order 1)
   const size_t sm = state_smem(d, true, true);
   set_smem(state_tc_kernel<true, true>, sm);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
-  state_tc_kernel<true, true><<<grid, kStateWarps * 32, sm, s>>>(phiq, nullptr, dO, bl, dstates, d);
+  state_tc_kernel<true, true><<<grid, kStateWarps * 32, sm, s>>>(phiq, phiq_lo, nullptr, dO, bl, dstates, d);
 }
 
-void out_tc_launch(const bf* phiq, const bf* phik, const bf* v, const float* bl,
-                   const float* states, float* numden, bool split, const Dims& d,
-                   cudaStream_t s) {
+void out_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,
+                   const bf* v, const float* bl, const float* states, float* numden, bool split,
+                   const Dims& d, cudaStream_t s) {
+  LZ_CHECK(!split || (phiq_lo && phik_lo), "lizard attention (CUDA): the split output kernel needs phi's lo halves");
   const size_t sm = out_smem(d, split);
   const dim3 grid(d.NC, d.B * d.H);
   if (split) {
     set_smem(out_tc_kernel<true>, sm);
-    out_tc_kernel<true><<<grid, kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states, numden, d);
+    out_tc_kernel<true><<<grid, kOutWarps * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states, numden, d);
   } else {
     set_smem(out_tc_kernel<false>, sm);
-    out_tc_kernel<false><<<grid, kOutWarps * 32, sm, s>>>(phiq, phik, v, bl, states, numden, d);
+    out_tc_kernel<false><<<grid, kOutWarps * 32, sm, s>>>(phiq, nullptr, phik, nullptr, v, bl, states, numden, d);
   }
 }
 

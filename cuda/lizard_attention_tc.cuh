@@ -9,12 +9,12 @@
 
 namespace lizard::cuda::lizard_detail {
 
-/// Whether a call may take the tensor-core kernels. Default: inference forwards (no saved
-/// tensors) yes, training (forward with saved tensors, backward) no: with bf16 operands the
-/// gate gradients missed the 1e-2 relative of the oracle (0.25-2 on an H200); the split
-/// (hi + lo) training path of issue #5 is meant to fix that but is not yet measured on a GPU,
-/// so training takes the exact f32 kernels until it is. LIZARD_ATTENTION_KERNELS=tc forces the tensor cores everywhere (fast,
-/// experimental), =f32 forbids them everywhere. Read per call.
+/// Whether a call may take the tensor-core kernels. Default: yes, inference and training
+/// alike: training keeps phi and the operands the saved statistics and gate gradients are
+/// sensitive to as bf16 hi + lo pairs (issue #5), so its gradients are those of the f32 phi
+/// (within 1e-2 of the oracle, like the f32 kernels). LIZARD_ATTENTION_KERNELS=f32 forces
+/// the exact f32 CUDA-core kernels everywhere, =tc the tensor cores (the default). Read per
+/// call; `training` is kept so a path can again differ by it.
 bool tc_enabled(bool training);
 
 /// Whether the tensor-core backward stage `name` is replaced by its f32 counterpart, from the
@@ -35,10 +35,17 @@ bool tc_supported(const Dims& d);
 /// h/(H/Hx)) and W [H,D,F] bf16; u = x W on tensor cores with f32 accumulation, the map in f32.
 /// Wlo (null, or W's f32 value minus W, see split_bf16_launch) adds x Wlo: u to about f32
 /// accuracy at twice the mma work (the backward: the exp map's arg-max and phi match the
-/// f32 weights).
+/// f32 weights). phi_lo (null, or like phi; training): bf16(phi_f32 - phi), so phi + phi_lo
+/// is the f32 map to about 2^-17 relative (split2); deterministic, so the backward's
+/// recompute gives the forward's pair bit for bit.
 void features_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                        const __nv_bfloat16* Wlo, __nv_bfloat16* phi, const Dims& d,
-                        cudaStream_t s);
+                        const __nv_bfloat16* Wlo, __nv_bfloat16* phi, __nv_bfloat16* phi_lo,
+                        const Dims& d, cudaStream_t s);
+
+/// out [n] f32 = hi + lo for a split bf16 pair (phi and phi_lo of features_tc_launch): the
+/// f32 phi the f32 stages of a tensor-core run read (LIZARD_ATTENTION_TC_OFF).
+void widen_pair_launch(const __nv_bfloat16* hi, const __nv_bfloat16* lo, float* out, int64_t n,
+                       cudaStream_t s);
 
 /// hi = bf16(w), lo = bf16(w - hi) for n f32 values: a bf16 pair carrying w to about 2^-17.
 void split_bf16_launch(const float* w, __nv_bfloat16* hi, __nv_bfloat16* lo, int64_t n,
@@ -47,20 +54,24 @@ void split_bf16_launch(const float* w, __nv_bfloat16* hi, __nv_bfloat16* lo, int
 /// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens,
 /// S <- exp(bl_end) S + (phi_k exp(bl_end - bl_s))^T [V|1], every factor <= 1.
 /// phik [B,H,T,2F] bf16, v [B,T,Hkv,D] bf16, bl [B,Hg,T] chunk-local cumulative log-gate.
-/// split (training): the decayed phi_k as a bf16 hi + lo pair (2 mma's), the states to about
-/// 2^-16 relative of their exact value for this bf16 phi; else the decayed phi_k rounded to
-/// bf16 (2^-9 per weight: inference, where only y matters).
-void state_tc_launch(const __nv_bfloat16* phik, const __nv_bfloat16* v, const float* bl,
-                     float* states, bool split, const Dims& d, cudaStream_t s);
+/// split (training): phi_k = phik + phik_lo (required), the decayed phi_k as a bf16 hi + lo
+/// pair (2 mma's), the states to about 2^-16 relative of their exact value for the f32 phi;
+/// else phik alone (phik_lo ignored), the decayed phi_k rounded to bf16 (2^-9 per weight:
+/// inference, where only y matters).
+void state_tc_launch(const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
+                     const __nv_bfloat16* v, const float* bl, float* states, bool split,
+                     const Dims& d, cudaStream_t s);
 
 /// numden [B,H,T,D+1] f32 = [M | den] exactly as global_fwd_kernel defines them (M = num -
 /// den v_t with the self pair left out of M), one CTA per (b, h, chunk), from the states.
-/// split (training): P~, phi_q exp(bl_t) and S as bf16 hi + lo pairs, numden to about 2^-16
-/// relative of its exact value for this bf16 phi (M and den from the same weights, so the
-/// backward's identities hold); else bf16 operands (2^-9 per weight: inference).
-void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik, const __nv_bfloat16* v,
-                   const float* bl, const float* states, float* numden, bool split,
-                   const Dims& d, cudaStream_t s);
+/// split (training): phi = hi + lo (phiq_lo, phik_lo required), P~, phi_q exp(bl_t) and S as
+/// bf16 hi + lo pairs, numden to about 2^-16 relative of its exact value for the f32 phi (M
+/// and den from the same weights, so the backward's identities hold); else phiq, phik alone
+/// and bf16 operands (2^-9 per weight: inference; the lo pointers are ignored).
+void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
+                   const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
+                   const __nv_bfloat16* v, const float* bl, const float* states, float* numden,
+                   bool split, const Dims& d, cudaStream_t s);
 
 /// Whether window_tc_launch covers d: tc_supported, w > 0, and the keys of one 32-query tile
 /// (32 + w - 1) fit the shared-memory budget (w up to about 400 at D = 128).
@@ -99,14 +110,18 @@ void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16*
 
 /// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
-void dstate_tc_launch(const __nv_bfloat16* phiq, const float* dO, const float* bl,
-                      float* dstates, const Dims& d, cudaStream_t s);
+/// phi_q = phiq + phiq_lo (required; the f32 phi), split products: about 2^-16 relative.
+void dstate_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, const float* dO,
+                      const float* bl, float* dstates, const Dims& d, cudaStream_t s);
 
 /// The global branch's gradients per chunk (see grad_tc_kernel): writes dphiq, dphik
 /// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and into da [B,Hg,T] f32 the gradient of the
 /// log-gate a_t itself (not of the cumulative b, as global_bwd_kernel's db: no reverse cumsum
-/// follows). dstates as dstate_tc_launch writes them.
-void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phik,
+/// follows). dstates as dstate_tc_launch writes them. phi = hi + lo (phiq_lo, phik_lo
+/// required): da to the f32 accuracy of its pair sums (the gradient at the f32 phi),
+/// dphi and dv within a few 2^-9 relative (bf16 E, P and decayed phi_k operands).
+void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
+                    const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
                     const __nv_bfloat16* v, const float* bl, const float* states,
                     const float* dstates, const float* dO, const float* cself, float* dphiq,
                     float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);

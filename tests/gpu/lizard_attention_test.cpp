@@ -59,11 +59,12 @@ cuda::LizardKernelPath path_of(const LizardCase& c, bool training = true) {
 #endif
 }
 
-/// Whether training takes the tensor-core kernels in this process: only with
-/// LIZARD_ATTENTION_KERNELS=tc (see cuda::lizard_attention_kernel_path).
+/// Whether this process forces the f32 kernels (LIZARD_ATTENTION_KERNELS=f32): otherwise
+/// training and inference take the tensor cores where they cover the shape (the default, see
+/// cuda::lizard_attention_kernel_path).
 bool f32_forced() {
   const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return !(e && std::string(e) == "tc");
+  return e && std::string(e) == "f32";
 }
 
 GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
@@ -205,7 +206,7 @@ TEST(LizardAttentionGpu, MixedExtremeGatesInOneSequence) {
 TEST(LizardAttentionGpu, TensorCoreStagesMixWithF32) {
   LZ_REQUIRE_GPU();
   if (f32_forced())
-    GTEST_SKIP() << "training takes the f32 kernels; run with LIZARD_ATTENTION_KERNELS=tc to "
+    GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels; run without it to "
                     "check the tensor-core backward stages";
   const char* old = std::getenv("LIZARD_ATTENTION_TC_OFF");
   const std::string saved_env = old ? old : "";
@@ -238,13 +239,16 @@ double rel_err_vec(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 // The training forward on tensor cores saves the statistics the backward relies on: states
-// and numden from the bf16 phi with split (hi + lo) products, wstats from the f32 weights.
+// and numden from phi as a bf16 hi + lo pair with split (hi + lo) products, wstats from the
+// f32 weights.
 // Compared with the f32 kernels' saved tensors (f32 phi) at several chunks, a partial chunk,
 // GQA, sinks, the exp map, a per-head gate; no window RoPE, so both paths see the same scores.
 TEST(LizardAttentionGpu, TensorCoreTrainingForwardSavesAccurateStatistics) {
   LZ_REQUIRE_GPU();
   if (f32_forced())
-    GTEST_SKIP() << "training takes the f32 kernels; run with LIZARD_ATTENTION_KERNELS=tc";
+    GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  const char* old = std::getenv("LIZARD_ATTENTION_KERNELS");
+  const std::string old_env = old ? old : "";
   ops::LizardConfig cfg;
   cfg.feature_dim = 32;
   cfg.window = 40;
@@ -258,12 +262,16 @@ TEST(LizardAttentionGpu, TensorCoreTrainingForwardSavesAccurateStatistics) {
   ops::lizard_attention_forward(c.cfg, a.in, a.p, &tc);
   setenv("LIZARD_ATTENTION_KERNELS", "f32", 1);
   ops::lizard_attention_forward(c.cfg, a.in, a.p, &f32);
-  setenv("LIZARD_ATTENTION_KERNELS", "tc", 1);
+  if (old) setenv("LIZARD_ATTENTION_KERNELS", old_env.c_str(), 1);
+  else unsetenv("LIZARD_ATTENTION_KERNELS");
   auto host = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
-  // phi in bf16 (2^-9 relative per entry) against f32 phi; products otherwise f32-accurate:
-  // a few 1e-3 expected, 1e-2 allowed.
-  EXPECT_LE(rel_err(host(tc.states), host(f32.states)), 1e-2) << "states";
-  EXPECT_LE(rel_err(host(tc.numden), host(f32.numden)), 1e-2) << "numden";
+  // phi as a hi + lo pair (2^-17 relative) from u = x W with W as a pair (about 2^-16 of
+  // sum |x_i W_i|), split products (2^-16): about 1e-5 to 1e-4 expected against the f32
+  // kernels. phi rounded to bf16 alone (the form before issue #5) gives about 1e-3 (2^-9 /
+  // sqrt(3) rms per entry, barely averaged over the few tokens a state keeps at gamma 0.73),
+  // so 5e-4 tells the two apart.
+  EXPECT_LE(rel_err(host(tc.states), host(f32.states)), 5e-4) << "states";
+  EXPECT_LE(rel_err(host(tc.numden), host(f32.numden)), 5e-4) << "numden";
   // the window statistics come from identical scores (bf16 q, k; f32 accumulation) summed in
   // f32 on both paths: about 1e-6 expected. Summing bf16-rounded weights (the inference form)
   // would be off by about 2^-9 / sqrt(w) = 3e-4 at w = 40, so 5e-5 tells the two apart.

@@ -32,10 +32,10 @@ namespace lizard::cuda {
 
 /// Which kernels lizard_attention_forward/backward take for these arguments, in training
 /// (forward with saved tensors + backward) or inference (forward alone): {global branch on
-/// tensor cores, window branch on tensor cores}. Both false for f32 inputs, unsupported shapes,
-/// LIZARD_ATTENTION_KERNELS=f32, and by default in training: the tensor-core backward does not
-/// yet hold every gradient within 1e-2 of the oracle, so training takes the exact f32 kernels
-/// unless LIZARD_ATTENTION_KERNELS=tc. Lets tests prove which path they exercised.
+/// tensor cores, window branch on tensor cores}. Both false for f32 inputs, unsupported shapes
+/// and LIZARD_ATTENTION_KERNELS=f32 (the exact f32 CUDA-core kernels); otherwise training takes
+/// the tensor cores like inference (phi and the gradient-sensitive operands as bf16 hi + lo
+/// pairs, issue #5). Lets tests prove which path they exercised.
 struct LizardKernelPath {
   bool global_tc = false;
   bool window_tc = false;
