@@ -9,6 +9,7 @@ query accuracy on fresh sequences. If this reaches high accuracy where `lizard t
 the same task, the difference is ours; if it plateaus too, the task/recipe is the limit.
 
   python3 scripts/hf/mqar_torch_reference.py [--steps 6000] [--batch 64] [--lr 1e-3] [--pairs 8]
+                                             [--hide-answers]
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ KEY0, NKEYS = 96, 64          # any disjoint id ranges inside the 288-token voca
 VAL0, NVALS = 160, 64
 
 
-def sample(rng, seq_len, pairs):
+def sample(rng, seq_len, pairs, hide_answers=False):
     keys = rng.sample(range(NKEYS), pairs)
     vals = [rng.randrange(NVALS) for _ in range(pairs)]
     toks = [FILLER] * seq_len
@@ -45,18 +46,19 @@ def sample(rng, seq_len, pairs):
         p += gaps[q]
         i = order[q]
         toks[p] = KEY0 + keys[i]
-        toks[p + 1] = VAL0 + vals[i]
+        # hide_answers (Zoology's layout): the answer is only a label, never the next input
+        toks[p + 1] = FILLER if hide_answers else VAL0 + vals[i]
         queries.append((p, VAL0 + vals[i], p - (1 + 2 * i)))
         p += 2
     return toks, queries
 
 
-def batch(rng, n, seq_len, pairs, dev):
+def batch(rng, n, seq_len, pairs, dev, hide_answers=False):
     x = torch.empty(n, seq_len, dtype=torch.long)
     y = torch.full((n, seq_len), -100, dtype=torch.long)
     qs = []
     for b in range(n):
-        toks, queries = sample(rng, seq_len, pairs)
+        toks, queries = sample(rng, seq_len, pairs, hide_answers)
         x[b] = torch.tensor(toks)
         for (pos, ans, dist) in queries:
             y[b, pos] = ans
@@ -73,6 +75,8 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hide-answers", action="store_true",
+                    help="the answer after a query is filler in the input (only a label)")
     a = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(a.seed)
@@ -87,7 +91,7 @@ def main():
     rng = random.Random(a.seed)
     t0 = time.time()
     for step in range(1, a.steps + 1):
-        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev)
+        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers)
         with torch.autocast(dev, dtype=torch.bfloat16):
             logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, 288), y.view(-1), ignore_index=-100)
@@ -103,7 +107,7 @@ def main():
     ok = n = ok_in = n_in = 0
     with torch.no_grad():
         for _ in range(4):
-            x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev)
+            x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev, a.hide_answers)
             pred = model(input_ids=x).logits.argmax(-1).cpu()
             for b, queries in enumerate(qs):
                 for (pos, ans, dist) in queries:
@@ -112,7 +116,7 @@ def main():
                     if dist < 16:
                         ok_in += hit; n_in += 1
     print(json.dumps({"task": "mqar_torch_reference", "pairs": a.pairs, "seq_len": a.seq_len, "steps": a.steps,
-                      "batch": a.batch, "lr": a.lr, "layers": a.layers, "queries": n, "accuracy": ok / n,
+                      "batch": a.batch, "lr": a.lr, "layers": a.layers, "hide_answers": a.hide_answers, "queries": n, "accuracy": ok / n,
                       "inside": n_in, "inside_accuracy": ok_in / max(1, n_in), "torch": torch.__version__}))
 
 
