@@ -43,21 +43,7 @@ mkdir -p "$RUNS"
 BIN=build/bin/lizard
 
 # --- helpers ---------------------------------------------------------------------------------
-# "step value" lines of a metrics JSONL for one key of the training lines.
-series() {  # FILE KEY
-  awk -v key="$2" '/"kind": "train"/ {
-    s = $0
-    if (!match(s, /"step": [0-9]+/)) next
-    st = substr(s, RSTART + 8, RLENGTH - 8)
-    if (!match(s, "\"" key "\": [-+0-9.eE]+")) next
-    print st, substr(s, RSTART + length(key) + 4, RLENGTH - length(key) - 4)
-  }' "$1"
-}
-# Median of a key over the steps after the first SKIP.
-median_after() {  # FILE KEY SKIP
-  series "$1" "$2" | awk -v skip="$3" '$1 > skip { print $2 }' | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR == 0) print "null"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+source scripts/lib/metrics.sh  # series, median_after
 # Largest |a - b| / |b| of a key over the steps both files have.
 max_rel_diff() {  # A B KEY
   join <(series "$1" "$3" | sort -k1,1) <(series "$2" "$3" | sort -k1,1) |

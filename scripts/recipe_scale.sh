@@ -63,20 +63,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# --- helpers (the metric-line parsing of scripts/multi_gpu_check.sh) -------------------------
-series() {  # FILE KEY: "step value" per training line that has KEY
-  awk -v key="$2" '/"kind": "train"/ {
-    s = $0
-    if (!match(s, /"step": [0-9]+/)) next
-    st = substr(s, RSTART + 8, RLENGTH - 8)
-    if (!match(s, "\"" key "\": [-+0-9.eE]+")) next
-    print st, substr(s, RSTART + length(key) + 4, RLENGTH - length(key) - 4)
-  }' "$1" 2>/dev/null
-}
-median_after() {  # FILE KEY SKIP: median of KEY over the steps after the first SKIP
-  series "$1" "$2" | awk -v skip="$3" '$1 > skip { print $2 }' | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR == 0) print "null"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+# --- helpers ---------------------------------------------------------------------------------
+source scripts/lib/metrics.sh  # series, median_after
 last_of() {  # FILE KEY: the value at the last training line
   series "$1" "$2" | tail -1 | awk '{ print $2 } END { if (NR == 0) print "null" }' | head -1
 }
