@@ -2,6 +2,9 @@
 # One-call GPU session: build with CUDA, run every test (gpu label included), optional
 # benchmarks, logs under $OUT (or ./out). Used on the GPU machine:
 #   scripts/gpu_check.sh [--bench] [--sanitize] [--fixtures]
+# --sanitize: compute-sanitizer memcheck and racecheck on every GPU test but the two slowest,
+# one process per test and tool, nproc at a time (SAN_TIMEOUT seconds each, default 240);
+# logs in $OUT/sanitize.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out}"
@@ -33,8 +36,25 @@ grep -E "tests passed|tests failed|Failed|\*\*\*" "$OUT/ctest.log" | head -40
 # ctest has run the gpu label; failures in detail:
 grep -qE "\(Failed\)" "$OUT/ctest.log" && build/bin/test_gpu 2>&1 | grep -E "Failure|actual|FAILED" | head -30
 if [ "$SAN" = 1 ]; then
-  compute-sanitizer --tool memcheck --error-exitcode 9 build/bin/test_gpu > "$OUT/memcheck.log" 2>&1
-  echo "memcheck rc=$?"
+  # One process per test and tool, nproc at a time (the GPU work of each is small; racecheck of the whole
+  # binary in one process does not finish in a 10-minute device call). Left out: the tests
+  # whose long sequences make the instrumented kernels crawl (LongSequenceNoNaN: T = 32768;
+  # MatchesReferenceAcrossLengthsAndGqa: T up to 4096); their kernels run in the others.
+  SAN_DIR="$OUT/sanitize"; mkdir -p "$SAN_DIR"; : > "$SAN_DIR/rc.txt"
+  SLOW='LizardAttentionGpu.LongSequenceNoNaN|LizardAttentionGpu.MatchesReferenceAcrossLengthsAndGqa'
+  TESTS=$(build/bin/test_gpu --gtest_list_tests | awk '/^[^ ]/ { s = $1 } /^  / { print s $1 }' | grep -vE "$SLOW")
+  san_one() {  # TOOL TEST
+    local extra=(); [ "$1" = racecheck ] && extra=(--racecheck-report hazard)
+    timeout "${SAN_TIMEOUT:-240}" compute-sanitizer --tool "$1" "${extra[@]}" --error-exitcode 9 \
+      build/bin/test_gpu --gtest_filter="$2" > "$SAN_DIR/$1.$2.log" 2>&1
+    echo "$1 $2 rc=$?" >> "$SAN_DIR/rc.txt"
+  }
+  export -f san_one; export SAN_DIR SAN_TIMEOUT
+  for t in $TESTS; do echo "memcheck $t"; echo "racecheck $t"; done |
+    xargs -P "$(nproc)" -n 2 bash -c 'san_one "$0" "$1"'
+  echo "sanitizers: $(grep -c 'rc=0$' "$SAN_DIR/rc.txt") of $(wc -l < "$SAN_DIR/rc.txt") runs clean (rc 9: errors or hazards, 124: timeout)"
+  grep -v 'rc=0$' "$SAN_DIR/rc.txt" | sort
+  tar czf "$OUT/sanitize.tgz" -C "$OUT" sanitize && rm -rf "$SAN_DIR"
 fi
 if [ "$BENCH" = 1 ]; then
   build/bin/lizard bench ops --iters 10 > "$OUT/bench_ops.json" 2> "$OUT/bench_ops.err"; echo "bench ops rc=$?"
