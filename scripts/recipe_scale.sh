@@ -44,7 +44,7 @@ mkdir -p "$OUT" "$RUNS"
 JSONL="$OUT/recipe_scale.jsonl"
 MD="$OUT/recipe_scale.md"
 : > "$JSONL"
-BIN=build/bin/lizard
+BIN="${LIZARD_BIN:-build/bin/lizard}"
 REPO="$PWD"
 
 NP=""; BUDGET=540; STEPS=""; ACCUM=1; PRETRAIN=1; RECIPE=1; PT_STEPS_ARG=""; DRY=0
