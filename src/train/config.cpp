@@ -294,7 +294,7 @@ const std::vector<Field>& fields() {
                  range(1, int64_t(1) << 40)),
         LZ_FIELD("metrics.phases", metrics.phases,
                  "per-phase step times (ms_data, ms_forward, ms_backward, ms_communication, "
-                 "ms_optimizer, ...) in the metric lines"),
+                 "ms_optimizer, ...) in the metric lines; waits for the device at the end of every step"),
         LZ_FIELD("dist.timeout_s", dist.timeout_s,
                  "seconds a collective may wait for other ranks before the job is aborted "
                  "($LIZARD_DIST_TIMEOUT_S overrides)",

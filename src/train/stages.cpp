@@ -354,7 +354,7 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
   if (dev.is_cuda()) to.device_name = cuda::context(dev.index).name;
   std::unique_ptr<StepTimer> timer;
   if (cfg.metrics.phases) {
-    timer = std::make_unique<StepTimer>(dev);
+    timer = std::make_unique<StepTimer>(dev, 1);  // the trainer logs the last step only
     to.timer = timer.get();
   }
   DistHooks hooks;

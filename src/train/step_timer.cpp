@@ -1,6 +1,7 @@
 // Per-phase step timing (see include/lizard/train/step_timer.h).
 #include "lizard/train/step_timer.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "lizard/core/cuda_runtime.h"
@@ -41,7 +42,7 @@ const char* phase_name(Phase p) {
   return "other";
 }
 
-StepTimer::StepTimer(Device device) : device_(device) {
+StepTimer::StepTimer(Device device, size_t keep) : device_(device), keep_(std::max<size_t>(keep, 1)) {
   LZ_CHECK(device_.is_cpu() || cuda_available(), "StepTimer: ", device_.str(),
            " requested but no GPU is visible");
 }
@@ -112,6 +113,7 @@ void StepTimer::end_step() {
     t.phase_ms[static_cast<size_t>(phases_[i])] += at[i + 1] - at[i];
   t.total_ms = at[n - 1];
   t.wall_ms = now_ms() - host_begin_ms_;
+  if (steps_.size() == keep_) steps_.erase(steps_.begin());
   steps_.push_back(t);
 }
 

@@ -138,6 +138,20 @@ TEST(StepTimer, AttributesTimeToTheMarkedPhase) {
   EXPECT_GE(s.wall_ms, s.total_ms);
 }
 
+// keep = 2: steps() holds the latest two, oldest first.
+TEST(StepTimer, KeepsOnlyTheLatestSteps) {
+  StepTimer t(Device::cpu(), 2);
+  for (int i = 0; i < 3; ++i) {
+    t.begin_step();
+    t.mark(i == 2 ? Phase::Optimizer : Phase::Forward);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    t.end_step();
+  }
+  ASSERT_EQ(t.steps().size(), 2u);
+  EXPECT_EQ(t.steps()[0].phase_ms[static_cast<size_t>(Phase::Optimizer)], 0.0);  // step 2
+  EXPECT_GT(t.steps()[1].phase_ms[static_cast<size_t>(Phase::Optimizer)], 0.0);  // step 3
+}
+
 StepBenchOptions tiny(const std::string& stage, const std::string& recompute = "none") {
   StepBenchOptions o;
   o.model_config = kConfigs + "tiny.yaml";

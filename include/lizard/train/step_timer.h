@@ -43,8 +43,10 @@ struct StepTiming {
 
 class StepTimer {
  public:
-  /// Times work on `device` (CUDA: its context's compute stream).
-  explicit StepTimer(Device device);
+  /// Times work on `device` (CUDA: its context's compute stream). `keep`: how many of the
+  /// latest steps steps() holds (a training run that only logs the last step keeps 1, so a
+  /// long run does not grow the list; a benchmark keeps them all).
+  explicit StepTimer(Device device, size_t keep = SIZE_MAX);
   ~StepTimer();
   StepTimer(const StepTimer&) = delete;
   StepTimer& operator=(const StepTimer&) = delete;
@@ -55,7 +57,7 @@ class StepTimer {
   void mark(Phase p);
   /// Ends the step: waits for the device, then appends the step's timing to steps().
   void end_step();
-  /// Every completed step, in order.
+  /// The completed steps, in order (the latest `keep` of them).
   const std::vector<StepTiming>& steps() const { return steps_; }
   /// "cuda_events" or "host_clock".
   const char* method() const;
@@ -70,6 +72,7 @@ class StepTimer {
   std::vector<double> host_ms_;
   std::vector<void*> events_;  // cudaEvent_t pool, grown on demand, reused across steps
   size_t used_ = 0;
+  size_t keep_;
   std::vector<StepTiming> steps_;
 };
 
