@@ -29,7 +29,8 @@ void register_demo_data(CLI::App& app) {
   cmd->add_option("--pairs", a->pairs, "key-value pairs per MQAR sequence");
   cmd->add_option("--seed", a->seed, "seed of train.h5 (val.h5 uses seed + 1)");
   cmd->add_option("--random-vocab", a->random_vocab,
-                  "instead of the demo corpus: uniformly random tokens over [0, V), every token a target");
+                  "instead of the demo corpus: uniformly random tokens over [0, V), every token a target")
+      ->check(CLI::Range(int64_t{0}, (int64_t{1} << 31) - 1));
   cmd->add_option("--random-docs", a->random_docs, "with --random-vocab: documents in train.h5 (val.h5: a tenth)");
   cmd->add_option("--random-doc-len", a->random_doc_len, "with --random-vocab: tokens per document");
   cmd->callback([a]() {
