@@ -4,7 +4,7 @@
 #   scripts/gpu_check.sh [--bench] [--sanitize] [--fixtures]
 # --sanitize: compute-sanitizer memcheck and racecheck on every GPU test but the two slowest,
 # one process per test and tool, nproc at a time (SAN_TIMEOUT seconds each, default 240);
-# logs in $OUT/sanitize.tgz.
+# logs in $OUT/sanitize.tgz. SAN_FILTER (an extended regex on Suite.Test) narrows the list.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out}"
@@ -42,7 +42,7 @@ if [ "$SAN" = 1 ]; then
   # MatchesReferenceAcrossLengthsAndGqa: T up to 4096); their kernels run in the others.
   SAN_DIR="$OUT/sanitize"; mkdir -p "$SAN_DIR"; : > "$SAN_DIR/rc.txt"
   SLOW='LizardAttentionGpu.LongSequenceNoNaN|LizardAttentionGpu.MatchesReferenceAcrossLengthsAndGqa'
-  TESTS=$(build/bin/test_gpu --gtest_list_tests | awk '/^[^ ]/ { s = $1 } /^  / { print s $1 }' | grep -vE "$SLOW")
+  TESTS=$(build/bin/test_gpu --gtest_list_tests | awk '/^[^ ]/ { s = $1 } /^  / { print s $1 }' | grep -vE "$SLOW" | grep -E "${SAN_FILTER:-.}")
   san_one() {  # TOOL TEST
     local extra=(); [ "$1" = racecheck ] && extra=(--racecheck-report hazard)
     timeout "${SAN_TIMEOUT:-240}" compute-sanitizer --tool "$1" "${extra[@]}" --error-exitcode 9 \
