@@ -9,7 +9,9 @@ query accuracy on fresh sequences. If this reaches high accuracy where `lizard t
 the same task, the difference is ours; if it plateaus too, the task/recipe is the limit.
 
   python3 scripts/hf/mqar_torch_reference.py [--steps 6000] [--batch 64] [--lr 1e-3] [--pairs 8]
-                                             [--hide-answers]
+      [--hide-answers] [--dense] [--arch llama|gpt2] [--layers --hidden --heads --kv-heads]
+      [--rope-theta] [--fp32] [--clip] [--wd] [--tag NAME]
+Prints the accuracy on 64 fresh sequences every 1000 steps and the final accuracy on 256.
 """
 import argparse
 import json
@@ -25,7 +27,7 @@ KEY0, NKEYS = 96, 64          # any disjoint id ranges inside the 288-token voca
 VAL0, NVALS = 160, 64
 
 
-def sample(rng, seq_len, pairs, hide_answers=False):
+def sample(rng, seq_len, pairs, hide_answers=False, dense=False):
     keys = rng.sample(range(NKEYS), pairs)
     vals = [rng.randrange(NVALS) for _ in range(pairs)]
     toks = [FILLER] * seq_len
@@ -36,8 +38,8 @@ def sample(rng, seq_len, pairs, hide_answers=False):
     begin = 1 + 2 * pairs
     free = seq_len - begin - 2 * pairs
     gaps = [0] * (pairs + 1)
-    for _ in range(free):
-        gaps[rng.randrange(pairs + 1)] += 1
+    for _ in range(free):  # dense: every query right after the pairs, the filler at the end
+        gaps[pairs if dense else rng.randrange(pairs + 1)] += 1
     order = list(range(pairs))
     rng.shuffle(order)
     p = begin
@@ -53,17 +55,47 @@ def sample(rng, seq_len, pairs, hide_answers=False):
     return toks, queries
 
 
-def batch(rng, n, seq_len, pairs, dev, hide_answers=False):
+def batch(rng, n, seq_len, pairs, dev, hide_answers=False, dense=False):
     x = torch.empty(n, seq_len, dtype=torch.long)
     y = torch.full((n, seq_len), -100, dtype=torch.long)
     qs = []
     for b in range(n):
-        toks, queries = sample(rng, seq_len, pairs, hide_answers)
+        toks, queries = sample(rng, seq_len, pairs, hide_answers, dense)
         x[b] = torch.tensor(toks)
         for (pos, ans, dist) in queries:
             y[b, pos] = ans
         qs.append(queries)
     return x.to(dev), y.to(dev), qs
+
+
+def build_model(a, dev):
+    if a.arch == "gpt2":  # learned absolute positions, no RoPE (Zoology's attention baseline)
+        from transformers import GPT2Config, GPT2LMHeadModel
+        cfg = GPT2Config(vocab_size=288, n_positions=a.seq_len, n_embd=a.hidden, n_layer=a.layers,
+                         n_head=a.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2LMHeadModel(cfg).to(dev)
+    cfg = LlamaConfig(vocab_size=288, hidden_size=a.hidden, intermediate_size=a.hidden * 688 // 256,
+                      num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                      num_key_value_heads=a.kv_heads or a.heads // 2, head_dim=a.hidden // a.heads,
+                      max_position_embeddings=a.seq_len, rope_theta=a.rope_theta, tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg).to(dev)
+
+
+def evaluate(model, a, dev, seed=4242, batches=4):
+    erng = random.Random(seed)
+    ok = n = ok_in = n_in = 0
+    with torch.no_grad():
+        for _ in range(batches):
+            x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev, a.hide_answers, a.dense)
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
+                pred = model(input_ids=x).logits.argmax(-1).cpu()
+            for b, queries in enumerate(qs):
+                for (pos, ans, dist) in queries:
+                    hit = int(pred[b, pos].item() == ans)
+                    ok += hit; n += 1
+                    if dist < 16:
+                        ok_in += hit; n_in += 1
+    return ok, n, ok_in, n_in
 
 
 def main():
@@ -74,49 +106,52 @@ def main():
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=0, help="0: heads / 2 (the demo teacher's 8/4)")
+    ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--arch", choices=["llama", "gpt2"], default="llama")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: none)")
+    ap.add_argument("--wd", type=float, default=0.0)
+    ap.add_argument("--dense", action="store_true", help="queries right after the pairs, filler at the end")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
     ap.add_argument("--hide-answers", action="store_true",
                     help="the answer after a query is filler in the input (only a label)")
     a = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(a.seed)
-    cfg = LlamaConfig(vocab_size=288, hidden_size=256, intermediate_size=688, num_hidden_layers=a.layers,
-                      num_attention_heads=8, num_key_value_heads=4, head_dim=32,
-                      max_position_embeddings=a.seq_len, rope_theta=10000.0, tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    model = build_model(a, dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=a.wd)
     warm = max(1, a.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, a.steps - warm))))
     rng = random.Random(a.seed)
     t0 = time.time()
     for step in range(1, a.steps + 1):
-        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers)
-        with torch.autocast(dev, dtype=torch.bfloat16):
+        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers, a.dense)
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
             logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, 288), y.view(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if a.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
         opt.step()
         sched.step()
-        if step % 500 == 0 or step == a.steps:
-            print(json.dumps({"step": step, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)}), flush=True)
+        if step % 1000 == 0 or step == a.steps:
+            model.eval()
+            ok, n, _, _ = evaluate(model, a, dev, seed=777, batches=1)
+            model.train()
+            print(json.dumps({"tag": a.tag, "step": step, "loss": round(loss.item(), 4), "acc": round(ok / n, 4),
+                              "s": round(time.time() - t0, 1)}), flush=True)
     model.eval()
-    erng = random.Random(4242)
-    ok = n = ok_in = n_in = 0
-    with torch.no_grad():
-        for _ in range(4):
-            x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev, a.hide_answers)
-            pred = model(input_ids=x).logits.argmax(-1).cpu()
-            for b, queries in enumerate(qs):
-                for (pos, ans, dist) in queries:
-                    hit = int(pred[b, pos].item() == ans)
-                    ok += hit; n += 1
-                    if dist < 16:
-                        ok_in += hit; n_in += 1
-    print(json.dumps({"task": "mqar_torch_reference", "pairs": a.pairs, "seq_len": a.seq_len, "steps": a.steps,
-                      "batch": a.batch, "lr": a.lr, "layers": a.layers, "hide_answers": a.hide_answers, "queries": n, "accuracy": ok / n,
+    ok, n, ok_in, n_in = evaluate(model, a, dev)
+    print(json.dumps({"task": "mqar_torch_reference", "tag": a.tag, "arch": a.arch, "pairs": a.pairs,
+                      "seq_len": a.seq_len, "steps": a.steps, "batch": a.batch, "lr": a.lr, "layers": a.layers,
+                      "hidden": a.hidden, "heads": a.heads, "fp32": a.fp32, "clip": a.clip, "dense": a.dense,
+                      "hide_answers": a.hide_answers, "queries": n, "accuracy": ok / n,
                       "inside": n_in, "inside_accuracy": ok_in / max(1, n_in), "torch": torch.__version__}))
 
 
