@@ -27,44 +27,52 @@ KEY0, NKEYS = 96, 64          # any disjoint id ranges inside the 288-token voca
 VAL0, NVALS = 160, 64
 
 
-def sample(rng, seq_len, pairs, hide_answers=False, dense=False):
+def sample(rng, seq_len, pairs, hide_answers=False, dense=False, queries=0, random_filler=False):
+    """One sequence; queries 0: each key once in random order, else that many keys drawn with
+    replacement; random_filler: the filler between queries is random non key/value tokens."""
     keys = rng.sample(range(NKEYS), pairs)
     vals = [rng.randrange(NVALS) for _ in range(pairs)]
+    nq = queries or pairs
     toks = [FILLER] * seq_len
+    if random_filler:
+        toks = [rng.randrange(3, KEY0) for _ in range(seq_len)]
     toks[0] = BOS
     for i in range(pairs):
         toks[1 + 2 * i] = KEY0 + keys[i]
         toks[2 + 2 * i] = VAL0 + vals[i]
     begin = 1 + 2 * pairs
-    free = seq_len - begin - 2 * pairs
-    gaps = [0] * (pairs + 1)
+    free = seq_len - begin - 2 * nq
+    assert free >= 0, "seq_len too short for the pairs and queries"
+    gaps = [0] * (nq + 1)
     for _ in range(free):  # dense: every query right after the pairs, the filler at the end
-        gaps[pairs if dense else rng.randrange(pairs + 1)] += 1
+        gaps[nq if dense else rng.randrange(nq + 1)] += 1
     order = list(range(pairs))
     rng.shuffle(order)
+    if queries:
+        order = [rng.randrange(pairs) for _ in range(nq)]
     p = begin
-    queries = []  # (position of the query key, answer id, distance)
-    for q in range(pairs):
+    out = []  # (position of the query key, answer id, distance)
+    for q in range(nq):
         p += gaps[q]
         i = order[q]
         toks[p] = KEY0 + keys[i]
         # hide_answers (Zoology's layout): the answer is only a label, never the next input
-        toks[p + 1] = FILLER if hide_answers else VAL0 + vals[i]
-        queries.append((p, VAL0 + vals[i], p - (1 + 2 * i)))
+        toks[p + 1] = (rng.randrange(3, KEY0) if random_filler else FILLER) if hide_answers else VAL0 + vals[i]
+        out.append((p, VAL0 + vals[i], p - (1 + 2 * i)))
         p += 2
-    return toks, queries
+    return toks, out
 
 
-def batch(rng, n, seq_len, pairs, dev, hide_answers=False, dense=False):
+def batch(rng, n, seq_len, pairs, dev, hide_answers=False, dense=False, queries=0, random_filler=False):
     x = torch.empty(n, seq_len, dtype=torch.long)
     y = torch.full((n, seq_len), -100, dtype=torch.long)
     qs = []
     for b in range(n):
-        toks, queries = sample(rng, seq_len, pairs, hide_answers, dense)
+        toks, qrs = sample(rng, seq_len, pairs, hide_answers, dense, queries, random_filler)
         x[b] = torch.tensor(toks)
-        for (pos, ans, dist) in queries:
+        for (pos, ans, dist) in qrs:
             y[b, pos] = ans
-        qs.append(queries)
+        qs.append(qrs)
     return x.to(dev), y.to(dev), qs
 
 
@@ -81,12 +89,17 @@ def build_model(a, dev):
     return LlamaForCausalLM(cfg).to(dev)
 
 
-def evaluate(model, a, dev, seed=4242, batches=4):
+def evaluate(model, a, dev, seed=4242, batches=4, standard=False):
+    """Query accuracy on fresh sequences of the training layout, or (standard) of the demo's
+    layout: each key queried once, answers revealed, filler between queries."""
     erng = random.Random(seed)
     ok = n = ok_in = n_in = 0
     with torch.no_grad():
         for _ in range(batches):
-            x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev, a.hide_answers, a.dense)
+            if standard:
+                x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev)
+            else:
+                x, _, qs = batch(erng, 64, a.seq_len, a.pairs, dev, a.hide_answers, a.dense, a.queries, a.random_filler)
             with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
                 pred = model(input_ids=x).logits.argmax(-1).cpu()
             for b, queries in enumerate(qs):
@@ -115,6 +128,8 @@ def main():
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: none)")
     ap.add_argument("--wd", type=float, default=0.0)
     ap.add_argument("--dense", action="store_true", help="queries right after the pairs, filler at the end")
+    ap.add_argument("--queries", type=int, default=0, help="0: each key once; else that many queries, keys drawn with replacement")
+    ap.add_argument("--random-filler", action="store_true", help="random non key/value tokens instead of the filler")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--hide-answers", action="store_true",
@@ -130,7 +145,7 @@ def main():
     rng = random.Random(a.seed)
     t0 = time.time()
     for step in range(1, a.steps + 1):
-        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers, a.dense)
+        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers, a.dense, a.queries, a.random_filler)
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
             logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, 288), y.view(-1), ignore_index=-100)
@@ -148,11 +163,12 @@ def main():
                               "s": round(time.time() - t0, 1)}), flush=True)
     model.eval()
     ok, n, ok_in, n_in = evaluate(model, a, dev)
+    sok, sn, _, _ = evaluate(model, a, dev, standard=True)
     print(json.dumps({"task": "mqar_torch_reference", "tag": a.tag, "arch": a.arch, "pairs": a.pairs,
                       "seq_len": a.seq_len, "steps": a.steps, "batch": a.batch, "lr": a.lr, "layers": a.layers,
-                      "hidden": a.hidden, "heads": a.heads, "fp32": a.fp32, "clip": a.clip, "dense": a.dense,
+                      "hidden": a.hidden, "heads": a.heads, "fp32": a.fp32, "clip": a.clip, "dense": a.dense, "queries": a.queries, "random_filler": a.random_filler,
                       "hide_answers": a.hide_answers, "queries": n, "accuracy": ok / n,
-                      "inside": n_in, "inside_accuracy": ok_in / max(1, n_in), "torch": torch.__version__}))
+                      "inside": n_in, "inside_accuracy": ok_in / max(1, n_in), "standard_layout_accuracy": sok / sn, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":
