@@ -63,12 +63,14 @@ def sample(rng, seq_len, pairs, hide_answers=False, dense=False, queries=0, rand
     return toks, out
 
 
-def batch(rng, n, seq_len, pairs, dev, hide_answers=False, dense=False, queries=0, random_filler=False):
+def batch(rng, n, seq_len, pairs, dev, hide_answers=False, dense=False, queries=0, random_filler=False,
+          pairs_min=0):
     x = torch.empty(n, seq_len, dtype=torch.long)
     y = torch.full((n, seq_len), -100, dtype=torch.long)
     qs = []
     for b in range(n):
-        toks, qrs = sample(rng, seq_len, pairs, hide_answers, dense, queries, random_filler)
+        npairs = rng.randint(pairs_min, pairs) if pairs_min else pairs  # a mixture of pair counts
+        toks, qrs = sample(rng, seq_len, npairs, hide_answers, dense, queries, random_filler)
         x[b] = torch.tensor(toks)
         for (pos, ans, dist) in qrs:
             y[b, pos] = ans
@@ -130,6 +132,7 @@ def main():
     ap.add_argument("--dense", action="store_true", help="queries right after the pairs, filler at the end")
     ap.add_argument("--queries", type=int, default=0, help="0: each key once; else that many queries, keys drawn with replacement")
     ap.add_argument("--random-filler", action="store_true", help="random non key/value tokens instead of the filler")
+    ap.add_argument("--pairs-min", type=int, default=0, help="train on pair counts drawn from [pairs-min, pairs]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--hide-answers", action="store_true",
@@ -145,7 +148,8 @@ def main():
     rng = random.Random(a.seed)
     t0 = time.time()
     for step in range(1, a.steps + 1):
-        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers, a.dense, a.queries, a.random_filler)
+        x, y, _ = batch(rng, a.batch, a.seq_len, a.pairs, dev, a.hide_answers, a.dense, a.queries, a.random_filler,
+                        a.pairs_min)
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
             logits = model(input_ids=x).logits
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, 288), y.view(-1), ignore_index=-100)
@@ -166,7 +170,7 @@ def main():
     sok, sn, _, _ = evaluate(model, a, dev, standard=True)
     print(json.dumps({"task": "mqar_torch_reference", "tag": a.tag, "arch": a.arch, "pairs": a.pairs,
                       "seq_len": a.seq_len, "steps": a.steps, "batch": a.batch, "lr": a.lr, "layers": a.layers,
-                      "hidden": a.hidden, "heads": a.heads, "fp32": a.fp32, "clip": a.clip, "dense": a.dense, "queries": a.queries, "random_filler": a.random_filler,
+                      "hidden": a.hidden, "heads": a.heads, "fp32": a.fp32, "clip": a.clip, "dense": a.dense, "pairs_min": a.pairs_min, "queries": a.queries, "random_filler": a.random_filler,
                       "hide_answers": a.hide_answers, "queries": n, "accuracy": ok / n,
                       "inside": n_in, "inside_accuracy": ok_in / max(1, n_in), "standard_layout_accuracy": sok / sn, "torch": torch.__version__}))
 
