@@ -19,6 +19,8 @@ void register_demo_data(CLI::App& app) {
     int64_t grammar_docs = 2000, mqar_docs = 2000, seq_len = 128, pairs = 8;
     uint64_t seed = 0;
     int64_t random_vocab = 0, random_docs = 256, random_doc_len = 2048;
+    int64_t min_pairs = 0, queries = 0;
+    bool replace_queries = false, random_filler = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("make-demo-data", "Write the demo's synthetic datasets (grammar text + MQAR)");
@@ -27,6 +29,15 @@ void register_demo_data(CLI::App& app) {
   cmd->add_option("--mqar-docs", a->mqar_docs, "MQAR sequences in train.h5");
   cmd->add_option("--seq-len", a->seq_len, "MQAR sequence length");
   cmd->add_option("--pairs", a->pairs, "key-value pairs per MQAR sequence");
+  cmd->add_option("--mqar-min-pairs", a->min_pairs,
+                  "MQAR: each sequence draws its pair count from [this, --pairs] (0: always --pairs)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  cmd->add_option("--mqar-queries", a->queries, "MQAR: queries per sequence (0: one per pair)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  cmd->add_flag("--mqar-replace-queries", a->replace_queries,
+                "MQAR: query keys drawn with replacement (no answering by elimination)");
+  cmd->add_flag("--mqar-random-filler", a->random_filler,
+                "MQAR: random non-key, non-value words between the queries instead of '-'");
   cmd->add_option("--seed", a->seed, "seed of train.h5 (val.h5 uses seed + 1)");
   cmd->add_option("--random-vocab", a->random_vocab,
                   "instead of the demo corpus: uniformly random tokens over [0, V), every token a target")
@@ -58,6 +69,10 @@ void register_demo_data(CLI::App& app) {
       spec.mqar_docs = split == 0 ? a->mqar_docs : std::max<int64_t>(1, a->mqar_docs / 10);
       spec.mqar.seq_len = a->seq_len;
       spec.mqar.num_pairs = a->pairs;
+      spec.mqar.min_pairs = a->min_pairs;
+      spec.mqar.num_queries = a->queries;
+      spec.mqar.replace_queries = a->replace_queries;
+      spec.mqar.random_filler = a->random_filler;
       const std::string path = a->out + (split == 0 ? "/train.h5" : "/val.h5");
       eval::write_token_dataset(path, vocab, eval::demo_documents(vocab, spec));
       std::printf("wrote %s (%lld grammar + %lld MQAR documents, vocabulary %lld)\n", path.c_str(),

@@ -36,6 +36,7 @@ struct EvalArgs {
   // mqar
   int64_t num_keys = 64, num_values = 64, pairs = 8, seq_len = 128, queries = 0, samples = 200;
   int64_t min_distance = 1, max_distance = 0, window = -1;
+  bool replace_queries = false, random_filler = false;
   // passkey
   std::vector<int64_t> lengths{128, 256, 512};
   std::vector<double> depths{0.0, 0.25, 0.5, 0.75, 1.0};
@@ -145,6 +146,8 @@ io::Json task_mqar(const EvalArgs& a, const eval::InferenceModel& m, const eval:
   spec.num_queries = a.queries;
   spec.min_distance = a.min_distance;
   spec.max_distance = a.max_distance;
+  spec.replace_queries = a.replace_queries;
+  spec.random_filler = a.random_filler;
   LZ_INPUT_CHECK(a.samples >= 1, "--samples: must be >= 1, got ", a.samples);
   int64_t window = a.window >= 0 ? a.window : m.window;
   if (window <= 0 && a.window < 0) {
@@ -257,6 +260,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--seq-len", a->seq_len, "mqar: tokens per sequence");
   cmd->add_option("--queries", a->queries, "mqar: queries per sequence (0 = one per pair)");
   cmd->add_option("--samples", a->samples, "mqar: sequences");
+  cmd->add_flag("--replace-queries", a->replace_queries, "mqar: query keys drawn with replacement");
+  cmd->add_flag("--random-filler", a->random_filler, "mqar: random non-key, non-value words between queries");
   cmd->add_option("--min-distance", a->min_distance, "mqar: smallest query-to-key distance");
   cmd->add_option("--max-distance", a->max_distance, "mqar: largest distance (0 = unbounded)");
   cmd->add_option("--window", a->window,

@@ -15,14 +15,14 @@ namespace {
 // query's eligible interval moves right with its position. Returns pair indices or {} if none.
 std::vector<int64_t> assign_keys(Draws& d, const std::vector<int64_t>& key_pos,
                                  const std::vector<int64_t>& query_pos, int64_t lo, int64_t hi,
-                                 bool random) {
+                                 bool random, bool replace) {
   std::vector<bool> used(key_pos.size(), false);
   std::vector<int64_t> out;
   for (int64_t q : query_pos) {
     std::vector<int64_t> eligible;
     for (size_t i = 0; i < key_pos.size(); ++i) {
       const int64_t dist = q - key_pos[i];
-      if (!used[i] && dist >= lo && dist <= hi) eligible.push_back(static_cast<int64_t>(i));
+      if ((replace || !used[i]) && dist >= lo && dist <= hi) eligible.push_back(static_cast<int64_t>(i));
     }
     if (eligible.empty()) return {};
     const int64_t pick =
@@ -38,13 +38,17 @@ std::vector<int64_t> assign_keys(Draws& d, const std::vector<int64_t>& key_pos,
 
 MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64_t seed,
                        uint64_t index) {
-  const int64_t N = spec.num_pairs;
+  LZ_INPUT_CHECK(spec.num_pairs >= 1, "mqar: num_pairs must be >= 1, got ", spec.num_pairs);
+  LZ_INPUT_CHECK(spec.min_pairs >= 0 && spec.min_pairs <= spec.num_pairs, "mqar: min_pairs ",
+                 spec.min_pairs, " must be in [0, num_pairs = ", spec.num_pairs, "]");
+  LZ_INPUT_CHECK(spec.num_pairs <= vocab.num_keys(), "mqar: num_pairs ", spec.num_pairs, " exceeds the ",
+                 vocab.num_keys(), " keys of the vocabulary");
+  Draws d(seed, index);
+  const int64_t N = spec.min_pairs > 0 ? spec.min_pairs + d.below(spec.num_pairs - spec.min_pairs + 1)
+                                       : spec.num_pairs;
   const int64_t Q = spec.num_queries > 0 ? spec.num_queries : N;
-  LZ_INPUT_CHECK(N >= 1, "mqar: num_pairs must be >= 1, got ", N);
-  LZ_INPUT_CHECK(N <= vocab.num_keys(), "mqar: num_pairs ", N, " exceeds the ", vocab.num_keys(),
-                 " keys of the vocabulary");
-  LZ_INPUT_CHECK(Q <= N, "mqar: num_queries ", Q, " exceeds num_pairs ", N,
-                 " (each key is queried at most once)");
+  LZ_INPUT_CHECK(spec.replace_queries || Q <= N, "mqar: num_queries ", Q, " exceeds the ", N,
+                 " pairs (each key is queried at most once unless replace_queries)");
   const int64_t region = spec.seq_len - 1 - 2 * N;
   LZ_INPUT_CHECK(region >= 2 * Q, "mqar: seq_len ", spec.seq_len, " is too short for ", N,
                  " pairs and ", Q, " queries (needs at least ", 1 + 2 * N + 2 * Q, ")");
@@ -53,7 +57,6 @@ MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64
   LZ_INPUT_CHECK(lo >= 1 && lo <= hi, "mqar: need 1 <= min_distance <= max_distance, got ", lo,
                  " and ", spec.max_distance);
 
-  Draws d(seed, index);
   // N distinct keys: a partial Fisher-Yates shuffle of all key indices.
   std::vector<int64_t> perm(static_cast<size_t>(vocab.num_keys()));
   for (size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<int64_t>(i);
@@ -87,15 +90,22 @@ MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64
     p += 2;
   }
 
-  std::vector<int64_t> chosen = assign_keys(d, key_pos, query_pos, lo, hi, true);
-  if (chosen.empty()) chosen = assign_keys(d, key_pos, query_pos, lo, hi, false);
+  std::vector<int64_t> chosen = assign_keys(d, key_pos, query_pos, lo, hi, true, spec.replace_queries);
+  if (chosen.empty()) chosen = assign_keys(d, key_pos, query_pos, lo, hi, false, spec.replace_queries);
   LZ_INPUT_CHECK(!chosen.empty(), "mqar: cannot place ", Q, " queries with distances in [", lo, ", ",
                  hi, "] after ", N, " pairs in seq_len ", spec.seq_len,
                  " (lower num_queries or widen min_distance/max_distance)");
 
   MqarSample s;
+  s.num_pairs = N;
   std::vector<int32_t>& t = s.doc.tokens;
   t.assign(static_cast<size_t>(spec.seq_len), vocab.id("-"));
+  if (spec.random_filler) {
+    // words below the keys that are not specials: digits, punctuation, grammar and passkey words
+    const int32_t lo_id = SyntheticVocab::eos() + 1, n_words = vocab.key(0) - lo_id;
+    LZ_CHECK(n_words > 0, "mqar: the vocabulary has no filler words below its keys");
+    for (int32_t& tok : t) tok = lo_id + static_cast<int32_t>(d.below(n_words));
+  }
   s.doc.loss_mask.assign(t.size(), 0);
   t[0] = SyntheticVocab::bos();
   for (int64_t i = 0; i < N; ++i) {

@@ -99,7 +99,13 @@ TEST(Grammar, SubjectsAgreeWithVerbs) {
 
 void check_mqar(const SyntheticVocab& v, const MqarSpec& spec, const MqarSample& s) {
   const auto& t = s.doc.tokens;
-  const int64_t N = spec.num_pairs, Q = spec.num_queries ? spec.num_queries : N;
+  const int64_t N = s.num_pairs, Q = spec.num_queries ? spec.num_queries : N;
+  if (spec.min_pairs > 0) {
+    EXPECT_GE(N, spec.min_pairs);
+    EXPECT_LE(N, spec.num_pairs);
+  } else {
+    EXPECT_EQ(N, spec.num_pairs);
+  }
   ASSERT_EQ(static_cast<int64_t>(t.size()), spec.seq_len);
   ASSERT_EQ(s.doc.loss_mask.size(), t.size());
   EXPECT_EQ(t[0], SyntheticVocab::bos());
@@ -126,15 +132,37 @@ void check_mqar(const SyntheticVocab& v, const MqarSpec& spec, const MqarSample&
     EXPECT_EQ(t[static_cast<size_t>(q.query_pos + 1)], q.value);
     EXPECT_GE(q.distance(), spec.min_distance);
     if (spec.max_distance > 0) EXPECT_LE(q.distance(), spec.max_distance);
-    EXPECT_TRUE(queried.insert(q.key).second) << "key queried twice";
+    if (!queried.insert(q.key).second) EXPECT_TRUE(spec.replace_queries) << "key queried twice";
     expect_mask[static_cast<size_t>(q.query_pos + 1)] = 1;
   }
   EXPECT_EQ(s.doc.loss_mask, expect_mask) << "targets only on the query answers";
   // Everything else after the pairs is filler.
   std::vector<bool> used(t.size(), false);
   for (const auto& q : s.queries) used[static_cast<size_t>(q.query_pos)] = used[static_cast<size_t>(q.query_pos + 1)] = true;
-  for (int64_t p = 1 + 2 * N; p < spec.seq_len; ++p)
-    if (!used[static_cast<size_t>(p)]) EXPECT_EQ(t[static_cast<size_t>(p)], v.id("-"));
+  std::set<int32_t> fillers;
+  for (int64_t p = 1 + 2 * N; p < spec.seq_len; ++p) {
+    const int32_t tok = t[static_cast<size_t>(p)];
+    if (used[static_cast<size_t>(p)]) continue;
+    if (!spec.random_filler) {
+      EXPECT_EQ(tok, v.id("-"));
+      continue;
+    }
+    // random filler: ordinary words, never a key, a value or a special token
+    EXPECT_FALSE(v.is_key(tok) || v.is_value(tok)) << "filler " << tok << " at " << p;
+    EXPECT_GT(tok, SyntheticVocab::eos());
+    fillers.insert(tok);
+  }
+  if (spec.random_filler && spec.seq_len - 1 - 2 * N - 2 * Q >= 40)
+    EXPECT_GE(fillers.size(), 10u) << "random filler should vary";
+}
+
+MqarSpec mixture_spec(int64_t seq_len, int64_t pairs, int64_t min_pairs, int64_t queries,
+                      bool replace, bool random_filler) {
+  MqarSpec s{seq_len, pairs, queries, 1, 0};
+  s.min_pairs = min_pairs;
+  s.replace_queries = replace;
+  s.random_filler = random_filler;
+  return s;
 }
 
 TEST(Mqar, InvariantsAtAwkwardShapes) {
@@ -153,6 +181,47 @@ TEST(Mqar, InvariantsAtAwkwardShapes) {
       SCOPED_TRACE("seq_len " + std::to_string(spec.seq_len) + " sample " + std::to_string(i));
       check_mqar(v, spec, mqar_sample(v, spec, 3, i));
     }
+}
+
+TEST(Mqar, MixtureReplacementAndRandomFillerKeepTheInvariants) {
+  SyntheticVocab v({20, 7});
+  const std::vector<MqarSpec> specs = {
+      mixture_spec(128, 8, 2, 0, false, false),  // pair counts 2..8, each key once
+      mixture_spec(128, 8, 2, 8, true, true),    // the demo's training layout
+      mixture_spec(64, 3, 0, 12, true, false),   // more queries than pairs
+      mixture_spec(128, 8, 0, 0, false, true),   // the standard layout with random filler
+      mixture_spec(41, 8, 8, 12, true, true),    // min_pairs == num_pairs, no room for filler
+  };
+  for (const auto& spec : specs) {
+    std::set<int64_t> counts;
+    int64_t repeated = 0;
+    for (uint64_t i = 0; i < 60; ++i) {
+      SCOPED_TRACE("spec seq_len " + std::to_string(spec.seq_len) + " sample " + std::to_string(i));
+      const MqarSample s = mqar_sample(v, spec, 11, i);
+      check_mqar(v, spec, s);
+      counts.insert(s.num_pairs);
+      std::set<int32_t> keys;
+      for (const auto& q : s.queries) repeated += keys.insert(q.key).second ? 0 : 1;
+    }
+    // every pair count of the range occurs in 60 draws (7 counts: P(miss) < 7 (6/7)^60 = 7e-4)
+    if (spec.min_pairs > 0) EXPECT_EQ(static_cast<int64_t>(counts.size()), spec.num_pairs - spec.min_pairs + 1);
+    if (spec.replace_queries && (spec.num_queries > spec.num_pairs || spec.min_pairs > 0))
+      EXPECT_GT(repeated, 0) << "with replacement some keys must be asked twice";
+  }
+}
+
+TEST(Mqar, StandardLayoutUnchangedByTheNewSwitches) {
+  // min_pairs 0, no replacement, "-" filler: the very stream of before the switches existed
+  // (the demo's eval sets). The FNV-1a hash of samples 0..4 of stream 7 was computed with
+  // src/eval/mqar.cpp as it was before (commit d65fcf0).
+  SyntheticVocab v({64, 64});
+  uint64_t h = 1469598103934665603ull;
+  for (uint64_t i = 0; i < 5; ++i)
+    for (int32_t t : mqar_sample(v, mixture_spec(128, 8, 0, 0, false, false), 7, i).doc.tokens)
+      h = (h ^ static_cast<uint32_t>(t)) * 1099511628211ull;
+  EXPECT_EQ(h, 9771550266479752377ull);
+  EXPECT_THROW(mqar_sample(v, mixture_spec(128, 8, 9, 0, false, false), 0, 0), InputError);  // min > max
+  EXPECT_THROW(mqar_sample(v, mixture_spec(128, 8, 0, 12, false, false), 0, 0), InputError);  // Q > N, no replacement
 }
 
 TEST(Mqar, DistancesSpreadInsideAndBeyondAWindow) {

@@ -4,7 +4,8 @@
 //   0                    <bos>
 //   1 .. 2N              N pairs "k v": distinct keys, values drawn with replacement
 //   2N+1 .. seq_len-1    Q queries "k v" (each an earlier pair's key and its value), in random
-//                        order, separated by runs of the filler token "-" of random lengths;
+//                        order, separated by runs of the filler token "-" (or, random_filler,
+//                        random words that are neither keys nor values) of random lengths;
 //                        queries are placed only where an allowed distance is possible
 //                        (positions 1 + min_distance .. 2N - 1 + max_distance), filler elsewhere
 // Only the value of each query is a target (loss mask 1); the model must recall it from the
@@ -25,6 +26,16 @@ struct MqarSpec {
   int64_t num_queries = 0;    ///< Q <= N (0: Q = N); each key is queried at most once
   int64_t min_distance = 1;   ///< every query's distance is in [min_distance, max_distance]
   int64_t max_distance = 0;   ///< 0: unbounded
+  /// > 0: each sample draws its own pair count uniformly from [min_pairs, num_pairs] (a mixture
+  /// of easy and hard sequences; Q = 0 then means one query per pair of that sample).
+  int64_t min_pairs = 0;
+  /// Query keys drawn with replacement (a key may be asked again; Q may exceed N). With each
+  /// key asked once and the answers visible as inputs, a model can score 1/N + 1/(N-1) + ...
+  /// by eliminating the values already asked (35% at N = 8) without binding any key to its
+  /// value; drawing with replacement removes that shortcut.
+  bool replace_queries = false;
+  /// The filler between queries is random non-key, non-value words instead of "-".
+  bool random_filler = false;
 };
 
 struct MqarQuery {
@@ -37,6 +48,7 @@ struct MqarQuery {
 struct MqarSample {
   TokenDocument doc;               ///< exactly seq_len tokens
   std::vector<MqarQuery> queries;  ///< in position order
+  int64_t num_pairs = 0;           ///< N of this sample (spec.num_pairs unless min_pairs > 0)
 };
 
 /// Sample `index` of stream `seed` (depends only on spec, seed, index and the vocabulary's
