@@ -181,6 +181,7 @@ TrainSummary Trainer::run() {
       batches.push_back(train_.next());
       counts[0] += static_cast<double>(batches.back().num_targets);
     }
+    if (dist_.step_batches) dist_.step_batches(batches);
     if (dist_.allreduce_sum) dist_.allreduce_sum(counts, 1);
     // Normalising by the global count makes the gradient the mean over every counted
     // position of the step, whatever the accumulation and the number of ranks.
