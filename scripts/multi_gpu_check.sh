@@ -19,7 +19,8 @@
 #      process, no mpirun) and on 2 GPUs (mpirun -np 2), plus ZeRO-1 on 2 GPUs, compared step
 #      by step; a run with another seed is the control that shows the check can fail;
 #   4. scaling 1 -> 2 GPUs, tokens/s at the same per-GPU micro-batch and accumulation
-#      (global batch doubles): pretraining a ~135M Llama (seq 1024), and stage 2 (LoRA
+#      (global batch doubles): pretraining a ~135M Llama (seq 1024, random tokens over its
+#      32768-token vocabulary; again with dist.sparse_embedding_grad=false), and stage 2 (LoRA
 #      finetune of a linearized model) at the Llama-3.2-1B shape with random weights (seq 2048).
 #      Efficiency = tokens/s(2 GPUs) / (2 x tokens/s(1 GPU)), medians over the steps after
 #      the fifth; scripts/multi_gpu_check.sh --efficiency A.jsonl B.jsonl computes it for any two
@@ -141,6 +142,15 @@ if [[ ! -f "$RUNS/data/train.h5" ]]; then
   "$BIN" make-demo-data --out "$RUNS/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
     { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data.log\"}"; exit 1; }
 fi
+# The 135M scaling run reads uniformly random tokens over its whole vocabulary: the demo
+# corpus has only 288 distinct ids, which would make the input embedding's row exchange
+# (dist.sparse_embedding_grad) unrealistically cheap. 1024 documents of 1024 tokens.
+PT_DATA="$RUNS/data_v32768"
+if [[ ! -f "$PT_DATA/train.h5" ]]; then
+  "$BIN" make-demo-data --out "$PT_DATA" --random-vocab 32768 --random-doc-len 1024 \
+    --random-docs 1024 > "$OUT/data_v32768.log" 2>&1 ||
+    { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data_v32768.log\"}"; exit 1; }
+fi
 cat > "$OUT/small.yaml" <<EOF
 # The demo teacher's shape: 4 layers, width 256, vocabulary 288.
 stage: pretrain
@@ -163,7 +173,7 @@ dtype: $DTYPE
 loss_on: all
 model: {vocab_size: 32768, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
         num_attention_heads: 12, num_key_value_heads: 4, head_dim: 64}
-data: {path: $RUNS/data/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
+data: {path: $PT_DATA/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
 optimizer: {lr: 1.0e-3}
 schedule: {steps: 20, warmup: 0.1}
 checkpoint: {keep_last: 1}
@@ -277,6 +287,10 @@ if phase scaling; then
     scaling pretrain_tiny "$OUT/small.yaml" 16 --set schedule.steps=5
   else
     scaling pretrain_135m "$OUT/pretrain_135m.yaml" 16
+    # The input embedding all-reduced in the buckets like every other gradient (the path
+    # before dist.sparse_embedding_grad), to show what the row exchange is worth.
+    scaling pretrain_135m_dense_embedding "$OUT/pretrain_135m.yaml" 16 \
+      --set dist.sparse_embedding_grad=false
   fi
   if [[ "$QUICK" == 0 ]]; then
     scaling finetune_1b "$OUT/finetune_1b.yaml" 4

@@ -8,6 +8,7 @@
 #include "lizard/autograd/nn_functions.h"
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/dist/data_parallel.h"
+#include "lizard/dist/logging.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/io/hf_config.h"
 #include "lizard/io/hf_model.h"
@@ -378,6 +379,10 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
       if (const auto* mt = dynamic_cast<const ModelTask*>(task.get()))
         o.sparse_rows = mt->row_sparse_embedding();
     dp = std::make_unique<dist::DataParallel>(*comm, task->parameters(), o);
+    if (o.sparse_rows.defined())
+      dist::log_rank0_cat(*comm, "dist: the gradient of ", o.sparse_rows.name(),
+                          " is summed over ranks as the rows of each step's tokens "
+                          "(dist.sparse_embedding_grad)");
     dist::DataParallel* d = dp.get();
     hooks.rank = rank;
     hooks.world = world;
