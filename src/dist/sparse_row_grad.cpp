@@ -13,7 +13,9 @@ namespace lizard::dist {
 
 std::vector<int32_t> sorted_unique_ids(const std::vector<Tensor>& ids, int64_t rows,
                                        const std::string& what) {
-  std::vector<int32_t> out;
+  // A mark per row, then one pass in row order: O(ids + rows), no sort (this runs on the host
+  // at every step's start).
+  std::vector<uint8_t> seen(static_cast<size_t>(std::max<int64_t>(rows, 0)), 0);
   for (const Tensor& t : ids) {
     LZ_CHECK(t.dtype() == DType::I32 || t.dtype() == DType::I64, what,
              ": token ids must be i32 or i64, got ", t.desc());
@@ -22,11 +24,12 @@ std::vector<int32_t> sorted_unique_ids(const std::vector<Tensor>& ids, int64_t r
     for (int64_t i = 0; i < h.numel(); ++i) {
       LZ_INPUT_CHECK(p[i] >= 0 && p[i] < rows, what, ": token id ", p[i],
                      " is outside the vocabulary [0, ", rows, ")");
-      out.push_back(static_cast<int32_t>(p[i]));
+      seen[static_cast<size_t>(p[i])] = 1;
     }
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  std::vector<int32_t> out;
+  for (size_t v = 0; v < seen.size(); ++v)
+    if (seen[v]) out.push_back(static_cast<int32_t>(v));
   return out;
 }
 
