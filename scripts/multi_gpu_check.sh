@@ -283,14 +283,24 @@ if phase scaling; then
   RUN_TIMEOUT=200
   SKIP=5  # warm-up steps left out of the medians (cuBLASLt heuristics, allocator growth)
   [[ "$DRY" == 1 ]] && SKIP=2
+  # Pretraining, then again with the input embedding all-reduced in the buckets like every
+  # other gradient (dist.sparse_embedding_grad=false, the path before the row exchange), to
+  # show what the row exchange is worth.
   if [[ "$DRY" == 1 ]]; then
-    scaling pretrain_tiny "$OUT/small.yaml" 16 --set schedule.steps=5
+    PT=pretrain_tiny; PT_CFG="$OUT/small.yaml"; PT_SET=(--set schedule.steps=5)
   else
-    scaling pretrain_135m "$OUT/pretrain_135m.yaml" 16
-    # The input embedding all-reduced in the buckets like every other gradient (the path
-    # before dist.sparse_embedding_grad), to show what the row exchange is worth.
-    scaling pretrain_135m_dense_embedding "$OUT/pretrain_135m.yaml" 16 \
-      --set dist.sparse_embedding_grad=false
+    PT=pretrain_135m; PT_CFG="$OUT/pretrain_135m.yaml"; PT_SET=()
+  fi
+  scaling "$PT" "$PT_CFG" 16 "${PT_SET[@]}"
+  scaling "${PT}_dense_embedding" "$PT_CFG" 16 "${PT_SET[@]}" --set dist.sparse_embedding_grad=false
+  # The same data, init and global batch on 2 GPUs: the row exchange must not move the loss (on
+  # 2 ranks it adds the same two rows as the all-reduce: equal, or within bf16 rounding); the
+  # tolerance is the bf16 one of the equality check.
+  if [[ -f "$(metrics "${PT}_2gpu")" && -f "$(metrics "${PT}_dense_embedding_2gpu")" ]]; then
+    d_sp=$(max_rel_diff "$(metrics "${PT}_2gpu")" "$(metrics "${PT}_dense_embedding_2gpu")" loss)
+    p_sp=$(awk -v a="$d_sp" -v t="$TOL" 'BEGIN { print (a != "null" && a <= t) ? "true" : "false" }')
+    emit "{\"check\": \"sparse_embedding_grad_loss_vs_dense_2gpu\", \"max_rel_diff_loss\": $d_sp, \"tol\": $TOL, \"pass\": $p_sp}"
+    [[ $p_sp == true ]] || FAILED+=(sparse_embedding_grad_loss)
   fi
   if [[ "$QUICK" == 0 ]]; then
     scaling finetune_1b "$OUT/finetune_1b.yaml" 4
