@@ -19,7 +19,8 @@
 #      process, no mpirun) and on 2 GPUs (mpirun -np 2), plus ZeRO-1 on 2 GPUs, compared step
 #      by step; a run with another seed is the control that shows the check can fail;
 #   4. scaling 1 -> 2 GPUs, tokens/s at the same per-GPU micro-batch and accumulation
-#      (global batch doubles): pretraining a ~135M Llama (seq 1024), and stage 2 (LoRA
+#      (global batch doubles): pretraining a ~135M Llama (seq 1024, random tokens over its
+#      32768-token vocabulary; again with dist.sparse_embedding_grad=false), and stage 2 (LoRA
 #      finetune of a linearized model) at the Llama-3.2-1B shape with random weights (seq 2048).
 #      Efficiency = tokens/s(2 GPUs) / (2 x tokens/s(1 GPU)), medians over the steps after
 #      the fifth; scripts/multi_gpu_check.sh --efficiency A.jsonl B.jsonl computes it for any two
@@ -141,6 +142,15 @@ if [[ ! -f "$RUNS/data/train.h5" ]]; then
   "$BIN" make-demo-data --out "$RUNS/data" --grammar-docs 6000 --mqar-docs 2000 > "$OUT/data.log" 2>&1 ||
     { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data.log\"}"; exit 1; }
 fi
+# The 135M scaling run reads uniformly random tokens over its whole vocabulary: the demo
+# corpus has only 288 distinct ids, which would make the input embedding's row exchange
+# (dist.sparse_embedding_grad) unrealistically cheap. 1024 documents of 1024 tokens.
+PT_DATA="$RUNS/data_v32768"
+if [[ ! -f "$PT_DATA/train.h5" ]]; then
+  "$BIN" make-demo-data --out "$PT_DATA" --random-vocab 32768 --random-doc-len 1024 \
+    --random-docs 1024 > "$OUT/data_v32768.log" 2>&1 ||
+    { emit "{\"check\": \"data\", \"pass\": false, \"log\": \"$OUT/data_v32768.log\"}"; exit 1; }
+fi
 cat > "$OUT/small.yaml" <<EOF
 # The demo teacher's shape: 4 layers, width 256, vocabulary 288.
 stage: pretrain
@@ -163,7 +173,7 @@ dtype: $DTYPE
 loss_on: all
 model: {vocab_size: 32768, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12,
         num_attention_heads: 12, num_key_value_heads: 4, head_dim: 64}
-data: {path: $RUNS/data/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
+data: {path: $PT_DATA/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
 optimizer: {lr: 1.0e-3}
 schedule: {steps: 20, warmup: 0.1}
 checkpoint: {keep_last: 1}
@@ -273,10 +283,24 @@ if phase scaling; then
   RUN_TIMEOUT=200
   SKIP=5  # warm-up steps left out of the medians (cuBLASLt heuristics, allocator growth)
   [[ "$DRY" == 1 ]] && SKIP=2
+  # Pretraining, then again with the input embedding all-reduced in the buckets like every
+  # other gradient (dist.sparse_embedding_grad=false, the path before the row exchange), to
+  # show what the row exchange is worth.
   if [[ "$DRY" == 1 ]]; then
-    scaling pretrain_tiny "$OUT/small.yaml" 16 --set schedule.steps=5
+    PT=pretrain_tiny; PT_CFG="$OUT/small.yaml"; PT_SET=(--set schedule.steps=5)
   else
-    scaling pretrain_135m "$OUT/pretrain_135m.yaml" 16
+    PT=pretrain_135m; PT_CFG="$OUT/pretrain_135m.yaml"; PT_SET=()
+  fi
+  scaling "$PT" "$PT_CFG" 16 "${PT_SET[@]}"
+  scaling "${PT}_dense_embedding" "$PT_CFG" 16 "${PT_SET[@]}" --set dist.sparse_embedding_grad=false
+  # The same data, init and global batch on 2 GPUs: the row exchange must not move the loss (on
+  # 2 ranks it adds the same two rows as the all-reduce: equal, or within bf16 rounding); the
+  # tolerance is the bf16 one of the equality check.
+  if [[ -f "$(metrics "${PT}_2gpu")" && -f "$(metrics "${PT}_dense_embedding_2gpu")" ]]; then
+    d_sp=$(max_rel_diff "$(metrics "${PT}_2gpu")" "$(metrics "${PT}_dense_embedding_2gpu")" loss)
+    p_sp=$(awk -v a="$d_sp" -v t="$TOL" 'BEGIN { print (a != "null" && a <= t) ? "true" : "false" }')
+    emit "{\"check\": \"sparse_embedding_grad_loss_vs_dense_2gpu\", \"max_rel_diff_loss\": $d_sp, \"tol\": $TOL, \"pass\": $p_sp}"
+    [[ $p_sp == true ]] || FAILED+=(sparse_embedding_grad_loss)
   fi
   if [[ "$QUICK" == 0 ]]; then
     scaling finetune_1b "$OUT/finetune_1b.yaml" 4

@@ -69,6 +69,22 @@ void Communicator::check_same_on_all_ranks(const std::string& what, const std::s
   }
 }
 
+bool Communicator::check_all_gather(const Tensor& in, const Tensor& out) const {
+  LZ_CHECK(in.defined() && out.defined(), "all_gather: undefined tensor");
+  for (const Tensor* t : {&in, &out}) {
+    LZ_CHECK(t->is_contiguous(), "all_gather: ", t->desc(), " must be contiguous");
+    LZ_CHECK(t->device() == device(), "all_gather: ", t->desc(), " is not on the ", backend(),
+             " communicator's device ", device().str());
+  }
+  LZ_CHECK(in.dtype() == out.dtype(), "all_gather: ", in.desc(), " into ", out.desc(),
+           ": dtypes differ");
+  LZ_CHECK(out.numel() == in.numel() * world_size(), "all_gather: out ", out.desc(),
+           " must hold ", world_size(), " x ", in.numel(), " elements");
+  if (in.numel() == 0) return false;
+  const char* slot = static_cast<const char*>(out.raw()) + static_cast<size_t>(rank()) * in.nbytes();
+  return in.raw() == slot;
+}
+
 std::unique_ptr<Communicator> make_communicator(Device device, const CommOptions& opts) {
   const LaunchEnv env = detect_launch_env();
   if (!env.distributed()) return make_single_communicator(device);

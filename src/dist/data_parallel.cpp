@@ -32,7 +32,17 @@ std::vector<int> zero1_owners(const std::vector<autograd::Var>& params, int worl
 DataParallel::DataParallel(Communicator& comm, std::vector<autograd::Var> params,
                            DataParallelOptions opt)
     : comm_(comm), params_(std::move(params)), opt_(opt) {
-  bucketer_ = std::make_unique<GradientBucketer>(comm_, params_, opt_.bucket_bytes);
+  std::vector<autograd::Var> bucketed;
+  for (const autograd::Var& p : params_) {
+    if (opt_.sparse_rows.defined() && p.impl() == opt_.sparse_rows.impl()) continue;
+    bucketed.push_back(p);
+  }
+  if (opt_.sparse_rows.defined()) {
+    LZ_CHECK(bucketed.size() < params_.size(), "DataParallel: sparse_rows '",
+             opt_.sparse_rows.name(), "' is not one of the parameters");
+    sparse_ = std::make_unique<SparseRowGrad>(comm_, opt_.sparse_rows);
+  }
+  bucketer_ = std::make_unique<GradientBucketer>(comm_, bucketed, opt_.bucket_bytes);
   for (size_t i = 0; i < bucketer_->num_params(); ++i) index_[bucketer_->param(i).impl()] = i;
   if (opt_.zero1) {
     const std::vector<int> owners = zero1_owners(params_, comm_.world_size());
@@ -73,6 +83,10 @@ void DataParallel::allreduce_sum(double* values, int n) {
   std::copy(t.data<double>(), t.data<double>() + n, values);
 }
 
+void DataParallel::set_step_ids(const std::vector<Tensor>& ids) {
+  if (sparse_) sparse_->set_rows(ids);
+}
+
 void DataParallel::begin_grad_sync() {
   if (!opt_.overlap) return;
   bucketer_->start(1.0);
@@ -89,7 +103,11 @@ void DataParallel::finish_grad_sync() {
   // Each rank backpropagated its loss sum over the GLOBAL count: the plain sum is the mean.
   if (!started_) bucketer_->start(1.0);
   bucketer_->mark_all_ready();
+  // After the last bucket: backward produces this gradient last (an embedding lookup is the
+  // forward's first op), and every rank issues the collectives in this one order.
+  if (sparse_) sparse_->launch();
   bucketer_->wait();
+  if (sparse_) sparse_->finish(1.0);
   started_ = false;
 }
 

@@ -222,6 +222,28 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
+  // Blocking (complete on return): the gathers of a step are few and come after backward.
+  std::unique_ptr<Work> all_gather_async(const Tensor& in, Tensor& out) override {
+    const bool in_place = check_all_gather(in, out);
+    check(out, "all_gather");
+    if (in.numel() == 0) return std::make_unique<DoneWork>();
+    LZ_CHECK(in.numel() < INT_MAX, "all_gather: ", in.desc(), " is too large for one MPI call");
+    // One MPI element per tensor element: any dtype, and counts up to 2^31 elements.
+    MPI_Datatype elem = MPI_DATATYPE_NULL;
+    check_mpi(MPI_Type_contiguous(static_cast<int>(dtype_size(in.dtype())), MPI_BYTE, &elem),
+              "MPI_Type_contiguous");
+    MPI_Type_commit(&elem);
+    struct FreeType {
+      MPI_Datatype* t;
+      ~FreeType() { MPI_Type_free(t); }
+    } free_elem{&elem};
+    const int n = static_cast<int>(in.numel());
+    auto guard = watchdog_->arm(str_cat("all_gather of ", in.desc()));
+    check_mpi(MPI_Allgather(in_place ? MPI_IN_PLACE : in.raw(), n, elem, out.raw(), n, elem, comm_),
+              "MPI_Allgather");
+    return std::make_unique<DoneWork>();
+  }
+
   void barrier() override {
     auto guard = watchdog_->arm("barrier");
     check_mpi(MPI_Barrier(comm_), "MPI_Barrier");

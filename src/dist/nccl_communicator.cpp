@@ -167,6 +167,14 @@ class NcclCommunicator final : public Communicator {
     })->wait();
   }
 
+  std::unique_ptr<Work> all_gather_async(const Tensor& in, Tensor& out) override {
+    check_all_gather(in, out);  // an in-place slot is what NCCL's in-place form expects too
+    const size_t bytes = in.nbytes();
+    return enqueue(str_cat("all_gather of ", in.desc()), [&] {
+      return ncclAllGather(in.raw(), out.raw(), bytes, ncclUint8, comm_, comm_stream_);
+    });
+  }
+
   void abort_job(int code) override {
     std::fflush(stdout);
     std::fflush(stderr);

@@ -33,6 +33,10 @@ class SingleCommunicator final : public Communicator {
     check(t, "broadcast", false);
     LZ_CHECK(root == 0, "broadcast: root ", root, " is not a rank of a world of size 1");
   }
+  std::unique_ptr<Work> all_gather_async(const Tensor& in, Tensor& out) override {
+    if (!check_all_gather(in, out)) out.copy_(in.view(out.shape()));
+    return std::make_unique<DoneWork>();
+  }
   void barrier() override {}
   std::vector<std::vector<uint8_t>> all_gather_bytes(const std::vector<uint8_t>& mine) override {
     return {mine};

@@ -305,6 +305,9 @@ const std::vector<Field>& fields() {
                  range(1, 1 << 16)),
         LZ_FIELD("dist.overlap", dist.overlap,
                  "start each bucket's all-reduce during backward as its gradients are ready"),
+        LZ_FIELD("dist.sparse_embedding_grad", dist.sparse_embedding_grad,
+                 "exchange only the rows of the step's tokens of an untied, trained input "
+                 "embedding's gradient instead of all-reducing the table (false: all-reduce it)"),
     };
   }();
   return all;

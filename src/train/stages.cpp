@@ -8,6 +8,7 @@
 #include "lizard/autograd/nn_functions.h"
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/dist/data_parallel.h"
+#include "lizard/dist/logging.h"
 #include "lizard/io/hdf5_tokens.h"
 #include "lizard/io/hf_config.h"
 #include "lizard/io/hf_model.h"
@@ -173,6 +174,14 @@ class ModelTask : public TrainTask {
     // step_cost.h: 6N + causal attention (pretrain), 4N + LoRA + attention (finetune), the
     // teacher layers' forward + attention (distill); the count `lizard bench step` reports.
     return step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).total;
+  }
+  /// The input embedding when its gradient is non-zero only on the rows of the step's input
+  /// ids: trained and untied; else undefined. A tied table is also the LM head, whose gradient
+  /// (hidden^T dlogits) is dense over every row, so it stays in the all-reduced buckets.
+  Var row_sparse_embedding() const {
+    if (model_->lm_head == nullptr) return {};
+    const Var& w = model_->model->embed_tokens->weight();
+    return w.requires_grad() ? w : Var();
   }
   std::string flops_formula() const override {
     return str_cat(step_flops_per_token(step_shape_of(cfg_, model_->config(), DType::BF16)).formula,
@@ -366,13 +375,28 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
     // leaf-ready hook cannot see: reduce after backward instead.
     o.overlap = cfg.dist.overlap && !cfg.recompute;
     o.zero1 = cfg.dist.zero1;
+    if (cfg.dist.sparse_embedding_grad)
+      if (const auto* mt = dynamic_cast<const ModelTask*>(task.get()))
+        o.sparse_rows = mt->row_sparse_embedding();
     dp = std::make_unique<dist::DataParallel>(*comm, task->parameters(), o);
+    if (o.sparse_rows.defined())
+      dist::log_rank0_cat(*comm, "dist: the gradient of ", o.sparse_rows.name(),
+                          " is summed over ranks as the rows of each step's tokens "
+                          "(dist.sparse_embedding_grad)");
     dist::DataParallel* d = dp.get();
     hooks.rank = rank;
     hooks.world = world;
     hooks.allreduce_sum = [d](double* v, int n) { d->allreduce_sum(v, n); };
     hooks.allreduce_grads = [d](const std::vector<Var>&) { d->finish_grad_sync(); };
     hooks.barrier = [d] { d->barrier(); };
+    if (o.sparse_rows.defined()) {
+      // The embedding rows each rank's gradient can touch: its inputs' token ids.
+      hooks.step_batches = [d](const std::vector<Batch>& batches) {
+        std::vector<Tensor> ids;
+        for (const Batch& b : batches) ids.push_back(b.inputs);
+        d->set_step_ids(ids);
+      };
+    }
     if (o.overlap) {
       hooks.grads_begin = [d] { d->begin_grad_sync(); };
       hooks.grad_ready = [d](autograd::VarImpl* leaf) { d->on_leaf_ready(leaf); };

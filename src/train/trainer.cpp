@@ -182,6 +182,7 @@ TrainSummary Trainer::run() {
       counts[0] += static_cast<double>(batches.back().num_targets);
     }
     if (dist_.allreduce_sum) dist_.allreduce_sum(counts, 1);
+    if (dist_.step_batches) dist_.step_batches(batches);
     // Normalising by the global count makes the gradient the mean over every counted
     // position of the step, whatever the accumulation and the number of ranks.
     const double inv = 1.0 / std::max(counts[0], 1.0);

@@ -157,6 +157,15 @@ TEST(Config, SchemaDocumentsEveryField) {
   }
 }
 
+TEST(Config, SparseEmbeddingGradIsOnByDefaultAndValidated) {
+  EXPECT_TRUE(load_config_string("{}", "a")[0].dist.sparse_embedding_grad);
+  EXPECT_FALSE(load_config_string("dist: {sparse_embedding_grad: false}", "b")[0].dist.sparse_embedding_grad);
+  std::string m = input_error([] { load_config_string("dist: {sparse_embeding_grad: false}", "c.yaml"); });
+  EXPECT_NE(m.find("did you mean 'dist.sparse_embedding_grad'"), std::string::npos) << m;
+  m = input_error([] { load_config_string("dist: {sparse_embedding_grad: often}", "d.yaml"); });
+  EXPECT_NE(m.find("dist.sparse_embedding_grad"), std::string::npos) << m;
+}
+
 TEST(Config, GradAccumulation) {
   RunConfig c;
   c.data.global_batch = 8;

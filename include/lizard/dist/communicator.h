@@ -105,6 +105,13 @@ class Communicator {
   virtual std::unique_ptr<Work> all_reduce_sum_async(Tensor& t) = 0;
   /// t <- t of rank `root`, in place (any dtype, same shape on every rank).
   virtual void broadcast(Tensor& t, int root) = 0;
+  /// Starts out <- every rank's `in`, in rank order: `out` (contiguous, in's dtype) holds
+  /// world_size() x in.numel() elements, rank r's copy at [r n, (r + 1) n). Any dtype; every
+  /// rank passes the same numel. `in` may be out's own slot (in place: a view of out starting
+  /// at element rank() x n). NCCL: ncclAllGather on the communication stream (wait() orders the
+  /// compute stream after it); MPI: MPI_Allgather, complete on return; single: a copy.
+  /// `in` and `out` must stay alive and untouched until the returned Work is waited.
+  virtual std::unique_ptr<Work> all_gather_async(const Tensor& in, Tensor& out) = 0;
   /// Returns when every rank has entered it.
   virtual void barrier() = 0;
   /// Host buffers of every rank, indexed by rank (sizes may differ between ranks). For small
@@ -117,11 +124,19 @@ class Communicator {
   /// fails, so its peers do not wait in a collective until the timeout.
   virtual void abort_job(int code) {}
 
+  /// all_gather_async, waited.
+  void all_gather(const Tensor& in, Tensor& out) { all_gather_async(in, out)->wait(); }
   /// Convenience over all_gather_bytes: the strings of every rank.
   std::vector<std::string> all_gather_string(const std::string& mine);
   /// Throws InputError "<what> differs between ranks: rank 0 has '<a>', rank r has '<b>'"
   /// unless every rank passed the same `value` (e.g. a config hash, a dataset name).
   void check_same_on_all_ranks(const std::string& what, const std::string& value);
+
+ protected:
+  /// For implementations of all_gather_async: throws Error naming the tensors unless both are
+  /// defined, contiguous, on device(), of one dtype, and out holds world_size() x in.numel()
+  /// elements; returns true when `in` is out's own slot rank() (an in-place gather).
+  bool check_all_gather(const Tensor& in, const Tensor& out) const;
 };
 
 /// The communicator of this launch: world size > 1 (from LaunchEnv) gives NCCL when `device`

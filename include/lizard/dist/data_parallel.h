@@ -12,7 +12,11 @@
 //     launches the rest and waits;
 //   - with ZeRO-1 (`zero1`), owned_params() is this rank's shard of the parameters (whole
 //     tensors, balanced by element count, the same plan on every rank) for the optimizer,
-//     and sync_params() broadcasts each parameter from its owner after the step.
+//     and sync_params() broadcasts each parameter from its owner after the step;
+//   - with `sparse_rows` (an untied input embedding), that parameter leaves the buckets (so the
+//     last bucket closes early in backward) and its gradient is summed by a SparseRowGrad: the
+//     step's token ids come in through set_step_ids() before the forward, and
+//     finish_grad_sync() exchanges only the rows they name, after the buckets are launched.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -22,6 +26,7 @@
 #include "lizard/autograd/variable.h"
 #include "lizard/dist/communicator.h"
 #include "lizard/dist/gradient_bucketer.h"
+#include "lizard/dist/sparse_row_grad.h"
 
 namespace lizard::dist {
 
@@ -29,6 +34,10 @@ struct DataParallelOptions {
   size_t bucket_bytes = GradientBucketer::kDefaultBucketBytes;
   bool overlap = true;  ///< launch buckets from backward (on_leaf_ready)
   bool zero1 = false;   ///< shard the optimizer state
+  /// A parameter [V, D] whose gradient is non-zero only on the rows of the step's token ids
+  /// (an untied input embedding): summed by a SparseRowGrad instead of in the buckets, and
+  /// set_step_ids() must be called every step. Undefined: every parameter is bucketed.
+  autograd::Var sparse_rows;
 };
 
 /// ZeRO-1 ownership: owner[i] is the rank that updates params[i]. Greedy by decreasing size
@@ -56,11 +65,18 @@ class DataParallel {
   /// all-reduce; on GPUs the values never touch the device (MPI gather, summed in rank order),
   /// so the call does not wait for the GPU's queued work.
   void allreduce_sum(double* values, int n);
+  /// The token ids of this rank's micro-batches of the coming step (host tensors), before its
+  /// forward: the rows of `sparse_rows` whose gradient can be non-zero. A collective (host):
+  /// every rank calls it once per step. No-op without sparse_rows.
+  void set_step_ids(const std::vector<Tensor>& ids);
+  /// The row exchange of `sparse_rows` (null without it); for tests and diagnostics.
+  const SparseRowGrad* sparse_rows() const { return sparse_.get(); }
   /// Arms the bucketer for this step's last backward (no-op without overlap).
   void begin_grad_sync();
   /// Autograd's LeafReadyFn: marks the parameter of `leaf` ready (ignores other leaves).
   void on_leaf_ready(const autograd::VarImpl* leaf);
-  /// Launches every bucket not launched yet, waits for all: grad = sum over ranks of grad.
+  /// Launches every bucket not launched yet, then the row exchange of sparse_rows, and waits
+  /// for all: grad = sum over ranks of grad.
   void finish_grad_sync();
   /// The parameters whose optimizer state this rank keeps: all, or its ZeRO-1 shard (in the
   /// order given).
@@ -74,6 +90,7 @@ class DataParallel {
   std::vector<autograd::Var> params_;
   DataParallelOptions opt_;
   std::unique_ptr<GradientBucketer> bucketer_;
+  std::unique_ptr<SparseRowGrad> sparse_;  // sparse_rows' exchange, or null
   std::unordered_map<const autograd::VarImpl*, size_t> index_;  // leaf -> bucketer index
   std::unordered_map<const autograd::VarImpl*, int> owner_;     // leaf -> ZeRO-1 owner
   bool started_ = false;

@@ -96,6 +96,10 @@ struct DistSection {
   bool zero1 = false;       ///< shard the AdamW state across ranks (ZeRO stage 1)
   int64_t bucket_mb = 25;   ///< gradient all-reduce bucket size in MiB
   bool overlap = true;      ///< launch each bucket's all-reduce from backward as it is ready
+  /// Sum an untied, trained input embedding's gradient by exchanging only the rows of the
+  /// step's token ids (dist::SparseRowGrad) instead of all-reducing the table; false: the
+  /// embedding is all-reduced in the buckets like every other parameter.
+  bool sparse_embedding_grad = true;
 };
 
 /// One resolved run (one stage).

@@ -75,6 +75,9 @@ struct DistHooks {
   /// Sums every parameter's gradient over ranks (undefined gradients count as zeros).
   std::function<void(const std::vector<autograd::Var>& params)> allreduce_grads;
   std::function<void()> barrier;
+  /// Optional: the step's micro-batches as soon as they are drawn (before any forward), e.g.
+  /// for the token ids whose embedding rows get gradients. Every rank calls it once per step.
+  std::function<void(const std::vector<Batch>& batches)> step_batches;
   /// Optional overlap of the gradient all-reduce with backward: grads_begin() runs before the
   /// step's last backward, grad_ready(leaf) as each leaf's gradient becomes final in it, and
   /// allreduce_grads (after backward) reduces what was not launched yet and waits for all.

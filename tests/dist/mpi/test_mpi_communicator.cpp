@@ -15,6 +15,7 @@
 #include "lizard/dist/data_parallel.h"
 #include "lizard/dist/gradient_bucketer.h"
 #include "dist/overlapped_dp_check.h"
+#include "dist/sparse_row_grad_check.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -206,6 +207,18 @@ TEST(MpiDataParallel, OverlappedBackwardSumsGradientsAndZero1Syncs) {
   // 128-byte buckets (32 floats): one bucket per tensor or so.
   test::check_overlapped_data_parallel(comm(),
                                        {/*rows=*/6, /*a=*/12, /*b=*/9, /*c=*/5}, /*bucket_bytes=*/128);
+}
+
+TEST(MpiCommunicator, AllGatherInRankOrderOutOfAndInPlace) { test::check_all_gather(comm()); }
+
+// The input-embedding gradient exchanged as rows (dist.sparse_embedding_grad): ranks with
+// different, overlapping token sets, one row seen by rank 1 only, 2 accumulated micro-batches.
+TEST(MpiSparseRowGrad, ExchangedGradientEqualsTheDenseAllReduce) {
+  test::check_sparse_row_grad(comm(), DType::F32, /*V=*/41, /*D=*/7);
+}
+
+TEST(MpiSparseRowGrad, DataParallelSumsTheEmbeddingOutsideTheBuckets) {
+  test::check_data_parallel_sparse_rows(comm(), /*V=*/41, /*D=*/5);
 }
 
 TEST(MpiWatchdog, HungRankAbortsTheJob) {

@@ -16,6 +16,7 @@
 #include "lizard/dist/data_parallel.h"
 #include "lizard/dist/gradient_bucketer.h"
 #include "dist/overlapped_dp_check.h"
+#include "dist/sparse_row_grad_check.h"
 #include "test_util.h"
 
 namespace lizard::dist {
@@ -136,6 +137,25 @@ TEST(NcclDataParallel, OverlappedBackwardSumsGradientsAndZero1Syncs) {
   // 4 KiB buckets: several of them.
   test::check_overlapped_data_parallel(comm(),
                                        {/*rows=*/8, /*a=*/64, /*b=*/48, /*c=*/16}, /*bucket_bytes=*/4096);
+}
+
+TEST(NcclCommunicator, AllGatherInRankOrderOutOfAndInPlace) {
+  LZ_REQUIRE_NCCL_WORLD();
+  test::check_all_gather(comm());
+}
+
+// The input-embedding gradient exchanged as rows (dist.sparse_embedding_grad) on GPUs: the
+// gather (cuda::embedding_forward) and scatter-add (cuda/sparse_rows.cu) kernels, ncclAllGather
+// in place on the communication stream. D = 300 > one block of 256 threads per row.
+TEST(NcclSparseRowGrad, ExchangedGradientEqualsTheDenseAllReduce) {
+  LZ_REQUIRE_NCCL_WORLD();
+  for (DType dt : {DType::F32, DType::BF16})
+    test::check_sparse_row_grad(comm(), dt, /*V=*/1031, /*D=*/300);
+}
+
+TEST(NcclSparseRowGrad, DataParallelSumsTheEmbeddingOutsideTheBuckets) {
+  LZ_REQUIRE_NCCL_WORLD();
+  test::check_data_parallel_sparse_rows(comm(), /*V=*/41, /*D=*/33);
 }
 
 }  // namespace
