@@ -7,7 +7,7 @@
 # Phases (default: all four, in this order); a device call is limited to 10 minutes, so on a
 # cold machine run them in two calls on the same warm machine (build outputs are kept):
 #   scripts/multi_gpu_check.sh --phase build,tests,equality
-#   scripts/multi_gpu_check.sh --phase scaling
+#   scripts/multi_gpu_check.sh --phase scaling        (PT_STEPS=N: steps of the 135M pretraining runs, default 20)
 # --quick drops the 1B-shape scaling runs. --cpu-dry-run exercises this script's own logic on a
 # machine without GPUs (device cpu, f32, few steps, tiny scaling shapes; the numbers mean
 # nothing). Every run has its own timeout, and every result is
@@ -175,7 +175,7 @@ model: {vocab_size: 32768, hidden_size: 768, intermediate_size: 2048, num_hidden
         num_attention_heads: 12, num_key_value_heads: 4, head_dim: 64}
 data: {path: $PT_DATA/train.h5, seq_len: 1024, micro_batch: 8, global_batch: 16}
 optimizer: {lr: 1.0e-3}
-schedule: {steps: 20, warmup: 0.1}
+schedule: {steps: ${PT_STEPS:-20}, warmup: 0.1}
 checkpoint: {keep_last: 1}
 metrics: {log_every: 1}
 EOF
