@@ -205,7 +205,7 @@ TEST_F(TrainMpirun, PretrainOnTwoAndThreeRanksFollowsOneRank) {
   EXPECT_GT(std::abs(std::stod(one.at(6).loss) - std::stod(one.at(1).loss)), 1e-2);
 }
 
-// dist.sparse_embedding_grad (default on): the untied input embedding's gradient is summed as
+// dist.sparse_embedding_grad (default off): the untied input embedding's gradient is summed as
 // the rows of each step's tokens. On 2 ranks that is the dense all-reduce to the bit (f32:
 // (0 + a) + b = a + b, and a row one rank never saw adds nothing), so on and off log the same
 // digits; on 3 ranks the sum runs in another order than MPI's (PretrainOnTwoAndThreeRanks
@@ -214,8 +214,9 @@ TEST_F(TrainMpirun, PretrainOnTwoAndThreeRanksFollowsOneRank) {
 TEST_F(TrainMpirun, SparseEmbeddingGradOnEqualsOffAndOneRank) {
   REQUIRE_MPIRUN();
   const fs::path cfg = config("pretrain");
-  const auto on = train(2, cfg, "on");
-  const auto off = train(2, cfg, "off", "--set dist.sparse_embedding_grad=false");
+  const std::string sparse = "--set dist.sparse_embedding_grad=true";
+  const auto on = train(2, cfg, "on", sparse);
+  const auto off = train(2, cfg, "off");
   const std::string said = "gradient of model.embed_tokens.weight is summed over ranks as the rows";
   EXPECT_NE(slurp(dir_ / "on.log").find(said), std::string::npos) << slurp(dir_ / "on.log");
   EXPECT_EQ(slurp(dir_ / "off.log").find(said), std::string::npos);
@@ -223,7 +224,7 @@ TEST_F(TrainMpirun, SparseEmbeddingGradOnEqualsOffAndOneRank) {
   EXPECT_EQ(on, off);
   expect_close(on, train(1, cfg, "r1"), kSameTrajectory, "sparse embedding gradient, 2 ranks");
   const std::string tied = "--set model.tie_word_embeddings=true";
-  expect_close(train(2, cfg, "tied2", tied), train(1, cfg, "tied1", tied), kSameTrajectory,
+  expect_close(train(2, cfg, "tied2", tied + " " + sparse), train(1, cfg, "tied1", tied), kSameTrajectory,
                "tied embeddings, 2 ranks");
   EXPECT_EQ(slurp(dir_ / "tied2.log").find(said), std::string::npos) << "a tied table is dense";
 }

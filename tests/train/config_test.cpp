@@ -157,9 +157,9 @@ TEST(Config, SchemaDocumentsEveryField) {
   }
 }
 
-TEST(Config, SparseEmbeddingGradIsOnByDefaultAndValidated) {
-  EXPECT_TRUE(load_config_string("{}", "a")[0].dist.sparse_embedding_grad);
-  EXPECT_FALSE(load_config_string("dist: {sparse_embedding_grad: false}", "b")[0].dist.sparse_embedding_grad);
+TEST(Config, SparseEmbeddingGradIsOffByDefaultAndValidated) {
+  EXPECT_FALSE(load_config_string("{}", "a")[0].dist.sparse_embedding_grad);
+  EXPECT_TRUE(load_config_string("dist: {sparse_embedding_grad: true}", "b")[0].dist.sparse_embedding_grad);
   std::string m = input_error([] { load_config_string("dist: {sparse_embeding_grad: false}", "c.yaml"); });
   EXPECT_NE(m.find("did you mean 'dist.sparse_embedding_grad'"), std::string::npos) << m;
   m = input_error([] { load_config_string("dist: {sparse_embedding_grad: often}", "d.yaml"); });
