@@ -20,7 +20,7 @@ void register_demo_data(CLI::App& app) {
     uint64_t seed = 0;
     int64_t random_vocab = 0, random_docs = 256, random_doc_len = 2048;
     int64_t min_pairs = 0, queries = 0;
-    bool replace_queries = false, random_filler = false;
+    bool replace_queries = false, random_filler = false, hide_answers = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("make-demo-data", "Write the demo's synthetic datasets (grammar text + MQAR)");
@@ -38,6 +38,8 @@ void register_demo_data(CLI::App& app) {
                 "MQAR: query keys drawn with replacement (no answering by elimination)");
   cmd->add_flag("--mqar-random-filler", a->random_filler,
                 "MQAR: random non-key, non-value words between the queries instead of '-'");
+  cmd->add_flag("--mqar-hide-answers", a->hide_answers,
+                "MQAR: answers are labels only (the model reads a filler word there; input_tokens)");
   cmd->add_option("--seed", a->seed, "seed of train.h5 (val.h5 uses seed + 1)");
   cmd->add_option("--random-vocab", a->random_vocab,
                   "instead of the demo corpus: uniformly random tokens over [0, V), every token a target")
@@ -73,6 +75,7 @@ void register_demo_data(CLI::App& app) {
       spec.mqar.num_queries = a->queries;
       spec.mqar.replace_queries = a->replace_queries;
       spec.mqar.random_filler = a->random_filler;
+      spec.mqar.hide_answers = a->hide_answers;
       const std::string path = a->out + (split == 0 ? "/train.h5" : "/val.h5");
       eval::write_token_dataset(path, vocab, eval::demo_documents(vocab, spec));
       std::printf("wrote %s (%lld grammar + %lld MQAR documents, vocabulary %lld)\n", path.c_str(),

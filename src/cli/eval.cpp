@@ -36,7 +36,7 @@ struct EvalArgs {
   // mqar
   int64_t num_keys = 64, num_values = 64, pairs = 8, seq_len = 128, queries = 0, samples = 200;
   int64_t min_distance = 1, max_distance = 0, window = -1;
-  bool replace_queries = false, random_filler = false;
+  bool replace_queries = false, random_filler = false, hide_answers = false;
   // passkey
   std::vector<int64_t> lengths{128, 256, 512};
   std::vector<double> depths{0.0, 0.25, 0.5, 0.75, 1.0};
@@ -55,6 +55,7 @@ std::vector<eval::TokenDocument> read_documents(const std::string& path, bool al
       eval::TokenDocument doc;
       for (int64_t p = ds.doc_begin(d); p < ds.doc_end(d); ++p) {
         doc.tokens.push_back(ds.token(p));
+        if (ds.has_inputs()) doc.inputs.push_back(ds.input(p));
         doc.loss_mask.push_back(all_tokens || ds.is_target(p) ? 1 : 0);
       }
       if (doc.tokens.size() >= 2) docs.push_back(std::move(doc));
@@ -148,6 +149,7 @@ io::Json task_mqar(const EvalArgs& a, const eval::InferenceModel& m, const eval:
   spec.max_distance = a.max_distance;
   spec.replace_queries = a.replace_queries;
   spec.random_filler = a.random_filler;
+  spec.hide_answers = a.hide_answers;
   LZ_INPUT_CHECK(a.samples >= 1, "--samples: must be >= 1, got ", a.samples);
   int64_t window = a.window >= 0 ? a.window : m.window;
   if (window <= 0 && a.window < 0) {
@@ -262,6 +264,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--samples", a->samples, "mqar: sequences");
   cmd->add_flag("--replace-queries", a->replace_queries, "mqar: query keys drawn with replacement");
   cmd->add_flag("--random-filler", a->random_filler, "mqar: random non-key, non-value words between queries");
+  cmd->add_flag("--hide-answers", a->hide_answers, "mqar: answers are labels only (a filler word is read there)");
   cmd->add_option("--min-distance", a->min_distance, "mqar: smallest query-to-key distance");
   cmd->add_option("--max-distance", a->max_distance, "mqar: largest distance (0 = unbounded)");
   cmd->add_option("--window", a->window,

@@ -124,6 +124,17 @@ MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64
     s.doc.loss_mask[static_cast<size_t>(mq.query_pos + 1)] = 1;
     s.queries.push_back(mq);
   }
+  if (spec.hide_answers) {
+    s.doc.inputs = t;
+    for (const MqarQuery& q : s.queries) {
+      int32_t& in = s.doc.inputs[static_cast<size_t>(q.query_pos + 1)];
+      in = vocab.id("-");
+      if (spec.random_filler) {
+        const int32_t lo_id = SyntheticVocab::eos() + 1;
+        in = lo_id + static_cast<int32_t>(d.below(vocab.key(0) - lo_id));
+      }
+    }
+  }
   return s;
 }
 

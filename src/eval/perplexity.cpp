@@ -25,12 +25,15 @@ PerplexityResult perplexity(const nn::LlamaForCausalLM& model, const std::vector
     LZ_INPUT_CHECK(doc.loss_mask.empty() || doc.loss_mask.size() == doc.tokens.size(),
                    "perplexity: document ", d, " has ", doc.tokens.size(), " tokens but ",
                    doc.loss_mask.size(), " mask entries");
+    LZ_INPUT_CHECK(doc.inputs.empty() || doc.inputs.size() == doc.tokens.size(), "perplexity: document ",
+                   d, " has ", doc.tokens.size(), " tokens but ", doc.inputs.size(), " inputs");
     const int64_t n = static_cast<int64_t>(doc.tokens.size());
     for (int64_t start = 0; start < n; start += opt.max_length) {
       const int64_t end = std::min(n, start + opt.max_length);
       if (end - start < 2) continue;  // a lone token predicts nothing
       Chunk c;
-      c.ids.assign(doc.tokens.begin() + start, doc.tokens.begin() + end);
+      const std::vector<int32_t>& in = doc.model_inputs();
+      c.ids.assign(in.begin() + start, in.begin() + end);
       c.targets.assign(c.ids.size(), -1);
       for (int64_t p = start + 1; p < end; ++p)
         if (doc.loss_mask.empty() || doc.loss_mask[static_cast<size_t>(p)])

@@ -16,7 +16,7 @@ void for_each_sample_logits(const nn::LlamaForCausalLM& model, const std::vector
   for (size_t i = 0; i < samples.size(); i += static_cast<size_t>(opt.batch_size)) {
     const size_t end = std::min(samples.size(), i + static_cast<size_t>(opt.batch_size));
     std::vector<std::vector<int32_t>> rows;
-    for (size_t k = i; k < end; ++k) rows.push_back(samples[k].doc.tokens);
+    for (size_t k = i; k < end; ++k) rows.push_back(samples[k].doc.model_inputs());
     const Tensor logits = eval_logits(model, make_batch(rows, SyntheticVocab::pad(), dev), opt.teacher);
     for (size_t k = i; k < end; ++k) visit(samples[k], logits, static_cast<int64_t>(k - i));
   }

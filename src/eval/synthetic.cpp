@@ -52,7 +52,9 @@ void write_token_dataset(const std::string& path, const SyntheticVocab& vocab,
     LZ_INPUT_CHECK(d.loss_mask.empty() || d.loss_mask.size() == d.tokens.size(), "synthetic dataset '",
                    path, "': document ", i, " has ", d.tokens.size(), " tokens but ",
                    d.loss_mask.size(), " mask entries");
-    w.add(d.tokens, d.loss_mask.empty() ? nullptr : &d.loss_mask);
+    LZ_INPUT_CHECK(d.inputs.empty() || d.inputs.size() == d.tokens.size(), "synthetic dataset '", path,
+                   "': document ", i, " has ", d.tokens.size(), " tokens but ", d.inputs.size(), " inputs");
+    w.add(d.tokens, d.loss_mask.empty() ? nullptr : &d.loss_mask, d.inputs.empty() ? nullptr : &d.inputs);
   }
   w.finish();
 }

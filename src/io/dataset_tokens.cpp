@@ -12,7 +12,8 @@ TokenDatasetWriter::TokenDatasetWriter(std::string path, TokenDatasetMeta meta)
   LZ_INPUT_CHECK(meta_.vocab_size > 0, "token dataset ", path_, ": vocab_size must be positive");
 }
 
-void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>* mask) {
+void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>* mask,
+                             const std::vector<int32_t>* inputs) {
   LZ_CHECK(!finished_, "token dataset ", path_, ": add after finish");
   LZ_CHECK(!tokens.empty(), "token dataset ", path_, ": empty document ", offsets_.size());
   for (int32_t t : tokens)
@@ -24,6 +25,15 @@ void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vect
              " for ", tokens.size(), " tokens");
     if (mask_.empty()) mask_.assign(tokens_.size(), 1);  // earlier documents: all targets
   }
+  if (inputs) {
+    LZ_CHECK(inputs->size() == tokens.size(), "token dataset ", path_, ": inputs of ", inputs->size(),
+             " for ", tokens.size(), " tokens");
+    for (int32_t t : *inputs)
+      LZ_INPUT_CHECK(t >= 0 && t < meta_.vocab_size, "token dataset ", path_, ": input token ", t,
+                     " of document ", offsets_.size(), " outside the vocabulary [0, ",
+                     meta_.vocab_size, ")");
+    if (inputs_.empty()) inputs_ = tokens_;  // earlier documents read their tokens
+  }
   offsets_.push_back(static_cast<int64_t>(tokens_.size()));
   tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
   if (mask) {
@@ -31,6 +41,8 @@ void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vect
   } else if (!mask_.empty()) {
     mask_.insert(mask_.end(), tokens.size(), 1);
   }
+  if (inputs) inputs_.insert(inputs_.end(), inputs->begin(), inputs->end());
+  else if (!inputs_.empty()) inputs_.insert(inputs_.end(), tokens.begin(), tokens.end());
 }
 
 void TokenDatasetWriter::finish() {
@@ -43,6 +55,7 @@ void TokenDatasetWriter::finish() {
     f.write("tokens", Tensor::from_data(tokens_, {num_tokens()}));
     f.write("offsets", Tensor::from_data(offsets_, {num_docs()}));
     if (!mask_.empty()) f.write("loss_mask", Tensor::from_data(mask_, {num_tokens()}));
+    if (!inputs_.empty()) f.write("input_tokens", Tensor::from_data(inputs_, {num_tokens()}));
     f.set_attr("tokenizer_hash", meta_.tokenizer_hash);
     f.set_attr("vocab_size", meta_.vocab_size);
     f.set_attr("schema_version", kTokenSchemaVersion);
@@ -89,6 +102,16 @@ TokenDataset TokenDataset::open(const std::string& path) {
                    "'loss_mask' must be uint8 with one entry per token, got ", m.desc());
     const uint8_t* mp = m.data<uint8_t>();
     d.mask_.assign(mp, mp + m.numel());
+  }
+  if (f.has("input_tokens")) {
+    Tensor in = f.read("input_tokens");
+    LZ_INPUT_CHECK(in.dtype() == DType::I32 && in.numel() == tokens.numel(), what,
+                   "'input_tokens' must be int32 with one entry per token, got ", in.desc());
+    const int32_t* ip = in.data<int32_t>();
+    d.inputs_.assign(ip, ip + in.numel());
+    for (size_t i = 0; i < d.inputs_.size(); ++i)
+      LZ_INPUT_CHECK(d.inputs_[i] >= 0 && d.inputs_[i] < d.meta_.vocab_size, what, "input token ",
+                     d.inputs_[i], " at ", i, " outside [0, ", d.meta_.vocab_size, ")");
   }
   return d;
 }

@@ -122,7 +122,7 @@ void DataLoader::whole_sequence(int64_t j, int32_t* inputs, int32_t* targets) co
     const int64_t doc = order_[static_cast<size_t>(g.doc_pos)];
     const int64_t b = data_->doc_begin(doc) + g.offset;
     for (int64_t i = 0; i < g.len; ++i, ++t) {
-      inputs[t] = data_->token(b + i);
+      inputs[t] = data_->input(b + i);
       // A target is the next token of the same document (never a document's first token).
       if (i > 0) targets[t - 1] = target_of(b + i);
     }
@@ -161,7 +161,7 @@ void DataLoader::sequence(int64_t index, int32_t* inputs, int32_t* targets) cons
     while (k < order_.size() && s >= starts_[k + 1]) ++k;
     const bool in_stream = k < order_.size();
     const int64_t p = in_stream ? data_->doc_begin(order_[k]) + (s - starts_[k]) : 0;
-    if (t < T) inputs[t] = in_stream ? data_->token(p) : 0;
+    if (t < T) inputs[t] = in_stream ? data_->input(p) : 0;
     if (t > 0) {
       // A target counts only inside the stream, not at a document's first token, and where
       // the loss mask marks it.

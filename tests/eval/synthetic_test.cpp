@@ -154,11 +154,29 @@ void check_mqar(const SyntheticVocab& v, const MqarSpec& spec, const MqarSample&
   }
   if (spec.random_filler && spec.seq_len - 1 - 2 * N - 2 * Q >= 40)
     EXPECT_GE(fillers.size(), 10u) << "random filler should vary";
+  // hide_answers: the model reads the tokens except at each answer, where a filler word stands
+  if (!spec.hide_answers) {
+    EXPECT_TRUE(s.doc.inputs.empty());
+    return;
+  }
+  ASSERT_EQ(s.doc.inputs.size(), t.size());
+  for (size_t p = 0; p < t.size(); ++p) {
+    if (!s.doc.loss_mask[p]) {
+      EXPECT_EQ(s.doc.inputs[p], t[p]) << "at " << p;
+      continue;
+    }
+    const int32_t in = s.doc.inputs[p];
+    EXPECT_TRUE(v.is_value(t[p]));
+    EXPECT_FALSE(v.is_key(in) || v.is_value(in)) << "answer " << t[p] << " visible at " << p;
+    if (!spec.random_filler) EXPECT_EQ(in, v.id("-"));
+    EXPECT_GT(in, SyntheticVocab::eos());
+  }
 }
 
 MqarSpec mixture_spec(int64_t seq_len, int64_t pairs, int64_t min_pairs, int64_t queries,
-                      bool replace, bool random_filler) {
+                      bool replace, bool random_filler, bool hide = false) {
   MqarSpec s{seq_len, pairs, queries, 1, 0};
+  s.hide_answers = hide;
   s.min_pairs = min_pairs;
   s.replace_queries = replace;
   s.random_filler = random_filler;
@@ -191,6 +209,8 @@ TEST(Mqar, MixtureReplacementAndRandomFillerKeepTheInvariants) {
       mixture_spec(64, 3, 0, 12, true, false),   // more queries than pairs
       mixture_spec(128, 8, 0, 0, false, true),   // the standard layout with random filler
       mixture_spec(41, 8, 8, 12, true, true),    // min_pairs == num_pairs, no room for filler
+      mixture_spec(128, 8, 2, 0, false, true, true),   // answers hidden, random filler
+      mixture_spec(64, 4, 0, 0, false, false, true),   // answers hidden behind "-"
   };
   for (const auto& spec : specs) {
     std::set<int64_t> counts;

@@ -185,6 +185,59 @@ void naive_sequence(const io::TokenDataset& ds, const std::vector<int64_t>& orde
   }
 }
 
+// input_tokens: what the model reads where it differs from the targets (an MQAR answer that
+// is only a label). Earlier documents without inputs read their tokens; the loader feeds the
+// inputs and takes the targets from the tokens, packed or whole-document.
+TEST(TokenDataset, InputTokensRoundTripAndFeedTheLoader) {
+  const fs::path d = temp_dir("inputs");
+  const std::string p = (d / "t.h5").string();
+  io::TokenDatasetWriter w(p, {"h", 20});
+  w.add({1, 2, 3});
+  const std::vector<int32_t> in1{4, 9, 6, 9};
+  w.add({4, 5, 6, 7}, nullptr, &in1);
+  const std::vector<int32_t> bad{4, 20, 6, 9};
+  EXPECT_THROW(w.add({4, 5, 6, 7}, nullptr, &bad), InputError);  // outside the vocabulary
+  w.add({8, 10});
+  w.finish();
+  io::TokenDataset ds = io::TokenDataset::open(p);
+  ASSERT_TRUE(ds.has_inputs());
+  const std::vector<int32_t> want_in{1, 2, 3, 4, 9, 6, 9, 8, 10};
+  for (int64_t i = 0; i < ds.num_tokens(); ++i) EXPECT_EQ(ds.input(i), want_in[static_cast<size_t>(i)]) << i;
+  auto shared = std::make_shared<io::TokenDataset>(ds);
+  for (bool whole : {false, true}) {
+    train::LoaderOptions opt;
+    opt.seq_len = whole ? 4 : 9;
+    opt.micro_batch = 1;
+    opt.shuffle = false;
+    opt.whole_documents = whole;
+    train::DataLoader dl(shared, {0, 1, 2}, opt);
+    std::vector<int32_t> in(static_cast<size_t>(opt.seq_len)), tg(in.size());
+    dl.sequence(whole ? 1 : 0, in.data(), tg.data());  // whole: sequence 1 is document 1 alone
+    const int32_t X = train::kIgnoreIndex;
+    if (whole) {
+      EXPECT_EQ(in, (std::vector<int32_t>{4, 9, 6, 9}));
+      EXPECT_EQ(tg, (std::vector<int32_t>{5, 6, 7, X}));  // targets are the tokens
+    } else {
+      EXPECT_EQ(in, (std::vector<int32_t>{1, 2, 3, 4, 9, 6, 9, 8, 10}));
+      EXPECT_EQ(tg, (std::vector<int32_t>{2, 3, X, 5, 6, 7, X, 10, X}));
+    }
+  }
+  // A file whose input_tokens do not match the tokens is a clear error.
+  {
+    io::H5File f = io::H5File::create((d / "badin.h5").string());
+    f.write("tokens", Tensor::from_data<int32_t>({1, 2, 3}, {3}));
+    f.write("offsets", Tensor::from_data<int64_t>({0}, {1}));
+    f.write("input_tokens", Tensor::from_data<int32_t>({1, 2}, {2}));
+    f.set_attr("schema_version", int64_t(1));
+    f.set_attr("vocab_size", int64_t(10));
+    f.set_attr("tokenizer_hash", std::string("x"));
+    f.close();
+  }
+  EXPECT_NE(input_error([&] { io::TokenDataset::open((d / "badin.h5").string()); }).find("input_tokens"),
+            std::string::npos);
+  fs::remove_all(d);
+}
+
 TEST(DataLoader, PacksLikeTheNaiveConcatenation) {
   const fs::path d = temp_dir("pack");
   auto ds = make_dataset(d, 23, true);

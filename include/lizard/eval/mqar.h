@@ -9,7 +9,7 @@
 //                        queries are placed only where an allowed distance is possible
 //                        (positions 1 + min_distance .. 2N - 1 + max_distance), filler elsewhere
 // Only the value of each query is a target (loss mask 1); the model must recall it from the
-// pair. The distance of a query is query_pos - key_pos (query key to pair key): the pair is
+// pair. With hide_answers the model reads a filler word there instead (doc.inputs). The distance of a query is query_pos - key_pos (query key to pair key): the pair is
 // inside a window of w tokens ending at the query (t - w < s <= t) iff distance < w, so
 // recall can be reported inside and beyond the Lizard window separately.
 #pragma once
@@ -36,6 +36,11 @@ struct MqarSpec {
   bool replace_queries = false;
   /// The filler between queries is random non-key, non-value words instead of "-".
   bool random_filler = false;
+  /// The answers are labels only (Zoology's layout): the model reads a filler word where
+  /// each query's value stands in `doc.tokens` (`doc.inputs` differs there), so no query can
+  /// be answered from the answers of earlier ones. Torch runs of the demo teacher's shape
+  /// (scripts/hf/mqar_torch_reference.py) learnt to bind keys to values only in this layout.
+  bool hide_answers = false;
 };
 
 struct MqarQuery {

@@ -15,6 +15,10 @@ namespace lizard::eval {
 struct TokenDocument {
   std::vector<int32_t> tokens;
   std::vector<uint8_t> loss_mask;  ///< same length as tokens
+  /// Empty, or what the model reads at each position where it differs from `tokens` (the
+  /// targets): e.g. an MQAR answer that is only a label (the dataset's `input_tokens`).
+  std::vector<int32_t> inputs;
+  const std::vector<int32_t>& model_inputs() const { return inputs.empty() ? tokens : inputs; }
 };
 
 struct SyntheticVocabSpec {

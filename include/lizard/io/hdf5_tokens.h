@@ -1,6 +1,8 @@
 // HDF5 token datasets (DESIGN.md section 5): datasets `tokens` (int32, all documents
 // concatenated), `offsets` (int64, the start of each document), optional `loss_mask` (uint8,
-// one per token: 1 = the token is a training target), and root attributes `tokenizer_hash`,
+// one per token: 1 = the token is a training target), optional `input_tokens` (int32, one per
+// token: what the model reads at that position where it differs from `tokens`, the targets;
+// e.g. an MQAR answer that is only a label), and root attributes `tokenizer_hash`,
 // `vocab_size` and `schema_version`.
 #pragma once
 #include <cstdint>
@@ -25,8 +27,11 @@ class TokenDatasetWriter {
  public:
   TokenDatasetWriter(std::string path, TokenDatasetMeta meta);
   /// Appends one non-empty document. `mask` (same length, 0/1) marks target tokens; once any
-  /// document has a mask, documents without one count as all-ones.
-  void add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>* mask = nullptr);
+  /// document has a mask, documents without one count as all-ones. `inputs` (same length,
+  /// ids in the vocabulary) is what the model reads where it differs from `tokens` (the
+  /// targets); documents without it read their tokens.
+  void add(const std::vector<int32_t>& tokens, const std::vector<uint8_t>* mask = nullptr,
+           const std::vector<int32_t>* inputs = nullptr);
   int64_t num_docs() const { return static_cast<int64_t>(offsets_.size()); }
   int64_t num_tokens() const { return static_cast<int64_t>(tokens_.size()); }
   /// Writes and renames into place. Call once.
@@ -38,6 +43,7 @@ class TokenDatasetWriter {
   std::vector<int32_t> tokens_;
   std::vector<int64_t> offsets_;
   std::vector<uint8_t> mask_;  // empty until the first masked document
+  std::vector<int32_t> inputs_;  // empty until the first document with inputs
   bool finished_ = false;
 };
 
@@ -62,6 +68,9 @@ class TokenDataset {
   int32_t token(int64_t p) const { return tokens_[p]; }
   /// Whether the token at p is a target (always true without a mask).
   bool is_target(int64_t p) const { return mask_.empty() || mask_[p] != 0; }
+  bool has_inputs() const { return !inputs_.empty(); }
+  /// What the model reads at p: `input_tokens` where the file has them, else the token.
+  int32_t input(int64_t p) const { return inputs_.empty() ? tokens_[p] : inputs_[p]; }
 
  private:
   std::string path_;
@@ -69,6 +78,7 @@ class TokenDataset {
   std::vector<int32_t> tokens_;
   std::vector<int64_t> offsets_;
   std::vector<uint8_t> mask_;
+  std::vector<int32_t> inputs_;
 };
 
 }  // namespace lizard::io
