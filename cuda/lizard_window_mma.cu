@@ -5,7 +5,7 @@
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
 // streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
-// are rotated in f32 on the way in, through registers); only the tiles a window touches are
+// land raw and are rotated in place in f32, behind one more barrier); only the tiles a window touches are
 // visited (3 at w = 128), a warp skips a tile that hides all its pairs, and the causal/window
 // mask is evaluated only on edge tiles. Scores, P, dP' live in mma.sync m16n8k16 accumulators
 // (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
@@ -44,6 +44,9 @@ using bf = __nv_bfloat16;
 
 constexpr int kRows = 64;  // rows a CTA owns: queries (forward, bwd q) or keys (bwd k)
 constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or queries (bwd k)
+// __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
+// ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled. With it, no
+// instance spills but the key side at D = 128 with split RoPE operands (4 bytes).
 constexpr int kThreads = 128;
 
 /// Shared-memory row stride (elements): +16 bytes, so the 8 rows of an ldmatrix hit distinct
@@ -121,6 +124,50 @@ __device__ __forceinline__ void rope_rows(bf* hi, bf* lo, const bf* g, int64_t l
     }
     *reinterpret_cast<uint4*>(hi + r * kS + c) = pack8(y1);
     *reinterpret_cast<uint4*>(hi + r * kS + c + hD) = pack8(y2);
+    if (lo) {
+      *reinterpret_cast<uint4*>(lo + r * kS + c) = pack8_lo(y1);
+      *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = pack8_lo(y2);
+    }
+  }
+}
+
+/// In place: the rows of sm that cp_rows filled with raw x (positions r0 + r, zero from `end`
+/// on) become x~ = RoPE(x) rounded to bf16, with the lo halves into lo when not null, by the
+/// same f32 maths as rope_rows (bit-identical results). Each thread reads and rewrites only its
+/// own column pairs (j, j + kD/2), so no barrier is needed inside; the caller's barrier must
+/// follow before other threads read the rows. The raw rows arrive by cp.async while the
+/// previous tile computes, which the synchronous rope_rows cannot overlap.
+template <int kD>
+__device__ __forceinline__ void rope_in_place(bf* sm, bf* lo, int r0, int end,
+                                              const float* __restrict__ cosb,
+                                              const float* __restrict__ sinb) {
+  constexpr int hD = kD / 2, kC = hD / 8, kS = row_stride<kD>();
+  for (int i = threadIdx.x; i < kTile * kC; i += kThreads) {
+    const int r = i / kC, c = (i % kC) * 8, pos = r0 + r;
+    bf* row = sm + r * kS + c;
+    if (pos >= end) {  // raw rows are zeros; the lo halves must be too
+      if (lo) {
+        *reinterpret_cast<uint4*>(lo + r * kS + c) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = make_uint4(0, 0, 0, 0);
+      }
+      continue;
+    }
+    const uint4 ua = *reinterpret_cast<const uint4*>(row);
+    const uint4 ub = *reinterpret_cast<const uint4*>(row + hD);
+    const bf* xa = reinterpret_cast<const bf*>(&ua);
+    const bf* xb = reinterpret_cast<const bf*>(&ub);
+    const float* cs = cosb + int64_t(pos) * hD + c;
+    const float* sn = sinb + int64_t(pos) * hD + c;
+    float y1[8], y2[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float x1 = __bfloat162float(xa[e]), x2 = __bfloat162float(xb[e]);
+      const float ce = cs[e], se = sn[e];
+      y1[e] = __fmaf_rn(x1, ce, -__fmul_rn(x2, se));
+      y2[e] = __fmaf_rn(x2, ce, __fmul_rn(x1, se));
+    }
+    *reinterpret_cast<uint4*>(row) = pack8(y1);
+    *reinterpret_cast<uint4*>(row + hD) = pack8(y2);
     if (lo) {
       *reinterpret_cast<uint4*>(lo + r * kS + c) = pack8_lo(y1);
       *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = pack8_lo(y2);
@@ -262,7 +309,7 @@ size_t fwd_smem(bool lo) {
 /// states. kSplit (training): P V with P as a bf16 hi + lo pair, the denominator from the f32
 /// weights; kLo (training with window RoPE): q~, k~ as hi + lo pairs in the scores.
 template <int kD, bool kSplit, bool kLo>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     win_fwd_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                    const float* __restrict__ cosb, const float* __restrict__ sinb,
                    const float* __restrict__ tau, const float* __restrict__ alpha_p,
@@ -290,12 +337,8 @@ __global__ void __launch_bounds__(kThreads)
   const int kv_begin = max(0, t0 - w + 1) / kTile * kTile;
   const int n_tiles = (q_last + 1 - kv_begin + kTile - 1) / kTile;
   const bool rope = d.rope;
-  auto load_kv = [&](int buf, int n0) {
-    if (rope)
-      rope_rows<kD>(sK + buf * kTile * kS, kLo ? sKl + buf * kTile * kS : nullptr, kg, ldk, n0, T,
-                    cosb, sinb);
-    else
-      cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
+  auto load_kv = [&](int buf, int n0) {  // raw k: rotated in place once it has landed
+    cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
     cp_rows<kD>(sV + buf * kTile * kS, vg, ldk, n0, T);
   };
   if (rope)
@@ -328,6 +371,11 @@ __global__ void __launch_bounds__(kThreads)
     if (j + 1 < n_tiles) {
       load_kv((j + 1) & 1, n0 + kTile);
       cp_async_commit();
+    }
+    if (rope) {  // k~ of tile j from its raw rows (block-uniform branch)
+      rope_in_place<kD>(sK + (j & 1) * kTile * kS, kLo ? sKl + (j & 1) * kTile * kS : nullptr, n0,
+                        T, cosb, sinb);
+      __syncthreads();
     }
     // a tile that hides every key from every row of the warp changes nothing
     if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
@@ -447,7 +495,7 @@ size_t bwd_smem(bool lo, int floats) {
 /// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and added into
 /// dq (rows owned). kLo: split scores (window RoPE in training).
 template <int kD, bool kLo>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     win_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
                      const float* __restrict__ tau, const float* __restrict__ alpha_p,
@@ -481,12 +529,8 @@ __global__ void __launch_bounds__(kThreads)
   const int n_tiles = (q_last + 1 - kv_begin + kTile - 1) / kTile;
   const bool rope = d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
-  auto load_kv = [&](int buf, int n0) {
-    if (rope)
-      rope_rows<kD>(sK + buf * kTile * kS, kLo ? sKl + buf * kTile * kS : nullptr, kg, ldk, n0, T,
-                    cosb, sinb);
-    else
-      cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
+  auto load_kv = [&](int buf, int n0) {  // raw k: rotated in place once it has landed
+    cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
     cp_rows<kD>(sV + buf * kTile * kS, vg, ldk, n0, T);
   };
   if (rope)
@@ -578,6 +622,11 @@ __global__ void __launch_bounds__(kThreads)
       load_kv((it + 1) & 1, kv_begin + nj * kTile);
       cp_async_commit();
     }
+    if (rope) {  // k~ of this tile from its raw rows (block-uniform branch)
+      rope_in_place<kD>(sK + (it & 1) * kTile * kS, kLo ? sKl + (it & 1) * kTile * kS : nullptr,
+                        n0, T, cosb, sinb);
+      __syncthreads();
+    }
     if (it == n_tiles) {
       // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
       // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it)
@@ -656,7 +705,7 @@ __global__ void __launch_bounds__(kThreads)
 /// dv += coef P^T dy, dk~ += dC^T q~ with dC = P (coef dP' - delta) scale, dP'^T = V dy^T from
 /// the exact bf16 dy as the query side takes it; dk = R_s^T dk~. Key rows are owned: plain adds.
 template <int kD, bool kLo>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     win_bwd_k_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
                      const float* __restrict__ alpha_p, const float* __restrict__ wstats,
@@ -691,11 +740,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t bh = int64_t(b) * d.H + h;
     const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
     const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
-    if (rope)
-      rope_rows<kD>(sQ + buf * kTile * kS, kLo ? sQl + buf * kTile * kS : nullptr, qg, ldq, q0, T,
-                    cosb, sinb);
-    else
-      cp_rows<kD>(sQ + buf * kTile * kS, qg, ldq, q0, T);
+    cp_rows<kD>(sQ + buf * kTile * kS, qg, ldq, q0, T);  // raw q: rotated in place once landed
     cp_rows<kD>(sDY + buf * kTile * kS, dyg, ldq, q0, T);
     for (int i = threadIdx.x; i < kTile; i += kThreads) {
       const int tq = q0 + i;
@@ -733,6 +778,11 @@ __global__ void __launch_bounds__(kThreads)
     if (it + 1 < total) {
       load_q((it + 1) & 1, it + 1);
       cp_async_commit();
+    }
+    if (rope) {  // q~ of this tile from its raw rows (block-uniform branch)
+      rope_in_place<kD>(sQ + buf * kTile * kS, kLo ? sQl + buf * kTile * kS : nullptr, q0, T, cosb,
+                        sinb);
+      __syncthreads();
     }
     if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) continue;
     const uint32_t off = buf * kTB;
