@@ -76,6 +76,20 @@ __device__ __forceinline__ void cp_rows(bf* sm, const bf* g, int64_t ld, int r0,
   }
 }
 
+/// Hints `rows` rows of `row_bytes` each (row r at p + r * stride bytes) into L2, 128-byte
+/// lines spread over the block: issued at the start for what the epilogue reads (numden, the
+/// dq / dk / dv rows it adds into), so those reads find L2 instead of DRAM behind the last
+/// barrier. Only addresses inside the rows are touched.
+__device__ __forceinline__ void prefetch_rows_l2(const void* p, int64_t stride, int rows,
+                                                 int row_bytes) {
+  const int lines = (row_bytes + 127) / 128;
+  for (int i = threadIdx.x; i < rows * lines; i += kThreads) {
+    const int r = i / lines, l = i % lines;
+    const char* a = static_cast<const char*>(p) + r * stride + min(l * 128, row_bytes - 1);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+  }
+}
+
 __device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
   return make_uint4(pack_bf16(x[0], x[1]), pack_bf16(x[2], x[3]), pack_bf16(x[4], x[5]),
                     pack_bf16(x[6], x[7]));
@@ -347,6 +361,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     cp_rows<kD>(sQ, qg, ldq, t0, T);
   load_kv(0, kv_begin);
   cp_async_commit();
+  // the epilogue's numden rows t0.. (contiguous)
+  prefetch_rows_l2(numden + (int64_t(bh) * T + t0) * (kD + 1), 0, 1,
+                   min(kRows, T - t0) * (kD + 1) * int(sizeof(float)));
 
   const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
   float tmax = -INFINITY;
@@ -540,6 +557,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
   load_kv(0, kv_begin);
   cp_async_commit();
+  // the dq rows the epilogue adds into
+  prefetch_rows_l2(dq + (int64_t(b) * T * d.H + int64_t(t0) * d.H + h) * kD,
+                   ldq * int64_t(sizeof(float)), min(kRows, T - t0), kD * int(sizeof(float)));
   for (int i = threadIdx.x; i < 1 + d.m; i += kThreads) sred[i] = 0.f;
 
   // the combine backward of the warp's 16 rows (formulas of window_bwd_kernel), while the first
@@ -758,6 +778,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   cp_rows<kD>(sV, vg, ldk, s0, T);
   load_q(0, 0);
   cp_async_commit();
+  // the dk, dv rows the epilogue adds into
+  {
+    const int64_t o = (int64_t(b) * T * d.Hkv + int64_t(s0) * d.Hkv + kvh) * kD;
+    const int rows = min(kRows, T - s0);
+    prefetch_rows_l2(dk + o, ldk * int64_t(sizeof(float)), rows, kD * int(sizeof(float)));
+    prefetch_rows_l2(dv + o, ldk * int64_t(sizeof(float)), rows, kD * int(sizeof(float)));
+  }
 
   float dka[kNT][4], dva[kNT][4];
 #pragma unroll
