@@ -1513,7 +1513,9 @@ bool tc_supported(const Dims& d) {
 }
 
 bool tc_window_supported(const Dims& d) {
-  return tc_supported(d) && d.w > 0 && window_smem(d, true) <= kWinSmemCap &&
+  if (!tc_supported(d) || d.w <= 0) return false;
+  if (window_mma_selected(d)) return true;
+  return window_smem(d, true) <= kWinSmemCap &&
          window_bwd_q_smem(d) <= kWinSmemCap && window_bwd_k_smem(d) <= kWinSmemCap;
 }
 
@@ -1522,6 +1524,11 @@ void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* co
                           const float* numden, const float* wstats, const bf* dy, float* dO,
                           float* cself, float* delta, float* dq, float* dk, float* dv,
                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
+  if (window_mma_selected(d)) {
+    window_bwd_mma_launch(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, delta,
+                          dq, dk, dv, dtau, dalpha, d, s);
+    return;
+  }
   const size_t smq = window_bwd_q_smem(d), smk = window_bwd_k_smem(d);
   set_smem(window_bwd_q_kernel, smq);
   set_smem(window_bwd_k_kernel, smk);
@@ -1536,6 +1543,10 @@ void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
                       const float* sinb, const float* tau, const float* alpha,
                       const float* numden, bf* y, float* wstats, bool split, const Dims& d,
                       cudaStream_t s) {
+  if (window_mma_selected(d)) {
+    window_mma_launch(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
+    return;
+  }
   const size_t sm = window_smem(d, split);
   set_smem(window_tc_kernel, sm);
   const dim3 grid((d.T + kWinRows - 1) / kWinRows, d.B * d.H);

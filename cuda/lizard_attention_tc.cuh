@@ -73,8 +73,35 @@ void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                    const __nv_bfloat16* v, const float* bl, const float* states, float* numden,
                    bool split, const Dims& d, cudaStream_t s);
 
-/// Whether window_tc_launch covers d: tc_supported, w > 0, and the keys of one 32-query tile
-/// (32 + w - 1) fit the shared-memory budget (w up to about 400 at D = 128).
+/// Whether LIZARD_WINDOW_KERNEL=wmma selects the wmma window kernels of lizard_attention_tc.cu
+/// (32 queries per CTA, f32 scores in shared memory) instead of the register-resident mma.sync
+/// kernels of lizard_window_mma.cu (unset, empty or "mma": the default). Kept as a switch until
+/// the new kernels are verified on the GPU. Read per call; throws InputError naming the variable
+/// for any other value.
+bool window_wmma_forced();
+
+/// Whether window_tc_launch / window_bwd_tc_launch take the mma.sync kernels for d: w > 0,
+/// D in {32, 64, 128} (template instances; other D keep the wmma kernels), and not
+/// window_wmma_forced(). Any window length: the key tiles stream through shared memory.
+bool window_mma_selected(const Dims& d);
+
+/// window_tc_launch on the mma.sync kernels (same contract); needs window_mma_selected(d).
+void window_mma_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                       const float* cosb, const float* sinb, const float* tau, const float* alpha,
+                       const float* numden, __nv_bfloat16* y, float* wstats, bool split,
+                       const Dims& d, cudaStream_t s);
+
+/// window_bwd_tc_launch on the mma.sync kernels (same contract); needs window_mma_selected(d).
+void window_bwd_mma_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                           const __nv_bfloat16* v, const float* cosb, const float* sinb,
+                           const float* tau, const float* alpha, const float* numden,
+                           const float* wstats, const __nv_bfloat16* dy, float* dO,
+                           float* cself, float* delta, float* dq, float* dk, float* dv,
+                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
+
+/// Whether window_tc_launch covers d: tc_supported, w > 0, and either window_mma_selected (any
+/// w) or, for the wmma kernels, the keys of one 32-query tile (32 + w - 1) fit the
+/// shared-memory budget (w up to about 400 at D = 128).
 bool tc_window_supported(const Dims& d);
 
 /// Window branch and combine on tensor cores, the same outputs as window_fwd_kernel: y

@@ -67,6 +67,13 @@ bool f32_forced() {
   return e && std::string(e) == "f32";
 }
 
+/// Whether this process selects the wmma window kernels (LIZARD_WINDOW_KERNEL=wmma) instead of
+/// the mma.sync ones of cuda/lizard_window_mma.cu (the default, any window length).
+bool window_wmma_forced() {
+  const char* e = std::getenv("LIZARD_WINDOW_KERNEL");
+  return e && std::string(e) == "wmma";
+}
+
 GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
   const Device gpu = Device::cuda(0);
   const GpuArgs a = to_gpu(c);
@@ -145,8 +152,9 @@ TEST(LizardAttentionGpu, LongSequenceNoNaN) {
 }
 
 // The tensor-core path (bf16, D and F multiples of 16, 2F <= 256, window keys within the
-// shared-memory budget) at the benchmark's head shape D = F = 128, and at shapes where one
-// part falls back to the f32 kernels: F = 8 (global branch), w = 600 (window branch). T = 1,
+// shared-memory budget of the wmma window kernels) at the benchmark's head shape D = F = 128,
+// and at shapes where one part falls back to the f32 kernels: F = 8 (global branch), w = 600
+// (window branch, wmma kernels only: the mma.sync ones stream the keys, any w). T = 1,
 // 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the
 // end); no sinks in one case (the row max from the scores alone).
 TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
@@ -166,7 +174,8 @@ TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
     auto c = make_case(cfg, 1, sh.T, 4, sh.Hkv, sh.D, 8, 300 + sh.T + sh.D, DType::F64, 0.5);
     const auto path = path_of(c);
     EXPECT_EQ(path.global_tc, sh.global_tc && !f32_forced()) << "D " << sh.D << " F " << sh.F;
-    EXPECT_EQ(path.window_tc, sh.window_tc && !f32_forced()) << "D " << sh.D << " w " << sh.w;
+    const bool window_tc = sh.window_tc || (sh.global_tc && !window_wmma_forced());
+    EXPECT_EQ(path.window_tc, window_tc && !f32_forced()) << "D " << sh.D << " w " << sh.w;
     compare(c, "D " + std::to_string(sh.D) + " T " + std::to_string(sh.T) + " " + cfg.str());
   }
 }
@@ -224,6 +233,40 @@ TEST(LizardAttentionGpu, TensorCoreStagesMixWithF32) {
   else unsetenv("LIZARD_ATTENTION_TC_OFF");
 }
 
+// The window kernels (cuda/lizard_window_mma.cu: 64-row CTAs, 64-key tiles streamed and
+// skipped per warp, online softmax from the sinks' max, masks on edge tiles only, the key side
+// over every head of a GQA group) where their tile logic branches: T = 1, below a tile, a tile
+// + 1, several tiles with a ragged end; w = 1, below a tile, a tile, between one and two tiles,
+// over two tiles, longer than T; D = 32, 64, 128; GQA 1, 2, 4; window RoPE on (the split q~, k~
+// of training) and off; sinks 0, 4 shared and per head; sum and convex; scores small (0.5)
+// and large (3: sharp rows, the running max moves between tiles).
+TEST(LizardAttentionGpu, WindowKernelTilesAndSwitches) {
+  LZ_REQUIRE_GPU();
+  struct Case { int64_t D, T, w, Hkv, sinks; bool rope, convex, per_head; double qk; };
+  for (Case k : {Case{32, 1, 1, 4, 4, false, false, false, 0.5},
+                 Case{64, 63, 17, 2, 0, true, true, false, 3.0},
+                 Case{128, 65, 64, 1, 4, true, false, true, 0.5},
+                 Case{32, 130, 100, 4, 4, true, true, true, 3.0},
+                 Case{64, 257, 129, 2, 4, false, true, false, 3.0},
+                 Case{128, 200, 300, 2, 0, false, false, false, 3.0},
+                 Case{64, 300, 1, 4, 4, true, false, false, 0.5},
+                 Case{128, 191, 128, 4, 4, true, true, true, 3.0}}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = 16;
+    cfg.window = k.w;
+    cfg.sinks = k.sinks;
+    cfg.sinks_per_head = k.per_head;
+    cfg.window_rope = k.rope;
+    cfg.combine = k.convex ? ops::Combine::Convex : ops::Combine::Sum;
+    auto c = make_case(cfg, 2, k.T, 4, k.Hkv, k.D, 8, 400 + k.T + k.D + k.w, DType::F64, k.qk);
+    // (the wmma kernels, LIZARD_WINDOW_KERNEL=wmma, cover w = 300 at D = 128 only on the f32 path)
+    if (!window_wmma_forced())
+      EXPECT_EQ(path_of(c).window_tc, !f32_forced()) << "D " << k.D << " w " << k.w;
+    compare(c, "D " + std::to_string(k.D) + " T " + std::to_string(k.T) + " qk " +
+                   std::to_string(k.qk) + " " + cfg.str());
+  }
+}
+
 /// Column `col` of the last axis (width `w`) of t as a vector (wstats: 0 max, 1 denominator).
 std::vector<double> column(const Tensor& t, int w, int col) {
   const auto v = t.to(Device::cpu(), DType::F64).to_vector();
@@ -277,6 +320,43 @@ TEST(LizardAttentionGpu, TensorCoreTrainingForwardSavesAccurateStatistics) {
   // would be off by about 2^-9 / sqrt(w) = 3e-4 at w = 40, so 5e-5 tells the two apart.
   EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 0), column(f32.wstats, 2, 0)), 5e-5) << "wstats max";
   EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 1), column(f32.wstats, 2, 1)), 5e-5) << "wstats den";
+}
+
+// The mma.sync window kernels save the same statistics as the wmma ones (identical bf16 or
+// split scores, f32 sums in another order, and the online softmax's rescaling by
+// exp(m_old - m_new): a few 1e-7 relative expected, 1e-5 allowed; a bf16-rounded denominator
+// would be off by about 2^-9 / sqrt(w) = 3e-4) and the same output, training and inference, with
+// and without window RoPE. The variable is restored afterwards.
+TEST(LizardAttentionGpu, WindowMmaKernelsMatchWmmaKernels) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  const char* old = std::getenv("LIZARD_WINDOW_KERNEL");
+  const std::string old_env = old ? old : "";
+  for (bool rope : {false, true}) {
+    ops::LizardConfig cfg;
+    cfg.feature_dim = 32;
+    cfg.window = 100;
+    cfg.sinks = 4;
+    cfg.window_rope = rope;
+    cfg.combine = rope ? ops::Combine::Convex : ops::Combine::Sum;
+    LizardCase c = bf16_rounded(make_case(cfg, 2, 333, 4, 2, 64, 8, 61, DType::F64, 2.0));
+    const GpuArgs a = to_gpu(c);
+    ops::LizardSaved mma, wmma;
+    setenv("LIZARD_WINDOW_KERNEL", "mma", 1);
+    const Tensor y1 = ops::lizard_attention_forward(c.cfg, a.in, a.p, &mma).to(Device::cpu(), DType::F64);
+    const Tensor yi1 = ops::lizard_attention_forward(c.cfg, a.in, a.p, nullptr).to(Device::cpu(), DType::F64);
+    setenv("LIZARD_WINDOW_KERNEL", "wmma", 1);
+    const Tensor y2 = ops::lizard_attention_forward(c.cfg, a.in, a.p, &wmma).to(Device::cpu(), DType::F64);
+    const Tensor yi2 = ops::lizard_attention_forward(c.cfg, a.in, a.p, nullptr).to(Device::cpu(), DType::F64);
+    if (old) setenv("LIZARD_WINDOW_KERNEL", old_env.c_str(), 1);
+    else unsetenv("LIZARD_WINDOW_KERNEL");
+    const std::string what = std::string("rope ") + (rope ? "on" : "off");
+    EXPECT_LE(rel_err_vec(column(mma.wstats, 2, 0), column(wmma.wstats, 2, 0)), 1e-5) << what << " max";
+    EXPECT_LE(rel_err_vec(column(mma.wstats, 2, 1), column(wmma.wstats, 2, 1)), 1e-5) << what << " den";
+    // both bf16 outputs of the same values: 2^-9 roundings
+    EXPECT_LE(rel_err(y1, y2), 4e-3) << what << " y (training)";
+    EXPECT_LE(rel_err(yi1, yi2), 4e-3) << what << " y (inference)";
+  }
 }
 
 // Inference (a forward without saved tensors: eval, generation prefill) takes the tensor

@@ -1,0 +1,975 @@
+// Window branch of the Lizard attention (DESIGN.md sections 2-3) on register-resident tensor
+// cores, FlashAttention-2 style (issue #5): the default behind window_tc_launch and
+// window_bwd_tc_launch (contracts in lizard_attention_tc.cuh), replacing the wmma kernels of
+// lizard_attention_tc.cu, which LIZARD_WINDOW_KERNEL=wmma still selects.
+//
+// Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
+// streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
+// land raw and are rotated in place in f32, behind one more barrier); only the tiles a window touches are
+// visited (3 at w = 128), a warp skips a tile that hides all its pairs, and the causal/window
+// mask is evaluated only on edge tiles. Scores, P, dP' live in mma.sync m16n8k16 accumulators
+// (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
+//   forward  (b, h, 64 queries): online softmax over the key tiles, the row max starting at the
+//            sinks' max; y = combine(g, l) and wstats = (max, den) through a staged epilogue.
+//   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
+//            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta).
+//   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
+//            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
+//
+// Precision (the devices of the wmma kernels, each kept because a gradient test failed
+// without it): P is f32 from the saved (max, den), recomputed from the same bf16 (or split)
+// q~, k~ with the same k-order of mma steps as the forward; dP' = dy V^T from the exact bf16
+// dy (alpha applied in f32, never folded into a bf16 operand); dy.l = sum_s P dP' from the f32
+// P and dP' (so sum_s dC_ts = 0 to f32 rounding), delta = coef dy.l, dalpha and dtau as f32
+// sums. Training (split): the forward's P V takes P as a bf16 hi + lo pair and the denominator
+// sums the f32 weights; with window RoPE the scores take q~ and k~ as hi + lo pairs (three
+// mma's: hi hi, lo hi, hi lo, in that order everywhere), so the scores are those of the exact
+// rotation to about 2^-16. Inference: bf16 P, the denominator sums the rounded weights.
+// The forward's online softmax rescales earlier tiles by exp(m_old - m_new) (f32), so wstats
+// are the f32 statistics of the recomputed scores to a few 1e-7 relative.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "lizard/core/error.h"
+#include "lizard_attention_tc.cuh"
+#include "mma_util.cuh"
+
+namespace lizard::cuda::lizard_detail {
+namespace {
+
+using bf = __nv_bfloat16;
+
+constexpr int kRows = 64;  // rows a CTA owns: queries (forward, bwd q) or keys (bwd k)
+constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or queries (bwd k)
+// __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
+// ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
+// bytes. With it (nvcc 13, sm_90a): D = 128 uses 191 (forward, inference), 240 (query side)
+// and 255 registers (split forward, key side) with 4-8 bytes spilled; D = 32, 64: none.
+constexpr int kThreads = 128;
+
+/// Shared-memory row stride (elements): +16 bytes, so the 8 rows of an ldmatrix hit distinct
+/// banks.
+template <int kD>
+constexpr int row_stride() {
+  return kD + 8;
+}
+/// Bytes of one [64][kD + 8] bf16 tile.
+template <int kD>
+constexpr uint32_t tile_bytes() {
+  return uint32_t(kTile) * row_stride<kD>() * 2;
+}
+
+/// Rows r0 .. r0 + 63 of a bf16 matrix (row r at g + r * ld, kD columns) into shared rows of
+/// row_stride<kD>() elements by cp.async; rows at or past `end` become zeros.
+template <int kD>
+__device__ __forceinline__ void cp_rows(bf* sm, const bf* g, int64_t ld, int r0, int end) {
+  constexpr int kC = kD / 8, kS = row_stride<kD>();
+  for (int i = threadIdx.x; i < kTile * kC; i += kThreads) {
+    const int r = i / kC, c = (i % kC) * 8;
+    bf* dst = sm + r * kS + c;
+    if (r0 + r < end)
+      cp_async16(dst, g + int64_t(r0 + r) * ld + c);
+    else
+      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+/// Hints `rows` rows of `row_bytes` each (row r at p + r * stride bytes) into L2, 128-byte
+/// lines spread over the block: issued at the start for what the epilogue reads (numden, the
+/// dq / dk / dv rows it adds into), so those reads find L2 instead of DRAM behind the last
+/// barrier. Only addresses inside the rows are touched.
+__device__ __forceinline__ void prefetch_rows_l2(const void* p, int64_t stride, int rows,
+                                                 int row_bytes) {
+  const int lines = (row_bytes + 127) / 128;
+  for (int i = threadIdx.x; i < rows * lines; i += kThreads) {
+    const int r = i / lines, l = i % lines;
+    const char* a = static_cast<const char*>(p) + r * stride + min(l * 128, row_bytes - 1);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+  }
+}
+
+__device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
+  return make_uint4(pack_bf16(x[0], x[1]), pack_bf16(x[2], x[3]), pack_bf16(x[4], x[5]),
+                    pack_bf16(x[6], x[7]));
+}
+/// x - bf16(x): the lo half of a split bf16 pair (hi + lo = x to about 2^-17 relative).
+__device__ __forceinline__ float lo_part(float x) {
+  return x - __bfloat162float(__float2bfloat16(x));
+}
+__device__ __forceinline__ uint4 pack8_lo(const float (&x)[8]) {
+  float l[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) l[e] = lo_part(x[e]);
+  return pack8(l);
+}
+
+/// Rows r0 .. r0 + 63 of x (as cp_rows), RoPE'd at their positions (rotate_half layout, cos/sin
+/// [T, kD/2] f32) in f32 with explicit roundings (the forward and both backward kernels get
+/// bit-identical q~, k~), stored as bf16 hi and, when lo is not null, the lo halves
+/// bf16(x~ - hi). Synchronous loads: the rotation needs the values in registers.
+template <int kD>
+__device__ __forceinline__ void rope_rows(bf* hi, bf* lo, const bf* g, int64_t ld, int r0, int end,
+                                          const float* __restrict__ cosb,
+                                          const float* __restrict__ sinb) {
+  constexpr int hD = kD / 2, kC = hD / 8, kS = row_stride<kD>();
+  for (int i = threadIdx.x; i < kTile * kC; i += kThreads) {
+    const int r = i / kC, c = (i % kC) * 8, pos = r0 + r;
+    float y1[8], y2[8];
+    if (pos < end) {
+      const bf* src = g + int64_t(pos) * ld + c;
+      const uint4 ua = *reinterpret_cast<const uint4*>(src);
+      const uint4 ub = *reinterpret_cast<const uint4*>(src + hD);
+      const bf* xa = reinterpret_cast<const bf*>(&ua);
+      const bf* xb = reinterpret_cast<const bf*>(&ub);
+      const float* cs = cosb + int64_t(pos) * hD + c;
+      const float* sn = sinb + int64_t(pos) * hD + c;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float x1 = __bfloat162float(xa[e]), x2 = __bfloat162float(xb[e]);
+        const float ce = cs[e], se = sn[e];
+        y1[e] = __fmaf_rn(x1, ce, -__fmul_rn(x2, se));
+        y2[e] = __fmaf_rn(x2, ce, __fmul_rn(x1, se));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) y1[e] = y2[e] = 0.f;
+    }
+    *reinterpret_cast<uint4*>(hi + r * kS + c) = pack8(y1);
+    *reinterpret_cast<uint4*>(hi + r * kS + c + hD) = pack8(y2);
+    if (lo) {
+      *reinterpret_cast<uint4*>(lo + r * kS + c) = pack8_lo(y1);
+      *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = pack8_lo(y2);
+    }
+  }
+}
+
+/// In place: the rows of sm that cp_rows filled with raw x (positions r0 + r, zero from `end`
+/// on) become x~ = RoPE(x) rounded to bf16, with the lo halves into lo when not null, by the
+/// same f32 maths as rope_rows (bit-identical results). Each thread reads and rewrites only its
+/// own column pairs (j, j + kD/2), so no barrier is needed inside; the caller's barrier must
+/// follow before other threads read the rows. The raw rows arrive by cp.async while the
+/// previous tile computes, which the synchronous rope_rows cannot overlap.
+template <int kD>
+__device__ __forceinline__ void rope_in_place(bf* sm, bf* lo, int r0, int end,
+                                              const float* __restrict__ cosb,
+                                              const float* __restrict__ sinb) {
+  constexpr int hD = kD / 2, kC = hD / 8, kS = row_stride<kD>();
+  for (int i = threadIdx.x; i < kTile * kC; i += kThreads) {
+    const int r = i / kC, c = (i % kC) * 8, pos = r0 + r;
+    bf* row = sm + r * kS + c;
+    if (pos >= end) {  // raw rows are zeros; the lo halves must be too
+      if (lo) {
+        *reinterpret_cast<uint4*>(lo + r * kS + c) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = make_uint4(0, 0, 0, 0);
+      }
+      continue;
+    }
+    const uint4 ua = *reinterpret_cast<const uint4*>(row);
+    const uint4 ub = *reinterpret_cast<const uint4*>(row + hD);
+    const bf* xa = reinterpret_cast<const bf*>(&ua);
+    const bf* xb = reinterpret_cast<const bf*>(&ub);
+    const float* cs = cosb + int64_t(pos) * hD + c;
+    const float* sn = sinb + int64_t(pos) * hD + c;
+    float y1[8], y2[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float x1 = __bfloat162float(xa[e]), x2 = __bfloat162float(xb[e]);
+      const float ce = cs[e], se = sn[e];
+      y1[e] = __fmaf_rn(x1, ce, -__fmul_rn(x2, se));
+      y2[e] = __fmaf_rn(x2, ce, __fmul_rn(x1, se));
+    }
+    *reinterpret_cast<uint4*>(row) = pack8(y1);
+    *reinterpret_cast<uint4*>(row + hD) = pack8(y2);
+    if (lo) {
+      *reinterpret_cast<uint4*>(lo + r * kS + c) = pack8_lo(y1);
+      *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = pack8_lo(y2);
+    }
+  }
+}
+
+/// ldmatrix lane addresses (bytes, shared space) for a tile stored [row][col] with
+/// row_stride<kD>(): A fragments of rows m0.. (a_addr), B fragments of two n8 tiles whose n
+/// index is the stored row (b_addr, S = A B^T), and B fragments whose k index is the stored row
+/// (bt_addr, read transposed: O = P V). Offsets of the k-step (16 columns) or the n/k tile
+/// (16 rows) are added by the caller.
+template <int kD>
+__device__ __forceinline__ uint32_t a_addr(const bf* base, int m0) {
+  const int lane = threadIdx.x & 31;
+  return smem_u32(base) +
+         2 * ((m0 + (lane & 7) + ((lane >> 3) & 1) * 8) * row_stride<kD>() + (lane >> 4) * 8);
+}
+template <int kD>
+__device__ __forceinline__ uint32_t b_addr(const bf* base) {
+  const int lane = threadIdx.x & 31;
+  return smem_u32(base) +
+         2 * (((lane & 7) + (lane >> 4) * 8) * row_stride<kD>() + ((lane >> 3) & 1) * 8);
+}
+template <int kD>
+__device__ __forceinline__ uint32_t bt_addr(const bf* base) {
+  const int lane = threadIdx.x & 31;
+  return smem_u32(base) +
+         2 * (((lane & 7) + ((lane >> 3) & 1) * 8) * row_stride<kD>() + (lane >> 4) * 8);
+}
+
+/// s [8 n8 tiles][4] = A B^T for the warp's 16 rows of A (lane address a) and the 64 rows of B
+/// (lane address b), over kD. kLo: split operands (al, bl: the lo halves), three mma's per
+/// step; kBLoFirst orders them hi hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else
+/// hi hi, Alo*hi, hi*Blo (A = q~, B = k~): either way q_lo k_hi before q_hi k_lo, so both
+/// sides accumulate every score in the same order.
+template <int kD, bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t al, uint32_t b,
+                                         uint32_t bl) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
+#pragma unroll
+  for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    uint32_t fa[4], fal[4];
+    ldsm_x4(fa, a + kk * 32);
+    if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
+#pragma unroll
+    for (int nn = 0; nn < 4; ++nn) {
+      uint32_t fb[4];
+      ldsm_x4(fb, b + nn * kRowB + kk * 32);
+      mma_bf16(s[2 * nn], fa, fb[0], fb[1]);
+      mma_bf16(s[2 * nn + 1], fa, fb[2], fb[3]);
+      if constexpr (kLo) {
+        uint32_t fbl[4];
+        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
+        if constexpr (kBLoFirst) {
+          mma_bf16(s[2 * nn], fa, fbl[0], fbl[1]);
+          mma_bf16(s[2 * nn + 1], fa, fbl[2], fbl[3]);
+          mma_bf16(s[2 * nn], fal, fb[0], fb[1]);
+          mma_bf16(s[2 * nn + 1], fal, fb[2], fb[3]);
+        } else {
+          mma_bf16(s[2 * nn], fal, fb[0], fb[1]);
+          mma_bf16(s[2 * nn + 1], fal, fb[2], fb[3]);
+          mma_bf16(s[2 * nn], fa, fbl[0], fbl[1]);
+          mma_bf16(s[2 * nn + 1], fa, fbl[2], fbl[3]);
+        }
+      }
+    }
+  }
+}
+
+/// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
+/// two adjacent n8 accumulator tiles are exactly one A fragment. kLoHalf: the lo halves.
+template <bool kLoHalf = false>
+__device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4], int kk) {
+  auto cv = [](float v) { return kLoHalf ? lo_part(v) : v; };
+  r[0] = pack_bf16(cv(x[2 * kk][0]), cv(x[2 * kk][1]));
+  r[1] = pack_bf16(cv(x[2 * kk][2]), cv(x[2 * kk][3]));
+  r[2] = pack_bf16(cv(x[2 * kk + 1][0]), cv(x[2 * kk + 1][1]));
+  r[3] = pack_bf16(cv(x[2 * kk + 1][2]), cv(x[2 * kk + 1][3]));
+}
+
+/// acc [kD/8][4] += A (16 x 64, the four A fragments a[kk]) times B (64 x kD, stored [k][n] at
+/// lane address bt, read transposed).
+template <int kD>
+__device__ __forceinline__ void mma_av(float (&acc)[kD / 8][4], const uint32_t (&a)[4][4],
+                                       uint32_t bt) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int dn = 0; dn < kD / 16; ++dn) {
+      uint32_t fb[4];
+      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
+      mma_bf16(acc[2 * dn], a[kk], fb[0], fb[1]);
+      mma_bf16(acc[2 * dn + 1], a[kk], fb[2], fb[3]);
+    }
+}
+
+/// In place, x = R_pos^T x~ for the accumulator rows of this thread (C layout, columns
+/// 8 i + 2 t4 + c): column j and j + kD/2 sit in tiles i and i + kD/16 of the same thread.
+/// pos[rr] < 0 leaves row rr alone (past T: no cos/sin row).
+template <int kD>
+__device__ __forceinline__ void unrope_acc(float (&acc)[kD / 8][4], const int (&pos)[2],
+                                           const float* __restrict__ cosb,
+                                           const float* __restrict__ sinb) {
+  constexpr int hD = kD / 2, kH = kD / 16;
+  const int t4 = threadIdx.x & 3;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int p = pos[e >> 1];
+    if (p < 0) continue;
+#pragma unroll
+    for (int i = 0; i < kH; ++i) {
+      const int j = 8 * i + 2 * t4 + (e & 1);
+      const float c = cosb[int64_t(p) * hD + j], sn = sinb[int64_t(p) * hD + j];
+      const float x = acc[i][e], y = acc[i + kH][e];
+      acc[i][e] = x * c + y * sn;
+      acc[i + kH][e] = y * c - x * sn;
+    }
+  }
+}
+
+/// dl = coef dy (sum: alpha; convex: |alpha| / (1 + |alpha|)), as lizard_attention_tc.cu.
+__device__ __forceinline__ float win_coef(float alpha, bool convex) {
+  return convex ? fabsf(alpha) / (1.f + fabsf(alpha)) : alpha;
+}
+
+// ---------------------------------------------------------------------------------------
+/// Shared memory of the forward: q~ (and its lo half), K~ (and lo) and V double-buffered; the
+/// epilogue's f32 staging of l overlays the K/V buffers.
+template <int kD>
+size_t fwd_smem(bool lo) {
+  return size_t(kRows * (lo ? 2 : 1) + 2 * kTile * (lo ? 2 : 1) + 2 * kTile) * row_stride<kD>() * 2;
+}
+
+/// Window branch and combine: grid (ceil(T / 64), B*H). y and wstats as window_tc_launch
+/// states. kSplit (training): P V with P as a bf16 hi + lo pair, the denominator from the f32
+/// weights; kLo (training with window RoPE): q~, k~ as hi + lo pairs in the scores.
+template <int kD, bool kSplit, bool kLo>
+__global__ void __launch_bounds__(kThreads, 2)
+    win_fwd_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
+                   const float* __restrict__ cosb, const float* __restrict__ sinb,
+                   const float* __restrict__ tau, const float* __restrict__ alpha_p,
+                   const float* __restrict__ numden, bf* __restrict__ y,
+                   float* __restrict__ wstats, Dims d) {
+  static_assert(!kLo || kSplit, "the split scores are a training form");
+  constexpr int kS = row_stride<kD>(), kNT = kD / 8;
+  constexpr uint32_t kTB = tile_bytes<kD>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf* sQ = reinterpret_cast<bf*>(smem_raw);         // [64][kS] q~
+  bf* sQl = sQ + kRows * kS;                        // [64][kS] q~ lo (kLo)
+  bf* sK = sQ + (kLo ? 2 : 1) * kRows * kS;         // [2][64][kS] k~
+  bf* sKl = sK + 2 * kTile * kS;                    // [2][64][kS] k~ lo (kLo)
+  bf* sV = sK + (kLo ? 4 : 2) * kTile * kS;         // [2][64][kS] v
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = d.T, w = d.w;
+  const int t0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv);
+  const int64_t ldq = int64_t(d.H) * kD, ldk = int64_t(d.Hkv) * kD;
+  const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
+  const bf* kg = k + (int64_t(b) * T * d.Hkv + kvh) * kD;
+  const bf* vg = v + (int64_t(b) * T * d.Hkv + kvh) * kD;
+  const int q_last = min(T - 1, t0 + kRows - 1);
+  const int kv_begin = max(0, t0 - w + 1) / kTile * kTile;
+  const int n_tiles = (q_last + 1 - kv_begin + kTile - 1) / kTile;
+  const bool rope = d.rope;
+  auto load_kv = [&](int buf, int n0) {  // raw k: rotated in place once it has landed
+    cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
+    cp_rows<kD>(sV + buf * kTile * kS, vg, ldk, n0, T);
+  };
+  if (rope)
+    rope_rows<kD>(sQ, kLo ? sQl : nullptr, qg, ldq, t0, T, cosb, sinb);
+  else
+    cp_rows<kD>(sQ, qg, ldq, t0, T);
+  load_kv(0, kv_begin);
+  cp_async_commit();
+  // the epilogue's numden rows t0.. (contiguous)
+  prefetch_rows_l2(numden + (int64_t(bh) * T + t0) * (kD + 1), 0, 1,
+                   min(kRows, T - t0) * (kD + 1) * int(sizeof(float)));
+
+  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
+  float tmax = -INFINITY;
+  for (int j = 0; j < d.m; ++j) tmax = fmaxf(tmax, tr[j]);
+  // m_r: the running max of this thread's rows wr0 + g + 8 rr over the scores seen and the
+  // sinks (natural units, as wstats); l_r: this thread's share of the row's sum against m_r.
+  float m_r[2] = {tmax, tmax}, l_r[2] = {0.f, 0.f};
+  float acc[kNT][4];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  const int wr0 = t0 + warp * 16;
+  const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
+  const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_t = bt_addr<kD>(sV);
+  const float scale = d.scale;
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int n0 = kv_begin + j * kTile;
+    cp_async_wait<0>();
+    // tile j is visible to all, and every warp is done with tile j - 1, whose buffers the
+    // prefetch below overwrites: the only barrier of the iteration
+    __syncthreads();
+    if (j + 1 < n_tiles) {
+      load_kv((j + 1) & 1, n0 + kTile);
+      cp_async_commit();
+    }
+    if (rope) {  // k~ of tile j from its raw rows (block-uniform branch)
+      rope_in_place<kD>(sK + (j & 1) * kTile * kS, kLo ? sKl + (j & 1) * kTile * kS : nullptr, n0,
+                        T, cosb, sinb);
+      __syncthreads();
+    }
+    // a tile that hides every key from every row of the warp changes nothing
+    if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
+    const uint32_t off = (j & 1) * kTB;
+    float s[8][4];
+    tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
+    const bool need_mask = n0 + kTile - 1 > wr0 || wr0 + 15 - n0 >= w;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float c = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
+        if (need_mask) {
+          const int t = wr0 + g + 8 * (e >> 1), key = n0 + 8 * i + 2 * t4 + (e & 1);
+          if (key > t || t - key >= w) c = -INFINITY;
+        }
+        s[i][e] = c;
+        mx[e >> 1] = fmaxf(mx[e >> 1], c);
+      }
+    float base[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+      mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+      const float m_new = fmaxf(m_r[rr], mx[rr]);
+      // a row with nothing visible yet (no sinks): its acc and l are zero, P = 0
+      base[rr] = m_new == -INFINITY ? 0.f : m_new;
+      if (m_new != m_r[rr]) {
+        const float corr = __expf(m_r[rr] - base[rr]);
+        l_r[rr] *= corr;
+#pragma unroll
+        for (int i = 0; i < kNT; ++i) acc[i][2 * rr] *= corr, acc[i][2 * rr + 1] *= corr;
+        m_r[rr] = m_new;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
+        // inference: the denominator sums the rounded weights the mma sums
+        const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
+        l_r[e >> 1] += pv;
+        s[i][e] = pv;
+      }
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], s, kk);
+    mma_av<kD>(acc, pa, v_t + off);
+    if constexpr (kSplit) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) a_frag<true>(pa[kk], s, kk);
+      mma_av<kD>(acc, pa, v_t + off);
+    }
+  }
+
+  float inv[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float l = l_r[rr];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    for (int j = 0; j < d.m; ++j) l += __expf(tr[j] - m_r[rr]);
+    inv[rr] = l > 0.f ? 1.f / l : 0.f;
+    const int t = wr0 + g + 8 * rr;
+    if (t4 == 0 && t < T) {
+      float* ws = wstats + (int64_t(bh) * T + t) * 2;
+      ws[0] = m_r[rr];
+      ws[1] = l;
+    }
+  }
+  // l = acc / den staged in f32 over the K/V buffers, then y row by row: numden [B,H,T,D+1]
+  // rows t0.. are contiguous, so the combine reads them coalesced
+  constexpr int kL = kD + 4;
+  float* stage = reinterpret_cast<float*>(sK);  // [64][kL]
+  __syncthreads();  // every warp is done with sK, sV
+#pragma unroll
+  for (int i = 0; i < kNT; ++i)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+      *reinterpret_cast<float2*>(stage + (warp * 16 + g + 8 * rr) * kL + 8 * i + 2 * t4) =
+          make_float2(acc[i][2 * rr] * inv[rr], acc[i][2 * rr + 1] * inv[rr]);
+  __syncthreads();
+  const float alpha = alpha_p[0];
+  const bool convex = d.combine_convex;
+  const float A = convex ? fabsf(alpha) : alpha;
+  const int n = min(kRows, T - t0);
+#pragma unroll 4
+  for (int i = threadIdx.x; i < n * (kD / 2); i += kThreads) {
+    const int r = i / (kD / 2), jj = (i % (kD / 2)) * 2, t = t0 + r;
+    const float* nd = numden + (int64_t(bh) * T + t) * (kD + 1);
+    const __nv_bfloat162 vt = *reinterpret_cast<const __nv_bfloat162*>(vg + int64_t(t) * ldk + jj);
+    const float g0 = global_out(nd, __low2float(vt), jj, d);
+    const float g1 = global_out(nd, __high2float(vt), jj + 1, d);
+    const float l0 = stage[r * kL + jj], l1 = stage[r * kL + jj + 1];
+    const float y0 = convex ? (g0 + A * l0) / (1.f + A) : g0 + alpha * l0;
+    const float y1 = convex ? (g1 + A * l1) / (1.f + A) : g1 + alpha * l1;
+    *reinterpret_cast<__nv_bfloat162*>(y + ((int64_t(b) * T + t) * d.H + h) * kD + jj) =
+        __floats2bfloat162_rn(y0, y1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+/// Shared memory of either backward kernel: its own 64 rows (q~ or k~, with the lo half when
+/// lo, and dy or v), two streamed buffers of the other side (k~ [+ lo] and v, or q~ [+ lo] and
+/// dy), then f32 per-row scalars.
+template <int kD>
+size_t bwd_smem(bool lo, int floats) {
+  return size_t(kRows * (lo ? 2 : 1) + kRows + 2 * kTile * (lo ? 2 : 1) + 2 * kTile) *
+             row_stride<kD>() * 2 +
+         sizeof(float) * size_t(floats);
+}
+
+/// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
+/// [dg/den, dden], cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
+/// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and added into
+/// dq (rows owned). kLo: split scores (window RoPE in training).
+template <int kD, bool kLo>
+__global__ void __launch_bounds__(kThreads, 2)
+    win_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
+                     const float* __restrict__ cosb, const float* __restrict__ sinb,
+                     const float* __restrict__ tau, const float* __restrict__ alpha_p,
+                     const float* __restrict__ numden, const float* __restrict__ wstats,
+                     const bf* __restrict__ dy, float* __restrict__ dO, float* __restrict__ cself,
+                     float* __restrict__ delta_out, float* __restrict__ dq,
+                     float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
+  constexpr int kS = row_stride<kD>(), kNT = kD / 8, D1 = kD + 1;
+  constexpr uint32_t kTB = tile_bytes<kD>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf* sQ = reinterpret_cast<bf*>(smem_raw);          // [64][kS] q~
+  bf* sQl = sQ + kRows * kS;                         // q~ lo (kLo)
+  bf* sDY = sQ + (kLo ? 2 : 1) * kRows * kS;         // [64][kS] dy
+  bf* sK = sDY + kRows * kS;                         // [2][64][kS] k~
+  bf* sKl = sK + 2 * kTile * kS;                     // k~ lo (kLo)
+  bf* sV = sK + (kLo ? 4 : 2) * kTile * kS;          // [2][64][kS] v
+  float* sdyg = reinterpret_cast<float*>(sV + 2 * kTile * kS);  // [64] dy.g per row
+  float* sred = sdyg + kRows;                                   // [1 + m] dalpha, dtau
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = d.T, w = d.w;
+  const int t0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv);
+  const int64_t ldq = int64_t(d.H) * kD, ldk = int64_t(d.Hkv) * kD;
+  const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
+  const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
+  const bf* kg = k + (int64_t(b) * T * d.Hkv + kvh) * kD;
+  const bf* vg = v + (int64_t(b) * T * d.Hkv + kvh) * kD;
+  const int q_last = min(T - 1, t0 + kRows - 1);
+  const int kv_begin = max(0, t0 - w + 1) / kTile * kTile;
+  const int n_tiles = (q_last + 1 - kv_begin + kTile - 1) / kTile;
+  const bool rope = d.rope, convex = d.combine_convex;
+  const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
+  auto load_kv = [&](int buf, int n0) {  // raw k: rotated in place once it has landed
+    cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
+    cp_rows<kD>(sV + buf * kTile * kS, vg, ldk, n0, T);
+  };
+  if (rope)
+    rope_rows<kD>(sQ, kLo ? sQl : nullptr, qg, ldq, t0, T, cosb, sinb);
+  else
+    cp_rows<kD>(sQ, qg, ldq, t0, T);
+  cp_rows<kD>(sDY, dyg, ldq, t0, T);
+  load_kv(0, kv_begin);
+  cp_async_commit();
+  // the dq rows the epilogue adds into
+  prefetch_rows_l2(dq + (int64_t(b) * T * d.H + int64_t(t0) * d.H + h) * kD,
+                   ldq * int64_t(sizeof(float)), min(kRows, T - t0), kD * int(sizeof(float)));
+  for (int i = threadIdx.x; i < 1 + d.m; i += kThreads) sred[i] = 0.f;
+
+  // the combine backward of the warp's 16 rows (formulas of window_bwd_kernel), while the first
+  // tiles load: lanes over the columns, so numden, dO' rows are read and written coalesced
+  // (4 rows at a time: their loads in flight together; this pass is latency-bound otherwise)
+  const int wr0 = t0 + warp * 16;
+  constexpr int kJ = kD / 32;  // columns per lane
+#pragma unroll 1
+  for (int r0 = 0; r0 < 16 && wr0 + r0 < T; r0 += 4) {
+    float ndj[4][kJ], vj[4][kJ], dyj[4][kJ], den[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int t = min(wr0 + r0 + u, T - 1);  // rows past T: a valid row, results unused
+      const float* nd = numden + (int64_t(bh) * T + t) * D1;
+      den[u] = nd[kD];
+#pragma unroll
+      for (int c = 0; c < kJ; ++c) {
+        const int j = lane + 32 * c;
+        ndj[u][c] = nd[j];
+        vj[u][c] = __bfloat162float(vg[int64_t(t) * ldk + j]);
+        dyj[u][c] = __bfloat162float(dyg[int64_t(t) * ldq + j]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int t = wr0 + r0 + u;
+      if (t >= T) break;
+      const int64_t bht = int64_t(bh) * T + t;
+      const bool clamped = den[u] < d.eps;
+      const float den_g = clamped ? d.eps : den[u];
+      float dgg = 0.f, dyg_s = 0.f, cdiag = 0.f;
+#pragma unroll
+      for (int c = 0; c < kJ; ++c) {
+        const int j = lane + 32 * c;
+        // g_j = global_out of the numden row (den, M_j already in registers)
+        const float gj = clamped ? (ndj[u][c] + den[u] * vj[u][c]) / d.eps
+                                 : vj[u][c] + ndj[u][c] / den[u];
+        const float dg = convex ? dyj[u][c] / (1.f + A) : dyj[u][c];
+        cdiag += clamped ? dg * vj[u][c] / den_g : -(dg / den_g) * (ndj[u][c] / den_g);
+        dgg += dg * gj;
+        dyg_s += dyj[u][c] * gj;
+        dO[bht * D1 + j] = dg / den_g;
+      }
+      dgg = warp_sum(dgg);
+      dyg_s = warp_sum(dyg_s);
+      cdiag = warp_sum(cdiag);
+      if (lane == 0) {
+        dO[bht * D1 + kD] = clamped ? 0.f : -dgg / den_g;
+        cself[bht] = cdiag;
+        sdyg[warp * 16 + r0 + u] = dyg_s;
+      }
+    }
+  }
+
+  float mx_r[2], inv_r[2], dyl[2] = {0.f, 0.f}, delta_r[2] = {0.f, 0.f};
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int t = wr0 + g + 8 * rr;
+    const float* ws = wstats + (int64_t(bh) * T + min(t, T - 1)) * 2;
+    mx_r[rr] = t < T ? ws[0] : 0.f;
+    inv_r[rr] = t < T ? 1.f / ws[1] : 0.f;  // rows past T: P = 0
+  }
+  float acc[kNT][4];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
+  const uint32_t dy_a = a_addr<kD>(sDY, warp * 16);
+  const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_b = b_addr<kD>(sV);
+  const uint32_t k_t = bt_addr<kD>(sK);
+  const float scale = d.scale;
+
+  // pass 0 over the key tiles: dy.l; pass 1: dq~. The tiles stream twice (L2 hits).
+  const int total = 2 * n_tiles;
+  for (int it = 0; it < total; ++it) {
+    const int pass = it >= n_tiles, j = it - pass * n_tiles, n0 = kv_begin + j * kTile;
+    cp_async_wait<0>();
+    __syncthreads();
+    if (it + 1 < total) {
+      const int nj = it + 1 >= n_tiles ? it + 1 - n_tiles : it + 1;
+      load_kv((it + 1) & 1, kv_begin + nj * kTile);
+      cp_async_commit();
+    }
+    if (rope) {  // k~ of this tile from its raw rows (block-uniform branch)
+      rope_in_place<kD>(sK + (it & 1) * kTile * kS, kLo ? sKl + (it & 1) * kTile * kS : nullptr,
+                        n0, T, cosb, sinb);
+      __syncthreads();
+    }
+    if (it == n_tiles) {
+      // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
+      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        dyl[rr] += __shfl_xor_sync(0xffffffffu, dyl[rr], 1);
+        dyl[rr] += __shfl_xor_sync(0xffffffffu, dyl[rr], 2);
+        delta_r[rr] = coef * dyl[rr];
+      }
+    }
+    if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
+    const uint32_t off = (it & 1) * kTB;
+    float s[8][4], dp[8][4];
+    tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
+    tile_abt<kD, false, false>(dp, dy_a, 0, v_b + off, 0);  // dP' = dy V^T, exact bf16 dy
+    const bool need_mask = n0 + kTile - 1 > wr0 || wr0 + 15 - n0 >= w;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int rr = e >> 1;
+        bool valid = true;
+        if (need_mask) {
+          const int t = wr0 + g + 8 * rr, key = n0 + 8 * i + 2 * t4 + (e & 1);
+          valid = key <= t && t - key < w;
+        }
+        const float p = valid ? __expf(__fsub_rn(__fmul_rn(s[i][e], scale), mx_r[rr])) * inv_r[rr] : 0.f;
+        if (pass == 0)
+          dyl[rr] += p * dp[i][e];
+        else
+          s[i][e] = p == 0.f ? 0.f : p * (coef * dp[i][e] - delta_r[rr]) * scale;  // dC
+      }
+    if (pass == 1) {
+      uint32_t da[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) a_frag(da[kk], s, kk);
+      mma_av<kD>(acc, da, k_t + off);  // dq~ += dC K~ (hi)
+    }
+  }
+
+  int pos[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) pos[rr] = wr0 + g + 8 * rr < T ? wr0 + g + 8 * rr : -1;
+  if (rope) unrope_acc<kD>(acc, pos, cosb, sinb);
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    if (pos[rr] < 0) continue;
+    float* row = dq + ((int64_t(b) * T + pos[rr]) * d.H + h) * kD;
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      float2* p = reinterpret_cast<float2*>(row + 8 * i + 2 * t4);
+      float2 o = *p;
+      o.x += acc[i][2 * rr];
+      o.y += acc[i][2 * rr + 1];
+      *p = o;
+    }
+  }
+  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int t = pos[rr];
+    if (t4 != 0 || t < 0) continue;
+    delta_out[int64_t(bh) * T + t] = delta_r[rr];
+    atomicAdd(sred, convex ? dyl[rr] - sdyg[t - t0] : dyl[rr]);
+    for (int j = 0; j < d.m; ++j)
+      atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta_r[rr]);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * sred[0] / ((1.f + A) * (1.f + A)) : sred[0]);
+  for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
+}
+
+/// Window backward, key side: grid (ceil(T / 64), B*Hkv). 64 keys s0.. of one kv head and,
+/// for each query head of its GQA group, the query tiles that see them (s0 .. s0 + 63 + w - 1):
+/// dv += coef P^T dy, dk~ += dC^T q~ with dC = P (coef dP' - delta) scale, dP'^T = V dy^T from
+/// the exact bf16 dy as the query side takes it; dk = R_s^T dk~. Key rows are owned: plain adds.
+template <int kD, bool kLo>
+__global__ void __launch_bounds__(kThreads, 2)
+    win_bwd_k_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
+                     const float* __restrict__ cosb, const float* __restrict__ sinb,
+                     const float* __restrict__ alpha_p, const float* __restrict__ wstats,
+                     const float* __restrict__ delta, const bf* __restrict__ dy,
+                     float* __restrict__ dk, float* __restrict__ dv, Dims d) {
+  constexpr int kS = row_stride<kD>(), kNT = kD / 8;
+  constexpr uint32_t kTB = tile_bytes<kD>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf* sK = reinterpret_cast<bf*>(smem_raw);          // [64][kS] k~
+  bf* sKl = sK + kRows * kS;                         // k~ lo (kLo)
+  bf* sV = sK + (kLo ? 2 : 1) * kRows * kS;          // [64][kS] v
+  bf* sQ = sV + kRows * kS;                          // [2][64][kS] q~
+  bf* sQl = sQ + 2 * kTile * kS;                     // q~ lo (kLo)
+  bf* sDY = sQ + (kLo ? 4 : 2) * kTile * kS;         // [2][64][kS] dy
+  float* sM = reinterpret_cast<float*>(sDY + 2 * kTile * kS);  // [2][64] row max
+  float* sI = sM + 2 * kTile;                                  // [2][64] 1 / den
+  float* sDl = sI + 2 * kTile;                                 // [2][64] delta
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int T = d.T, w = d.w, rep = d.H / d.Hkv;
+  const int s0 = blockIdx.x * kRows, bk = blockIdx.y, b = bk / d.Hkv, kvh = bk % d.Hkv;
+  const int64_t ldq = int64_t(d.H) * kD, ldk = int64_t(d.Hkv) * kD;
+  const bf* kg = k + (int64_t(b) * T * d.Hkv + kvh) * kD;
+  const bf* vg = v + (int64_t(b) * T * d.Hkv + kvh) * kD;
+  const int q_hi = min(T - 1, s0 + kRows - 1 + w - 1);  // the last query that sees a key here
+  const int nq = (q_hi + 1 - s0 + kTile - 1) / kTile;
+  const int total = rep * nq;
+  const bool rope = d.rope;
+  const float coef = win_coef(alpha_p[0], d.combine_convex);
+  auto load_q = [&](int buf, int it) {
+    const int h = kvh * rep + it / nq, q0 = s0 + (it % nq) * kTile;
+    const int64_t bh = int64_t(b) * d.H + h;
+    const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
+    const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
+    cp_rows<kD>(sQ + buf * kTile * kS, qg, ldq, q0, T);  // raw q: rotated in place once landed
+    cp_rows<kD>(sDY + buf * kTile * kS, dyg, ldq, q0, T);
+    for (int i = threadIdx.x; i < kTile; i += kThreads) {
+      const int tq = q0 + i;
+      const bool ok = tq < T;
+      const int64_t st = bh * T + (ok ? tq : 0);
+      sM[buf * kTile + i] = ok ? wstats[st * 2] : 0.f;
+      sI[buf * kTile + i] = ok ? 1.f / wstats[st * 2 + 1] : 0.f;
+      sDl[buf * kTile + i] = ok ? delta[st] : 0.f;
+    }
+  };
+  if (rope)
+    rope_rows<kD>(sK, kLo ? sKl : nullptr, kg, ldk, s0, T, cosb, sinb);
+  else
+    cp_rows<kD>(sK, kg, ldk, s0, T);
+  cp_rows<kD>(sV, vg, ldk, s0, T);
+  load_q(0, 0);
+  cp_async_commit();
+  // the dk, dv rows the epilogue adds into
+  {
+    const int64_t o = (int64_t(b) * T * d.Hkv + int64_t(s0) * d.Hkv + kvh) * kD;
+    const int rows = min(kRows, T - s0);
+    prefetch_rows_l2(dk + o, ldk * int64_t(sizeof(float)), rows, kD * int(sizeof(float)));
+    prefetch_rows_l2(dv + o, ldk * int64_t(sizeof(float)), rows, kD * int(sizeof(float)));
+  }
+
+  float dka[kNT][4], dva[kNT][4];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dka[i][e] = dva[i][e] = 0.f;
+  const int kw0 = s0 + warp * 16;
+  const uint32_t k_a = a_addr<kD>(sK, warp * 16), kl_a = a_addr<kD>(sKl, warp * 16);
+  const uint32_t v_a = a_addr<kD>(sV, warp * 16);
+  const uint32_t q_b = b_addr<kD>(sQ), ql_b = b_addr<kD>(sQl), dy_b = b_addr<kD>(sDY);
+  const uint32_t q_t = bt_addr<kD>(sQ), dy_t = bt_addr<kD>(sDY);
+  const float scale = d.scale;
+
+  for (int it = 0; it < total; ++it) {
+    const int q0 = s0 + (it % nq) * kTile, buf = it & 1;
+    cp_async_wait<0>();
+    __syncthreads();
+    if (it + 1 < total) {
+      load_q((it + 1) & 1, it + 1);
+      cp_async_commit();
+    }
+    if (rope) {  // q~ of this tile from its raw rows (block-uniform branch)
+      rope_in_place<kD>(sQ + buf * kTile * kS, kLo ? sQl + buf * kTile * kS : nullptr, q0, T, cosb,
+                        sinb);
+      __syncthreads();
+    }
+    if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) continue;
+    const uint32_t off = buf * kTB;
+    float s[8][4], dp[8][4];
+    tile_abt<kD, kLo, true>(s, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
+    tile_abt<kD, false, false>(dp, v_a, 0, dy_b + off, 0);         // dP'^T = v dy^T
+    const float* M = sM + buf * kTile;
+    const float* I = sI + buf * kTile;
+    const float* Dl = sDl + buf * kTile;
+    const bool need_mask = q0 < kw0 + 15 || q0 + kTile - 1 - kw0 >= w || q0 + kTile > T ||
+                           kw0 + 16 > T;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qi = 8 * i + 2 * t4 + (e & 1);
+        bool valid = true;
+        if (need_mask) {
+          const int key = kw0 + g + 8 * (e >> 1), tq = q0 + qi;
+          valid = key < T && tq < T && tq >= key && tq - key < w;
+        }
+        const float p = valid ? __expf(__fsub_rn(__fmul_rn(s[i][e], scale), M[qi])) * I[qi] : 0.f;
+        s[i][e] = p;
+        dp[i][e] = p == 0.f ? 0.f : p * (coef * dp[i][e] - Dl[qi]) * scale;  // dC^T
+      }
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], s, kk);
+    mma_av<kD>(dva, pa, dy_t + off);  // dv += P^T dy
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], dp, kk);
+    mma_av<kD>(dka, pa, q_t + off);  // dk~ += dC^T q~ (hi)
+  }
+
+  int pos[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) pos[rr] = kw0 + g + 8 * rr < T ? kw0 + g + 8 * rr : -1;
+  if (rope) unrope_acc<kD>(dka, pos, cosb, sinb);
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    if (pos[rr] < 0) continue;
+    const int64_t o = ((int64_t(b) * T + pos[rr]) * d.Hkv + kvh) * kD;
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      float2* pk = reinterpret_cast<float2*>(dk + o + 8 * i + 2 * t4);
+      float2* pv = reinterpret_cast<float2*>(dv + o + 8 * i + 2 * t4);
+      float2 a = *pk, c = *pv;
+      a.x += dka[i][2 * rr];
+      a.y += dka[i][2 * rr + 1];
+      c.x += coef * dva[i][2 * rr];
+      c.y += coef * dva[i][2 * rr + 1];
+      *pk = a;
+      *pv = c;
+    }
+  }
+}
+
+template <class K>
+void grant_smem(K kernel, size_t bytes) {
+  const cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  LZ_CHECK(e == cudaSuccess, "lizard attention window (CUDA): cannot grant ", bytes,
+           " bytes of shared memory: ", cudaGetErrorString(e));
+}
+
+template <int kD, bool kSplit, bool kLo>
+void launch_fwd(const bf* q, const bf* k, const bf* v, const float* cosb, const float* sinb,
+                const float* tau, const float* alpha, const float* numden, bf* y, float* wstats,
+                const Dims& d, cudaStream_t s) {
+  const size_t sm = fwd_smem<kD>(kLo);
+  auto kern = win_fwd_kernel<kD, kSplit, kLo>;
+  grant_smem(kern, sm);
+  kern<<<dim3((d.T + kRows - 1) / kRows, d.B * d.H), kThreads, sm, s>>>(
+      q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d);
+}
+
+template <int kD>
+void launch_fwd_d(const bf* q, const bf* k, const bf* v, const float* cosb, const float* sinb,
+                  const float* tau, const float* alpha, const float* numden, bf* y,
+                  float* wstats, bool split, const Dims& d, cudaStream_t s) {
+  // the split scores only with window RoPE: without it q and k are bf16 inputs, exact as they
+  // are (window_lo_ops of lizard_attention_tc.cu)
+  if (split && d.rope)
+    launch_fwd<kD, true, true>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d, s);
+  else if (split)
+    launch_fwd<kD, true, false>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d, s);
+  else
+    launch_fwd<kD, false, false>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d, s);
+}
+
+template <int kD, bool kLo>
+void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const float* sinb,
+                const float* tau, const float* alpha, const float* numden, const float* wstats,
+                const bf* dy, float* dO, float* cself, float* delta, float* dq, float* dk,
+                float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
+  const size_t smq = bwd_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
+  auto kq = win_bwd_q_kernel<kD, kLo>;
+  auto kk = win_bwd_k_kernel<kD, kLo>;
+  grant_smem(kq, smq);
+  grant_smem(kk, smk);
+  const int nt = (d.T + kRows - 1) / kRows;
+  kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
+                                                 dy, dO, cself, delta, dq, dtau, dalpha, d);
+  // after the query side: it writes delta, which the key side reads
+  kk<<<dim3(nt, d.B * d.Hkv), kThreads, smk, s>>>(q, k, v, cosb, sinb, alpha, wstats, delta, dy,
+                                                  dk, dv, d);
+}
+
+}  // namespace
+
+bool window_wmma_forced() {
+  const char* e = std::getenv("LIZARD_WINDOW_KERNEL");
+  if (!e || !*e) return false;
+  const std::string v(e);
+  if (v == "mma") return false;
+  if (v == "wmma") return true;
+  throw InputError("LIZARD_WINDOW_KERNEL='" + v + "': expected 'mma', 'wmma' or unset");
+}
+
+bool window_mma_selected(const Dims& d) {
+  // every size fits: the largest, the key side at D = 128 with split RoPE operands, takes
+  // 9 x 64 rows of 272 bytes + 1.5 KiB = 158 KiB of the 227 KiB a CTA may have
+  return d.w > 0 && (d.D == 32 || d.D == 64 || d.D == 128) && !window_wmma_forced();
+}
+
+void window_mma_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
+                       const float* sinb, const float* tau, const float* alpha,
+                       const float* numden, bf* y, float* wstats, bool split, const Dims& d,
+                       cudaStream_t s) {
+  switch (d.D) {
+    case 32: return launch_fwd_d<32>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
+    case 64: return launch_fwd_d<64>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
+    case 128: return launch_fwd_d<128>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
+    default: break;
+  }
+  throw Error("window_mma_launch: head dim " + std::to_string(d.D) + " is not covered (32, 64, 128)");
+}
+
+void window_bwd_mma_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
+                           const float* sinb, const float* tau, const float* alpha,
+                           const float* numden, const float* wstats, const bf* dy, float* dO,
+                           float* cself, float* delta, float* dq, float* dk, float* dv,
+                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
+#define LZ_WIN_BWD(D_)                                                                          \
+  case D_:                                                                                      \
+    if (d.rope)                                                                                 \
+      return launch_bwd<D_, true>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
+                                  delta, dq, dk, dv, dtau, dalpha, d, s);                       \
+    return launch_bwd<D_, false>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
+                                 delta, dq, dk, dv, dtau, dalpha, d, s);
+  switch (d.D) {
+    LZ_WIN_BWD(32)
+    LZ_WIN_BWD(64)
+    LZ_WIN_BWD(128)
+    default: break;
+  }
+#undef LZ_WIN_BWD
+  throw Error("window_bwd_mma_launch: head dim " + std::to_string(d.D) +
+              " is not covered (32, 64, 128)");
+}
+
+}  // namespace lizard::cuda::lizard_detail
