@@ -36,7 +36,7 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-struct Run {
+struct FeatureRun {
   Tensor y, y_inf;
   ops::LizardSaved saved;
   ops::LizardGrads g;
@@ -44,7 +44,7 @@ struct Run {
 
 /// Training forward (saved), backward and an inference forward on the GPU, with the feature
 /// kernels LIZARD_FEATURES_KERNEL=`kernels` selects (null: the default).
-Run run(const LizardCase& c, const Tensor& dy, const char* kernels) {
+FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
   ScopedEnv env("LIZARD_FEATURES_KERNEL", kernels);
   const Device gpu = Device::cuda(0);
   ops::LizardInputs in;
@@ -56,7 +56,7 @@ Run run(const LizardCase& c, const Tensor& dy, const char* kernels) {
   for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
                           {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
     if (src->defined()) *dst = src->to(gpu, DType::F32);
-  Run r;
+  FeatureRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
   r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(gpu, DType::BF16));
   r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
@@ -106,7 +106,7 @@ TEST(LizardFeaturesGpu, MmaKernelsMatchWmmaKernels) {
           << what << ": the case must take the tensor-core feature kernels";
     }
     const Tensor dy = rand(c.in.q.shape(), 77, DType::F64);
-    const Run mma = run(c, dy, nullptr), old = run(c, dy, "wmma");
+    const FeatureRun mma = run_features(c, dy, nullptr), old = run_features(c, dy, "wmma");
     // forward: bit for bit (phi, phi_lo identical; every later forward kernel deterministic)
     EXPECT_EQ(max_abs_diff(mma.saved.states, old.saved.states), 0.0) << what << " states";
     EXPECT_EQ(max_abs_diff(mma.saved.numden, old.saved.numden), 0.0) << what << " numden";
@@ -139,7 +139,7 @@ TEST(LizardFeaturesGpu, UnknownKernelSwitchIsAnError) {
   LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
   const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
   try {
-    run(c, dy, "fast");
+    run_features(c, dy, "fast");
     FAIL() << "LIZARD_FEATURES_KERNEL=fast was accepted";
   } catch (const InputError& err) {
     EXPECT_NE(std::string(err.what()).find("LIZARD_FEATURES_KERNEL"), std::string::npos) << err.what();
