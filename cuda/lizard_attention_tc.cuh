@@ -1,5 +1,6 @@
 // Private launchers of the tensor-core (bf16 mma, f32 accumulate) Lizard attention forward,
-// cuda/lizard_attention_tc.cu. Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
+// cuda/lizard_attention_tc.cu (the feature maps, split_bf16 and widen_pair:
+// cuda/lizard_features_tc.cu). Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
 // tc_supported() holds; everything else keeps the f32 CUDA-core kernels.
 #pragma once
 #include <cuda_bf16.h>
