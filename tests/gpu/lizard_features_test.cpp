@@ -115,17 +115,18 @@ TEST(LizardFeaturesGpu, MmaKernelsMatchWmmaKernels) {
     EXPECT_EQ(max_abs_diff(mma.saved.wstats, old.saved.wstats), 0.0) << what << " wstats";
     EXPECT_EQ(max_abs_diff(mma.y, old.y), 0.0) << what << " y (training)";
     EXPECT_EQ(max_abs_diff(mma.y_inf, old.y_inf), 0.0) << what << " y (inference)";
-    // backward: both versions sum dW (and dk, dv, the gate terms) in f32 in an order that
-    // atomics leave open, over up to 2000 tokens: a few 1e-7 relative per element, norm-wise
-    // below 1e-6; 1e-5 leaves room and still catches any wrong element (an index or a race
-    // gives O(1) errors in the affected rows, a bf16 du where f32 is due about 1e-3).
+    // backward: du is the same bf16 in both, but dW (and dk, dv, the gate terms) are f32 sums
+    // in an order that tiles and atomics leave open, over up to 2000 tokens of random sign:
+    // about 2^-24 sqrt(2000) = 3e-6 relative at worst per dW element, less norm-wise; 2e-5
+    // leaves room and still catches any wrong element (an index or a race gives O(1) errors
+    // in the affected rows, a du rounded differently about 1e-3).
     auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
     for (auto [name, got, ref] : {std::tuple{"dq", &mma.g.dq, &old.g.dq}, {"dk", &mma.g.dk, &old.g.dk},
                                   {"dv", &mma.g.dv, &old.g.dv}, {"dx", &mma.g.dx, &old.g.dx},
                                   {"dwq", &mma.g.dwq, &old.g.dwq}, {"dwk", &mma.g.dwk, &old.g.dwk},
                                   {"dw_g", &mma.g.dw_g, &old.g.dw_g}, {"db_g", &mma.g.db_g, &old.g.db_g}}) {
       const double err = rel_err(f64(*got), f64(*ref));
-      EXPECT_LE(err, 1e-5) << what << " " << name;
+      EXPECT_LE(err, 2e-5) << what << " " << name;
     }
   }
 }
