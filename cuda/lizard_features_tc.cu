@@ -13,7 +13,7 @@
 //     the row max by 2 quad shuffles; phi and phi_lo leave through a small per-warp staging
 //     buffer as 16-byte row stores;
 //   * backward: the same u, du from dphi (f32) in the fragment layout, to bf16 in shared;
-//     dx = du W^T per warp; dW = x^T du over a 256-token tile from shared x and du,
+//     dx = du W^T per warp; dW = x^T du over a 128-token tile from shared x and du,
 //     accumulated in registers over all the CTA's tiles and added to dW once per CTA
 //     (atomics across the few CTAs of a head).
 //
@@ -54,7 +54,10 @@ constexpr int kUnit = 16;       // tokens per warp unit (one m-tile)
 constexpr int kMaxNT = 16;      // 8-column tiles of u: F <= 128 (tc_supported: 2F <= 256)
 constexpr int kMaxDT = 16;      // 8-column tiles of dx: D <= 128
 constexpr int kFwdWarps = 8;    // forward CTA; 2 CTAs per SM (shared: W, Wlo, 8 x 4.3 KiB)
-constexpr int kBwdWarps = 8;    // backward CTA; 1 per SM, a tile of 128 tokens per step
+// backward CTA: 1 per SM (shared: W, Wlo, x and du of a tile), a tile of 128 tokens per step;
+// 8 warps leave 255 registers (u, dW accumulators, dphi in flight: 209-235 used, no spills),
+// 16 warps (128 registers) spilled 0.5-2 KB per thread
+constexpr int kBwdWarps = 8;
 constexpr int kBwdTile = kBwdWarps * kUnit;
 constexpr int kMaxWUnits = 64 / kBwdWarps;  // 16x16 tiles of dW per warp: (D/16)(F/16) <= 64
 
@@ -300,15 +303,15 @@ __device__ __forceinline__ void add_pair(float* p, float a, float b, bool atomic
   }
 }
 
-/// Backward. Grid (CTAs per head, H); CTA i walks the 256-token tiles i*tpc .. (i+1)*tpc - 1
-/// of the B * ceil(T/256) tiles of head h, warp w owning tokens 16w..16w+15 of a tile:
+/// Backward. Grid (CTAs per head, H); CTA i walks the kBwdTile-token tiles i*tpc .. (i+1)*tpc - 1
+/// of the B * ceil(T/kBwdTile) tiles of head h, warp w owning tokens 16w..16w+15 of a tile:
 ///   u = x (W + Wlo) (warp_u, the forward's bits) and the map's statistics (row_stats);
 ///   du (f32, the formulas of features_bwd_kernel) from dphi [B,H,T,2F] f32, rounded to bf16
-///   as the wmma kernel did, into shared du [256][F] (dx's A operand, dW's B operand);
+///   as the wmma kernel did, into shared du [kBwdTile][F] (dx's A operand, dW's B operand);
 ///   dx [B,T,Hx,D] += du W^T (atomics when atomic_dx);
 ///   dW_h += x^T du: warp w owns up to kMaxWUnits 16x16 tiles of dW, accumulated over all
 ///   the CTA's tiles, added to dW [H,D,F] f32 once at the end (atomics across CTAs).
-/// Shared: W, Wlo [D][pad F], x [256][pad D], du [256][pad F] (bf16).
+/// Shared: W, Wlo [D][pad F], x [kBwdTile][pad D], du [kBwdTile][pad F] (bf16).
 template <bool kExp, bool kWlo>
 __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     features_bwd_mma_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
@@ -352,9 +355,9 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     float u[kMaxNT][4];
     warp_u<kWlo>(u, sxw_a, LX, sw_a, swl_a, LW, D, F);
     // du, rounded to bf16 as the wmma kernel did, into shared (row-major [token][f]): the A
-    // operand of dx = du W^T (this warp's rows) and the B operand of dW (all rows). Written
-    // straight from the fragment layout, not kept in registers (the 128-register budget of
-    // 16 warps per SM holds u and the dW accumulators already).
+    // operand of dx = du W^T (this warp's rows) and the B operand of dW (all rows), written
+    // straight from the fragment layout (kept in registers instead, it pushed the kernel
+    // to the 255-register limit with spills).
     bf* duw = sdu + (warp * kUnit + g) * LW + 2 * q;  // row g, column 2q
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -470,7 +473,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
       }
     }
     __syncthreads();  // every warp's x rows and du are in shared
-    // dW += x^T du over the tile's 256 tokens. A = x^T (x stored [t][i] = [k][m]: transposed
+    // dW += x^T du over the tile's kBwdTile tokens. A = x^T (x stored [t][i] = [k][m]: transposed
     // load, lanes 0-7 t 0-7 at i 0, 8-15 t 0-7 at i 8, 16-23 t 8-15 at i 0, 24-31 t 8-15 at
     // i 8); B = du (stored [t][f] = [k][n]: transposed load as W in warp_u).
     const uint32_t xa_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LX + ((lane >> 3) & 1) * 8);
