@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # GPU-machine check of the mma feature-map kernels (cuda/lizard_features_tc.cu, issue #5)
 # against the wmma kernels they replace (LIZARD_FEATURES_KERNEL=wmma). One call:
-#   scripts/features_check.sh            # build, tests, bench both kernels, per-kernel times
+#   scripts/features_check.sh              # build, tests, bench both kernels, per-kernel times
+#   scripts/features_check.sh --sanitize   # then memcheck + racecheck on LizardFeaturesGpu
 # Logs under $OUT (or ./out). Steps: the Lizard GPU tests (oracle comparisons, which now run
 # the mma kernels, and LizardFeaturesGpu: mma vs wmma bit for bit / to f32 rounding);
-# compute-sanitizer memcheck + racecheck on LizardFeaturesGpu; `lizard bench attention` at
-# 8x2048 with each kernel; with ncu present, the feature kernels' times (training: 2 forward
-# calls, 2 recompute calls, 2 backward calls per step).
+# `lizard bench attention` at 8x2048 with each kernel; with ncu present, the feature kernels'
+# times (a training step: 2 forward calls, 2 recompute calls, 2 backward calls);
+# --sanitize: compute-sanitizer memcheck on both LizardFeaturesGpu comparisons, racecheck on
+# the small one and (allowed to time out) on the one over many tiles.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/out}"
@@ -16,13 +18,17 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2
 cmake --build build -j"$(nproc)" --target test_gpu lizard > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 build/bin/test_gpu --gtest_filter='LizardFeaturesGpu.*:LizardAttentionGpu.*' > "$OUT/test_gpu.log" 2>&1
 echo "tests rc=$?"; grep -E "^\[  (PASSED|FAILED) |Failure|Expected|Which is|actual|  OK \]|FAILED  \]" "$OUT/test_gpu.log" | head -60
-if command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck; do
+SAN=0; [ "${1:-}" = --sanitize ] && SAN=1
+if [ "$SAN" = 1 ] && command -v compute-sanitizer > /dev/null; then
+  for run in "memcheck MmaKernelsMatchWmmaKernels" "memcheck MmaKernelsMatchWmmaKernelsOverManyTiles" \
+             "racecheck MmaKernelsMatchWmmaKernels" "racecheck MmaKernelsMatchWmmaKernelsOverManyTiles"; do
+    set -- $run; tool=$1; t=$2
     extra=(); [ "$tool" = racecheck ] && extra=(--racecheck-report hazard)
-    timeout 300 compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 9 \
-      build/bin/test_gpu --gtest_filter='LizardFeaturesGpu.MmaKernelsMatchWmmaKernels' > "$OUT/$tool.log" 2>&1
-    echo "$tool rc=$? (0 clean, 9 errors/hazards, 124 timeout)"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/$tool.log"
+    timeout 120 compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 9 \
+      build/bin/test_gpu --gtest_filter="LizardFeaturesGpu.$t" > "$OUT/$tool.$t.log" 2>&1
+    echo "$tool $t rc=$? (0 clean, 9 errors/hazards, 124 timeout)"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/$tool.$t.log"
   done
+  exit 0
 fi
 for k in mma wmma; do
   LIZARD_FEATURES_KERNEL=$k build/bin/lizard bench attention --shape 8x2048 --iters 20 > "$OUT/bench_$k.json" 2> "$OUT/bench_$k.err"
@@ -30,7 +36,7 @@ for k in mma wmma; do
 done
 if command -v ncu > /dev/null; then
   for k in mma wmma; do
-    LIZARD_FEATURES_KERNEL=$k timeout 300 ncu --kernel-name regex:'features' --metrics gpu__time_duration.sum \
+    LIZARD_FEATURES_KERNEL=$k timeout 150 ncu --kernel-name regex:'features' --metrics gpu__time_duration.sum \
       --csv build/bin/lizard bench attention --shape 8x2048 --iters 1 --warmup 0 > "$OUT/ncu_$k.csv" 2> "$OUT/ncu_$k.err"
     echo "ncu $k rc=$? (kernel, ms):"
     python3 - "$OUT/ncu_$k.csv" <<'EOF'
