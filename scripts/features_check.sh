@@ -40,14 +40,17 @@ if command -v ncu > /dev/null; then
       --csv build/bin/lizard bench attention --shape 8x2048 --iters 1 --warmup 0 > "$OUT/ncu_$k.csv" 2> "$OUT/ncu_$k.err"
     echo "ncu $k rc=$? (kernel, ms):"
     python3 - "$OUT/ncu_$k.csv" <<'EOF'
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows: sys.exit(print("  no rows"))
-h = rows[0]; ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
+import csv, sys, collections, re
+rows = list(csv.reader(open(sys.argv[1], errors="replace")))
+hi = next((i for i, r in enumerate(rows) if "Kernel Name" in r and "Metric Value" in r), None)
+if hi is None: sys.exit(print("  no ncu table"))
+h = rows[hi]; ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
 t = collections.defaultdict(list)
-for r in rows[1:]:
+for r in rows[hi + 1:]:
+    if len(r) != len(h): continue
     v = float(r[vi].replace(",", "")); u = r[ui]
-    t[r[ki].split("(")[0][-60:]].append(v / 1e6 if u == "nsecond" else v / 1e3 if u == "usecond" else v)
+    m = re.search(r"(\w+_kernel(<[^>]*>)?)", r[ki])
+    t[m.group(1) if m else r[ki][:60]].append(v / 1e6 if u == "nsecond" else v / 1e3 if u == "usecond" else v)
 for k, v in t.items(): print(f"  {k}: calls {len(v)}, ms each {[round(x, 3) for x in v]}")
 EOF
   done
