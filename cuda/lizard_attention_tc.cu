@@ -1,7 +1,8 @@
 // Lizard attention forward on tensor cores (contract: lizard_attention_tc.cuh). bf16 operands,
 // f32 accumulators (nvcuda::wmma 16x16x16), the chunked algorithm of DESIGN.md section 3:
-//   features  one CTA per (b, h, 64 tokens): u = x W_h (mma), phi = map(u) in f32, bf16 out
-//             (training: its lo half too)
+//   features  (the wmma kernels, LIZARD_FEATURES_KERNEL=wmma only: the default is
+//             cuda/lizard_features_tc.cu) one CTA per (b, h, 64 tokens): u = x W_h (mma),
+//             phi = map(u) in f32, bf16 out (training: its lo half too)
 //   state     one CTA per (b, h, 64 rows of the 2F x D state): walks the chunks in order,
 //             the state tile lives in accumulator fragments; writes [S|z] before every chunk
 //   output    one CTA per (b, h, chunk): P = phi_q phi_k^T (mma), decay exp(bl_t - bl_s) on
@@ -260,23 +261,6 @@ __global__ void __launch_bounds__(kFeatWarps * 32)
 size_t features_smem(const Dims& d, bool split) {
   return al128(sizeof(bf) * kFeatRows * ldb(d.D)) + al128(sizeof(bf) * d.D * ldb(d.F)) * (split ? 2 : 1) +
          al128(sizeof(float) * kFeatRows * ldf(d.F));
-}
-
-/// hi = bf16(w), lo = bf16(w - hi): x hi + x lo is x w to about 2^-17 (x exact in bf16).
-__global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ hi,
-                                  bf* __restrict__ lo, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const bf h = __float2bfloat16(w[i]);
-  hi[i] = h;
-  lo[i] = __float2bfloat16(w[i] - __bfloat162float(h));
-}
-
-/// out = f32(hi) + f32(lo): a split bf16 pair widened (exact: both are bf16, lo < 2^-8 hi).
-__global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restrict__ lo,
-                                  float* __restrict__ out, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1565,8 +1549,8 @@ void grad_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf*
       phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, db, d);
 }
 
-void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
-                            float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+void features_bwd_wmma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
+                              float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
   const size_t sm = features_bwd_smem(d, Wlo != nullptr);
   const int tiles = d.B * ((d.T + kFeatRows - 1) / kFeatRows);
   // about two CTAs per SM over all heads; fewer CTAs per head means fewer dW atomics
@@ -1582,16 +1566,8 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
   }
 }
 
-void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {
-  split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
-}
-
-void widen_pair_launch(const bf* hi, const bf* lo, float* out, int64_t n, cudaStream_t s) {
-  widen_pair_kernel<<<int((n + 255) / 256), 256, 0, s>>>(hi, lo, out, n);
-}
-
-void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, bf* phi_lo,
-                        const Dims& d, cudaStream_t s) {
+void features_wmma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, bf* phi_lo,
+                          const Dims& d, cudaStream_t s) {
   const size_t sm = features_smem(d, Wlo != nullptr);
   const dim3 grid((d.T + kFeatRows - 1) / kFeatRows, d.H, d.B);
   auto go = [&](auto kernel) {

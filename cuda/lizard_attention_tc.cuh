@@ -1,5 +1,6 @@
 // Private launchers of the tensor-core (bf16 mma, f32 accumulate) Lizard attention forward,
-// cuda/lizard_attention_tc.cu. Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
+// cuda/lizard_attention_tc.cu (the feature maps, split_bf16 and widen_pair:
+// cuda/lizard_features_tc.cu). Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
 // tc_supported() holds; everything else keeps the f32 CUDA-core kernels.
 #pragma once
 #include <cuda_bf16.h>
@@ -152,5 +153,15 @@ void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                     const __nv_bfloat16* v, const float* bl, const float* states,
                     const float* dstates, const float* dO, const float* cself, float* dphiq,
                     float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
+
+/// The wmma feature-map kernels that features_tc_launch and features_bwd_tc_launch
+/// (cuda/lizard_features_tc.cu) replaced, same contracts and the same phi bits; taken when
+/// LIZARD_FEATURES_KERNEL=wmma, until the new kernels are verified on the GPU (then removed).
+void features_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                          const __nv_bfloat16* Wlo, __nv_bfloat16* phi, __nv_bfloat16* phi_lo,
+                          const Dims& d, cudaStream_t s);
+void features_bwd_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
+                              bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail

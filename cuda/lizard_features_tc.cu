@@ -1,0 +1,626 @@
+// Feature maps of the Lizard attention on tensor cores, forward (phi = map(x W_h)) and
+// backward (dx += du W_h^T, dW_h += x^T du), contracts in lizard_attention_tc.cuh
+// (features_tc_launch, features_bwd_tc_launch, split_bf16_launch, widen_pair_launch).
+//
+// Layout of the work (issue #5: the wmma kernels took 2.3 ms per training call and 6 ms for
+// the backward at B=8 T=2048 H=32 D=F=128, for 0.54 GB of output per forward call):
+//   * a warp owns 16 tokens (one mma m-tile) and all F columns of u = x W: mma.sync m16n8k16
+//     with u in registers (F/8 accumulator tiles), x and W through ldmatrix; W's lo half
+//     (training) is a second mma into the same accumulator right after the hi one;
+//   * W (and Wlo) stay in shared memory for the CTA's life; a CTA walks many token units of
+//     one head (persistent), so W is read from L2 once per CTA, not once per 64 tokens;
+//   * the map works on the fragment layout: a row's F values sit in the 4 lanes of a quad,
+//     the row max by 2 quad shuffles; phi and phi_lo leave through a small per-warp staging
+//     buffer as 16-byte row stores;
+//   * backward: the same u, du from dphi (f32) in the fragment layout, to bf16 in shared;
+//     dx = du W^T per warp; dW = x^T du over a 128-token tile from shared x and du,
+//     accumulated in registers over all the CTA's tiles and added to dW once per CTA
+//     (atomics across the few CTAs of a head).
+//
+// Bit-exactness. u is accumulated in the wmma kernels' order (per output element: k-steps
+// ascending, hi then lo per step, the same HMMA.16816 instruction), and the softmax
+// normaliser is summed in warp_sum's order over the old kernel's lane partials (lane L held
+// f = L, L+32, ...; every element of lane L sits in one thread of the quad here, see
+// sum_warp_order), so phi and phi_lo are the wmma kernels' bits, and the forward and the
+// backward's recompute share warp_u and the map's statistics (the same bits again).
+// The wmma kernels stay reachable (LIZARD_FEATURES_KERNEL=wmma, lizard_attention_tc.cu)
+// until the GPU runs confirm these; then they go.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "lizard/core/error.h"
+#include "lizard_attention_tc.cuh"
+#include "mma_frag.cuh"
+
+namespace lizard::cuda::lizard_detail {
+namespace {
+
+using bf = __nv_bfloat16;
+using mma_frag::cp_async16;
+using mma_frag::cp_async_commit;
+using mma_frag::cp_async_wait_all;
+using mma_frag::ldsm_x4;
+using mma_frag::ldsm_x4_trans;
+using mma_frag::mma_16816;
+using mma_frag::pack_bf16x2;
+using mma_frag::smem_addr;
+using mma_frag::st_shared_zero16;
+
+constexpr int kUnit = 16;       // tokens per warp unit (one m-tile)
+constexpr int kMaxNT = 16;      // 8-column tiles of u: F <= 128 (tc_supported: 2F <= 256)
+constexpr int kMaxDT = 16;      // 8-column tiles of dx: D <= 128
+constexpr int kFwdWarps = 8;    // forward CTA; 2 CTAs per SM (shared: W, Wlo, 8 x 4.3 KiB)
+// backward CTA: 1 per SM (shared: W, Wlo, x and du of a tile), a tile of 128 tokens per step;
+// 8 warps leave 255 registers (u, dW accumulators, dphi in flight: 209-235 used, no spills),
+// 16 warps (128 registers) spilled 0.5-2 KB per thread
+constexpr int kBwdWarps = 8;
+constexpr int kBwdTile = kBwdWarps * kUnit;
+constexpr int kMaxWUnits = 64 / kBwdWarps;  // 16x16 tiles of dW per warp: (D/16)(F/16) <= 64
+
+/// Shared-memory row strides (bf16 elements): 16 bytes of padding put the 8 rows an
+/// ldmatrix reads (and the 8 rows of a quad-layout store) in distinct banks.
+__host__ __device__ constexpr int pad_ld(int n) { return n + 8; }
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+/// sum over one row of val(j).x, val(j).y (this thread's elements of the row: columns
+/// 8j + 2q and 8j + 2q + 1, n-tile j < nt) with exactly the rounding of the wmma kernels' row sum: lane L of their warp
+/// summed f = L, L+32, L+64, ... from 0 and warp_sum (xor 16, 8, 4, 2, 1) combined the lanes.
+/// Lane L = 8m + 2q + e holds n-tiles j = m, m+4, ... (column 8j + 2q + e), all in the thread
+/// q of the quad: its partials p[m][e], the xor 16 and 8 steps inside the thread, xor 4 and 2
+/// as quad shuffles (lane bits of q), xor 1 inside the thread (fp addition commutes, so each
+/// step's operand order does not matter). The quad's 4 threads get the same sum.
+template <class Val>
+__device__ __forceinline__ float sum_warp_order(int nt, Val val) {
+  float p[4][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};
+#pragma unroll
+  for (int j = 0; j < kMaxNT; ++j)
+    if (j < nt) {
+      const float2 v = val(j);
+      p[j & 3][0] += v.x;
+      p[j & 3][1] += v.y;
+    }
+  float s[2];
+#pragma unroll
+  for (int e = 0; e < 2; ++e) s[e] = (p[0][e] + p[2][e]) + (p[1][e] + p[3][e]);
+#pragma unroll
+  for (int e = 0; e < 2; ++e) s[e] += __shfl_xor_sync(0xffffffffu, s[e], 2);
+#pragma unroll
+  for (int e = 0; e < 2; ++e) s[e] += __shfl_xor_sync(0xffffffffu, s[e], 1);
+  return s[0] + s[1];
+}
+
+/// Copies 16 token rows of D bf16 (row r at src + r * gstride) into shared rows of ld `ld`
+/// at `dst` by cp.async (one warp); rows >= valid become zeros (so u = 0 there). Commits.
+__device__ __forceinline__ void load_unit_rows(uint32_t dst, int ld, const bf* src, int64_t gstride,
+                                               int valid, int D, int lane) {
+  const int vpr = D / 8;
+  for (int i = lane; i < kUnit * vpr; i += 32) {
+    const int r = i / vpr, c = (i % vpr) * 8;
+    const uint32_t a = dst + 2u * uint32_t(r * ld + c);
+    if (r < valid) cp_async16(a, src + r * gstride + c);
+    else st_shared_zero16(a);
+  }
+  cp_async_commit();
+}
+
+/// W [D][F] bf16 (one head) into shared rows of ld pad_ld(F) by cp.async (the whole CTA).
+/// Commits.
+__device__ __forceinline__ void load_weight(uint32_t dst, const bf* src, int D, int F) {
+  const int vpr = F / 8, ld = pad_ld(F);
+  for (int i = threadIdx.x; i < D * vpr; i += blockDim.x) {
+    const int r = i / vpr, c = (i % vpr) * 8;
+    cp_async16(dst + 2u * uint32_t(r * ld + c), src + int64_t(r) * F + c);
+  }
+  cp_async_commit();
+}
+
+/// u = x W (+ x Wlo when kWlo) for the warp's 16 rows, f32 accumulate: u[j] is n-tile j
+/// (columns 8j..8j+7) in the C layout (u[j][0..1]: row g, columns 8j+2q..+1; u[j][2..3]: row
+/// g+8). sx: the rows [16][D] (ld lx), sw/swl: W, Wlo [D][F] (ld lw), shared addresses.
+/// Per element the order of the wmma kernels: k-steps ascending, the hi product then the lo.
+template <bool kWlo>
+__device__ __forceinline__ void warp_u(float (&u)[kMaxNT][4], uint32_t sx, int lx, uint32_t sw,
+                                       uint32_t swl, int lw, int D, int F) {
+  const int lane = threadIdx.x & 31, nt = F / 8;
+#pragma unroll
+  for (int j = 0; j < kMaxNT; ++j) u[j][0] = u[j][1] = u[j][2] = u[j][3] = 0.f;
+  // A (x, row-major): lanes 0-15 rows 0-15 at k 0, lanes 16-31 rows 0-15 at k 8.
+  // B (W stored [k][n]): the transposed load, lanes 0-15 k rows 0-15 at n 0, 16-31 at n 8.
+  const uint32_t a_at = sx + 2u * uint32_t((lane & 15) * lx + (lane >> 4) * 8);
+  const uint32_t b_off = 2u * uint32_t((lane & 15) * lw + (lane >> 4) * 8);
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[4];
+    ldsm_x4(a, a_at + 32u * kk);
+    const uint32_t brow = b_off + 2u * uint32_t(kk * 16 * lw);
+#pragma unroll
+    for (int jp = 0; jp < kMaxNT / 2; ++jp) {
+      if (2 * jp < nt) {
+        uint32_t bh[4];
+        ldsm_x4_trans(bh, sw + brow + 32u * jp);
+        if constexpr (kWlo) {
+          uint32_t bl[4];
+          ldsm_x4_trans(bl, swl + brow + 32u * jp);
+          mma_16816(u[2 * jp], a, bh[0], bh[1]);
+          mma_16816(u[2 * jp + 1], a, bh[2], bh[3]);
+          mma_16816(u[2 * jp], a, bl[0], bl[1]);
+          mma_16816(u[2 * jp + 1], a, bl[2], bl[3]);
+        } else {
+          mma_16816(u[2 * jp], a, bh[0], bh[1]);
+          mma_16816(u[2 * jp + 1], a, bh[2], bh[3]);
+        }
+      }
+    }
+  }
+}
+
+/// The row statistics of the map for row r (0: g, 1: g+8) of u, as the wmma kernels define
+/// them: exp map, m = max(0, max_f |u_f|); softmax, the maxima of u and -u and the inverse
+/// sums of exp(u - mp) and exp(-u - mn) (sum_warp_order: the same bits).
+struct RowStats {
+  float mp, mn, ip, in;
+};
+
+template <bool kExp>
+__device__ __forceinline__ RowStats row_stats(const float (&u)[kMaxNT][4], int r, int nt) {
+  RowStats st{};
+  if constexpr (kExp) {
+    float m = 0.f;
+#pragma unroll
+    for (int j = 0; j < kMaxNT; ++j)
+      if (j < nt) m = fmaxf(m, fmaxf(fabsf(u[j][2 * r]), fabsf(u[j][2 * r + 1])));
+    st.mp = st.mn = quad_max(m);
+    st.ip = st.in = 1.f;
+  } else {
+    float mp = -INFINITY, mn = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kMaxNT; ++j)
+      if (j < nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
+    st.mp = mp = quad_max(mp);
+    st.mn = mn = quad_max(mn);
+    st.ip = 1.f / sum_warp_order(nt, [&](int j) {
+      return make_float2(expf(u[j][2 * r] - mp), expf(u[j][2 * r + 1] - mp));
+    });
+    st.in = 1.f / sum_warp_order(nt, [&](int j) {
+      return make_float2(expf(-u[j][2 * r] - mn), expf(-u[j][2 * r + 1] - mn));
+    });
+  }
+  return st;
+}
+
+// ---------------------------------------------------------------------------------------
+/// Forward. Grid (CTAs per head, H); warp w of CTA i takes the 16-token units i*kFwdWarps + w,
+/// stepping by gridDim.x * kFwdWarps, of the B * ceil(T/16) units of head h. Shared: W, Wlo
+/// (kWlo) [D][pad F], then per warp a buffer of [16][pad max(D, F)] bf16: the unit's x rows,
+/// then (once u is in registers) the staging of phi (rows 0-7) and phi_lo (rows 8-15) for the
+/// 8 rows of one half (row g or g+8, positive or negative half) at a time.
+template <bool kExp, bool kLo, bool kWlo>
+__global__ void __launch_bounds__(kFwdWarps * 32, 2)
+    features_mma_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
+                        const bf* __restrict__ Wlo, bf* __restrict__ phi,
+                        bf* __restrict__ phi_lo, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F = d.F, nt = F / 8, LW = pad_ld(F), LB = pad_ld(max(D, F));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+  const int h = blockIdx.y, hx = h / (d.H / Hx);
+  bf* sw = reinterpret_cast<bf*>(smem);
+  bf* swl = sw + D * LW;
+  bf* buf = sw + (kWlo ? 2 : 1) * D * LW + warp * kUnit * LB;
+  const uint32_t sw_a = smem_addr(sw), swl_a = kWlo ? smem_addr(swl) : 0u, buf_a = smem_addr(buf);
+  load_weight(sw_a, W + int64_t(h) * D * F, D, F);
+  if constexpr (kWlo) load_weight(swl_a, Wlo + int64_t(h) * D * F, D, F);
+  cp_async_wait_all();
+  __syncthreads();
+
+  const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
+  for (int unit = blockIdx.x * kFwdWarps + warp; unit < units; unit += gridDim.x * kFwdWarps) {
+    const int b = unit / per_b, t0 = (unit % per_b) * kUnit, n = min(kUnit, d.T - t0);
+    load_unit_rows(buf_a, LB, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, n, D, lane);
+    cp_async_wait_all();
+    __syncwarp();
+    float u[kMaxNT][4];
+    warp_u<kWlo>(u, buf_a, LB, sw_a, swl_a, LW, D, F);
+    __syncwarp();  // every lane's reads of the x rows are done: the buffer stages phi now
+    const int LS = LW;  // staging: phi rows 0-7, phi_lo rows 8-15 of the buffer, ld pad F
+    bf* shi = buf;
+    bf* slo = buf + 8 * LS;
+    const int64_t row0 = (int64_t(b) * d.H + h) * d.T + t0;  // phi row of token t0
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const RowStats st = row_stats<kExp>(u, r, nt);
+#pragma unroll
+      for (int sgn = 0; sgn < 2; ++sgn) {
+        const float mm = sgn ? st.mn : st.mp, inv = sgn ? st.in : st.ip;
+        // the f32 phi of this thread's elements: the wmma kernels' expressions
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt) {
+            float v[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              v[e] = sgn ? expf(-uu - mm) : expf(uu - mm);
+              if constexpr (!kExp) v[e] = v[e] * inv;
+            }
+            const int off = g * LS + 8 * j + 2 * q;
+            if constexpr (kLo) {
+              const bf h0 = __float2bfloat16(v[0]), h1 = __float2bfloat16(v[1]);
+              const bf l0 = __float2bfloat16(v[0] - __bfloat162float(h0));
+              const bf l1 = __float2bfloat16(v[1] - __bfloat162float(h1));
+              *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16x2(h0, h1);
+              *reinterpret_cast<uint32_t*>(slo + off) = pack_bf16x2(l0, l1);
+            } else {
+              *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16x2(v[0], v[1]);
+            }
+          }
+        __syncwarp();
+        // 8 rows (tokens t0 + 8r + rr) x F columns out as 16-byte stores
+        const int vpr = F / 8;
+        for (int i = lane; i < 8 * vpr; i += 32) {
+          const int rr = i / vpr, c = (i % vpr) * 8, tr = 8 * r + rr;
+          if (tr >= n) continue;
+          const int64_t o = (row0 + tr) * 2 * F + sgn * F + c;
+          *reinterpret_cast<uint4*>(phi + o) = *reinterpret_cast<const uint4*>(shi + rr * LS + c);
+          if constexpr (kLo)
+            *reinterpret_cast<uint4*>(phi_lo + o) = *reinterpret_cast<const uint4*>(slo + rr * LS + c);
+        }
+        __syncwarp();  // staging read out before it is written again (or refilled with x)
+      }
+    }
+  }
+}
+
+size_t features_fwd_smem(const Dims& d, bool wlo) {
+  return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) +
+                       size_t(kFwdWarps) * kUnit * pad_ld(std::max(d.D, d.F)));
+}
+
+// ---------------------------------------------------------------------------------------
+/// dx (f32) += val at p and p+1: a plain read-modify-write where the rows are owned
+/// (queries), float2 atomics where heads of a GQA group share them (keys).
+__device__ __forceinline__ void add_pair(float* p, float a, float b, bool atomic) {
+  if (atomic) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+    atomicAdd(p, a);
+    atomicAdd(p + 1, b);
+#endif
+  } else {
+    float2 v = *reinterpret_cast<float2*>(p);
+    v.x += a;
+    v.y += b;
+    *reinterpret_cast<float2*>(p) = v;
+  }
+}
+
+/// Backward. Grid (CTAs per head, H); CTA i walks the kBwdTile-token tiles i*tpc .. (i+1)*tpc - 1
+/// of the B * ceil(T/kBwdTile) tiles of head h, warp w owning tokens 16w..16w+15 of a tile:
+///   u = x (W + Wlo) (warp_u, the forward's bits) and the map's statistics (row_stats);
+///   du (f32, the formulas of features_bwd_kernel) from dphi [B,H,T,2F] f32, rounded to bf16
+///   as the wmma kernel did, into shared du [kBwdTile][F] (dx's A operand, dW's B operand);
+///   dx [B,T,Hx,D] += du W^T (atomics when atomic_dx);
+///   dW_h += x^T du: warp w owns up to kMaxWUnits 16x16 tiles of dW, accumulated over all
+///   the CTA's tiles, added to dW [H,D,F] f32 once at the end (atomics across CTAs).
+/// Shared: W, Wlo [D][pad F], x [kBwdTile][pad D], du [kBwdTile][pad F] (bf16).
+template <bool kExp, bool kWlo>
+__global__ void __launch_bounds__(kBwdWarps * 32, 1)
+    features_bwd_mma_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
+                            const bf* __restrict__ Wlo, const float* __restrict__ dphi,
+                            float* __restrict__ dx, bool atomic_dx, float* __restrict__ dW,
+                            int tpc, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F = d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F), LX = pad_ld(D);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+  const int h = blockIdx.y, hx = h / (d.H / Hx);
+  bf* sw = reinterpret_cast<bf*>(smem);
+  bf* swl = sw + D * LW;
+  bf* sx = sw + (kWlo ? 2 : 1) * D * LW;
+  bf* sdu = sx + kBwdTile * LX;
+  const uint32_t sw_a = smem_addr(sw), swl_a = kWlo ? smem_addr(swl) : 0u;
+  const uint32_t sx_a = smem_addr(sx), sdu_a = smem_addr(sdu);
+  const uint32_t sxw_a = sx_a + 2u * uint32_t(warp * kUnit * LX);  // this warp's x rows
+  const int per_b = (d.T + kBwdTile - 1) / kBwdTile;
+  const int tile0 = blockIdx.x * tpc, tile1 = min(d.B * per_b, tile0 + tpc);
+  // dW tiles of this warp: units warp*upw .. +upw-1 of the (D/16)(F/16), row-major over
+  // (i-tile, f-tile), so a warp's units mostly share their x^T fragment
+  const int nft = F / 16, nwu = (D / 16) * nft;
+  const int upw = (nwu + kBwdWarps - 1) / kBwdWarps;
+  load_weight(sw_a, W + int64_t(h) * D * F, D, F);
+  if constexpr (kWlo) load_weight(swl_a, Wlo + int64_t(h) * D * F, D, F);
+  cp_async_wait_all();
+  __syncthreads();
+  float wacc[kMaxWUnits][2][4];
+#pragma unroll
+  for (int i = 0; i < kMaxWUnits; ++i)
+#pragma unroll
+    for (int k = 0; k < 2; ++k) wacc[i][k][0] = wacc[i][k][1] = wacc[i][k][2] = wacc[i][k][3] = 0.f;
+
+  for (int tile = tile0; tile < tile1; ++tile) {
+    const int b = tile / per_b, tw = (tile % per_b) * kBwdTile + warp * kUnit;  // warp's t0
+    const int n = max(0, min(kUnit, d.T - tw));
+    __syncthreads();  // the previous tile's dW reads of sx and sdu are done
+    load_unit_rows(sxw_a, LX, x + ((int64_t(b) * d.T + tw) * Hx + hx) * D, int64_t(Hx) * D, n, D, lane);
+    cp_async_wait_all();
+    __syncwarp();
+    float u[kMaxNT][4];
+    warp_u<kWlo>(u, sxw_a, LX, sw_a, swl_a, LW, D, F);
+    // du, rounded to bf16 as the wmma kernel did, into shared (row-major [token][f]): the A
+    // operand of dx = du W^T (this warp's rows) and the B operand of dW (all rows), written
+    // straight from the fragment layout (kept in registers instead, it pushed the kernel
+    // to the 255-register limit with spills).
+    bf* duw = sdu + (warp * kUnit + g) * LW + 2 * q;  // row g, column 2q
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const bool valid = g + 8 * r < n;
+      const float* dp = dphi + ((int64_t(b) * d.H + h) * d.T + tw + g + 8 * r) * F2 + 2 * q;
+      // this thread's dphi pair of n-tile j, sign sgn (zero past T: du = 0 there)
+      auto dpair = [&](int j, int sgn) {
+        return valid ? __ldg(reinterpret_cast<const float2*>(dp + sgn * F + 8 * j))
+                     : make_float2(0.f, 0.f);
+      };
+      auto comp = [](float2 v, int e) { return e ? v.y : v.x; };
+      const RowStats st = row_stats<kExp>(u, r, nt);
+      if constexpr (kExp) {
+        // arg-max of |u| (the smallest f on ties), which takes the max's gradient
+        float best = -1.f;
+        int arg = 0;
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (fabsf(u[j][2 * r + e]) > best) best = fabsf(u[j][2 * r + e]), arg = 8 * j + 2 * q + e;
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1) {
+          const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+          const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
+          if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
+        }
+        const float m = st.mp;
+        const float pp = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpair(j, 0);
+          return make_float2(expf(u[j][2 * r] - m) * v.x, expf(u[j][2 * r + 1] - m) * v.y);
+        });
+        const float pn = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpair(j, 1);
+          return make_float2(expf(-u[j][2 * r] - m) * v.x, expf(-u[j][2 * r + 1] - m) * v.y);
+        });
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt) {
+            const float2 dpp = dpair(j, 0), dpn = dpair(j, 1);
+            float gv[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              gv[e] = expf(uu - m) * comp(dpp, e) - expf(-uu - m) * comp(dpn, e);
+              if (8 * j + 2 * q + e == arg) gv[e] -= (uu >= 0.f ? 1.f : -1.f) * (pp + pn);
+              if (!valid) gv[e] = 0.f;
+            }
+            *reinterpret_cast<uint32_t*>(duw + 8 * r * LW + 8 * j) = pack_bf16x2(gv[0], gv[1]);
+          }
+      } else {
+        const float mp = st.mp, mn = st.mn, ip = st.ip, in = st.in;
+        const float pp = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpair(j, 0);
+          return make_float2(expf(u[j][2 * r] - mp) * ip * v.x, expf(u[j][2 * r + 1] - mp) * ip * v.y);
+        });
+        const float pn = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpair(j, 1);
+          return make_float2(expf(-u[j][2 * r] - mn) * in * v.x, expf(-u[j][2 * r + 1] - mn) * in * v.y);
+        });
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt) {
+            const float2 dpp = dpair(j, 0), dpn = dpair(j, 1);
+            float gv[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              gv[e] = expf(uu - mp) * ip * (comp(dpp, e) - pp) -
+                      expf(-uu - mn) * in * (comp(dpn, e) - pn);
+              if (!valid) gv[e] = 0.f;
+            }
+            *reinterpret_cast<uint32_t*>(duw + 8 * r * LW + 8 * j) = pack_bf16x2(gv[0], gv[1]);
+          }
+      }
+    }
+    __syncwarp();  // this warp's du rows are in shared
+    // dx = du W^T (W_hi, as the wmma kernel): B = W^T, W stored [i][f] = [n][k] (plain
+    // ldmatrix: lanes 0-7 rows i 0-7 at f 0, 8-15 at f 8, 16-31 the same for rows i 8-15);
+    // D in halves of 64 columns to bound the accumulator registers
+    const uint32_t wt_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LW + ((lane >> 3) & 1) * 8);
+    // A = du (row-major): lanes 0-15 rows 0-15 at f 0, 16-31 at f 8
+    const uint32_t da_at = sdu_a + 2u * uint32_t((warp * kUnit + (lane & 15)) * LW + (lane >> 4) * 8);
+    float* dxr = dx + ((int64_t(b) * d.T + tw + g) * Hx + hx) * D + 2 * q;  // row g, column 2q
+    const int64_t dx8 = int64_t(8) * Hx * D;                                 // to row g + 8
+#pragma unroll
+    for (int ih = 0; ih < kMaxDT / 8; ++ih) {
+      if (ih * 64 >= D) break;
+      float acc[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+      for (int kk = 0; kk < F / 16; ++kk) {
+        uint32_t a[4];
+        ldsm_x4(a, da_at + 32u * kk);
+#pragma unroll
+        for (int ip = 0; ip < 4; ++ip) {
+          const int i0 = ih * 64 + ip * 16;
+          if (i0 < D) {
+            uint32_t bw[4];
+            ldsm_x4(bw, sw_a + wt_off + 2u * uint32_t(i0 * LW + kk * 16));
+            mma_16816(acc[2 * ip], a, bw[0], bw[1]);
+            mma_16816(acc[2 * ip + 1], a, bw[2], bw[3]);
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int col = ih * 64 + i * 8;
+        if (col >= D) break;
+        if (g < n) add_pair(dxr + col, acc[i][0], acc[i][1], atomic_dx);
+        if (g + 8 < n) add_pair(dxr + dx8 + col, acc[i][2], acc[i][3], atomic_dx);
+      }
+    }
+    __syncthreads();  // every warp's x rows and du are in shared
+    // dW += x^T du over the tile's kBwdTile tokens. A = x^T (x stored [t][i] = [k][m]: transposed
+    // load, lanes 0-7 t 0-7 at i 0, 8-15 t 0-7 at i 8, 16-23 t 8-15 at i 0, 24-31 t 8-15 at
+    // i 8); B = du (stored [t][f] = [k][n]: transposed load as W in warp_u).
+    const uint32_t xa_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LX + ((lane >> 3) & 1) * 8);
+    const uint32_t db_off = 2u * uint32_t((lane & 15) * LW + (lane >> 4) * 8);
+    for (int kk = 0; kk < kBwdTile / 16; ++kk) {
+      uint32_t a[4];
+      int a_it = -1;
+#pragma unroll
+      for (int i = 0; i < kMaxWUnits; ++i) {
+        const int wu = warp * upw + i;
+        if (i < upw && wu < nwu) {
+          const int it = wu / nft, ft = wu % nft;
+          if (it != a_it) {
+            ldsm_x4_trans(a, sx_a + xa_off + 2u * uint32_t(kk * 16 * LX + it * 16));
+            a_it = it;
+          }
+          uint32_t bq[4];
+          ldsm_x4_trans(bq, sdu_a + db_off + 2u * uint32_t(kk * 16 * LW + ft * 16));
+          mma_16816(wacc[i][0], a, bq[0], bq[1]);
+          mma_16816(wacc[i][1], a, bq[2], bq[3]);
+        }
+      }
+    }
+  }
+  if (tile0 >= tile1) return;
+  float* dWh = dW + int64_t(h) * D * F;
+#pragma unroll
+  for (int i = 0; i < kMaxWUnits; ++i) {
+    const int wu = warp * upw + i;
+    if (i < upw && wu < nwu) {
+      const int it = wu / nft, ft = wu % nft;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        float* p = dWh + int64_t(it * 16 + g) * F + ft * 16 + 8 * k + 2 * q;
+        add_pair(p, wacc[i][k][0], wacc[i][k][1], true);
+        add_pair(p + 8 * F, wacc[i][k][2], wacc[i][k][3], true);
+      }
+    }
+  }
+}
+
+size_t features_bwd_mma_smem(const Dims& d, bool wlo) {
+  return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) + size_t(kBwdTile) * pad_ld(d.D) +
+                       size_t(kBwdTile) * pad_ld(d.F));
+}
+
+/// hi = bf16(w), lo = bf16(w - hi): x hi + x lo is x w to about 2^-17 (x exact in bf16).
+__global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ hi,
+                                  bf* __restrict__ lo, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const bf hv = __float2bfloat16(w[i]);
+  hi[i] = hv;
+  lo[i] = __float2bfloat16(w[i] - __bfloat162float(hv));
+}
+
+/// out = f32(hi) + f32(lo): a split bf16 pair widened (exact: both are bf16, lo < 2^-8 hi).
+__global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restrict__ lo,
+                                  float* __restrict__ out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
+}
+
+template <class K>
+void grant_smem(K kernel, size_t bytes) {
+  LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)) ==
+               cudaSuccess,
+           "lizard feature maps (CUDA): cannot grant ", bytes, " bytes of shared memory");
+}
+
+int sm_count() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
+    n = 132;  // an H100/H200; only the grid size depends on it
+  return n;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+/// Whether LIZARD_FEATURES_KERNEL selects the wmma kernels (read per call; temporary, until
+/// the mma kernels are verified on the GPU). Throws InputError naming the variable for any
+/// value but mma, wmma or empty.
+bool wmma_features() {
+  const char* e = std::getenv("LIZARD_FEATURES_KERNEL");
+  if (!e || !*e) return false;
+  const std::string v(e);
+  if (v == "wmma") return true;
+  if (v == "mma") return false;
+  throw InputError("LIZARD_FEATURES_KERNEL='" + v + "': expected 'mma' (the default), 'wmma' or unset");
+}
+
+}  // namespace
+
+void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, bf* phi_lo,
+                        const Dims& d, cudaStream_t s) {
+  if (wmma_features()) return features_wmma_launch(x, Hx, W, Wlo, phi, phi_lo, d, s);
+  LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(phi) &&
+               (!phi_lo || aligned16(phi_lo)),
+           "lizard feature maps (CUDA): x, W, Wlo, phi and phi_lo must be 16-byte aligned");
+  const bool wlo = Wlo != nullptr;
+  const size_t sm = features_fwd_smem(d, wlo);
+  const int units = d.B * ((d.T + kUnit - 1) / kUnit);
+  // two CTAs per SM over all heads (a CTA loads its head's W once, then streams units)
+  const int per_head = std::max(1, std::min((units + kFwdWarps - 1) / kFwdWarps, 2 * sm_count() / d.H));
+  const dim3 grid(per_head, d.H);
+  auto go = [&](auto kernel) {
+    grant_smem(kernel, sm);
+    kernel<<<grid, kFwdWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
+  };
+  const bool lo = phi_lo != nullptr;
+  if (d.act_exp) {
+    if (lo) wlo ? go(features_mma_kernel<true, true, true>) : go(features_mma_kernel<true, true, false>);
+    else wlo ? go(features_mma_kernel<true, false, true>) : go(features_mma_kernel<true, false, false>);
+  } else {
+    if (lo) wlo ? go(features_mma_kernel<false, true, true>) : go(features_mma_kernel<false, true, false>);
+    else wlo ? go(features_mma_kernel<false, false, true>) : go(features_mma_kernel<false, false, false>);
+  }
+}
+
+void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
+                            float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+  if (wmma_features()) return features_bwd_wmma_launch(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, d, s);
+  LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
+               aligned16(dx) && aligned16(dW),
+           "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");
+  const bool wlo = Wlo != nullptr;
+  const size_t sm = features_bwd_mma_smem(d, wlo);
+  const int tiles = d.B * ((d.T + kBwdTile - 1) / kBwdTile);
+  // one CTA per SM over all heads; fewer CTAs per head means fewer dW atomics
+  const int per_head = std::max(1, std::min(tiles, sm_count() / d.H));
+  const int tpc = (tiles + per_head - 1) / per_head;
+  const dim3 grid((tiles + tpc - 1) / tpc, d.H);
+  auto go = [&](auto kernel) {
+    grant_smem(kernel, sm);
+    kernel<<<grid, kBwdWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, tpc, d);
+  };
+  if (d.act_exp) wlo ? go(features_bwd_mma_kernel<true, true>) : go(features_bwd_mma_kernel<true, false>);
+  else wlo ? go(features_bwd_mma_kernel<false, true>) : go(features_bwd_mma_kernel<false, false>);
+}
+
+void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {
+  split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
+}
+
+void widen_pair_launch(const bf* hi, const bf* lo, float* out, int64_t n, cudaStream_t s) {
+  widen_pair_kernel<<<int((n + 255) / 256), 256, 0, s>>>(hi, lo, out, n);
+}
+
+}  // namespace lizard::cuda::lizard_detail
