@@ -42,10 +42,8 @@ struct FeatureRun {
   ops::LizardGrads g;
 };
 
-/// Training forward (saved), backward and an inference forward on the GPU, with the feature
-/// kernels LIZARD_FEATURES_KERNEL=`kernels` selects (null: the default).
-FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
-  ScopedEnv env("LIZARD_FEATURES_KERNEL", kernels);
+/// The case's inputs (bf16) and parameters (f32) on the GPU.
+std::pair<ops::LizardInputs, ops::LizardParams> on_gpu(const LizardCase& c) {
   const Device gpu = Device::cuda(0);
   ops::LizardInputs in;
   in.q = c.in.q.to(gpu, DType::BF16);
@@ -56,9 +54,17 @@ FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kerne
   for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
                           {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
     if (src->defined()) *dst = src->to(gpu, DType::F32);
+  return {in, p};
+}
+
+/// Training forward (saved), backward and an inference forward on the GPU, with the feature
+/// kernels LIZARD_FEATURES_KERNEL=`kernels` selects (null: the default).
+FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
+  ScopedEnv env("LIZARD_FEATURES_KERNEL", kernels);
+  const auto [in, p] = on_gpu(c);
   FeatureRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
-  r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(gpu, DType::BF16));
+  r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(Device::cuda(0), DType::BF16));
   r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
   return r;
 }
@@ -93,12 +99,7 @@ void expect_matches_wmma(const Shape& sh) {
                            std::to_string(sh.D) + " F " + std::to_string(sh.F) + (sh.exp ? " exp" : " softmax");
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
   {
-    const Device gpu = Device::cuda(0);
-    ops::LizardInputs in;
-    in.q = c.in.q.to(gpu, DType::BF16), in.k = c.in.k.to(gpu, DType::BF16);
-    in.v = c.in.v.to(gpu, DType::BF16), in.x = c.in.x.to(gpu, DType::BF16);
-    ops::LizardParams p;
-    p.wq = c.p.wq.to(gpu, DType::F32), p.wk = c.p.wk.to(gpu, DType::F32);
+    const auto [in, p] = on_gpu(c);
     ASSERT_TRUE(cuda::lizard_attention_kernel_path(cfg, in, p, true).global_tc)
         << what << ": the case must take the tensor-core feature kernels";
   }
