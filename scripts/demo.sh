@@ -15,18 +15,12 @@ OUTDIR=runs/demo
 rm -rf "$OUTDIR"
 ARGS=()
 MQAR_SAMPLES=256
-# MQAR layout of the data and the eval (src/eval/mqar.h): pair counts 2..8 per sequence, the
-# answers as labels only and random words between the queries. With the answers visible as
-# inputs a softmax teacher settles at 1/8 (1 + 1/2 + ... + 1/8) = 34% by answering from the
-# values not yet asked, never binding keys to values (docs/benchmarks/2026-11-27-demo-h200.md).
-MQAR_LAYOUT=(--mqar-min-pairs 2 --mqar-hide-answers --mqar-random-filler)
-MQAR_EVAL=(--hide-answers --random-filler)
 if "$LZ" info | grep -q "^gpus: [1-9]"; then
   echo "[demo] GPU found: full configuration"
-  "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 20000 --mqar-docs 200000 "${MQAR_LAYOUT[@]}"
+  "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 20000 --mqar-docs 40000
 else
   echo "[demo] no GPU: reduced configuration on the CPU"
-  "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 800 --mqar-docs 800 "${MQAR_LAYOUT[@]}"
+  "$LZ" make-demo-data --out "$OUTDIR/data" --grammar-docs 800 --mqar-docs 800
   ARGS=(--set device=cpu --set model.hidden_size=96 --set model.intermediate_size=256
         --set model.num_hidden_layers=2 --set model.num_attention_heads=4
         --set model.num_key_value_heads=2 --set model.head_dim=24 --set lizard.feature_dim=16
@@ -46,8 +40,8 @@ done
 echo "[demo] exported runs/demo/{paper,plus}/export (load with lizard or transformers, trust_remote_code)"
 
 # ---- evaluation: teacher and both students on the same held-out data --------------------
-# The MQAR spec is the training data's layout at its hardest (128 tokens, 8 pairs, answers
-# hidden, random filler) with a fresh seed; `--window` defaults to the students' Lizard window (configs/demo.yaml: 16), so the
+# The MQAR spec is the training data's (make-demo-data: 128 tokens, 8 pairs) with a fresh
+# seed; `--window` defaults to the students' Lizard window (configs/demo.yaml: 16), so the
 # teacher's recall is split at the same distance.
 echo
 echo "[demo] evaluating (lizard eval: ppl on val.h5, MQAR recall; JSON lines in $OUTDIR/eval.jsonl)"
@@ -57,7 +51,7 @@ for entry in "${MODELS[@]}"; do
   name=${entry%%:*}; dir=${entry#*:}
   { "$LZ" eval --model "$dir" --task ppl --data "$OUTDIR/data/val.h5" --max-len 128 &&
     "$LZ" eval --model "$dir" --task mqar --seq-len 128 --pairs 8 --samples "$MQAR_SAMPLES" \
-      --seed 4242 "${MQAR_EVAL[@]}"; } 2>>"$OUTDIR/eval.log" | sed "s/^{/{\"name\": \"$name\", /" >> "$OUTDIR/eval.jsonl" \
+      --seed 4242; } 2>>"$OUTDIR/eval.log" | sed "s/^{/{\"name\": \"$name\", /" >> "$OUTDIR/eval.jsonl" \
     || { echo "[demo] lizard eval failed on $dir:"; tail -3 "$OUTDIR/eval.log"; exit 1; }
 done
 
