@@ -116,14 +116,19 @@ void expect_matches_wmma(const Shape& sh) {
   // in an order that tiles and atomics leave open, over up to 2000 tokens of random sign:
   // about 2^-24 sqrt(2000) = 3e-6 relative at worst per dW element, less norm-wise; 2e-5
   // leaves room and still catches any wrong element (an index or a race gives O(1) errors
-  // in the affected rows, a du rounded differently about 1e-3).
+  // in the affected rows, a du rounded differently about 1e-3). dk and dv are also summed
+  // over the query heads of a GQA group and over both branches by f32 atomics whose order
+  // changes from run to run, with cancellation between the terms: on an H200 they differed
+  // by 3.3e-5 (dv, T 333, D 128) and 2.8e-5 (dk, T 700, H 64) with every other gradient
+  // within 2e-5; 2e-4 for those two still sits 5x under a bf16-rounded du.
   auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
   for (auto [name, got, ref] : {std::tuple{"dq", &mma.g.dq, &old.g.dq}, {"dk", &mma.g.dk, &old.g.dk},
                                 {"dv", &mma.g.dv, &old.g.dv}, {"dx", &mma.g.dx, &old.g.dx},
                                 {"dwq", &mma.g.dwq, &old.g.dwq}, {"dwk", &mma.g.dwk, &old.g.dwk},
                                 {"dw_g", &mma.g.dw_g, &old.g.dw_g}, {"db_g", &mma.g.db_g, &old.g.db_g}}) {
     const double err = rel_err(f64(*got), f64(*ref));
-    EXPECT_LE(err, 2e-5) << what << " " << name;
+    const bool shared_kv = std::string(name) == "dk" || std::string(name) == "dv";
+    EXPECT_LE(err, shared_kv ? 2e-4 : 2e-5) << what << " " << name;
   }
 }
 
