@@ -7,6 +7,20 @@
 
 namespace lizard::io {
 
+namespace {
+
+/// InputError unless every id is in [0, vocab): `what` prefixes the message, `kind` names the
+/// ids ("token", "input token"), `where(i)` the position of id i, `outside` the range's words.
+template <typename Where>
+void check_ids(const std::vector<int32_t>& ids, int64_t vocab, const std::string& what,
+               const char* kind, Where where, const char* outside) {
+  for (size_t i = 0; i < ids.size(); ++i)
+    LZ_INPUT_CHECK(ids[i] >= 0 && ids[i] < vocab, what, kind, " ", ids[i], where(i), " ", outside,
+                   " [0, ", vocab, ")");
+}
+
+}  // namespace
+
 TokenDatasetWriter::TokenDatasetWriter(std::string path, TokenDatasetMeta meta)
     : path_(std::move(path)), meta_(std::move(meta)) {
   LZ_INPUT_CHECK(meta_.vocab_size > 0, "token dataset ", path_, ": vocab_size must be positive");
@@ -16,10 +30,9 @@ void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vect
                              const std::vector<int32_t>* inputs) {
   LZ_CHECK(!finished_, "token dataset ", path_, ": add after finish");
   LZ_CHECK(!tokens.empty(), "token dataset ", path_, ": empty document ", offsets_.size());
-  for (int32_t t : tokens)
-    LZ_INPUT_CHECK(t >= 0 && t < meta_.vocab_size, "token dataset ", path_, ": token ", t,
-                   " of document ", offsets_.size(), " outside the vocabulary [0, ",
-                   meta_.vocab_size, ")");
+  const std::string what = str_cat("token dataset ", path_, ": ");
+  const std::string doc = str_cat(" of document ", offsets_.size());
+  check_ids(tokens, meta_.vocab_size, what, "token", [&](size_t) { return doc; }, "outside the vocabulary");
   if (mask) {
     LZ_CHECK(mask->size() == tokens.size(), "token dataset ", path_, ": mask of ", mask->size(),
              " for ", tokens.size(), " tokens");
@@ -28,10 +41,7 @@ void TokenDatasetWriter::add(const std::vector<int32_t>& tokens, const std::vect
   if (inputs) {
     LZ_CHECK(inputs->size() == tokens.size(), "token dataset ", path_, ": inputs of ", inputs->size(),
              " for ", tokens.size(), " tokens");
-    for (int32_t t : *inputs)
-      LZ_INPUT_CHECK(t >= 0 && t < meta_.vocab_size, "token dataset ", path_, ": input token ", t,
-                     " of document ", offsets_.size(), " outside the vocabulary [0, ",
-                     meta_.vocab_size, ")");
+    check_ids(*inputs, meta_.vocab_size, what, "input token", [&](size_t) { return doc; }, "outside the vocabulary");
     if (inputs_.empty()) inputs_ = tokens_;  // earlier documents read their tokens
   }
   offsets_.push_back(static_cast<int64_t>(tokens_.size()));
@@ -93,9 +103,8 @@ TokenDataset TokenDataset::open(const std::string& path) {
     LZ_INPUT_CHECK(d.offsets_[i] < end, what, "document ", i, " is empty or offsets decrease (",
                    d.offsets_[i], " -> ", end, ")");
   }
-  for (size_t i = 0; i < d.tokens_.size(); ++i)
-    LZ_INPUT_CHECK(d.tokens_[i] >= 0 && d.tokens_[i] < d.meta_.vocab_size, what, "token ",
-                   d.tokens_[i], " at ", i, " outside [0, ", d.meta_.vocab_size, ")");
+  auto at = [](size_t i) { return str_cat(" at ", i); };
+  check_ids(d.tokens_, d.meta_.vocab_size, what, "token", at, "outside");
   if (f.has("loss_mask")) {
     Tensor m = f.read("loss_mask");
     LZ_INPUT_CHECK(m.dtype() == DType::U8 && m.numel() == tokens.numel(), what,
@@ -109,9 +118,7 @@ TokenDataset TokenDataset::open(const std::string& path) {
                    "'input_tokens' must be int32 with one entry per token, got ", in.desc());
     const int32_t* ip = in.data<int32_t>();
     d.inputs_.assign(ip, ip + in.numel());
-    for (size_t i = 0; i < d.inputs_.size(); ++i)
-      LZ_INPUT_CHECK(d.inputs_[i] >= 0 && d.inputs_[i] < d.meta_.vocab_size, what, "input token ",
-                     d.inputs_[i], " at ", i, " outside [0, ", d.meta_.vocab_size, ")");
+    check_ids(d.inputs_, d.meta_.vocab_size, what, "input token", at, "outside");
   }
   return d;
 }
