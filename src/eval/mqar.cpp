@@ -99,13 +99,15 @@ MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64
   MqarSample s;
   s.num_pairs = N;
   std::vector<int32_t>& t = s.doc.tokens;
-  t.assign(static_cast<size_t>(spec.seq_len), vocab.id("-"));
-  if (spec.random_filler) {
-    // words below the keys that are not specials: digits, punctuation, grammar and passkey words
-    const int32_t lo_id = SyntheticVocab::eos() + 1, n_words = vocab.key(0) - lo_id;
-    LZ_CHECK(n_words > 0, "mqar: the vocabulary has no filler words below its keys");
-    for (int32_t& tok : t) tok = lo_id + static_cast<int32_t>(d.below(n_words));
-  }
+  // A filler: "-", or (random_filler) a random word below the keys that is not a special
+  // token: digits, punctuation, grammar and passkey words.
+  const int32_t lo_id = SyntheticVocab::eos() + 1, n_words = vocab.key(0) - lo_id;
+  LZ_CHECK(!spec.random_filler || n_words > 0, "mqar: the vocabulary has no filler words below its keys");
+  const int32_t dash = vocab.id("-");
+  auto filler = [&]() { return spec.random_filler ? lo_id + static_cast<int32_t>(d.below(n_words)) : dash; };
+  t.assign(static_cast<size_t>(spec.seq_len), dash);
+  if (spec.random_filler)
+    for (int32_t& tok : t) tok = filler();
   s.doc.loss_mask.assign(t.size(), 0);
   t[0] = SyntheticVocab::bos();
   for (int64_t i = 0; i < N; ++i) {
@@ -126,14 +128,7 @@ MqarSample mqar_sample(const SyntheticVocab& vocab, const MqarSpec& spec, uint64
   }
   if (spec.hide_answers) {
     s.doc.inputs = t;
-    for (const MqarQuery& q : s.queries) {
-      int32_t& in = s.doc.inputs[static_cast<size_t>(q.query_pos + 1)];
-      in = vocab.id("-");
-      if (spec.random_filler) {
-        const int32_t lo_id = SyntheticVocab::eos() + 1;
-        in = lo_id + static_cast<int32_t>(d.below(vocab.key(0) - lo_id));
-      }
-    }
+    for (const MqarQuery& q : s.queries) s.doc.inputs[static_cast<size_t>(q.query_pos + 1)] = filler();
   }
   return s;
 }
