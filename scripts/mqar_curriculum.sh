@@ -6,8 +6,9 @@
 # transition that comes early only with few pairs. So: 2 pairs until it binds, then 2..4,
 # then 2..8, each stage starting from the last (pretrain stages chained by model.path).
 #   scripts/mqar_curriculum.sh [--device cpu|cuda] [--out DIR]
-# Environment: WIDTH, LAYERS, HEADS, SEQ, BATCH, LR, STEPS1, STEPS2, STEPS3 (defaults: the CPU
-# run of docs/benchmarks/2026-11-27-demo-h200.md: 64, 2, 4, 64, 32, 3e-3, 6000, 4000, 4000).
+# Environment: WIDTH, LAYERS, HEADS, KV_HEADS (default HEADS), SEQ, BATCH, LR, SEED (default 0),
+# STEPS1, STEPS2, STEPS3 (defaults: the CPU run of docs/benchmarks/2026-11-27-demo-h200.md:
+# 64, 2, 4, 64, 32, 3e-3, 6000, 4000, 4000).
 # Prints MQAR accuracy (answers hidden, fresh samples) at 2, 4 and 8 pairs after each stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ done
 LZ=${LZ:-build/bin/lizard}
 [[ -x "$LZ" ]] || { echo "mqar_curriculum.sh: $LZ not built (scripts/setup.sh build)" >&2; exit 1; }
 WIDTH=${WIDTH:-64}; LAYERS=${LAYERS:-2}; HEADS=${HEADS:-4}; SEQ=${SEQ:-64}; BATCH=${BATCH:-32}
-LR=${LR:-3e-3}; STEPS=("${STEPS1:-6000}" "${STEPS2:-4000}" "${STEPS3:-4000}")
+LR=${LR:-3e-3}; SEED=${SEED:-0}; KV_HEADS=${KV_HEADS:-$HEADS}; STEPS=("${STEPS1:-6000}" "${STEPS2:-4000}" "${STEPS3:-4000}")
 MIN=(2 2 2); MAX=(2 4 8)
 DTYPE=f32; [[ "$DEVICE" == cuda* ]] && DTYPE=bf16
 mkdir -p "$OUT"
@@ -34,12 +35,12 @@ for i in 0 1 2; do
   path=""; [[ -n "$prev" ]] && path="path: $prev, "
   cat > "$OUT/stage$i.yaml" <<Y
 out_dir: $OUT/stage$i
-seed: 0
+seed: $SEED
 device: $DEVICE
 dtype: $DTYPE
 loss_on: response
 model: {${path}vocab_size: 288, hidden_size: $WIDTH, intermediate_size: $((WIDTH * 11 / 4)), num_hidden_layers: $LAYERS,
-        num_attention_heads: $HEADS, num_key_value_heads: $HEADS, head_dim: $((WIDTH / HEADS))}
+        num_attention_heads: $HEADS, num_key_value_heads: $KV_HEADS, head_dim: $((WIDTH / HEADS))}
 data: {path: $data/train.h5, val_path: $data/val.h5, seq_len: $SEQ, pack: documents, micro_batch: $BATCH, global_batch: $BATCH}
 eval: {every: 1000, batches: 8}
 checkpoint: {keep_last: 1}
