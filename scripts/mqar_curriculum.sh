@@ -6,7 +6,8 @@
 # transition that comes early only with few pairs. So: 2 pairs until it binds, then 2..4,
 # then 2..8, each stage starting from the last (pretrain stages chained by model.path).
 #   scripts/mqar_curriculum.sh [--device cpu|cuda] [--out DIR]
-# Environment: WIDTH, LAYERS, HEADS, KV_HEADS (default HEADS), SEQ, BATCH, LR, SEED (default 0),
+# Environment: WIDTH, LAYERS, HEADS, KV_HEADS (default HEADS), SEQ, BATCH, LR, WD (weight decay,
+# default 0), SEED (default 0), STAGES (how many of the 3 stages to run, default 3),
 # STEPS1, STEPS2, STEPS3 (defaults: the CPU run of docs/benchmarks/2026-11-27-demo-h200.md:
 # 64, 2, 4, 64, 32, 3e-3, 6000, 4000, 4000).
 # Prints MQAR accuracy (answers hidden, fresh samples) at 2, 4 and 8 pairs after each stage.
@@ -23,12 +24,12 @@ done
 LZ=${LZ:-build/bin/lizard}
 [[ -x "$LZ" ]] || { echo "mqar_curriculum.sh: $LZ not built (scripts/setup.sh build)" >&2; exit 1; }
 WIDTH=${WIDTH:-64}; LAYERS=${LAYERS:-2}; HEADS=${HEADS:-4}; SEQ=${SEQ:-64}; BATCH=${BATCH:-32}
-LR=${LR:-3e-3}; SEED=${SEED:-0}; KV_HEADS=${KV_HEADS:-$HEADS}; STEPS=("${STEPS1:-6000}" "${STEPS2:-4000}" "${STEPS3:-4000}")
+LR=${LR:-3e-3}; SEED=${SEED:-0}; WD=${WD:-0.0}; NSTAGES=${STAGES:-3}; KV_HEADS=${KV_HEADS:-$HEADS}; STEPS=("${STEPS1:-6000}" "${STEPS2:-4000}" "${STEPS3:-4000}")
 MIN=(2 2 2); MAX=(2 4 8)
 DTYPE=f32; [[ "$DEVICE" == cuda* ]] && DTYPE=bf16
 mkdir -p "$OUT"
 prev=""
-for i in 0 1 2; do
+for ((i = 0; i < NSTAGES; ++i)); do
   data="$OUT/data_${MIN[$i]}_${MAX[$i]}"
   [[ -f "$data/val.h5" ]] || "$LZ" make-demo-data --out "$data" --grammar-docs 1 --mqar-docs 50000 \
     --pairs "${MAX[$i]}" --mqar-min-pairs "${MIN[$i]}" --mqar-hide-answers --seq-len "$SEQ" > /dev/null
@@ -46,7 +47,7 @@ eval: {every: 1000, batches: 8}
 checkpoint: {keep_last: 1}
 metrics: {log_every: 100}
 stages:
-  - {name: teacher, stage: pretrain, out_dir: $OUT/stage$i/teacher, schedule: {steps: ${STEPS[$i]}, warmup: 0.05}, optimizer: {lr: $LR, weight_decay: 0.0}}
+  - {name: teacher, stage: pretrain, out_dir: $OUT/stage$i/teacher, schedule: {steps: ${STEPS[$i]}, warmup: 0.05}, optimizer: {lr: $LR, weight_decay: $WD}}
 Y
   t0=$(date +%s)
   "$LZ" train --config "$OUT/stage$i.yaml" > "$OUT/stage$i.log" 2>&1
