@@ -47,8 +47,8 @@ std::vector<ParamGroup> make_param_groups(const std::vector<Var>& params, double
   return out;
 }
 
-double global_grad_norm(const std::vector<Var>& params) {
-  double total = 0;
+GradSumSquares grad_sum_squares(const std::vector<Var>& params) {
+  GradSumSquares r;
   std::vector<Tensor> cuda_grads;
   for (const Var& p : params) {
     const Tensor& g = p.grad();
@@ -57,14 +57,20 @@ double global_grad_norm(const std::vector<Var>& params) {
       cuda_grads.push_back(g);
       continue;
     }
-    for (double x : g.to_vector()) total += x * x;
+    for (double x : g.to_vector()) r.host_sum += x * x;
   }
   if (!cuda_grads.empty()) {
     // One device per process (data parallel), so one launch covers every CUDA gradient.
-    Tensor out = Tensor::zeros({1}, DType::F32, cuda_grads[0].device());
-    LZ_CUDA_ONLY(cuda::sum_squares(cuda_grads, out, cuda::stream_of(out)));
-    total += out.item();
+    r.device_sum = Tensor::zeros({1}, DType::F32, cuda_grads[0].device());
+    LZ_CUDA_ONLY(cuda::sum_squares(cuda_grads, r.device_sum, cuda::stream_of(r.device_sum)));
   }
+  return r;
+}
+
+double global_grad_norm(const std::vector<Var>& params) {
+  const GradSumSquares s = grad_sum_squares(params);
+  double total = s.host_sum;
+  if (s.device_sum.defined()) total += s.device_sum.item();
   return std::sqrt(total);
 }
 
