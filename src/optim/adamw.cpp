@@ -115,6 +115,10 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
   }
   if (max_norm > 0 && r.grad_norm > max_norm) r.clip_scale = max_norm / (r.grad_norm + 1e-6);
   ++t_;
+  // The clip scale lives in device memory (the kernel reads it, so clipping never waits on
+  // the host): one fill per device and step, not one per parameter, halving the launches of
+  // a step whose optimizer phase is bound by the host's launch rate.
+  Tensor device_scale;
   for (State& s : states_) {
     const Tensor& g = s.param.grad();
     if (!g.defined()) continue;
@@ -125,8 +129,9 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
     if (master.is_cuda()) {
 #ifdef LIZARD_WITH_CUDA
       Tensor param = s.param.data();
-      Tensor scale = Tensor::full({1}, r.clip_scale, DType::F32, master.device());
-      cuda::adamw_step(param, master, s.m, s.v, g.contiguous(), scale, lr, opt_.beta1,
+      if (!device_scale.defined() || device_scale.device() != master.device())
+        device_scale = Tensor::full({1}, r.clip_scale, DType::F32, master.device());
+      cuda::adamw_step(param, master, s.m, s.v, g.contiguous(), device_scale, lr, opt_.beta1,
                        opt_.beta2, opt_.eps, s.weight_decay, t_, cuda::stream_of(param));
 #else
       LZ_CUDA_ONLY();
