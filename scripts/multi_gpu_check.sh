@@ -14,7 +14,8 @@
 # appended to $OUT/multi_gpu.jsonl as soon as it exists.
 #
 #   1. builds with CUDA + NCCL + MPI (reuses build/ when configured);
-#   2. runs the NCCL communicator tests on 2 GPUs and the CPU MPI tests (ctest -L mpi);
+#   2. runs the NCCL communicator tests on 2 GPUs, the GPU step tests (GpuTrainStep.*) and the
+#      CPU MPI tests;
 #   3. loss equality: the same run (small Llama, bf16, global batch 16) on 1 GPU (a plain
 #      process, no mpirun) and on 2 GPUs (mpirun -np 2), plus ZeRO-1 on 2 GPUs, compared step
 #      by step; a run with another seed is the control that shows the check can fail;
@@ -124,7 +125,7 @@ if phase build; then
       { rm -rf build; cmake -S . -B build "${FEATURES[@]}" > "$OUT/configure.log" 2>&1; }
   fi || { tail -20 "$OUT/configure.log"; emit "{\"check\": \"configure\", \"pass\": false}"; exit 1; }
   grep "lizard feature" "$OUT/configure.log"
-  if ! cmake --build build -j"$(nproc)" --target lizard test_dist test_dist_mpi test_dist_nccl \
+  if ! cmake --build build -j"$(nproc)" --target lizard test_dist test_dist_mpi test_dist_nccl test_train \
        > "$OUT/build.log" 2>&1; then
     tail -40 "$OUT/build.log"
     emit "{\"check\": \"build\", \"pass\": false, \"log\": \"$OUT/build.log\"}"
@@ -141,7 +142,12 @@ rc=$?
 tail -3 "$OUT/test_dist_nccl.log"
 emit "{\"check\": \"nccl_tests\", \"rc\": $rc, \"pass\": $([[ $rc == 0 ]] && echo true || echo false)}"
 [[ $rc == 0 ]] || FAILED+=(nccl_tests)
-(cd build && timeout 600 ctest -R "dist_mpi|TrainMpirun|DataParallel|Zero1|LeafReady" --output-on-failure > "$OUT/ctest_mpi.log" 2>&1)
+# The one-read step scalars and AdamW's per-step clip scale on one GPU (tests/train/gpu_step_test.cpp).
+timeout 120 build/bin/test_train --gtest_filter='GpuTrainStep.*' > "$OUT/test_gpu_step.log" 2>&1
+rc=$?
+emit "{\"check\": \"gpu_step_tests\", \"rc\": $rc, \"pass\": $([[ $rc == 0 ]] && echo true || echo false)}"
+[[ $rc == 0 ]] || FAILED+=(gpu_step_tests)
+(cd build && timeout 600 ctest -R "dist_mpi|TrainMpirun|DataParallel|Zero1|LeafReady|GradViews" --output-on-failure > "$OUT/ctest_mpi.log" 2>&1)
 rc=$?
 emit "{\"check\": \"cpu_mpi_tests\", \"rc\": $rc, \"summary\": \"$(grep -E 'tests passed|tests failed' "$OUT/ctest_mpi.log" | head -1)\"}"
 [[ $rc == 0 ]] || FAILED+=(cpu_mpi_tests)
