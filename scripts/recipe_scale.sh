@@ -234,7 +234,7 @@ pretrain_run() {  # NP NAME [--set ...]: accumulation 2 per GPU, global batch 2 
 }
 phase_json() {  # METRICS: median ms per phase after SKIP, as JSON fields
   local f="$1" s="" k v
-  for k in ms_step ms_data ms_forward ms_backward ms_communication ms_optimizer ms_other; do
+  for k in ms_step ms_data ms_forward ms_backward ms_communication ms_sync ms_optimizer ms_other; do
     v=$(median_after "$f" "$k" "$PT_SKIP")
     [[ "$v" == null ]] && continue
     s="$s, \"$k\": $v"

@@ -87,6 +87,10 @@ void DataParallel::set_step_ids(const std::vector<Tensor>& ids) {
   if (sparse_) sparse_->set_rows(ids);
 }
 
+size_t DataParallel::prepare_grads() {
+  return opt_.grad_views ? bucketer_->attach_grad_views() : 0;
+}
+
 void DataParallel::begin_grad_sync() {
   if (!opt_.overlap) return;
   bucketer_->start(1.0);

@@ -81,14 +81,52 @@ DType GradientBucketer::bucket_dtype(size_t b) const {
   return buckets_[b].dtype;
 }
 
+namespace {
+
+// True when `g` is the very slice `part` of a bucket buffer (a gradient view made by
+// attach_grad_views): the data already sits in the buffer, nothing to copy either way.
+bool same_memory(const Tensor& g, const Tensor& part) {
+  return g.defined() && g.dtype() == part.dtype() && g.numel() == part.numel() &&
+         g.is_contiguous() && g.device() == part.device() && g.raw() == part.raw();
+}
+
+}  // namespace
+
+Tensor& GradientBucketer::buffer(Bucket& bk) {
+  if (!bk.flat.defined()) bk.flat = Tensor::empty({bk.numel}, bk.dtype, comm_.device());
+  return bk.flat;
+}
+
+size_t GradientBucketer::attach_grad_views() {
+  size_t attached = 0;
+  for (Bucket& bk : buckets_) {
+    LZ_CHECK(!bk.work, "GradientBucketer::attach_grad_views: a bucket's all-reduce is in flight");
+    bool any = false;
+    for (size_t i : bk.params)
+      any = any || (params_[i].dtype() == bk.dtype && !params_[i].grad().defined());
+    if (!any) continue;
+    // One fill per bucket: the first backward then adds into zeros (0 + g == g exactly).
+    Tensor& flat = buffer(bk);
+    flat.fill_(0.0);
+    for (size_t j = 0; j < bk.params.size(); ++j) {
+      autograd::Var& p = params_[bk.params[j]];
+      if (p.dtype() != bk.dtype || p.grad().defined()) continue;
+      const int64_t n = p.data().numel();
+      p.set_grad(flat.slice(0, bk.offsets[j], bk.offsets[j] + n).view(p.shape()));
+      ++attached;
+    }
+  }
+  return attached;
+}
+
 Tensor GradientBucketer::flatten(size_t b) {
   LZ_CHECK(b < buckets_.size(), "flatten: bucket ", b, " of ", buckets_.size());
   Bucket& bk = buckets_[b];
-  if (!bk.flat.defined()) bk.flat = Tensor::empty({bk.numel}, bk.dtype, comm_.device());
+  Tensor& flat = buffer(bk);
   for (size_t j = 0; j < bk.params.size(); ++j) {
     const autograd::Var& p = params_[bk.params[j]];
     const int64_t n = p.data().numel();
-    Tensor dst = bk.flat.slice(0, bk.offsets[j], bk.offsets[j] + n);
+    Tensor dst = flat.slice(0, bk.offsets[j], bk.offsets[j] + n);
     const Tensor& g = p.grad();
     if (!g.defined()) {
       dst.fill_(0.0);
@@ -96,9 +134,10 @@ Tensor GradientBucketer::flatten(size_t b) {
     }
     LZ_CHECK(g.shape() == p.shape(), "GradientBucketer: gradient of '", p.name(), "' is ",
              g.desc(), ", expected shape ", shape_str(p.shape()));
+    if (same_memory(g, dst)) continue;  // a gradient view: backward wrote it in place
     dst.copy_(g.reshape({n}));
   }
-  return bk.flat;
+  return flat;
 }
 
 void GradientBucketer::unflatten(size_t b, const Tensor& flat, double scale) {
@@ -112,6 +151,7 @@ void GradientBucketer::unflatten(size_t b, const Tensor& flat, double scale) {
     autograd::Var& p = params_[bk.params[j]];
     const int64_t n = p.data().numel();
     Tensor part = src.slice(0, bk.offsets[j], bk.offsets[j] + n).view(p.shape());
+    if (same_memory(p.grad(), part)) continue;  // a gradient view of `flat` at scale 1
     if (p.grad().defined() && p.grad().is_contiguous()) {
       Tensor g = p.grad();
       g.copy_(part);

@@ -47,8 +47,8 @@ std::vector<ParamGroup> make_param_groups(const std::vector<Var>& params, double
   return out;
 }
 
-double global_grad_norm(const std::vector<Var>& params) {
-  double total = 0;
+GradSumSquares grad_sum_squares(const std::vector<Var>& params) {
+  GradSumSquares r;
   std::vector<Tensor> cuda_grads;
   for (const Var& p : params) {
     const Tensor& g = p.grad();
@@ -57,14 +57,20 @@ double global_grad_norm(const std::vector<Var>& params) {
       cuda_grads.push_back(g);
       continue;
     }
-    for (double x : g.to_vector()) total += x * x;
+    for (double x : g.to_vector()) r.host_sum += x * x;
   }
   if (!cuda_grads.empty()) {
     // One device per process (data parallel), so one launch covers every CUDA gradient.
-    Tensor out = Tensor::zeros({1}, DType::F32, cuda_grads[0].device());
-    LZ_CUDA_ONLY(cuda::sum_squares(cuda_grads, out, cuda::stream_of(out)));
-    total += out.item();
+    r.device_sum = Tensor::zeros({1}, DType::F32, cuda_grads[0].device());
+    LZ_CUDA_ONLY(cuda::sum_squares(cuda_grads, r.device_sum, cuda::stream_of(r.device_sum)));
   }
+  return r;
+}
+
+double global_grad_norm(const std::vector<Var>& params) {
+  const GradSumSquares s = grad_sum_squares(params);
+  double total = s.host_sum;
+  if (s.device_sum.defined()) total += s.device_sum.item();
   return std::sqrt(total);
 }
 
@@ -109,6 +115,10 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
   }
   if (max_norm > 0 && r.grad_norm > max_norm) r.clip_scale = max_norm / (r.grad_norm + 1e-6);
   ++t_;
+  // The clip scale lives in device memory (the kernel reads it, so clipping never waits on
+  // the host): one fill per device and step, not one per parameter, halving the launches of
+  // a step whose optimizer phase is bound by the host's launch rate.
+  Tensor device_scale;
   for (State& s : states_) {
     const Tensor& g = s.param.grad();
     if (!g.defined()) continue;
@@ -119,8 +129,9 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
     if (master.is_cuda()) {
 #ifdef LIZARD_WITH_CUDA
       Tensor param = s.param.data();
-      Tensor scale = Tensor::full({1}, r.clip_scale, DType::F32, master.device());
-      cuda::adamw_step(param, master, s.m, s.v, g.contiguous(), scale, lr, opt_.beta1,
+      if (!device_scale.defined() || device_scale.device() != master.device())
+        device_scale = Tensor::full({1}, r.clip_scale, DType::F32, master.device());
+      cuda::adamw_step(param, master, s.m, s.v, g.contiguous(), device_scale, lr, opt_.beta1,
                        opt_.beta2, opt_.eps, s.weight_decay, t_, cuda::stream_of(param));
 #else
       LZ_CUDA_ONLY();

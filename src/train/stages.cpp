@@ -388,6 +388,7 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
     hooks.world = world;
     hooks.allreduce_sum = [d](double* v, int n) { d->allreduce_sum(v, n); };
     hooks.allreduce_grads = [d](const std::vector<Var>&) { d->finish_grad_sync(); };
+    hooks.grads_prepare = [d] { d->prepare_grads(); };
     hooks.barrier = [d] { d->barrier(); };
     if (o.sparse_rows.defined()) {
       // The embedding rows each rank's gradient can touch: its inputs' token ids.

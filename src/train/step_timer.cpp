@@ -38,6 +38,7 @@ const char* phase_name(Phase p) {
     case Phase::Communication: return "communication";
     case Phase::Optimizer: return "optimizer";
     case Phase::Other: return "other";
+    case Phase::Sync: return "sync";
   }
   return "other";
 }

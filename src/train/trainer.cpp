@@ -57,6 +57,45 @@ std::string first_nonfinite_grad(const std::vector<Var>& params) {
 
 }  // namespace
 
+std::vector<double> Trainer::read_step_scalars(const std::vector<Tensor>& micro_losses) const {
+  std::vector<double> out;
+  const bool gpu = !micro_losses.empty() && micro_losses[0].is_cuda();
+  // f32 holds a bf16/f16/f32 loss exactly, so the batched read changes no bit; anything else
+  // (and the CPU, where a read costs nothing) takes the one-by-one path.
+  bool batch = gpu;
+  for (const Tensor& l : micro_losses)
+    batch = batch && l.numel() == 1 && l.is_cuda() && l.device() == micro_losses[0].device() &&
+            (l.dtype() == DType::F32 || l.dtype() == DType::BF16 || l.dtype() == DType::F16);
+  if (!batch) {
+    for (const Tensor& l : micro_losses) out.push_back(l.item());
+    return out;
+  }
+  // The parameters AdamW::step would take the norm over (its groups in order), or all of them
+  // under ZeRO-1: the same list, so the same kernel partition and the same bits.
+  std::vector<Var> norm_params = norm_params_;
+  if (norm_params.empty())
+    for (const auto& g : optim_->groups())
+      norm_params.insert(norm_params.end(), g.params.begin(), g.params.end());
+  const optim::GradSumSquares sq = optim::grad_sum_squares(norm_params);
+  const bool device_norm = sq.device_sum.defined() && sq.device_sum.device() == micro_losses[0].device();
+  const int64_t n = static_cast<int64_t>(micro_losses.size());
+  Tensor all = Tensor::empty({n + (device_norm ? 1 : 0)}, DType::F32, micro_losses[0].device());
+  for (int64_t i = 0; i < n; ++i) {
+    Tensor slot = all.slice(0, i, i + 1);
+    slot.copy_(micro_losses[static_cast<size_t>(i)].reshape({1}));
+  }
+  if (device_norm) {
+    Tensor slot = all.slice(0, n, n + 1);
+    slot.copy_(sq.device_sum);
+  }
+  out = all.to_vector();  // the one device-to-host transfer of the step
+  double total = sq.host_sum;
+  if (sq.device_sum.defined()) total += device_norm ? out.back() : sq.device_sum.item();
+  if (device_norm) out.pop_back();
+  out.push_back(std::sqrt(total));
+  return out;
+}
+
 Trainer::Trainer(RunConfig cfg, TrainTask& task, DataLoader& train, DataLoader* val,
                  DistHooks dist, TrainerOptions opt)
     : cfg_(std::move(cfg)), task_(task), train_(train), val_(val), dist_(std::move(dist)),
@@ -187,6 +226,7 @@ TrainSummary Trainer::run() {
     // position of the step, whatever the accumulation and the number of ranks.
     const double inv = 1.0 / std::max(counts[0], 1.0);
     for (Var& p : params_) p.zero_grad();  // all of them: a ZeRO-1 optimizer holds a shard
+    if (dist_.grads_prepare) dist_.grads_prepare();
     double loss_sum[1] = {0};
     int bad_micro = -1;  // the first micro-batch with a non-finite loss
     // Each micro-batch's loss stays on the device until the step's gradients are queued: a
@@ -210,13 +250,19 @@ TrainSummary Trainer::run() {
     }
     mark_phase(timer, Phase::Communication);
     if (dist_.allreduce_grads) dist_.allreduce_grads(params_);
+    mark_phase(timer, Phase::Sync);
+    // Every read of the device stalls the host until the GPU has drained its queue, and the
+    // GPU then idles until the host queues more. On a GPU the step's losses and the gradient
+    // norm's sum of squares (queued now, after the reduced gradients) come back in ONE
+    // transfer; on the CPU nothing waits and the norm is taken by the optimizer as before.
+    const std::vector<double> losses = read_step_scalars(micro_losses);
+    micro_losses.clear();
     // Summed in micro-batch order as before: the same bits as reading each after its forward.
-    for (size_t i = 0; i < micro_losses.size(); ++i) {
-      const double li = micro_losses[i].item();
+    for (size_t i = 0; i < static_cast<size_t>(accum_); ++i) {
+      const double li = losses[i];
       if (!std::isfinite(li) && bad_micro < 0) bad_micro = static_cast<int>(i);
       loss_sum[0] += li;
     }
-    micro_losses.clear();
     if (debug_nonfinite) suspect = batches[std::max(bad_micro, 0)];
     batches.clear();
     if (dist_.allreduce_sum) dist_.allreduce_sum(loss_sum, 1);
@@ -227,10 +273,15 @@ TrainSummary Trainer::run() {
     // all-reduced, so every rank takes the same branch.
     optim::StepResult res;
     if (std::isfinite(loss_sum[0])) {
-      res = norm_params_.empty()
-                ? optim_->step(lr, cfg_.optimizer.clip)
-                : optim_->step_with_norm(lr, cfg_.optimizer.clip,
-                                         optim::global_grad_norm(norm_params_));
+      const bool have_norm = losses.size() > static_cast<size_t>(accum_);
+      const double norm = have_norm ? losses.back() : 0.0;
+      if (have_norm)
+        res = optim_->step_with_norm(lr, cfg_.optimizer.clip, norm);
+      else
+        res = norm_params_.empty()
+                  ? optim_->step(lr, cfg_.optimizer.clip)
+                  : optim_->step_with_norm(lr, cfg_.optimizer.clip,
+                                           optim::global_grad_norm(norm_params_));
     } else {
       res.skipped = true;
       res.grad_norm = std::nan("");

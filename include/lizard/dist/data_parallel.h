@@ -5,6 +5,8 @@
 //   - the target count and the loss sum are summed over ranks (allreduce_sum of doubles), so
 //     each rank backpropagates (its loss SUM) / (GLOBAL count) and the summed gradient is the
 //     gradient of the global mean, whatever the number of ranks;
+//   - prepare_grads() at the step's start makes the gradients views of the bucket buffers, so
+//     backward accumulates straight into what is all-reduced (no flatten/scatter copies);
 //   - gradients are summed in buckets by a GradientBucketer (divisor 1). With `overlap`,
 //     begin_grad_sync() arms it before the step's last backward and on_leaf_ready() marks each
 //     parameter as autograd finishes it, so a bucket's all-reduce starts while backward still
@@ -34,6 +36,9 @@ struct DataParallelOptions {
   size_t bucket_bytes = GradientBucketer::kDefaultBucketBytes;
   bool overlap = true;  ///< launch buckets from backward (on_leaf_ready)
   bool zero1 = false;   ///< shard the optimizer state
+  /// prepare_grads() makes the gradients views of the bucket buffers (no copies in or out of
+  /// the buckets; see GradientBucketer::attach_grad_views). Off: prepare_grads() is a no-op.
+  bool grad_views = true;
   /// A parameter [V, D] whose gradient is non-zero only on the rows of the step's token ids
   /// (an untied input embedding): summed by a SparseRowGrad instead of in the buckets, and
   /// set_step_ids() must be called every step. Undefined: every parameter is bucketed.
@@ -71,6 +76,10 @@ class DataParallel {
   void set_step_ids(const std::vector<Tensor>& ids);
   /// The row exchange of `sparse_rows` (null without it); for tests and diagnostics.
   const SparseRowGrad* sparse_rows() const { return sparse_.get(); }
+  /// At the start of a step, after the gradients were dropped and before the first backward:
+  /// gives the bucketed parameters gradient views into the all-reduce buffers (grad_views).
+  /// Returns how many parameters got one.
+  size_t prepare_grads();
   /// Arms the bucketer for this step's last backward (no-op without overlap).
   void begin_grad_sync();
   /// Autograd's LeafReadyFn: marks the parameter of `leaf` ready (ignores other leaves).

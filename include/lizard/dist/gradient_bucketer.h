@@ -14,7 +14,8 @@
 //
 // Launching a bucket copies its gradients into one contiguous buffer [numel] (flatten) and
 // starts comm.all_reduce_sum_async on it; wait() waits each bucket and copies
-// buffer / divisor back into the gradients (scatter). Buckets are launched strictly in bucket
+// buffer / divisor back into the gradients (scatter). With attach_grad_views() at the start of
+// a step the gradients ARE slices of the buffers, and both copies are skipped. Buckets are launched strictly in bucket
 // order (a complete bucket waits for the earlier ones), so every rank issues the collectives
 // in the same order even if gradients finish in a different order. On NCCL the reduction runs
 // on the communication stream while the compute stream goes on; on CPU/MPI it is a
@@ -63,6 +64,16 @@ class GradientBucketer {
   /// The bucket holding parameter i.
   size_t bucket_of(size_t param_index) const { return bucket_of_[param_index]; }
 
+  /// Makes the gradient of every bucketed parameter that has none (dropped by zero_grad) and
+  /// whose dtype is its bucket's a zero-filled view of its slice of the bucket buffer
+  /// ([shape], contiguous). Backward then accumulates into the buffer in place (autograd adds
+  /// into an existing leaf gradient), so launching the bucket copies nothing in and wait()
+  /// copies nothing back (at divisor 1; else one scaled copy): no per-parameter copy kernels
+  /// on the GPU and no per-parameter launches on the host during backward. Call at the start
+  /// of a step, before its first backward and with no bucket in flight; the views last until
+  /// the gradients are dropped again. Returns how many parameters got a view. Results are the
+  /// same bits as without views (the first micro-batch adds its gradient to zeros).
+  size_t attach_grad_views();
   /// Starts a step: the reduced gradients will be divided by `divisor` (> 0).
   void start(double divisor);
   /// Parameter i's gradient is final for this step; launches every complete bucket whose
@@ -96,6 +107,7 @@ class GradientBucketer {
   };
   void launch(size_t b);
   void launch_ready();
+  Tensor& buffer(Bucket& bk);  // bk.flat, allocated on first use
 
   Communicator& comm_;
   std::vector<autograd::Var> params_;

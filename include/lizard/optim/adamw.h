@@ -86,4 +86,15 @@ class AdamW {
 /// the CPU and fp32 on the GPU.
 double global_grad_norm(const std::vector<autograd::Var>& params);
 
+/// global_grad_norm in two halves, so a caller can read the device part together with other
+/// values in one device-to-host transfer: the sum of squares of the CPU gradients (double,
+/// computed now) and of the CUDA gradients (f32 [1] on their GPU, queued on its compute
+/// stream, undefined when there are none). The norm is sqrt(host_sum + device_sum), the same
+/// bits as global_grad_norm(params).
+struct GradSumSquares {
+  double host_sum = 0;
+  Tensor device_sum;  ///< f32 [1] on the GPU, or undefined
+};
+GradSumSquares grad_sum_squares(const std::vector<autograd::Var>& params);
+
 }  // namespace lizard::optim

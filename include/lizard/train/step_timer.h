@@ -24,14 +24,18 @@ enum class Phase : uint8_t {
   TeacherForward,    ///< distill: the frozen teacher's layers (no tape)
   StudentAttention,  ///< distill: the student's Lizard attention and its MSE, forward
   Backward,          ///< backward through the tape (recomputation included)
-  Communication,     ///< gradient and loss all-reduce
+  Communication,     ///< gradient all-reduce left after backward (exposed), and the
+                     ///< copies out of its buffers
   Optimizer,         ///< clipping and the AdamW step
   Other,             ///< anything not marked (the step's start until the first mark)
+  Sync,              ///< host round trips between the gradient all-reduce and the AdamW
+                     ///< launches (reading the losses and gradient norm, the loss sum over
+                     ///< ranks): on the GPU timeline, the device idles while the host decides
 };
-constexpr int kNumPhases = 8;
+constexpr int kNumPhases = 9;
 
 /// "data", "forward", "teacher_forward", "student_attention", "backward", "communication",
-/// "optimizer", "other".
+/// "optimizer", "other", "sync".
 const char* phase_name(Phase p);
 
 /// Milliseconds of one step: total and per phase (indexed by Phase; they sum to total).

@@ -83,6 +83,9 @@ struct DistHooks {
   /// allreduce_grads (after backward) reduces what was not launched yet and waits for all.
   std::function<void()> grads_begin;
   autograd::LeafReadyFn grad_ready;
+  /// Optional: runs at the start of every step, right after the gradients are dropped and
+  /// before the first forward (e.g. to make the gradients views of the all-reduce buffers).
+  std::function<void()> grads_prepare;
   /// Optional ZeRO-1: the parameters (of those given) whose optimizer state this rank keeps;
   /// the step clips by the norm of all gradients, and sync_params() then gives every rank the
   /// updated values of the parameters it does not own.
@@ -128,6 +131,11 @@ class Trainer {
 
  private:
   void save(int64_t step);
+  /// The step's losses (one per micro-batch, as Tensor::item() gives them) followed, on a GPU,
+  /// by the pre-clip global gradient norm of the parameters the optimizer clips over (the
+  /// bits AdamW::step would compute), read in one device-to-host transfer. On the CPU (or for
+  /// a loss dtype f32 cannot hold exactly) only the losses, read one by one.
+  std::vector<double> read_step_scalars(const std::vector<Tensor>& micro_losses) const;
 
   RunConfig cfg_;
   TrainTask& task_;
