@@ -165,8 +165,9 @@ Var softmax_impl(const Var& x, bool log) {
 Var softmax(const Var& x) { return softmax_impl(x, false); }
 Var log_softmax(const Var& x) { return softmax_impl(x, true); }
 
-CrossEntropyResult cross_entropy(const Var& logits, const Tensor& targets) {
-  ops::CrossEntropyOut r = ops::cross_entropy(logits.data(), targets);
+CrossEntropyResult cross_entropy(const Var& logits, const Tensor& targets,
+                                 const Tensor& host_targets) {
+  ops::CrossEntropyOut r = ops::cross_entropy(logits.data(), targets, host_targets);
   auto n = std::make_shared<CrossEntropyNode>();
   n->count = r.count;
   if (any_requires_grad({logits})) {

@@ -30,12 +30,18 @@ std::vector<int64_t> checked_targets(const Tensor& targets, int64_t N, int64_t V
 
 }  // namespace
 
-CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets) {
+CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets,
+                              const Tensor& host_targets) {
   LZ_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "cross_entropy: logits must be [N, V], got ",
            logits.desc());
   cpu::check_same_device("cross_entropy", {&logits, &targets});
   const int64_t N = logits.size(0), V = logits.size(1);
-  const std::vector<int64_t> t = checked_targets(targets, N, V);
+  LZ_CHECK(!host_targets.defined() ||
+               (host_targets.device().is_cpu() && host_targets.numel() == targets.numel()),
+           "cross_entropy: host_targets must be a CPU copy of targets ", targets.desc(), ", got ",
+           host_targets.desc());
+  const std::vector<int64_t> t =
+      checked_targets(host_targets.defined() ? host_targets : targets, N, V);
   CrossEntropyOut r;
   r.count = std::count_if(t.begin(), t.end(), [](int64_t v) { return v >= 0; });
   if (logits.is_cuda()) {

@@ -206,8 +206,11 @@ class LanguageModelTask : public ModelTask {
     o.recompute_attention = cfg_.recompute_attention && ctx.training;
     const int64_t B = b.inputs.size(0), T = b.inputs.size(1), V = model_->config().vocab_size;
     Var logits = ag::reshape(model_->forward(dev_ids(b.inputs), o), {B * T, V});
-    Tensor targets = dev_ids(b.targets.reshape({B * T}));
-    auto ce = ag::cross_entropy(logits, targets);
+    const Tensor host_targets = b.targets.reshape({B * T});
+    Tensor targets = dev_ids(host_targets);
+    // The host copy counts and checks the targets: no device read in the forward.
+    auto ce = ag::cross_entropy(logits, targets,
+                                host_targets.device().is_cpu() ? host_targets : Tensor());
     Var total = ag::scale(ce.loss, static_cast<double>(ce.count));
     if (cfg_.kl_to_teacher > 0 && cfg_.stage == "finetune") {
       Tensor t_logits;

@@ -36,7 +36,9 @@ struct CrossEntropyResult {
 };
 /// Cross-entropy of logits [N, V] against targets [N] (negative = ignored), fused with
 /// log-softmax. Saves logits, targets and lse [N] (softmax is recomputed in the backward).
-CrossEntropyResult cross_entropy(const Var& logits, const Tensor& targets);
+/// host_targets: see ops::cross_entropy (a CPU copy of targets; no device read).
+CrossEntropyResult cross_entropy(const Var& logits, const Tensor& targets,
+                                 const Tensor& host_targets = Tensor());
 
 /// mean((a - b)^2). Saves a and b (either may be frozen, e.g. a teacher's output).
 Var mse(const Var& a, const Var& b);

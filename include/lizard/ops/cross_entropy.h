@@ -15,7 +15,11 @@ struct CrossEntropyOut {
 
 /// logits [N, V] (float), targets [N] i32/i64; a target < 0 is ignored, a target >= V is an
 /// InputError naming row and value. loss = (1/count) sum_{counted n} lse_n - logits[n, t_n].
-CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets);
+/// host_targets (optional, CPU, the same values as targets): the range check and the count
+/// read it instead of copying device targets back, so a CUDA forward does not wait for the GPU
+/// (the trainer has every batch on the host already).
+CrossEntropyOut cross_entropy(const Tensor& logits, const Tensor& targets,
+                              const Tensor& host_targets = Tensor());
 
 /// dlogits = scale * (softmax(logits) - onehot(target)) on counted rows, 0 on ignored rows;
 /// `scale` is dloss / count (0 when count == 0). Recomputes softmax from logits and lse.
