@@ -86,7 +86,8 @@ bool tc_window_supported(const Dims& d);
 /// cos/sin [T, D/2] f32 (window_rope only, else null), tau f32 (null when no sinks).
 /// split (training): the window weights as bf16 hi + lo pairs and the denominator from the f32
 /// weights, so wstats are the f32 statistics of the scores the backward recomputes (weights
-/// sum to 1 to f32 level); else bf16 weights (2^-9 each: inference).
+/// sum to 1 to f32 level); else bf16 weights (2^-9 each: inference). Needs
+/// tc_window_supported (throws Error naming the head dim otherwise).
 void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                       const float* cosb, const float* sinb, const float* tau, const float* alpha,
                       const float* numden, __nv_bfloat16* y, float* wstats, bool split,
