@@ -127,7 +127,6 @@ void expect_matches_f32(const Shape& sh) {
                                 {"dwq", &tc.g.dwq, &f32.g.dwq}, {"dwk", &tc.g.dwk, &f32.g.dwk},
                                 {"dw_g", &tc.g.dw_g, &f32.g.dw_g}, {"db_g", &tc.g.db_g, &f32.g.db_g}})
     EXPECT_LE(err(*got, *ref), 1e-2) << what << " " << name;
-  }
 }
 
 bool f32_forced() {
