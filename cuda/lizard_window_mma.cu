@@ -47,7 +47,7 @@ constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or 
 // __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
 // bytes. With it (nvcc 13, sm_90a): D = 128 uses 191 (forward, inference), 240 (query side)
-// and 255 registers (split forward, key side) with 4-8 bytes spilled; D = 32, 64: none.
+// and 255 registers (split forward: 4 bytes spilled; key side: none); D = 32, 64: no spills.
 constexpr int kThreads = 128;
 
 /// Shared-memory row stride (elements): +16 bytes, so the 8 rows of an ldmatrix hit distinct
