@@ -1,7 +1,8 @@
-// Private launchers of the tensor-core (bf16 mma, f32 accumulate) Lizard attention forward,
-// cuda/lizard_attention_tc.cu (the feature maps, split_bf16 and widen_pair:
-// cuda/lizard_features_tc.cu). Used by cuda/lizard_attention_fwd.cu for bf16 inputs when
-// tc_supported() holds; everything else keeps the f32 CUDA-core kernels.
+// Private launchers of the tensor-core (bf16 mma, f32 accumulate) Lizard attention,
+// cuda/lizard_attention_tc.cu (the global branch; the feature maps, split_bf16 and widen_pair:
+// cuda/lizard_features_tc.cu; the window branch: cuda/lizard_window_mma.cu). Used by
+// cuda/lizard_attention_fwd.cu and _bwd.cu for bf16 inputs when tc_supported() holds;
+// everything else keeps the f32 CUDA-core kernels.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -74,35 +75,10 @@ void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                    const __nv_bfloat16* v, const float* bl, const float* states, float* numden,
                    bool split, const Dims& d, cudaStream_t s);
 
-/// Whether LIZARD_WINDOW_KERNEL=wmma selects the wmma window kernels of lizard_attention_tc.cu
-/// (32 queries per CTA, f32 scores in shared memory) instead of the register-resident mma.sync
-/// kernels of lizard_window_mma.cu (unset, empty or "mma": the default). Kept as a switch until
-/// the new kernels are verified on the GPU. Read per call; throws InputError naming the variable
-/// for any other value.
-bool window_wmma_forced();
-
-/// Whether window_tc_launch / window_bwd_tc_launch take the mma.sync kernels for d: w > 0,
-/// D in {32, 64, 128} (template instances; other D keep the wmma kernels), and not
-/// window_wmma_forced(). Any window length: the key tiles stream through shared memory.
-bool window_mma_selected(const Dims& d);
-
-/// window_tc_launch on the mma.sync kernels (same contract); needs window_mma_selected(d).
-void window_mma_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
-                       const float* cosb, const float* sinb, const float* tau, const float* alpha,
-                       const float* numden, __nv_bfloat16* y, float* wstats, bool split,
-                       const Dims& d, cudaStream_t s);
-
-/// window_bwd_tc_launch on the mma.sync kernels (same contract); needs window_mma_selected(d).
-void window_bwd_mma_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
-                           const __nv_bfloat16* v, const float* cosb, const float* sinb,
-                           const float* tau, const float* alpha, const float* numden,
-                           const float* wstats, const __nv_bfloat16* dy, float* dO,
-                           float* cself, float* delta, float* dq, float* dk, float* dv,
-                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
-
-/// Whether window_tc_launch covers d: tc_supported, w > 0, and either window_mma_selected (any
-/// w) or, for the wmma kernels, the keys of one 32-query tile (32 + w - 1) fit the
-/// shared-memory budget (w up to about 400 at D = 128).
+/// Whether window_tc_launch and window_bwd_tc_launch (the mma.sync kernels of
+/// lizard_window_mma.cu) cover d: tc_supported, w > 0 and D in {32, 64, 128} (their template
+/// instances); any window length (the key tiles stream through shared memory). Other shapes
+/// take the f32 window kernels.
 bool tc_window_supported(const Dims& d);
 
 /// Window branch and combine on tensor cores, the same outputs as window_fwd_kernel: y
@@ -110,7 +86,8 @@ bool tc_window_supported(const Dims& d);
 /// cos/sin [T, D/2] f32 (window_rope only, else null), tau f32 (null when no sinks).
 /// split (training): the window weights as bf16 hi + lo pairs and the denominator from the f32
 /// weights, so wstats are the f32 statistics of the scores the backward recomputes (weights
-/// sum to 1 to f32 level); else bf16 weights (2^-9 each: inference).
+/// sum to 1 to f32 level); else bf16 weights (2^-9 each: inference). Needs
+/// tc_window_supported (throws Error naming the head dim otherwise).
 void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                       const float* cosb, const float* sinb, const float* tau, const float* alpha,
                       const float* numden, __nv_bfloat16* y, float* wstats, bool split,
@@ -153,15 +130,5 @@ void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                     const __nv_bfloat16* v, const float* bl, const float* states,
                     const float* dstates, const float* dO, const float* cself, float* dphiq,
                     float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
-
-/// The wmma feature-map kernels that features_tc_launch and features_bwd_tc_launch
-/// (cuda/lizard_features_tc.cu) replaced, same contracts and the same phi bits; taken when
-/// LIZARD_FEATURES_KERNEL=wmma, until the new kernels are verified on the GPU (then removed).
-void features_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                          const __nv_bfloat16* Wlo, __nv_bfloat16* phi, __nv_bfloat16* phi_lo,
-                          const Dims& d, cudaStream_t s);
-void features_bwd_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
-                              bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail

@@ -23,32 +23,20 @@
 // f = L, L+32, ...; every element of lane L sits in one thread of the quad here, see
 // sum_warp_order), so phi and phi_lo are the wmma kernels' bits, and the forward and the
 // backward's recompute share warp_u and the map's statistics (the same bits again).
-// The wmma kernels stay reachable (LIZARD_FEATURES_KERNEL=wmma, lizard_attention_tc.cu)
-// until the GPU runs confirm these; then they go.
+// The wmma kernels these replaced were removed after the GPU runs confirmed the same bits.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
-#include "mma_frag.cuh"
+#include "mma_util.cuh"
 
 namespace lizard::cuda::lizard_detail {
 namespace {
 
 using bf = __nv_bfloat16;
-using mma_frag::cp_async16;
-using mma_frag::cp_async_commit;
-using mma_frag::cp_async_wait_all;
-using mma_frag::ldsm_x4;
-using mma_frag::ldsm_x4_trans;
-using mma_frag::mma_16816;
-using mma_frag::pack_bf16x2;
-using mma_frag::smem_addr;
-using mma_frag::st_shared_zero16;
 
 constexpr int kUnit = 16;       // tokens per warp unit (one m-tile)
 constexpr int kMaxNT = 16;      // 8-column tiles of u: F <= 128 (tc_supported: 2F <= 256)
@@ -105,7 +93,7 @@ __device__ __forceinline__ void load_unit_rows(uint32_t dst, int ld, const bf* s
   for (int i = lane; i < kUnit * vpr; i += 32) {
     const int r = i / vpr, c = (i % vpr) * 8;
     const uint32_t a = dst + 2u * uint32_t(r * ld + c);
-    if (r < valid) cp_async16(a, src + r * gstride + c);
+    if (r < valid) cp_async16_u32(a, src + r * gstride + c);
     else st_shared_zero16(a);
   }
   cp_async_commit();
@@ -117,7 +105,7 @@ __device__ __forceinline__ void load_weight(uint32_t dst, const bf* src, int D, 
   const int vpr = F / 8, ld = pad_ld(F);
   for (int i = threadIdx.x; i < D * vpr; i += blockDim.x) {
     const int r = i / vpr, c = (i % vpr) * 8;
-    cp_async16(dst + 2u * uint32_t(r * ld + c), src + int64_t(r) * F + c);
+    cp_async16_u32(dst + 2u * uint32_t(r * ld + c), src + int64_t(r) * F + c);
   }
   cp_async_commit();
 }
@@ -148,13 +136,10 @@ __device__ __forceinline__ void warp_u(float (&u)[kMaxNT][4], uint32_t sx, int l
         if constexpr (kWlo) {
           uint32_t bl[4];
           ldsm_x4_trans(bl, swl + brow + 32u * jp);
-          mma_16816(u[2 * jp], a, bh[0], bh[1]);
-          mma_16816(u[2 * jp + 1], a, bh[2], bh[3]);
-          mma_16816(u[2 * jp], a, bl[0], bl[1]);
-          mma_16816(u[2 * jp + 1], a, bl[2], bl[3]);
+          mma_bf16_x2(u[2 * jp], u[2 * jp + 1], a, bh);
+          mma_bf16_x2(u[2 * jp], u[2 * jp + 1], a, bl);
         } else {
-          mma_16816(u[2 * jp], a, bh[0], bh[1]);
-          mma_16816(u[2 * jp + 1], a, bh[2], bh[3]);
+          mma_bf16_x2(u[2 * jp], u[2 * jp + 1], a, bh);
         }
       }
     }
@@ -215,17 +200,17 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
   bf* sw = reinterpret_cast<bf*>(smem);
   bf* swl = sw + D * LW;
   bf* buf = sw + (kWlo ? 2 : 1) * D * LW + warp * kUnit * LB;
-  const uint32_t sw_a = smem_addr(sw), swl_a = kWlo ? smem_addr(swl) : 0u, buf_a = smem_addr(buf);
+  const uint32_t sw_a = smem_u32(sw), swl_a = kWlo ? smem_u32(swl) : 0u, buf_a = smem_u32(buf);
   load_weight(sw_a, W + int64_t(h) * D * F, D, F);
   if constexpr (kWlo) load_weight(swl_a, Wlo + int64_t(h) * D * F, D, F);
-  cp_async_wait_all();
+  cp_async_wait<0>();
   __syncthreads();
 
   const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
   for (int unit = blockIdx.x * kFwdWarps + warp; unit < units; unit += gridDim.x * kFwdWarps) {
     const int b = unit / per_b, t0 = (unit % per_b) * kUnit, n = min(kUnit, d.T - t0);
     load_unit_rows(buf_a, LB, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, n, D, lane);
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncwarp();
     float u[kMaxNT][4];
     warp_u<kWlo>(u, buf_a, LB, sw_a, swl_a, LW, D, F);
@@ -256,10 +241,10 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
               const bf h0 = __float2bfloat16(v[0]), h1 = __float2bfloat16(v[1]);
               const bf l0 = __float2bfloat16(v[0] - __bfloat162float(h0));
               const bf l1 = __float2bfloat16(v[1] - __bfloat162float(h1));
-              *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16x2(h0, h1);
-              *reinterpret_cast<uint32_t*>(slo + off) = pack_bf16x2(l0, l1);
+              *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16(h0, h1);
+              *reinterpret_cast<uint32_t*>(slo + off) = pack_bf16(l0, l1);
             } else {
-              *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16x2(v[0], v[1]);
+              *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16(v[0], v[1]);
             }
           }
         __syncwarp();
@@ -326,8 +311,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   bf* swl = sw + D * LW;
   bf* sx = sw + (kWlo ? 2 : 1) * D * LW;
   bf* sdu = sx + kBwdTile * LX;
-  const uint32_t sw_a = smem_addr(sw), swl_a = kWlo ? smem_addr(swl) : 0u;
-  const uint32_t sx_a = smem_addr(sx), sdu_a = smem_addr(sdu);
+  const uint32_t sw_a = smem_u32(sw), swl_a = kWlo ? smem_u32(swl) : 0u;
+  const uint32_t sx_a = smem_u32(sx), sdu_a = smem_u32(sdu);
   const uint32_t sxw_a = sx_a + 2u * uint32_t(warp * kUnit * LX);  // this warp's x rows
   const int per_b = (d.T + kBwdTile - 1) / kBwdTile;
   const int tile0 = blockIdx.x * tpc, tile1 = min(d.B * per_b, tile0 + tpc);
@@ -337,7 +322,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
   const int upw = (nwu + kBwdWarps - 1) / kBwdWarps;
   load_weight(sw_a, W + int64_t(h) * D * F, D, F);
   if constexpr (kWlo) load_weight(swl_a, Wlo + int64_t(h) * D * F, D, F);
-  cp_async_wait_all();
+  cp_async_wait<0>();
   __syncthreads();
   float wacc[kMaxWUnits][2][4];
 #pragma unroll
@@ -350,7 +335,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     const int n = max(0, min(kUnit, d.T - tw));
     __syncthreads();  // the previous tile's dW reads of sx and sdu are done
     load_unit_rows(sxw_a, LX, x + ((int64_t(b) * d.T + tw) * Hx + hx) * D, int64_t(Hx) * D, n, D, lane);
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncwarp();
     float u[kMaxNT][4];
     warp_u<kWlo>(u, sxw_a, LX, sw_a, swl_a, LW, D, F);
@@ -369,6 +354,23 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
                      : make_float2(0.f, 0.f);
       };
       auto comp = [](float2 v, int e) { return e ? v.y : v.x; };
+      // du of row r into duw as bf16 pairs: du_f = grad(u_f, dphi_f, dphi_{F+f}, f) for this
+      // thread's two columns f of every n-tile, zero past the tokens (the map's formula is
+      // the caller's; the walk over the fragment layout is shared)
+      auto store_du = [&](auto grad) {
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt) {
+            const float2 dpp = dpair(j, 0), dpn = dpair(j, 1);
+            float gv[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              gv[e] = grad(u[j][2 * r + e], comp(dpp, e), comp(dpn, e), 8 * j + 2 * q + e);
+              if (!valid) gv[e] = 0.f;
+            }
+            *reinterpret_cast<uint32_t*>(duw + 8 * r * LW + 8 * j) = pack_bf16(gv[0], gv[1]);
+          }
+      };
       const RowStats st = row_stats<kExp>(u, r, nt);
       if constexpr (kExp) {
         // arg-max of |u| (the smallest f on ties), which takes the max's gradient
@@ -395,20 +397,11 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
           const float2 v = dpair(j, 1);
           return make_float2(expf(-u[j][2 * r] - m) * v.x, expf(-u[j][2 * r + 1] - m) * v.y);
         });
-#pragma unroll
-        for (int j = 0; j < kMaxNT; ++j)
-          if (j < nt) {
-            const float2 dpp = dpair(j, 0), dpn = dpair(j, 1);
-            float gv[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float uu = u[j][2 * r + e];
-              gv[e] = expf(uu - m) * comp(dpp, e) - expf(-uu - m) * comp(dpn, e);
-              if (8 * j + 2 * q + e == arg) gv[e] -= (uu >= 0.f ? 1.f : -1.f) * (pp + pn);
-              if (!valid) gv[e] = 0.f;
-            }
-            *reinterpret_cast<uint32_t*>(duw + 8 * r * LW + 8 * j) = pack_bf16x2(gv[0], gv[1]);
-          }
+        store_du([&](float uu, float dpp, float dpn, int f) {
+          float gv = expf(uu - m) * dpp - expf(-uu - m) * dpn;
+          if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * (pp + pn);
+          return gv;
+        });
       } else {
         const float mp = st.mp, mn = st.mn, ip = st.ip, in = st.in;
         const float pp = sum_warp_order(nt, [&](int j) {
@@ -419,20 +412,9 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
           const float2 v = dpair(j, 1);
           return make_float2(expf(-u[j][2 * r] - mn) * in * v.x, expf(-u[j][2 * r + 1] - mn) * in * v.y);
         });
-#pragma unroll
-        for (int j = 0; j < kMaxNT; ++j)
-          if (j < nt) {
-            const float2 dpp = dpair(j, 0), dpn = dpair(j, 1);
-            float gv[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float uu = u[j][2 * r + e];
-              gv[e] = expf(uu - mp) * ip * (comp(dpp, e) - pp) -
-                      expf(-uu - mn) * in * (comp(dpn, e) - pn);
-              if (!valid) gv[e] = 0.f;
-            }
-            *reinterpret_cast<uint32_t*>(duw + 8 * r * LW + 8 * j) = pack_bf16x2(gv[0], gv[1]);
-          }
+        store_du([&](float uu, float dpp, float dpn, int) {
+          return expf(uu - mp) * ip * (dpp - pp) - expf(-uu - mn) * in * (dpn - pn);
+        });
       }
     }
     __syncwarp();  // this warp's du rows are in shared
@@ -459,8 +441,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
           if (i0 < D) {
             uint32_t bw[4];
             ldsm_x4(bw, sw_a + wt_off + 2u * uint32_t(i0 * LW + kk * 16));
-            mma_16816(acc[2 * ip], a, bw[0], bw[1]);
-            mma_16816(acc[2 * ip + 1], a, bw[2], bw[3]);
+            mma_bf16_x2(acc[2 * ip], acc[2 * ip + 1], a, bw);
           }
         }
       }
@@ -492,8 +473,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
           }
           uint32_t bq[4];
           ldsm_x4_trans(bq, sdu_a + db_off + 2u * uint32_t(kk * 16 * LW + ft * 16));
-          mma_16816(wacc[i][0], a, bq[0], bq[1]);
-          mma_16816(wacc[i][1], a, bq[2], bq[3]);
+          mma_bf16_x2(wacc[i][0], wacc[i][1], a, bq);
         }
       }
     }
@@ -554,23 +534,10 @@ int sm_count() {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-/// Whether LIZARD_FEATURES_KERNEL selects the wmma kernels (read per call; temporary, until
-/// the mma kernels are verified on the GPU). Throws InputError naming the variable for any
-/// value but mma, wmma or empty.
-bool wmma_features() {
-  const char* e = std::getenv("LIZARD_FEATURES_KERNEL");
-  if (!e || !*e) return false;
-  const std::string v(e);
-  if (v == "wmma") return true;
-  if (v == "mma") return false;
-  throw InputError("LIZARD_FEATURES_KERNEL='" + v + "': expected 'mma' (the default), 'wmma' or unset");
-}
-
 }  // namespace
 
 void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi, bf* phi_lo,
                         const Dims& d, cudaStream_t s) {
-  if (wmma_features()) return features_wmma_launch(x, Hx, W, Wlo, phi, phi_lo, d, s);
   LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(phi) &&
                (!phi_lo || aligned16(phi_lo)),
            "lizard feature maps (CUDA): x, W, Wlo, phi and phi_lo must be 16-byte aligned");
@@ -596,7 +563,6 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
 
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
                             float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
-  if (wmma_features()) return features_bwd_wmma_launch(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, d, s);
   LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
                aligned16(dx) && aligned16(dW),
            "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");

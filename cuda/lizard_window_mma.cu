@@ -1,7 +1,8 @@
 // Window branch of the Lizard attention (DESIGN.md sections 2-3) on register-resident tensor
-// cores, FlashAttention-2 style (issue #5): the default behind window_tc_launch and
-// window_bwd_tc_launch (contracts in lizard_attention_tc.cuh), replacing the wmma kernels of
-// lizard_attention_tc.cu, which LIZARD_WINDOW_KERNEL=wmma still selects.
+// cores, FlashAttention-2 style (issue #5): window_tc_launch and window_bwd_tc_launch
+// (contracts in lizard_attention_tc.cuh). They replaced wmma kernels (32 queries per CTA, f32
+// scores in shared memory; removed once these passed the f64 oracle tests on an H200); head
+// dims other than 32, 64 and 128 take the f32 window kernels (tc_window_supported).
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
 // streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
@@ -30,7 +31,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "lizard/core/error.h"
@@ -47,7 +47,7 @@ constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or 
 // __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
 // bytes. With it (nvcc 13, sm_90a): D = 128 uses 191 (forward, inference), 240 (query side)
-// and 255 registers (split forward, key side) with 4-8 bytes spilled; D = 32, 64: none.
+// and 255 registers (split forward: 4 bytes spilled; key side: none); D = 32, 64: no spills.
 constexpr int kThreads = 128;
 
 /// Shared-memory row stride (elements): +16 bytes, so the 8 rows of an ldmatrix hit distinct
@@ -106,6 +106,34 @@ __device__ __forceinline__ uint4 pack8_lo(const float (&x)[8]) {
   return pack8(l);
 }
 
+/// x~ = RoPE(x) (rotate_half) of the 8 column pairs (c + e, c + e + kD/2) of one row, from
+/// their bf16 values ua (first half) and ub (second), cs, sn: the row's cos, sin at c; in f32
+/// with explicit roundings, so every kernel that rotates a row gets the same bits.
+__device__ __forceinline__ void rope8(float (&y1)[8], float (&y2)[8], uint4 ua, uint4 ub,
+                                      const float* cs, const float* sn) {
+  const bf* xa = reinterpret_cast<const bf*>(&ua);
+  const bf* xb = reinterpret_cast<const bf*>(&ub);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const float x1 = __bfloat162float(xa[e]), x2 = __bfloat162float(xb[e]);
+    const float ce = cs[e], se = sn[e];
+    y1[e] = __fmaf_rn(x1, ce, -__fmul_rn(x2, se));
+    y2[e] = __fmaf_rn(x2, ce, __fmul_rn(x1, se));
+  }
+}
+
+/// y1, y2 (rope8) as bf16 into hi at columns 0.. and hD.. (hi: the row at column c) and,
+/// when lo is not null, their lo halves into lo + off likewise.
+__device__ __forceinline__ void store_rope8(bf* hi, bf* lo, int off, int hD, const float (&y1)[8],
+                                            const float (&y2)[8]) {
+  *reinterpret_cast<uint4*>(hi) = pack8(y1);
+  *reinterpret_cast<uint4*>(hi + hD) = pack8(y2);
+  if (lo) {
+    *reinterpret_cast<uint4*>(lo + off) = pack8_lo(y1);
+    *reinterpret_cast<uint4*>(lo + off + hD) = pack8_lo(y2);
+  }
+}
+
 /// Rows r0 .. r0 + 63 of x (as cp_rows), RoPE'd at their positions (rotate_half layout, cos/sin
 /// [T, kD/2] f32) in f32 with explicit roundings (the forward and both backward kernels get
 /// bit-identical q~, k~), stored as bf16 hi and, when lo is not null, the lo halves
@@ -120,29 +148,13 @@ __device__ __forceinline__ void rope_rows(bf* hi, bf* lo, const bf* g, int64_t l
     float y1[8], y2[8];
     if (pos < end) {
       const bf* src = g + int64_t(pos) * ld + c;
-      const uint4 ua = *reinterpret_cast<const uint4*>(src);
-      const uint4 ub = *reinterpret_cast<const uint4*>(src + hD);
-      const bf* xa = reinterpret_cast<const bf*>(&ua);
-      const bf* xb = reinterpret_cast<const bf*>(&ub);
-      const float* cs = cosb + int64_t(pos) * hD + c;
-      const float* sn = sinb + int64_t(pos) * hD + c;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float x1 = __bfloat162float(xa[e]), x2 = __bfloat162float(xb[e]);
-        const float ce = cs[e], se = sn[e];
-        y1[e] = __fmaf_rn(x1, ce, -__fmul_rn(x2, se));
-        y2[e] = __fmaf_rn(x2, ce, __fmul_rn(x1, se));
-      }
+      rope8(y1, y2, *reinterpret_cast<const uint4*>(src), *reinterpret_cast<const uint4*>(src + hD),
+            cosb + int64_t(pos) * hD + c, sinb + int64_t(pos) * hD + c);
     } else {
 #pragma unroll
       for (int e = 0; e < 8; ++e) y1[e] = y2[e] = 0.f;
     }
-    *reinterpret_cast<uint4*>(hi + r * kS + c) = pack8(y1);
-    *reinterpret_cast<uint4*>(hi + r * kS + c + hD) = pack8(y2);
-    if (lo) {
-      *reinterpret_cast<uint4*>(lo + r * kS + c) = pack8_lo(y1);
-      *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = pack8_lo(y2);
-    }
+    store_rope8(hi + r * kS + c, lo, r * kS + c, hD, y1, y2);
   }
 }
 
@@ -167,26 +179,10 @@ __device__ __forceinline__ void rope_in_place(bf* sm, bf* lo, int r0, int end,
       }
       continue;
     }
-    const uint4 ua = *reinterpret_cast<const uint4*>(row);
-    const uint4 ub = *reinterpret_cast<const uint4*>(row + hD);
-    const bf* xa = reinterpret_cast<const bf*>(&ua);
-    const bf* xb = reinterpret_cast<const bf*>(&ub);
-    const float* cs = cosb + int64_t(pos) * hD + c;
-    const float* sn = sinb + int64_t(pos) * hD + c;
     float y1[8], y2[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const float x1 = __bfloat162float(xa[e]), x2 = __bfloat162float(xb[e]);
-      const float ce = cs[e], se = sn[e];
-      y1[e] = __fmaf_rn(x1, ce, -__fmul_rn(x2, se));
-      y2[e] = __fmaf_rn(x2, ce, __fmul_rn(x1, se));
-    }
-    *reinterpret_cast<uint4*>(row) = pack8(y1);
-    *reinterpret_cast<uint4*>(row + hD) = pack8(y2);
-    if (lo) {
-      *reinterpret_cast<uint4*>(lo + r * kS + c) = pack8_lo(y1);
-      *reinterpret_cast<uint4*>(lo + r * kS + c + hD) = pack8_lo(y2);
-    }
+    rope8(y1, y2, *reinterpret_cast<const uint4*>(row), *reinterpret_cast<const uint4*>(row + hD),
+          cosb + int64_t(pos) * hD + c, sinb + int64_t(pos) * hD + c);
+    store_rope8(row, lo, r * kS + c, hD, y1, y2);
   }
 }
 
@@ -234,21 +230,16 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
     for (int nn = 0; nn < 4; ++nn) {
       uint32_t fb[4];
       ldsm_x4(fb, b + nn * kRowB + kk * 32);
-      mma_bf16(s[2 * nn], fa, fb[0], fb[1]);
-      mma_bf16(s[2 * nn + 1], fa, fb[2], fb[3]);
+      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
       if constexpr (kLo) {
         uint32_t fbl[4];
         ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
         if constexpr (kBLoFirst) {
-          mma_bf16(s[2 * nn], fa, fbl[0], fbl[1]);
-          mma_bf16(s[2 * nn + 1], fa, fbl[2], fbl[3]);
-          mma_bf16(s[2 * nn], fal, fb[0], fb[1]);
-          mma_bf16(s[2 * nn + 1], fal, fb[2], fb[3]);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
         } else {
-          mma_bf16(s[2 * nn], fal, fb[0], fb[1]);
-          mma_bf16(s[2 * nn + 1], fal, fb[2], fb[3]);
-          mma_bf16(s[2 * nn], fa, fbl[0], fbl[1]);
-          mma_bf16(s[2 * nn + 1], fa, fbl[2], fbl[3]);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
         }
       }
     }
@@ -278,8 +269,7 @@ __device__ __forceinline__ void mma_av(float (&acc)[kD / 8][4], const uint32_t (
     for (int dn = 0; dn < kD / 16; ++dn) {
       uint32_t fb[4];
       ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16(acc[2 * dn], a[kk], fb[0], fb[1]);
-      mma_bf16(acc[2 * dn + 1], a[kk], fb[2], fb[3]);
+      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a[kk], fb);
     }
 }
 
@@ -307,9 +297,97 @@ __device__ __forceinline__ void unrope_acc(float (&acc)[kD / 8][4], const int (&
   }
 }
 
-/// dl = coef dy (sum: alpha; convex: |alpha| / (1 + |alpha|)), as lizard_attention_tc.cu.
+/// pos = the positions of this thread's accumulator rows (g and g + 8 of the warp's 16 rows
+/// from r0; -1 at or past T), and acc (dq~ or dk~) rotated back by R^T at them when rope.
+template <int kD>
+__device__ __forceinline__ void acc_rows_unrope(int (&pos)[2], float (&acc)[kD / 8][4], int r0,
+                                                int g, int T, bool rope, const float* cosb,
+                                                const float* sinb) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) pos[rr] = r0 + g + 8 * rr < T ? r0 + g + 8 * rr : -1;
+  if (rope) unrope_acc<kD>(acc, pos, cosb, sinb);
+}
+
+/// row (f32, kD wide) += c * accumulator row rr (0: g, 1: g + 8) at this thread's columns
+/// 8i + 2 t4, +1: a plain read-modify-write (the CTA owns the row).
+template <int kD>
+__device__ __forceinline__ void add_acc_row(float* row, const float (&acc)[kD / 8][4], int rr,
+                                            int t4, float c) {
+#pragma unroll
+  for (int i = 0; i < kD / 8; ++i) {
+    float2* p = reinterpret_cast<float2*>(row + 8 * i + 2 * t4);
+    float2 o = *p;
+    o.x += c * acc[i][2 * rr];
+    o.y += c * acc[i][2 * rr + 1];
+    *p = o;
+  }
+}
+
+/// dl = coef dy (sum: alpha; convex: |alpha| / (1 + |alpha|)), as the f32 window kernels.
 __device__ __forceinline__ float win_coef(float alpha, bool convex) {
   return convex ? fabsf(alpha) / (1.f + fabsf(alpha)) : alpha;
+}
+
+/// The CTA's own 64 rows r0.. of x (as cp_rows) into sm: RoPE'd in f32 when rope (rope_rows,
+/// the lo halves into lo when non-null), else raw by cp.async (the caller commits them).
+template <int kD>
+__device__ __forceinline__ void load_own_rows(bf* sm, bf* lo, const bf* g, int64_t ld, int r0,
+                                              int end, bool rope, const float* cosb,
+                                              const float* sinb) {
+  if (rope)
+    rope_rows<kD>(sm, lo, g, ld, r0, end, cosb, sinb);
+  else
+    cp_rows<kD>(sm, g, ld, r0, end);
+}
+
+/// Rows r0.. of two matrices with the same row stride (k and v, or q and dy) into buffer buf
+/// of their double-buffered streamed tiles, by cp.async (raw: RoPE'd in place once landed).
+template <int kD>
+__device__ __forceinline__ void cp_tile_pair(bf* sa, bf* sb, const bf* ga, const bf* gb,
+                                             int64_t ld, int buf, int r0, int end) {
+  cp_rows<kD>(sa + buf * kTile * row_stride<kD>(), ga, ld, r0, end);
+  cp_rows<kD>(sb + buf * kTile * row_stride<kD>(), gb, ld, r0, end);
+}
+
+/// With RoPE (block-uniform), the raw rows r0.. of streamed buffer buf of sm rotated in place
+/// (their lo halves into the same buffer of lo when kLo), then a barrier before any warp reads
+/// them; else nothing. Call after the barrier that made the buffer's cp.async data visible.
+template <int kD, bool kLo>
+__device__ __forceinline__ void rope_streamed_tile(bf* sm, bf* lo, int buf, int r0, int end,
+                                                   bool rope, const float* cosb,
+                                                   const float* sinb) {
+  if (rope) {
+    const int o = buf * kTile * row_stride<kD>();
+    rope_in_place<kD>(sm + o, kLo ? lo + o : nullptr, r0, end, cosb, sinb);
+    __syncthreads();
+  }
+}
+
+/// Where a query-side CTA (the forward, the backward's query side) works: queries t0.. of
+/// head h of batch b (bh = b H + h), kv head kvh of its GQA group; rows of q-shaped tensors
+/// (q, dy) at + qoff, stride ldq, of k and v at + kvoff, stride ldk; the key tiles
+/// kv_begin + j kTile, j < n_tiles, hold every key the windows of its rows reach.
+struct QueryCta {
+  int t0, bh, b, h, kvh, kv_begin, n_tiles;
+  int64_t ldq, ldk, qoff, kvoff;
+};
+
+template <int kD>
+__device__ __forceinline__ QueryCta query_cta(const Dims& d) {
+  QueryCta c;
+  c.t0 = blockIdx.x * kRows;
+  c.bh = blockIdx.y;
+  c.b = c.bh / d.H;
+  c.h = c.bh % d.H;
+  c.kvh = c.h / (d.H / d.Hkv);
+  c.ldq = int64_t(d.H) * kD;
+  c.ldk = int64_t(d.Hkv) * kD;
+  c.qoff = (int64_t(c.b) * d.T * d.H + c.h) * kD;
+  c.kvoff = (int64_t(c.b) * d.T * d.Hkv + c.kvh) * kD;
+  const int q_last = min(d.T - 1, c.t0 + kRows - 1);
+  c.kv_begin = max(0, c.t0 - d.w + 1) / kTile * kTile;
+  c.n_tiles = (q_last + 1 - c.kv_begin + kTile - 1) / kTile;
+  return c;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -342,24 +420,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w;
-  const int t0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
-  const int kvh = h / (d.H / d.Hkv);
-  const int64_t ldq = int64_t(d.H) * kD, ldk = int64_t(d.Hkv) * kD;
-  const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
-  const bf* kg = k + (int64_t(b) * T * d.Hkv + kvh) * kD;
-  const bf* vg = v + (int64_t(b) * T * d.Hkv + kvh) * kD;
-  const int q_last = min(T - 1, t0 + kRows - 1);
-  const int kv_begin = max(0, t0 - w + 1) / kTile * kTile;
-  const int n_tiles = (q_last + 1 - kv_begin + kTile - 1) / kTile;
+  const QueryCta cta = query_cta<kD>(d);
+  const int t0 = cta.t0, bh = cta.bh, b = cta.b, h = cta.h, kv_begin = cta.kv_begin,
+            n_tiles = cta.n_tiles;
+  const int64_t ldk = cta.ldk;
+  const bf *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope;
-  auto load_kv = [&](int buf, int n0) {  // raw k: rotated in place once it has landed
-    cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
-    cp_rows<kD>(sV + buf * kTile * kS, vg, ldk, n0, T);
-  };
-  if (rope)
-    rope_rows<kD>(sQ, kLo ? sQl : nullptr, qg, ldq, t0, T, cosb, sinb);
-  else
-    cp_rows<kD>(sQ, qg, ldq, t0, T);
+  auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
+  load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, cta.ldq, t0, T, rope, cosb, sinb);
   load_kv(0, kv_begin);
   cp_async_commit();
   // the epilogue's numden rows t0.. (contiguous)
@@ -390,11 +458,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       load_kv((j + 1) & 1, n0 + kTile);
       cp_async_commit();
     }
-    if (rope) {  // k~ of tile j from its raw rows (block-uniform branch)
-      rope_in_place<kD>(sK + (j & 1) * kTile * kS, kLo ? sKl + (j & 1) * kTile * kS : nullptr, n0,
-                        T, cosb, sinb);
-      __syncthreads();
-    }
+    rope_streamed_tile<kD, kLo>(sK, sKl, j & 1, n0, T, rope, cosb, sinb);  // k~
     // a tile that hides every key from every row of the warp changes nothing
     if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
     const uint32_t off = (j & 1) * kTB;
@@ -508,6 +572,28 @@ size_t bwd_smem(bool lo, int floats) {
          sizeof(float) * size_t(floats);
 }
 
+/// The carving of bwd_smem: own [64][kS] rows (q~ or k~), their lo half (kLo), the own second
+/// operand (dy or v), the streamed [2][64][kS] buffers (k~ or q~), their lo halves (kLo), the
+/// streamed second operand (v or dy), then the f32 scalars.
+struct BwdSmem {
+  bf *own, *own_lo, *own2, *str, *str_lo, *str2;
+  float* f32;
+};
+
+template <int kD, bool kLo>
+__device__ __forceinline__ BwdSmem bwd_smem_carve(unsigned char* raw) {
+  constexpr int kS = row_stride<kD>();
+  BwdSmem m;
+  m.own = reinterpret_cast<bf*>(raw);
+  m.own_lo = m.own + kRows * kS;
+  m.own2 = m.own + (kLo ? 2 : 1) * kRows * kS;
+  m.str = m.own2 + kRows * kS;
+  m.str_lo = m.str + 2 * kTile * kS;
+  m.str2 = m.str + (kLo ? 4 : 2) * kTile * kS;
+  m.f32 = reinterpret_cast<float*>(m.str2 + 2 * kTile * kS);
+  return m;
+}
+
 /// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
 /// [dg/den, dden], cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
 /// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and added into
@@ -521,40 +607,26 @@ __global__ void __launch_bounds__(kThreads, 2)
                      const bf* __restrict__ dy, float* __restrict__ dO, float* __restrict__ cself,
                      float* __restrict__ delta_out, float* __restrict__ dq,
                      float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
-  constexpr int kS = row_stride<kD>(), kNT = kD / 8, D1 = kD + 1;
+  constexpr int kNT = kD / 8, D1 = kD + 1;
   constexpr uint32_t kTB = tile_bytes<kD>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf* sQ = reinterpret_cast<bf*>(smem_raw);          // [64][kS] q~
-  bf* sQl = sQ + kRows * kS;                         // q~ lo (kLo)
-  bf* sDY = sQ + (kLo ? 2 : 1) * kRows * kS;         // [64][kS] dy
-  bf* sK = sDY + kRows * kS;                         // [2][64][kS] k~
-  bf* sKl = sK + 2 * kTile * kS;                     // k~ lo (kLo)
-  bf* sV = sK + (kLo ? 4 : 2) * kTile * kS;          // [2][64][kS] v
-  float* sdyg = reinterpret_cast<float*>(sV + 2 * kTile * kS);  // [64] dy.g per row
-  float* sred = sdyg + kRows;                                   // [1 + m] dalpha, dtau
+  const BwdSmem sm = bwd_smem_carve<kD, kLo>(smem_raw);
+  bf *sQ = sm.own, *sQl = sm.own_lo, *sDY = sm.own2;  // [64][kS] q~, q~ lo (kLo), dy
+  bf *sK = sm.str, *sKl = sm.str_lo, *sV = sm.str2;   // [2][64][kS] k~, k~ lo (kLo), v
+  float* sdyg = sm.f32;                               // [64] dy.g per row
+  float* sred = sdyg + kRows;                         // [1 + m] dalpha, dtau
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w;
-  const int t0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
-  const int kvh = h / (d.H / d.Hkv);
-  const int64_t ldq = int64_t(d.H) * kD, ldk = int64_t(d.Hkv) * kD;
-  const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
-  const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
-  const bf* kg = k + (int64_t(b) * T * d.Hkv + kvh) * kD;
-  const bf* vg = v + (int64_t(b) * T * d.Hkv + kvh) * kD;
-  const int q_last = min(T - 1, t0 + kRows - 1);
-  const int kv_begin = max(0, t0 - w + 1) / kTile * kTile;
-  const int n_tiles = (q_last + 1 - kv_begin + kTile - 1) / kTile;
+  const QueryCta cta = query_cta<kD>(d);
+  const int t0 = cta.t0, bh = cta.bh, b = cta.b, h = cta.h, kv_begin = cta.kv_begin,
+            n_tiles = cta.n_tiles;
+  const int64_t ldq = cta.ldq, ldk = cta.ldk;
+  const bf *dyg = dy + cta.qoff, *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
-  auto load_kv = [&](int buf, int n0) {  // raw k: rotated in place once it has landed
-    cp_rows<kD>(sK + buf * kTile * kS, kg, ldk, n0, T);
-    cp_rows<kD>(sV + buf * kTile * kS, vg, ldk, n0, T);
-  };
-  if (rope)
-    rope_rows<kD>(sQ, kLo ? sQl : nullptr, qg, ldq, t0, T, cosb, sinb);
-  else
-    cp_rows<kD>(sQ, qg, ldq, t0, T);
+  auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
+  load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, ldq, t0, T, rope, cosb, sinb);
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
   load_kv(0, kv_begin);
   cp_async_commit();
@@ -643,11 +715,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       load_kv((it + 1) & 1, kv_begin + nj * kTile);
       cp_async_commit();
     }
-    if (rope) {  // k~ of this tile from its raw rows (block-uniform branch)
-      rope_in_place<kD>(sK + (it & 1) * kTile * kS, kLo ? sKl + (it & 1) * kTile * kS : nullptr,
-                        n0, T, cosb, sinb);
-      __syncthreads();
-    }
+    rope_streamed_tile<kD, kLo>(sK, sKl, it & 1, n0, T, rope, cosb, sinb);  // k~
     if (it == n_tiles) {
       // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
       // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it)
@@ -689,22 +757,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   int pos[2];
+  acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) pos[rr] = wr0 + g + 8 * rr < T ? wr0 + g + 8 * rr : -1;
-  if (rope) unrope_acc<kD>(acc, pos, cosb, sinb);
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    if (pos[rr] < 0) continue;
-    float* row = dq + ((int64_t(b) * T + pos[rr]) * d.H + h) * kD;
-#pragma unroll
-    for (int i = 0; i < kNT; ++i) {
-      float2* p = reinterpret_cast<float2*>(row + 8 * i + 2 * t4);
-      float2 o = *p;
-      o.x += acc[i][2 * rr];
-      o.y += acc[i][2 * rr + 1];
-      *p = o;
-    }
-  }
+  for (int rr = 0; rr < 2; ++rr)
+    if (pos[rr] >= 0) add_acc_row<kD>(dq + ((int64_t(b) * T + pos[rr]) * d.H + h) * kD, acc, rr, t4, 1.f);
   const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -732,16 +788,13 @@ __global__ void __launch_bounds__(kThreads, 2)
                      const float* __restrict__ alpha_p, const float* __restrict__ wstats,
                      const float* __restrict__ delta, const bf* __restrict__ dy,
                      float* __restrict__ dk, float* __restrict__ dv, Dims d) {
-  constexpr int kS = row_stride<kD>(), kNT = kD / 8;
+  constexpr int kNT = kD / 8;
   constexpr uint32_t kTB = tile_bytes<kD>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf* sK = reinterpret_cast<bf*>(smem_raw);          // [64][kS] k~
-  bf* sKl = sK + kRows * kS;                         // k~ lo (kLo)
-  bf* sV = sK + (kLo ? 2 : 1) * kRows * kS;          // [64][kS] v
-  bf* sQ = sV + kRows * kS;                          // [2][64][kS] q~
-  bf* sQl = sQ + 2 * kTile * kS;                     // q~ lo (kLo)
-  bf* sDY = sQ + (kLo ? 4 : 2) * kTile * kS;         // [2][64][kS] dy
-  float* sM = reinterpret_cast<float*>(sDY + 2 * kTile * kS);  // [2][64] row max
+  const BwdSmem sm = bwd_smem_carve<kD, kLo>(smem_raw);
+  bf *sK = sm.own, *sKl = sm.own_lo, *sV = sm.own2;   // [64][kS] k~, k~ lo (kLo), v
+  bf *sQ = sm.str, *sQl = sm.str_lo, *sDY = sm.str2;  // [2][64][kS] q~, q~ lo (kLo), dy
+  float* sM = sm.f32;                                          // [2][64] row max
   float* sI = sM + 2 * kTile;                                  // [2][64] 1 / den
   float* sDl = sI + 2 * kTile;                                 // [2][64] delta
 
@@ -761,8 +814,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int64_t bh = int64_t(b) * d.H + h;
     const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
     const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
-    cp_rows<kD>(sQ + buf * kTile * kS, qg, ldq, q0, T);  // raw q: rotated in place once landed
-    cp_rows<kD>(sDY + buf * kTile * kS, dyg, ldq, q0, T);
+    cp_tile_pair<kD>(sQ, sDY, qg, dyg, ldq, buf, q0, T);
     for (int i = threadIdx.x; i < kTile; i += kThreads) {
       const int tq = q0 + i;
       const bool ok = tq < T;
@@ -772,10 +824,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       sDl[buf * kTile + i] = ok ? delta[st] : 0.f;
     }
   };
-  if (rope)
-    rope_rows<kD>(sK, kLo ? sKl : nullptr, kg, ldk, s0, T, cosb, sinb);
-  else
-    cp_rows<kD>(sK, kg, ldk, s0, T);
+  load_own_rows<kD>(sK, kLo ? sKl : nullptr, kg, ldk, s0, T, rope, cosb, sinb);
   cp_rows<kD>(sV, vg, ldk, s0, T);
   load_q(0, 0);
   cp_async_commit();
@@ -807,11 +856,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       load_q((it + 1) & 1, it + 1);
       cp_async_commit();
     }
-    if (rope) {  // q~ of this tile from its raw rows (block-uniform branch)
-      rope_in_place<kD>(sQ + buf * kTile * kS, kLo ? sQl + buf * kTile * kS : nullptr, q0, T, cosb,
-                        sinb);
-      __syncthreads();
-    }
+    rope_streamed_tile<kD, kLo>(sQ, sQl, buf, q0, T, rope, cosb, sinb);  // q~
     if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) continue;
     const uint32_t off = buf * kTB;
     float s[8][4], dp[8][4];
@@ -846,25 +891,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   int pos[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) pos[rr] = kw0 + g + 8 * rr < T ? kw0 + g + 8 * rr : -1;
-  if (rope) unrope_acc<kD>(dka, pos, cosb, sinb);
+  acc_rows_unrope<kD>(pos, dka, kw0, g, T, rope, cosb, sinb);
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     if (pos[rr] < 0) continue;
     const int64_t o = ((int64_t(b) * T + pos[rr]) * d.Hkv + kvh) * kD;
-#pragma unroll
-    for (int i = 0; i < kNT; ++i) {
-      float2* pk = reinterpret_cast<float2*>(dk + o + 8 * i + 2 * t4);
-      float2* pv = reinterpret_cast<float2*>(dv + o + 8 * i + 2 * t4);
-      float2 a = *pk, c = *pv;
-      a.x += dka[i][2 * rr];
-      a.y += dka[i][2 * rr + 1];
-      c.x += coef * dva[i][2 * rr];
-      c.y += coef * dva[i][2 * rr + 1];
-      *pk = a;
-      *pv = c;
-    }
+    add_acc_row<kD>(dk + o, dka, rr, t4, 1.f);
+    add_acc_row<kD>(dv + o, dva, rr, t4, coef);
   }
 }
 
@@ -921,39 +954,30 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
 
 }  // namespace
 
-bool window_wmma_forced() {
-  const char* e = std::getenv("LIZARD_WINDOW_KERNEL");
-  if (!e || !*e) return false;
-  const std::string v(e);
-  if (v == "mma") return false;
-  if (v == "wmma") return true;
-  throw InputError("LIZARD_WINDOW_KERNEL='" + v + "': expected 'mma', 'wmma' or unset");
-}
-
-bool window_mma_selected(const Dims& d) {
+bool tc_window_supported(const Dims& d) {
   // every size fits: the largest, the key side at D = 128 with split RoPE operands, takes
   // 9 x 64 rows of 272 bytes + 1.5 KiB = 158 KiB of the 227 KiB a CTA may have
-  return d.w > 0 && (d.D == 32 || d.D == 64 || d.D == 128) && !window_wmma_forced();
+  return tc_supported(d) && d.w > 0 && (d.D == 32 || d.D == 64 || d.D == 128);
 }
 
-void window_mma_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
-                       const float* sinb, const float* tau, const float* alpha,
-                       const float* numden, bf* y, float* wstats, bool split, const Dims& d,
-                       cudaStream_t s) {
+void window_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
+                      const float* sinb, const float* tau, const float* alpha,
+                      const float* numden, bf* y, float* wstats, bool split, const Dims& d,
+                      cudaStream_t s) {
   switch (d.D) {
     case 32: return launch_fwd_d<32>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
     case 64: return launch_fwd_d<64>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
     case 128: return launch_fwd_d<128>(q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, split, d, s);
     default: break;
   }
-  throw Error("window_mma_launch: head dim " + std::to_string(d.D) + " is not covered (32, 64, 128)");
+  throw Error("window_tc_launch: head dim " + std::to_string(d.D) + " is not covered (32, 64, 128)");
 }
 
-void window_bwd_mma_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
-                           const float* sinb, const float* tau, const float* alpha,
-                           const float* numden, const float* wstats, const bf* dy, float* dO,
-                           float* cself, float* delta, float* dq, float* dk, float* dv,
-                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
+void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* cosb,
+                          const float* sinb, const float* tau, const float* alpha,
+                          const float* numden, const float* wstats, const bf* dy, float* dO,
+                          float* cself, float* delta, float* dq, float* dk, float* dv,
+                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
 #define LZ_WIN_BWD(D_)                                                                          \
   case D_:                                                                                      \
     if (d.rope)                                                                                 \
@@ -968,7 +992,7 @@ void window_bwd_mma_launch(const bf* q, const bf* k, const bf* v, const float* c
     default: break;
   }
 #undef LZ_WIN_BWD
-  throw Error("window_bwd_mma_launch: head dim " + std::to_string(d.D) +
+  throw Error("window_bwd_tc_launch: head dim " + std::to_string(d.D) +
               " is not covered (32, 64, 128)");
 }
 

@@ -67,13 +67,6 @@ bool f32_forced() {
   return e && std::string(e) == "f32";
 }
 
-/// Whether this process selects the wmma window kernels (LIZARD_WINDOW_KERNEL=wmma) instead of
-/// the mma.sync ones of cuda/lizard_window_mma.cu (the default, any window length).
-bool window_wmma_forced() {
-  const char* e = std::getenv("LIZARD_WINDOW_KERNEL");
-  return e && std::string(e) == "wmma";
-}
-
 GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
   const Device gpu = Device::cuda(0);
   const GpuArgs a = to_gpu(c);
@@ -151,12 +144,12 @@ TEST(LizardAttentionGpu, LongSequenceNoNaN) {
   }
 }
 
-// The tensor-core path (bf16, D and F multiples of 16, 2F <= 256, window keys within the
-// shared-memory budget of the wmma window kernels) at the benchmark's head shape D = F = 128,
-// and at shapes where one part falls back to the f32 kernels: F = 8 (global branch), w = 600
-// (window branch, wmma kernels only: the mma.sync ones stream the keys, any w). T = 1,
-// 31 (one partial chunk), 97 (several chunks and 32-query window tiles, all partial at the
-// end); no sinks in one case (the row max from the scores alone).
+// The tensor-core path (bf16, D and F multiples of 16, 2F <= 256; the window branch for D in
+// {32, 64, 128}, any w: the keys stream through shared memory) at the benchmark's head shape
+// D = F = 128, a long window (w = 600 > T), and at shapes where one part falls back to the
+// f32 kernels: F = 8 (global branch, and so the window too), D = 96 (window branch only).
+// T = 1, 31 (one partial chunk), 97 (several chunks and window tiles, partial at the end);
+// no sinks in one case (the row max from the scores alone).
 TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
   LZ_REQUIRE_GPU();
   struct Shape { int64_t D, F, w, T, Hkv, sinks; bool rope, global_tc, window_tc; };
@@ -165,7 +158,8 @@ TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
                    Shape{128, 128, 37, 31, 1, 0, false, true, true},
                    Shape{64, 32, 100, 97, 4, 4, true, true, true},
                    Shape{32, 8, 16, 97, 2, 4, false, false, false},
-                   Shape{64, 16, 600, 97, 1, 4, false, true, false}}) {
+                   Shape{64, 16, 600, 97, 1, 4, false, true, true},
+                   Shape{96, 32, 40, 97, 2, 4, true, true, false}}) {
     ops::LizardConfig cfg;
     cfg.feature_dim = sh.F;
     cfg.window = sh.w;
@@ -174,8 +168,7 @@ TEST(LizardAttentionGpu, TensorCoreShapesAndFallbacks) {
     auto c = make_case(cfg, 1, sh.T, 4, sh.Hkv, sh.D, 8, 300 + sh.T + sh.D, DType::F64, 0.5);
     const auto path = path_of(c);
     EXPECT_EQ(path.global_tc, sh.global_tc && !f32_forced()) << "D " << sh.D << " F " << sh.F;
-    const bool window_tc = sh.window_tc || (sh.global_tc && !window_wmma_forced());
-    EXPECT_EQ(path.window_tc, window_tc && !f32_forced()) << "D " << sh.D << " w " << sh.w;
+    EXPECT_EQ(path.window_tc, sh.window_tc && !f32_forced()) << "D " << sh.D << " w " << sh.w;
     compare(c, "D " + std::to_string(sh.D) + " T " + std::to_string(sh.T) + " " + cfg.str());
   }
 }
@@ -259,9 +252,7 @@ TEST(LizardAttentionGpu, WindowKernelTilesAndSwitches) {
     cfg.window_rope = k.rope;
     cfg.combine = k.convex ? ops::Combine::Convex : ops::Combine::Sum;
     auto c = make_case(cfg, 2, k.T, 4, k.Hkv, k.D, 8, 400 + k.T + k.D + k.w, DType::F64, k.qk);
-    // (the wmma kernels, LIZARD_WINDOW_KERNEL=wmma, cover w = 300 at D = 128 only on the f32 path)
-    if (!window_wmma_forced())
-      EXPECT_EQ(path_of(c).window_tc, !f32_forced()) << "D " << k.D << " w " << k.w;
+    EXPECT_EQ(path_of(c).window_tc, !f32_forced()) << "D " << k.D << " w " << k.w;
     compare(c, "D " + std::to_string(k.D) + " T " + std::to_string(k.T) + " qk " +
                    std::to_string(k.qk) + " " + cfg.str());
   }
@@ -322,15 +313,15 @@ TEST(LizardAttentionGpu, TensorCoreTrainingForwardSavesAccurateStatistics) {
   EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 1), column(f32.wstats, 2, 1)), 5e-5) << "wstats den";
 }
 
-// The mma.sync window kernels save the same statistics as the wmma ones (identical bf16 or
-// split scores, f32 sums in another order, and the online softmax's rescaling by
-// exp(m_old - m_new): a few 1e-7 relative expected, 1e-5 allowed; a bf16-rounded denominator
-// would be off by about 2^-9 / sqrt(w) = 3e-4) and the same output, training and inference, with
-// and without window RoPE. The variable is restored afterwards.
-TEST(LizardAttentionGpu, WindowMmaKernelsMatchWmmaKernels) {
+// The window kernels' saved statistics and output against the f32 kernels
+// (LIZARD_ATTENTION_KERNELS=f32: f32 scores from the same bf16 q, k, RoPE in f32), training
+// and inference, with and without window RoPE, at a window over several key tiles with sharp
+// rows (qk 2: the online softmax's running max moves between tiles). The variable is restored
+// afterwards.
+TEST(LizardAttentionGpu, WindowKernelsMatchF32Kernels) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
-  const char* old = std::getenv("LIZARD_WINDOW_KERNEL");
+  const char* old = std::getenv("LIZARD_ATTENTION_KERNELS");
   const std::string old_env = old ? old : "";
   for (bool rope : {false, true}) {
     ops::LizardConfig cfg;
@@ -340,22 +331,32 @@ TEST(LizardAttentionGpu, WindowMmaKernelsMatchWmmaKernels) {
     cfg.window_rope = rope;
     cfg.combine = rope ? ops::Combine::Convex : ops::Combine::Sum;
     LizardCase c = bf16_rounded(make_case(cfg, 2, 333, 4, 2, 64, 8, 61, DType::F64, 2.0));
+    ASSERT_TRUE(path_of(c).window_tc) << "the case must take the mma.sync window kernels";
     const GpuArgs a = to_gpu(c);
-    ops::LizardSaved mma, wmma;
-    setenv("LIZARD_WINDOW_KERNEL", "mma", 1);
-    const Tensor y1 = ops::lizard_attention_forward(c.cfg, a.in, a.p, &mma).to(Device::cpu(), DType::F64);
+    ops::LizardSaved tc, f32;
+    const Tensor y1 = ops::lizard_attention_forward(c.cfg, a.in, a.p, &tc).to(Device::cpu(), DType::F64);
     const Tensor yi1 = ops::lizard_attention_forward(c.cfg, a.in, a.p, nullptr).to(Device::cpu(), DType::F64);
-    setenv("LIZARD_WINDOW_KERNEL", "wmma", 1);
-    const Tensor y2 = ops::lizard_attention_forward(c.cfg, a.in, a.p, &wmma).to(Device::cpu(), DType::F64);
+    setenv("LIZARD_ATTENTION_KERNELS", "f32", 1);
+    const Tensor y2 = ops::lizard_attention_forward(c.cfg, a.in, a.p, &f32).to(Device::cpu(), DType::F64);
     const Tensor yi2 = ops::lizard_attention_forward(c.cfg, a.in, a.p, nullptr).to(Device::cpu(), DType::F64);
-    if (old) setenv("LIZARD_WINDOW_KERNEL", old_env.c_str(), 1);
-    else unsetenv("LIZARD_WINDOW_KERNEL");
+    if (old) setenv("LIZARD_ATTENTION_KERNELS", old_env.c_str(), 1);
+    else unsetenv("LIZARD_ATTENTION_KERNELS");
     const std::string what = std::string("rope ") + (rope ? "on" : "off");
-    EXPECT_LE(rel_err_vec(column(mma.wstats, 2, 0), column(wmma.wstats, 2, 0)), 1e-5) << what << " max";
-    EXPECT_LE(rel_err_vec(column(mma.wstats, 2, 1), column(wmma.wstats, 2, 1)), 1e-5) << what << " den";
-    // both bf16 outputs of the same values: 2^-9 roundings
+    // Without RoPE both paths score the same bf16 q, k with exact products and f32 sums in
+    // another order (|c| ~ 1.3 here: about 1e-6 absolute), and the mma kernels rescale by
+    // exp(m_old - m_new) in f32: about 1e-6 relative expected, 5e-5 allowed. With RoPE the
+    // mma kernels take q~, k~ as split hi + lo pairs (scores to about 2^-17 sum |q~ k~| / 8,
+    // 1e-5 rms here) against the f32 rotation: 2e-4 allowed. The case without RoPE catches a
+    // bf16-rounded denominator (2^-9 / sqrt(w) = 2e-4 off), the one with RoPE bf16-rounded
+    // q~, k~ in the scores (about 4e-3 off).
+    const double tol = rope ? 2e-4 : 5e-5;
+    EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 0), column(f32.wstats, 2, 0)), tol) << what << " max";
+    EXPECT_LE(rel_err_vec(column(tc.wstats, 2, 1), column(f32.wstats, 2, 1)), tol) << what << " den";
+    // training: f32-accurate values on both paths (split pairs on the tensor cores), each
+    // rounded to bf16: 4e-3 is two bf16 roundings everywhere
     EXPECT_LE(rel_err(y1, y2), 4e-3) << what << " y (training)";
-    EXPECT_LE(rel_err(yi1, yi2), 4e-3) << what << " y (inference)";
+    // inference: bf16 P, phi and global-branch operands (2^-9 per weight): the oracle's 1e-2
+    EXPECT_LE(rel_err(yi1, yi2), 1e-2) << what << " y (inference)";
   }
 }
 

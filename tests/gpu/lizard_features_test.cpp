@@ -1,14 +1,15 @@
-// The mma feature-map kernels (cuda/lizard_features_tc.cu, the default) against the wmma
-// kernels they replace (LIZARD_FEATURES_KERNEL=wmma), through the public op: phi and phi_lo
-// feed deterministic forward kernels only (no atomics), so equal phi bits give equal saved
-// statistics and y bits, and unequal phi shows there. The backward has atomics (dk, dW, dv)
-// in both versions, so its outputs are compared to f32 rounding.
+// The mma feature-map kernels (cuda/lizard_features_tc.cu, the tensor-core path's only
+// feature kernels) against the f32 kernels (LIZARD_ATTENTION_KERNELS=f32: f32 phi from the f32
+// weights, every stage on CUDA cores), through the public op, at the shapes where the mma
+// kernels' tiling branches (partial units and tiles, GQA, D != F, widths that are not powers
+// of two, persistent loops over many units). The tensor-core path takes phi as a bf16 hi + lo
+// pair (about 2^-17 relative) from W as a pair, so every quantity that phi feeds with split
+// products is f32-accurate there; the tolerances below are set per quantity from that.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 
-#include "lizard/core/error.h"
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
 #include "../lizard/lizard_case.h"
@@ -57,10 +58,10 @@ std::pair<ops::LizardInputs, ops::LizardParams> on_gpu(const LizardCase& c) {
   return {in, p};
 }
 
-/// Training forward (saved), backward and an inference forward on the GPU, with the feature
-/// kernels LIZARD_FEATURES_KERNEL=`kernels` selects (null: the default).
+/// Training forward (saved), backward and an inference forward on the GPU, with the kernels
+/// LIZARD_ATTENTION_KERNELS=`kernels` selects (null: the default, the tensor cores).
 FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
-  ScopedEnv env("LIZARD_FEATURES_KERNEL", kernels);
+  ScopedEnv env("LIZARD_ATTENTION_KERNELS", kernels);
   const auto [in, p] = on_gpu(c);
   FeatureRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
@@ -69,24 +70,14 @@ FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kerne
   return r;
 }
 
-/// max |a - b| over the elements (exact: f32 and bf16 widen to f64 without rounding).
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  const auto va = a.to(Device::cpu(), DType::F64).to_vector();
-  const auto vb = b.to(Device::cpu(), DType::F64).to_vector();
-  EXPECT_EQ(va.size(), vb.size());
-  double m = 0;
-  for (size_t i = 0; i < std::min(va.size(), vb.size()); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
-  return m;
-}
-
 struct Shape {
   int64_t B, T, H, Hkv, D, F;
   bool exp;
 };
 
-/// Training forward, backward and inference forward of one case with the mma kernels and with
-/// the wmma kernels: forward outputs bit for bit, gradients to f32 rounding.
-void expect_matches_wmma(const Shape& sh) {
+/// Training forward, backward and inference forward of one case on the tensor cores (the mma
+/// feature kernels) and on the f32 kernels, compared per quantity.
+void expect_matches_f32(const Shape& sh) {
   ops::LizardConfig cfg;
   cfg.feature_dim = sh.F;
   cfg.window = 40;
@@ -105,31 +96,37 @@ void expect_matches_wmma(const Shape& sh) {
   }
 #endif
   const Tensor dy = rand(c.in.q.shape(), 77, DType::F64);
-  const FeatureRun mma = run_features(c, dy, nullptr), old = run_features(c, dy, "wmma");
-  // forward: bit for bit (phi, phi_lo identical; every later forward kernel deterministic)
-  EXPECT_EQ(max_abs_diff(mma.saved.states, old.saved.states), 0.0) << what << " states";
-  EXPECT_EQ(max_abs_diff(mma.saved.numden, old.saved.numden), 0.0) << what << " numden";
-  EXPECT_EQ(max_abs_diff(mma.saved.wstats, old.saved.wstats), 0.0) << what << " wstats";
-  EXPECT_EQ(max_abs_diff(mma.y, old.y), 0.0) << what << " y (training)";
-  EXPECT_EQ(max_abs_diff(mma.y_inf, old.y_inf), 0.0) << what << " y (inference)";
-  // backward: du is the same bf16 in both, but dW (and dk, dv, the gate terms) are f32 sums
-  // in an order that tiles and atomics leave open, over up to 2000 tokens of random sign:
-  // about 2^-24 sqrt(2000) = 3e-6 relative at worst per dW element, less norm-wise; 2e-5
-  // leaves room and still catches any wrong element (an index or a race gives O(1) errors
-  // in the affected rows, a du rounded differently about 1e-3). dk and dv are also summed
-  // over the query heads of a GQA group and over both branches by f32 atomics whose order
-  // changes from run to run, with cancellation between the terms: on an H200 they differed
-  // by 3.3e-5 (dv, T 333, D 128) and 2.8e-5 (dk, T 700, H 64) with every other gradient
-  // within 2e-5; 2e-4 for those two still sits 5x under a bf16-rounded du.
+  const FeatureRun tc = run_features(c, dy, nullptr), f32 = run_features(c, dy, "f32");
   auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
-  for (auto [name, got, ref] : {std::tuple{"dq", &mma.g.dq, &old.g.dq}, {"dk", &mma.g.dk, &old.g.dk},
-                                {"dv", &mma.g.dv, &old.g.dv}, {"dx", &mma.g.dx, &old.g.dx},
-                                {"dwq", &mma.g.dwq, &old.g.dwq}, {"dwk", &mma.g.dwk, &old.g.dwk},
-                                {"dw_g", &mma.g.dw_g, &old.g.dw_g}, {"db_g", &mma.g.db_g, &old.g.db_g}}) {
-    const double err = rel_err(f64(*got), f64(*ref));
-    const bool shared_kv = std::string(name) == "dk" || std::string(name) == "dv";
-    EXPECT_LE(err, shared_kv ? 2e-4 : 2e-5) << what << " " << name;
-  }
+  auto err = [&](const Tensor& a, const Tensor& b) { return rel_err(f64(a), f64(b)); };
+  // states and numden: phi as a hi + lo pair with split products, about 1e-5 to 1e-4 from the
+  // f32 path; phi rounded to bf16 alone (a lost or wrong phi_lo) gives about 1e-3, and a wrong
+  // element of phi O(1), so 5e-4 tells them apart (as TensorCoreTrainingForwardSavesAccurate-
+  // Statistics in lizard_attention_test.cpp, at one shape).
+  EXPECT_LE(err(tc.saved.states, f32.saved.states), 5e-4) << what << " states";
+  EXPECT_LE(err(tc.saved.numden, f32.saved.numden), 5e-4) << what << " numden";
+  // wstats: the window branch does not read phi, and both paths score the same bf16 q, k
+  // exactly (no window RoPE) and sum the f32 weights: about 1e-6 expected, 5e-5 allowed (a
+  // bf16-rounded denominator would be off by 2^-9 / sqrt(40) = 3e-4).
+  EXPECT_LE(err(tc.saved.wstats, f32.saved.wstats), 5e-5) << what << " wstats";
+  // y (training): f32-accurate values (about 1e-5) rounded to bf16 on both paths: they round
+  // differently only where the values straddle a rounding boundary, a few 1e-4 norm-wise;
+  // 4e-3 is two bf16 roundings everywhere.
+  EXPECT_LE(err(tc.y, f32.y), 4e-3) << what << " y (training)";
+  // y (inference): bf16 phi and bf16 operands on the tensor cores (2^-9 per weight): the
+  // oracle tests' 1e-2.
+  EXPECT_LE(err(tc.y_inf, f32.y_inf), 1e-2) << what << " y (inference)";
+  // Gradients: dphi, hence dq, dk, dx, dwq, dwk, and dv take bf16 E, P and decayed-phi
+  // operands (a few 1e-3 relative, cuda/lizard_attention_tc.cu): the oracle tests' 1e-2, which
+  // an indexing error or a race in the feature backward (O(1) in the rows it hits) exceeds.
+  // The gate gradients are f32 sums of 2^-16-accurate pair terms (about 1e-4 expected) but
+  // can be ill-conditioned (sums whose rows cancel); 1e-2 still catches phi without its lo
+  // half, which moved db_g by 0.042 (issue #5).
+  for (auto [name, got, ref] : {std::tuple{"dq", &tc.g.dq, &f32.g.dq}, {"dk", &tc.g.dk, &f32.g.dk},
+                                {"dv", &tc.g.dv, &f32.g.dv}, {"dx", &tc.g.dx, &f32.g.dx},
+                                {"dwq", &tc.g.dwq, &f32.g.dwq}, {"dwk", &tc.g.dwk, &f32.g.dwk},
+                                {"dw_g", &tc.g.dw_g, &f32.g.dw_g}, {"db_g", &tc.g.db_g, &f32.g.db_g}})
+    EXPECT_LE(err(*got, *ref), 1e-2) << what << " " << name;
 }
 
 bool f32_forced() {
@@ -140,41 +137,24 @@ bool f32_forced() {
 // Awkward lengths (1, 7, 65, 333: partial 16-token units and partial 128-token tiles), GQA
 // groups 1, 2 and 4, D != F and widths that are not powers of two (48: 6 n-tiles, 3 k-steps,
 // 9 dW tiles over 8 warps), both maps. Small enough for racecheck.
-TEST(LizardFeaturesGpu, MmaKernelsMatchWmmaKernels) {
+TEST(LizardFeaturesGpu, MmaKernelsMatchF32Kernels) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
   for (Shape sh : {Shape{2, 1, 4, 2, 128, 128, false}, Shape{2, 65, 4, 1, 128, 128, true},
                    Shape{1, 7, 4, 4, 64, 32, false}, Shape{2, 300, 4, 2, 48, 48, true},
                    Shape{1, 333, 4, 2, 128, 128, true}})
-    expect_matches_wmma(sh);
+    expect_matches_f32(sh);
 }
 
 // More units and tiles than the grid has warps and CTAs per head (H = 64 on a 132-SM card: the
 // forward's 4 CTAs of a head take 44 and 126 units with 32 warps, the backward's 2 CTAs 3 and
 // 8 tiles each), so the persistent loops, the reuse of the shared buffers across tiles and the
 // dW accumulation over tiles all run.
-TEST(LizardFeaturesGpu, MmaKernelsMatchWmmaKernelsOverManyTiles) {
+TEST(LizardFeaturesGpu, MmaKernelsMatchF32KernelsOverManyTiles) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
   for (Shape sh : {Shape{1, 700, 64, 8, 32, 32, true}, Shape{2, 1000, 64, 8, 64, 64, false}})
-    expect_matches_wmma(sh);
-}
-
-// An unknown value of the switch is an input error naming the variable, not a silent default.
-TEST(LizardFeaturesGpu, UnknownKernelSwitchIsAnError) {
-  LZ_REQUIRE_GPU();
-  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
-  ops::LizardConfig cfg;
-  cfg.feature_dim = 16;
-  cfg.window = 16;
-  LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
-  const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
-  try {
-    run_features(c, dy, "fast");
-    FAIL() << "LIZARD_FEATURES_KERNEL=fast was accepted";
-  } catch (const InputError& err) {
-    EXPECT_NE(std::string(err.what()).find("LIZARD_FEATURES_KERNEL"), std::string::npos) << err.what();
-  }
+    expect_matches_f32(sh);
 }
 
 }  // namespace
