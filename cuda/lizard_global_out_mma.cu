@@ -16,9 +16,12 @@
 //   3. Warp w owns value columns 16w .. 16w + 15 of all 32 rows (2 m-tiles x 2 n-tiles of
 //      mma.sync m16n8k16, 16 f32 accumulators per lane). Its B operand, the state S, never
 //      touches shared memory: each lane loads exactly the f32 elements of its B fragments
-//      (rows 2q, 2q+1, 2q+8, 2q+9 of a k-step, column g of an n-tile: 4 rows x 32 bytes per
-//      warp load, whole sectors), converts them to bf16 (hi + lo) in registers and feeds the
-//      mma; a ring of 4 k-steps of loads stays in flight ahead of the mma's. So each state
+//      (rows 2q, 2q+1, 2q+8, 2q+9 of a k-step, column g of an n-tile: 4 rows x 32 contiguous
+//      bytes per warp load; the neighbouring n-tile and warp read the rest of each 32-byte
+//      sector, through L1), converts them to bf16 (hi + lo) in registers and feeds the mma;
+//      a ring of 4 k-steps of loads (32 KiB per CTA) stays in flight ahead of the mma's.
+//      4-byte loads, not 16: a row of the state is D + 1 floats, so three rows in four start
+//      off a 16-byte boundary, and a lane's fragment elements lie in one column. So each state
 //      element is read from HBM once, by one thread, and converted once; the CTA needs about
 //      90 KiB of shared memory in training at 2F = 256, D = 128 (the wmma kernel: 221.5 KiB
 //      with the whole bf16 S pair), so two CTAs share an SM and one's loads overlap the
