@@ -865,6 +865,10 @@ void dstate_tc_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const 
 void out_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,
                    const bf* v, const float* bl, const float* states, float* numden, bool split,
                    const Dims& d, cudaStream_t s) {
+  if (out_mma_selected(d)) {
+    out_mma_launch(phiq, phiq_lo, phik, phik_lo, v, bl, states, numden, split, d, s);
+    return;
+  }
   LZ_CHECK(!split || (phiq_lo && phik_lo), "lizard attention (CUDA): the split output kernel needs phi's lo halves");
   const size_t sm = out_smem(d, split);
   const dim3 grid(d.NC, d.B * d.H);

@@ -75,6 +75,24 @@ void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                    const __nv_bfloat16* v, const float* bl, const float* states, float* numden,
                    bool split, const Dims& d, cudaStream_t s);
 
+/// Whether LIZARD_OUT_KERNEL=wmma selects the wmma output kernel of lizard_attention_tc.cu
+/// (out_tc_kernel: the whole bf16 state in shared memory, one CTA per SM) instead of the
+/// register-resident mma.sync kernel of lizard_global_out_mma.cu (unset, empty or "mma": the
+/// default). Kept as a switch until the new kernel is verified on the GPU. Read per call;
+/// throws InputError naming the variable for any other value.
+bool out_wmma_forced();
+
+/// Whether out_tc_launch takes the mma.sync kernel for d: D in {32, 64, 128} (template
+/// instances; other D keep the wmma kernel), F a multiple of 16 with 2F <= 256, and not
+/// out_wmma_forced().
+bool out_mma_selected(const Dims& d);
+
+/// out_tc_launch on the mma.sync kernel (same contract); needs out_mma_selected(d).
+void out_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
+                    const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
+                    const __nv_bfloat16* v, const float* bl, const float* states, float* numden,
+                    bool split, const Dims& d, cudaStream_t s);
+
 /// Whether window_tc_launch and window_bwd_tc_launch (the mma.sync kernels of
 /// lizard_window_mma.cu) cover d: tc_supported, w > 0 and D in {32, 64, 128} (their template
 /// instances); any window length (the key tiles stream through shared memory). Other shapes
