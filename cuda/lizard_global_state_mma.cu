@@ -108,7 +108,7 @@ struct Layout {
 /// exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from the last chunk, dO' f32 [B,H,T,D+1] (its
 /// column D the den column). out[b,h,c] [2F][D+1] f32 = X when chunk c is reached.
 template <int D, bool kRev, bool kSplit>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
