@@ -340,6 +340,7 @@ template <int D, bool kRev, bool kSplit>
 void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
             float* out, const Dims& d, cudaStream_t s) {
   using L = Layout<D, kRev, kSplit>;
+  if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
   auto kernel = state_mma_kernel<D, kRev, kSplit>;
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(L::bytes)) == cudaSuccess,
