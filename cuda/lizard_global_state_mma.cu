@@ -392,8 +392,9 @@ void state_mma_launch(const bf* phik, const bf* phik_lo, const bf* v, const floa
 void dstate_mma_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const float* bl,
                        float* dstates, const Dims& d, cudaStream_t s) {
   LZ_CHECK(phiq_lo, "lizard state sweep (CUDA): the dstate sweep needs phi_q's lo half");
-  LZ_CHECK(aligned16(phiq) && aligned16(phiq_lo) && aligned16(dstates),
-           "lizard state sweep (CUDA): phi, phi_lo and the dstates must be 16-byte aligned");
+  // dO' too: its chunk blocks are copied in aligned 16-byte units from the base
+  LZ_CHECK(aligned16(phiq) && aligned16(phiq_lo) && aligned16(dO) && aligned16(dstates),
+           "lizard state sweep (CUDA): phi, phi_lo, dO' and the dstates must be 16-byte aligned");
   // always split, as dstate_tc_launch: dstates feed the gate gradient's pair sums
   switch (d.D) {
     case 32: return launch<32, true, true>(phiq, phiq_lo, nullptr, dO, bl, dstates, d, s);
