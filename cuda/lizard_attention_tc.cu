@@ -839,6 +839,7 @@ void grad_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf*
 
 void state_tc_launch(const bf* phik, const bf* phik_lo, const bf* v, const float* bl,
                      float* states, bool split, const Dims& d, cudaStream_t s) {
+  if (state_mma_selected(d)) return state_mma_launch(phik, phik_lo, v, bl, states, split, d, s);
   LZ_CHECK(!split || phik_lo, "lizard attention (CUDA): the split state kernel needs phi_k's lo half");
   const size_t sm = state_smem(d, split, false);
   const dim3 grid((2 * d.F + kStateRows - 1) / kStateRows, d.B * d.H);
@@ -853,6 +854,7 @@ void state_tc_launch(const bf* phik, const bf* phik_lo, const bf* v, const float
 
 void dstate_tc_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const float* bl,
                       float* dstates, const Dims& d, cudaStream_t s) {
+  if (state_mma_selected(d)) return dstate_mma_launch(phiq, phiq_lo, dO, bl, dstates, d, s);
   LZ_CHECK(phiq_lo, "lizard attention (CUDA): the dstate kernel needs phi_q's lo half");
   // always split: dstates feed L_c and K_s of the gate gradient, partial sums of pair terms
   // whose rows cancel (2^-9 operand rounding there left dw_g, db_g errors of order 1)

@@ -149,4 +149,21 @@ void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                     const float* dstates, const float* dO, const float* cself, float* dphiq,
                     float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
 
+/// Whether state_tc_launch / dstate_tc_launch take the register-resident mma.sync sweeps of
+/// cuda/lizard_global_state_mma.cu: D in {32, 64, 128} (template instances), F % 16 == 0,
+/// 2F <= 256, and LIZARD_STATE_KERNEL not "wmma" (unset, empty or "mma": the default; kept as
+/// a switch until the new kernels are verified on the GPU). Read per call; throws InputError
+/// naming the variable for any other value.
+bool state_mma_selected(const Dims& d);
+
+/// state_tc_launch on the mma.sync sweep (same contract, same operand bits, f32 sums in
+/// another order); needs state_mma_selected(d) and 16-byte aligned pointers.
+void state_mma_launch(const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
+                      const __nv_bfloat16* v, const float* bl, float* states, bool split,
+                      const Dims& d, cudaStream_t s);
+
+/// dstate_tc_launch on the mma.sync sweep (same contract); needs state_mma_selected(d).
+void dstate_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, const float* dO,
+                       const float* bl, float* dstates, const Dims& d, cudaStream_t s);
+
 }  // namespace lizard::cuda::lizard_detail

@@ -1,0 +1,208 @@
+// The mma.sync state sweeps (cuda/lizard_global_state_mma.cu, the default) against the wmma
+// kernel they replace (LIZARD_STATE_KERNEL=wmma), through the public op. Both form the same
+// bf16 operands bit for bit (the same f32 expressions for the decayed phi and its split) and
+// sum them in f32 in another order, so every saved statistic agrees to f32 rounding; the
+// backward's dstates (not saved) show through every gradient.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "lizard/core/error.h"
+#include "lizard/cuda/lizard_attention.h"
+#include "lizard/ops/lizard_attention.h"
+#include "../lizard/lizard_case.h"
+
+namespace lizard::test {
+namespace {
+
+/// Sets an environment variable for its scope and restores the previous value.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+struct SweepRun {
+  Tensor y, y_inf;
+  ops::LizardSaved saved;
+  ops::LizardGrads g;
+};
+
+/// Training forward (saved), backward and an inference forward on the GPU (bf16 inputs, f32
+/// parameters) with the state sweeps LIZARD_STATE_KERNEL=`kernels` selects (null: default).
+SweepRun run_with(const LizardCase& c, const Tensor& dy, const char* kernels) {
+  ScopedEnv env("LIZARD_STATE_KERNEL", kernels);
+  const Device gpu = Device::cuda(0);
+  ops::LizardInputs in;
+  in.q = c.in.q.to(gpu, DType::BF16);
+  in.k = c.in.k.to(gpu, DType::BF16);
+  in.v = c.in.v.to(gpu, DType::BF16);
+  in.x = c.in.x.to(gpu, DType::BF16);
+  ops::LizardParams p;
+  for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
+                          {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
+    if (src->defined()) *dst = src->to(gpu, DType::F32);
+#ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
+  EXPECT_TRUE(cuda::lizard_attention_kernel_path(c.cfg, in, p, true).global_tc)
+      << "the case must take the tensor-core global branch";
+#endif
+  SweepRun r;
+  r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
+  r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(gpu, DType::BF16));
+  r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
+  return r;
+}
+
+std::vector<double> host(const Tensor& t) { return t.to(Device::cpu(), DType::F64).to_vector(); }
+
+struct Shape {
+  int64_t B, T, H, Hkv, D, F;
+  double gate_bias;  // gate logit level: -6 gamma near 0, +6 near 1
+};
+
+/// Forward outputs and every gradient of one case, mma sweeps against wmma sweeps.
+void expect_matches_wmma(const Shape& sh) {
+  ops::LizardConfig cfg;
+  cfg.feature_dim = sh.F;
+  cfg.window = 24;
+  cfg.sinks = 4;
+  LizardCase c = make_case(cfg, sh.B, sh.T, sh.H, sh.Hkv, sh.D, 8, 4100 + sh.T + sh.D + sh.F,
+                           DType::F64, 0.5, sh.gate_bias);
+  const std::string what = "B " + std::to_string(sh.B) + " T " + std::to_string(sh.T) + " H " +
+                           std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " D " +
+                           std::to_string(sh.D) + " F " + std::to_string(sh.F) + " gate bias " +
+                           std::to_string(sh.gate_bias);
+  const Tensor dy = rand(c.in.q.shape(), 91, DType::F64);
+  const SweepRun mma = run_with(c, dy, nullptr), old = run_with(c, dy, "wmma");
+
+  // states [B,H,NC,2F,D+1]: the S columns take the same HMMA's on the same operands in the
+  // same order in both kernels (wmma's 16x16x16 is two m16n8k16), z is a 32-term f32 sum per
+  // chunk in another order: a few 2^-24 per step, decayed, so about 1e-7 relative; 1e-5
+  // norm-wise still catches any wrong index, tail or race (those give O(1) errors in whole
+  // rows). Per element, z (a sum of positive weights, no cancellation) within 1e-5 relative.
+  {
+    const auto a = host(mma.saved.states), b = host(old.saved.states);
+    ASSERT_EQ(a.size(), b.size()) << what;
+    EXPECT_LE(rel_err(mma.saved.states.to(Device::cpu(), DType::F64),
+                      old.saved.states.to(Device::cpu(), DType::F64)), 1e-5)
+        << what << " states";
+    const size_t D1 = size_t(sh.D) + 1;
+    double zerr = 0;
+    for (size_t i = sh.D; i < a.size(); i += D1)
+      zerr = std::max(zerr, std::abs(a[i] - b[i]) / std::max(std::abs(b[i]), 1e-20));
+    EXPECT_LE(zerr, 1e-5) << what << " z column, worst element";
+  }
+  // numden and wstats: f32 functions of the states, same tolerance and reason
+  EXPECT_LE(rel_err(mma.saved.numden.to(Device::cpu(), DType::F64),
+                    old.saved.numden.to(Device::cpu(), DType::F64)), 1e-5)
+      << what << " numden";
+  EXPECT_LE(rel_err(mma.saved.wstats.to(Device::cpu(), DType::F64),
+                    old.saved.wstats.to(Device::cpu(), DType::F64)), 1e-5)
+      << what << " wstats";
+  // y is bf16: a 1e-7 change may move an element across a rounding boundary, by one bf16
+  // step (at most 2^-7 of its magnitude), never more; a wrong state moves it by O(1)
+  for (auto [name, got, ref] : {std::tuple{"y (training)", &mma.y, &old.y},
+                                {"y (inference)", &mma.y_inf, &old.y_inf}}) {
+    const auto a = host(*got), b = host(*ref);
+    ASSERT_EQ(a.size(), b.size()) << what << " " << name;
+    size_t bad = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+      bad += std::abs(a[i] - b[i]) > std::ldexp(std::abs(b[i]), -7) + 1e-30;
+    EXPECT_EQ(bad, 0u) << what << " " << name << ": elements more than one bf16 step apart";
+  }
+  // gradients: the backward reads the states (1e-7 apart) and sweeps dstates with the new
+  // kernel (again 1e-7 apart); dq, dk, dw* go through bf16 operands of dS, whose rounding a
+  // 1e-7 change flips now and then (2^-8 on that operand element, diluted in sums over D and
+  // 2F), and dk, dv add over GQA heads and branches with f32 atomics in a run-dependent order
+  // (3.3e-5 apart between two runs of one kernel on an H200, tests/gpu/lizard_features_test);
+  // the gate gradients are sums of pair terms whose rows cancel, which amplifies the
+  // difference of the states by the cancellation (the f64 oracle sees 1e-4 from 2^-16
+  // operands). 1e-4 (3e-4 for dk, dv) sits well above those and far below a wrong dstate row,
+  // which moves dq, dk and the gate gradients by O(1). dtau and dalpha are left out: a few
+  // scalars, each one f32 atomic sum over every token whose run-dependent order alone can move
+  // them past these bounds (as lizard_features_test leaves them out); a wrong state shows in
+  // the gradients above.
+  auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
+  for (auto [name, got, ref] :
+       {std::tuple{"dq", &mma.g.dq, &old.g.dq}, {"dk", &mma.g.dk, &old.g.dk},
+        {"dv", &mma.g.dv, &old.g.dv}, {"dx", &mma.g.dx, &old.g.dx}, {"dwq", &mma.g.dwq, &old.g.dwq},
+        {"dwk", &mma.g.dwk, &old.g.dwk}, {"dw_g", &mma.g.dw_g, &old.g.dw_g},
+        {"db_g", &mma.g.db_g, &old.g.db_g}}) {
+    const double err = rel_err(f64(*got), f64(*ref));
+    const bool shared_kv = std::string(name) == "dk" || std::string(name) == "dv";
+    EXPECT_LE(err, shared_kv ? 3e-4 : 1e-4) << what << " " << name;
+  }
+}
+
+bool f32_forced() {
+  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
+  return e && std::string(e) == "f32";
+}
+
+// Lengths 1, 7, 31 (one partial chunk: every saved state is the zero before chunk 0), 32 (one
+// full chunk), 33, 65 (a partial last chunk, which the reverse sweep adds first), 1000 (31
+// full chunks and a partial one); GQA groups 1 and 4; D 32, 64, 128; 2F = 256 (four row
+// slices), 96 (a full slice and a half one: two warps without rows) and 32 (one half slice);
+// gates near 0 (states forget within a chunk) and near 1 (states sum 1000 tokens).
+TEST(LizardGlobalStateGpu, MmaSweepsMatchWmmaSweeps) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  for (Shape sh : {Shape{2, 1, 4, 1, 64, 32, 0.5}, Shape{1, 7, 4, 4, 128, 128, -6},
+                   Shape{2, 31, 4, 1, 128, 48, 6}, Shape{1, 32, 4, 4, 64, 16, 0.5},
+                   Shape{2, 33, 4, 1, 128, 128, -6}, Shape{1, 65, 4, 4, 64, 48, 6},
+                   Shape{2, 1000, 4, 1, 128, 128, 6}, Shape{1, 1000, 4, 4, 64, 48, -6},
+                   Shape{1, 300, 2, 2, 32, 16, 0.5}})
+    expect_matches_wmma(sh);
+}
+
+// The switch really switches: on a long case with gates near 1 the z columns (summed in
+// another order) cannot agree bit for bit over every chunk, so equal states would mean both
+// runs took the same kernel and the test above compared a kernel with itself.
+TEST(LizardGlobalStateGpu, SwitchSelectsTheWmmaSweep) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 64;
+  cfg.window = 16;
+  LizardCase c = make_case(cfg, 1, 700, 2, 2, 64, 8, 17, DType::F64, 0.5, 6);
+  const Tensor dy = rand(c.in.q.shape(), 18, DType::F64);
+  const SweepRun mma = run_with(c, dy, "mma"), old = run_with(c, dy, "wmma");
+  const auto a = host(mma.saved.states), b = host(old.saved.states);
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  EXPECT_GT(m, 0.0) << "LIZARD_STATE_KERNEL=mma and =wmma gave identical states";
+}
+
+// An unknown value of the switch is an input error naming the variable, not a silent default.
+TEST(LizardGlobalStateGpu, UnknownKernelSwitchIsAnError) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 16;
+  cfg.window = 16;
+  LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
+  const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
+  try {
+    run_with(c, dy, "fast");
+    FAIL() << "LIZARD_STATE_KERNEL=fast was accepted";
+  } catch (const InputError& err) {
+    EXPECT_NE(std::string(err.what()).find("LIZARD_STATE_KERNEL"), std::string::npos) << err.what();
+  }
+}
+
+}  // namespace
+}  // namespace lizard::test
