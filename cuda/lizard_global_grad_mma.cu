@@ -215,6 +215,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
   fetch(0);
+  // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
+  // with the rest; used after the D columns)
+  float zq[kNT][2], zk[kNT][2];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) {
+    const int f = fb + 8 * i + 2 * q;
+    const bool ok = tile_ok(i);
+    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
+    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
+    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
+    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
+  }
 
   // ---- tiles of the chunk (rows >= n zero)
   cp_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
@@ -350,17 +362,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // ---- the z columns: dphi_q += exp(bl_t) dO'_t[D] z, dphi_k += exp(bend - bl_s) dz; the
   // partial Q_r, K_s of this warp's features (f32, phi as hi + lo), L_c's z part
-  float zq[kNT][2], zk[kNT][2];
 #pragma unroll
-  for (int i = 0; i < kNT; ++i) {
-    const int f = fb + 8 * i + 2 * q;
-    const bool ok = tile_ok(i);
-    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
-    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
-    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
-    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
+  for (int i = 0; i < kNT; ++i)
     if (g == 0) lsum += zq[i][0] * zk[i][0] + zq[i][1] * zk[i][1];
-  }
   lsum = warp_sum(lsum);
   if (lane == 0) atomicAdd(sL, lsum);
 #pragma unroll
