@@ -76,11 +76,13 @@ struct Shape {
   int64_t T, Hkv, D, F;
   double bias;  // gate bias: -13.8 gives gates near 1e-6, 13.8 near 1 - 1e-6
   bool convex;
+  bool per_head = false;  // one gate per head (the db rows and bl of head h, not of head 0)
 };
 
 std::string describe(const Shape& sh) {
   return "T " + std::to_string(sh.T) + " Hkv " + std::to_string(sh.Hkv) + " D " + std::to_string(sh.D) +
-         " F " + std::to_string(sh.F) + " bias " + std::to_string(sh.bias) + (sh.convex ? " convex" : " sum");
+         " F " + std::to_string(sh.F) + " bias " + std::to_string(sh.bias) + (sh.convex ? " convex" : " sum") +
+         (sh.per_head ? " per-head gate" : "");
 }
 
 void expect_matches(const Shape& sh) {
@@ -89,6 +91,7 @@ void expect_matches(const Shape& sh) {
   cfg.window = 40;
   cfg.sinks = 4;
   cfg.combine = sh.convex ? ops::Combine::Convex : ops::Combine::Sum;
+  if (sh.per_head) cfg.gate = ops::GateMode::PerHead;
   // H = 4: GQA group 1 (Hkv 4) or 4 (Hkv 1); scores moderate (q, k in [-0.5, 0.5))
   LizardCase c = make_case(cfg, 2, sh.T, 4, sh.Hkv, sh.D, 8, 500 + sh.T + sh.D + sh.F, DType::F64, 0.5, sh.bias);
   for (Tensor* t : {&c.in.q, &c.in.k, &c.in.v, &c.in.x}) *t = t->to(DType::BF16).to(DType::F64);
@@ -131,15 +134,15 @@ void expect_matches(const Shape& sh) {
 // single token; 1000: many chunks, the state terms dominate), GQA 1 and 4 (dv atomics of the
 // group), D 64 and 128 (one and two warps per 16 dv columns), 2F = 64, 96, 128, 256 (1, 2 and
 // 4 feature n-tiles per warp; at 96 the last two warps own none), gates near 0, 1/2 and near 1,
-// sum and convex combine.
+// sum and convex combine, shared and per-head gates.
 TEST(LizardGlobalGradGpu, MmaKernelMatchesWmmaKernelAndReference) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
   for (Shape sh : {Shape{1, 4, 128, 128, 0.5, false}, Shape{7, 1, 64, 32, 0.5, true},
                    Shape{31, 4, 128, 64, -13.8, false}, Shape{32, 1, 128, 128, 13.8, true},
-                   Shape{33, 4, 64, 48, 0.5, false}, Shape{65, 1, 128, 128, -13.8, true},
+                   Shape{33, 4, 64, 48, 0.5, false, true}, Shape{65, 1, 128, 128, -13.8, true},
                    Shape{65, 4, 64, 128, 13.8, false}, Shape{1000, 1, 128, 128, 0.5, false},
-                   Shape{1000, 4, 64, 64, 13.8, true}})
+                   Shape{1000, 4, 64, 64, 13.8, true, true}})
     expect_matches(sh);
 }
 
