@@ -831,6 +831,11 @@ void grad_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf*
                     const float* states, const float* dstates, const float* dO,
                     const float* cself, float* dphiq, float* dphik, float* dv, float* db,
                     const Dims& d, cudaStream_t s) {
+  if (grad_mma_selected(d)) {  // the mma.sync kernel (lizard_global_grad_mma.cu), the default
+    grad_mma_launch(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik,
+                    dv, db, d, s);
+    return;
+  }
   const size_t sm = grad_smem(d);
   set_smem(grad_tc_kernel, sm);
   grad_tc_kernel<<<dim3(d.NC, d.B * d.H), kOutWarps * 32, sm, s>>>(

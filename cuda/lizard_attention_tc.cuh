@@ -165,5 +165,31 @@ void state_mma_launch(const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
 /// dstate_tc_launch on the mma.sync sweep (same contract); needs state_mma_selected(d).
 void dstate_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, const float* dO,
                        const float* bl, float* dstates, const Dims& d, cudaStream_t s);
+/// Whether LIZARD_GRAD_KERNEL=wmma selects grad_tc_kernel (lizard_attention_tc.cu) instead of
+/// the mma.sync gradient kernel of lizard_global_grad_mma.cu (unset, empty or "mma": the
+/// default). Kept until the new kernel is verified on the GPU. Read per call; throws InputError
+/// naming the variable for any other value.
+bool grad_wmma_forced();
+
+/// Whether grad_tc_launch takes the mma.sync kernel for d: D in {64, 128}, 2F <= 256 (a
+/// multiple of 32), and not grad_wmma_forced().
+bool grad_mma_selected(const Dims& d);
+
+/// grad_tc_launch on the mma.sync kernel (same contract); needs grad_mma_selected(d).
+void grad_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
+                     const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
+                     const __nv_bfloat16* v, const float* bl, const float* states,
+                     const float* dstates, const float* dO, const float* cself, float* dphiq,
+                     float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
+
+/// The wmma feature-map kernels that features_tc_launch and features_bwd_tc_launch
+/// (cuda/lizard_features_tc.cu) replaced, same contracts and the same phi bits; taken when
+/// LIZARD_FEATURES_KERNEL=wmma, until the new kernels are verified on the GPU (then removed).
+void features_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                          const __nv_bfloat16* Wlo, __nv_bfloat16* phi, __nv_bfloat16* phi_lo,
+                          const Dims& d, cudaStream_t s);
+void features_bwd_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
+                              bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail

@@ -1,0 +1,562 @@
+// Global-branch gradient of the Lizard attention on register-resident tensor cores (issue #5):
+// the default behind grad_tc_launch (contract in lizard_attention_tc.cuh), replacing
+// grad_tc_kernel of lizard_attention_tc.cu, which LIZARD_GRAD_KERNEL=wmma still selects.
+// Same grid (one CTA per (chunk, b*h)), same inputs, same formulas and the same split
+// products (hi*hi + lo*hi + hi*lo) wherever grad_tc_kernel has them; read its doc comment for
+// the maths. What changes is where the data lives:
+//   - the f32 states [S|z] and dstates [dS|dz] (128 KiB each at 2F = 256, D = 128, the bulk
+//     of the kernel's traffic) are read ONCE, straight from global memory into the registers
+//     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
+//     of an 8x16 block: each load instruction of a warp touches 8 rows x 32 bytes), split
+//     into bf16 hi + lo there, and the next 16 columns are in flight while the current ones
+//     feed the mma's. The wmma kernel read each state three times (hi pass, lo pass, the
+//     <dX, X> dot product) through shared memory.
+//   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)): the products
+//     dO'e^b S^T (dphi_q) and v e^(b_end - b) dS^T (dphi_k) accumulate in registers over the D
+//     columns, L_c = <dX, X> is summed from the same f32 registers, and only dS's bf16 hi half
+//     goes to shared memory (the B operand of dv's inter-chunk term).
+//   - the C x C tiles (kk, X = dO' V^T) are small at C = 32: one mma tile per warp, then the
+//     elementwise step of grad_tc_kernel through shared memory unchanged (E, P, w dA f32).
+// Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1, 2 or 4 n-tiles of 8
+// features per warp); grad_mma_selected says when, everything else keeps the wmma kernel.
+// Precision: identical operands to grad_tc_kernel, so the same error budget (its comment and
+// the file header of lizard_attention_tc.cu): f32 sums in another order, nothing else.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "lizard/core/error.h"
+#include "lizard_attention_tc.cuh"
+#include "mma_util.cuh"
+
+namespace lizard::cuda::lizard_detail {
+namespace {
+
+using bf = __nv_bfloat16;
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kC = kChunk;  // 32 tokens: two 16-row m-tiles
+static_assert(kC == 32, "the gradient mma kernel tiles a chunk as two 16-row m-tiles");
+constexpr int kLP = kC + 4;  // f32 C x C tiles: row stride (floats)
+constexpr int kLPb = kC + 8; // bf16 C x C tiles: row stride (elements), 80 bytes
+
+__host__ __device__ constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
+
+/// Next region of `bytes` from the shared-memory cursor, 128-byte aligned.
+__device__ __forceinline__ char* carve(char*& p, size_t bytes) {
+  char* r = p;
+  p += al128(bytes);
+  return r;
+}
+
+// ldmatrix variants this file needs beyond mma_util.cuh's x4 (two 8x8 matrices: lanes 0-15
+// give the row addresses). The "memory" clobber keeps them in program order with the plain
+// shared stores around them.
+__device__ __forceinline__ void ldsm_x2_t(uint32_t& r0, uint32_t& r1, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(smem_u32(p))
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_m(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p))
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_tm(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p))
+               : "memory");
+}
+
+// Fragment loads by the storage of the operand (ld in elements; lane = 8 i + r below):
+/// A (16x16) at rows m0.., columns k0.. of a row-major A.
+__device__ __forceinline__ void frag_a(uint32_t (&a)[4], const bf* A, int ld, int m0, int k0, int lane) {
+  const int i = lane >> 3, r = lane & 7;
+  ldsm_x4_m(a, A + (m0 + (i & 1) * 8 + r) * ld + k0 + (i >> 1) * 8);
+}
+/// A (16x16) = X^T at rows m0.., columns k0.., X stored row-major as [k][m].
+__device__ __forceinline__ void frag_at(uint32_t (&a)[4], const bf* X, int ld, int m0, int k0, int lane) {
+  const int i = lane >> 3, r = lane & 7;
+  ldsm_x4_tm(a, X + (k0 + (i >> 1) * 8 + r) * ld + m0 + (i & 1) * 8);
+}
+/// B of two n-tiles (16 k x 16 n) from N stored [n][k] row-major: b[0], b[1] the n-tile n0..,
+/// b[2], b[3] the n-tile n0 + 8.
+__device__ __forceinline__ void frag_b_nk(uint32_t (&b)[4], const bf* N, int ld, int n0, int k0, int lane) {
+  const int i = lane >> 3, r = lane & 7;
+  ldsm_x4_m(b, N + (n0 + (i >> 1) * 8 + r) * ld + k0 + (i & 1) * 8);
+}
+/// B of two n-tiles from M stored [k][n] row-major (same register order as frag_b_nk).
+__device__ __forceinline__ void frag_b_kn(uint32_t (&b)[4], const bf* M, int ld, int k0, int n0, int lane) {
+  const int i = lane >> 3, r = lane & 7;
+  ldsm_x4_tm(b, M + (k0 + (i & 1) * 8 + r) * ld + n0 + (i >> 1) * 8);
+}
+/// B of one n-tile (16 k x 8 n) from M stored [k][n] row-major.
+__device__ __forceinline__ void frag_b_kn1(uint32_t& b0, uint32_t& b1, const bf* M, int ld, int k0,
+                                           int n0, int lane) {
+  const int i = (lane >> 3) & 1, r = lane & 7;
+  ldsm_x2_t(b0, b1, M + (k0 + i * 8 + r) * ld + n0);
+}
+
+/// hi = bf16(v), lo = bf16(v - hi): split2 of lizard_attention_tc.cu.
+__device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
+  hi = __float2bfloat16(v);
+  lo = __float2bfloat16(v - __bfloat162float(hi));
+}
+/// Two f32 as packed bf16 hi and lo registers (lower column in the low half).
+__device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+  bf h0, l0, h1, l1;
+  split2(x0, h0, l0);
+  split2(x1, h1, l1);
+  __nv_bfloat162 h(h0, h1), l(l0, l1);
+  hi = *reinterpret_cast<uint32_t*>(&h);
+  lo = *reinterpret_cast<uint32_t*>(&l);
+}
+__device__ __forceinline__ float bsum(const bf* hi, const bf* lo, int i) {
+  return __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
+}
+
+/// Copies `rows` rows of n bf16 (n a multiple of 8; row r at src + r * gstride, 16-byte
+/// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros.
+__device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t gstride, int rows,
+                                        int valid, int n) {
+  const int vpr = n / 8;
+  for (int i = threadIdx.x; i < rows * vpr; i += kThreads) {
+    const int r = i / vpr, c = (i % vpr) * 8;
+    if (r < valid) cp_async16(dst + r * ldd + c, src + r * gstride + c);
+    else *reinterpret_cast<uint4*>(dst + r * ldd + c) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+/// Shared-memory bytes of the kernel for d (the layout carved in grad_mma_kernel).
+size_t grad_mma_smem(const Dims& d) {
+  const size_t F2 = 2 * d.F, LQ = F2 + 8, LV = d.D + 8;
+  return 4 * al128(2 * kC * LQ) +        // phi_q, phi_q lo, phi_k, phi_k lo
+         7 * al128(2 * kC * LV) +        // v, dO' hi/lo, dO' e^b hi/lo, v e^(bend-b) hi/lo
+         al128(2 * F2 * LV) +            // dS hi
+         3 * al128(4 * kC * kLP) +       // kk, X, w dA
+         2 * al128(2 * kC * kLPb) +      // E, P
+         6 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s; L_c
+}
+
+/// grad_tc_kernel's contract (see its comment), on mma.sync. kD: the head dim; kNT: n-tiles
+/// of 8 state rows per warp (2F <= 64 kNT).
+template <int kD, int kNT>
+__global__ void __launch_bounds__(kThreads, 1)
+    grad_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
+                    const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
+                    const bf* __restrict__ v, const float* __restrict__ bl_all,
+                    const float* __restrict__ states, const float* __restrict__ dstates,
+                    const float* __restrict__ dO, const float* __restrict__ cself,
+                    float* __restrict__ dphiq, float* __restrict__ dphik, float* __restrict__ dv,
+                    float* __restrict__ db, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  constexpr int C = kC, D1 = kD + 1, LV = kD + 8, KJ = kD / 16;
+  const int F2 = 2 * d.F, LQ = F2 + 8;
+  char* cur = smem;
+  bf* sq = reinterpret_cast<bf*>(carve(cur, 2 * C * LQ));
+  bf* sql = reinterpret_cast<bf*>(carve(cur, 2 * C * LQ));
+  bf* sk = reinterpret_cast<bf*>(carve(cur, 2 * C * LQ));  // phi_k; phi_k e^(bend-b) for dv last
+  bf* skl = reinterpret_cast<bf*>(carve(cur, 2 * C * LQ));
+  bf* sv = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));
+  bf* sGb = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // dO'[:D] hi
+  bf* sGbl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // dO'[:D] lo
+  bf* sGs = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // dO'[:D] e^(bl_t) hi
+  bf* sGsl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // ... lo
+  bf* svd = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // v e^(bend - bl_s) hi
+  bf* svdl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // ... lo
+  bf* sdS = reinterpret_cast<bf*>(carve(cur, 2 * size_t(F2) * LV));  // [2F][D] dS hi
+  float* sP = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));   // kk (s <= t tiles)
+  float* sGV = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));  // X = dO'[:D] V^T
+  float* sW = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));   // w dA, s < t, f32
+  bf* sE = reinterpret_cast<bf*>(carve(cur, 2 * C * kLPb));
+  bf* sPb = reinterpret_cast<bf*>(carve(cur, 2 * C * kLPb));
+  float* sbl = reinterpret_cast<float*>(carve(cur, 4 * C));
+  float* sden = reinterpret_cast<float*>(carve(cur, 4 * C));  // dO' column D
+  float* scs = reinterpret_cast<float*>(carve(cur, 4 * C));   // cself
+  float* sdb = reinterpret_cast<float*>(carve(cur, 4 * C));   // da of the rows
+  float* sQs = reinterpret_cast<float*>(carve(cur, 4 * C));   // Q_r (inter, query)
+  float* sKs = reinterpret_cast<float*>(carve(cur, 4 * C));   // K_s (inter, key)
+  float* sL = reinterpret_cast<float*>(carve(cur, 4));        // L_c
+
+  const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
+  const int t0 = c * C, n = min(C, d.T - t0);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+  const int64_t row0 = int64_t(bh) * d.T + t0;
+  const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
+  const float* Sg = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+  const float* dSg = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
+
+  // This warp's state rows: n-tile i covers f in [fb + 8 i, fb + 8 i + 8); this thread reads
+  // row fb + 8 i + g of each. Tiles past 2F (2F not a multiple of 64 kNT) are skipped.
+  const int fb = warp * 8 * kNT;
+  auto tile_ok = [&](int i) { return fb + 8 * i < F2; };
+  // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
+  // early as possible (the first before anything else: they are in flight during the tile
+  // loads and the C x C work).
+  float ns[kNT][4], nd[kNT][4];
+  auto fetch = [&](int kj) {
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      if (tile_ok(i)) {
+        const int64_t o = int64_t(fb + 8 * i + g) * D1 + kj * 16 + 2 * q;
+        ns[i][0] = Sg[o], ns[i][1] = Sg[o + 1], ns[i][2] = Sg[o + 8], ns[i][3] = Sg[o + 9];
+        nd[i][0] = dSg[o], nd[i][1] = dSg[o + 1], nd[i][2] = dSg[o + 8], nd[i][3] = dSg[o + 9];
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ns[i][e] = nd[i][e] = 0.f;
+      }
+    }
+  };
+  fetch(0);
+  // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
+  // with the rest; used after the D columns)
+  float zq[kNT][2], zk[kNT][2];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) {
+    const int f = fb + 8 * i + 2 * q;
+    const bool ok = tile_ok(i);
+    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
+    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
+    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
+    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
+  }
+
+  // ---- tiles of the chunk (rows >= n zero)
+  cp_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
+  cp_rows(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
+  cp_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  cp_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
+  cp_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
+  cp_async_commit();
+  for (int i = tid; i < C; i += kThreads) {
+    sbl[i] = i < n ? blr[t0 + i] : 0.f;
+    sden[i] = i < n ? dO[(row0 + i) * D1 + kD] : 0.f;
+    scs[i] = i < n ? cself[row0 + i] : 0.f;
+    sdb[i] = sQs[i] = sKs[i] = 0.f;
+  }
+  if (tid == 0) sL[0] = 0.f;
+  for (int r = warp; r < C; r += kWarps) {  // dO'[:D] split, plain and times exp(bl_t)
+    const float eb = r < n ? __expf(blr[t0 + r]) : 0.f;
+    for (int j = lane; j < kD; j += 32) {
+      const float gv = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
+      split2(gv, sGb[r * LV + j], sGbl[r * LV + j]);
+      split2(gv * eb, sGs[r * LV + j], sGsl[r * LV + j]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  const float bend = sbl[n - 1];
+
+  // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
+  // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
+  // none above the diagonal block (never read).
+  {
+    const int mt = (warp & 3) >> 1, nb = warp & 1;
+    if (nb <= mt) {
+      float acc[2][4] = {};
+      const bool is_x = warp >= 4;
+      const bf *A = is_x ? sGb : sq, *Al = is_x ? sGbl : sql, *Bm = is_x ? sv : sk;
+      const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2 / 16;
+      for (int k = 0; k < ks; ++k) {
+        uint32_t a[4], al[4], bb[4];
+        frag_a(a, A, lda, mt * 16, k * 16, lane);
+        frag_a(al, Al, lda, mt * 16, k * 16, lane);
+        frag_b_nk(bb, Bm, lda, nb * 16, k * 16, lane);
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          mma_bf16(acc[u], a, bb[2 * u], bb[2 * u + 1]);
+          mma_bf16(acc[u], al, bb[2 * u], bb[2 * u + 1]);
+        }
+        if (!is_x) {  // phi_q hi x phi_k lo (V has no lo half)
+          frag_b_nk(bb, skl, LQ, nb * 16, k * 16, lane);
+#pragma unroll
+          for (int u = 0; u < 2; ++u) mma_bf16(acc[u], a, bb[2 * u], bb[2 * u + 1]);
+        }
+      }
+      float* dst = is_x ? sGV : sP;
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int col = nb * 16 + u * 8 + 2 * q, r = mt * 16 + g;
+        *reinterpret_cast<float2*>(dst + r * kLP + col) = make_float2(acc[u][0], acc[u][1]);
+        *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(acc[u][2], acc[u][3]);
+      }
+    }
+  }
+  // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term)
+  for (int i = tid; i < C * kD; i += kThreads) {
+    const int r = i / kD, j = i % kD;
+    split2(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]), svd[r * LV + j], svdl[r * LV + j]);
+  }
+  __syncthreads();
+
+  // ---- dA, E, P and the intra-chunk pair gradients w dA (f32, for da): grad_tc_kernel's step 3
+  for (int i = tid; i < C * C; i += kThreads) {
+    const int r = i / C, s2 = i % C;
+    float p = 0.f, ea = 0.f, wda = 0.f;
+    if (s2 <= r && r < n) {
+      const float e = __expf(sbl[r] - sbl[s2]), kk = sP[r * kLP + s2];
+      // dA = cself_t + dO'_t.(v_s - v_t): exactly cself_t on the diagonal
+      const float da = scs[r] + (s2 < r ? sGV[r * kLP + s2] - sGV[r * kLP + r] : 0.f);
+      p = kk * e;
+      ea = da * e;
+      if (s2 < r) wda = kk * ea;
+    }
+    sE[r * kLPb + s2] = __float2bfloat16(ea);
+    sPb[r * kLPb + s2] = __float2bfloat16(p);
+    sW[r * kLP + s2] = wda;
+  }
+  __syncthreads();
+
+  // ---- the state products over the D columns, 16 at a time:
+  //   aq = (dO' e^b) S^T   (Gs hi S hi + Gs lo S hi + Gs hi S lo)
+  //   ak = (v e^(bend-b)) dS^T   (likewise with dS)
+  // and L_c = <S, dS> (f32, the D columns here, z below); dS hi to shared for dv.
+  float aq[2][kNT][4] = {}, ak[2][kNT][4] = {};
+  float lsum = 0.f;
+  for (int kj = 0; kj < KJ; ++kj) {
+    float cs_[kNT][4], cd_[kNT][4];
+#pragma unroll
+    for (int i = 0; i < kNT; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) cs_[i][e] = ns[i][e], cd_[i][e] = nd[i][e];
+    if (kj + 1 < KJ) fetch(kj + 1);
+    uint32_t ag[2][4], agl[2][4], av[2][4], avl[2][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      frag_a(ag[m], sGs, LV, m * 16, kj * 16, lane);
+      frag_a(agl[m], sGsl, LV, m * 16, kj * 16, lane);
+      frag_a(av[m], svd, LV, m * 16, kj * 16, lane);
+      frag_a(avl[m], svdl, LV, m * 16, kj * 16, lane);
+    }
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      if (!tile_ok(i)) continue;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) lsum += cs_[i][e] * cd_[i][e];
+      uint32_t sh0, sl0, sh1, sl1, dh0, dl0, dh1, dl1;
+      split_pack(cs_[i][0], cs_[i][1], sh0, sl0);
+      split_pack(cs_[i][2], cs_[i][3], sh1, sl1);
+      split_pack(cd_[i][0], cd_[i][1], dh0, dl0);
+      split_pack(cd_[i][2], cd_[i][3], dh1, dl1);
+      bf* row = sdS + (fb + 8 * i + g) * LV + kj * 16 + 2 * q;
+      *reinterpret_cast<uint32_t*>(row) = dh0;
+      *reinterpret_cast<uint32_t*>(row + 8) = dh1;
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        mma_bf16(aq[m][i], ag[m], sh0, sh1);
+        mma_bf16(aq[m][i], agl[m], sh0, sh1);
+        mma_bf16(aq[m][i], ag[m], sl0, sl1);
+        mma_bf16(ak[m][i], av[m], dh0, dh1);
+        mma_bf16(ak[m][i], avl[m], dh0, dh1);
+        mma_bf16(ak[m][i], av[m], dl0, dl1);
+      }
+    }
+  }
+
+  // ---- the z columns: dphi_q += exp(bl_t) dO'_t[D] z, dphi_k += exp(bend - bl_s) dz; the
+  // partial Q_r, K_s of this warp's features (f32, phi as hi + lo), L_c's z part
+#pragma unroll
+  for (int i = 0; i < kNT; ++i)
+    if (g == 0) lsum += zq[i][0] * zk[i][0] + zq[i][1] * zk[i][1];
+  lsum = warp_sum(lsum);
+  if (lane == 0) atomicAdd(sL, lsum);
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int r = m * 16 + g + 8 * hh;
+      const float wq = __expf(sbl[r]) * sden[r];            // 0 for rows >= n (den 0)
+      const float wk = r < n ? __expf(bend - sbl[r]) : 0.f;
+      float qx = 0.f, kx = 0.f;
+#pragma unroll
+      for (int i = 0; i < kNT; ++i) {
+        if (!tile_ok(i)) continue;
+        const int f = fb + 8 * i + 2 * q;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& xq = aq[m][i][2 * hh + e];
+          float& xk = ak[m][i][2 * hh + e];
+          xq += wq * zq[i][e];
+          xk += wk * zk[i][e];
+          qx += bsum(sq, sql, r * LQ + f + e) * xq;
+          kx += bsum(sk, skl, r * LQ + f + e) * xk;
+        }
+      }
+      qx += __shfl_xor_sync(0xffffffffu, qx, 1);
+      qx += __shfl_xor_sync(0xffffffffu, qx, 2);
+      kx += __shfl_xor_sync(0xffffffffu, kx, 1);
+      kx += __shfl_xor_sync(0xffffffffu, kx, 2);
+      if (q == 0 && r < n) {
+        atomicAdd(sQs + r, qx);  // the pairs of query r with every key before the chunk
+        atomicAdd(sKs + r, kx);  // the pairs of key r with every query after the chunk
+      }
+    }
+  }
+
+  // ---- dphi_q += E phi_k (phi_k hi + lo), dphi_k += E^T phi_q (phi_q hi + lo); K = C
+#pragma unroll
+  for (int kt = 0; kt < C / 16; ++kt) {
+    uint32_t ae[2][4], aet[2][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+      frag_a(ae[m], sE, kLPb, m * 16, kt * 16, lane);
+      frag_at(aet[m], sE, kLPb, m * 16, kt * 16, lane);
+    }
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      if (!tile_ok(i)) continue;
+      const int f0 = fb + 8 * i;
+      uint32_t bk0, bk1, bkl0, bkl1, bq0, bq1, bql0, bql1;
+      frag_b_kn1(bk0, bk1, sk, LQ, kt * 16, f0, lane);
+      frag_b_kn1(bkl0, bkl1, skl, LQ, kt * 16, f0, lane);
+      frag_b_kn1(bq0, bq1, sq, LQ, kt * 16, f0, lane);
+      frag_b_kn1(bql0, bql1, sql, LQ, kt * 16, f0, lane);
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        mma_bf16(aq[m][i], ae[m], bk0, bk1);
+        mma_bf16(aq[m][i], ae[m], bkl0, bkl1);
+        mma_bf16(ak[m][i], aet[m], bq0, bq1);
+        mma_bf16(ak[m][i], aet[m], bql0, bql1);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int r = m * 16 + g + 8 * hh;
+      if (r >= n) continue;
+#pragma unroll
+      for (int i = 0; i < kNT; ++i) {
+        if (!tile_ok(i)) continue;
+        const int64_t o = (row0 + r) * F2 + fb + 8 * i + 2 * q;
+        *reinterpret_cast<float2*>(dphiq + o) = make_float2(aq[m][i][2 * hh], aq[m][i][2 * hh + 1]);
+        *reinterpret_cast<float2*>(dphik + o) = make_float2(ak[m][i][2 * hh], ak[m][i][2 * hh + 1]);
+      }
+    }
+  }
+  __syncthreads();
+
+  // ---- da_t: every pair (t', s) with s < t <= t' (grad_tc_kernel's sum, same terms)
+  for (int r = warp; r < n; r += kWarps) {
+    float acc = 0.f;
+    for (int i = lane; i < (n - r) * r; i += 32) acc += sW[(r + i / r) * kLP + i % r];
+    for (int i = r + lane; i < n; i += 32) acc += sQs[i];
+    for (int i = lane; i < r; i += 32) acc += sKs[i];
+    acc = warp_sum(acc);
+    if (lane == 0) sdb[r] = acc + __expf(bend) * sL[0];
+  }
+  for (int i = tid; i < C * F2; i += kThreads) {  // phi_k exp(bl_end - bl_s) for dv
+    const int r = i / F2, f = i % F2;
+    sk[r * LQ + f] = __float2bfloat16(bsum(sk, skl, r * LQ + f) * __expf(bend - sbl[r]));
+  }
+  __syncthreads();
+
+  // ---- dv = P^T dO'[:D] (dO' hi) + (phi_k exp(bl_end - bl_s)) dS (dS hi): warp w takes the
+  // 16 columns (w % (D/16)) * 16.. and every (8 / (D/16))-th of the k-steps (C/16 of P^T,
+  // then 2F/16 of the state term); partial sums go to global by atomics like the rest.
+  {
+    constexpr int kJB = kD / 16, kGroups = kWarps / kJB;
+    const int jb = warp % kJB, kg = warp / kJB, KS = C / 16 + F2 / 16;
+    float acc[2][2][4] = {};
+    for (int ks = kg; ks < KS; ks += kGroups) {
+      uint32_t a[2][4], bb[4];
+      if (ks < C / 16) {
+#pragma unroll
+        for (int m = 0; m < 2; ++m) frag_at(a[m], sPb, kLPb, m * 16, ks * 16, lane);
+        frag_b_kn(bb, sGb, LV, ks * 16, jb * 16, lane);
+      } else {
+        const int kf = ks - C / 16;
+#pragma unroll
+        for (int m = 0; m < 2; ++m) frag_a(a[m], sk, LQ, m * 16, kf * 16, lane);
+        frag_b_kn(bb, sdS, LV, kf * 16, jb * 16, lane);
+      }
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int u = 0; u < 2; ++u) mma_bf16(acc[m][u], a[m], bb[2 * u], bb[2 * u + 1]);
+    }
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int r = m * 16 + g + 8 * hh;
+        if (r >= n) continue;
+        float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 2 * q;
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          atomicAdd(dst + u * 8, acc[m][u][2 * hh]);
+          atomicAdd(dst + u * 8 + 1, acc[m][u][2 * hh + 1]);
+        }
+      }
+  }
+  for (int r = tid; r < n; r += kThreads) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
+}
+
+template <int kD, int kNT>
+void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
+            const float* bl, const float* states, const float* dstates, const float* dO,
+            const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
+            cudaStream_t s) {
+  const size_t sm = grad_mma_smem(d);
+  LZ_CHECK(cudaFuncSetAttribute(grad_mma_kernel<kD, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                int(sm)) == cudaSuccess,
+           "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
+  grad_mma_kernel<kD, kNT><<<dim3(d.NC, d.B * d.H), kThreads, sm, s>>>(
+      phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d);
+}
+
+template <int kD>
+void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
+              const float* bl, const float* states, const float* dstates, const float* dO,
+              const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
+              cudaStream_t s) {
+  const int F2 = 2 * d.F;
+  if (F2 <= 64)
+    return launch<kD, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  if (F2 <= 128)
+    return launch<kD, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  return launch<kD, 4>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+}
+
+}  // namespace
+
+bool grad_wmma_forced() {
+  const char* e = std::getenv("LIZARD_GRAD_KERNEL");
+  if (!e || !*e) return false;
+  const std::string val(e);
+  if (val == "mma") return false;
+  if (val == "wmma") return true;
+  throw InputError("LIZARD_GRAD_KERNEL='" + val + "': expected 'mma', 'wmma' or unset");
+}
+
+bool grad_mma_selected(const Dims& d) {
+  // the largest, D = 128 and 2F = 256, carves 218 KiB of the 227 KiB a CTA may have
+  constexpr size_t kSmemMax = 227 * 1024;
+  return (d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
+         grad_mma_smem(d) <= kSmemMax && !grad_wmma_forced();
+}
+
+void grad_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,
+                     const bf* v, const float* bl, const float* states, const float* dstates,
+                     const float* dO, const float* cself, float* dphiq, float* dphik, float* dv,
+                     float* da, const Dims& d, cudaStream_t s) {
+  switch (d.D) {
+    case 64:
+      return launch_d<64>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    case 128:
+      return launch_d<128>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    default:
+      break;
+  }
+  throw Error("grad_mma_launch: head dim " + std::to_string(d.D) + " has no instance (64, 128)");
+}
+
+}  // namespace lizard::cuda::lizard_detail
