@@ -7,7 +7,8 @@
 # Phases (default: all four, in this order); a device call is limited to 10 minutes, so on a
 # cold machine run them in two calls on the same warm machine (build outputs are kept):
 #   scripts/multi_gpu_check.sh --phase build,tests,equality
-#   scripts/multi_gpu_check.sh --phase scaling        (PT_STEPS=N: steps of the 135M pretraining runs, default 30)
+#   scripts/multi_gpu_check.sh --phase scaling        (PT_STEPS=N: steps of the 135M pretraining runs, default 30;
+#                                                     SCALING_PHASES=0 skips the per-phase timing runs)
 # --quick drops the 1B-shape scaling runs (then the scaling phase takes ~3 minutes on 4 GPUs). --cpu-dry-run exercises this script's own logic on a
 # machine without GPUs (device cpu, f32, few steps, tiny scaling shapes; the numbers mean
 # nothing). Every run has its own timeout, and every result is
@@ -328,6 +329,7 @@ if phase scaling; then
   # (all-reduce kernels sharing the GPU, bucket launches on the host), ms_communication and
   # ms_sync (per-step host round trips).
   for n in "${SIZES[@]}"; do
+    [[ "${SCALING_PHASES:-1}" == 1 ]] || break
     if train "$n" "${PT}_phases_${n}gpu" "$PT_CFG" --set data.global_batch=$(( n * 16 )) \
          --set metrics.phases=true "${PT_SET[@]}"; then
       emit "{\"check\": \"phases_$PT\", \"gpus\": $n, $(phase_json "$(metrics "${PT}_phases_${n}gpu")")}"
