@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "lizard/autograd/functions.h"
@@ -11,6 +13,36 @@
 #include "lizard/core/tensor.h"
 
 namespace lizard::test {
+
+/// Sets environment variables for its scope (a null value unsets one) and restores their
+/// previous values, last set first, when it ends: kernel switches (LIZARD_*_KERNEL) and
+/// communicator options read per call.
+class ScopedEnv {
+ public:
+  ScopedEnv() = default;
+  ScopedEnv(const char* name, const char* value) { set(name, value); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  void set(const char* name, const char* value) {
+    const char* old = std::getenv(name);
+    saved_.push_back({name, old ? std::string(old) : std::string(), old != nullptr});
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+      if (it->had) setenv(it->name.c_str(), it->value.c_str(), 1);
+      else unsetenv(it->name.c_str());
+    }
+  }
+
+ private:
+  struct Saved {
+    std::string name, value;
+    bool had;
+  };
+  std::vector<Saved> saved_;
+};
 
 /// Skips the current test with a visible message when no GPU is present.
 #define LZ_REQUIRE_GPU()                                                          \

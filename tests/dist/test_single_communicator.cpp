@@ -12,29 +12,7 @@
 namespace lizard::dist {
 namespace {
 
-// Sets environment variables for one test and restores them after (tests share the process).
-class ScopedEnv {
- public:
-  void set(const char* name, const char* value) {
-    const char* old = std::getenv(name);
-    saved_.push_back({name, old ? std::string(old) : std::string(), old != nullptr});
-    if (value) setenv(name, value, 1);
-    else unsetenv(name);
-  }
-  ~ScopedEnv() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->had) setenv(it->name.c_str(), it->value.c_str(), 1);
-      else unsetenv(it->name.c_str());
-    }
-  }
-
- private:
-  struct Saved {
-    std::string name, value;
-    bool had;
-  };
-  std::vector<Saved> saved_;
-};
+using test::ScopedEnv;  // tests share the process: each restores what it set
 
 // Clears every variable detect_launch_env reads, so the test sees only what it sets.
 void clear_launch_env(ScopedEnv& env) {
