@@ -9,7 +9,7 @@
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
 #include "lizard/ops/lizard_attention_chunked.h"
-#include "../lizard/lizard_case.h"
+#include "lizard_gpu_case.h"
 
 namespace lizard::test {
 namespace {
@@ -25,27 +25,6 @@ LizardCase bf16_rounded(LizardCase c) {
   return c;
 }
 
-struct GpuArgs {
-  ops::LizardInputs in;
-  ops::LizardParams p;
-};
-
-GpuArgs to_gpu(const LizardCase& c) {
-  const Device gpu = Device::cuda(0);
-  GpuArgs a;
-  ops::LizardInputs& in = a.in;
-  in.q = c.in.q.to(gpu, DType::BF16);
-  in.k = c.in.k.to(gpu, DType::BF16);
-  in.v = c.in.v.to(gpu, DType::BF16);
-  in.x = c.in.x.to(gpu, DType::BF16);
-  if (c.in.cos.defined()) in.cos = c.in.cos.to(gpu, DType::F32), in.sin = c.in.sin.to(gpu, DType::F32);
-  ops::LizardParams& p = a.p;
-  for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
-                          {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
-    if (src->defined()) *dst = src->to(gpu, DType::F32);
-  return a;
-}
-
 /// Which kernels the CUDA launchers take for this case (bf16 on the GPU); both false when
 /// LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels.
 cuda::LizardKernelPath path_of(const LizardCase& c, bool training = true) {
@@ -59,13 +38,6 @@ cuda::LizardKernelPath path_of(const LizardCase& c, bool training = true) {
 #endif
 }
 
-/// Whether this process forces the f32 kernels (LIZARD_ATTENTION_KERNELS=f32): otherwise
-/// training and inference take the tensor cores where they cover the shape (the default, see
-/// cuda::lizard_attention_kernel_path).
-bool f32_forced() {
-  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return e && std::string(e) == "f32";
-}
 
 GpuRun run_gpu(const LizardCase& c, const Tensor& dy) {
   const Device gpu = Device::cuda(0);

@@ -12,7 +12,7 @@
 
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
-#include "../lizard/lizard_case.h"
+#include "lizard_gpu_case.h"
 
 namespace lizard::test {
 namespace {
@@ -23,26 +23,11 @@ struct FeatureRun {
   ops::LizardGrads g;
 };
 
-/// The case's inputs (bf16) and parameters (f32) on the GPU.
-std::pair<ops::LizardInputs, ops::LizardParams> on_gpu(const LizardCase& c) {
-  const Device gpu = Device::cuda(0);
-  ops::LizardInputs in;
-  in.q = c.in.q.to(gpu, DType::BF16);
-  in.k = c.in.k.to(gpu, DType::BF16);
-  in.v = c.in.v.to(gpu, DType::BF16);
-  in.x = c.in.x.to(gpu, DType::BF16);
-  ops::LizardParams p;
-  for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
-                          {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
-    if (src->defined()) *dst = src->to(gpu, DType::F32);
-  return {in, p};
-}
-
 /// Training forward (saved), backward and an inference forward on the GPU, with the kernels
 /// LIZARD_ATTENTION_KERNELS=`kernels` selects (null: the default, the tensor cores).
 FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
   ScopedEnv env("LIZARD_ATTENTION_KERNELS", kernels);
-  const auto [in, p] = on_gpu(c);
+  const auto [in, p] = to_gpu(c);
   FeatureRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
   r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(Device::cuda(0), DType::BF16));
@@ -70,7 +55,7 @@ void expect_matches_f32(const Shape& sh) {
                            std::to_string(sh.D) + " F " + std::to_string(sh.F) + (sh.exp ? " exp" : " softmax");
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
   {
-    const auto [in, p] = on_gpu(c);
+    const auto [in, p] = to_gpu(c);
     ASSERT_TRUE(cuda::lizard_attention_kernel_path(cfg, in, p, true).global_tc)
         << what << ": the case must take the tensor-core feature kernels";
   }
@@ -107,11 +92,6 @@ void expect_matches_f32(const Shape& sh) {
                                 {"dwq", &tc.g.dwq, &f32.g.dwq}, {"dwk", &tc.g.dwk, &f32.g.dwk},
                                 {"dw_g", &tc.g.dw_g, &f32.g.dw_g}, {"db_g", &tc.g.db_g, &f32.g.db_g}})
     EXPECT_LE(err(*got, *ref), 1e-2) << what << " " << name;
-}
-
-bool f32_forced() {
-  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return e && std::string(e) == "f32";
 }
 
 // Awkward lengths (1, 7, 65, 333: partial 16-token units and partial 128-token tiles), GQA

@@ -13,36 +13,16 @@
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
 #include "lizard/ops/lizard_attention_chunked.h"
-#include "../lizard/lizard_case.h"
+#include "lizard_gpu_case.h"
 
 namespace lizard::test {
 namespace {
-
-bool f32_forced() {
-  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return e && std::string(e) == "f32";
-}
-
-/// The case's inputs (bf16) and parameters (f32) on the GPU.
-std::pair<ops::LizardInputs, ops::LizardParams> on_gpu(const LizardCase& c) {
-  const Device gpu = Device::cuda(0);
-  ops::LizardInputs in;
-  in.q = c.in.q.to(gpu, DType::BF16);
-  in.k = c.in.k.to(gpu, DType::BF16);
-  in.v = c.in.v.to(gpu, DType::BF16);
-  in.x = c.in.x.to(gpu, DType::BF16);
-  ops::LizardParams p;
-  for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
-                          {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
-    if (src->defined()) *dst = src->to(gpu, DType::F32);
-  return {in, p};
-}
 
 /// Training forward and backward on the GPU with the gradient kernel LIZARD_GRAD_KERNEL=`kernel`
 /// selects (null: the default); the gradients on the CPU in f64.
 ops::LizardGrads run_grads(const LizardCase& c, const Tensor& dy, const char* kernel) {
   ScopedEnv env("LIZARD_GRAD_KERNEL", kernel);
-  const auto [in, p] = on_gpu(c);
+  const auto [in, p] = to_gpu(c);
   ops::LizardSaved saved;
   ops::lizard_attention_forward(c.cfg, in, p, &saved);
   ops::LizardGrads g = ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(Device::cuda(0), DType::BF16));
@@ -78,7 +58,7 @@ void expect_matches(const Shape& sh) {
   const std::string what = describe(sh);
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
   {
-    const auto [in, p] = on_gpu(c);
+    const auto [in, p] = to_gpu(c);
     ASSERT_TRUE(cuda::lizard_attention_kernel_path(cfg, in, p, true).global_tc)
         << what << ": the case must take the tensor-core global branch";
   }

@@ -12,25 +12,10 @@
 #include "lizard/core/error.h"
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
-#include "../lizard/lizard_case.h"
+#include "lizard_gpu_case.h"
 
 namespace lizard::test {
 namespace {
-
-/// The case's inputs (bf16) and parameters (f32) on the GPU.
-std::pair<ops::LizardInputs, ops::LizardParams> on_gpu(const LizardCase& c) {
-  const Device gpu = Device::cuda(0);
-  ops::LizardInputs in;
-  in.q = c.in.q.to(gpu, DType::BF16);
-  in.k = c.in.k.to(gpu, DType::BF16);
-  in.v = c.in.v.to(gpu, DType::BF16);
-  in.x = c.in.x.to(gpu, DType::BF16);
-  ops::LizardParams p;
-  for (auto [src, dst] : {std::pair{&c.p.wq, &p.wq}, {&c.p.wk, &p.wk}, {&c.p.w_g, &p.w_g},
-                          {&c.p.b_g, &p.b_g}, {&c.p.tau, &p.tau}, {&c.p.alpha, &p.alpha}})
-    if (src->defined()) *dst = src->to(gpu, DType::F32);
-  return {in, p};
-}
 
 struct OutRun {
   Tensor y, y_inf;
@@ -41,7 +26,7 @@ struct OutRun {
 /// output kernel LIZARD_OUT_KERNEL=`kernel` selects (null: the default).
 OutRun run_out(const LizardCase& c, const char* kernel) {
   ScopedEnv env("LIZARD_OUT_KERNEL", kernel);
-  const auto [in, p] = on_gpu(c);
+  const auto [in, p] = to_gpu(c);
   OutRun r;
   r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
   r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
@@ -69,7 +54,7 @@ void expect_matches_wmma(const Shape& sh) {
                            std::to_string(sh.gate_bias);
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
   {
-    const auto [in, p] = on_gpu(c);
+    const auto [in, p] = to_gpu(c);
     ASSERT_TRUE(cuda::lizard_attention_kernel_path(cfg, in, p, true).global_tc)
         << what << ": the case must take the tensor-core global branch";
   }
@@ -102,11 +87,6 @@ void expect_matches_wmma(const Shape& sh) {
   // of ~B T H rows already costs more than 1e-3 at these sizes.
   EXPECT_LE(rel_err(f64_cpu(mma.y), f64_cpu(old.y)), 1e-3) << what << " y (training)";
   EXPECT_LE(rel_err(f64_cpu(mma.y_inf), f64_cpu(old.y_inf)), 1e-3) << what << " y (inference)";
-}
-
-bool f32_forced() {
-  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return e && std::string(e) == "f32";
 }
 
 // Awkward lengths (1, 7, 31, 33, 65: partial last chunks, and 32: exactly one), GQA groups 1

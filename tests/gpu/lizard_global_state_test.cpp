@@ -11,7 +11,7 @@
 #include "lizard/core/error.h"
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard/ops/lizard_attention.h"
-#include "../lizard/lizard_case.h"
+#include "lizard_gpu_case.h"
 
 namespace lizard::test {
 namespace {
@@ -126,11 +126,6 @@ void expect_matches_wmma(const Shape& sh) {
     const bool shared_kv = std::string(name) == "dk" || std::string(name) == "dv";
     EXPECT_LE(err, shared_kv ? 3e-4 : 1e-4) << what << " " << name;
   }
-}
-
-bool f32_forced() {
-  const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
-  return e && std::string(e) == "f32";
 }
 
 // Lengths 1, 7, 31 (one partial chunk: every saved state is the zero before chunk 0), 32 (one
