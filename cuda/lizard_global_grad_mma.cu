@@ -540,8 +540,9 @@ bool grad_wmma_forced() {
 bool grad_mma_selected(const Dims& d) {
   // the largest, D = 128 and 2F = 256, carves 218 KiB of the 227 KiB a CTA may have
   constexpr size_t kSmemMax = 227 * 1024;
-  return (d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
-         grad_mma_smem(d) <= kSmemMax && !grad_wmma_forced();
+  const bool forced = grad_wmma_forced();  // first: a bad value is an error at every shape
+  return !forced && (d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
+         grad_mma_smem(d) <= kSmemMax;
 }
 
 void grad_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,

@@ -394,8 +394,8 @@ bool out_wmma_forced() {
 
 bool out_mma_selected(const Dims& d) {
   // the largest CTA, training at D = 128, 2F = 256, takes 90 KiB (two per SM)
-  return (d.D == 32 || d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
-         !out_wmma_forced();
+  const bool forced = out_wmma_forced();  // first: a bad value is an error at every shape
+  return !forced && (d.D == 32 || d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256;
 }
 
 void out_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,

@@ -366,8 +366,8 @@ bool state_wmma_forced() {
 }  // namespace
 
 bool state_mma_selected(const Dims& d) {
-  return (d.D == 32 || d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
-         !state_wmma_forced();
+  const bool forced = state_wmma_forced();  // first: a bad value is an error at every shape
+  return !forced && (d.D == 32 || d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256;
 }
 
 void state_mma_launch(const bf* phik, const bf* phik_lo, const bf* v, const float* bl,
