@@ -57,8 +57,8 @@ std::string first_nonfinite_grad(const std::vector<Var>& params) {
 
 }  // namespace
 
-std::vector<double> Trainer::read_step_scalars(const std::vector<Tensor>& micro_losses) const {
-  std::vector<double> out;
+Trainer::StepScalars Trainer::read_step_scalars(const std::vector<Tensor>& micro_losses) const {
+  StepScalars out;
   const bool gpu = !micro_losses.empty() && micro_losses[0].is_cuda();
   // f32 holds a bf16/f16/f32 loss exactly, so the batched read changes no bit; anything else
   // (and the CPU, where a read costs nothing) takes the one-by-one path.
@@ -67,7 +67,7 @@ std::vector<double> Trainer::read_step_scalars(const std::vector<Tensor>& micro_
     batch = batch && l.numel() == 1 && l.is_cuda() && l.device() == micro_losses[0].device() &&
             (l.dtype() == DType::F32 || l.dtype() == DType::BF16 || l.dtype() == DType::F16);
   if (!batch) {
-    for (const Tensor& l : micro_losses) out.push_back(l.item());
+    for (const Tensor& l : micro_losses) out.losses.push_back(l.item());
     return out;
   }
   // The parameters AdamW::step would take the norm over (its groups in order), or all of them
@@ -88,11 +88,15 @@ std::vector<double> Trainer::read_step_scalars(const std::vector<Tensor>& micro_
     Tensor slot = all.slice(0, n, n + 1);
     slot.copy_(sq.device_sum);
   }
-  out = all.to_vector();  // the one device-to-host transfer of the step
+  out.losses = all.to_vector();  // the one device-to-host transfer of the step
   double total = sq.host_sum;
-  if (sq.device_sum.defined()) total += device_norm ? out.back() : sq.device_sum.item();
-  if (device_norm) out.pop_back();
-  out.push_back(std::sqrt(total));
+  if (device_norm) {
+    total += out.losses.back();
+    out.losses.pop_back();
+  } else if (sq.device_sum.defined()) {
+    total += sq.device_sum.item();
+  }
+  out.grad_norm = std::sqrt(total);
   return out;
 }
 
@@ -255,11 +259,11 @@ TrainSummary Trainer::run() {
     // GPU then idles until the host queues more. On a GPU the step's losses and the gradient
     // norm's sum of squares (queued now, after the reduced gradients) come back in ONE
     // transfer; on the CPU nothing waits and the norm is taken by the optimizer as before.
-    const std::vector<double> losses = read_step_scalars(micro_losses);
+    const StepScalars scalars = read_step_scalars(micro_losses);
     micro_losses.clear();
     // Summed in micro-batch order as before: the same bits as reading each after its forward.
-    for (size_t i = 0; i < static_cast<size_t>(accum_); ++i) {
-      const double li = losses[i];
+    for (size_t i = 0; i < scalars.losses.size(); ++i) {
+      const double li = scalars.losses[i];
       if (!std::isfinite(li) && bad_micro < 0) bad_micro = static_cast<int>(i);
       loss_sum[0] += li;
     }
@@ -273,15 +277,12 @@ TrainSummary Trainer::run() {
     // all-reduced, so every rank takes the same branch.
     optim::StepResult res;
     if (std::isfinite(loss_sum[0])) {
-      const bool have_norm = losses.size() > static_cast<size_t>(accum_);
-      const double norm = have_norm ? losses.back() : 0.0;
-      if (have_norm)
-        res = optim_->step_with_norm(lr, cfg_.optimizer.clip, norm);
+      if (scalars.grad_norm)
+        res = optim_->step_with_norm(lr, cfg_.optimizer.clip, *scalars.grad_norm);
+      else if (norm_params_.empty())
+        res = optim_->step(lr, cfg_.optimizer.clip);
       else
-        res = norm_params_.empty()
-                  ? optim_->step(lr, cfg_.optimizer.clip)
-                  : optim_->step_with_norm(lr, cfg_.optimizer.clip,
-                                           optim::global_grad_norm(norm_params_));
+        res = optim_->step_with_norm(lr, cfg_.optimizer.clip, optim::global_grad_norm(norm_params_));
     } else {
       res.skipped = true;
       res.grad_norm = std::nan("");

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <optional>
 #include <vector>
 
 #include "lizard/autograd/variable.h"
@@ -131,11 +132,15 @@ class Trainer {
 
  private:
   void save(int64_t step);
-  /// The step's losses (one per micro-batch, as Tensor::item() gives them) followed, on a GPU,
-  /// by the pre-clip global gradient norm of the parameters the optimizer clips over (the
-  /// bits AdamW::step would compute), read in one device-to-host transfer. On the CPU (or for
-  /// a loss dtype f32 cannot hold exactly) only the losses, read one by one.
-  std::vector<double> read_step_scalars(const std::vector<Tensor>& micro_losses) const;
+  struct StepScalars {
+    std::vector<double> losses;        ///< one per micro-batch, as Tensor::item() gives them
+    std::optional<double> grad_norm;   ///< pre-clip global norm, when read with the losses
+  };
+  /// The step's losses and, on a GPU, the pre-clip global gradient norm of the parameters the
+  /// optimizer clips over (the bits AdamW::step would compute), read in one device-to-host
+  /// transfer. On the CPU (or for a loss dtype f32 cannot hold exactly) only the losses, read
+  /// one by one; the optimizer then takes the norm itself.
+  StepScalars read_step_scalars(const std::vector<Tensor>& micro_losses) const;
 
   RunConfig cfg_;
   TrainTask& task_;
