@@ -19,6 +19,11 @@ namespace lizard::cuda::lizard_detail {
 /// call; `training` is kept so a path can again differ by it.
 bool tc_enabled(bool training);
 
+/// A two-valued kernel switch read from the environment per call: false when `var` is unset,
+/// empty or `dflt`, true when it is `other`; any other value throws InputError naming `var`
+/// and both values. tc_enabled and the LIZARD_{OUT,STATE,GRAD}_KERNEL switches use it.
+bool env_switch(const char* var, const char* dflt, const char* other);
+
 /// Whether the tensor-core backward stage `name` is replaced by its f32 counterpart, from the
 /// comma list in LIZARD_ATTENTION_TC_OFF (a bisection switch; read per call). Names:
 /// window_bwd (window_bwd_tc_launch -> window_bwd_kernel), state_bwd (dstate_tc_launch -> an
@@ -78,7 +83,7 @@ void out_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
 /// Whether LIZARD_OUT_KERNEL=wmma selects the wmma output kernel of lizard_attention_tc.cu
 /// (out_tc_kernel: the whole bf16 state in shared memory, one CTA per SM) instead of the
 /// register-resident mma.sync kernel of lizard_global_out_mma.cu (unset, empty or "mma": the
-/// default). Kept as a switch until the new kernel is verified on the GPU. Read per call;
+/// default). Kept, now that the new kernel passed on an H200, as what the GPU tests compare it against. Read per call;
 /// throws InputError naming the variable for any other value.
 bool out_wmma_forced();
 
@@ -152,7 +157,7 @@ void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
 /// Whether state_tc_launch / dstate_tc_launch take the register-resident mma.sync sweeps of
 /// cuda/lizard_global_state_mma.cu: D in {32, 64, 128} (template instances), F % 16 == 0,
 /// 2F <= 256, and LIZARD_STATE_KERNEL not "wmma" (unset, empty or "mma": the default; kept as
-/// a switch until the new kernels are verified on the GPU). Read per call; throws InputError
+/// what the GPU tests compare the new sweeps against). Read per call; throws InputError
 /// naming the variable for any other value.
 bool state_mma_selected(const Dims& d);
 
@@ -167,7 +172,7 @@ void dstate_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, 
                        const float* bl, float* dstates, const Dims& d, cudaStream_t s);
 /// Whether LIZARD_GRAD_KERNEL=wmma selects grad_tc_kernel (lizard_attention_tc.cu) instead of
 /// the mma.sync gradient kernel of lizard_global_grad_mma.cu (unset, empty or "mma": the
-/// default). Kept until the new kernel is verified on the GPU. Read per call; throws InputError
+/// default). Kept, now that the new kernel passed on an H200, as what the GPU tests compare it against. Read per call; throws InputError
 /// naming the variable for any other value.
 bool grad_wmma_forced();
 
@@ -181,15 +186,5 @@ void grad_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                      const __nv_bfloat16* v, const float* bl, const float* states,
                      const float* dstates, const float* dO, const float* cself, float* dphiq,
                      float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
-
-/// The wmma feature-map kernels that features_tc_launch and features_bwd_tc_launch
-/// (cuda/lizard_features_tc.cu) replaced, same contracts and the same phi bits; taken when
-/// LIZARD_FEATURES_KERNEL=wmma, until the new kernels are verified on the GPU (then removed).
-void features_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                          const __nv_bfloat16* Wlo, __nv_bfloat16* phi, __nv_bfloat16* phi_lo,
-                          const Dims& d, cudaStream_t s);
-void features_bwd_wmma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
-                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
-                              bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail

@@ -528,14 +528,7 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
 
 }  // namespace
 
-bool grad_wmma_forced() {
-  const char* e = std::getenv("LIZARD_GRAD_KERNEL");
-  if (!e || !*e) return false;
-  const std::string val(e);
-  if (val == "mma") return false;
-  if (val == "wmma") return true;
-  throw InputError("LIZARD_GRAD_KERNEL='" + val + "': expected 'mma', 'wmma' or unset");
-}
+bool grad_wmma_forced() { return env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma"); }
 
 bool grad_mma_selected(const Dims& d) {
   // the largest, D = 128 and 2F = 256, carves 218 KiB of the 227 KiB a CTA may have

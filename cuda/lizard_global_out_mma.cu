@@ -383,14 +383,7 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
 
 }  // namespace
 
-bool out_wmma_forced() {
-  const char* e = std::getenv("LIZARD_OUT_KERNEL");
-  if (!e || !*e) return false;
-  const std::string val(e);
-  if (val == "mma") return false;
-  if (val == "wmma") return true;
-  throw InputError("LIZARD_OUT_KERNEL='" + val + "': expected 'mma', 'wmma' or unset");
-}
+bool out_wmma_forced() { return env_switch("LIZARD_OUT_KERNEL", "mma", "wmma"); }
 
 bool out_mma_selected(const Dims& d) {
   // the largest CTA, training at D = 128, 2F = 256, takes 90 KiB (two per SM)

@@ -352,16 +352,9 @@ void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 /// Whether LIZARD_STATE_KERNEL selects the wmma sweeps of lizard_attention_tc.cu (read per
-/// call; temporary, until these kernels are verified on the GPU). Throws InputError naming
+/// call; kept as what the GPU tests compare the new sweeps against). Throws InputError naming
 /// the variable for any value but mma, wmma or empty.
-bool state_wmma_forced() {
-  const char* e = std::getenv("LIZARD_STATE_KERNEL");
-  if (!e || !*e) return false;
-  const std::string v(e);
-  if (v == "mma") return false;
-  if (v == "wmma") return true;
-  throw InputError("LIZARD_STATE_KERNEL='" + v + "': expected 'mma' (the default), 'wmma' or unset");
-}
+bool state_wmma_forced() { return env_switch("LIZARD_STATE_KERNEL", "mma", "wmma"); }
 
 }  // namespace
 
