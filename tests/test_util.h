@@ -56,6 +56,14 @@ inline Tensor rand(const Shape& s, uint64_t seed, DType dt = DType::F64, double 
   return Tensor::uniform(s, lo, hi, seed, 0, DType::F32).to(dt);
 }
 
+/// A trainable f32 leaf of uniform [-1, 1) values (seed `seed`) named `name` (the name shows
+/// in the data-parallel layer's messages and ZeRO-1 plans).
+inline autograd::Var named_leaf(const Shape& s, uint64_t seed, const std::string& name) {
+  autograd::Var v(rand(s, seed, DType::F32), true);
+  v.set_name(name);
+  return v;
+}
+
 /// max |a - b|.
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   EXPECT_EQ(a.shape(), b.shape());

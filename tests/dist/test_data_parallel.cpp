@@ -17,11 +17,7 @@ namespace {
 
 using autograd::Var;
 
-Var leaf(const Shape& s, uint64_t seed, const std::string& name) {
-  Var v(test::rand(s, seed, DType::F32), true);
-  v.set_name(name);
-  return v;
-}
+using test::named_leaf;
 
 // A fake rank 0 of two ranks whose peer holds the same gradients (sum = 2x); records what it
 // is asked to do, and how far backward had got when it was asked.
@@ -31,8 +27,8 @@ using RecordingPair = test::FakePair;
 // the end, so its gradient is final only when backward has gone all the way down.
 struct Graph {
   Tensor x = test::rand({3, 4}, 1, DType::F32);
-  Var w1 = leaf({4, 5}, 2, "w1"), w2 = leaf({5, 2}, 3, "w2"), w3 = leaf({4, 5}, 4, "w3"),
-      w4 = leaf({6}, 5, "w4");
+  Var w1 = named_leaf({4, 5}, 2, "w1"), w2 = named_leaf({5, 2}, 3, "w2"), w3 = named_leaf({4, 5}, 4, "w3"),
+      w4 = named_leaf({6}, 5, "w4");
   std::vector<Var> params() const { return {w1, w2, w3, w4}; }
   Var loss() const {
     Var z = autograd::matmul(autograd::matmul(Var(x), w1), w2);
@@ -105,7 +101,7 @@ TEST(DataParallel, WithoutOverlapReducesAfterBackward) {
 TEST(Zero1, OwnersArePartitionBalancedAndDeterministic) {
   std::vector<Var> ps;
   const std::vector<int64_t> sizes{100, 7, 60, 50, 1, 40, 10, 10, 33};
-  for (size_t i = 0; i < sizes.size(); ++i) ps.push_back(leaf({sizes[i]}, 10 + i, "p" + std::to_string(i)));
+  for (size_t i = 0; i < sizes.size(); ++i) ps.push_back(named_leaf({sizes[i]}, 10 + i, "p" + std::to_string(i)));
   for (int world : {1, 2, 3, 4, 12}) {
     const std::vector<int> owners = zero1_owners(ps, world);
     ASSERT_EQ(owners.size(), ps.size());

@@ -15,17 +15,13 @@ namespace {
 
 using autograd::Var;
 
-Var leaf(const Shape& s, uint64_t seed, const std::string& name) {
-  Var v(test::rand(s, seed, DType::F32), true);
-  v.set_name(name);
-  return v;
-}
+using test::named_leaf;
 
 // Awkward sizes (7 x 5, 5 x 3, 13, 1) so bucket slices start at odd offsets; w1 is used twice
 // (its gradient is a sum of two contributions, the second added in place into the view).
 struct Model {
-  Var w1 = leaf({7, 5}, 11, "w1"), w2 = leaf({5, 3}, 12, "w2"), b = leaf({13}, 13, "b"),
-      s = leaf({1}, 14, "s");
+  Var w1 = named_leaf({7, 5}, 11, "w1"), w2 = named_leaf({5, 3}, 12, "w2"),
+      b = named_leaf({13}, 13, "b"), s = named_leaf({1}, 14, "s");
   std::vector<Var> params() const { return {w1, w2, b, s}; }
   Var loss(uint64_t seed) const {
     Var x(test::rand({4, 7}, seed, DType::F32));
