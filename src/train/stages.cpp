@@ -205,7 +205,8 @@ class LanguageModelTask : public ModelTask {
     o.recompute = cfg_.recompute && ctx.training;
     o.recompute_attention = cfg_.recompute_attention && ctx.training;
     const int64_t B = b.inputs.size(0), T = b.inputs.size(1), V = model_->config().vocab_size;
-    Var logits = ag::reshape(model_->forward(dev_ids(b.inputs), o), {B * T, V});
+    const Tensor ids = dev_ids(b.inputs);  // one upload, shared with the teacher's forward
+    Var logits = ag::reshape(model_->forward(ids, o), {B * T, V});
     const Tensor host_targets = b.targets.reshape({B * T});
     Tensor targets = dev_ids(host_targets);
     // The host copy counts and checks the targets: no device read in the forward.
@@ -218,7 +219,7 @@ class LanguageModelTask : public ModelTask {
         ag::NoGradGuard ng;
         nn::ForwardOptions to;
         to.teacher = true;
-        t_logits = model_->forward(dev_ids(b.inputs), to).data().reshape({B * T, V});
+        t_logits = model_->forward(ids, to).data().reshape({B * T, V});
       }
       // KL(teacher || student) summed over positions: sum p_t (log p_t - log p_s).
       Var lt(ag::log_softmax(Var(t_logits)).data());
