@@ -167,6 +167,18 @@ std::vector<BenchRow> bench_ops(int device, int iters, bool quick) {
     ms = time_ms([&] { sum_squares({g}, out, st); }, st, iters);
     add("sum_squares", shape_of({P}), "bf16", ms, 2.0 * P, 0);
   }
+  {  // dtype conversion as Tensor::copy_ runs it: contiguous f32 -> bf16 (the attention
+     // gradients' cast; flat vectorised kernel) and the same through a [B, T, H, D] ->
+     // [B, H, T, D] transpose (general walk). 6 bytes per element either way.
+    const int64_t B = quick ? 1 : 8, T = 2048, H = 32, D = 128, P = B * T * H * D;
+    Tensor x = rnd({B, T, H, D}, DType::F32, device, 20);
+    Tensor y = Tensor::empty({B, T, H, D}, DType::BF16, Device::cuda(device));
+    double ms = time_ms([&] { y.copy_(x); }, st, iters);
+    add("convert_f32_bf16", shape_of({P}), "f32->bf16", ms, 6.0 * P, 0);
+    Tensor yt = Tensor::empty({B, H, T, D}, DType::BF16, Device::cuda(device));
+    ms = time_ms([&] { yt.copy_(x.transpose(1, 2)); }, st, iters);
+    add("convert_transpose_f32_bf16", shape_of({B, T, H, D}), "f32->bf16", ms, 6.0 * P, 0);
+  }
   // Causal attention, H=32, Hkv=8, D=128 (the anchors' shapes).
   for (auto [B, T] : {std::pair<int64_t, int64_t>{8, 2048}, {2, 8192}}) {
     if (quick) { B = 1; T = 1024; }
