@@ -43,7 +43,8 @@ namespace lizard::cuda::lizard_detail {
 namespace {
 
 // du/dx kernel: 8 warps, 1 CTA per SM (shared: W, Wlo 68 KiB and 8 x 2 x 4.3 KiB of x rows at
-// D = F = 128); up to 255 registers: u (64), dphi of the unit (128), du (32) at the peak.
+// D = F = 128); 248-255 registers (u 64, a row's dphi 64, du 32, the map's exp values kept
+// across its three uses), no spills with Wlo (training), 16-24 bytes without.
 constexpr int kDuWarps = 8;
 // dW kernel: 8 warps, 2 CTAs per SM (128 registers: 64 dW accumulators per thread), 64-token
 // tiles, two stages of x and du (68 KiB at D = F = 128).
@@ -96,8 +97,8 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     if (unit + stride < units) load_x(unit + stride, nxt);
     else cp_async_commit();  // an empty group: the wait below stays wait<1>
     // this thread's dphi pairs [row g, g+8][sign][n-tile] (columns 8j+2q..+1; zero past T):
-    // row g's issued before the u product so their latency hides behind it, row g+8's right
-    // after it, behind row g's map (both before the product: 128 registers, spills)
+    // row g's issued before the u product so their latency hides behind it, row g+8's when
+    // its row starts (issued earlier, with row g's still live, they spilled 0.3-0.8 KB)
     float2 dpv[2][2][kMaxNT];
     auto load_dphi = [&](int r) {
       const bool valid = g + 8 * r < n;
