@@ -8,8 +8,9 @@
 // and waits on every x load, dphi load and dx read-modify-write in turn: 2.19 + 1.75 ms for
 // q and k at B=8 T=2048 H=32 D=F=128 (H200), against an HBM floor of about 0.5 ms.
 //   1. features_du_dx_kernel: warps own 16-token units (persistent, like the forward); the
-//      next unit's x rows stream in by cp.async (double buffer), this unit's dphi is loaded
-//      into registers before the u product so its latency hides behind the mma; du (bf16, as
+//      next unit's x rows stream in by cp.async (double buffer), this unit's dphi is issued
+//      before the u product (rows 0-7 into registers, rows 8-15 by cp.async into shared) so
+//      its latency hides behind the mma and the map; du (bf16, as
 //      the fused kernel rounds it) stays in registers, packed as the A operand of dx = du W^T
 //      (a C tile pair is an A fragment, mma_util.cuh), and leaves for HBM as du [H][B*T][F]
 //      bf16; no CTA barrier after the start.
@@ -42,8 +43,8 @@
 namespace lizard::cuda::lizard_detail {
 namespace {
 
-// du/dx kernel: 8 warps, 1 CTA per SM (shared: W, Wlo 68 KiB and 8 x 2 x 4.3 KiB of x rows at
-// D = F = 128); 248-255 registers (u 64, a row's dphi 64, du 32, the map's exp values kept
+// du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB of
+// x rows, 8 x 8.3 KiB of dphi rows: 200 KiB); 247-255 registers (u 64, a row's dphi 64, du 32, the map's exp values kept
 // across its three uses), no spills with Wlo (training), 16-24 bytes without.
 constexpr int kDuWarps = 8;
 // dW kernel: 8 warps, 2 CTAs per SM (128 registers: 64 dW accumulators per thread), 64-token
@@ -57,7 +58,8 @@ constexpr int kDwMaxUnits = 64 / kDwWarps;  // 16x16 tiles of dW per warp: (D/16
 /// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) and the row statistics (the forward's
 /// bits), du (f32 expressions of features_bwd_mma_kernel, rounded to bf16) kept as dx's A
 /// fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
-/// (atomics when atomic_dx). Shared: W, Wlo [D][pad F], per warp two x buffers [16][pad D].
+/// (atomics when atomic_dx). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
+/// bf16 and the dphi of the unit's rows 8-15 [8][2F + 8] f32.
 template <bool kExp, bool kWlo>
 __global__ void __launch_bounds__(kDuWarps * 32, 1)
     features_du_dx_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
@@ -72,6 +74,13 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
   const uint32_t swl_a = kWlo ? sw_a + 2u * uint32_t(D * LW) : 0u;
   const uint32_t xbytes = 2u * uint32_t(kUnit * LX);  // one x buffer
   const uint32_t xb_a = sw_a + 2u * uint32_t((kWlo ? 2 : 1) * D * LW) + 2u * warp * xbytes;
+  // this warp's dphi rows g+8 [8][2F + 8] f32 (the padding puts a half-warp's float2 reads
+  // of rows g in distinct banks: 2F + 8 = 8 mod 32)
+  const int LD2 = F2 + 8;
+  const size_t dpb_off = size_t(2) * ((kWlo ? 2 : 1) * D * LW + kDuWarps * 2 * kUnit * LX) +
+                         size_t(4) * warp * 8 * LD2;
+  const float* dpb = reinterpret_cast<const float*>(smem + dpb_off);
+  const uint32_t dpb_a = sw_a + uint32_t(dpb_off);
   const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
   const int stride = gridDim.x * kDuWarps;
   auto load_x = [&](int un, uint32_t dst) {  // commits one group
@@ -93,25 +102,37 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     const uint32_t cur = xb_a + (it & 1) * xbytes, nxt = xb_a + ((it + 1) & 1) * xbytes;
     const int b = unit / per_b, t0 = (unit % per_b) * kUnit, n = min(kUnit, d.T - t0);
     // nxt was read by the previous unit's warp_u: every lane is past it before the refill
+    // (also the dphi buffer, read by the previous unit's row g+8)
     __syncwarp();
+    // dphi of rows g+8 (tokens t0+8..t0+15) into the warp's buffer by cp.async, one group:
+    // it streams in behind the u product and row g's map (in registers with row g's, they
+    // spilled 0.3-0.8 KB). Rows past T are not copied (read as zeros below).
+    {
+      const int vpr = F2 / 4;  // 16-byte chunks per row
+      const float* src = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + 8) * F2;
+      for (int i = lane; i < 8 * vpr; i += 32) {
+        const int rr = i / vpr, c = (i % vpr) * 4;
+        if (8 + rr < n) cp_async16_u32(dpb_a + 4u * uint32_t(rr * LD2 + c), src + int64_t(rr) * F2 + c);
+      }
+      cp_async_commit();
+    }
     if (unit + stride < units) load_x(unit + stride, nxt);
-    else cp_async_commit();  // an empty group: the wait below stays wait<1>
+    else cp_async_commit();  // an empty group: the waits below keep their counts
     // this thread's dphi pairs [row g, g+8][sign][n-tile] (columns 8j+2q..+1; zero past T):
-    // row g's issued before the u product so their latency hides behind it, row g+8's when
-    // its row starts (issued earlier, with row g's still live, they spilled 0.3-0.8 KB)
+    // row g's straight into registers before the u product (their latency hides behind it),
+    // row g+8's from the buffer when its row starts
     float2 dpv[2][2][kMaxNT];
-    auto load_dphi = [&](int r) {
-      const bool valid = g + 8 * r < n;
-      const float* dp = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + g + 8 * r) * F2 + 2 * q;
+    {
+      const bool valid = g < n;
+      const float* dp = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + g) * F2 + 2 * q;
 #pragma unroll
       for (int sgn = 0; sgn < 2; ++sgn)
 #pragma unroll
         for (int j = 0; j < kMaxNT; ++j)
-          dpv[r][sgn][j] = valid && j < nt ? __ldg(reinterpret_cast<const float2*>(dp + sgn * F + 8 * j))
+          dpv[0][sgn][j] = valid && j < nt ? __ldg(reinterpret_cast<const float2*>(dp + sgn * F + 8 * j))
                                            : make_float2(0.f, 0.f);
-    };
-    load_dphi(0);
-    cp_async_wait<1>();  // this unit's x rows (the group before the one just committed)
+    }
+    cp_async_wait<2>();  // this unit's x rows (the groups of dphi rows g+8 and the next x may wait)
     __syncwarp();
     float u[kMaxNT][4];
     warp_u<kWlo>(u, cur, LX, sw_a, swl_a, LW, D, F);
@@ -121,7 +142,18 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     uint32_t dua[kMaxNT / 2][4];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      if (r == 1) load_dphi(1);
+      if (r == 1) {
+        cp_async_wait<1>();  // dphi rows g+8 (the next unit's x may wait)
+        __syncwarp();
+        const bool valid = g + 8 < n;
+#pragma unroll
+        for (int sgn = 0; sgn < 2; ++sgn)
+#pragma unroll
+          for (int j = 0; j < kMaxNT; ++j)
+            dpv[1][sgn][j] = valid && j < nt
+                                 ? *reinterpret_cast<const float2*>(dpb + g * LD2 + sgn * F + 8 * j + 2 * q)
+                                 : make_float2(0.f, 0.f);
+      }
       const bool valid = g + 8 * r < n;
       // du of row r: du_f = grad(u_f, dphi_f, dphi_{F+f}, f) for this thread's two columns of
       // every n-tile, zero past the tokens, packed to bf16 (pack_bf16 rounds as the fused
@@ -257,7 +289,8 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
 }
 
 size_t features_du_dx_smem(const Dims& d, bool wlo) {
-  return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) + size_t(kDuWarps) * 2 * kUnit * pad_ld(d.D));
+  return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) + size_t(kDuWarps) * 2 * kUnit * pad_ld(d.D)) +
+         sizeof(float) * size_t(kDuWarps) * 8 * (2 * d.F + 8);
 }
 
 /// dW [H,D,F] f32 += x_h^T du_h over the N = B*T tokens: grid (CTAs per head, H), CTA i takes
