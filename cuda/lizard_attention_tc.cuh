@@ -136,6 +136,20 @@ void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16*
                             const __nv_bfloat16* Wlo, const float* dphi, float* dx,
                             bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
+/// Whether LIZARD_FEATURES_BWD_KERNEL=old selects the fused feature backward of
+/// lizard_features_tc.cu (features_bwd_mma_kernel: dW in registers, 8 warps per SM) instead of
+/// the split kernels of lizard_features_bwd_mma.cu (unset, empty or "new": the default). Kept
+/// until a GPU run has compared them. Read per call; throws InputError naming the variable for
+/// any other value.
+bool features_bwd_old_forced();
+
+/// features_bwd_tc_launch on the split kernels (same contract, same operand bits; dW's f32
+/// sums over tokens and the GQA atomics of dx in another order): du and dx = du W^T in one
+/// kernel, dW = x^T du in a second; a du workspace of H * B * T * F bf16 for the call.
+void features_bwd_mma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
+                             const __nv_bfloat16* Wlo, const float* dphi, float* dx,
+                             bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
+
 /// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
 /// phi_q = phiq + phiq_lo (required; the f32 phi), split products: about 2^-16 relative.

@@ -1,0 +1,451 @@
+// Feature-map backward of the Lizard attention in two kernels (issue #5), the contract of
+// features_bwd_tc_launch (lizard_attention_tc.cuh): dx += du W_h^T, dW_h += x^T du with
+// du = dphi * map'(u), u = x (W + Wlo) recomputed.
+//
+// Why two kernels. The fused kernel of lizard_features_tc.cu (features_bwd_mma_kernel) keeps
+// dW in registers for a CTA's life: 64 accumulators per thread on top of u (64) and dphi in
+// flight, so it runs 8 warps per SM (255 registers), syncs the CTA twice per 128-token tile
+// and waits on every x load, dphi load and dx read-modify-write in turn: 2.19 + 1.75 ms for
+// q and k at B=8 T=2048 H=32 D=F=128 (H200), against an HBM floor of about 0.5 ms.
+//   1. features_du_dx_kernel: warps own 16-token units (persistent, like the forward); the
+//      next unit's x rows stream in by cp.async (double buffer), this unit's dphi is issued
+//      before the u product (rows 0-7 into registers, rows 8-15 by cp.async into shared) so
+//      its latency hides behind the mma and the map; du (bf16, as
+//      the fused kernel rounds it) stays in registers, packed as the A operand of dx = du W^T
+//      (a C tile pair is an A fragment, mma_util.cuh), and leaves for HBM as du [H][B*T][F]
+//      bf16; no CTA barrier after the start.
+//   2. features_dw_kernel: dW_h = x^T du, a split-K GEMM over the B*T tokens of head h:
+//      64-token tiles of x and du double-buffered through shared memory, dW in registers, one
+//      atomic add per element and CTA at the end (a few CTAs per head).
+// Extra traffic: du written and read once (2 x H*B*T*F bf16: 0.27 GB at the shape above)
+// and x read twice, against the 1.2 GB the query call must move anyway.
+//
+// Precision: the same operands and products as the fused kernel. u and the map's statistics
+// come from the same functions (lizard_features_mma.cuh: the same bits), du from the same f32
+// expressions rounded to bf16 in the same place, dx from the same mma sequence (k-steps
+// ascending, W_hi); only dW's f32 sums over tokens run in another order (64-token tiles, a
+// different CTA split) and dk's atomics over the heads of a GQA group in another order.
+//
+// Kept beside the fused kernel until a GPU run has compared them:
+// LIZARD_FEATURES_BWD_KERNEL=old selects the fused kernel (features_bwd_old_forced).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "lizard/core/error.h"
+#include "lizard/core/tensor.h"
+#include "lizard_attention_tc.cuh"
+#include "lizard_features_mma.cuh"
+
+namespace lizard::cuda::lizard_detail {
+namespace {
+
+// du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB
+// of x rows, 8 x 8.3 KiB of dphi rows: 202 KiB); 247-255 registers (u 64, a row's dphi 64, du
+// 32, the map's exp values kept across their three uses), no spills with Wlo (training), 8-16
+// bytes without.
+constexpr int kDuWarps = 8;
+// dW kernel: 8 warps, 2 CTAs per SM (128 registers: 64 dW accumulators per thread), 64-token
+// tiles, two stages of x and du (68 KiB at D = F = 128).
+constexpr int kDwWarps = 8;
+constexpr int kDwTile = 64;
+constexpr int kDwMaxUnits = 64 / kDwWarps;  // 16x16 tiles of dW per warp: (D/16)(F/16) <= 64
+
+/// Grid (CTAs per head, H); warp w of CTA i takes the 16-token units i*kDuWarps + w, stepping
+/// by gridDim.x * kDuWarps, of the B * ceil(T/16) units of head h (units do not cross a batch
+/// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) and the row statistics (the forward's
+/// bits), du (f32 expressions of features_bwd_mma_kernel, rounded to bf16) kept as dx's A
+/// fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
+/// (atomics when atomic_dx). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
+/// bf16 and the dphi of the unit's rows 8-15 [8][2F + 8] f32.
+template <bool kExp, bool kWlo>
+__global__ void __launch_bounds__(kDuWarps * 32, 1)
+    features_du_dx_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
+                          const bf* __restrict__ Wlo, const float* __restrict__ dphi,
+                          float* __restrict__ dx, bool atomic_dx, bf* __restrict__ du, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F = d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F), LX = pad_ld(D);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+  const int h = blockIdx.y, hx = h / (d.H / Hx);
+  const int64_t N = int64_t(d.B) * d.T;
+  const uint32_t sw_a = smem_u32(smem);
+  const uint32_t swl_a = kWlo ? sw_a + 2u * uint32_t(D * LW) : 0u;
+  const uint32_t xbytes = 2u * uint32_t(kUnit * LX);  // one x buffer
+  const uint32_t xb_a = sw_a + 2u * uint32_t((kWlo ? 2 : 1) * D * LW) + 2u * warp * xbytes;
+  // this warp's dphi rows g+8 [8][2F + 8] f32 (the padding puts a half-warp's float2 reads
+  // of rows g in distinct banks: 2F + 8 = 8 mod 32)
+  const int LD2 = F2 + 8;
+  const size_t dpb_off = size_t(2) * ((kWlo ? 2 : 1) * D * LW + kDuWarps * 2 * kUnit * LX) +
+                         size_t(4) * warp * 8 * LD2;
+  const float* dpb = reinterpret_cast<const float*>(smem + dpb_off);
+  const uint32_t dpb_a = sw_a + uint32_t(dpb_off);
+  const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
+  const int stride = gridDim.x * kDuWarps;
+  auto load_x = [&](int un, uint32_t dst) {  // commits one group
+    const int b = un / per_b, t0 = (un % per_b) * kUnit;
+    load_unit_rows(dst, LX, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D,
+                   min(kUnit, d.T - t0), D, lane);
+  };
+  load_weight(sw_a, W + int64_t(h) * D * F, D, F);
+  if constexpr (kWlo) load_weight(swl_a, Wlo + int64_t(h) * D * F, D, F);
+  int unit = blockIdx.x * kDuWarps + warp;
+  if (unit < units) load_x(unit, xb_a);
+  cp_async_wait<0>();
+  __syncthreads();  // W and Wlo are the whole CTA's; no CTA barrier after this one
+
+  // B = W^T for dx (W stored [i][f] = [n][k]: plain ldmatrix, lanes 0-7 rows i 0-7 at f 0,
+  // 8-15 at f 8, 16-31 the same for rows i 8-15), as in features_bwd_mma_kernel
+  const uint32_t wt_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LW + ((lane >> 3) & 1) * 8);
+  for (int it = 0; unit < units; unit += stride, ++it) {
+    const uint32_t cur = xb_a + (it & 1) * xbytes, nxt = xb_a + ((it + 1) & 1) * xbytes;
+    const int b = unit / per_b, t0 = (unit % per_b) * kUnit, n = min(kUnit, d.T - t0);
+    // nxt was read by the previous unit's warp_u: every lane is past it before the refill
+    // (also the dphi buffer, read by the previous unit's row g+8)
+    __syncwarp();
+    // dphi of rows g+8 (tokens t0+8..t0+15) into the warp's buffer by cp.async, one group:
+    // it streams in behind the u product and row g's map (in registers with row g's, they
+    // spilled 0.3-0.8 KB). Rows past T are not copied (read as zeros below).
+    {
+      const int vpr = F2 / 4;  // 16-byte chunks per row
+      const float* src = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + 8) * F2;
+      for (int i = lane; i < 8 * vpr; i += 32) {
+        const int rr = i / vpr, c = (i % vpr) * 4;
+        if (8 + rr < n) cp_async16_u32(dpb_a + 4u * uint32_t(rr * LD2 + c), src + int64_t(rr) * F2 + c);
+      }
+      cp_async_commit();
+    }
+    if (unit + stride < units) load_x(unit + stride, nxt);
+    else cp_async_commit();  // an empty group: the waits below keep their counts
+    // this thread's dphi pairs [row g, g+8][sign][n-tile] (columns 8j+2q..+1; zero past T):
+    // row g's straight into registers before the u product (their latency hides behind it),
+    // row g+8's from the buffer when its row starts
+    float2 dpv[2][2][kMaxNT];
+    {
+      const bool valid = g < n;
+      const float* dp = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + g) * F2 + 2 * q;
+#pragma unroll
+      for (int sgn = 0; sgn < 2; ++sgn)
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          dpv[0][sgn][j] = valid && j < nt ? __ldg(reinterpret_cast<const float2*>(dp + sgn * F + 8 * j))
+                                           : make_float2(0.f, 0.f);
+    }
+    cp_async_wait<2>();  // this unit's x rows (the groups of dphi rows g+8 and the next x may wait)
+    __syncwarp();
+    float u[kMaxNT][4];
+    warp_u<kWlo>(u, cur, LX, sw_a, swl_a, LW, D, F);
+
+    // du as bf16 A fragments of dx = du W^T: k-step kk (f 16kk..16kk+15) is n-tiles 2kk and
+    // 2kk+1 of rows g and g+8: a0 = (g, j=2kk), a1 = (g+8, 2kk), a2 = (g, 2kk+1), a3 = (g+8, 2kk+1)
+    uint32_t dua[kMaxNT / 2][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (r == 1) {
+        cp_async_wait<1>();  // dphi rows g+8 (the next unit's x may wait)
+        __syncwarp();
+        const bool valid = g + 8 < n;
+#pragma unroll
+        for (int sgn = 0; sgn < 2; ++sgn)
+#pragma unroll
+          for (int j = 0; j < kMaxNT; ++j)
+            dpv[1][sgn][j] = valid && j < nt
+                                 ? *reinterpret_cast<const float2*>(dpb + g * LD2 + sgn * F + 8 * j + 2 * q)
+                                 : make_float2(0.f, 0.f);
+      }
+      const bool valid = g + 8 * r < n;
+      // du of row r: du_f = grad(u_f, dphi_f, dphi_{F+f}, f) for this thread's two columns of
+      // every n-tile, zero past the tokens, packed to bf16 (pack_bf16 rounds as the fused
+      // kernel's store did)
+      auto pack_du = [&](auto grad) {
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt) {
+            float gv[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float2 pp = dpv[r][0][j], pn = dpv[r][1][j];
+              gv[e] = grad(u[j][2 * r + e], e ? pp.y : pp.x, e ? pn.y : pn.x, 8 * j + 2 * q + e);
+              if (!valid) gv[e] = 0.f;
+            }
+            dua[j >> 1][r + 2 * (j & 1)] = pack_bf16(gv[0], gv[1]);
+          }
+      };
+      const RowStats st = row_stats<kExp>(u, r, nt);
+      if constexpr (kExp) {
+        // arg-max of |u| (the smallest f on ties), which takes the max's gradient
+        float best = -1.f;
+        int arg = 0;
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (fabsf(u[j][2 * r + e]) > best) best = fabsf(u[j][2 * r + e]), arg = 8 * j + 2 * q + e;
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1) {
+          const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+          const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
+          if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
+        }
+        const float m = st.mp;
+        const float pp = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpv[r][0][j];
+          return make_float2(expf(u[j][2 * r] - m) * v.x, expf(u[j][2 * r + 1] - m) * v.y);
+        });
+        const float pn = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpv[r][1][j];
+          return make_float2(expf(-u[j][2 * r] - m) * v.x, expf(-u[j][2 * r + 1] - m) * v.y);
+        });
+        pack_du([&](float uu, float dpp, float dpn, int f) {
+          float gv = expf(uu - m) * dpp - expf(-uu - m) * dpn;
+          if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * (pp + pn);
+          return gv;
+        });
+      } else {
+        const float mp = st.mp, mn = st.mn, ip = st.ip, in = st.in;
+        const float pp = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpv[r][0][j];
+          return make_float2(expf(u[j][2 * r] - mp) * ip * v.x, expf(u[j][2 * r + 1] - mp) * ip * v.y);
+        });
+        const float pn = sum_warp_order(nt, [&](int j) {
+          const float2 v = dpv[r][1][j];
+          return make_float2(expf(-u[j][2 * r] - mn) * in * v.x, expf(-u[j][2 * r + 1] - mn) * in * v.y);
+        });
+        pack_du([&](float uu, float dpp, float dpn, int) {
+          return expf(uu - mp) * ip * (dpp - pp) - expf(-uu - mn) * in * (dpn - pn);
+        });
+      }
+    }
+
+    // du [H][B*T][F] for the dW kernel: this thread's pairs (rows g, g+8; columns 8j+2q..+1),
+    // the rows of this unit's tokens only (past T lie the next batch row's tokens)
+    bf* dur = du + (int64_t(h) * N + int64_t(b) * d.T + t0 + g) * F + 2 * q;
+#pragma unroll
+    for (int j = 0; j < kMaxNT; ++j)
+      if (j < nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          if (g + 8 * r < n)
+            *reinterpret_cast<uint32_t*>(dur + 8 * r * F + 8 * j) = dua[j >> 1][r + 2 * (j & 1)];
+
+    // dx = du W^T (W_hi, as the fused kernel), D in halves of 64 columns: the C layout gives
+    // this thread rows g, g+8 at columns 2q..+1 of every 8-column tile
+    float* dxr = dx + ((int64_t(b) * d.T + t0 + g) * Hx + hx) * D + 2 * q;
+    const int64_t dx8 = int64_t(8) * Hx * D;  // row g -> row g + 8
+#pragma unroll
+    for (int ih = 0; ih < kMaxDT / 8; ++ih) {
+      if (ih * 64 >= D) break;
+      // owned rows (queries): the old values first, so their loads overlap the mma
+      float2 old[8][2];
+      if (!atomic_dx) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const int col = ih * 64 + i * 8;
+          old[i][0] = old[i][1] = make_float2(0.f, 0.f);
+          if (col < D) {
+            if (g < n) old[i][0] = *reinterpret_cast<const float2*>(dxr + col);
+            if (g + 8 < n) old[i][1] = *reinterpret_cast<const float2*>(dxr + dx8 + col);
+          }
+        }
+      }
+      float acc[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < kMaxNT / 2; ++kk) {
+        if (kk < F / 16) {
+#pragma unroll
+          for (int ip = 0; ip < 4; ++ip) {
+            const int i0 = ih * 64 + ip * 16;
+            if (i0 < D) {
+              uint32_t bw[4];
+              ldsm_x4(bw, sw_a + wt_off + 2u * uint32_t(i0 * LW + kk * 16));
+              mma_bf16_x2(acc[2 * ip], acc[2 * ip + 1], dua[kk], bw);
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int col = ih * 64 + i * 8;
+        if (col >= D) break;
+        if (atomic_dx) {
+          if (g < n) add_pair(dxr + col, acc[i][0], acc[i][1], true);
+          if (g + 8 < n) add_pair(dxr + dx8 + col, acc[i][2], acc[i][3], true);
+        } else {
+          // old + acc: the fused kernel's add_pair(..., false) in one pass
+          if (g < n)
+            *reinterpret_cast<float2*>(dxr + col) = make_float2(old[i][0].x + acc[i][0], old[i][0].y + acc[i][1]);
+          if (g + 8 < n)
+            *reinterpret_cast<float2*>(dxr + dx8 + col) =
+                make_float2(old[i][1].x + acc[i][2], old[i][1].y + acc[i][3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();  // no copy outlives the CTA (the last group is empty, but be plain)
+}
+
+size_t features_du_dx_smem(const Dims& d, bool wlo) {
+  return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) + size_t(kDuWarps) * 2 * kUnit * pad_ld(d.D)) +
+         sizeof(float) * size_t(kDuWarps) * 8 * (2 * d.F + 8);
+}
+
+/// dW [H,D,F] f32 += x_h^T du_h over the N = B*T tokens: grid (CTAs per head, H), CTA i takes
+/// the kDwTile-token tiles i*tpc .. (i+1)*tpc - 1 of ceil(N / kDwTile) (tokens are rows n of
+/// x [N, Hx, D], head h reads x head h/(H/Hx), and of du [H][N][F] bf16); warp w owns up to
+/// kDwMaxUnits 16x16 tiles of dW (row-major over (i-tile, f-tile), as features_bwd_mma_kernel),
+/// accumulated in f32 over the CTA's tiles and added to dW once (atomics across the CTAs).
+/// Shared: two stages of x [kDwTile][pad D] and du [kDwTile][pad F] bf16.
+__global__ void __launch_bounds__(kDwWarps * 32, 2)
+    features_dw_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ du,
+                       float* __restrict__ dW, int tpc, Dims d) {
+  extern __shared__ __align__(128) char smem[];
+  const int D = d.D, F = d.F, LW = pad_ld(F), LX = pad_ld(D);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+  const int h = blockIdx.y, hx = h / (d.H / Hx);
+  const int64_t N = int64_t(d.B) * d.T;
+  const int tiles = int((N + kDwTile - 1) / kDwTile);
+  const int tile0 = blockIdx.x * tpc, tile1 = min(tiles, tile0 + tpc);
+  if (tile0 >= tile1) return;  // the whole CTA: no barrier is skipped by part of it
+  const uint32_t s_a = smem_u32(smem);
+  const uint32_t xs_bytes = 2u * uint32_t(kDwTile * LX), stage_bytes = xs_bytes + 2u * uint32_t(kDwTile * LW);
+  const bf* duh = du + int64_t(h) * N * F;
+  // tile -> stage: x rows, then du rows; rows past N are zeros (they add nothing). Commits.
+  auto load_tile = [&](int tile, uint32_t st) {
+    const int64_t n0 = int64_t(tile) * kDwTile;
+    const int xv = D / 8, fv = F / 8;
+    for (int i = threadIdx.x; i < kDwTile * xv; i += blockDim.x) {
+      const int r = i / xv, c = (i % xv) * 8;
+      const uint32_t a = st + 2u * uint32_t(r * LX + c);
+      if (n0 + r < N) cp_async16_u32(a, x + ((n0 + r) * Hx + hx) * D + c);
+      else st_shared_zero16(a);
+    }
+    for (int i = threadIdx.x; i < kDwTile * fv; i += blockDim.x) {
+      const int r = i / fv, c = (i % fv) * 8;
+      const uint32_t a = st + xs_bytes + 2u * uint32_t(r * LW + c);
+      if (n0 + r < N) cp_async16_u32(a, duh + (n0 + r) * F + c);
+      else st_shared_zero16(a);
+    }
+    cp_async_commit();
+  };
+  const int nft = F / 16, nwu = (D / 16) * nft;
+  const int upw = (nwu + kDwWarps - 1) / kDwWarps;
+  float wacc[kDwMaxUnits][2][4];
+#pragma unroll
+  for (int i = 0; i < kDwMaxUnits; ++i)
+#pragma unroll
+    for (int k = 0; k < 2; ++k) wacc[i][k][0] = wacc[i][k][1] = wacc[i][k][2] = wacc[i][k][3] = 0.f;
+  // A = x^T (x stored [t][i] = [k][m]: transposed load, lanes 0-7 t 0-7 at i 0, 8-15 t 0-7 at
+  // i 8, 16-23 t 8-15 at i 0, 24-31 t 8-15 at i 8); B = du (stored [t][f] = [k][n]:
+  // transposed load, lanes 0-15 t 0-15 at f 0, 16-31 at f 8), as features_bwd_mma_kernel
+  const uint32_t xa_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LX + ((lane >> 3) & 1) * 8);
+  const uint32_t db_off = 2u * uint32_t((lane & 15) * LW + (lane >> 4) * 8);
+  load_tile(tile0, s_a);
+  for (int tile = tile0; tile < tile1; ++tile) {
+    const uint32_t st = s_a + ((tile - tile0) & 1) * stage_bytes;
+    // the other stage was read in the previous step, before its closing barrier
+    if (tile + 1 < tile1) load_tile(tile + 1, s_a + ((tile + 1 - tile0) & 1) * stage_bytes);
+    else cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();  // every thread's copies (and zero rows) of this tile are visible
+    const uint32_t sx = st, sd = st + xs_bytes;
+#pragma unroll
+    for (int kk = 0; kk < kDwTile / 16; ++kk) {
+      uint32_t a[4];
+      int a_it = -1;
+#pragma unroll
+      for (int i = 0; i < kDwMaxUnits; ++i) {
+        const int wu = warp * upw + i;
+        if (i < upw && wu < nwu) {
+          const int it = wu / nft, ft = wu % nft;
+          if (it != a_it) {
+            ldsm_x4_trans(a, sx + xa_off + 2u * uint32_t(kk * 16 * LX + it * 16));
+            a_it = it;
+          }
+          uint32_t bq[4];
+          ldsm_x4_trans(bq, sd + db_off + 2u * uint32_t(kk * 16 * LW + ft * 16));
+          mma_bf16_x2(wacc[i][0], wacc[i][1], a, bq);
+        }
+      }
+    }
+    __syncthreads();  // this stage is read out before the next step refills it
+  }
+  cp_async_wait<0>();
+  float* dWh = dW + int64_t(h) * D * F;
+#pragma unroll
+  for (int i = 0; i < kDwMaxUnits; ++i) {
+    const int wu = warp * upw + i;
+    if (i < upw && wu < nwu) {
+      const int it = wu / nft, ft = wu % nft;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        float* p = dWh + int64_t(it * 16 + g) * F + ft * 16 + 8 * k + 2 * q;
+        add_pair(p, wacc[i][k][0], wacc[i][k][1], true);
+        add_pair(p + 8 * F, wacc[i][k][2], wacc[i][k][3], true);
+      }
+    }
+  }
+}
+
+size_t features_dw_smem(const Dims& d) {
+  return sizeof(bf) * 2 * size_t(kDwTile) * (pad_ld(d.D) + pad_ld(d.F));
+}
+
+}  // namespace
+
+bool features_bwd_old_forced() {
+  const char* e = std::getenv("LIZARD_FEATURES_BWD_KERNEL");
+  if (!e || !*e) return false;
+  const std::string val(e);
+  if (val == "new") return false;
+  if (val == "old") return true;
+  throw InputError("LIZARD_FEATURES_BWD_KERNEL='" + val + "': expected 'new', 'old' or unset");
+}
+
+void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
+                             float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+  LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
+               aligned16(dx) && aligned16(dW),
+           "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");
+  LZ_CHECK(d.D % 16 == 0 && d.D <= 16 * kMaxDT && d.F % 16 == 0 && d.F <= 8 * kMaxNT,
+           "lizard feature maps (CUDA): the split backward needs D, F multiples of 16, D <= ",
+           16 * kMaxDT, ", F <= ", 8 * kMaxNT, " (got D ", d.D, ", F ", d.F, ")");
+  const int64_t N = int64_t(d.B) * d.T;
+  if (N == 0) return;
+  int dev = 0;
+  LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess, "lizard feature maps (CUDA): no current device");
+  // du [H][N][F] bf16: the stream-ordered caching allocator hands it out again only to work
+  // queued after these kernels
+  Tensor du = Tensor::empty({d.H, N, d.F}, DType::BF16, Device::cuda(dev));
+  bf* dup = static_cast<bf*>(du.raw());
+  const int sms = sm_count();
+  const bool wlo = Wlo != nullptr;
+  {
+    const size_t sm = features_du_dx_smem(d, wlo);
+    const int units = d.B * ((d.T + kUnit - 1) / kUnit);
+    // one CTA per SM over all heads (a CTA loads its head's W once, then streams units)
+    const int per_head = std::max(1, std::min((units + kDuWarps - 1) / kDuWarps, sms / d.H));
+    const dim3 grid(per_head, d.H);
+    auto go = [&](auto kernel) {
+      grant_smem(kernel, sm);
+      kernel<<<grid, kDuWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dup, d);
+    };
+    if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true>) : go(features_du_dx_kernel<true, false>);
+    else wlo ? go(features_du_dx_kernel<false, true>) : go(features_du_dx_kernel<false, false>);
+  }
+  {
+    const size_t sm = features_dw_smem(d);
+    const int tiles = int((N + kDwTile - 1) / kDwTile);
+    // two CTAs per SM over all heads; each adds its dW partial once
+    const int per_head = std::max(1, std::min(tiles, 2 * sms / d.H));
+    const int tpc = (tiles + per_head - 1) / per_head;
+    grant_smem(features_dw_kernel, sm);
+    features_dw_kernel<<<dim3((tiles + tpc - 1) / tpc, d.H), kDwWarps * 32, sm, s>>>(x, Hx, dup, dW, tpc, d);
+  }
+}
+
+}  // namespace lizard::cuda::lizard_detail

@@ -1,0 +1,118 @@
+// The split feature-map backward (cuda/lizard_features_bwd_mma.cu: du and dx = du W^T in one
+// kernel, dW = x^T du in a second) against the fused kernel it replaces
+// (LIZARD_FEATURES_BWD_KERNEL=old, features_bwd_mma_kernel in cuda/lizard_features_tc.cu),
+// through the public op, at the shapes where the new kernels' tiling branches: partial
+// 16-token units (T 1, 7, 65, 333) and 64-token dW tiles that cross batch rows, GQA groups 1
+// and 4 (dk by atomics over the group's heads), F 16, 48, 128 (1, 3, 8 k-steps of dx; dW tile
+// counts that 8 warps do not divide), D 64 and 128 (one or two 64-column halves of dx), both
+// maps, and grids where warps take several units (the x prefetch) and CTAs several dW tiles
+// (the double buffer). Both kernels take the same operands with the same products; the
+// tolerances below follow from that.
+#include <cmath>
+#include <string>
+#include <tuple>
+
+#include "lizard/core/error.h"
+#include "lizard/cuda/lizard_attention.h"
+#include "lizard/ops/lizard_attention.h"
+#include "lizard_gpu_case.h"
+
+namespace lizard::test {
+namespace {
+
+struct Shape {
+  int64_t B, T, H, Hkv, D, F;
+  bool exp;
+};
+
+LizardCase features_case(const Shape& sh) {
+  ops::LizardConfig cfg;
+  cfg.feature_dim = sh.F;
+  cfg.window = 40;
+  cfg.sinks = 4;
+  cfg.feature_activation = sh.exp ? ops::FeatureActivation::Exp : ops::FeatureActivation::Softmax;
+  LizardCase c = make_case(cfg, sh.B, sh.T, sh.H, sh.Hkv, sh.D, 8, 1300 + sh.T + sh.D + sh.F,
+                           DType::F64, 0.5, 1.0);
+  for (Tensor* t : {&c.in.q, &c.in.k, &c.in.v, &c.in.x}) *t = t->to(DType::BF16).to(DType::F64);
+  return c;
+}
+
+/// Training forward and backward on the GPU with LIZARD_FEATURES_BWD_KERNEL=`kernel` (null:
+/// the default, the split kernels).
+ops::LizardGrads grads_with(const LizardCase& c, const Tensor& dy, const char* kernel) {
+  ScopedEnv env("LIZARD_FEATURES_BWD_KERNEL", kernel);
+  const auto [in, p] = to_gpu(c);
+  ops::LizardSaved saved;
+  ops::lizard_attention_forward(c.cfg, in, p, &saved);
+  return ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(Device::cuda(0), DType::BF16));
+}
+
+void expect_split_matches_fused(const Shape& sh) {
+  const LizardCase c = features_case(sh);
+  const std::string what = "B " + std::to_string(sh.B) + " T " + std::to_string(sh.T) + " H " +
+                           std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " D " +
+                           std::to_string(sh.D) + " F " + std::to_string(sh.F) + (sh.exp ? " exp" : " softmax");
+#ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
+  {
+    const auto [in, p] = to_gpu(c);
+    ASSERT_TRUE(cuda::lizard_attention_kernel_path(c.cfg, in, p, true).global_tc)
+        << what << ": the case must take the tensor-core feature kernels";
+  }
+#endif
+  const Tensor dy = rand(c.in.q.shape(), 91, DType::F64);
+  const ops::LizardGrads now = grads_with(c, dy, nullptr), old = grads_with(c, dy, "old");
+  auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
+  auto err = [&](const Tensor& a, const Tensor& b) { return rel_err(f64(a), f64(b)); };
+  // dwq, dwk (f32): the same bf16 products x du in another f32 order over the tokens (about
+  // 1e-7 norm-wise), and du itself is the same f32 expression rounded to bf16 (a different
+  // fma contraction could flip the rounding of an element now and then: 2^-8 of that element,
+  // about 1e-5 norm-wise). 1e-4 allows both; a 16-token unit lost or counted twice moves dW by
+  // a few % at these token counts, a wrong tile or head by O(1).
+  EXPECT_LE(err(now.dwq, old.dwq), 1e-4) << what << " dwq";
+  EXPECT_LE(err(now.dwk, old.dwk), 1e-4) << what << " dwk";
+  // dq, dk, dx (bf16 outputs): f32 values equal to about 1e-7 (dq: the same mma sequence; dk:
+  // atomics over the GQA heads in another order), then rounded to bf16, which flips the
+  // rounding of the rare elements near a boundary by 2^-8 (a few 1e-5 norm-wise). dv, dw_g,
+  // db_g do not depend on the feature backward: the same check finds a stray write. 1e-3 is
+  // far below a lost or wrong row (at least 1 / sqrt(rows), 2e-2 here).
+  for (auto [name, got, ref] : {std::tuple{"dq", &now.dq, &old.dq}, {"dk", &now.dk, &old.dk},
+                                {"dx", &now.dx, &old.dx}, {"dv", &now.dv, &old.dv},
+                                {"dw_g", &now.dw_g, &old.dw_g}, {"db_g", &now.db_g, &old.db_g}})
+    EXPECT_LE(err(*got, *ref), 1e-3) << what << " " << name;
+}
+
+TEST(LizardFeaturesBwdGpu, SplitKernelsMatchFusedKernel) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  for (Shape sh : {Shape{2, 1, 4, 1, 128, 128, false}, Shape{2, 7, 4, 4, 64, 16, true},
+                   Shape{1, 65, 4, 1, 128, 48, false}, Shape{1, 65, 4, 4, 128, 16, true},
+                   Shape{2, 333, 4, 4, 64, 128, true}, Shape{2, 333, 8, 2, 128, 48, false}})
+    expect_split_matches_fused(sh);
+}
+
+// H = 64 on a 132-SM card: the du/dx kernel runs 2 CTAs (16 warps) per head, so a warp takes
+// 3 (T 700) or 8 (B 2, T 1000) units and the x prefetch alternates its buffers; the dW kernel
+// runs 4 CTAs per head over 11 or 32 tiles (3 and 8 per CTA, the last one partial).
+TEST(LizardFeaturesBwdGpu, SplitKernelsMatchFusedKernelOverManyUnits) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  for (Shape sh : {Shape{1, 700, 64, 8, 128, 128, true}, Shape{2, 1000, 64, 16, 64, 64, false}})
+    expect_split_matches_fused(sh);
+}
+
+// The switch is read on the path: a value other than new / old is an error naming it.
+TEST(LizardFeaturesBwdGpu, UnknownKernelSwitchIsAnError) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  const LizardCase c = features_case(Shape{1, 20, 2, 1, 64, 32, false});
+  const Tensor dy = rand(c.in.q.shape(), 5, DType::F64);
+  try {
+    grads_with(c, dy, "fast");
+    FAIL() << "LIZARD_FEATURES_BWD_KERNEL=fast was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("LIZARD_FEATURES_BWD_KERNEL"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lizard::test
