@@ -6,6 +6,7 @@
 // The RNG fill produces exactly the numbers of the CPU path (rng.h).
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <type_traits>
 
 #include "lizard/core/cuda_runtime.h"
@@ -92,11 +93,21 @@ __global__ void flat_copy_kernel(const S* __restrict__ src, D* __restrict__ dst,
   for (int64_t i = tail + tid; i < n; i += step) dst[i] = convert<D>(src[i]);
 }
 
+/// dst[0, n) = v: elements [0, head) and [head + 16 k, n) one by one, the 16-byte packs between
+/// (dst + head is 16-byte aligned) in one store each.
 template <class T>
-__global__ void fill_kernel(T* dst, int64_t n, T v) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    dst[i] = v;
+__global__ void fill_kernel(T* dst, int64_t n, int64_t head, T v) {
+  constexpr int V = 16 / sizeof(T);
+  Pack<T, V> p;
+#pragma unroll
+  for (int j = 0; j < V; ++j) p.v[j] = v;
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  const int64_t packs = (n - head) / V, tail = head + packs * V;
+  Pack<T, V>* dp = reinterpret_cast<Pack<T, V>*>(dst + head);
+  for (int64_t i = tid; i < packs; i += step) dp[i] = p;
+  for (int64_t i = tid; i < head; i += step) dst[i] = v;
+  for (int64_t i = tail + tid; i < n; i += step) dst[i] = v;
 }
 
 template <class T>
@@ -161,9 +172,20 @@ void fill(void* dst, DType t, int64_t n, double value, void* stream) {
   if (n == 0) return;
   visit_dtype(t, [&](auto z) {
     using T = decltype(z);
-    T v = from_double<T>(value);
-    fill_kernel<T><<<blocks_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(
-        static_cast<T*>(dst), n, v);
+    const T v = from_double<T>(value);
+    const cudaStream_t st = static_cast<cudaStream_t>(stream);
+    // All-zero bits (0.0 in every dtype here; -0.0 is not zero bits and takes the kernel):
+    // cudaMemsetAsync runs at HBM speed, and zeroing is most fills (gradient accumulators).
+    const T zero{};
+    if (std::memcmp(&v, &zero, sizeof(T)) == 0) {
+      if (cudaMemsetAsync(dst, 0, size_t(n) * sizeof(T), st) != cudaSuccess)
+        check_last_error("fill (cudaMemsetAsync)");
+      return;
+    }
+    constexpr int V = 16 / sizeof(T);
+    const int64_t head = flat_head(dst, sizeof(T), 16, dst, sizeof(T), 16, n, V);
+    const int64_t work = head == n ? n : (n - head) / V + 2 * V;
+    fill_kernel<T><<<blocks_for(work), 256, 0, st>>>(static_cast<T*>(dst), n, head, v);
   });
   check_last_error("fill");
 }

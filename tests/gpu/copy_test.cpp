@@ -193,3 +193,28 @@ TEST(GpuCopy, OffsetsBeyondInt32UseTheWideWalk) {
   EXPECT_EQ(big.slice(0, row, row + 1).item(), 9.0);
   EXPECT_EQ(big.slice(0, row - 1, row).item(), 0.0);
 }
+
+TEST(GpuCopy, FillMatchesTheCpuAtAwkwardSizesAndOffsets) {
+  LZ_REQUIRE_GPU();
+  // cuda::fill: all-zero bits take cudaMemsetAsync, anything else the 16-byte-pack kernel with a
+  // scalar head (misaligned start) and tail. Each case fills elements [1, n + 1) or [0, n) of a
+  // buffer of n + 2 sentinels and compares the whole buffer with the same fill on the CPU, bit
+  // for bit, so a write outside the range shows too. -0.0 is not zero bits: it must stay -0.0.
+  const int64_t sizes[] = {1, 3, 5, 17, 4099, (int64_t(1) << 20) + 3};
+  for (DType t : kAll) {
+    std::vector<double> values = {0.0, 7.0};
+    if (dtype_is_float(t)) values = {0.0, -0.0, 1.5, -3.25e-3};
+    for (int64_t n : sizes) {
+      for (double v : values) {
+        for (int64_t off : {int64_t(0), int64_t(1)}) {
+          const std::string what = str_cat(dtype_name(t), " n=", n, " value=", v, " offset=", off);
+          Tensor want = Tensor::full({n + 2}, 3.0, t, Device::cpu());
+          want.slice(0, off, off + n).fill_(v);
+          Tensor got = Tensor::full({n + 2}, 3.0, t, Device::cuda());
+          got.slice(0, off, off + n).fill_(v);
+          expect_bits_equal(got.to(Device::cpu()), want, 0, what);
+        }
+      }
+    }
+  }
+}
