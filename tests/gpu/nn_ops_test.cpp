@@ -101,10 +101,14 @@ TEST(GpuRope, ForwardAndInverse) {
 
 TEST(GpuSwiglu, ForwardBackward) {
   LZ_REQUIRE_GPU();
-  for (const DtypeCase& c : {kF32, kBF16}) {
+  // 3003 elements: whole 16-byte packs plus a tail; offset 1 (views one element into their
+  // buffers) leaves every operand misaligned, which must take the scalar loop.
+  for (const DtypeCase& c : {kF32, kBF16}) for (int64_t off : {0, 1}) {
     const Shape s{3, 1001};
-    Tensor g = gpu_rand(s, 41, c.dtype, -6, 6), u = gpu_rand(s, 42, c.dtype), dy = gpu_rand(s, 43, c.dtype);
-    Tensor y = empty_like_gpu(s, c.dtype), dg = empty_like_gpu(s, c.dtype), du = empty_like_gpu(s, c.dtype);
+    auto at = [&](Tensor t) { return t.slice(0, off, off + 3003).view(s); };
+    auto buf = [&](uint64_t seed, double lo, double hi) { return at(gpu_rand({3004}, seed, c.dtype, lo, hi)); };
+    Tensor g = buf(41, -6, 6), u = buf(42, -1, 1), dy = buf(43, -1, 1);
+    Tensor y = buf(44, -1, 1), dg = buf(45, -1, 1), du = buf(46, -1, 1);
     cuda::swiglu_forward(g, u, y, st(g));
     cuda::swiglu_backward(dy, g, u, dg, du, st(g));
     auto G = f64(g).to_vector(), U = f64(u).to_vector(), DY = f64(dy).to_vector();
