@@ -103,34 +103,34 @@ __device__ __forceinline__ void frag_b_kn1(uint32_t& b0, uint32_t& b1, const bf*
   ldsm_x2_t(b0, b1, M + (k0 + i * 8 + r) * ld + n0);
 }
 
-/// hi = bf16(v), lo = bf16(v - hi): split2 of lizard_attention_tc.cu.
-__device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
-  hi = __float2bfloat16(v);
-  lo = __float2bfloat16(v - __bfloat162float(hi));
-}
-/// Two f32 as packed bf16 hi and lo registers (lower column in the low half).
+/// Two f32 as packed bf16 hi and lo registers (lower column in the low half): hi = bf16(x),
+/// lo = bf16(x - hi) of each, bit for bit split2 of lizard_attention_tc.cu (both round to
+/// nearest even), in one paired conversion per half instead of two scalar ones plus a pack.
 __device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  bf h0, l0, h1, l1;
-  split2(x0, h0, l0);
-  split2(x1, h1, l1);
-  __nv_bfloat162 h(h0, h1), l(l0, l1);
-  hi = *reinterpret_cast<uint32_t*>(&h);
-  lo = *reinterpret_cast<uint32_t*>(&l);
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float2 hf = __bfloat1622float2(h);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(x0 - hf.x, x1 - hf.y);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
 }
-__device__ __forceinline__ float bsum(const bf* hi, const bf* lo, int i) {
-  return __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
+/// The packed bf16 pair at p (4-byte aligned) as two f32.
+__device__ __forceinline__ float2 ld_pair(const bf* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
 }
+/// Stores a packed pair (from split_pack) at p (4-byte aligned).
+__device__ __forceinline__ void st_pair(bf* p, uint32_t x) { *reinterpret_cast<uint32_t*>(p) = x; }
 
 /// Copies `rows` rows of n bf16 (n a multiple of 8; row r at src + r * gstride, 16-byte
-/// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros.
+/// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros. A warp per
+/// row, 8 elements a lane: no index division (n is a runtime value).
 __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t gstride, int rows,
                                         int valid, int n) {
-  const int vpr = n / 8;
-  for (int i = threadIdx.x; i < rows * vpr; i += kThreads) {
-    const int r = i / vpr, c = (i % vpr) * 8;
-    if (r < valid) cp_async16(dst + r * ldd + c, src + r * gstride + c);
-    else *reinterpret_cast<uint4*>(dst + r * ldd + c) = make_uint4(0, 0, 0, 0);
-  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = warp; r < rows; r += kWarps)
+    for (int c = lane * 8; c < n; c += 32 * 8) {
+      if (r < valid) cp_async16(dst + r * ldd + c, src + r * gstride + c);
+      else *reinterpret_cast<uint4*>(dst + r * ldd + c) = make_uint4(0, 0, 0, 0);
+    }
 }
 
 /// Shared-memory bytes of the kernel for d (the layout carved in grad_mma_kernel).
@@ -141,7 +141,7 @@ size_t grad_mma_smem(const Dims& d) {
          al128(2 * F2 * LV) +            // dS hi
          3 * al128(4 * kC * kLP) +       // kk, X, w dA
          2 * al128(2 * kC * kLPb) +      // E, P
-         6 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s; L_c
+         8 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s, e^b, e^(bend-b); L_c
 }
 
 /// grad_tc_kernel's contract (see its comment), on mma.sync. kD: the head dim; kNT: n-tiles
@@ -182,6 +182,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* sdb = reinterpret_cast<float*>(carve(cur, 4 * C));   // da of the rows
   float* sQs = reinterpret_cast<float*>(carve(cur, 4 * C));   // Q_r (inter, query)
   float* sKs = reinterpret_cast<float*>(carve(cur, 4 * C));   // K_s (inter, key)
+  float* sEb = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bl_t), 0 for rows >= n
+  float* sEk = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bend - bl_s), 0 for rows >= n
   float* sL = reinterpret_cast<float*>(carve(cur, 4));        // L_c
 
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
@@ -235,24 +237,51 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
   cp_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
   cp_async_commit();
+  const float bend = blr[t0 + n - 1];
   for (int i = tid; i < C; i += kThreads) {
-    sbl[i] = i < n ? blr[t0 + i] : 0.f;
+    const float bli = i < n ? blr[t0 + i] : 0.f;
+    sbl[i] = bli;
     sden[i] = i < n ? dO[(row0 + i) * D1 + kD] : 0.f;
     scs[i] = i < n ? cself[row0 + i] : 0.f;
     sdb[i] = sQs[i] = sKs[i] = 0.f;
+    // the per-row factors every later step used to recompute per element (same values:
+    // rows >= n are zero in every tile they multiply, so 0 there changes nothing)
+    sEb[i] = i < n ? __expf(bli) : 0.f;
+    sEk[i] = i < n ? __expf(bend - bli) : 0.f;
   }
   if (tid == 0) sL[0] = 0.f;
-  for (int r = warp; r < C; r += kWarps) {  // dO'[:D] split, plain and times exp(bl_t)
-    const float eb = r < n ? __expf(blr[t0 + r]) : 0.f;
-    for (int j = lane; j < kD; j += 32) {
-      const float gv = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-      split2(gv, sGb[r * LV + j], sGbl[r * LV + j]);
-      split2(gv * eb, sGs[r * LV + j], sGsl[r * LV + j]);
+  {  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + 8 k, a lane two adjacent
+     // columns per 64; every load issued before the first split (they are scalar: row
+     // stride D + 1)
+    constexpr int kRW = C / kWarps, kPU = kD / 64;
+    float gv[kRW][kPU][2], ebr[kRW];
+#pragma unroll
+    for (int k = 0; k < kRW; ++k) {
+      const int r = warp + kWarps * k;
+      ebr[k] = r < n ? __expf(blr[t0 + r]) : 0.f;
+#pragma unroll
+      for (int u = 0; u < kPU; ++u) {
+        const int j = 2 * lane + 64 * u;
+        gv[k][u][0] = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
+        gv[k][u][1] = r < n ? dO[(row0 + r) * D1 + j + 1] : 0.f;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kRW; ++k) {
+      const int r = warp + kWarps * k;
+#pragma unroll
+      for (int u = 0; u < kPU; ++u) {
+        const int o = r * LV + 2 * lane + 64 * u;
+        uint32_t hi, lo;
+        split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
+        st_pair(sGb + o, hi), st_pair(sGbl + o, lo);
+        split_pack(gv[k][u][0] * ebr[k], gv[k][u][1] * ebr[k], hi, lo);
+        st_pair(sGs + o, hi), st_pair(sGsl + o, lo);
+      }
     }
   }
   cp_async_wait<0>();
   __syncthreads();
-  const float bend = sbl[n - 1];
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
   // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
@@ -290,9 +319,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term)
-  for (int i = tid; i < C * kD; i += kThreads) {
-    const int r = i / kD, j = i % kD;
-    split2(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]), svd[r * LV + j], svdl[r * LV + j]);
+  for (int i = tid; i < C * kD / 2; i += kThreads) {  // a pair of columns per step
+    const int r = i / (kD / 2), o = r * LV + 2 * (i % (kD / 2));
+    const float e = sEk[r];
+    const float2 x = ld_pair(sv + o);
+    uint32_t hi, lo;
+    split_pack(x.x * e, x.y * e, hi, lo);
+    st_pair(svd + o, hi), st_pair(svdl + o, lo);
   }
   __syncthreads();
 
@@ -372,21 +405,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int r = m * 16 + g + 8 * hh;
-      const float wq = __expf(sbl[r]) * sden[r];            // 0 for rows >= n (den 0)
-      const float wk = r < n ? __expf(bend - sbl[r]) : 0.f;
+      const float wq = sEb[r] * sden[r];  // 0 for rows >= n
+      const float wk = sEk[r];
       float qx = 0.f, kx = 0.f;
 #pragma unroll
       for (int i = 0; i < kNT; ++i) {
         if (!tile_ok(i)) continue;
-        const int f = fb + 8 * i + 2 * q;
+        const int o = r * LQ + fb + 8 * i + 2 * q;
+        const float2 ph = ld_pair(sq + o), pl = ld_pair(sql + o);
+        const float2 kh = ld_pair(sk + o), kl = ld_pair(skl + o);
+        const float pq[2] = {ph.x + pl.x, ph.y + pl.y}, pk[2] = {kh.x + kl.x, kh.y + kl.y};
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& xq = aq[m][i][2 * hh + e];
           float& xk = ak[m][i][2 * hh + e];
           xq += wq * zq[i][e];
           xk += wk * zk[i][e];
-          qx += bsum(sq, sql, r * LQ + f + e) * xq;
-          kx += bsum(sk, skl, r * LQ + f + e) * xk;
+          qx += pq[e] * xq;
+          kx += pk[e] * xk;
         }
       }
       qx += __shfl_xor_sync(0xffffffffu, qx, 1);
@@ -445,17 +481,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   // ---- da_t: every pair (t', s) with s < t <= t' (grad_tc_kernel's sum, same terms)
+  // (lane s < t sums the column s of the rectangle t' in [t, n): no index division, and the
+  // lanes of a warp read one shared row: no bank conflict)
+  const float ebend = __expf(bend);
   for (int r = warp; r < n; r += kWarps) {
-    float acc = 0.f;
-    for (int i = lane; i < (n - r) * r; i += 32) acc += sW[(r + i / r) * kLP + i % r];
-    for (int i = r + lane; i < n; i += 32) acc += sQs[i];
-    for (int i = lane; i < r; i += 32) acc += sKs[i];
-    acc = warp_sum(acc);
-    if (lane == 0) sdb[r] = acc + __expf(bend) * sL[0];
+    float acc = 0.f, acc2 = 0.f;
+    if (lane < r) {
+      int tp = r;
+      for (; tp + 1 < n; tp += 2) acc += sW[tp * kLP + lane], acc2 += sW[(tp + 1) * kLP + lane];
+      if (tp < n) acc += sW[tp * kLP + lane];
+      acc += sKs[lane];
+    }
+    if (r + lane < n) acc += sQs[r + lane];
+    acc = warp_sum(acc + acc2);
+    if (lane == 0) sdb[r] = acc + ebend * sL[0];
   }
-  for (int i = tid; i < C * F2; i += kThreads) {  // phi_k exp(bl_end - bl_s) for dv
-    const int r = i / F2, f = i % F2;
-    sk[r * LQ + f] = __float2bfloat16(bsum(sk, skl, r * LQ + f) * __expf(bend - sbl[r]));
+  // phi_k exp(bl_end - bl_s) for dv: a warp per row, 8 features a lane (16-byte accesses)
+  for (int r = warp; r < C; r += kWarps) {
+    const float e = sEk[r];
+    for (int f = lane * 8; f < F2; f += 32 * 8) {
+      const uint4 hv = *reinterpret_cast<const uint4*>(sk + r * LQ + f);
+      const uint4 lv = *reinterpret_cast<const uint4*>(skl + r * LQ + f);
+      const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w}, lw[4] = {lv.x, lv.y, lv.z, lv.w};
+      uint32_t ow[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float2 h2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&hw[u]));
+        const float2 l2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&lw[u]));
+        const __nv_bfloat162 o2 = __floats2bfloat162_rn((h2.x + l2.x) * e, (h2.y + l2.y) * e);
+        ow[u] = *reinterpret_cast<const uint32_t*>(&o2);
+      }
+      *reinterpret_cast<uint4*>(sk + r * LQ + f) = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    }
   }
   __syncthreads();
 
