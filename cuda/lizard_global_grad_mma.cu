@@ -200,10 +200,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int fb = warp * 8 * kNT;
   auto tile_ok = [&](int i) { return fb + 8 * i < F2; };
   // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
-  // early as possible (the first before anything else: they are in flight during the tile
-  // loads and the C x C work).
-  float ns[kNT][4], nd[kNT][4];
-  auto fetch = [&](int kj) {
+  // early as possible: two column blocks in flight at any time (s0/d0 the even blocks, s1/d1
+  // the odd ones; the first two before anything else, in flight during the tile loads and
+  // the C x C work; then each block's registers are refilled with the block two ahead as
+  // soon as they have been split into bf16 pairs).
+  float s0[kNT][4], d0[kNT][4], s1[kNT][4], d1[kNT][4];
+  auto fetch = [&](int kj, float (&ns)[kNT][4], float (&nd)[kNT][4]) {
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
@@ -216,7 +218,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   };
-  fetch(0);
+  fetch(0, s0, d0);
+  fetch(1, s1, d1);
   // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
   // with the rest; used after the D columns)
   float zq[kNT][2], zk[kNT][2];
@@ -351,15 +354,25 @@ __global__ void __launch_bounds__(kThreads, 1)
   //   aq = (dO' e^b) S^T   (Gs hi S hi + Gs lo S hi + Gs hi S lo)
   //   ak = (v e^(bend-b)) dS^T   (likewise with dS)
   // and L_c = <S, dS> (f32, the D columns here, z below); dS hi to shared for dv.
+  static_assert(KJ % 2 == 0, "the column blocks alternate between two register sets");
   float aq[2][kNT][4] = {}, ak[2][kNT][4] = {};
   float lsum = 0.f;
-  for (int kj = 0; kj < KJ; ++kj) {
-    float cs_[kNT][4], cd_[kNT][4];
+  auto step = [&](int kj, float (&cs_)[kNT][4], float (&cd_)[kNT][4]) {
+    uint32_t sh[kNT][2], sl[kNT][2], dh[kNT][2], dl[kNT][2];
 #pragma unroll
-    for (int i = 0; i < kNT; ++i)
+    for (int i = 0; i < kNT; ++i) {
+      if (!tile_ok(i)) continue;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) cs_[i][e] = ns[i][e], cd_[i][e] = nd[i][e];
-    if (kj + 1 < KJ) fetch(kj + 1);
+      for (int e = 0; e < 4; ++e) lsum += cs_[i][e] * cd_[i][e];
+      split_pack(cs_[i][0], cs_[i][1], sh[i][0], sl[i][0]);
+      split_pack(cs_[i][2], cs_[i][3], sh[i][1], sl[i][1]);
+      split_pack(cd_[i][0], cd_[i][1], dh[i][0], dl[i][0]);
+      split_pack(cd_[i][2], cd_[i][3], dh[i][1], dl[i][1]);
+      bf* row = sdS + (fb + 8 * i + g) * LV + kj * 16 + 2 * q;
+      st_pair(row, dh[i][0]);
+      st_pair(row + 8, dh[i][1]);
+    }
+    if (kj + 2 < KJ) fetch(kj + 2, cs_, cd_);
     uint32_t ag[2][4], agl[2][4], av[2][4], avl[2][4];
 #pragma unroll
     for (int m = 0; m < 2; ++m) {
@@ -372,25 +385,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < kNT; ++i) {
       if (!tile_ok(i)) continue;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) lsum += cs_[i][e] * cd_[i][e];
-      uint32_t sh0, sl0, sh1, sl1, dh0, dl0, dh1, dl1;
-      split_pack(cs_[i][0], cs_[i][1], sh0, sl0);
-      split_pack(cs_[i][2], cs_[i][3], sh1, sl1);
-      split_pack(cd_[i][0], cd_[i][1], dh0, dl0);
-      split_pack(cd_[i][2], cd_[i][3], dh1, dl1);
-      bf* row = sdS + (fb + 8 * i + g) * LV + kj * 16 + 2 * q;
-      *reinterpret_cast<uint32_t*>(row) = dh0;
-      *reinterpret_cast<uint32_t*>(row + 8) = dh1;
-#pragma unroll
       for (int m = 0; m < 2; ++m) {
-        mma_bf16(aq[m][i], ag[m], sh0, sh1);
-        mma_bf16(aq[m][i], agl[m], sh0, sh1);
-        mma_bf16(aq[m][i], ag[m], sl0, sl1);
-        mma_bf16(ak[m][i], av[m], dh0, dh1);
-        mma_bf16(ak[m][i], avl[m], dh0, dh1);
-        mma_bf16(ak[m][i], av[m], dl0, dl1);
+        mma_bf16(aq[m][i], ag[m], sh[i][0], sh[i][1]);
+        mma_bf16(aq[m][i], agl[m], sh[i][0], sh[i][1]);
+        mma_bf16(aq[m][i], ag[m], sl[i][0], sl[i][1]);
+        mma_bf16(ak[m][i], av[m], dh[i][0], dh[i][1]);
+        mma_bf16(ak[m][i], avl[m], dh[i][0], dh[i][1]);
+        mma_bf16(ak[m][i], av[m], dl[i][0], dl[i][1]);
       }
     }
+  };
+  for (int kj = 0; kj < KJ; kj += 2) {
+    step(kj, s0, d0);
+    step(kj + 1, s1, d1);
   }
 
   // ---- the z columns: dphi_q += exp(bl_t) dO'_t[D] z, dphi_k += exp(bend - bl_s) dz; the
