@@ -292,7 +292,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
     if (nb <= mt) {
-      float acc[2][4] = {};
+      // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
+      // ks dependent mma's instead of 3 ks
+      float acc[3][2][4] = {};
       const bool is_x = warp >= 4;
       const bf *A = is_x ? sGb : sq, *Al = is_x ? sGbl : sql, *Bm = is_x ? sv : sk;
       const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2 / 16;
@@ -303,21 +305,24 @@ __global__ void __launch_bounds__(kThreads, 1)
         frag_b_nk(bb, Bm, lda, nb * 16, k * 16, lane);
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
-          mma_bf16(acc[u], a, bb[2 * u], bb[2 * u + 1]);
-          mma_bf16(acc[u], al, bb[2 * u], bb[2 * u + 1]);
+          mma_bf16(acc[0][u], a, bb[2 * u], bb[2 * u + 1]);
+          mma_bf16(acc[1][u], al, bb[2 * u], bb[2 * u + 1]);
         }
         if (!is_x) {  // phi_q hi x phi_k lo (V has no lo half)
           frag_b_nk(bb, skl, LQ, nb * 16, k * 16, lane);
 #pragma unroll
-          for (int u = 0; u < 2; ++u) mma_bf16(acc[u], a, bb[2 * u], bb[2 * u + 1]);
+          for (int u = 0; u < 2; ++u) mma_bf16(acc[2][u], a, bb[2 * u], bb[2 * u + 1]);
         }
       }
       float* dst = is_x ? sGV : sP;
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
         const int col = nb * 16 + u * 8 + 2 * q, r = mt * 16 + g;
-        *reinterpret_cast<float2*>(dst + r * kLP + col) = make_float2(acc[u][0], acc[u][1]);
-        *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(acc[u][2], acc[u][3]);
+        float x[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[e] = acc[0][u][e] + acc[1][u][e] + acc[2][u][e];
+        *reinterpret_cast<float2*>(dst + r * kLP + col) = make_float2(x[0], x[1]);
+        *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(x[2], x[3]);
       }
     }
   }
