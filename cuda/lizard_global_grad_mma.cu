@@ -534,9 +534,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   {
     constexpr int kJB = kD / 16, kGroups = kWarps / kJB;
     const int jb = warp % kJB, kg = warp / kJB, KS = C / 16 + F2 / 16;
-    float acc[2][2][4] = {};
-    for (int ks = kg; ks < KS; ks += kGroups) {
-      uint32_t a[2][4], bb[4];
+    // two k-steps per pass into two accumulator sets (both steps' fragments loaded before
+    // their mma's: half the dependent chain, loads overlapped)
+    float acc[2][2][2][4] = {};
+    auto load = [&](int ks, uint32_t (&a)[2][4], uint32_t (&bb)[4]) {
       if (ks < C / 16) {
 #pragma unroll
         for (int m = 0; m < 2; ++m) frag_at(a[m], sPb, kLPb, m * 16, ks * 16, lane);
@@ -547,10 +548,20 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int m = 0; m < 2; ++m) frag_a(a[m], sk, LQ, m * 16, kf * 16, lane);
         frag_b_kn(bb, sdS, LV, kf * 16, jb * 16, lane);
       }
+    };
+    for (int ks = kg; ks < KS; ks += 2 * kGroups) {
+      const bool two = ks + kGroups < KS;
+      uint32_t a[2][2][4], bb[2][4];
+      load(ks, a[0], bb[0]);
+      if (two) load(ks + kGroups, a[1], bb[1]);
 #pragma unroll
-      for (int m = 0; m < 2; ++m)
+      for (int p = 0; p < 2; ++p) {
+        if (p == 1 && !two) break;
 #pragma unroll
-        for (int u = 0; u < 2; ++u) mma_bf16(acc[m][u], a[m], bb[2 * u], bb[2 * u + 1]);
+        for (int m = 0; m < 2; ++m)
+#pragma unroll
+          for (int u = 0; u < 2; ++u) mma_bf16(acc[p][m][u], a[p][m], bb[p][2 * u], bb[p][2 * u + 1]);
+      }
     }
 #pragma unroll
     for (int m = 0; m < 2; ++m)
@@ -560,9 +571,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (r >= n) continue;
         float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 2 * q;
 #pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          atomicAdd(dst + u * 8, acc[m][u][2 * hh]);
-          atomicAdd(dst + u * 8 + 1, acc[m][u][2 * hh + 1]);
+        for (int u = 0; u < 2; ++u) {  // adjacent columns: one 8-byte atomic (sm_90)
+          const float2 x = make_float2(acc[0][m][u][2 * hh] + acc[1][m][u][2 * hh],
+                                       acc[0][m][u][2 * hh + 1] + acc[1][m][u][2 * hh + 1]);
+          atomicAdd(reinterpret_cast<float2*>(dst + u * 8), x);
         }
       }
   }
