@@ -8,9 +8,10 @@
 //     of the kernel's traffic) are read ONCE, straight from global memory into the registers
 //     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
 //     of an 8x16 block: each load instruction of a warp touches 8 rows x 32 bytes), split
-//     into bf16 hi + lo there, and the next 16 columns are in flight while the current ones
-//     feed the mma's. The wmma kernel read each state three times (hi pass, lo pass, the
-//     <dX, X> dot product) through shared memory.
+//     into bf16 hi + lo there, and the next 32 columns are in flight while the current ones
+//     feed the mma's (two register sets, each refilled as soon as it has been split). The
+//     wmma kernel read each state three times (hi pass, lo pass, the <dX, X> dot product)
+//     through shared memory.
 //   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)): the products
 //     dO'e^b S^T (dphi_q) and v e^(b_end - b) dS^T (dphi_k) accumulate in registers over the D
 //     columns, L_c = <dX, X> is summed from the same f32 registers, and only dS's bf16 hi half
@@ -21,6 +22,9 @@
 // features per warp); grad_mma_selected says when, everything else keeps the wmma kernel.
 // Precision: identical operands to grad_tc_kernel, so the same error budget (its comment and
 // the file header of lizard_attention_tc.cu): f32 sums in another order, nothing else.
+// Speed (issue #5; 1 CTA per SM, latency- and issue-bound): per-row exp factors computed once
+// (sEb, sEk), bf16 splits in paired conversions, element loops without index division (runtime
+// 2F), the kk / X and dv mma chains split over independent accumulators.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
