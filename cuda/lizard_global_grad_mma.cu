@@ -222,22 +222,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   };
-  fetch(0, s0, d0);
-  fetch(1, s1, d1);
-  // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
-  // with the rest; used after the D columns)
-  float zq[kNT][2], zk[kNT][2];
-#pragma unroll
-  for (int i = 0; i < kNT; ++i) {
-    const int f = fb + 8 * i + 2 * q;
-    const bool ok = tile_ok(i);
-    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
-    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
-    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
-    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
-  }
 
-  // ---- tiles of the chunk (rows >= n zero)
+  // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
+  // state blocks below only after the C x C work)
   cp_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
   cp_rows(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
   cp_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
@@ -257,11 +244,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     sEk[i] = i < n ? __expf(bend - bli) : 0.f;
   }
   if (tid == 0) sL[0] = 0.f;
-  {  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + 8 k, a lane two adjacent
-     // columns per 64; every load issued before the first split (they are scalar: row
-     // stride D + 1)
-    constexpr int kRW = C / kWarps, kPU = kD / 64;
-    float gv[kRW][kPU][2], ebr[kRW];
+  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + 8 k, a lane two adjacent
+  // columns per 64; every load issued before the first split (they are scalar: row stride
+  // D + 1), and the first two state blocks between them
+  constexpr int kRW = C / kWarps, kPU = kD / 64;
+  float gv[kRW][kPU][2], ebr[kRW];
+  {
 #pragma unroll
     for (int k = 0; k < kRW; ++k) {
       const int r = warp + kWarps * k;
@@ -273,6 +261,22 @@ __global__ void __launch_bounds__(kThreads, 1)
         gv[k][u][1] = r < n ? dO[(row0 + r) * D1 + j + 1] : 0.f;
       }
     }
+  }
+  fetch(0, s0, d0);
+  fetch(1, s1, d1);
+  // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
+  // with the rest; used after the D columns)
+  float zq[kNT][2], zk[kNT][2];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) {
+    const int f = fb + 8 * i + 2 * q;
+    const bool ok = tile_ok(i);
+    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
+    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
+    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
+    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
+  }
+  {
 #pragma unroll
     for (int k = 0; k < kRW; ++k) {
       const int r = warp + kWarps * k;
