@@ -8,23 +8,26 @@
 //     of the kernel's traffic) are read ONCE, straight from global memory into the registers
 //     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
 //     of an 8x16 block: each load instruction of a warp touches 8 rows x 32 bytes), split
-//     into bf16 hi + lo there, and the next 32 columns are in flight while the current ones
-//     feed the mma's (two register sets, each refilled as soon as it has been split). The
-//     wmma kernel read each state three times (hi pass, lo pass, the <dX, X> dot product)
-//     through shared memory.
+//     into bf16 hi + lo there, and the next 16 (8 warps: 32) columns are in flight while the
+//     current ones feed the mma's (each register set refilled as soon as it has been split),
+//     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
+//     times (hi pass, lo pass, the <dX, X> dot product) through shared memory.
 //   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)): the products
 //     dO'e^b S^T (dphi_q) and v e^(b_end - b) dS^T (dphi_k) accumulate in registers over the D
 //     columns, L_c = <dX, X> is summed from the same f32 registers, and only dS's bf16 hi half
 //     goes to shared memory (the B operand of dv's inter-chunk term).
 //   - the C x C tiles (kk, X = dO' V^T) are small at C = 32: one mma tile per warp, then the
 //     elementwise step of grad_tc_kernel through shared memory unchanged (E, P, w dA f32).
-// Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1, 2 or 4 n-tiles of 8
-// features per warp); grad_mma_selected says when, everything else keeps the wmma kernel.
+// Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1 or 2 n-tiles of 8 features
+// per warp at 16 warps, 1, 2 or 4 at 8); grad_mma_selected says when, everything else keeps
+// the wmma kernel.
 // Precision: identical operands to grad_tc_kernel, so the same error budget (its comment and
 // the file header of lizard_attention_tc.cu): f32 sums in another order, nothing else.
-// Speed (issue #5; 1 CTA per SM, latency- and issue-bound): per-row exp factors computed once
-// (sEb, sEk), bf16 splits in paired conversions, element loops without index division (runtime
-// 2F), the kk / X and dv mma chains split over independent accumulators.
+// Speed (issue #5; 1 CTA per SM by shared memory, so latency- and issue-bound): 16 warps of
+// <= 128 registers (4 per scheduler; LIZARD_GRAD_KERNEL=mma8 keeps the 8-warp shape for A/B
+// timing), per-row exp factors computed once (sEb, sEk), bf16 splits in paired conversions,
+// element loops without index division (runtime 2F), the kk / X and dv mma chains split over
+// independent accumulators.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -40,8 +43,6 @@ namespace {
 
 using bf = __nv_bfloat16;
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
 constexpr int kC = kChunk;  // 32 tokens: two 16-row m-tiles
 static_assert(kC == 32, "the gradient mma kernel tiles a chunk as two 16-row m-tiles");
 constexpr int kLP = kC + 4;  // f32 C x C tiles: row stride (floats)
@@ -131,7 +132,8 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 
 /// Copies `rows` rows of n bf16 (n a multiple of 8; row r at src + r * gstride, 16-byte
 /// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros. A warp per
-/// row, 8 elements a lane: no index division (n is a runtime value).
+/// row, 8 elements a lane: no index division (n is a runtime value). kWarps: of the CTA.
+template <int kWarps>
 __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t gstride, int rows,
                                         int valid, int n) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -154,9 +156,11 @@ size_t grad_mma_smem(const Dims& d) {
 }
 
 /// grad_tc_kernel's contract (see its comment), on mma.sync. kD: the head dim; kNT: n-tiles
-/// of 8 state rows per warp (2F <= 64 kNT).
-template <int kD, int kNT>
-__global__ void __launch_bounds__(kThreads, 1)
+/// of 8 state rows per warp (2F <= 8 kNT kW); kW: warps of the CTA, 16 (the default: 4 warps
+/// per scheduler at 1 CTA per SM, <= 128 registers) or 8 (LIZARD_GRAD_KERNEL=mma8, the
+/// earlier shape: 2 warps per scheduler, up to 255 registers).
+template <int kD, int kNT, int kW>
+__global__ void __launch_bounds__(kW * 32, 1)
     grad_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
                     const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
                     const bf* __restrict__ v, const float* __restrict__ bl_all,
@@ -165,6 +169,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                     float* __restrict__ dphiq, float* __restrict__ dphik, float* __restrict__ dv,
                     float* __restrict__ db, Dims d) {
   extern __shared__ __align__(128) char smem[];
+  static_assert(kW == 8 || kW == 16, "8 or 16 warps (kk / X take warps 0-7; C a multiple)");
+  constexpr int kWarps = kW, kThreads = kW * 32;
   constexpr int C = kC, D1 = kD + 1, LV = kD + 8, KJ = kD / 16;
   const int F2 = 2 * d.F, LQ = F2 + 8;
   char* cur = smem;
@@ -209,10 +215,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int fb = warp * 8 * kNT;
   auto tile_ok = [&](int i) { return fb + 8 * i < F2; };
   // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
-  // early as possible: two column blocks in flight at any time (s0/d0 the even blocks, s1/d1
-  // the odd ones; the first two before anything else, in flight during the tile loads and
-  // the C x C work; then each block's registers are refilled with the block two ahead as
-  // soon as they have been split into bf16 pairs).
+  // early as possible: kDepth column blocks in flight at any time, each block's registers
+  // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
+  // 8 warps: two (s0/d0 the even blocks, s1/d1 the odd ones: 253 registers); 16 warps: one
+  // (twice the warps to hide the latency; two would spill at 128 registers).
+  constexpr int kDepth = kW == 8 ? 2 : 1;
   float s0[kNT][4], d0[kNT][4], s1[kNT][4], d1[kNT][4];
   auto fetch = [&](int kj, float (&ns)[kNT][4], float (&nd)[kNT][4]) {
 #pragma unroll
@@ -230,11 +237,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
   // state blocks below only after the C x C work)
-  cp_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
-  cp_rows(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
-  cp_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
-  cp_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
-  cp_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
+  cp_rows<kWarps>(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
   cp_async_commit();
   const float bend = blr[t0 + n - 1];
   for (int i = tid; i < C; i += kThreads) {
@@ -269,8 +276,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the first and
   // the last of the 16 floats: the 64 bytes may straddle two lines). The register loads of a
-  // block are issued two blocks ahead of its use; this runs two blocks ahead of those, so they
-  // find the block in L2 rather than waiting on HBM. Costs 4 instructions a block.
+  // block are issued kDepth blocks ahead of its use; this runs two blocks ahead of those, so
+  // they find the block in L2 rather than waiting on HBM. Costs 4 instructions a block.
   auto prefetch_block = [&](int kb) {
 #pragma unroll
     for (int rr = lane; rr < 8 * kNT; rr += 32) {
@@ -281,9 +288,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
   fetch(0, s0, d0);
-  fetch(1, s1, d1);
-  if (KJ > 2) prefetch_block(2);
-  if (KJ > 3) prefetch_block(3);
+  if constexpr (kDepth == 2) fetch(1, s1, d1);
+  if (KJ > kDepth) prefetch_block(kDepth);
+  if (KJ > kDepth + 1) prefetch_block(kDepth + 1);
   // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
   // with the rest; used after the D columns)
   float zq[kNT][2], zk[kNT][2];
@@ -315,11 +322,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
-  // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
+  // warps 0-3 kk, 4-7 X (8-15 idle); warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
   // none above the diagonal block (never read).
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
-    if (nb <= mt) {
+    if (warp < 8 && nb <= mt) {
       // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
       // ks dependent mma's instead of 3 ks
       float acc[3][2][4] = {};
@@ -387,7 +394,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   //   aq = (dO' e^b) S^T   (Gs hi S hi + Gs lo S hi + Gs hi S lo)
   //   ak = (v e^(bend-b)) dS^T   (likewise with dS)
   // and L_c = <S, dS> (f32, the D columns here, z below); dS hi to shared for dv.
-  static_assert(KJ % 2 == 0, "the column blocks alternate between two register sets");
+  static_assert(KJ % 2 == 0, "with kDepth 2 the column blocks alternate between two register sets");
   float aq[2][kNT][4] = {}, ak[2][kNT][4] = {};
   float lsum = 0.f;
   auto step = [&](int kj, float (&cs_)[kNT][4], float (&cd_)[kNT][4]) {
@@ -405,33 +412,34 @@ __global__ void __launch_bounds__(kThreads, 1)
       st_pair(row, dh[i][0]);
       st_pair(row + 8, dh[i][1]);
     }
-    if (kj + 2 < KJ) fetch(kj + 2, cs_, cd_);
-    if (kj + 4 < KJ) prefetch_block(kj + 4);
-    uint32_t ag[2][4], agl[2][4], av[2][4], avl[2][4];
+    if (kj + kDepth < KJ) fetch(kj + kDepth, cs_, cd_);
+    if (kj + kDepth + 2 < KJ) prefetch_block(kj + kDepth + 2);
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
-      frag_a(ag[m], sGs, LV, m * 16, kj * 16, lane);
-      frag_a(agl[m], sGsl, LV, m * 16, kj * 16, lane);
-      frag_a(av[m], svd, LV, m * 16, kj * 16, lane);
-      frag_a(avl[m], svdl, LV, m * 16, kj * 16, lane);
-    }
+    for (int m = 0; m < 2; ++m) {  // the A fragments one m-tile at a time (16 registers live)
+      uint32_t ag[4], agl[4], av[4], avl[4];
+      frag_a(ag, sGs, LV, m * 16, kj * 16, lane);
+      frag_a(agl, sGsl, LV, m * 16, kj * 16, lane);
+      frag_a(av, svd, LV, m * 16, kj * 16, lane);
+      frag_a(avl, svdl, LV, m * 16, kj * 16, lane);
 #pragma unroll
-    for (int i = 0; i < kNT; ++i) {
-      if (!tile_ok(i)) continue;
-#pragma unroll
-      for (int m = 0; m < 2; ++m) {
-        mma_bf16(aq[m][i], ag[m], sh[i][0], sh[i][1]);
-        mma_bf16(aq[m][i], agl[m], sh[i][0], sh[i][1]);
-        mma_bf16(aq[m][i], ag[m], sl[i][0], sl[i][1]);
-        mma_bf16(ak[m][i], av[m], dh[i][0], dh[i][1]);
-        mma_bf16(ak[m][i], avl[m], dh[i][0], dh[i][1]);
-        mma_bf16(ak[m][i], av[m], dl[i][0], dl[i][1]);
+      for (int i = 0; i < kNT; ++i) {
+        if (!tile_ok(i)) continue;
+        mma_bf16(aq[m][i], ag, sh[i][0], sh[i][1]);
+        mma_bf16(aq[m][i], agl, sh[i][0], sh[i][1]);
+        mma_bf16(aq[m][i], ag, sl[i][0], sl[i][1]);
+        mma_bf16(ak[m][i], av, dh[i][0], dh[i][1]);
+        mma_bf16(ak[m][i], avl, dh[i][0], dh[i][1]);
+        mma_bf16(ak[m][i], av, dl[i][0], dl[i][1]);
       }
     }
   };
-  for (int kj = 0; kj < KJ; kj += 2) {
-    step(kj, s0, d0);
-    step(kj + 1, s1, d1);
+  if constexpr (kDepth == 2) {
+    for (int kj = 0; kj < KJ; kj += 2) {
+      step(kj, s0, d0);
+      step(kj + 1, s1, d1);
+    }
+  } else {
+    for (int kj = 0; kj < KJ; ++kj) step(kj, s0, d0);
   }
 
   // ---- the z columns: dphi_q += exp(bl_t) dO'_t[D] z, dphi_k += exp(bend - bl_s) dz; the
@@ -610,17 +618,24 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int r = tid; r < n; r += kThreads) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
 }
 
-template <int kD, int kNT>
+template <int kD, int kNT, int kW>
 void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
             const float* bl, const float* states, const float* dstates, const float* dO,
             const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
             cudaStream_t s) {
   const size_t sm = grad_mma_smem(d);
-  LZ_CHECK(cudaFuncSetAttribute(grad_mma_kernel<kD, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  LZ_CHECK(cudaFuncSetAttribute(grad_mma_kernel<kD, kNT, kW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
-  grad_mma_kernel<kD, kNT><<<dim3(d.NC, d.B * d.H), kThreads, sm, s>>>(
+  grad_mma_kernel<kD, kNT, kW><<<dim3(d.NC, d.B * d.H), kW * 32, sm, s>>>(
       phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d);
+}
+
+/// Whether LIZARD_GRAD_KERNEL=mma8 keeps grad_mma_kernel at 8 warps (the shape before the
+/// 16-warp default; kept for A/B timing on the GPU). Read per call, like grad_wmma_forced.
+bool grad_mma8_forced() {
+  const char* e = std::getenv("LIZARD_GRAD_KERNEL");
+  return e && std::string(e) == "mma8";
 }
 
 template <int kD>
@@ -629,16 +644,24 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
               const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
               cudaStream_t s) {
   const int F2 = 2 * d.F;
-  if (F2 <= 64)
-    return launch<kD, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  if (grad_mma8_forced()) {
+    if (F2 <= 64)
+      return launch<kD, 1, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    if (F2 <= 128)
+      return launch<kD, 2, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    return launch<kD, 4, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  }
   if (F2 <= 128)
-    return launch<kD, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
-  return launch<kD, 4>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    return launch<kD, 1, 16>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  return launch<kD, 2, 16>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
 }
 
 }  // namespace
 
-bool grad_wmma_forced() { return env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma"); }
+bool grad_wmma_forced() {
+  // a third value besides the default "mma" and "wmma": "mma8" (grad_mma8_forced)
+  return !grad_mma8_forced() && env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma");
+}
 
 bool grad_mma_selected(const Dims& d) {
   // the largest, D = 128 and 2F = 256, carves 218 KiB of the 227 KiB a CTA may have
