@@ -361,8 +361,10 @@ __global__ void __launch_bounds__(kW * 32, 1)
       }
     }
   }
-  // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term)
-  for (int i = tid; i < C * kD / 2; i += kThreads) {  // a pair of columns per step
+  // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term); at 16 warps by
+  // warps 8-15 alone, which have no kk / X tile (so it runs beside the kk chains)
+  constexpr int kSvT = kW == 16 ? kThreads - 256 : kThreads;
+  for (int i = tid - (kThreads - kSvT); i >= 0 && i < C * kD / 2; i += kSvT) {  // a column pair a step
     const int r = i / (kD / 2), o = r * LV + 2 * (i % (kD / 2));
     const float e = sEk[r];
     const float2 x = ld_pair(sv + o);
