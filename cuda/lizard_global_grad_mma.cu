@@ -211,13 +211,13 @@ __global__ void __launch_bounds__(kW * 32, 1)
   const float* dSg = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
 
   // This warp's state rows: n-tile i covers f in [fb + 8 i, fb + 8 i + 8); this thread reads
-  // row fb + 8 i + g of each. Tiles past 2F (2F not a multiple of 64 kNT) are skipped.
+  // row fb + 8 i + g of each. Tiles past 2F (2F not a multiple of 8 kNT kW) are skipped.
   const int fb = warp * 8 * kNT;
   auto tile_ok = [&](int i) { return fb + 8 * i < F2; };
   // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
   // early as possible: kDepth column blocks in flight at any time, each block's registers
   // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
-  // 8 warps: two (s0/d0 the even blocks, s1/d1 the odd ones: 253 registers); 16 warps: one
+  // 8 warps: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); 16 warps: one
   // (twice the warps to hide the latency; two would spill at 128 registers).
   constexpr int kDepth = kW == 8 ? 2 : 1;
   float s0[kNT][4], d0[kNT][4], s1[kNT][4], d1[kNT][4];
@@ -256,9 +256,9 @@ __global__ void __launch_bounds__(kW * 32, 1)
     sEk[i] = i < n ? __expf(bend - bli) : 0.f;
   }
   if (tid == 0) sL[0] = 0.f;
-  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + 8 k, a lane two adjacent
+  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + kW k, a lane two adjacent
   // columns per 64; every load issued before the first split (they are scalar: row stride
-  // D + 1), and the first two state blocks between them
+  // D + 1), and the first state blocks between them
   constexpr int kRW = C / kWarps, kPU = kD / 64;
   float gv[kRW][kPU][2], ebr[kRW];
   {
@@ -322,8 +322,8 @@ __global__ void __launch_bounds__(kW * 32, 1)
   __syncthreads();
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
-  // warps 0-3 kk, 4-7 X (8-15 idle); warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
-  // none above the diagonal block (never read).
+  // warps 0-3 kk, 4-7 X (8-15: the v split below); warp (w % 4) takes m-tile (w % 4) / 2 and
+  // the 16 keys (w % 2) * 16.., none above the diagonal block (never read).
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
     if (warp < 8 && nb <= mt) {
