@@ -43,6 +43,19 @@
 namespace lizard::cuda::lizard_detail {
 namespace {
 
+/// The sum over a quad (lanes 4g .. 4g+3) of v; every lane of the quad gets it.
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// log2(x) by the SFU (lg2.approx.ftz: about 2^-22 absolute for the x >= 1 it gets here).
+__device__ __forceinline__ float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB
 // of x rows, 8 x 8.3 KiB of dphi rows: 202 KiB); 247-255 registers (u 64, a row's dphi 64, du
 // 32, the map's exp values kept across their three uses), no spills with Wlo (training), 8-16
@@ -109,12 +122,11 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     // it streams in behind the u product and row g's map (in registers with row g's, they
     // spilled 0.3-0.8 KB). Rows past T are not copied (read as zeros below).
     {
-      const int vpr = F2 / 4;  // 16-byte chunks per row
+      // 16-byte chunks: row by row, lanes along the row (no division by the runtime width)
       const float* src = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + 8) * F2;
-      for (int i = lane; i < 8 * vpr; i += 32) {
-        const int rr = i / vpr, c = (i % vpr) * 4;
-        if (8 + rr < n) cp_async16_u32(dpb_a + 4u * uint32_t(rr * LD2 + c), src + int64_t(rr) * F2 + c);
-      }
+      for (int rr = 0; rr < 8 && 8 + rr < n; ++rr)
+        for (int c = 4 * lane; c < F2; c += 128)
+          cp_async16_u32(dpb_a + 4u * uint32_t(rr * LD2 + c), src + int64_t(rr) * F2 + c);
       cp_async_commit();
     }
     if (unit + stride < units) load_x(unit + stride, nxt);
@@ -173,49 +185,92 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             dua[j >> 1][r + 2 * (j & 1)] = pack_bf16(gv[0], gv[1]);
           }
       };
-      const RowStats st = row_stats<kExp>(u, r, nt);
+      // exponents in base 2 on the SFU: e^(s u - m) = 2^(s u log2e - m log2e), one FFMA and
+      // one MUFU per value (expf's range reduction and scaling cost 9 instructions, and the
+      // map took 384 of them per thread and unit). Arguments are <= 0 (m is the row maximum
+      // of s u), where ex2.approx.ftz is about 2 ulp and underflows to 0 as expf does.
+      constexpr float kL2e = 1.4426950408889634f;
       if constexpr (kExp) {
-        // arg-max of |u| (the smallest f on ties), which takes the max's gradient
-        float best = -1.f;
+        // m = max(0, max_f |u_f|) (row_stats' value) and the arg-max of |u| (the smallest f
+        // on ties), which takes the max's gradient
+        float m = 0.f, best = -1.f;
         int arg = 0;
 #pragma unroll
         for (int j = 0; j < kMaxNT; ++j)
           if (j < nt)
 #pragma unroll
-            for (int e = 0; e < 2; ++e)
-              if (fabsf(u[j][2 * r + e]) > best) best = fabsf(u[j][2 * r + e]), arg = 8 * j + 2 * q + e;
+            for (int e = 0; e < 2; ++e) {
+              const float a = fabsf(u[j][2 * r + e]);
+              m = fmaxf(m, a);
+              if (a > best) best = a, arg = 8 * j + 2 * q + e;
+            }
+        m = quad_max(m);
 #pragma unroll
         for (int o = 1; o < 4; o <<= 1) {
           const float ob = __shfl_xor_sync(0xffffffffu, best, o);
           const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
           if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
         }
-        const float m = st.mp;
-        const float pp = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][0][j];
-          return make_float2(expf(u[j][2 * r] - m) * v.x, expf(u[j][2 * r + 1] - m) * v.y);
-        });
-        const float pn = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][1][j];
-          return make_float2(expf(-u[j][2 * r] - m) * v.x, expf(-u[j][2 * r + 1] - m) * v.y);
-        });
+        const float bm = -m * kL2e;
+        // pp = sum_f e^(u_f - m) dphi_f, pn = sum_f e^(-u_f - m) dphi_{F+f}: one pass, two
+        // partial sums per thread (e), then the quad
+        float sp[2] = {0.f, 0.f}, sn[2] = {0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              const float2 vp = dpv[r][0][j], vn = dpv[r][1][j];
+              sp[e] = fmaf(fast_exp2(fmaf(uu, kL2e, bm)), e ? vp.y : vp.x, sp[e]);
+              sn[e] = fmaf(fast_exp2(fmaf(uu, -kL2e, bm)), e ? vn.y : vn.x, sn[e]);
+            }
+        const float ps = quad_sum((sp[0] + sp[1]) + (sn[0] + sn[1]));  // pp + pn
         pack_du([&](float uu, float dpp, float dpn, int f) {
-          float gv = expf(uu - m) * dpp - expf(-uu - m) * dpn;
-          if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * (pp + pn);
+          float gv = fast_exp2(fmaf(uu, kL2e, bm)) * dpp - fast_exp2(fmaf(uu, -kL2e, bm)) * dpn;
+          if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * ps;
           return gv;
         });
       } else {
-        const float mp = st.mp, mn = st.mn, ip = st.ip, in = st.in;
-        const float pp = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][0][j];
-          return make_float2(expf(u[j][2 * r] - mp) * ip * v.x, expf(u[j][2 * r + 1] - mp) * ip * v.y);
-        });
-        const float pn = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][1][j];
-          return make_float2(expf(-u[j][2 * r] - mn) * in * v.x, expf(-u[j][2 * r + 1] - mn) * in * v.y);
-        });
+        // softmax over f of u and of -u: maxima mp, mn; in one pass the sums Sp = sum_f
+        // e^(u_f - mp), Ap = sum_f e^(u_f - mp) dphi_f (and Sn, An for -u, dphi_{F+f}); then
+        // pp = Ap / Sp (the softmax-weighted mean of dphi), du_f = phi_f (dphi_f - pp) -
+        // phi_{F+f} (dphi_{F+f} - pn), phi_f = 2^(u_f log2e - mp log2e - log2 Sp) (1/Sp folded
+        // into the exponent: Sp >= 1, the maximum's term).
+        float mp = -INFINITY, mn = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
+        mp = quad_max(mp);
+        mn = quad_max(mn);
+        const float bp = -mp * kL2e, bn = -mn * kL2e;
+        float s[4][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};  // Sp, Ap, Sn, An by e
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              const float2 vp = dpv[r][0][j], vn = dpv[r][1][j];
+              const float ep = fast_exp2(fmaf(uu, kL2e, bp)), en = fast_exp2(fmaf(uu, -kL2e, bn));
+              s[0][e] += ep;
+              s[1][e] = fmaf(ep, e ? vp.y : vp.x, s[1][e]);
+              s[2][e] += en;
+              s[3][e] = fmaf(en, e ? vn.y : vn.x, s[3][e]);
+            }
+        float t[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) t[k] = s[k][0] + s[k][1];
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) t[k] += __shfl_xor_sync(0xffffffffu, t[k], o);
+        const float pp = t[1] / t[0], pn = t[3] / t[2];
+        const float cp = bp - fast_log2(t[0]), cn = bn - fast_log2(t[2]);
         pack_du([&](float uu, float dpp, float dpn, int) {
-          return expf(uu - mp) * ip * (dpp - pp) - expf(-uu - mn) * in * (dpn - pn);
+          return fast_exp2(fmaf(uu, kL2e, cp)) * (dpp - pp) - fast_exp2(fmaf(uu, -kL2e, cn)) * (dpn - pn);
         });
       }
     }
@@ -314,20 +369,27 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
   const uint32_t s_a = smem_u32(smem);
   const uint32_t xs_bytes = 2u * uint32_t(kDwTile * LX), stage_bytes = xs_bytes + 2u * uint32_t(kDwTile * LW);
   const bf* duh = du + int64_t(h) * N * F;
+  constexpr int kThreads = kDwWarps * 32;
+  const int xv = D / 8, fv = F / 8;  // 16-byte chunks per row of x, du
+  const int xr0 = threadIdx.x / xv, xc0 = threadIdx.x % xv, xdr = kThreads / xv, xdc = kThreads % xv;
+  const int fr0 = threadIdx.x / fv, fc0 = threadIdx.x % fv, fdr = kThreads / fv, fdc = kThreads % fv;
   // tile -> stage: x rows, then du rows; rows past N are zeros (they add nothing). Commits.
   auto load_tile = [&](int tile, uint32_t st) {
     const int64_t n0 = int64_t(tile) * kDwTile;
-    const int xv = D / 8, fv = F / 8;
-    for (int i = threadIdx.x; i < kDwTile * xv; i += blockDim.x) {
-      const int r = i / xv, c = (i % xv) * 8;
-      const uint32_t a = st + 2u * uint32_t(r * LX + c);
-      if (n0 + r < N) cp_async16_u32(a, x + ((n0 + r) * Hx + hx) * D + c);
+    // chunk (r, c8) of a thread advances by the CTA's 256 chunks: the steps precomputed
+    // (xr, xc: x rows; fr, fc: du rows), no division by the runtime width in the loop
+    for (int r = xr0, c8 = xc0; r < kDwTile; r += xdr, c8 += xdc) {
+      if (c8 >= xv) c8 -= xv, ++r;
+      if (r >= kDwTile) break;
+      const uint32_t a = st + 2u * uint32_t(r * LX + 8 * c8);
+      if (n0 + r < N) cp_async16_u32(a, x + ((n0 + r) * Hx + hx) * D + 8 * c8);
       else st_shared_zero16(a);
     }
-    for (int i = threadIdx.x; i < kDwTile * fv; i += blockDim.x) {
-      const int r = i / fv, c = (i % fv) * 8;
-      const uint32_t a = st + xs_bytes + 2u * uint32_t(r * LW + c);
-      if (n0 + r < N) cp_async16_u32(a, duh + (n0 + r) * F + c);
+    for (int r = fr0, c8 = fc0; r < kDwTile; r += fdr, c8 += fdc) {
+      if (c8 >= fv) c8 -= fv, ++r;
+      if (r >= kDwTile) break;
+      const uint32_t a = st + xs_bytes + 2u * uint32_t(r * LW + 8 * c8);
+      if (n0 + r < N) cp_async16_u32(a, duh + (n0 + r) * F + 8 * c8);
       else st_shared_zero16(a);
     }
     cp_async_commit();
@@ -344,6 +406,17 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
   // transposed load, lanes 0-15 t 0-15 at f 0, 16-31 at f 8), as features_bwd_mma_kernel
   const uint32_t xa_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LX + ((lane >> 3) & 1) * 8);
   const uint32_t db_off = 2u * uint32_t((lane & 15) * LW + (lane >> 4) * 8);
+  // the warp's units as (i-tile, f-tile) byte offsets of their A and B fragments in a
+  // stage, packed (x at 16 it columns: < 2^16 bytes; du at 16 ft columns), and whether a unit
+  // needs a new A (its i-tile differs from the previous unit's): computed once, not per k-step
+  uint32_t uoff[kDwMaxUnits];
+  unsigned newa = 0;
+#pragma unroll
+  for (int i = 0; i < kDwMaxUnits; ++i) {
+    const int wu = warp * upw + i, it = wu / nft, ft = wu % nft;
+    uoff[i] = (uint32_t(2 * 16 * it) << 16) | uint32_t(2 * 16 * ft);
+    if (i == 0 || ft == 0) newa |= 1u << i;
+  }
   load_tile(tile0, s_a);
   for (int tile = tile0; tile < tile1; ++tile) {
     const uint32_t st = s_a + ((tile - tile0) & 1) * stage_bytes;
@@ -352,22 +425,16 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
     else cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();  // every thread's copies (and zero rows) of this tile are visible
-    const uint32_t sx = st, sd = st + xs_bytes;
+    const uint32_t sx = st + xa_off, sd = st + xs_bytes + db_off;
 #pragma unroll
     for (int kk = 0; kk < kDwTile / 16; ++kk) {
       uint32_t a[4];
-      int a_it = -1;
 #pragma unroll
       for (int i = 0; i < kDwMaxUnits; ++i) {
-        const int wu = warp * upw + i;
-        if (i < upw && wu < nwu) {
-          const int it = wu / nft, ft = wu % nft;
-          if (it != a_it) {
-            ldsm_x4_trans(a, sx + xa_off + 2u * uint32_t(kk * 16 * LX + it * 16));
-            a_it = it;
-          }
+        if (i < upw && warp * upw + i < nwu) {
+          if (newa >> i & 1u) ldsm_x4_trans(a, sx + 2u * uint32_t(kk * 16 * LX) + (uoff[i] >> 16));
           uint32_t bq[4];
-          ldsm_x4_trans(bq, sd + db_off + 2u * uint32_t(kk * 16 * LW + ft * 16));
+          ldsm_x4_trans(bq, sd + 2u * uint32_t(kk * 16 * LW) + (uoff[i] & 0xffffu));
           mma_bf16_x2(wacc[i][0], wacc[i][1], a, bq);
         }
       }

@@ -59,11 +59,15 @@ __device__ __forceinline__ float sum_warp_order(int nt, Val val) {
 /// at `dst` by cp.async (one warp); rows >= valid become zeros (so u = 0 there). Commits.
 __device__ __forceinline__ void load_unit_rows(uint32_t dst, int ld, const bf* src, int64_t gstride,
                                                int valid, int D, int lane) {
-  const int vpr = D / 8;
-  for (int i = lane; i < kUnit * vpr; i += 32) {
-    const int r = i / vpr, c = (i % vpr) * 8;
-    const uint32_t a = dst + 2u * uint32_t(r * ld + c);
-    if (r < valid) cp_async16_u32(a, src + r * gstride + c);
+  // chunk i = r * vpr + c8 of the 16 x vpr 16-byte chunks, lane-strided; (r, c8) advances by
+  // 32 chunks without a division by the runtime vpr in the loop
+  const int vpr = D / 8, dr = 32 / vpr, dc = 32 % vpr;
+  int r = lane / vpr, c8 = lane % vpr;
+  for (; r < kUnit; r += dr, c8 += dc) {
+    if (c8 >= vpr) c8 -= vpr, ++r;
+    if (r >= kUnit) break;
+    const uint32_t a = dst + 2u * uint32_t(r * ld + 8 * c8);
+    if (r < valid) cp_async16_u32(a, src + r * gstride + 8 * c8);
     else st_shared_zero16(a);
   }
   cp_async_commit();
