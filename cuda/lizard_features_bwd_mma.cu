@@ -20,11 +20,16 @@
 // Extra traffic: du written and read once (2 x H*B*T*F bf16: 0.27 GB at the shape above)
 // and x read twice, against the 1.2 GB the query call must move anyway.
 //
-// Precision: the same operands and products as the fused kernel. u and the map's statistics
-// come from the same functions (lizard_features_mma.cuh: the same bits), du from the same f32
-// expressions rounded to bf16 in the same place, dx from the same mma sequence (k-steps
-// ascending, W_hi); only dW's f32 sums over tokens run in another order (64-token tiles, a
-// different CTA split) and dk's atomics over the heads of a GQA group in another order.
+// Precision: the same operands and products as the fused kernel. u and the map's maxima come
+// from the same functions (lizard_features_mma.cuh: the same bits); du from the same formula
+// rounded to bf16 in the same place, but its exponentials are ex2.approx of u log2e - m log2e
+// (2 instructions, not expf's 9; about 5e-7 relative here) and the softmax sums are taken in
+// one pass (pp = sum e dphi / sum e), so du's f32 value differs from the fused kernel's by
+// ~1e-6 relative and its bf16 rounding flips on a fraction ~2e-4 of the elements (one bf16
+// ulp); the gradients' error budget against f64 (1e-2 relative) is untouched. dx from the
+// same mma sequence (k-steps ascending, W_hi); dW's f32 sums over tokens run in another order
+// (64-token tiles, a different CTA split) and dk's atomics over the heads of a GQA group in
+// another order.
 //
 // Kept beside the fused kernel until a GPU run has compared them:
 // LIZARD_FEATURES_BWD_KERNEL=old selects the fused kernel (features_bwd_old_forced).
