@@ -48,19 +48,6 @@
 namespace lizard::cuda::lizard_detail {
 namespace {
 
-/// The sum over a quad (lanes 4g .. 4g+3) of v; every lane of the quad gets it.
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-/// log2(x) by the SFU (lg2.approx.ftz: about 2^-22 absolute for the x >= 1 it gets here).
-__device__ __forceinline__ float fast_log2(float x) {
-  float y;
-  asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB
 // of x rows, 8 x 8.3 KiB of dphi rows: 202 KiB); 247-255 registers (u 64, a row's dphi 64, du
 // 32, the map's exp values kept across their three uses), no spills with Wlo (training), 8-16
@@ -194,7 +181,6 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
       // one MUFU per value (expf's range reduction and scaling cost 9 instructions, and the
       // map took 384 of them per thread and unit). Arguments are <= 0 (m is the row maximum
       // of s u), where ex2.approx.ftz is about 2 ulp and underflows to 0 as expf does.
-      constexpr float kL2e = 1.4426950408889634f;
       if constexpr (kExp) {
         // m = max(0, max_f |u_f|) (row_stats' value) and the arg-max of |u| (the smallest f
         // on ties), which takes the max's gradient
@@ -216,7 +202,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
           const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
           if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
         }
-        const float bm = -m * kL2e;
+        const float bm = -m * kLog2e;
         // pp = sum_f e^(u_f - m) dphi_f, pn = sum_f e^(-u_f - m) dphi_{F+f}: one pass, two
         // partial sums per thread (e), then the quad
         float sp[2] = {0.f, 0.f}, sn[2] = {0.f, 0.f};
@@ -227,12 +213,12 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             for (int e = 0; e < 2; ++e) {
               const float uu = u[j][2 * r + e];
               const float2 vp = dpv[r][0][j], vn = dpv[r][1][j];
-              sp[e] = fmaf(fast_exp2(fmaf(uu, kL2e, bm)), e ? vp.y : vp.x, sp[e]);
-              sn[e] = fmaf(fast_exp2(fmaf(uu, -kL2e, bm)), e ? vn.y : vn.x, sn[e]);
+              sp[e] = fmaf(fast_exp2(fmaf(uu, kLog2e, bm)), e ? vp.y : vp.x, sp[e]);
+              sn[e] = fmaf(fast_exp2(fmaf(uu, -kLog2e, bm)), e ? vn.y : vn.x, sn[e]);
             }
         const float ps = quad_sum((sp[0] + sp[1]) + (sn[0] + sn[1]));  // pp + pn
         pack_du([&](float uu, float dpp, float dpn, int f) {
-          float gv = fast_exp2(fmaf(uu, kL2e, bm)) * dpp - fast_exp2(fmaf(uu, -kL2e, bm)) * dpn;
+          float gv = fast_exp2(fmaf(uu, kLog2e, bm)) * dpp - fast_exp2(fmaf(uu, -kLog2e, bm)) * dpn;
           if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * ps;
           return gv;
         });
@@ -250,7 +236,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
         mp = quad_max(mp);
         mn = quad_max(mn);
-        const float bp = -mp * kL2e, bn = -mn * kL2e;
+        const float bp = -mp * kLog2e, bn = -mn * kLog2e;
         float s[4][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};  // Sp, Ap, Sn, An by e
 #pragma unroll
         for (int j = 0; j < kMaxNT; ++j)
@@ -259,7 +245,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             for (int e = 0; e < 2; ++e) {
               const float uu = u[j][2 * r + e];
               const float2 vp = dpv[r][0][j], vn = dpv[r][1][j];
-              const float ep = fast_exp2(fmaf(uu, kL2e, bp)), en = fast_exp2(fmaf(uu, -kL2e, bn));
+              const float ep = fast_exp2(fmaf(uu, kLog2e, bp)), en = fast_exp2(fmaf(uu, -kLog2e, bn));
               s[0][e] += ep;
               s[1][e] = fmaf(ep, e ? vp.y : vp.x, s[1][e]);
               s[2][e] += en;
@@ -275,7 +261,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
         const float pp = t[1] / t[0], pn = t[3] / t[2];
         const float cp = bp - fast_log2(t[0]), cn = bn - fast_log2(t[2]);
         pack_du([&](float uu, float dpp, float dpn, int) {
-          return fast_exp2(fmaf(uu, kL2e, cp)) * (dpp - pp) - fast_exp2(fmaf(uu, -kL2e, cn)) * (dpn - pn);
+          return fast_exp2(fmaf(uu, kLog2e, cp)) * (dpp - pp) - fast_exp2(fmaf(uu, -kLog2e, cn)) * (dpn - pn);
         });
       }
     }

@@ -18,12 +18,12 @@
 //     (atomics across the few CTAs of a head).
 //
 // Bit-exactness. u is accumulated in the wmma kernels' order (per output element: k-steps
-// ascending, hi then lo per step, the same HMMA.16816 instruction), and the softmax
-// normaliser is summed in warp_sum's order over the old kernel's lane partials (lane L held
-// f = L, L+32, ...; every element of lane L sits in one thread of the quad here, see
-// sum_warp_order), so phi and phi_lo are the wmma kernels' bits, and the forward and the
-// backward's recompute share warp_u and the map's statistics (the same bits again).
-// The wmma kernels these replaced were removed after the GPU runs confirmed the same bits.
+// ascending, hi then lo per step, the same HMMA.16816 instruction), and the backward's
+// recompute shares warp_u (the same bits of u). The forward's map takes its exponentials as
+// 2^(u log2e + c) on the SFU (map_exp2: ~5e-7 relative of expf, inside phi + phi_lo's 2^-16;
+// the wmma kernels, removed after the GPU runs confirmed the same bits, used expf). The fused
+// backward below still recomputes the statistics with expf (row_stats, sum_warp_order); the
+// split backward (lizard_features_bwd_mma.cu) uses ex2 as the forward does.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -69,6 +69,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
   __syncthreads();
 
   const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
+  const int vpr = F / 8, rr0 = lane / vpr, c80 = lane % vpr, sdr = 32 / vpr, sdc = 32 % vpr;
   for (int unit = blockIdx.x * kFwdWarps + warp; unit < units; unit += gridDim.x * kFwdWarps) {
     const int b = unit / per_b, t0 = (unit % per_b) * kUnit, n = min(kUnit, d.T - t0);
     load_unit_rows(buf_a, LB, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, n, D, lane);
@@ -83,21 +84,17 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
     const int64_t row0 = (int64_t(b) * d.H + h) * d.T + t0;  // phi row of token t0
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const RowStats st = row_stats<kExp>(u, r, nt);
+      const MapExp2 mx = map_exp2<kExp>(u, r, nt);
 #pragma unroll
       for (int sgn = 0; sgn < 2; ++sgn) {
-        const float mm = sgn ? st.mn : st.mp, inv = sgn ? st.in : st.ip;
-        // the f32 phi of this thread's elements: the wmma kernels' expressions
+        const float c = sgn ? mx.cn : mx.cp, s2 = sgn ? -kLog2e : kLog2e;
+        // the f32 phi of this thread's elements (normalised by the offset for softmax)
 #pragma unroll
         for (int j = 0; j < kMaxNT; ++j)
           if (j < nt) {
             float v[2];
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float uu = u[j][2 * r + e];
-              v[e] = sgn ? expf(-uu - mm) : expf(uu - mm);
-              if constexpr (!kExp) v[e] = v[e] * inv;
-            }
+            for (int e = 0; e < 2; ++e) v[e] = fast_exp2(fmaf(u[j][2 * r + e], s2, c));
             const int off = g * LS + 8 * j + 2 * q;
             if constexpr (kLo) {
               const bf h0 = __float2bfloat16(v[0]), h1 = __float2bfloat16(v[1]);
@@ -110,12 +107,13 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
             }
           }
         __syncwarp();
-        // 8 rows (tokens t0 + 8r + rr) x F columns out as 16-byte stores
-        const int vpr = F / 8;
-        for (int i = lane; i < 8 * vpr; i += 32) {
-          const int rr = i / vpr, c = (i % vpr) * 8, tr = 8 * r + rr;
-          if (tr >= n) continue;
-          const int64_t o = (row0 + tr) * 2 * F + sgn * F + c;
+        // 8 rows (tokens t0 + 8r + rr) x F columns out as 16-byte stores; chunk (rr, c8) of
+        // a lane advances by 32 chunks (steps precomputed: no division in the loop)
+        for (int rr = rr0, c8 = c80; rr < 8; rr += sdr, c8 += sdc) {
+          if (c8 >= vpr) c8 -= vpr, ++rr;
+          if (rr >= 8 || 8 * r + rr >= n) break;
+          const int c = 8 * c8;
+          const int64_t o = (row0 + 8 * r + rr) * 2 * F + sgn * F + c;
           *reinterpret_cast<uint4*>(phi + o) = *reinterpret_cast<const uint4*>(shi + rr * LS + c);
           if constexpr (kLo)
             *reinterpret_cast<uint4*>(phi_lo + o) = *reinterpret_cast<const uint4*>(slo + rr * LS + c);
