@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -50,13 +51,14 @@ constexpr int kMaxWUnits = 64 / kBwdWarps;  // 16x16 tiles of dW per warp: (D/16
 /// (kWlo) [D][pad F], then per warp a buffer of [16][pad max(D, F)] bf16: the unit's x rows,
 /// then (once u is in registers) the staging of phi (rows 0-7) and phi_lo (rows 8-15) for the
 /// 8 rows of one half (row g or g+8, positive or negative half) at a time.
-template <bool kExp, bool kLo, bool kWlo>
+/// k128: D = F = 128 at compile time (the model's shape: the n-tile guards fold).
+template <bool kExp, bool kLo, bool kWlo, bool k128>
 __global__ void __launch_bounds__(kFwdWarps * 32, 2)
     features_mma_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                         const bf* __restrict__ Wlo, bf* __restrict__ phi,
                         bf* __restrict__ phi_lo, Dims d) {
   extern __shared__ __align__(128) char smem[];
-  const int D = d.D, F = d.F, nt = F / 8, LW = pad_ld(F), LB = pad_ld(max(D, F));
+  const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, nt = F / 8, LW = pad_ld(F), LB = pad_ld(max(D, F));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
   const int h = blockIdx.y, hx = h / (d.H / Hx);
   bf* sw = reinterpret_cast<bf*>(smem);
@@ -379,13 +381,18 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
     kernel<<<grid, kFwdWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
   };
   const bool lo = phi_lo != nullptr;
-  if (d.act_exp) {
-    if (lo) wlo ? go(features_mma_kernel<true, true, true>) : go(features_mma_kernel<true, true, false>);
-    else wlo ? go(features_mma_kernel<true, false, true>) : go(features_mma_kernel<true, false, false>);
-  } else {
-    if (lo) wlo ? go(features_mma_kernel<false, true, true>) : go(features_mma_kernel<false, true, false>);
-    else wlo ? go(features_mma_kernel<false, false, true>) : go(features_mma_kernel<false, false, false>);
-  }
+  auto go_shape = [&](auto full) {
+    constexpr bool k128 = decltype(full)::value;
+    if (d.act_exp) {
+      if (lo) wlo ? go(features_mma_kernel<true, true, true, k128>) : go(features_mma_kernel<true, true, false, k128>);
+      else wlo ? go(features_mma_kernel<true, false, true, k128>) : go(features_mma_kernel<true, false, false, k128>);
+    } else {
+      if (lo) wlo ? go(features_mma_kernel<false, true, true, k128>) : go(features_mma_kernel<false, true, false, k128>);
+      else wlo ? go(features_mma_kernel<false, false, true, k128>) : go(features_mma_kernel<false, false, false, k128>);
+    }
+  };
+  if (d.D == 128 && d.F == 128) go_shape(std::true_type{});
+  else go_shape(std::false_type{});
 }
 
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
