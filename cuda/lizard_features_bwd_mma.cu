@@ -54,9 +54,11 @@ namespace {
 // bytes without.
 constexpr int kDuWarps = 8;
 // dW kernel: 8 warps, 2 CTAs per SM (128 registers: 64 dW accumulators per thread), 64-token
-// tiles, two stages of x and du (68 KiB at D = F = 128).
+// tiles, three stages of x and du (102 KiB at D = F = 128): a tile is only 64 mma per warp,
+// so two tiles' loads are in flight behind it.
 constexpr int kDwWarps = 8;
 constexpr int kDwTile = 64;
+constexpr int kDwStages = 3;
 constexpr int kDwMaxUnits = 64 / kDwWarps;  // 16x16 tiles of dW per warp: (D/16)(F/16) <= 64
 
 /// Grid (CTAs per head, H); warp w of CTA i takes the 16-token units i*kDuWarps + w, stepping
@@ -349,7 +351,7 @@ size_t features_du_dx_smem(const Dims& d, bool wlo) {
 /// x [N, Hx, D], head h reads x head h/(H/Hx), and of du [H][N][F] bf16); warp w owns up to
 /// kDwMaxUnits 16x16 tiles of dW (row-major over (i-tile, f-tile), as features_bwd_mma_kernel),
 /// accumulated in f32 over the CTA's tiles and added to dW once (atomics across the CTAs).
-/// Shared: two stages of x [kDwTile][pad D] and du [kDwTile][pad F] bf16.
+/// Shared: kDwStages stages of x [kDwTile][pad D] and du [kDwTile][pad F] bf16.
 /// k128: D = F = 128 at compile time (the unit guards and strides fold).
 template <bool k128>
 __global__ void __launch_bounds__(kDwWarps * 32, 2)
@@ -414,14 +416,26 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
     uoff[i] = (uint32_t(2 * 16 * it) << 16) | uint32_t(2 * 16 * ft);
     if (i == 0 || ft == 0) newa |= 1u << i;
   }
-  load_tile(tile0, s_a);
-  for (int tile = tile0; tile < tile1; ++tile) {
-    const uint32_t st = s_a + ((tile - tile0) & 1) * stage_bytes;
-    // the other stage was read in the previous step, before its closing barrier
-    if (tile + 1 < tile1) load_tile(tile + 1, s_a + ((tile + 1 - tile0) & 1) * stage_bytes);
+  // one commit group per tile (empty past tile1); one barrier per step: after it, tile's
+  // copies are visible and every warp is past the previous step, so the stage that step read
+  // takes tile + kDwStages - 1
+#pragma unroll
+  for (int i = 0; i < kDwStages - 1; ++i) {
+    if (tile0 + i < tile1) load_tile(tile0 + i, s_a + i * stage_bytes);
     else cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();  // every thread's copies (and zero rows) of this tile are visible
+  }
+  int sti = 0;  // (tile - tile0) % kDwStages
+  for (int tile = tile0; tile < tile1; ++tile) {
+    const uint32_t st = s_a + sti * stage_bytes;
+    cp_async_wait<kDwStages - 2>();  // this tile's group (the next tiles' may be in flight)
+    __syncthreads();
+    {
+      const int ahead = tile + kDwStages - 1;
+      const int ast = sti == 0 ? kDwStages - 1 : sti - 1;
+      if (ahead < tile1) load_tile(ahead, s_a + ast * stage_bytes);
+      else cp_async_commit();
+    }
+    sti = sti + 1 == kDwStages ? 0 : sti + 1;
     const uint32_t sx = st + xa_off, sd = st + xs_bytes + db_off;
 #pragma unroll
     for (int kk = 0; kk < kDwTile / 16; ++kk) {
@@ -436,7 +450,6 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
         }
       }
     }
-    __syncthreads();  // this stage is read out before the next step refills it
   }
   cp_async_wait<0>();
   float* dWh = dW + int64_t(h) * D * F;
@@ -456,7 +469,7 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
 }
 
 size_t features_dw_smem(const Dims& d) {
-  return sizeof(bf) * 2 * size_t(kDwTile) * (pad_ld(d.D) + pad_ld(d.F));
+  return sizeof(bf) * kDwStages * size_t(kDwTile) * (pad_ld(d.D) + pad_ld(d.F));
 }
 
 }  // namespace
