@@ -15,7 +15,7 @@
 //      (a C tile pair is an A fragment, mma_util.cuh), and leaves for HBM as du [H][B*T][F]
 //      bf16; no CTA barrier after the start.
 //   2. features_dw_kernel: dW_h = x^T du, a split-K GEMM over the B*T tokens of head h:
-//      64-token tiles of x and du double-buffered through shared memory, dW in registers, one
+//      64-token tiles of x and du in three shared-memory stages, dW in registers, one
 //      atomic add per element and CTA at the end (a few CTAs per head).
 // Extra traffic: du written and read once (2 x H*B*T*F bf16: 0.27 GB at the shape above)
 // and x read twice, against the 1.2 GB the query call must move anyway.
