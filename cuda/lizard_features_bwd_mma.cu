@@ -10,7 +10,8 @@
 //   1. features_du_dx_kernel: warps own 16-token units (persistent, like the forward); the
 //      next unit's x rows stream in by cp.async (double buffer), this unit's dphi is issued
 //      before the u product (rows 0-7 into registers, rows 8-15 by cp.async into shared) so
-//      its latency hides behind the mma and the map; du (bf16, as
+//      its latency hides behind the mma and the map, and the query call's old dx rows follow
+//      by cp.async into the same buffer once rows 8-15 are read; du (bf16, as
 //      the fused kernel rounds it) stays in registers, packed as the A operand of dx = du W^T
 //      (a C tile pair is an A fragment, mma_util.cuh), and leaves for HBM as du [H][B*T][F]
 //      bf16; no CTA barrier after the start.
@@ -49,7 +50,7 @@ namespace lizard::cuda::lizard_detail {
 namespace {
 
 // du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB
-// of x rows, 8 x 8.3 KiB of dphi rows: 202 KiB); 247-255 registers (u 64, a row's dphi 64, du
+// of x rows, 8 x 8.5 KiB of dphi rows, later old dx rows: 204 KiB); 247-255 registers (u 64, a row's dphi 64, du
 // 32, the map's exp values kept across their three uses), no spills with Wlo (training), 8-16
 // bytes without.
 constexpr int kDuWarps = 8;
@@ -61,13 +62,20 @@ constexpr int kDwTile = 64;
 constexpr int kDwStages = 3;
 constexpr int kDwMaxUnits = 64 / kDwWarps;  // 16x16 tiles of dW per warp: (D/16)(F/16) <= 64
 
+/// Floats of a du/dx warp's f32 buffer: dphi rows g+8 [8][2F + 8], later the unit's old dx
+/// rows [16][D + 8].
+__host__ __device__ constexpr int du_buf_floats(int D, int F) {
+  return 8 * (2 * F + 8) > kUnit * (D + 8) ? 8 * (2 * F + 8) : kUnit * (D + 8);
+}
+
 /// Grid (CTAs per head, H); warp w of CTA i takes the 16-token units i*kDuWarps + w, stepping
 /// by gridDim.x * kDuWarps, of the B * ceil(T/16) units of head h (units do not cross a batch
 /// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) and the row statistics (the forward's
 /// bits), du (f32 expressions of features_bwd_mma_kernel, rounded to bf16) kept as dx's A
 /// fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
 /// (atomics when atomic_dx). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
-/// bf16 and the dphi of the unit's rows 8-15 [8][2F + 8] f32.
+/// bf16 and an f32 buffer (du_buf_floats): the dphi of the unit's rows 8-15 [8][2F + 8], then
+/// (queries) the old dx rows of the unit [16][D + 8].
 ///
 /// k128: D = F = 128 known at compile time (the model's shape), so every n-tile and k-step
 /// guard of the unrolled loops folds away (they were ~15% of the instructions).
@@ -86,11 +94,12 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
   const uint32_t swl_a = kWlo ? sw_a + 2u * uint32_t(D * LW) : 0u;
   const uint32_t xbytes = 2u * uint32_t(kUnit * LX);  // one x buffer
   const uint32_t xb_a = sw_a + 2u * uint32_t((kWlo ? 2 : 1) * D * LW) + 2u * warp * xbytes;
-  // this warp's dphi rows g+8 [8][2F + 8] f32 (the padding puts a half-warp's float2 reads
-  // of rows g in distinct banks: 2F + 8 = 8 mod 32)
-  const int LD2 = F2 + 8;
+  // this warp's f32 buffer: the unit's dphi rows g+8 [8][2F + 8], then (queries, once those
+  // are in registers) the unit's old dx rows [16][D + 8] (the padding puts a half-warp's
+  // float2 reads of rows g in distinct banks: 2F + 8 = D + 8 = 8 mod 32 at F, D = 128)
+  const int LD2 = F2 + 8, LDO = D + 8;
   const size_t dpb_off = size_t(2) * ((kWlo ? 2 : 1) * D * LW + kDuWarps * 2 * kUnit * LX) +
-                         size_t(4) * warp * 8 * LD2;
+                         size_t(4) * warp * du_buf_floats(D, F);
   const float* dpb = reinterpret_cast<const float*>(smem + dpb_off);
   const uint32_t dpb_a = sw_a + uint32_t(dpb_off);
   const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
@@ -164,6 +173,16 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             dpv[1][sgn][j] = valid && j < nt
                                  ? *reinterpret_cast<const float2*>(dpb + g * LD2 + sgn * F + 8 * j + 2 * q)
                                  : make_float2(0.f, 0.f);
+        // owned rows (queries): the unit's old dx rows into the buffer now, one group, so the
+        // ~1 us from HBM hides behind row g+8's map and the du stores (registers are full)
+        __syncwarp();  // every lane's reads of the dphi rows are done
+        if (!atomic_dx) {
+          const float* src = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
+          for (int rr = 0; rr < n; ++rr)
+            for (int c = 4 * lane; c < D; c += 128)
+              cp_async16_u32(dpb_a + 4u * uint32_t(rr * LDO + c), src + int64_t(rr) * Hx * D + c);
+        }
+        cp_async_commit();  // (empty for keys: the group counts stay the same)
       }
       const bool valid = g + 8 * r < n;
       // du of row r: du_f = grad(u_f, dphi_f, dphi_{F+f}, f) for this thread's two columns of
@@ -287,19 +306,23 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     // this thread rows g, g+8 at columns 2q..+1 of every 8-column tile
     float* dxr = dx + ((int64_t(b) * d.T + t0 + g) * Hx + hx) * D + 2 * q;
     const int64_t dx8 = int64_t(8) * Hx * D;  // row g -> row g + 8
+    if (!atomic_dx) {
+      cp_async_wait<0>();  // the old dx rows (and the next unit's x, issued long before)
+      __syncwarp();
+    }
 #pragma unroll
     for (int ih = 0; ih < kMaxDT / 8; ++ih) {
       if (ih * 64 >= D) break;
-      // owned rows (queries): the old values first, so their loads overlap the mma
+      // owned rows (queries): the old values from the buffer
       float2 old[8][2];
       if (!atomic_dx) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-          const int col = ih * 64 + i * 8;
+          const int col = ih * 64 + i * 8 + 2 * q;
           old[i][0] = old[i][1] = make_float2(0.f, 0.f);
           if (col < D) {
-            if (g < n) old[i][0] = *reinterpret_cast<const float2*>(dxr + col);
-            if (g + 8 < n) old[i][1] = *reinterpret_cast<const float2*>(dxr + dx8 + col);
+            if (g < n) old[i][0] = *reinterpret_cast<const float2*>(dpb + g * LDO + col);
+            if (g + 8 < n) old[i][1] = *reinterpret_cast<const float2*>(dpb + (g + 8) * LDO + col);
           }
         }
       }
@@ -343,7 +366,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
 
 size_t features_du_dx_smem(const Dims& d, bool wlo) {
   return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) + size_t(kDuWarps) * 2 * kUnit * pad_ld(d.D)) +
-         sizeof(float) * size_t(kDuWarps) * 8 * (2 * d.F + 8);
+         sizeof(float) * size_t(kDuWarps) * du_buf_floats(d.D, d.F);
 }
 
 /// dW [H,D,F] f32 += x_h^T du_h over the N = B*T tokens: grid (CTAs per head, H), CTA i takes
