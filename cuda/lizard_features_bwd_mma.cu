@@ -50,9 +50,8 @@ namespace lizard::cuda::lizard_detail {
 namespace {
 
 // du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB
-// of x rows, 8 x 8.5 KiB of dphi rows, later old dx rows: 204 KiB); 247-255 registers (u 64, a row's dphi 64, du
-// 32, the map's exp values kept across their three uses), no spills with Wlo (training), 8-16
-// bytes without.
+// of x rows, 8 x 8.5 KiB of dphi rows, later old dx rows: 204 KiB); 241-255 registers (u 64, a
+// row's dphi 64, du 32), no spills at D = F = 128, 8-12 bytes at other shapes without Wlo.
 constexpr int kDuWarps = 8;
 // dW kernel: 8 warps, 2 CTAs per SM (128 registers: 64 dW accumulators per thread), 64-token
 // tiles, three stages of x and du (102 KiB at D = F = 128): a tile is only 64 mma per warp,
