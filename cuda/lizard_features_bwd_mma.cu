@@ -69,9 +69,9 @@ __host__ __device__ constexpr int du_buf_floats(int D, int F) {
 
 /// Grid (CTAs per head, H); warp w of CTA i takes the 16-token units i*kDuWarps + w, stepping
 /// by gridDim.x * kDuWarps, of the B * ceil(T/16) units of head h (units do not cross a batch
-/// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) and the row statistics (the forward's
-/// bits), du (f32 expressions of features_bwd_mma_kernel, rounded to bf16) kept as dx's A
-/// fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
+/// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) (the forward's bits) and the row
+/// statistics (map_exp2's maxima and sums, in the same order), du (the map's derivative on
+/// ex2, rounded to bf16 where features_bwd_mma_kernel rounds it) kept as dx's A fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
 /// (atomics when atomic_dx). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
 /// bf16 and an f32 buffer (du_buf_floats): the dphi of the unit's rows 8-15 [8][2F + 8], then
 /// (queries) the old dx rows of the unit [16][D + 8].
