@@ -10,21 +10,27 @@
 //   1. features_du_dx_kernel: warps own 16-token units (persistent, like the forward); the
 //      next unit's x rows stream in by cp.async (double buffer), this unit's dphi is issued
 //      before the u product (rows 0-7 into registers, rows 8-15 by cp.async into shared) so
-//      its latency hides behind the mma and the map; du (bf16, as
+//      its latency hides behind the mma and the map, and the query call's old dx rows follow
+//      by cp.async into the same buffer once rows 8-15 are read; du (bf16, as
 //      the fused kernel rounds it) stays in registers, packed as the A operand of dx = du W^T
 //      (a C tile pair is an A fragment, mma_util.cuh), and leaves for HBM as du [H][B*T][F]
 //      bf16; no CTA barrier after the start.
 //   2. features_dw_kernel: dW_h = x^T du, a split-K GEMM over the B*T tokens of head h:
-//      64-token tiles of x and du double-buffered through shared memory, dW in registers, one
+//      64-token tiles of x and du in three shared-memory stages, dW in registers, one
 //      atomic add per element and CTA at the end (a few CTAs per head).
 // Extra traffic: du written and read once (2 x H*B*T*F bf16: 0.27 GB at the shape above)
 // and x read twice, against the 1.2 GB the query call must move anyway.
 //
-// Precision: the same operands and products as the fused kernel. u and the map's statistics
-// come from the same functions (lizard_features_mma.cuh: the same bits), du from the same f32
-// expressions rounded to bf16 in the same place, dx from the same mma sequence (k-steps
-// ascending, W_hi); only dW's f32 sums over tokens run in another order (64-token tiles, a
-// different CTA split) and dk's atomics over the heads of a GQA group in another order.
+// Precision: the same operands and products as the fused kernel. u and the map's maxima come
+// from the same functions (lizard_features_mma.cuh: the same bits); du from the same formula
+// rounded to bf16 in the same place, but its exponentials are ex2.approx of u log2e - m log2e
+// (2 instructions, not expf's 9; about 5e-7 relative here) and the softmax sums are taken in
+// one pass (pp = sum e dphi / sum e), so du's f32 value differs from the fused kernel's by
+// ~1e-6 relative and its bf16 rounding flips on a fraction ~2e-4 of the elements (one bf16
+// ulp); the gradients' error budget against f64 (1e-2 relative) is untouched. dx from the
+// same mma sequence (k-steps ascending, W_hi); dW's f32 sums over tokens run in another order
+// (64-token tiles, a different CTA split) and dk's atomics over the heads of a GQA group in
+// another order.
 //
 // Kept beside the fused kernel until a GPU run has compared them:
 // LIZARD_FEATURES_BWD_KERNEL=old selects the fused kernel (features_bwd_old_forced).
@@ -44,30 +50,42 @@ namespace lizard::cuda::lizard_detail {
 namespace {
 
 // du/dx kernel: 8 warps, 1 CTA per SM (shared at D = F = 128: W, Wlo 68 KiB, 8 x 2 x 4.3 KiB
-// of x rows, 8 x 8.3 KiB of dphi rows: 202 KiB); 247-255 registers (u 64, a row's dphi 64, du
-// 32, the map's exp values kept across their three uses), no spills with Wlo (training), 8-16
-// bytes without.
+// of x rows, 8 x 8.5 KiB of dphi rows, later old dx rows: 204 KiB); 241-255 registers (u 64, a
+// row's dphi 64, du 32), no spills at D = F = 128, 8-12 bytes at other shapes without Wlo.
 constexpr int kDuWarps = 8;
 // dW kernel: 8 warps, 2 CTAs per SM (128 registers: 64 dW accumulators per thread), 64-token
-// tiles, two stages of x and du (68 KiB at D = F = 128).
+// tiles, three stages of x and du (102 KiB at D = F = 128): a tile is only 64 mma per warp,
+// so two tiles' loads are in flight behind it.
 constexpr int kDwWarps = 8;
 constexpr int kDwTile = 64;
+constexpr int kDwStages = 3;
 constexpr int kDwMaxUnits = 64 / kDwWarps;  // 16x16 tiles of dW per warp: (D/16)(F/16) <= 64
+
+/// Floats of a du/dx warp's f32 buffer: dphi rows g+8 [8][2F + 8], later the unit's old dx
+/// rows [16][D + 8].
+__host__ __device__ constexpr int du_buf_floats(int D, int F) {
+  return 8 * (2 * F + 8) > kUnit * (D + 8) ? 8 * (2 * F + 8) : kUnit * (D + 8);
+}
 
 /// Grid (CTAs per head, H); warp w of CTA i takes the 16-token units i*kDuWarps + w, stepping
 /// by gridDim.x * kDuWarps, of the B * ceil(T/16) units of head h (units do not cross a batch
-/// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) and the row statistics (the forward's
-/// bits), du (f32 expressions of features_bwd_mma_kernel, rounded to bf16) kept as dx's A
-/// fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
+/// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) (the forward's bits) and the row
+/// statistics (map_exp2's maxima and sums, in the same order), du (the map's derivative on
+/// ex2, rounded to bf16 where features_bwd_mma_kernel rounds it) kept as dx's A fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
 /// (atomics when atomic_dx). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
-/// bf16 and the dphi of the unit's rows 8-15 [8][2F + 8] f32.
-template <bool kExp, bool kWlo>
+/// bf16 and an f32 buffer (du_buf_floats): the dphi of the unit's rows 8-15 [8][2F + 8], then
+/// (queries) the old dx rows of the unit [16][D + 8].
+///
+/// k128: D = F = 128 known at compile time (the model's shape), so every n-tile and k-step
+/// guard of the unrolled loops folds away (they were ~15% of the instructions).
+template <bool kExp, bool kWlo, bool k128>
 __global__ void __launch_bounds__(kDuWarps * 32, 1)
     features_du_dx_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                           const bf* __restrict__ Wlo, const float* __restrict__ dphi,
                           float* __restrict__ dx, bool atomic_dx, bf* __restrict__ du, Dims d) {
   extern __shared__ __align__(128) char smem[];
-  const int D = d.D, F = d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F), LX = pad_ld(D);
+  const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F),
+            LX = pad_ld(D);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
   const int h = blockIdx.y, hx = h / (d.H / Hx);
   const int64_t N = int64_t(d.B) * d.T;
@@ -75,11 +93,12 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
   const uint32_t swl_a = kWlo ? sw_a + 2u * uint32_t(D * LW) : 0u;
   const uint32_t xbytes = 2u * uint32_t(kUnit * LX);  // one x buffer
   const uint32_t xb_a = sw_a + 2u * uint32_t((kWlo ? 2 : 1) * D * LW) + 2u * warp * xbytes;
-  // this warp's dphi rows g+8 [8][2F + 8] f32 (the padding puts a half-warp's float2 reads
-  // of rows g in distinct banks: 2F + 8 = 8 mod 32)
-  const int LD2 = F2 + 8;
+  // this warp's f32 buffer: the unit's dphi rows g+8 [8][2F + 8], then (queries, once those
+  // are in registers) the unit's old dx rows [16][D + 8] (the padding puts a half-warp's
+  // float2 reads of rows g in distinct banks: 2F + 8 = D + 8 = 8 mod 32 at F, D = 128)
+  const int LD2 = F2 + 8, LDO = D + 8;
   const size_t dpb_off = size_t(2) * ((kWlo ? 2 : 1) * D * LW + kDuWarps * 2 * kUnit * LX) +
-                         size_t(4) * warp * 8 * LD2;
+                         size_t(4) * warp * du_buf_floats(D, F);
   const float* dpb = reinterpret_cast<const float*>(smem + dpb_off);
   const uint32_t dpb_a = sw_a + uint32_t(dpb_off);
   const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
@@ -109,12 +128,11 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     // it streams in behind the u product and row g's map (in registers with row g's, they
     // spilled 0.3-0.8 KB). Rows past T are not copied (read as zeros below).
     {
-      const int vpr = F2 / 4;  // 16-byte chunks per row
+      // 16-byte chunks: row by row, lanes along the row (no division by the runtime width)
       const float* src = dphi + ((int64_t(b) * d.H + h) * d.T + t0 + 8) * F2;
-      for (int i = lane; i < 8 * vpr; i += 32) {
-        const int rr = i / vpr, c = (i % vpr) * 4;
-        if (8 + rr < n) cp_async16_u32(dpb_a + 4u * uint32_t(rr * LD2 + c), src + int64_t(rr) * F2 + c);
-      }
+      for (int rr = 0; rr < 8 && 8 + rr < n; ++rr)
+        for (int c = 4 * lane; c < F2; c += 128)
+          cp_async16_u32(dpb_a + 4u * uint32_t(rr * LD2 + c), src + int64_t(rr) * F2 + c);
       cp_async_commit();
     }
     if (unit + stride < units) load_x(unit + stride, nxt);
@@ -154,6 +172,16 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             dpv[1][sgn][j] = valid && j < nt
                                  ? *reinterpret_cast<const float2*>(dpb + g * LD2 + sgn * F + 8 * j + 2 * q)
                                  : make_float2(0.f, 0.f);
+        // owned rows (queries): the unit's old dx rows into the buffer now, one group, so the
+        // ~1 us from HBM hides behind row g+8's map and the du stores (registers are full)
+        __syncwarp();  // every lane's reads of the dphi rows are done
+        if (!atomic_dx) {
+          const float* src = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
+          for (int rr = 0; rr < n; ++rr)
+            for (int c = 4 * lane; c < D; c += 128)
+              cp_async16_u32(dpb_a + 4u * uint32_t(rr * LDO + c), src + int64_t(rr) * Hx * D + c);
+        }
+        cp_async_commit();  // (empty for keys: the group counts stay the same)
       }
       const bool valid = g + 8 * r < n;
       // du of row r: du_f = grad(u_f, dphi_f, dphi_{F+f}, f) for this thread's two columns of
@@ -173,49 +201,91 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
             dua[j >> 1][r + 2 * (j & 1)] = pack_bf16(gv[0], gv[1]);
           }
       };
-      const RowStats st = row_stats<kExp>(u, r, nt);
+      // exponents in base 2 on the SFU: e^(s u - m) = 2^(s u log2e - m log2e), one FFMA and
+      // one MUFU per value (expf's range reduction and scaling cost 9 instructions, and the
+      // map took 384 of them per thread and unit). Arguments are <= 0 (m is the row maximum
+      // of s u), where ex2.approx.ftz is about 2 ulp and underflows to 0 as expf does.
       if constexpr (kExp) {
-        // arg-max of |u| (the smallest f on ties), which takes the max's gradient
-        float best = -1.f;
+        // m = max(0, max_f |u_f|) (row_stats' value) and the arg-max of |u| (the smallest f
+        // on ties), which takes the max's gradient
+        float m = 0.f, best = -1.f;
         int arg = 0;
 #pragma unroll
         for (int j = 0; j < kMaxNT; ++j)
           if (j < nt)
 #pragma unroll
-            for (int e = 0; e < 2; ++e)
-              if (fabsf(u[j][2 * r + e]) > best) best = fabsf(u[j][2 * r + e]), arg = 8 * j + 2 * q + e;
+            for (int e = 0; e < 2; ++e) {
+              const float a = fabsf(u[j][2 * r + e]);
+              m = fmaxf(m, a);
+              if (a > best) best = a, arg = 8 * j + 2 * q + e;
+            }
+        m = quad_max(m);
 #pragma unroll
         for (int o = 1; o < 4; o <<= 1) {
           const float ob = __shfl_xor_sync(0xffffffffu, best, o);
           const int oa = __shfl_xor_sync(0xffffffffu, arg, o);
           if (ob > best || (ob == best && oa < arg)) best = ob, arg = oa;
         }
-        const float m = st.mp;
-        const float pp = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][0][j];
-          return make_float2(expf(u[j][2 * r] - m) * v.x, expf(u[j][2 * r + 1] - m) * v.y);
-        });
-        const float pn = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][1][j];
-          return make_float2(expf(-u[j][2 * r] - m) * v.x, expf(-u[j][2 * r + 1] - m) * v.y);
-        });
+        const float bm = -m * kLog2e;
+        // pp = sum_f e^(u_f - m) dphi_f, pn = sum_f e^(-u_f - m) dphi_{F+f}: one pass, two
+        // partial sums per thread (e), then the quad
+        float sp[2] = {0.f, 0.f}, sn[2] = {0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              const float2 vp = dpv[r][0][j], vn = dpv[r][1][j];
+              sp[e] = fmaf(fast_exp2(fmaf(uu, kLog2e, bm)), e ? vp.y : vp.x, sp[e]);
+              sn[e] = fmaf(fast_exp2(fmaf(uu, -kLog2e, bm)), e ? vn.y : vn.x, sn[e]);
+            }
+        const float ps = quad_sum((sp[0] + sp[1]) + (sn[0] + sn[1]));  // pp + pn
         pack_du([&](float uu, float dpp, float dpn, int f) {
-          float gv = expf(uu - m) * dpp - expf(-uu - m) * dpn;
-          if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * (pp + pn);
+          float gv = fast_exp2(fmaf(uu, kLog2e, bm)) * dpp - fast_exp2(fmaf(uu, -kLog2e, bm)) * dpn;
+          if (f == arg) gv -= (uu >= 0.f ? 1.f : -1.f) * ps;
           return gv;
         });
       } else {
-        const float mp = st.mp, mn = st.mn, ip = st.ip, in = st.in;
-        const float pp = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][0][j];
-          return make_float2(expf(u[j][2 * r] - mp) * ip * v.x, expf(u[j][2 * r + 1] - mp) * ip * v.y);
-        });
-        const float pn = sum_warp_order(nt, [&](int j) {
-          const float2 v = dpv[r][1][j];
-          return make_float2(expf(-u[j][2 * r] - mn) * in * v.x, expf(-u[j][2 * r + 1] - mn) * in * v.y);
-        });
+        // softmax over f of u and of -u: maxima mp, mn; in one pass the sums Sp = sum_f
+        // e^(u_f - mp), Ap = sum_f e^(u_f - mp) dphi_f (and Sn, An for -u, dphi_{F+f}); then
+        // pp = Ap / Sp (the softmax-weighted mean of dphi), du_f = phi_f (dphi_f - pp) -
+        // phi_{F+f} (dphi_{F+f} - pn), phi_f = 2^(u_f log2e - mp log2e - log2 Sp) (1/Sp folded
+        // into the exponent: Sp >= 1, the maximum's term).
+        float mp = -INFINITY, mn = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
+        mp = quad_max(mp);
+        mn = quad_max(mn);
+        const float bp = -mp * kLog2e, bn = -mn * kLog2e;
+        float s[4][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};  // Sp, Ap, Sn, An by e
+#pragma unroll
+        for (int j = 0; j < kMaxNT; ++j)
+          if (j < nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float uu = u[j][2 * r + e];
+              const float2 vp = dpv[r][0][j], vn = dpv[r][1][j];
+              const float ep = fast_exp2(fmaf(uu, kLog2e, bp)), en = fast_exp2(fmaf(uu, -kLog2e, bn));
+              s[0][e] += ep;
+              s[1][e] = fmaf(ep, e ? vp.y : vp.x, s[1][e]);
+              s[2][e] += en;
+              s[3][e] = fmaf(en, e ? vn.y : vn.x, s[3][e]);
+            }
+        float t[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) t[k] = s[k][0] + s[k][1];
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) t[k] += __shfl_xor_sync(0xffffffffu, t[k], o);
+        const float pp = t[1] / t[0], pn = t[3] / t[2];
+        const float cp = bp - fast_log2(t[0]), cn = bn - fast_log2(t[2]);
         pack_du([&](float uu, float dpp, float dpn, int) {
-          return expf(uu - mp) * ip * (dpp - pp) - expf(-uu - mn) * in * (dpn - pn);
+          return fast_exp2(fmaf(uu, kLog2e, cp)) * (dpp - pp) - fast_exp2(fmaf(uu, -kLog2e, cn)) * (dpn - pn);
         });
       }
     }
@@ -235,19 +305,23 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     // this thread rows g, g+8 at columns 2q..+1 of every 8-column tile
     float* dxr = dx + ((int64_t(b) * d.T + t0 + g) * Hx + hx) * D + 2 * q;
     const int64_t dx8 = int64_t(8) * Hx * D;  // row g -> row g + 8
+    if (!atomic_dx) {
+      cp_async_wait<0>();  // the old dx rows (and the next unit's x, issued long before)
+      __syncwarp();
+    }
 #pragma unroll
     for (int ih = 0; ih < kMaxDT / 8; ++ih) {
       if (ih * 64 >= D) break;
-      // owned rows (queries): the old values first, so their loads overlap the mma
+      // owned rows (queries): the old values from the buffer
       float2 old[8][2];
       if (!atomic_dx) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-          const int col = ih * 64 + i * 8;
+          const int col = ih * 64 + i * 8 + 2 * q;
           old[i][0] = old[i][1] = make_float2(0.f, 0.f);
           if (col < D) {
-            if (g < n) old[i][0] = *reinterpret_cast<const float2*>(dxr + col);
-            if (g + 8 < n) old[i][1] = *reinterpret_cast<const float2*>(dxr + dx8 + col);
+            if (g < n) old[i][0] = *reinterpret_cast<const float2*>(dpb + g * LDO + col);
+            if (g + 8 < n) old[i][1] = *reinterpret_cast<const float2*>(dpb + (g + 8) * LDO + col);
           }
         }
       }
@@ -291,7 +365,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
 
 size_t features_du_dx_smem(const Dims& d, bool wlo) {
   return sizeof(bf) * (size_t(wlo ? 2 : 1) * d.D * pad_ld(d.F) + size_t(kDuWarps) * 2 * kUnit * pad_ld(d.D)) +
-         sizeof(float) * size_t(kDuWarps) * 8 * (2 * d.F + 8);
+         sizeof(float) * size_t(kDuWarps) * du_buf_floats(d.D, d.F);
 }
 
 /// dW [H,D,F] f32 += x_h^T du_h over the N = B*T tokens: grid (CTAs per head, H), CTA i takes
@@ -299,12 +373,14 @@ size_t features_du_dx_smem(const Dims& d, bool wlo) {
 /// x [N, Hx, D], head h reads x head h/(H/Hx), and of du [H][N][F] bf16); warp w owns up to
 /// kDwMaxUnits 16x16 tiles of dW (row-major over (i-tile, f-tile), as features_bwd_mma_kernel),
 /// accumulated in f32 over the CTA's tiles and added to dW once (atomics across the CTAs).
-/// Shared: two stages of x [kDwTile][pad D] and du [kDwTile][pad F] bf16.
+/// Shared: kDwStages stages of x [kDwTile][pad D] and du [kDwTile][pad F] bf16.
+/// k128: D = F = 128 at compile time (the unit guards and strides fold).
+template <bool k128>
 __global__ void __launch_bounds__(kDwWarps * 32, 2)
     features_dw_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ du,
                        float* __restrict__ dW, int tpc, Dims d) {
   extern __shared__ __align__(128) char smem[];
-  const int D = d.D, F = d.F, LW = pad_ld(F), LX = pad_ld(D);
+  const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, LW = pad_ld(F), LX = pad_ld(D);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
   const int h = blockIdx.y, hx = h / (d.H / Hx);
   const int64_t N = int64_t(d.B) * d.T;
@@ -314,20 +390,27 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
   const uint32_t s_a = smem_u32(smem);
   const uint32_t xs_bytes = 2u * uint32_t(kDwTile * LX), stage_bytes = xs_bytes + 2u * uint32_t(kDwTile * LW);
   const bf* duh = du + int64_t(h) * N * F;
+  constexpr int kThreads = kDwWarps * 32;
+  const int xv = D / 8, fv = F / 8;  // 16-byte chunks per row of x, du
+  const int xr0 = threadIdx.x / xv, xc0 = threadIdx.x % xv, xdr = kThreads / xv, xdc = kThreads % xv;
+  const int fr0 = threadIdx.x / fv, fc0 = threadIdx.x % fv, fdr = kThreads / fv, fdc = kThreads % fv;
   // tile -> stage: x rows, then du rows; rows past N are zeros (they add nothing). Commits.
   auto load_tile = [&](int tile, uint32_t st) {
     const int64_t n0 = int64_t(tile) * kDwTile;
-    const int xv = D / 8, fv = F / 8;
-    for (int i = threadIdx.x; i < kDwTile * xv; i += blockDim.x) {
-      const int r = i / xv, c = (i % xv) * 8;
-      const uint32_t a = st + 2u * uint32_t(r * LX + c);
-      if (n0 + r < N) cp_async16_u32(a, x + ((n0 + r) * Hx + hx) * D + c);
+    // chunk (r, c8) of a thread advances by the CTA's 256 chunks: the steps precomputed
+    // (xr, xc: x rows; fr, fc: du rows), no division by the runtime width in the loop
+    for (int r = xr0, c8 = xc0; r < kDwTile; r += xdr, c8 += xdc) {
+      if (c8 >= xv) c8 -= xv, ++r;
+      if (r >= kDwTile) break;
+      const uint32_t a = st + 2u * uint32_t(r * LX + 8 * c8);
+      if (n0 + r < N) cp_async16_u32(a, x + ((n0 + r) * Hx + hx) * D + 8 * c8);
       else st_shared_zero16(a);
     }
-    for (int i = threadIdx.x; i < kDwTile * fv; i += blockDim.x) {
-      const int r = i / fv, c = (i % fv) * 8;
-      const uint32_t a = st + xs_bytes + 2u * uint32_t(r * LW + c);
-      if (n0 + r < N) cp_async16_u32(a, duh + (n0 + r) * F + c);
+    for (int r = fr0, c8 = fc0; r < kDwTile; r += fdr, c8 += fdc) {
+      if (c8 >= fv) c8 -= fv, ++r;
+      if (r >= kDwTile) break;
+      const uint32_t a = st + xs_bytes + 2u * uint32_t(r * LW + 8 * c8);
+      if (n0 + r < N) cp_async16_u32(a, duh + (n0 + r) * F + 8 * c8);
       else st_shared_zero16(a);
     }
     cp_async_commit();
@@ -344,35 +427,51 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
   // transposed load, lanes 0-15 t 0-15 at f 0, 16-31 at f 8), as features_bwd_mma_kernel
   const uint32_t xa_off = 2u * uint32_t(((lane & 7) + ((lane >> 4) << 3)) * LX + ((lane >> 3) & 1) * 8);
   const uint32_t db_off = 2u * uint32_t((lane & 15) * LW + (lane >> 4) * 8);
-  load_tile(tile0, s_a);
-  for (int tile = tile0; tile < tile1; ++tile) {
-    const uint32_t st = s_a + ((tile - tile0) & 1) * stage_bytes;
-    // the other stage was read in the previous step, before its closing barrier
-    if (tile + 1 < tile1) load_tile(tile + 1, s_a + ((tile + 1 - tile0) & 1) * stage_bytes);
+  // the warp's units as (i-tile, f-tile) byte offsets of their A and B fragments in a
+  // stage, packed (x at 16 it columns: < 2^16 bytes; du at 16 ft columns), and whether a unit
+  // needs a new A (its i-tile differs from the previous unit's): computed once, not per k-step
+  uint32_t uoff[kDwMaxUnits];
+  unsigned newa = 0;
+#pragma unroll
+  for (int i = 0; i < kDwMaxUnits; ++i) {
+    const int wu = warp * upw + i, it = wu / nft, ft = wu % nft;
+    uoff[i] = (uint32_t(2 * 16 * it) << 16) | uint32_t(2 * 16 * ft);
+    if (i == 0 || ft == 0) newa |= 1u << i;
+  }
+  // one commit group per tile (empty past tile1); one barrier per step: after it, tile's
+  // copies are visible and every warp is past the previous step, so the stage that step read
+  // takes tile + kDwStages - 1
+#pragma unroll
+  for (int i = 0; i < kDwStages - 1; ++i) {
+    if (tile0 + i < tile1) load_tile(tile0 + i, s_a + i * stage_bytes);
     else cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();  // every thread's copies (and zero rows) of this tile are visible
-    const uint32_t sx = st, sd = st + xs_bytes;
+  }
+  int sti = 0;  // (tile - tile0) % kDwStages
+  for (int tile = tile0; tile < tile1; ++tile) {
+    const uint32_t st = s_a + sti * stage_bytes;
+    cp_async_wait<kDwStages - 2>();  // this tile's group (the next tiles' may be in flight)
+    __syncthreads();
+    {
+      const int ahead = tile + kDwStages - 1;
+      const int ast = sti == 0 ? kDwStages - 1 : sti - 1;
+      if (ahead < tile1) load_tile(ahead, s_a + ast * stage_bytes);
+      else cp_async_commit();
+    }
+    sti = sti + 1 == kDwStages ? 0 : sti + 1;
+    const uint32_t sx = st + xa_off, sd = st + xs_bytes + db_off;
 #pragma unroll
     for (int kk = 0; kk < kDwTile / 16; ++kk) {
       uint32_t a[4];
-      int a_it = -1;
 #pragma unroll
       for (int i = 0; i < kDwMaxUnits; ++i) {
-        const int wu = warp * upw + i;
-        if (i < upw && wu < nwu) {
-          const int it = wu / nft, ft = wu % nft;
-          if (it != a_it) {
-            ldsm_x4_trans(a, sx + xa_off + 2u * uint32_t(kk * 16 * LX + it * 16));
-            a_it = it;
-          }
+        if (i < upw && warp * upw + i < nwu) {
+          if (newa >> i & 1u) ldsm_x4_trans(a, sx + 2u * uint32_t(kk * 16 * LX) + (uoff[i] >> 16));
           uint32_t bq[4];
-          ldsm_x4_trans(bq, sd + db_off + 2u * uint32_t(kk * 16 * LW + ft * 16));
+          ldsm_x4_trans(bq, sd + 2u * uint32_t(kk * 16 * LW) + (uoff[i] & 0xffffu));
           mma_bf16_x2(wacc[i][0], wacc[i][1], a, bq);
         }
       }
     }
-    __syncthreads();  // this stage is read out before the next step refills it
   }
   cp_async_wait<0>();
   float* dWh = dW + int64_t(h) * D * F;
@@ -392,7 +491,7 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
 }
 
 size_t features_dw_smem(const Dims& d) {
-  return sizeof(bf) * 2 * size_t(kDwTile) * (pad_ld(d.D) + pad_ld(d.F));
+  return sizeof(bf) * kDwStages * size_t(kDwTile) * (pad_ld(d.D) + pad_ld(d.F));
 }
 
 }  // namespace
@@ -434,8 +533,13 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
       grant_smem(kernel, sm);
       kernel<<<grid, kDuWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dup, d);
     };
-    if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true>) : go(features_du_dx_kernel<true, false>);
-    else wlo ? go(features_du_dx_kernel<false, true>) : go(features_du_dx_kernel<false, false>);
+    if (d.D == 128 && d.F == 128) {
+      if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true, true>) : go(features_du_dx_kernel<true, false, true>);
+      else wlo ? go(features_du_dx_kernel<false, true, true>) : go(features_du_dx_kernel<false, false, true>);
+    } else {
+      if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true, false>) : go(features_du_dx_kernel<true, false, false>);
+      else wlo ? go(features_du_dx_kernel<false, true, false>) : go(features_du_dx_kernel<false, false, false>);
+    }
   }
   {
     const size_t sm = features_dw_smem(d);
@@ -443,8 +547,11 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
     // two CTAs per SM over all heads; each adds its dW partial once
     const int per_head = std::max(1, std::min(tiles, 2 * sms / d.H));
     const int tpc = (tiles + per_head - 1) / per_head;
-    grant_smem(features_dw_kernel, sm);
-    features_dw_kernel<<<dim3((tiles + tpc - 1) / tpc, d.H), kDwWarps * 32, sm, s>>>(x, Hx, dup, dW, tpc, d);
+    auto go = [&](auto kernel) {
+      grant_smem(kernel, sm);
+      kernel<<<dim3((tiles + tpc - 1) / tpc, d.H), kDwWarps * 32, sm, s>>>(x, Hx, dup, dW, tpc, d);
+    };
+    d.D == 128 && d.F == 128 ? go(features_dw_kernel<true>) : go(features_dw_kernel<false>);
   }
 }
 

@@ -59,11 +59,15 @@ __device__ __forceinline__ float sum_warp_order(int nt, Val val) {
 /// at `dst` by cp.async (one warp); rows >= valid become zeros (so u = 0 there). Commits.
 __device__ __forceinline__ void load_unit_rows(uint32_t dst, int ld, const bf* src, int64_t gstride,
                                                int valid, int D, int lane) {
-  const int vpr = D / 8;
-  for (int i = lane; i < kUnit * vpr; i += 32) {
-    const int r = i / vpr, c = (i % vpr) * 8;
-    const uint32_t a = dst + 2u * uint32_t(r * ld + c);
-    if (r < valid) cp_async16_u32(a, src + r * gstride + c);
+  // chunk i = r * vpr + c8 of the 16 x vpr 16-byte chunks, lane-strided; (r, c8) advances by
+  // 32 chunks without a division by the runtime vpr in the loop
+  const int vpr = D / 8, dr = 32 / vpr, dc = 32 % vpr;
+  int r = lane / vpr, c8 = lane % vpr;
+  for (; r < kUnit; r += dr, c8 += dc) {
+    if (c8 >= vpr) c8 -= vpr, ++r;
+    if (r >= kUnit) break;
+    const uint32_t a = dst + 2u * uint32_t(r * ld + 8 * c8);
+    if (r < valid) cp_async16_u32(a, src + r * gstride + 8 * c8);
     else st_shared_zero16(a);
   }
   cp_async_commit();
@@ -150,6 +154,63 @@ __device__ __forceinline__ RowStats row_stats(const float (&u)[kMaxNT][4], int r
     });
   }
   return st;
+}
+
+/// The sum over a quad (lanes 4g .. 4g+3) of v; every lane of the quad gets it.
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// log2(x) by the SFU (lg2.approx.ftz: about 2^-22 absolute for the x >= 1 it gets here).
+__device__ __forceinline__ float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// The map of row r (0: g, 1: g+8) of u as base-2 exponent offsets: phi_f = 2^(u_f log2e +
+/// cp), phi_{F+f} = 2^(-u_f log2e + cn), one FFMA and one ex2.approx (fast_exp2) per value
+/// instead of expf's 9 instructions (the map was most of the feature kernels' instructions).
+/// Exp map: cp = cn = -m log2e, m = max(0, max_f |u_f|); softmax: cp = -mp log2e - log2 Sp
+/// with mp = max_f u_f and Sp = sum_f 2^(u_f log2e - mp log2e) (>= 1: the maximum's term),
+/// cn alike for -u. Exponents are <= 0, where ex2.approx.ftz is about 2 ulp (underflow to 0
+/// as expf); the rounding of u log2e + cp adds about 2^-24 |exponent|: phi is within ~5e-7
+/// relative of expf's, far inside a bf16 ulp (and phi + phi_lo's 2^-16).
+struct MapExp2 {
+  float cp, cn;
+};
+
+template <bool kExp>
+__device__ __forceinline__ MapExp2 map_exp2(const float (&u)[kMaxNT][4], int r, int nt) {
+  if constexpr (kExp) {
+    float m = 0.f;
+#pragma unroll
+    for (int j = 0; j < kMaxNT; ++j)
+      if (j < nt) m = fmaxf(m, fmaxf(fabsf(u[j][2 * r]), fabsf(u[j][2 * r + 1])));
+    const float c = -quad_max(m) * kLog2e;
+    return {c, c};
+  } else {
+    float mp = -INFINITY, mn = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kMaxNT; ++j)
+      if (j < nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
+    const float bp = -quad_max(mp) * kLog2e, bn = -quad_max(mn) * kLog2e;
+    float sp[2] = {0.f, 0.f}, sn[2] = {0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < kMaxNT; ++j)
+      if (j < nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          sp[e] += fast_exp2(fmaf(u[j][2 * r + e], kLog2e, bp));
+          sn[e] += fast_exp2(fmaf(u[j][2 * r + e], -kLog2e, bn));
+        }
+    return {bp - fast_log2(quad_sum(sp[0] + sp[1])), bn - fast_log2(quad_sum(sn[0] + sn[1]))};
+  }
 }
 
 /// dx (f32) += val at p and p+1: a plain read-modify-write where the rows are owned

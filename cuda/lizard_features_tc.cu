@@ -18,16 +18,17 @@
 //     (atomics across the few CTAs of a head).
 //
 // Bit-exactness. u is accumulated in the wmma kernels' order (per output element: k-steps
-// ascending, hi then lo per step, the same HMMA.16816 instruction), and the softmax
-// normaliser is summed in warp_sum's order over the old kernel's lane partials (lane L held
-// f = L, L+32, ...; every element of lane L sits in one thread of the quad here, see
-// sum_warp_order), so phi and phi_lo are the wmma kernels' bits, and the forward and the
-// backward's recompute share warp_u and the map's statistics (the same bits again).
-// The wmma kernels these replaced were removed after the GPU runs confirmed the same bits.
+// ascending, hi then lo per step, the same HMMA.16816 instruction), and the backward's
+// recompute shares warp_u (the same bits of u). The forward's map takes its exponentials as
+// 2^(u log2e + c) on the SFU (map_exp2: ~5e-7 relative of expf, inside phi + phi_lo's 2^-16;
+// the wmma kernels, removed after the GPU runs confirmed the same bits, used expf). The fused
+// backward below still recomputes the statistics with expf (row_stats, sum_warp_order); the
+// split backward (lizard_features_bwd_mma.cu) uses ex2 as the forward does.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -50,13 +51,14 @@ constexpr int kMaxWUnits = 64 / kBwdWarps;  // 16x16 tiles of dW per warp: (D/16
 /// (kWlo) [D][pad F], then per warp a buffer of [16][pad max(D, F)] bf16: the unit's x rows,
 /// then (once u is in registers) the staging of phi (rows 0-7) and phi_lo (rows 8-15) for the
 /// 8 rows of one half (row g or g+8, positive or negative half) at a time.
-template <bool kExp, bool kLo, bool kWlo>
+/// k128: D = F = 128 at compile time (the model's shape: the n-tile guards fold).
+template <bool kExp, bool kLo, bool kWlo, bool k128>
 __global__ void __launch_bounds__(kFwdWarps * 32, 2)
     features_mma_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                         const bf* __restrict__ Wlo, bf* __restrict__ phi,
                         bf* __restrict__ phi_lo, Dims d) {
   extern __shared__ __align__(128) char smem[];
-  const int D = d.D, F = d.F, nt = F / 8, LW = pad_ld(F), LB = pad_ld(max(D, F));
+  const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, nt = F / 8, LW = pad_ld(F), LB = pad_ld(max(D, F));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
   const int h = blockIdx.y, hx = h / (d.H / Hx);
   bf* sw = reinterpret_cast<bf*>(smem);
@@ -69,6 +71,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
   __syncthreads();
 
   const int per_b = (d.T + kUnit - 1) / kUnit, units = d.B * per_b;
+  const int vpr = F / 8, rr0 = lane / vpr, c80 = lane % vpr, sdr = 32 / vpr, sdc = 32 % vpr;
   for (int unit = blockIdx.x * kFwdWarps + warp; unit < units; unit += gridDim.x * kFwdWarps) {
     const int b = unit / per_b, t0 = (unit % per_b) * kUnit, n = min(kUnit, d.T - t0);
     load_unit_rows(buf_a, LB, x + ((int64_t(b) * d.T + t0) * Hx + hx) * D, int64_t(Hx) * D, n, D, lane);
@@ -83,21 +86,17 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
     const int64_t row0 = (int64_t(b) * d.H + h) * d.T + t0;  // phi row of token t0
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const RowStats st = row_stats<kExp>(u, r, nt);
+      const MapExp2 mx = map_exp2<kExp>(u, r, nt);
 #pragma unroll
       for (int sgn = 0; sgn < 2; ++sgn) {
-        const float mm = sgn ? st.mn : st.mp, inv = sgn ? st.in : st.ip;
-        // the f32 phi of this thread's elements: the wmma kernels' expressions
+        const float c = sgn ? mx.cn : mx.cp, s2 = sgn ? -kLog2e : kLog2e;
+        // the f32 phi of this thread's elements (normalised by the offset for softmax)
 #pragma unroll
         for (int j = 0; j < kMaxNT; ++j)
           if (j < nt) {
             float v[2];
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const float uu = u[j][2 * r + e];
-              v[e] = sgn ? expf(-uu - mm) : expf(uu - mm);
-              if constexpr (!kExp) v[e] = v[e] * inv;
-            }
+            for (int e = 0; e < 2; ++e) v[e] = fast_exp2(fmaf(u[j][2 * r + e], s2, c));
             const int off = g * LS + 8 * j + 2 * q;
             if constexpr (kLo) {
               const bf h0 = __float2bfloat16(v[0]), h1 = __float2bfloat16(v[1]);
@@ -110,12 +109,13 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
             }
           }
         __syncwarp();
-        // 8 rows (tokens t0 + 8r + rr) x F columns out as 16-byte stores
-        const int vpr = F / 8;
-        for (int i = lane; i < 8 * vpr; i += 32) {
-          const int rr = i / vpr, c = (i % vpr) * 8, tr = 8 * r + rr;
-          if (tr >= n) continue;
-          const int64_t o = (row0 + tr) * 2 * F + sgn * F + c;
+        // 8 rows (tokens t0 + 8r + rr) x F columns out as 16-byte stores; chunk (rr, c8) of
+        // a lane advances by 32 chunks (steps precomputed: no division in the loop)
+        for (int rr = rr0, c8 = c80; rr < 8; rr += sdr, c8 += sdc) {
+          if (c8 >= vpr) c8 -= vpr, ++rr;
+          if (rr >= 8 || 8 * r + rr >= n) break;
+          const int c = 8 * c8;
+          const int64_t o = (row0 + 8 * r + rr) * 2 * F + sgn * F + c;
           *reinterpret_cast<uint4*>(phi + o) = *reinterpret_cast<const uint4*>(shi + rr * LS + c);
           if constexpr (kLo)
             *reinterpret_cast<uint4*>(phi_lo + o) = *reinterpret_cast<const uint4*>(slo + rr * LS + c);
@@ -381,13 +381,18 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
     kernel<<<grid, kFwdWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
   };
   const bool lo = phi_lo != nullptr;
-  if (d.act_exp) {
-    if (lo) wlo ? go(features_mma_kernel<true, true, true>) : go(features_mma_kernel<true, true, false>);
-    else wlo ? go(features_mma_kernel<true, false, true>) : go(features_mma_kernel<true, false, false>);
-  } else {
-    if (lo) wlo ? go(features_mma_kernel<false, true, true>) : go(features_mma_kernel<false, true, false>);
-    else wlo ? go(features_mma_kernel<false, false, true>) : go(features_mma_kernel<false, false, false>);
-  }
+  auto go_shape = [&](auto full) {
+    constexpr bool k128 = decltype(full)::value;
+    if (d.act_exp) {
+      if (lo) wlo ? go(features_mma_kernel<true, true, true, k128>) : go(features_mma_kernel<true, true, false, k128>);
+      else wlo ? go(features_mma_kernel<true, false, true, k128>) : go(features_mma_kernel<true, false, false, k128>);
+    } else {
+      if (lo) wlo ? go(features_mma_kernel<false, true, true, k128>) : go(features_mma_kernel<false, true, false, k128>);
+      else wlo ? go(features_mma_kernel<false, false, true, k128>) : go(features_mma_kernel<false, false, false, k128>);
+    }
+  };
+  if (d.D == 128 && d.F == 128) go_shape(std::true_type{});
+  else go_shape(std::false_type{});
 }
 
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,

@@ -8,19 +8,26 @@
 //     of the kernel's traffic) are read ONCE, straight from global memory into the registers
 //     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
 //     of an 8x16 block: each load instruction of a warp touches 8 rows x 32 bytes), split
-//     into bf16 hi + lo there, and the next 16 columns are in flight while the current ones
-//     feed the mma's. The wmma kernel read each state three times (hi pass, lo pass, the
-//     <dX, X> dot product) through shared memory.
+//     into bf16 hi + lo there, and the next 16 (8 warps: 32) columns are in flight while the
+//     current ones feed the mma's (each register set refilled as soon as it has been split),
+//     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
+//     times (hi pass, lo pass, the <dX, X> dot product) through shared memory.
 //   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)): the products
 //     dO'e^b S^T (dphi_q) and v e^(b_end - b) dS^T (dphi_k) accumulate in registers over the D
 //     columns, L_c = <dX, X> is summed from the same f32 registers, and only dS's bf16 hi half
 //     goes to shared memory (the B operand of dv's inter-chunk term).
 //   - the C x C tiles (kk, X = dO' V^T) are small at C = 32: one mma tile per warp, then the
 //     elementwise step of grad_tc_kernel through shared memory unchanged (E, P, w dA f32).
-// Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1, 2 or 4 n-tiles of 8
-// features per warp); grad_mma_selected says when, everything else keeps the wmma kernel.
+// Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1 or 2 n-tiles of 8 features
+// per warp at 16 warps, 1, 2 or 4 at 8); grad_mma_selected says when, everything else keeps
+// the wmma kernel.
 // Precision: identical operands to grad_tc_kernel, so the same error budget (its comment and
 // the file header of lizard_attention_tc.cu): f32 sums in another order, nothing else.
+// Speed (issue #5; 1 CTA per SM by shared memory, so latency- and issue-bound): 16 warps of
+// <= 128 registers (4 per scheduler; LIZARD_GRAD_KERNEL=mma8 keeps the 8-warp shape for A/B
+// timing), per-row exp factors computed once (sEb, sEk), bf16 splits in paired conversions,
+// element loops without index division (runtime 2F), the kk / X and dv mma chains split over
+// independent accumulators.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -36,8 +43,6 @@ namespace {
 
 using bf = __nv_bfloat16;
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
 constexpr int kC = kChunk;  // 32 tokens: two 16-row m-tiles
 static_assert(kC == 32, "the gradient mma kernel tiles a chunk as two 16-row m-tiles");
 constexpr int kLP = kC + 4;  // f32 C x C tiles: row stride (floats)
@@ -103,34 +108,40 @@ __device__ __forceinline__ void frag_b_kn1(uint32_t& b0, uint32_t& b1, const bf*
   ldsm_x2_t(b0, b1, M + (k0 + i * 8 + r) * ld + n0);
 }
 
-/// hi = bf16(v), lo = bf16(v - hi): split2 of lizard_attention_tc.cu.
-__device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
-  hi = __float2bfloat16(v);
-  lo = __float2bfloat16(v - __bfloat162float(hi));
-}
-/// Two f32 as packed bf16 hi and lo registers (lower column in the low half).
+/// Two f32 as packed bf16 hi and lo registers (lower column in the low half): hi = bf16(x),
+/// lo = bf16(x - hi) of each, bit for bit split2 of lizard_attention_tc.cu (both round to
+/// nearest even), in one paired conversion per half instead of two scalar ones plus a pack.
 __device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  bf h0, l0, h1, l1;
-  split2(x0, h0, l0);
-  split2(x1, h1, l1);
-  __nv_bfloat162 h(h0, h1), l(l0, l1);
-  hi = *reinterpret_cast<uint32_t*>(&h);
-  lo = *reinterpret_cast<uint32_t*>(&l);
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float2 hf = __bfloat1622float2(h);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(x0 - hf.x, x1 - hf.y);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
 }
-__device__ __forceinline__ float bsum(const bf* hi, const bf* lo, int i) {
-  return __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
+/// The packed bf16 pair at p (4-byte aligned) as two f32.
+__device__ __forceinline__ float2 ld_pair(const bf* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+/// Stores a packed pair (from split_pack) at p (4-byte aligned).
+__device__ __forceinline__ void st_pair(bf* p, uint32_t x) { *reinterpret_cast<uint32_t*>(p) = x; }
+
+/// Asks L2 for the line holding p (no effect on results; p must point into an allocation).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 /// Copies `rows` rows of n bf16 (n a multiple of 8; row r at src + r * gstride, 16-byte
-/// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros.
+/// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros. A warp per
+/// row, 8 elements a lane: no index division (n is a runtime value). kWarps: of the CTA.
+template <int kWarps>
 __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t gstride, int rows,
                                         int valid, int n) {
-  const int vpr = n / 8;
-  for (int i = threadIdx.x; i < rows * vpr; i += kThreads) {
-    const int r = i / vpr, c = (i % vpr) * 8;
-    if (r < valid) cp_async16(dst + r * ldd + c, src + r * gstride + c);
-    else *reinterpret_cast<uint4*>(dst + r * ldd + c) = make_uint4(0, 0, 0, 0);
-  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = warp; r < rows; r += kWarps)
+    for (int c = lane * 8; c < n; c += 32 * 8) {
+      if (r < valid) cp_async16(dst + r * ldd + c, src + r * gstride + c);
+      else *reinterpret_cast<uint4*>(dst + r * ldd + c) = make_uint4(0, 0, 0, 0);
+    }
 }
 
 /// Shared-memory bytes of the kernel for d (the layout carved in grad_mma_kernel).
@@ -141,13 +152,15 @@ size_t grad_mma_smem(const Dims& d) {
          al128(2 * F2 * LV) +            // dS hi
          3 * al128(4 * kC * kLP) +       // kk, X, w dA
          2 * al128(2 * kC * kLPb) +      // E, P
-         6 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s; L_c
+         8 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s, e^b, e^(bend-b); L_c
 }
 
 /// grad_tc_kernel's contract (see its comment), on mma.sync. kD: the head dim; kNT: n-tiles
-/// of 8 state rows per warp (2F <= 64 kNT).
-template <int kD, int kNT>
-__global__ void __launch_bounds__(kThreads, 1)
+/// of 8 state rows per warp (2F <= 8 kNT kW); kW: warps of the CTA, 16 (the default: 4 warps
+/// per scheduler at 1 CTA per SM, <= 128 registers) or 8 (LIZARD_GRAD_KERNEL=mma8, the
+/// earlier shape: 2 warps per scheduler, up to 255 registers).
+template <int kD, int kNT, int kW>
+__global__ void __launch_bounds__(kW * 32, 1)
     grad_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
                     const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
                     const bf* __restrict__ v, const float* __restrict__ bl_all,
@@ -156,6 +169,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                     float* __restrict__ dphiq, float* __restrict__ dphik, float* __restrict__ dv,
                     float* __restrict__ db, Dims d) {
   extern __shared__ __align__(128) char smem[];
+  static_assert(kW == 8 || kW == 16, "8 or 16 warps (kk / X take warps 0-7; C a multiple)");
+  constexpr int kWarps = kW, kThreads = kW * 32;
   constexpr int C = kC, D1 = kD + 1, LV = kD + 8, KJ = kD / 16;
   const int F2 = 2 * d.F, LQ = F2 + 8;
   char* cur = smem;
@@ -182,6 +197,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* sdb = reinterpret_cast<float*>(carve(cur, 4 * C));   // da of the rows
   float* sQs = reinterpret_cast<float*>(carve(cur, 4 * C));   // Q_r (inter, query)
   float* sKs = reinterpret_cast<float*>(carve(cur, 4 * C));   // K_s (inter, key)
+  float* sEb = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bl_t), 0 for rows >= n
+  float* sEk = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bend - bl_s), 0 for rows >= n
   float* sL = reinterpret_cast<float*>(carve(cur, 4));        // L_c
 
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
@@ -194,14 +211,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float* dSg = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
 
   // This warp's state rows: n-tile i covers f in [fb + 8 i, fb + 8 i + 8); this thread reads
-  // row fb + 8 i + g of each. Tiles past 2F (2F not a multiple of 64 kNT) are skipped.
+  // row fb + 8 i + g of each. Tiles past 2F (2F not a multiple of 8 kNT kW) are skipped.
   const int fb = warp * 8 * kNT;
   auto tile_ok = [&](int i) { return fb + 8 * i < F2; };
   // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
-  // early as possible (the first before anything else: they are in flight during the tile
-  // loads and the C x C work).
-  float ns[kNT][4], nd[kNT][4];
-  auto fetch = [&](int kj) {
+  // early as possible: kDepth column blocks in flight at any time, each block's registers
+  // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
+  // 8 warps: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); 16 warps: one
+  // (twice the warps to hide the latency; two would spill at 128 registers).
+  constexpr int kDepth = kW == 8 ? 2 : 1;
+  float s0[kNT][4], d0[kNT][4], s1[kNT][4], d1[kNT][4];
+  auto fetch = [&](int kj, float (&ns)[kNT][4], float (&nd)[kNT][4]) {
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
@@ -214,7 +234,63 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   };
-  fetch(0);
+
+  // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
+  // state blocks below only after the C x C work)
+  cp_rows<kWarps>(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(sk, LQ, phik + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
+  cp_rows<kWarps>(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
+  cp_async_commit();
+  const float bend = blr[t0 + n - 1];
+  for (int i = tid; i < C; i += kThreads) {
+    const float bli = i < n ? blr[t0 + i] : 0.f;
+    sbl[i] = bli;
+    sden[i] = i < n ? dO[(row0 + i) * D1 + kD] : 0.f;
+    scs[i] = i < n ? cself[row0 + i] : 0.f;
+    sdb[i] = sQs[i] = sKs[i] = 0.f;
+    // the per-row factors every later step used to recompute per element (same values:
+    // rows >= n are zero in every tile they multiply, so 0 there changes nothing)
+    sEb[i] = i < n ? __expf(bli) : 0.f;
+    sEk[i] = i < n ? __expf(bend - bli) : 0.f;
+  }
+  if (tid == 0) sL[0] = 0.f;
+  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + kW k, a lane two adjacent
+  // columns per 64; every load issued before the first split (they are scalar: row stride
+  // D + 1), and the first state blocks between them
+  constexpr int kRW = C / kWarps, kPU = kD / 64;
+  float gv[kRW][kPU][2], ebr[kRW];
+  {
+#pragma unroll
+    for (int k = 0; k < kRW; ++k) {
+      const int r = warp + kWarps * k;
+      ebr[k] = r < n ? __expf(blr[t0 + r]) : 0.f;
+#pragma unroll
+      for (int u = 0; u < kPU; ++u) {
+        const int j = 2 * lane + 64 * u;
+        gv[k][u][0] = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
+        gv[k][u][1] = r < n ? dO[(row0 + r) * D1 + j + 1] : 0.f;
+      }
+    }
+  }
+  // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the first and
+  // the last of the 16 floats: the 64 bytes may straddle two lines). The register loads of a
+  // block are issued kDepth blocks ahead of its use; this runs two blocks ahead of those, so
+  // they find the block in L2 rather than waiting on HBM. Costs 4 instructions a block.
+  auto prefetch_block = [&](int kb) {
+#pragma unroll
+    for (int rr = lane; rr < 8 * kNT; rr += 32) {
+      if (fb + rr >= F2) continue;
+      const int64_t o = int64_t(fb + rr) * D1 + kb * 16;
+      prefetch_l2(Sg + o), prefetch_l2(Sg + o + 15);
+      prefetch_l2(dSg + o), prefetch_l2(dSg + o + 15);
+    }
+  };
+  fetch(0, s0, d0);
+  if constexpr (kDepth == 2) fetch(1, s1, d1);
+  if (KJ > kDepth) prefetch_block(kDepth);
+  if (KJ > kDepth + 1) prefetch_block(kDepth + 1);
   // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
   // with the rest; used after the D columns)
   float zq[kNT][2], zk[kNT][2];
@@ -227,40 +303,33 @@ __global__ void __launch_bounds__(kThreads, 1)
     zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
     zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
   }
-
-  // ---- tiles of the chunk (rows >= n zero)
-  cp_rows(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
-  cp_rows(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
-  cp_rows(sk, LQ, phik + row0 * F2, F2, C, n, F2);
-  cp_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
-  cp_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
-  cp_async_commit();
-  for (int i = tid; i < C; i += kThreads) {
-    sbl[i] = i < n ? blr[t0 + i] : 0.f;
-    sden[i] = i < n ? dO[(row0 + i) * D1 + kD] : 0.f;
-    scs[i] = i < n ? cself[row0 + i] : 0.f;
-    sdb[i] = sQs[i] = sKs[i] = 0.f;
-  }
-  if (tid == 0) sL[0] = 0.f;
-  for (int r = warp; r < C; r += kWarps) {  // dO'[:D] split, plain and times exp(bl_t)
-    const float eb = r < n ? __expf(blr[t0 + r]) : 0.f;
-    for (int j = lane; j < kD; j += 32) {
-      const float gv = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-      split2(gv, sGb[r * LV + j], sGbl[r * LV + j]);
-      split2(gv * eb, sGs[r * LV + j], sGsl[r * LV + j]);
+  {
+#pragma unroll
+    for (int k = 0; k < kRW; ++k) {
+      const int r = warp + kWarps * k;
+#pragma unroll
+      for (int u = 0; u < kPU; ++u) {
+        const int o = r * LV + 2 * lane + 64 * u;
+        uint32_t hi, lo;
+        split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
+        st_pair(sGb + o, hi), st_pair(sGbl + o, lo);
+        split_pack(gv[k][u][0] * ebr[k], gv[k][u][1] * ebr[k], hi, lo);
+        st_pair(sGs + o, hi), st_pair(sGsl + o, lo);
+      }
     }
   }
   cp_async_wait<0>();
   __syncthreads();
-  const float bend = sbl[n - 1];
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
-  // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
-  // none above the diagonal block (never read).
+  // warps 0-3 kk, 4-7 X (8-15: the v split below); warp (w % 4) takes m-tile (w % 4) / 2 and
+  // the 16 keys (w % 2) * 16.., none above the diagonal block (never read).
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
-    if (nb <= mt) {
-      float acc[2][4] = {};
+    if (warp < 8 && nb <= mt) {
+      // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
+      // ks dependent mma's instead of 3 ks
+      float acc[3][2][4] = {};
       const bool is_x = warp >= 4;
       const bf *A = is_x ? sGb : sq, *Al = is_x ? sGbl : sql, *Bm = is_x ? sv : sk;
       const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2 / 16;
@@ -271,28 +340,37 @@ __global__ void __launch_bounds__(kThreads, 1)
         frag_b_nk(bb, Bm, lda, nb * 16, k * 16, lane);
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
-          mma_bf16(acc[u], a, bb[2 * u], bb[2 * u + 1]);
-          mma_bf16(acc[u], al, bb[2 * u], bb[2 * u + 1]);
+          mma_bf16(acc[0][u], a, bb[2 * u], bb[2 * u + 1]);
+          mma_bf16(acc[1][u], al, bb[2 * u], bb[2 * u + 1]);
         }
         if (!is_x) {  // phi_q hi x phi_k lo (V has no lo half)
           frag_b_nk(bb, skl, LQ, nb * 16, k * 16, lane);
 #pragma unroll
-          for (int u = 0; u < 2; ++u) mma_bf16(acc[u], a, bb[2 * u], bb[2 * u + 1]);
+          for (int u = 0; u < 2; ++u) mma_bf16(acc[2][u], a, bb[2 * u], bb[2 * u + 1]);
         }
       }
       float* dst = is_x ? sGV : sP;
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
         const int col = nb * 16 + u * 8 + 2 * q, r = mt * 16 + g;
-        *reinterpret_cast<float2*>(dst + r * kLP + col) = make_float2(acc[u][0], acc[u][1]);
-        *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(acc[u][2], acc[u][3]);
+        float x[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[e] = acc[0][u][e] + acc[1][u][e] + acc[2][u][e];
+        *reinterpret_cast<float2*>(dst + r * kLP + col) = make_float2(x[0], x[1]);
+        *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(x[2], x[3]);
       }
     }
   }
-  // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term)
-  for (int i = tid; i < C * kD; i += kThreads) {
-    const int r = i / kD, j = i % kD;
-    split2(__bfloat162float(sv[r * LV + j]) * __expf(bend - sbl[r]), svd[r * LV + j], svdl[r * LV + j]);
+  // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term); at 16 warps by
+  // warps 8-15 alone, which have no kk / X tile (so it runs beside the kk chains)
+  constexpr int kSvT = kW == 16 ? kThreads - 256 : kThreads;
+  for (int i = tid - (kThreads - kSvT); i >= 0 && i < C * kD / 2; i += kSvT) {  // a column pair a step
+    const int r = i / (kD / 2), o = r * LV + 2 * (i % (kD / 2));
+    const float e = sEk[r];
+    const float2 x = ld_pair(sv + o);
+    uint32_t hi, lo;
+    split_pack(x.x * e, x.y * e, hi, lo);
+    st_pair(svd + o, hi), st_pair(svdl + o, lo);
   }
   __syncthreads();
 
@@ -318,46 +396,52 @@ __global__ void __launch_bounds__(kThreads, 1)
   //   aq = (dO' e^b) S^T   (Gs hi S hi + Gs lo S hi + Gs hi S lo)
   //   ak = (v e^(bend-b)) dS^T   (likewise with dS)
   // and L_c = <S, dS> (f32, the D columns here, z below); dS hi to shared for dv.
+  static_assert(KJ % 2 == 0, "with kDepth 2 the column blocks alternate between two register sets");
   float aq[2][kNT][4] = {}, ak[2][kNT][4] = {};
   float lsum = 0.f;
-  for (int kj = 0; kj < KJ; ++kj) {
-    float cs_[kNT][4], cd_[kNT][4];
-#pragma unroll
-    for (int i = 0; i < kNT; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) cs_[i][e] = ns[i][e], cd_[i][e] = nd[i][e];
-    if (kj + 1 < KJ) fetch(kj + 1);
-    uint32_t ag[2][4], agl[2][4], av[2][4], avl[2][4];
-#pragma unroll
-    for (int m = 0; m < 2; ++m) {
-      frag_a(ag[m], sGs, LV, m * 16, kj * 16, lane);
-      frag_a(agl[m], sGsl, LV, m * 16, kj * 16, lane);
-      frag_a(av[m], svd, LV, m * 16, kj * 16, lane);
-      frag_a(avl[m], svdl, LV, m * 16, kj * 16, lane);
-    }
+  auto step = [&](int kj, float (&cs_)[kNT][4], float (&cd_)[kNT][4]) {
+    uint32_t sh[kNT][2], sl[kNT][2], dh[kNT][2], dl[kNT][2];
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (!tile_ok(i)) continue;
 #pragma unroll
       for (int e = 0; e < 4; ++e) lsum += cs_[i][e] * cd_[i][e];
-      uint32_t sh0, sl0, sh1, sl1, dh0, dl0, dh1, dl1;
-      split_pack(cs_[i][0], cs_[i][1], sh0, sl0);
-      split_pack(cs_[i][2], cs_[i][3], sh1, sl1);
-      split_pack(cd_[i][0], cd_[i][1], dh0, dl0);
-      split_pack(cd_[i][2], cd_[i][3], dh1, dl1);
+      split_pack(cs_[i][0], cs_[i][1], sh[i][0], sl[i][0]);
+      split_pack(cs_[i][2], cs_[i][3], sh[i][1], sl[i][1]);
+      split_pack(cd_[i][0], cd_[i][1], dh[i][0], dl[i][0]);
+      split_pack(cd_[i][2], cd_[i][3], dh[i][1], dl[i][1]);
       bf* row = sdS + (fb + 8 * i + g) * LV + kj * 16 + 2 * q;
-      *reinterpret_cast<uint32_t*>(row) = dh0;
-      *reinterpret_cast<uint32_t*>(row + 8) = dh1;
+      st_pair(row, dh[i][0]);
+      st_pair(row + 8, dh[i][1]);
+    }
+    if (kj + kDepth < KJ) fetch(kj + kDepth, cs_, cd_);
+    if (kj + kDepth + 2 < KJ) prefetch_block(kj + kDepth + 2);
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
-        mma_bf16(aq[m][i], ag[m], sh0, sh1);
-        mma_bf16(aq[m][i], agl[m], sh0, sh1);
-        mma_bf16(aq[m][i], ag[m], sl0, sl1);
-        mma_bf16(ak[m][i], av[m], dh0, dh1);
-        mma_bf16(ak[m][i], avl[m], dh0, dh1);
-        mma_bf16(ak[m][i], av[m], dl0, dl1);
+    for (int m = 0; m < 2; ++m) {  // the A fragments one m-tile at a time (16 registers live)
+      uint32_t ag[4], agl[4], av[4], avl[4];
+      frag_a(ag, sGs, LV, m * 16, kj * 16, lane);
+      frag_a(agl, sGsl, LV, m * 16, kj * 16, lane);
+      frag_a(av, svd, LV, m * 16, kj * 16, lane);
+      frag_a(avl, svdl, LV, m * 16, kj * 16, lane);
+#pragma unroll
+      for (int i = 0; i < kNT; ++i) {
+        if (!tile_ok(i)) continue;
+        mma_bf16(aq[m][i], ag, sh[i][0], sh[i][1]);
+        mma_bf16(aq[m][i], agl, sh[i][0], sh[i][1]);
+        mma_bf16(aq[m][i], ag, sl[i][0], sl[i][1]);
+        mma_bf16(ak[m][i], av, dh[i][0], dh[i][1]);
+        mma_bf16(ak[m][i], avl, dh[i][0], dh[i][1]);
+        mma_bf16(ak[m][i], av, dl[i][0], dl[i][1]);
       }
     }
+  };
+  if constexpr (kDepth == 2) {
+    for (int kj = 0; kj < KJ; kj += 2) {
+      step(kj, s0, d0);
+      step(kj + 1, s1, d1);
+    }
+  } else {
+    for (int kj = 0; kj < KJ; ++kj) step(kj, s0, d0);
   }
 
   // ---- the z columns: dphi_q += exp(bl_t) dO'_t[D] z, dphi_k += exp(bend - bl_s) dz; the
@@ -372,21 +456,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int r = m * 16 + g + 8 * hh;
-      const float wq = __expf(sbl[r]) * sden[r];            // 0 for rows >= n (den 0)
-      const float wk = r < n ? __expf(bend - sbl[r]) : 0.f;
+      const float wq = sEb[r] * sden[r];  // 0 for rows >= n
+      const float wk = sEk[r];
       float qx = 0.f, kx = 0.f;
 #pragma unroll
       for (int i = 0; i < kNT; ++i) {
         if (!tile_ok(i)) continue;
-        const int f = fb + 8 * i + 2 * q;
+        const int o = r * LQ + fb + 8 * i + 2 * q;
+        const float2 ph = ld_pair(sq + o), pl = ld_pair(sql + o);
+        const float2 kh = ld_pair(sk + o), kl = ld_pair(skl + o);
+        const float pq[2] = {ph.x + pl.x, ph.y + pl.y}, pk[2] = {kh.x + kl.x, kh.y + kl.y};
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& xq = aq[m][i][2 * hh + e];
           float& xk = ak[m][i][2 * hh + e];
           xq += wq * zq[i][e];
           xk += wk * zk[i][e];
-          qx += bsum(sq, sql, r * LQ + f + e) * xq;
-          kx += bsum(sk, skl, r * LQ + f + e) * xk;
+          qx += pq[e] * xq;
+          kx += pk[e] * xk;
         }
       }
       qx += __shfl_xor_sync(0xffffffffu, qx, 1);
@@ -445,17 +532,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
 
   // ---- da_t: every pair (t', s) with s < t <= t' (grad_tc_kernel's sum, same terms)
+  // (lane s < t sums the column s of the rectangle t' in [t, n): no index division, and the
+  // lanes of a warp read one shared row: no bank conflict)
+  const float ebend = __expf(bend);
   for (int r = warp; r < n; r += kWarps) {
-    float acc = 0.f;
-    for (int i = lane; i < (n - r) * r; i += 32) acc += sW[(r + i / r) * kLP + i % r];
-    for (int i = r + lane; i < n; i += 32) acc += sQs[i];
-    for (int i = lane; i < r; i += 32) acc += sKs[i];
-    acc = warp_sum(acc);
-    if (lane == 0) sdb[r] = acc + __expf(bend) * sL[0];
+    float acc = 0.f, acc2 = 0.f;
+    if (lane < r) {
+      int tp = r;
+      for (; tp + 1 < n; tp += 2) acc += sW[tp * kLP + lane], acc2 += sW[(tp + 1) * kLP + lane];
+      if (tp < n) acc += sW[tp * kLP + lane];
+      acc += sKs[lane];
+    }
+    if (r + lane < n) acc += sQs[r + lane];
+    acc = warp_sum(acc + acc2);
+    if (lane == 0) sdb[r] = acc + ebend * sL[0];
   }
-  for (int i = tid; i < C * F2; i += kThreads) {  // phi_k exp(bl_end - bl_s) for dv
-    const int r = i / F2, f = i % F2;
-    sk[r * LQ + f] = __float2bfloat16(bsum(sk, skl, r * LQ + f) * __expf(bend - sbl[r]));
+  // phi_k exp(bl_end - bl_s) for dv: a warp per row, 8 features a lane (16-byte accesses)
+  for (int r = warp; r < C; r += kWarps) {
+    const float e = sEk[r];
+    for (int f = lane * 8; f < F2; f += 32 * 8) {
+      const uint4 hv = *reinterpret_cast<const uint4*>(sk + r * LQ + f);
+      const uint4 lv = *reinterpret_cast<const uint4*>(skl + r * LQ + f);
+      const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w}, lw[4] = {lv.x, lv.y, lv.z, lv.w};
+      uint32_t ow[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float2 h2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&hw[u]));
+        const float2 l2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&lw[u]));
+        const __nv_bfloat162 o2 = __floats2bfloat162_rn((h2.x + l2.x) * e, (h2.y + l2.y) * e);
+        ow[u] = *reinterpret_cast<const uint32_t*>(&o2);
+      }
+      *reinterpret_cast<uint4*>(sk + r * LQ + f) = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+    }
   }
   __syncthreads();
 
@@ -465,9 +573,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   {
     constexpr int kJB = kD / 16, kGroups = kWarps / kJB;
     const int jb = warp % kJB, kg = warp / kJB, KS = C / 16 + F2 / 16;
-    float acc[2][2][4] = {};
-    for (int ks = kg; ks < KS; ks += kGroups) {
-      uint32_t a[2][4], bb[4];
+    // two k-steps per pass into two accumulator sets (both steps' fragments loaded before
+    // their mma's: half the dependent chain, loads overlapped)
+    float acc[2][2][2][4] = {};
+    auto load = [&](int ks, uint32_t (&a)[2][4], uint32_t (&bb)[4]) {
       if (ks < C / 16) {
 #pragma unroll
         for (int m = 0; m < 2; ++m) frag_at(a[m], sPb, kLPb, m * 16, ks * 16, lane);
@@ -478,10 +587,20 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int m = 0; m < 2; ++m) frag_a(a[m], sk, LQ, m * 16, kf * 16, lane);
         frag_b_kn(bb, sdS, LV, kf * 16, jb * 16, lane);
       }
+    };
+    for (int ks = kg; ks < KS; ks += 2 * kGroups) {
+      const bool two = ks + kGroups < KS;
+      uint32_t a[2][2][4], bb[2][4];
+      load(ks, a[0], bb[0]);
+      if (two) load(ks + kGroups, a[1], bb[1]);
 #pragma unroll
-      for (int m = 0; m < 2; ++m)
+      for (int p = 0; p < 2; ++p) {
+        if (p == 1 && !two) break;
 #pragma unroll
-        for (int u = 0; u < 2; ++u) mma_bf16(acc[m][u], a[m], bb[2 * u], bb[2 * u + 1]);
+        for (int m = 0; m < 2; ++m)
+#pragma unroll
+          for (int u = 0; u < 2; ++u) mma_bf16(acc[p][m][u], a[p][m], bb[p][2 * u], bb[p][2 * u + 1]);
+      }
     }
 #pragma unroll
     for (int m = 0; m < 2; ++m)
@@ -491,26 +610,34 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (r >= n) continue;
         float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 2 * q;
 #pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          atomicAdd(dst + u * 8, acc[m][u][2 * hh]);
-          atomicAdd(dst + u * 8 + 1, acc[m][u][2 * hh + 1]);
+        for (int u = 0; u < 2; ++u) {  // adjacent columns: one 8-byte atomic (sm_90)
+          const float2 x = make_float2(acc[0][m][u][2 * hh] + acc[1][m][u][2 * hh],
+                                       acc[0][m][u][2 * hh + 1] + acc[1][m][u][2 * hh + 1]);
+          atomicAdd(reinterpret_cast<float2*>(dst + u * 8), x);
         }
       }
   }
   for (int r = tid; r < n; r += kThreads) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
 }
 
-template <int kD, int kNT>
+template <int kD, int kNT, int kW>
 void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
             const float* bl, const float* states, const float* dstates, const float* dO,
             const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
             cudaStream_t s) {
   const size_t sm = grad_mma_smem(d);
-  LZ_CHECK(cudaFuncSetAttribute(grad_mma_kernel<kD, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  LZ_CHECK(cudaFuncSetAttribute(grad_mma_kernel<kD, kNT, kW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
-  grad_mma_kernel<kD, kNT><<<dim3(d.NC, d.B * d.H), kThreads, sm, s>>>(
+  grad_mma_kernel<kD, kNT, kW><<<dim3(d.NC, d.B * d.H), kW * 32, sm, s>>>(
       phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d);
+}
+
+/// Whether LIZARD_GRAD_KERNEL=mma8 keeps grad_mma_kernel at 8 warps (the shape before the
+/// 16-warp default; kept for A/B timing on the GPU). Read per call, like grad_wmma_forced.
+bool grad_mma8_forced() {
+  const char* e = std::getenv("LIZARD_GRAD_KERNEL");
+  return e && std::string(e) == "mma8";
 }
 
 template <int kD>
@@ -519,16 +646,24 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
               const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
               cudaStream_t s) {
   const int F2 = 2 * d.F;
-  if (F2 <= 64)
-    return launch<kD, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  if (grad_mma8_forced()) {
+    if (F2 <= 64)
+      return launch<kD, 1, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    if (F2 <= 128)
+      return launch<kD, 2, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    return launch<kD, 4, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  }
   if (F2 <= 128)
-    return launch<kD, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
-  return launch<kD, 4>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    return launch<kD, 1, 16>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  return launch<kD, 2, 16>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
 }
 
 }  // namespace
 
-bool grad_wmma_forced() { return env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma"); }
+bool grad_wmma_forced() {
+  // a third value besides the default "mma" and "wmma": "mma8" (grad_mma8_forced)
+  return !grad_mma8_forced() && env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma");
+}
 
 bool grad_mma_selected(const Dims& d) {
   // the largest, D = 128 and 2F = 256, carves 218 KiB of the 227 KiB a CTA may have

@@ -31,7 +31,7 @@ done
 if [ "$NCU" = 1 ] && command -v ncu > /dev/null; then
   for k in new old; do
     echo "== ncu, LIZARD_FEATURES_BWD_KERNEL=$k (one warm-up + one timed fwd+bwd)"
-    LIZARD_FEATURES_BWD_KERNEL=$k ncu --kernel-name 'regex:features_(du_dx|dw|bwd_mma)_kernel' \
+    LIZARD_FEATURES_BWD_KERNEL=$k ncu --kernel-name 'regex:features_(du_dx|dw|bwd_mma|mma)_kernel' \
       --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
       build/bin/lizard bench attention --shape 8x2048 --iters 1 --warmup 0 > "$OUT/ncu_$k.log" 2>&1
     grep -E "features_|gpu__time_duration|dram__bytes|sm__throughput" "$OUT/ncu_$k.log" | sed 's/(.*//' | head -40

@@ -6,8 +6,9 @@
 // and 4 (dk by atomics over the group's heads), F 16, 48, 128 (1, 3, 8 k-steps of dx; dW tile
 // counts that 8 warps do not divide), D 64 and 128 (one or two 64-column halves of dx), both
 // maps, and grids where warps take several units (the x prefetch) and CTAs several dW tiles
-// (the double buffer). Both kernels take the same operands with the same products; the
-// tolerances below follow from that.
+// (the double buffer). Both kernels take the same operands with the same products, the map's
+// exponentials aside (ex2.approx in the split kernel, expf in the fused one); the tolerances
+// below follow from that.
 #include <cmath>
 #include <string>
 #include <tuple>
@@ -63,18 +64,21 @@ void expect_split_matches_fused(const Shape& sh) {
   const ops::LizardGrads now = grads_with(c, dy, nullptr), old = grads_with(c, dy, "old");
   auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
   auto err = [&](const Tensor& a, const Tensor& b) { return rel_err(f64(a), f64(b)); };
-  // dwq, dwk (f32): the same bf16 products x du in another f32 order over the tokens (about
-  // 1e-7 norm-wise), and du itself is the same f32 expression rounded to bf16 (a different
-  // fma contraction could flip the rounding of an element now and then: 2^-8 of that element,
-  // about 1e-5 norm-wise). 1e-4 allows both; a 16-token unit lost or counted twice moves dW by
-  // a few % at these token counts, a wrong tile or head by O(1).
-  EXPECT_LE(err(now.dwq, old.dwq), 1e-4) << what << " dwq";
-  EXPECT_LE(err(now.dwk, old.dwk), 1e-4) << what << " dwk";
-  // dq, dk, dx (bf16 outputs): f32 values equal to about 1e-7 (dq: the same mma sequence; dk:
-  // atomics over the GQA heads in another order), then rounded to bf16, which flips the
-  // rounding of the rare elements near a boundary by 2^-8 (a few 1e-5 norm-wise). dv, dw_g,
-  // db_g do not depend on the feature backward: the same check finds a stray write. 1e-3 is
-  // far below a lost or wrong row (at least 1 / sqrt(rows), 2e-2 here).
+  // dwq, dwk (f32): the bf16 products x du in another f32 order over the tokens (about 1e-7
+  // norm-wise), and du is the same function rounded to bf16 at the same place, but its f32
+  // value comes from ex2.approx on u log2e - m log2e (the split kernel) instead of expf (the
+  // fused one): about 5e-7 relative, which flips the bf16 rounding of a fraction ~2e-4 of the
+  // elements by one bf16 ulp (2^-8 of the element). Norm-wise that is ~5e-5 at the larger
+  // shapes, and at the smallest ones (T 1 and 7: ~500-1000 elements of du) a single flip moves
+  // dW by up to ~2e-4. 1e-3 allows it; a 16-token unit lost or counted twice moves dW by a few
+  // % at these token counts, a wrong tile or head by O(1).
+  EXPECT_LE(err(now.dwq, old.dwq), 1e-3) << what << " dwq";
+  EXPECT_LE(err(now.dwk, old.dwk), 1e-3) << what << " dwk";
+  // dq, dk, dx (bf16 outputs): dq and dk take du W^T by the same mma sequence (dk: atomics
+  // over the GQA heads in another order), so they differ by the du flips above (a single one
+  // at T 1: ~1e-4) and then by rounding to bf16 (2^-8 on the rare elements near a boundary).
+  // dv, dw_g, db_g do not depend on the feature backward: the same check finds a stray
+  // write. 1e-3 is far below a lost or wrong row (at least 1 / sqrt(rows), 2e-2 here).
   for (auto [name, got, ref] : {std::tuple{"dq", &now.dq, &old.dq}, {"dk", &now.dk, &old.dk},
                                 {"dx", &now.dx, &old.dx}, {"dv", &now.dv, &old.dv},
                                 {"dw_g", &now.dw_g, &old.dw_g}, {"db_g", &now.db_g, &old.db_g}})
