@@ -32,6 +32,7 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <type_traits>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -64,16 +65,23 @@ constexpr uint32_t tile_bytes() {
 
 /// Rows r0 .. r0 + 63 of a bf16 matrix (row r at g + r * ld, kD columns) into shared rows of
 /// row_stride<kD>() elements by cp.async; rows at or past `end` become zeros.
+/// Thread i copies chunk i % kC of rows i / kC + u kRowsPer (the mapping of a loop over i with
+/// stride kThreads), unrolled with the row and column hoisted: the address arithmetic is one add
+/// per row instead of a division and a 64-bit multiply per chunk.
 template <int kD>
 __device__ __forceinline__ void cp_rows(bf* sm, const bf* g, int64_t ld, int r0, int end) {
-  constexpr int kC = kD / 8, kS = row_stride<kD>();
-  for (int i = threadIdx.x; i < kTile * kC; i += kThreads) {
-    const int r = i / kC, c = (i % kC) * 8;
-    bf* dst = sm + r * kS + c;
-    if (r0 + r < end)
-      cp_async16(dst, g + int64_t(r0 + r) * ld + c);
+  constexpr int kC = kD / 8, kS = row_stride<kD>(), kRowsPer = kThreads / kC;
+  static_assert(kThreads % kC == 0 && kTile % kRowsPer == 0, "whole rows per sweep");
+  const int rt = threadIdx.x / kC, c = (threadIdx.x % kC) * 8;
+  const uint32_t dst0 = smem_u32(sm + rt * kS + c);
+  const bf* src0 = g + int64_t(r0 + rt) * ld + c;
+#pragma unroll
+  for (int u = 0; u < kTile / kRowsPer; ++u) {
+    const uint32_t dst = dst0 + uint32_t(u * kRowsPer * kS * 2);
+    if (r0 + rt + u * kRowsPer < end)
+      cp_async16_u32(dst, src0 + int64_t(u * kRowsPer) * ld);
     else
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      st_shared_zero16(dst);
   }
 }
 
@@ -271,6 +279,52 @@ __device__ __forceinline__ void mma_av(float (&acc)[kD / 8][4], const uint32_t (
       ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
       mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a[kk], fb);
     }
+}
+
+/// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
+/// A fragments here) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
+/// taken as zero, so their conversions, B loads and mma's are skipped.
+template <int kD>
+__device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
+                                            unsigned live, uint32_t bt) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (!((live >> kk) & 1u)) continue;
+    uint32_t a[4];
+    a_frag(a, x, kk);
+#pragma unroll
+    for (int dn = 0; dn < kD / 16; ++dn) {
+      uint32_t fb[4];
+      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
+      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
+    }
+  }
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// The backward's softmax weight of a score s (raw q~.k~) against its row's saved statistics,
+/// as m = the row max (natural units) and nl = -log2(den):
+///   P = exp(s scale - m) / den = 2^((s scale - m) log2e + nl).
+/// s scale - m is one fused rounding (it is near 0 for the weights that matter, so its error
+/// is far below an ulp of s scale), then one more fma and the SFU's 2^x (about 2 ulp): 3
+/// instructions per score instead of 5 (multiply, subtract, the multiply inside __expf, ex2,
+/// times 1/den), to about 3e-7 relative (the 1 / den rounding it replaces was 6e-8; the
+/// gradients' budget is 1e-2 against the f64 oracle). A row with nl = -inf (past T) gets 0.
+/// The query side and the key side call this with the same operands, so their P agree bit
+/// for bit (delta from one side meets P from the other).
+__device__ __forceinline__ float bwd_weight(float s, float scale, float m, float nl) {
+  return fast_exp2(__fmaf_rn(__fmaf_rn(s, scale, -m), kLog2e, nl));
+}
+
+/// How the 16 x 16 block of (query rows t0q.., key columns k0..) meets the window (keys
+/// t - w < key <= t): 0 no pair visible, 1 every pair visible, 2 some (per-pair mask). Rows or
+/// keys past T are the caller's (the query side never sees them: key <= t < T).
+__device__ __forceinline__ int block_kind(int t0q, int k0, int w) {
+  if (k0 > t0q + 15 || t0q - (k0 + 15) >= w) return 0;
+  if (k0 + 15 > t0q || t0q + 15 - k0 >= w) return 2;
+  return 1;
 }
 
 /// In place, x = R_pos^T x~ for the accumulator rows of this thread (C layout, columns
@@ -625,6 +679,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bf *dyg = dy + cta.qoff, *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
+  const float rA = 1.f / (1.f + A);  // convex: dg = dy / (1 + |alpha|)
   auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, ldq, t0, T, rope, cosb, sinb);
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
@@ -663,18 +718,23 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int64_t bht = int64_t(bh) * T + t;
       const bool clamped = den[u] < d.eps;
       const float den_g = clamped ? d.eps : den[u];
+      // one IEEE division per row, multiplies per column (each quotient below moves by at most
+      // an ulp against dividing per column: the f32 formulas' rounding, 1e-7 of the 1e-2
+      // budget); the per-column divisions were most of this pass's instructions
+      const float rg = 1.f / den_g;
       float dgg = 0.f, dyg_s = 0.f, cdiag = 0.f;
 #pragma unroll
       for (int c = 0; c < kJ; ++c) {
         const int j = lane + 32 * c;
         // g_j = global_out of the numden row (den, M_j already in registers)
-        const float gj = clamped ? (ndj[u][c] + den[u] * vj[u][c]) / d.eps
-                                 : vj[u][c] + ndj[u][c] / den[u];
-        const float dg = convex ? dyj[u][c] / (1.f + A) : dyj[u][c];
-        cdiag += clamped ? dg * vj[u][c] / den_g : -(dg / den_g) * (ndj[u][c] / den_g);
+        const float gj = clamped ? (ndj[u][c] + den[u] * vj[u][c]) * rg
+                                 : vj[u][c] + ndj[u][c] * rg;
+        const float dg = convex ? dyj[u][c] * rA : dyj[u][c];
+        const float o = dg * rg;  // dO'_j
+        cdiag += clamped ? o * vj[u][c] : -o * (ndj[u][c] * rg);
         dgg += dg * gj;
         dyg_s += dyj[u][c] * gj;
-        dO[bht * D1 + j] = dg / den_g;
+        dO[bht * D1 + j] = o;
       }
       dgg = warp_sum(dgg);
       dyg_s = warp_sum(dyg_s);
@@ -687,13 +747,17 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
 
-  float mx_r[2], inv_r[2], dyl[2] = {0.f, 0.f}, delta_r[2] = {0.f, 0.f};
+  // per row: m (max), 1 / den and nl = -log2(den) of the saved statistics; rows past T get
+  // nl = -inf, so every P of theirs is 0
+  float mx_r[2], inv_r[2], nl_r[2], delta_r[2] = {0.f, 0.f}, nds_r[2] = {0.f, 0.f};
+  float dyl[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // two partial sums per row (shorter FMA chains)
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int t = wr0 + g + 8 * rr;
     const float* ws = wstats + (int64_t(bh) * T + min(t, T - 1)) * 2;
     mx_r[rr] = t < T ? ws[0] : 0.f;
     inv_r[rr] = t < T ? 1.f / ws[1] : 0.f;  // rows past T: P = 0
+    nl_r[rr] = t < T ? -__log2f(ws[1]) : -INFINITY;
   }
   float acc[kNT][4];
 #pragma unroll
@@ -702,7 +766,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t dy_a = a_addr<kD>(sDY, warp * 16);
   const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_b = b_addr<kD>(sV);
   const uint32_t k_t = bt_addr<kD>(sK);
-  const float scale = d.scale;
+  const float scale = d.scale, coef_s = coef * scale;
 
   // pass 0 over the key tiles: dy.l; pass 1: dq~. The tiles stream twice (L2 hits).
   const int total = 2 * n_tiles;
@@ -721,9 +785,12 @@ __global__ void __launch_bounds__(kThreads, 2)
       // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        dyl[rr] += __shfl_xor_sync(0xffffffffu, dyl[rr], 1);
-        dyl[rr] += __shfl_xor_sync(0xffffffffu, dyl[rr], 2);
-        delta_r[rr] = coef * dyl[rr];
+        float v = dyl[rr][0] + dyl[rr][1];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        dyl[rr][0] = v;
+        delta_r[rr] = coef * v;
+        nds_r[rr] = -(delta_r[rr] * scale);  // dC = P (coef dP' - delta) scale, as one fma
       }
     }
     if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
@@ -731,29 +798,45 @@ __global__ void __launch_bounds__(kThreads, 2)
     float s[8][4], dp[8][4];
     tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
     tile_abt<kD, false, false>(dp, dy_a, 0, v_b + off, 0);  // dP' = dy V^T, exact bf16 dy
-    const bool need_mask = n0 + kTile - 1 > wr0 || wr0 + 15 - n0 >= w;
+    // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
+    // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
+    // cuts (2 of the 9 a warp sees at w = 128); t - key = dt[rr] - (column offset)
+    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+    // one chunk, the pass and the mask as template constants (block-uniform branches choose
+    // among the four bodies; no per-score branch)
+    auto chunk = [&](auto pass_c, auto mask_c, const int c) {
+      constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int rr = e >> 1;
-        bool valid = true;
-        if (need_mask) {
-          const int t = wr0 + g + 8 * rr, key = n0 + 8 * i + 2 * t4 + (e & 1);
-          valid = key <= t && t - key < w;
+        for (int e = 0; e < 4; ++e) {
+          const int i = 2 * c + h, rr = e >> 1;
+          float p = bwd_weight(s[i][e], scale, mx_r[rr], nl_r[rr]);
+          if constexpr (kMask) {
+            const int dtk = dt[rr] - (8 * i + (e & 1));
+            if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
+          }
+          if constexpr (kPass1)
+            s[i][e] = p * __fmaf_rn(coef_s, dp[i][e], nds_r[rr]);  // dC
+          else
+            dyl[rr][e & 1] = __fmaf_rn(p, dp[i][e], dyl[rr][e & 1]);
         }
-        const float p = valid ? __expf(__fsub_rn(__fmul_rn(s[i][e], scale), mx_r[rr])) * inv_r[rr] : 0.f;
-        if (pass == 0)
-          dyl[rr] += p * dp[i][e];
-        else
-          s[i][e] = p == 0.f ? 0.f : p * (coef * dp[i][e] - delta_r[rr]) * scale;  // dC
-      }
-    if (pass == 1) {
-      uint32_t da[4][4];
+    };
+    using F = std::false_type;
+    using Tr = std::true_type;
+    unsigned live = 0;
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) a_frag(da[kk], s, kk);
-      mma_av<kD>(acc, da, k_t + off);  // dq~ += dC K~ (hi)
+    for (int c = 0; c < 4; ++c) {
+      const int kind = block_kind(wr0, n0 + 16 * c, w);
+      if (kind == 0) continue;
+      live |= 1u << c;
+      if (pass == 0) {
+        if (kind == 2) chunk(F(), Tr(), c); else chunk(F(), F(), c);
+      } else {
+        if (kind == 2) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
+      }
     }
+    if (pass == 1) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~ (hi)
   }
 
   int pos[2];
@@ -767,7 +850,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int t = pos[rr];
     if (t4 != 0 || t < 0) continue;
     delta_out[int64_t(bh) * T + t] = delta_r[rr];
-    atomicAdd(sred, convex ? dyl[rr] - sdyg[t - t0] : dyl[rr]);
+    atomicAdd(sred, convex ? dyl[rr][0] - sdyg[t - t0] : dyl[rr][0]);
     for (int j = 0; j < d.m; ++j)
       atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta_r[rr]);
   }
@@ -795,8 +878,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   bf *sK = sm.own, *sKl = sm.own_lo, *sV = sm.own2;   // [64][kS] k~, k~ lo (kLo), v
   bf *sQ = sm.str, *sQl = sm.str_lo, *sDY = sm.str2;  // [2][64][kS] q~, q~ lo (kLo), dy
   float* sM = sm.f32;                                          // [2][64] row max
-  float* sI = sM + 2 * kTile;                                  // [2][64] 1 / den
-  float* sDl = sI + 2 * kTile;                                 // [2][64] delta
+  float* sNL = sM + 2 * kTile;                                 // [2][64] -log2(den)
+  float* sND = sNL + 2 * kTile;                                // [2][64] -delta scale
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w, rep = d.H / d.Hkv;
@@ -808,7 +891,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int nq = (q_hi + 1 - s0 + kTile - 1) / kTile;
   const int total = rep * nq;
   const bool rope = d.rope;
-  const float coef = win_coef(alpha_p[0], d.combine_convex);
+  const float coef = win_coef(alpha_p[0], d.combine_convex), scale = d.scale;
   auto load_q = [&](int buf, int it) {
     const int h = kvh * rep + it / nq, q0 = s0 + (it % nq) * kTile;
     const int64_t bh = int64_t(b) * d.H + h;
@@ -819,9 +902,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int tq = q0 + i;
       const bool ok = tq < T;
       const int64_t st = bh * T + (ok ? tq : 0);
+      // the query side's per-row constants, bit for bit (bwd_weight, dC as one fma); a query
+      // past T gets nl = -inf: P = 0
       sM[buf * kTile + i] = ok ? wstats[st * 2] : 0.f;
-      sI[buf * kTile + i] = ok ? 1.f / wstats[st * 2 + 1] : 0.f;
-      sDl[buf * kTile + i] = ok ? delta[st] : 0.f;
+      sNL[buf * kTile + i] = ok ? -__log2f(wstats[st * 2 + 1]) : -INFINITY;
+      sND[buf * kTile + i] = ok ? -(delta[st] * scale) : 0.f;
     }
   };
   load_own_rows<kD>(sK, kLo ? sKl : nullptr, kg, ldk, s0, T, rope, cosb, sinb);
@@ -846,7 +931,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t v_a = a_addr<kD>(sV, warp * 16);
   const uint32_t q_b = b_addr<kD>(sQ), ql_b = b_addr<kD>(sQl), dy_b = b_addr<kD>(sDY);
   const uint32_t q_t = bt_addr<kD>(sQ), dy_t = bt_addr<kD>(sDY);
-  const float scale = d.scale;
+  const float coef_s = coef * scale;
+  // per accumulator row (key kw0 + g + 8 rr): the bound of tq - key, 0 for a key past T (its
+  // zero k~ row would otherwise get a weight)
+  int lim[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) lim[rr] = kw0 + g + 8 * rr < T ? w : 0;
 
   for (int it = 0; it < total; ++it) {
     const int q0 = s0 + (it % nq) * kTile, buf = it & 1;
@@ -863,31 +953,48 @@ __global__ void __launch_bounds__(kThreads, 2)
     tile_abt<kD, kLo, true>(s, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
     tile_abt<kD, false, false>(dp, v_a, 0, dy_b + off, 0);         // dP'^T = v dy^T
     const float* M = sM + buf * kTile;
-    const float* I = sI + buf * kTile;
-    const float* Dl = sDl + buf * kTile;
-    const bool need_mask = q0 < kw0 + 15 || q0 + kTile - 1 - kw0 >= w || q0 + kTile > T ||
-                           kw0 + 16 > T;
+    const float* NL = sNL + buf * kTile;
+    const float* ND = sND + buf * kTile;
+    // the tile as 4 chunks of 16 queries, as the query side's key chunks: skipped when no
+    // pair is visible, the per-pair mask only where the window edge, the diagonal or T cuts;
+    // tq - key = dq[rr] + (column offset)
+    const int dq[2] = {q0 + 2 * t4 - kw0 - g, q0 + 2 * t4 - kw0 - g - 8};
+    auto chunk = [&](auto mask_c, const int c) {
+      constexpr bool kMask = decltype(mask_c)::value;
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+      for (int h = 0; h < 2; ++h) {
+        const int i = 2 * c + h, qi = 8 * i + 2 * t4;
+        const float2 m2 = *reinterpret_cast<const float2*>(M + qi);
+        const float2 nl2 = *reinterpret_cast<const float2*>(NL + qi);
+        const float2 nd2 = *reinterpret_cast<const float2*>(ND + qi);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qi = 8 * i + 2 * t4 + (e & 1);
-        bool valid = true;
-        if (need_mask) {
-          const int key = kw0 + g + 8 * (e >> 1), tq = q0 + qi;
-          valid = key < T && tq < T && tq >= key && tq - key < w;
+        for (int e = 0; e < 4; ++e) {
+          const int rr = e >> 1, hi = e & 1;
+          float p = bwd_weight(s[i][e], scale, hi ? m2.y : m2.x, hi ? nl2.y : nl2.x);
+          if constexpr (kMask) {
+            const int dtk = dq[rr] + 8 * i + hi;
+            if (unsigned(dtk) >= unsigned(lim[rr])) p = 0.f;  // tq < key, tq - key >= w, key >= T
+          }
+          s[i][e] = p;
+          dp[i][e] = p * __fmaf_rn(coef_s, dp[i][e], hi ? nd2.y : nd2.x);  // dC^T
         }
-        const float p = valid ? __expf(__fsub_rn(__fmul_rn(s[i][e], scale), M[qi])) * I[qi] : 0.f;
-        s[i][e] = p;
-        dp[i][e] = p == 0.f ? 0.f : p * (coef * dp[i][e] - Dl[qi]) * scale;  // dC^T
       }
-    uint32_t pa[4][4];
+    };
+    unsigned live = 0;
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], s, kk);
-    mma_av<kD>(dva, pa, dy_t + off);  // dv += P^T dy
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], dp, kk);
-    mma_av<kD>(dka, pa, q_t + off);  // dk~ += dC^T q~ (hi)
+    for (int c = 0; c < 4; ++c) {
+      const int qc = q0 + 16 * c;
+      int kind = qc >= T ? 0 : block_kind(qc, kw0, w);
+      if (kind == 1 && (qc + 15 >= T || kw0 + 15 >= T)) kind = 2;
+      if (kind == 0) continue;
+      live |= 1u << c;
+      if (kind == 2)
+        chunk(std::true_type(), c);
+      else
+        chunk(std::false_type(), c);
+    }
+    mma_av_live<kD>(dva, s, live, dy_t + off);  // dv += P^T dy
+    mma_av_live<kD>(dka, dp, live, q_t + off);  // dk~ += dC^T q~ (hi)
   }
 
   int pos[2];
