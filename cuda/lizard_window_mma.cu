@@ -265,26 +265,10 @@ __device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4],
   r[3] = pack_bf16(cv(x[2 * kk + 1][2]), cv(x[2 * kk + 1][3]));
 }
 
-/// acc [kD/8][4] += A (16 x 64, the four A fragments a[kk]) times B (64 x kD, stored [k][n] at
-/// lane address bt, read transposed).
-template <int kD>
-__device__ __forceinline__ void mma_av(float (&acc)[kD / 8][4], const uint32_t (&a)[4][4],
-                                       uint32_t bt) {
-  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-    for (int dn = 0; dn < kD / 16; ++dn) {
-      uint32_t fb[4];
-      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a[kk], fb);
-    }
-}
-
 /// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
-/// A fragments here) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
+/// A fragments here, their lo halves when kLoHalf) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
 /// taken as zero, so their conversions, B loads and mma's are skipped.
-template <int kD>
+template <int kD, bool kLoHalf = false>
 __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
                                             unsigned live, uint32_t bt) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
@@ -292,7 +276,7 @@ __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float
   for (int kk = 0; kk < 4; ++kk) {
     if (!((live >> kk) & 1u)) continue;
     uint32_t a[4];
-    a_frag(a, x, kk);
+    a_frag<kLoHalf>(a, x, kk);
 #pragma unroll
     for (int dn = 0; dn < kD / 16; ++dn) {
       uint32_t fb[4];
@@ -518,20 +502,41 @@ __global__ void __launch_bounds__(kThreads, 2)
     const uint32_t off = (j & 1) * kTB;
     float s[8][4];
     tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
-    const bool need_mask = n0 + kTile - 1 > wr0 || wr0 + 15 - n0 >= w;
+    // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
+    // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
+    // the diagonal cuts; t - key = dt[rr] - (column offset)
+    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+    unsigned live = 0, cut = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int kind = block_kind(wr0, n0 + 16 * c, w);
+      live |= unsigned(kind != 0) << c;
+      cut |= unsigned(kind == 2) << c;
+    }
     float mx[2] = {-INFINITY, -INFINITY};
+    auto scale_chunk = [&](auto mask_c, const int c) {
+      constexpr bool kMask = decltype(mask_c)::value;
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float c = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
-        if (need_mask) {
-          const int t = wr0 + g + 8 * (e >> 1), key = n0 + 8 * i + 2 * t4 + (e & 1);
-          if (key > t || t - key >= w) c = -INFINITY;
+        for (int e = 0; e < 4; ++e) {
+          const int i = 2 * c + h;
+          float x = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
+          if constexpr (kMask) {
+            if (unsigned(dt[e >> 1] - (8 * i + (e & 1))) >= unsigned(w)) x = -INFINITY;
+          }
+          s[i][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
-        s[i][e] = c;
-        mx[e >> 1] = fmaxf(mx[e >> 1], c);
-      }
+    };
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      if (!((live >> c) & 1u)) continue;
+      if ((cut >> c) & 1u)
+        scale_chunk(std::true_type(), c);
+      else
+        scale_chunk(std::false_type(), c);
+    }
     float base[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
@@ -549,24 +554,22 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int c = 0; c < 4; ++c) {
+      if (!((live >> c) & 1u)) continue;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
-        // inference: the denominator sums the rounded weights the mma sums
-        const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
-        l_r[e >> 1] += pv;
-        s[i][e] = pv;
-      }
-    uint32_t pa[4][4];
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], s, kk);
-    mma_av<kD>(acc, pa, v_t + off);
-    if constexpr (kSplit) {
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) a_frag<true>(pa[kk], s, kk);
-      mma_av<kD>(acc, pa, v_t + off);
+        for (int e = 0; e < 4; ++e) {
+          const int i = 2 * c + h;
+          const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
+          // inference: the denominator sums the rounded weights the mma sums
+          const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
+          l_r[e >> 1] += pv;
+          s[i][e] = pv;
+        }
     }
+    mma_av_live<kD>(acc, s, live, v_t + off);
+    if constexpr (kSplit) mma_av_live<kD, true>(acc, s, live, v_t + off);
   }
 
   float inv[2];
@@ -692,14 +695,15 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // the combine backward of the warp's 16 rows (formulas of window_bwd_kernel), while the first
   // tiles load: lanes over the columns, so numden, dO' rows are read and written coalesced
-  // (4 rows at a time: their loads in flight together; this pass is latency-bound otherwise)
+  // (8 rows at a time: their loads in flight together; this pass is latency-bound otherwise,
+  // and the registers the tile loop needs are not live yet)
   const int wr0 = t0 + warp * 16;
-  constexpr int kJ = kD / 32;  // columns per lane
+  constexpr int kJ = kD / 32, kU = 8;  // columns per lane, rows per batch
 #pragma unroll 1
-  for (int r0 = 0; r0 < 16 && wr0 + r0 < T; r0 += 4) {
-    float ndj[4][kJ], vj[4][kJ], dyj[4][kJ], den[4];
+  for (int r0 = 0; r0 < 16 && wr0 + r0 < T; r0 += kU) {
+    float ndj[kU][kJ], vj[kU][kJ], dyj[kU][kJ], den[kU];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < kU; ++u) {
       const int t = min(wr0 + r0 + u, T - 1);  // rows past T: a valid row, results unused
       const float* nd = numden + (int64_t(bh) * T + t) * D1;
       den[u] = nd[kD];
@@ -712,7 +716,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < kU; ++u) {
       const int t = wr0 + r0 + u;
       if (t >= T) break;
       const int64_t bht = int64_t(bh) * T + t;
