@@ -682,7 +682,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bf *dyg = dy + cta.qoff, *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
-  const float rA = 1.f / (1.f + A);  // convex: dg = dy / (1 + |alpha|)
+  const float cA = convex ? 1.f / (1.f + A) : 1.f;  // dg = dy cA (convex: dy / (1 + |alpha|))
   auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, ldq, t0, T, rope, cosb, sinb);
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
@@ -722,22 +722,24 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int64_t bht = int64_t(bh) * T + t;
       const bool clamped = den[u] < d.eps;
       const float den_g = clamped ? d.eps : den[u];
-      // one IEEE division per row, multiplies per column (each quotient below moves by at most
-      // an ulp against dividing per column: the f32 formulas' rounding, 1e-7 of the 1e-2
-      // budget); the per-column divisions were most of this pass's instructions
-      const float rg = 1.f / den_g;
+      // one IEEE division per row, multiplies per column, no branch per column (each value
+      // below moves by a few ulp against dividing per column: 1e-7 of the 1e-2 budget); the
+      // per-column divisions and clamped / convex branches were most of this pass's
+      // instructions. g_j = v_j vs + M_j / den_g as one fma: vs = 1 unclamped (v + M / den),
+      // den / eps clamped ((M + den v) / eps).
+      const float rg = 1.f / den_g, vs = clamped ? den[u] * rg : 1.f;
       float dgg = 0.f, dyg_s = 0.f, cdiag = 0.f;
 #pragma unroll
       for (int c = 0; c < kJ; ++c) {
         const int j = lane + 32 * c;
         // g_j = global_out of the numden row (den, M_j already in registers)
-        const float gj = clamped ? (ndj[u][c] + den[u] * vj[u][c]) * rg
-                                 : vj[u][c] + ndj[u][c] * rg;
-        const float dg = convex ? dyj[u][c] * rA : dyj[u][c];
+        const float mr = ndj[u][c] * rg;
+        const float gj = __fmaf_rn(vj[u][c], vs, mr);
+        const float dg = dyj[u][c] * cA;
         const float o = dg * rg;  // dO'_j
-        cdiag += clamped ? o * vj[u][c] : -o * (ndj[u][c] * rg);
-        dgg += dg * gj;
-        dyg_s += dyj[u][c] * gj;
+        cdiag = __fmaf_rn(o, clamped ? vj[u][c] : -mr, cdiag);
+        dgg = __fmaf_rn(dg, gj, dgg);
+        dyg_s = __fmaf_rn(dyj[u][c], gj, dyg_s);
         dO[bht * D1 + j] = o;
       }
       dgg = warp_sum(dgg);
