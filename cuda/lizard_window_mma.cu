@@ -900,25 +900,40 @@ __global__ void __launch_bounds__(kThreads, 2)
   const float coef = win_coef(alpha_p[0], d.combine_convex), scale = d.scale;
   auto load_q = [&](int buf, int it) {
     const int h = kvh * rep + it / nq, q0 = s0 + (it % nq) * kTile;
-    const int64_t bh = int64_t(b) * d.H + h;
     const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
     const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
     cp_tile_pair<kD>(sQ, sDY, qg, dyg, ldq, buf, q0, T);
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      const int tq = q0 + i;
-      const bool ok = tq < T;
-      const int64_t st = bh * T + (ok ? tq : 0);
-      // the query side's per-row constants, bit for bit (bwd_weight, dC as one fma); a query
-      // past T gets nl = -inf: P = 0
-      sM[buf * kTile + i] = ok ? wstats[st * 2] : 0.f;
-      sNL[buf * kTile + i] = ok ? -__log2f(wstats[st * 2 + 1]) : -INFINITY;
-      sND[buf * kTile + i] = ok ? -(delta[st] * scale) : 0.f;
-    }
+  };
+  // The per-query scalars of streamed tile `it` (thread i < 64: query i): fetched into
+  // registers when the tile's cp.async is issued, stored to shared memory only at the end of
+  // the iteration before the tile's, so their global latency hides behind that iteration's mma
+  // work instead of stalling warps 0-1 (and every warp at the next barrier) each iteration.
+  float nx_m = 0.f, nx_den = 1.f, nx_dl = 0.f;
+  bool nx_ok = false;
+  auto fetch_scalars = [&](int it) {
+    if (threadIdx.x >= kTile) return;
+    const int h = kvh * rep + it / nq, tq = s0 + (it % nq) * kTile + int(threadIdx.x);
+    nx_ok = tq < T;
+    const int64_t st = (int64_t(b) * d.H + h) * T + (nx_ok ? tq : 0);
+    nx_m = wstats[st * 2];
+    nx_den = wstats[st * 2 + 1];
+    nx_dl = delta[st];
+  };
+  auto store_scalars = [&](int buf) {
+    if (threadIdx.x >= kTile) return;
+    const int i = buf * kTile + int(threadIdx.x);
+    // the query side's per-row constants, bit for bit (bwd_weight, dC as one fma); a query
+    // past T gets nl = -inf: P = 0
+    sM[i] = nx_ok ? nx_m : 0.f;
+    sNL[i] = nx_ok ? -__log2f(nx_den) : -INFINITY;
+    sND[i] = nx_ok ? -(nx_dl * scale) : 0.f;
   };
   load_own_rows<kD>(sK, kLo ? sKl : nullptr, kg, ldk, s0, T, rope, cosb, sinb);
   cp_rows<kD>(sV, vg, ldk, s0, T);
   load_q(0, 0);
   cp_async_commit();
+  fetch_scalars(0);
+  store_scalars(0);  // visible after the first iteration's barrier
   // the dk, dv rows the epilogue adds into
   {
     const int64_t o = (int64_t(b) * T * d.Hkv + int64_t(s0) * d.Hkv + kvh) * kD;
@@ -951,9 +966,15 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (it + 1 < total) {
       load_q((it + 1) & 1, it + 1);
       cp_async_commit();
+      fetch_scalars(it + 1);
     }
     rope_streamed_tile<kD, kLo>(sQ, sQl, buf, q0, T, rope, cosb, sinb);  // q~
-    if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) continue;
+    // buffer (it + 1) & 1 was last read in iteration it - 1, which every warp finished before
+    // this iteration's barrier
+    if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) {
+      if (it + 1 < total) store_scalars((it + 1) & 1);
+      continue;
+    }
     const uint32_t off = buf * kTB;
     float s[8][4], dp[8][4];
     tile_abt<kD, kLo, true>(s, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
@@ -1001,6 +1022,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     mma_av_live<kD>(dva, s, live, dy_t + off);  // dv += P^T dy
     mma_av_live<kD>(dka, dp, live, q_t + off);  // dk~ += dC^T q~ (hi)
+    if (it + 1 < total) store_scalars((it + 1) & 1);
   }
 
   int pos[2];
