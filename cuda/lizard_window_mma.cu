@@ -6,10 +6,12 @@
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
 // streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
-// land raw and are rotated in place in f32, behind one more barrier); only the tiles a window touches are
-// visited (3 at w = 128), a warp skips a tile that hides all its pairs, and the causal/window
-// mask is evaluated only on edge tiles. Scores, P, dP' live in mma.sync m16n8k16 accumulators
-// (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
+// land raw and are rotated in place in f32, behind one more barrier); only the tiles a window
+// touches are visited (3 at w = 128), a warp skips a tile that hides all its pairs, and inside a
+// tile works in 16-key (key side: 16-query) chunks: a chunk the warp cannot see gets no weight
+// and no mma, and the causal/window mask is evaluated only on chunks the window edge or the
+// diagonal cuts (2 of the 9 a 16-row warp sees at w = 128). Scores, P, dP' live in mma.sync
+// m16n8k16 accumulators (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
 //   forward  (b, h, 64 queries): online softmax over the key tiles, the row max starting at the
 //            sinks' max; y = combine(g, l) and wstats = (max, den) through a staged epilogue.
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
@@ -18,7 +20,8 @@
 //            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
 //
 // Precision (the devices of the wmma kernels, each kept because a gradient test failed
-// without it): P is f32 from the saved (max, den), recomputed from the same bf16 (or split)
+// without it): P is f32 from the saved (max, den) (bwd_weight: 2^((s scale - m) log2e -
+// log2 den), the same bits on both backward sides), recomputed from the same bf16 (or split)
 // q~, k~ with the same k-order of mma steps as the forward; dP' = dy V^T from the exact bf16
 // dy (alpha applied in f32, never folded into a bf16 operand); dy.l = sum_s P dP' from the f32
 // P and dP' (so sum_s dC_ts = 0 to f32 rounding), delta = coef dy.l, dalpha and dtau as f32
@@ -266,8 +269,9 @@ __device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4],
 }
 
 /// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
-/// A fragments here, their lo halves when kLoHalf) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
-/// taken as zero, so their conversions, B loads and mma's are skipped.
+/// A fragments here, their lo halves when kLoHalf) whose bit kk of `live` is set
+/// (warp-uniform); the other chunks of x are taken as zero, so their conversions, B loads and
+/// mma's are skipped.
 template <int kD, bool kLoHalf = false>
 __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
                                             unsigned live, uint32_t bt) {
