@@ -226,7 +226,9 @@ __device__ __forceinline__ uint32_t bt_addr(const bf* base) {
 /// step; kBLoFirst orders them hi hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else
 /// hi hi, Alo*hi, hi*Blo (A = q~, B = k~): either way q_lo k_hi before q_hi k_lo, so both
 /// sides accumulate every score in the same order.
-template <int kD, bool kLo, bool kBLoFirst>
+/// kN0, kN1: only the 16-row blocks nn of B in [kN0, kN1) (the n8 tiles 2 nn, 2 nn + 1 of s);
+/// the other scores stay 0.
+template <int kD, bool kLo, bool kBLoFirst, int kN0 = 0, int kN1 = 4>
 __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t al, uint32_t b,
                                          uint32_t bl) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
@@ -238,7 +240,7 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
     ldsm_x4(fa, a + kk * 32);
     if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
 #pragma unroll
-    for (int nn = 0; nn < 4; ++nn) {
+    for (int nn = kN0; nn < kN1; ++nn) {
       uint32_t fb[4];
       ldsm_x4(fb, b + nn * kRowB + kk * 32);
       mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
@@ -255,6 +257,22 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
       }
     }
   }
+}
+
+/// tile_abt over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
+/// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
+/// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
+/// of a CTA's 16-row blocks of its first and last tiles hide every pair from their warp).
+/// Scores outside the computed half are 0, and the caller never reads them.
+template <int kD, bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, uint32_t a,
+                                              uint32_t al, uint32_t b, uint32_t bl) {
+  if ((live & 3u) && (live & 12u))
+    tile_abt<kD, kLo, kBLoFirst, 0, 4>(s, a, al, b, bl);
+  else if (live & 3u)
+    tile_abt<kD, kLo, kBLoFirst, 0, 2>(s, a, al, b, bl);
+  else
+    tile_abt<kD, kLo, kBLoFirst, 2, 4>(s, a, al, b, bl);
 }
 
 /// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
@@ -504,12 +522,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     // a tile that hides every key from every row of the warp changes nothing
     if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
     const uint32_t off = (j & 1) * kTB;
-    float s[8][4];
-    tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
     // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
     // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
     // the diagonal cuts; t - key = dt[rr] - (column offset)
-    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     unsigned live = 0, cut = 0;
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
@@ -517,6 +532,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       live |= unsigned(kind != 0) << c;
       cut |= unsigned(kind == 2) << c;
     }
+    float s[8][4];
+    tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
+    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     float mx[2] = {-INFINITY, -INFINITY};
     auto scale_chunk = [&](auto mask_c, const int c) {
       constexpr bool kMask = decltype(mask_c)::value;
@@ -805,12 +823,20 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
     const uint32_t off = (it & 1) * kTB;
-    float s[8][4], dp[8][4];
-    tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
-    tile_abt<kD, false, false>(dp, dy_a, 0, v_b + off, 0);  // dP' = dy V^T, exact bf16 dy
     // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
     // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
     // cuts (2 of the 9 a warp sees at w = 128); t - key = dt[rr] - (column offset)
+    unsigned live = 0, cut = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int kind = block_kind(wr0, n0 + 16 * c, w);
+      live |= unsigned(kind != 0) << c;
+      cut |= unsigned(kind == 2) << c;
+    }
+    float s[8][4], dp[8][4];
+    tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
+    // dP' = dy V^T, from the exact bf16 dy
+    tile_abt_live<kD, false, false>(dp, live, dy_a, 0, v_b + off, 0);
     const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     // one chunk, the pass and the mask as template constants (block-uniform branches choose
     // among the four bodies; no per-score branch)
@@ -834,16 +860,14 @@ __global__ void __launch_bounds__(kThreads, 2)
     };
     using F = std::false_type;
     using Tr = std::true_type;
-    unsigned live = 0;
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      const int kind = block_kind(wr0, n0 + 16 * c, w);
-      if (kind == 0) continue;
-      live |= 1u << c;
+      if (!((live >> c) & 1u)) continue;
+      const bool masked = (cut >> c) & 1u;
       if (pass == 0) {
-        if (kind == 2) chunk(F(), Tr(), c); else chunk(F(), F(), c);
+        if (masked) chunk(F(), Tr(), c); else chunk(F(), F(), c);
       } else {
-        if (kind == 2) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
+        if (masked) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
       }
     }
     if (pass == 1) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~ (hi)
@@ -980,14 +1004,23 @@ __global__ void __launch_bounds__(kThreads, 2)
       continue;
     }
     const uint32_t off = buf * kTB;
+    // the tile as 4 chunks of 16 queries, as the query side's key chunks: skipped when no
+    // pair is visible, the per-pair mask only where the window edge, the diagonal or T cuts
+    unsigned live = 0, cut = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int qc = q0 + 16 * c;
+      int kind = qc >= T ? 0 : block_kind(qc, kw0, w);
+      if (kind == 1 && (qc + 15 >= T || kw0 + 15 >= T)) kind = 2;
+      live |= unsigned(kind != 0) << c;
+      cut |= unsigned(kind == 2) << c;
+    }
     float s[8][4], dp[8][4];
-    tile_abt<kD, kLo, true>(s, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
-    tile_abt<kD, false, false>(dp, v_a, 0, dy_b + off, 0);         // dP'^T = v dy^T
+    tile_abt_live<kD, kLo, true>(s, live, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
+    tile_abt_live<kD, false, false>(dp, live, v_a, 0, dy_b + off, 0);         // dP'^T = v dy^T
     const float* M = sM + buf * kTile;
     const float* NL = sNL + buf * kTile;
     const float* ND = sND + buf * kTile;
-    // the tile as 4 chunks of 16 queries, as the query side's key chunks: skipped when no
-    // pair is visible, the per-pair mask only where the window edge, the diagonal or T cuts;
     // tq - key = dq[rr] + (column offset)
     const int dq[2] = {q0 + 2 * t4 - kw0 - g, q0 + 2 * t4 - kw0 - g - 8};
     auto chunk = [&](auto mask_c, const int c) {
@@ -1011,15 +1044,10 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
     };
-    unsigned live = 0;
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      const int qc = q0 + 16 * c;
-      int kind = qc >= T ? 0 : block_kind(qc, kw0, w);
-      if (kind == 1 && (qc + 15 >= T || kw0 + 15 >= T)) kind = 2;
-      if (kind == 0) continue;
-      live |= 1u << c;
-      if (kind == 2)
+      if (!((live >> c) & 1u)) continue;
+      if ((cut >> c) & 1u)
         chunk(std::true_type(), c);
       else
         chunk(std::false_type(), c);
