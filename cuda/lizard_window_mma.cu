@@ -15,7 +15,8 @@
 //   forward  (b, h, 64 queries): online softmax over the key tiles, the row max starting at the
 //            sinks' max; y = combine(g, l) and wstats = (max, den) through a staged epilogue.
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
-//            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta).
+//            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
+//            the second backwards from the last tile, whose P and dP' are still in registers.
 //   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
 //            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
 //
@@ -796,32 +797,23 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t k_t = bt_addr<kD>(sK);
   const float scale = d.scale, coef_s = coef * scale;
 
-  // pass 0 over the key tiles: dy.l; pass 1: dq~. The tiles stream twice (L2 hits).
-  const int total = 2 * n_tiles;
+  // Pass 0 over the key tiles 0 .. n - 1: dy.l; pass 1 back over n - 2 .. 0: dq~ (the tiles
+  // stream twice, L2 hits). The last tile of pass 0 is also pass 1's first: its P and dP' are
+  // still in registers once dy.l is complete, so dC K~ for it follows at once, and pass 1
+  // recomputes the scores of the other tiles only (n - 1 of them, one fewer tile load).
+  const int total = 2 * n_tiles - 1;
+  auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
   for (int it = 0; it < total; ++it) {
-    const int pass = it >= n_tiles, j = it - pass * n_tiles, n0 = kv_begin + j * kTile;
+    const bool pass1 = it >= n_tiles, last0 = it == n_tiles - 1;
+    const int n0 = kv_begin + tile_of(it) * kTile;
     cp_async_wait<0>();
     __syncthreads();
     if (it + 1 < total) {
-      const int nj = it + 1 >= n_tiles ? it + 1 - n_tiles : it + 1;
-      load_kv((it + 1) & 1, kv_begin + nj * kTile);
+      load_kv((it + 1) & 1, kv_begin + tile_of(it + 1) * kTile);
       cp_async_commit();
     }
     rope_streamed_tile<kD, kLo>(sK, sKl, it & 1, n0, T, rope, cosb, sinb);  // k~
-    if (it == n_tiles) {
-      // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
-      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        float v = dyl[rr][0] + dyl[rr][1];
-        v += __shfl_xor_sync(0xffffffffu, v, 1);
-        v += __shfl_xor_sync(0xffffffffu, v, 2);
-        dyl[rr][0] = v;
-        delta_r[rr] = coef * v;
-        nds_r[rr] = -(delta_r[rr] * scale);  // dC = P (coef dP' - delta) scale, as one fma
-      }
-    }
-    if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
+    const bool skip = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
     const uint32_t off = (it & 1) * kTB;
     // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
     // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
@@ -834,43 +826,72 @@ __global__ void __launch_bounds__(kThreads, 2)
       cut |= unsigned(kind == 2) << c;
     }
     float s[8][4], dp[8][4];
-    tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
-    // dP' = dy V^T, from the exact bf16 dy
-    tile_abt_live<kD, false, false>(dp, live, dy_a, 0, v_b + off, 0);
-    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
-    // one chunk, the pass and the mask as template constants (block-uniform branches choose
-    // among the four bodies; no per-score branch)
-    auto chunk = [&](auto pass_c, auto mask_c, const int c) {
-      constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
+    if (!skip) {
+      tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
+      // dP' = dy V^T, from the exact bf16 dy
+      tile_abt_live<kD, false, false>(dp, live, dy_a, 0, v_b + off, 0);
+      const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+      // one chunk, the pass and the mask as template constants (block-uniform branches choose
+      // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC
+      // needs it once delta is known); pass 1 turns s into dC.
+      auto chunk = [&](auto pass_c, auto mask_c, const int c) {
+        constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = 2 * c + h, rr = e >> 1;
-          float p = bwd_weight(s[i][e], scale, mx_r[rr], nl_r[rr]);
-          if constexpr (kMask) {
-            const int dtk = dt[rr] - (8 * i + (e & 1));
-            if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
+          for (int e = 0; e < 4; ++e) {
+            const int i = 2 * c + h, rr = e >> 1;
+            float p = bwd_weight(s[i][e], scale, mx_r[rr], nl_r[rr]);
+            if constexpr (kMask) {
+              const int dtk = dt[rr] - (8 * i + (e & 1));
+              if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
+            }
+            if constexpr (kPass1) {
+              s[i][e] = p * __fmaf_rn(coef_s, dp[i][e], nds_r[rr]);  // dC
+            } else {
+              dyl[rr][e & 1] = __fmaf_rn(p, dp[i][e], dyl[rr][e & 1]);
+              s[i][e] = p;
+            }
           }
-          if constexpr (kPass1)
-            s[i][e] = p * __fmaf_rn(coef_s, dp[i][e], nds_r[rr]);  // dC
-          else
-            dyl[rr][e & 1] = __fmaf_rn(p, dp[i][e], dyl[rr][e & 1]);
-        }
-    };
-    using F = std::false_type;
-    using Tr = std::true_type;
+      };
+      using F = std::false_type;
+      using Tr = std::true_type;
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      if (!((live >> c) & 1u)) continue;
-      const bool masked = (cut >> c) & 1u;
-      if (pass == 0) {
-        if (masked) chunk(F(), Tr(), c); else chunk(F(), F(), c);
-      } else {
-        if (masked) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
+      for (int c = 0; c < 4; ++c) {
+        if (!((live >> c) & 1u)) continue;
+        const bool masked = (cut >> c) & 1u;
+        if (!pass1) {
+          if (masked) chunk(F(), Tr(), c); else chunk(F(), F(), c);
+        } else {
+          if (masked) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
+        }
       }
     }
-    if (pass == 1) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~ (hi)
+    if (last0) {
+      // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
+      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
+      // lane of every warp gets here (skip is warp-uniform)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float v = dyl[rr][0] + dyl[rr][1];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        dyl[rr][0] = v;
+        delta_r[rr] = coef * v;
+        nds_r[rr] = -(delta_r[rr] * scale);  // dC = P (coef dP' - delta) scale, as one fma
+      }
+      if (!skip) {
+        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          if (!((live >> (i >> 1)) & 1u)) continue;
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[i][e] = s[i][e] * __fmaf_rn(coef_s, dp[i][e], nds_r[e >> 1]);
+        }
+      }
+    }
+    if (!skip && (pass1 || last0)) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~
   }
 
   int pos[2];
