@@ -29,9 +29,9 @@ build/bin/lizard bench attention --shape 8x2048 --iters 10 --warmup 3 | tee "$OU
 if [ "$NCU" = 1 ] && command -v ncu > /dev/null; then
   echo "== ncu (one warm-up-free fwd+bwd)"
   ncu --kernel-name 'regex:win_(fwd|bwd_q|bwd_k)_kernel' \
-    --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__throughput.avg.pct_of_peak_sustained_elapsed,smsp__average_warp_latency_issue_stalled_total.ratio,smsp__inst_executed.sum \
+    --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
     build/bin/lizard bench attention --shape 8x2048 --iters 1 --warmup 0 > "$OUT/ncu.log" 2>&1
-  grep -E "win_|gpu__time_duration|launch__registers|sm__throughput|inst_executed|stalled" "$OUT/ncu.log" | sed 's/(const.*//' | head -60
+  grep -E "win_|gpu__time_duration|launch__registers|sm__throughput|inst_executed" "$OUT/ncu.log" | sed 's/(const.*//' | head -60
 fi
 if [ "$SAN" = 1 ]; then
   for tool in memcheck racecheck; do
