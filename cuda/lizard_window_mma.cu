@@ -384,6 +384,18 @@ __device__ __forceinline__ void add_acc_row(float* row, const float (&acc)[kD / 
   }
 }
 
+/// Two warp sums in five shuffles: after one exchange at distance 16, lanes 0-15 carry
+/// partial sums of a and lanes 16-31 of b, then each half reduces itself. Returns sum(a) on
+/// lanes 0-15 and sum(b) on lanes 16-31.
+__device__ __forceinline__ float warp_sum2(float a, float b) {
+  const bool up = threadIdx.x & 16;
+  float v = up ? b : a;
+  v += __shfl_xor_sync(0xffffffffu, up ? a : b, 16);
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 /// dl = coef dy (sum: alpha; convex: |alpha| / (1 + |alpha|)), as the f32 window kernels.
 __device__ __forceinline__ float win_coef(float alpha, bool convex) {
   return convex ? fabsf(alpha) / (1.f + fabsf(alpha)) : alpha;
@@ -751,27 +763,25 @@ __global__ void __launch_bounds__(kThreads, 2)
       // instructions. g_j = v_j vs + M_j / den_g as one fma: vs = 1 unclamped (v + M / den),
       // den / eps clamped ((M + den v) / eps).
       const float rg = 1.f / den_g, vs = clamped ? den[u] * rg : 1.f;
-      float dgg = 0.f, dyg_s = 0.f, cdiag = 0.f;
+      // dg.g = cA dy.g (the same bits when cA = 1, the sum combine; a rounding apart when
+      // convex), so one sum serves both
+      float dyg_s = 0.f, cdiag = 0.f;
 #pragma unroll
       for (int c = 0; c < kJ; ++c) {
         const int j = lane + 32 * c;
         // g_j = global_out of the numden row (den, M_j already in registers)
         const float mr = ndj[u][c] * rg;
         const float gj = __fmaf_rn(vj[u][c], vs, mr);
-        const float dg = dyj[u][c] * cA;
-        const float o = dg * rg;  // dO'_j
+        const float o = dyj[u][c] * cA * rg;  // dO'_j = dg_j / den_g
         cdiag = __fmaf_rn(o, clamped ? vj[u][c] : -mr, cdiag);
-        dgg = __fmaf_rn(dg, gj, dgg);
         dyg_s = __fmaf_rn(dyj[u][c], gj, dyg_s);
         dO[bht * D1 + j] = o;
       }
-      dgg = warp_sum(dgg);
-      dyg_s = warp_sum(dyg_s);
-      cdiag = warp_sum(cdiag);
-      if (lane == 0) {
-        dO[bht * D1 + kD] = clamped ? 0.f : -dgg / den_g;
-        cself[bht] = cdiag;
-        sdyg[warp * 16 + r0 + u] = dyg_s;
+      const float sum = warp_sum2(cdiag, dyg_s);  // lanes 0-15: cdiag, 16-31: dy.g
+      if (lane == 0) cself[bht] = sum;
+      if (lane == 16) {
+        dO[bht * D1 + kD] = clamped ? 0.f : -(cA * sum) * rg;
+        sdyg[warp * 16 + r0 + u] = sum;
       }
     }
   }
