@@ -734,20 +734,28 @@ __global__ void __launch_bounds__(kThreads, 2)
   // and the registers the tile loop needs are not live yet)
   const int wr0 = t0 + warp * 16;
   constexpr int kJ = kD / 32, kU = 8;  // columns per lane, rows per batch
+  // the warp's first row of numden, v and dy at this lane's column; rows below are 32-bit
+  // offsets from it (16 rows of at most H D elements)
+  const int64_t wrow = min(wr0, T - 1);
+  const float* nd_w = numden + (int64_t(bh) * T + wrow) * D1 + lane;
+  const bf* v_w = vg + wrow * ldk + lane;
+  const bf* dy_w = dyg + wrow * ldq + lane;
 #pragma unroll 1
   for (int r0 = 0; r0 < 16 && wr0 + r0 < T; r0 += kU) {
     float ndj[kU][kJ], vj[kU][kJ], dyj[kU][kJ], den[kU];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int t = min(wr0 + r0 + u, T - 1);  // rows past T: a valid row, results unused
-      const float* nd = numden + (int64_t(bh) * T + t) * D1;
-      den[u] = nd[kD];
+      // rows past T: a valid row, results unused
+      const int dr = min(wr0 + r0 + u, T - 1) - int(wrow);
+      const float* nd = nd_w + dr * D1;
+      const bf* vr = v_w + dr * int(ldk);
+      const bf* dyr = dy_w + dr * int(ldq);
+      den[u] = nd[kD - lane];
 #pragma unroll
       for (int c = 0; c < kJ; ++c) {
-        const int j = lane + 32 * c;
-        ndj[u][c] = nd[j];
-        vj[u][c] = __bfloat162float(vg[int64_t(t) * ldk + j]);
-        dyj[u][c] = __bfloat162float(dyg[int64_t(t) * ldq + j]);
+        ndj[u][c] = nd[32 * c];
+        vj[u][c] = __bfloat162float(vr[32 * c]);
+        dyj[u][c] = __bfloat162float(dyr[32 * c]);
       }
     }
 #pragma unroll
