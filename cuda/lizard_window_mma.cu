@@ -288,23 +288,25 @@ __device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4],
 }
 
 /// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
-/// A fragments here, their lo halves when kLoHalf) whose bit kk of `live` is set
-/// (warp-uniform); the other chunks of x are taken as zero, so their conversions, B loads and
-/// mma's are skipped.
-template <int kD, bool kLoHalf = false>
+/// A fragments here) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
+/// taken as zero, so their conversions, B loads and mma's are skipped. kSplit: X as a bf16
+/// hi + lo pair, both products from one load of each B fragment (hi then lo per fragment).
+template <int kD, bool kSplit = false>
 __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
                                             unsigned live, uint32_t bt) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     if (!((live >> kk) & 1u)) continue;
-    uint32_t a[4];
-    a_frag<kLoHalf>(a, x, kk);
+    uint32_t a[4], al[4];
+    a_frag(a, x, kk);
+    if constexpr (kSplit) a_frag<true>(al, x, kk);
 #pragma unroll
     for (int dn = 0; dn < kD / 16; ++dn) {
       uint32_t fb[4];
       ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
       mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
+      if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
     }
   }
 }
@@ -603,8 +605,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           s[i][e] = pv;
         }
     }
-    mma_av_live<kD>(acc, s, live, v_t + off);
-    if constexpr (kSplit) mma_av_live<kD, true>(acc, s, live, v_t + off);
+    mma_av_live<kD, kSplit>(acc, s, live, v_t + off);
   }
 
   float inv[2];
