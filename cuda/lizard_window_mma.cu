@@ -260,6 +260,56 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
   }
 }
 
+/// s = A B^T (as tile_abt<kD, kLo, false>) and dp = A2 B2^T (plain bf16) over the 16-row blocks
+/// nn in [kN0, kN1), in one k loop: twice the independent mma chains between the dependent
+/// ones of each score; every score sums its k-steps in the same order as tile_abt (same bits).
+template <int kD, bool kLo, int kN0, int kN1>
+__device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
+                                              uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
+                                              uint32_t b2) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    uint32_t fa[4], fal[4], fa2[4];
+    ldsm_x4(fa, a + kk * 32);
+    if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
+    ldsm_x4(fa2, a2 + kk * 32);
+#pragma unroll
+    for (int nn = kN0; nn < kN1; ++nn) {
+      uint32_t fb[4], fb2[4];
+      ldsm_x4(fb, b + nn * kRowB + kk * 32);
+      ldsm_x4(fb2, b2 + nn * kRowB + kk * 32);
+      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
+      mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], fa2, fb2);
+      if constexpr (kLo) {
+        uint32_t fbl[4];
+        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
+        mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
+        mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+      }
+    }
+  }
+}
+
+/// tile_abt_pair over the halves of the 64 B rows that hold a chunk of `live` (as
+/// tile_abt_live).
+template <int kD, bool kLo>
+__device__ __forceinline__ void tile_abt_pair_live(float (&s)[8][4], float (&dp)[8][4],
+                                                   unsigned live, uint32_t a, uint32_t al,
+                                                   uint32_t b, uint32_t bl, uint32_t a2,
+                                                   uint32_t b2) {
+  if ((live & 3u) && (live & 12u))
+    tile_abt_pair<kD, kLo, 0, 4>(s, dp, a, al, b, bl, a2, b2);
+  else if (live & 3u)
+    tile_abt_pair<kD, kLo, 0, 2>(s, dp, a, al, b, bl, a2, b2);
+  else
+    tile_abt_pair<kD, kLo, 2, 4>(s, dp, a, al, b, bl, a2, b2);
+}
+
 /// tile_abt over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
 /// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
 /// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
@@ -846,9 +896,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     float s[8][4], dp[8][4];
     if (!skip) {
-      tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
-      // dP' = dy V^T, from the exact bf16 dy
-      tile_abt_live<kD, false, false>(dp, live, dy_a, 0, v_b + off, 0);
+      // S = q~ K~^T and dP' = dy V^T, from the exact bf16 dy
+      tile_abt_pair_live<kD, kLo>(s, dp, live, q_a, ql_a, k_b + off, kl_b + off, dy_a, v_b + off);
       const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
       // one chunk, the pass and the mask as template constants (block-uniform branches choose
       // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC
