@@ -260,10 +260,10 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
   }
 }
 
-/// s = A B^T (as tile_abt<kD, kLo, false>) and dp = A2 B2^T (plain bf16) over the 16-row blocks
+/// s = A B^T (as tile_abt<kD, kLo, kBLoFirst>) and dp = A2 B2^T (plain bf16) over the 16-row blocks
 /// nn in [kN0, kN1), in one k loop: twice the independent mma chains between the dependent
 /// ones of each score; every score sums its k-steps in the same order as tile_abt (same bits).
-template <int kD, bool kLo, int kN0, int kN1>
+template <int kD, bool kLo, bool kBLoFirst, int kN0, int kN1>
 __device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
                                               uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
                                               uint32_t b2) {
@@ -288,8 +288,13 @@ __device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4
       if constexpr (kLo) {
         uint32_t fbl[4];
         ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
-        mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-        mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+        if constexpr (kBLoFirst) {
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
+        } else {
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+        }
       }
     }
   }
@@ -297,17 +302,17 @@ __device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4
 
 /// tile_abt_pair over the halves of the 64 B rows that hold a chunk of `live` (as
 /// tile_abt_live).
-template <int kD, bool kLo>
+template <int kD, bool kLo, bool kBLoFirst>
 __device__ __forceinline__ void tile_abt_pair_live(float (&s)[8][4], float (&dp)[8][4],
                                                    unsigned live, uint32_t a, uint32_t al,
                                                    uint32_t b, uint32_t bl, uint32_t a2,
                                                    uint32_t b2) {
   if ((live & 3u) && (live & 12u))
-    tile_abt_pair<kD, kLo, 0, 4>(s, dp, a, al, b, bl, a2, b2);
+    tile_abt_pair<kD, kLo, kBLoFirst, 0, 4>(s, dp, a, al, b, bl, a2, b2);
   else if (live & 3u)
-    tile_abt_pair<kD, kLo, 0, 2>(s, dp, a, al, b, bl, a2, b2);
+    tile_abt_pair<kD, kLo, kBLoFirst, 0, 2>(s, dp, a, al, b, bl, a2, b2);
   else
-    tile_abt_pair<kD, kLo, 2, 4>(s, dp, a, al, b, bl, a2, b2);
+    tile_abt_pair<kD, kLo, kBLoFirst, 2, 4>(s, dp, a, al, b, bl, a2, b2);
 }
 
 /// tile_abt over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
@@ -897,7 +902,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     float s[8][4], dp[8][4];
     if (!skip) {
       // S = q~ K~^T and dP' = dy V^T, from the exact bf16 dy
-      tile_abt_pair_live<kD, kLo>(s, dp, live, q_a, ql_a, k_b + off, kl_b + off, dy_a, v_b + off);
+      tile_abt_pair_live<kD, kLo, false>(s, dp, live, q_a, ql_a, k_b + off, kl_b + off, dy_a,
+                                         v_b + off);
       const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
       // one chunk, the pass and the mask as template constants (block-uniform branches choose
       // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC
@@ -1105,8 +1111,9 @@ __global__ void __launch_bounds__(kThreads, 2)
       cut |= unsigned(kind == 2) << c;
     }
     float s[8][4], dp[8][4];
-    tile_abt_live<kD, kLo, true>(s, live, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
-    tile_abt_live<kD, false, false>(dp, live, v_a, 0, dy_b + off, 0);         // dP'^T = v dy^T
+    // S^T = k~ q~^T and dP'^T = v dy^T
+    tile_abt_pair_live<kD, kLo, true>(s, dp, live, k_a, kl_a, q_b + off, ql_b + off, v_a,
+                                      dy_b + off);
     const float* M = sM + buf * kTile;
     const float* NL = sNL + buf * kTile;
     const float* ND = sND + buf * kTile;
