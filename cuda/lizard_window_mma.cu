@@ -6,19 +6,23 @@
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
 // streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
-// land raw and are rotated in place in f32, behind one more barrier); only the tiles a window touches are
-// visited (3 at w = 128), a warp skips a tile that hides all its pairs, and the causal/window
-// mask is evaluated only on edge tiles. Scores, P, dP' live in mma.sync m16n8k16 accumulators
-// (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
+// land raw and are rotated in place in f32, behind one more barrier); only the tiles a window
+// touches are visited (3 at w = 128), a warp skips a tile that hides all its pairs, and inside a
+// tile works in 16-key (key side: 16-query) chunks: a chunk the warp cannot see gets no weight
+// and no mma, and the causal/window mask is evaluated only on chunks the window edge or the
+// diagonal cuts (2 of the 9 a 16-row warp sees at w = 128). Scores, P, dP' live in mma.sync
+// m16n8k16 accumulators (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
 //   forward  (b, h, 64 queries): online softmax over the key tiles, the row max starting at the
 //            sinks' max; y = combine(g, l) and wstats = (max, den) through a staged epilogue.
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
-//            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta).
+//            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
+//            the second backwards from the last tile, whose P and dP' are still in registers.
 //   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
 //            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
 //
 // Precision (the devices of the wmma kernels, each kept because a gradient test failed
-// without it): P is f32 from the saved (max, den), recomputed from the same bf16 (or split)
+// without it): P is f32 from the saved (max, den) (bwd_weight: 2^((s scale - m) log2e -
+// log2 den), the same bits on both backward sides), recomputed from the same bf16 (or split)
 // q~, k~ with the same k-order of mma steps as the forward; dP' = dy V^T from the exact bf16
 // dy (alpha applied in f32, never folded into a bf16 operand); dy.l = sum_s P dP' from the f32
 // P and dP' (so sum_s dC_ts = 0 to f32 rounding), delta = coef dy.l, dalpha and dtau as f32
@@ -32,6 +36,7 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <type_traits>
 
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
@@ -64,16 +69,23 @@ constexpr uint32_t tile_bytes() {
 
 /// Rows r0 .. r0 + 63 of a bf16 matrix (row r at g + r * ld, kD columns) into shared rows of
 /// row_stride<kD>() elements by cp.async; rows at or past `end` become zeros.
+/// Thread i copies chunk i % kC of rows i / kC + u kRowsPer (the mapping of a loop over i with
+/// stride kThreads), unrolled with the row and column hoisted: the address arithmetic is one add
+/// per row instead of a division and a 64-bit multiply per chunk.
 template <int kD>
 __device__ __forceinline__ void cp_rows(bf* sm, const bf* g, int64_t ld, int r0, int end) {
-  constexpr int kC = kD / 8, kS = row_stride<kD>();
-  for (int i = threadIdx.x; i < kTile * kC; i += kThreads) {
-    const int r = i / kC, c = (i % kC) * 8;
-    bf* dst = sm + r * kS + c;
-    if (r0 + r < end)
-      cp_async16(dst, g + int64_t(r0 + r) * ld + c);
+  constexpr int kC = kD / 8, kS = row_stride<kD>(), kRowsPer = kThreads / kC;
+  static_assert(kThreads % kC == 0 && kTile % kRowsPer == 0, "whole rows per sweep");
+  const int rt = threadIdx.x / kC, c = (threadIdx.x % kC) * 8;
+  const uint32_t dst0 = smem_u32(sm + rt * kS + c);
+  const bf* src0 = g + int64_t(r0 + rt) * ld + c;
+#pragma unroll
+  for (int u = 0; u < kTile / kRowsPer; ++u) {
+    const uint32_t dst = dst0 + uint32_t(u * kRowsPer * kS * 2);
+    if (r0 + rt + u * kRowsPer < end)
+      cp_async16_u32(dst, src0 + int64_t(u * kRowsPer) * ld);
     else
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      st_shared_zero16(dst);
   }
 }
 
@@ -215,7 +227,9 @@ __device__ __forceinline__ uint32_t bt_addr(const bf* base) {
 /// step; kBLoFirst orders them hi hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else
 /// hi hi, Alo*hi, hi*Blo (A = q~, B = k~): either way q_lo k_hi before q_hi k_lo, so both
 /// sides accumulate every score in the same order.
-template <int kD, bool kLo, bool kBLoFirst>
+/// kN0, kN1: only the 16-row blocks nn of B in [kN0, kN1) (the n8 tiles 2 nn, 2 nn + 1 of s);
+/// the other scores stay 0.
+template <int kD, bool kLo, bool kBLoFirst, int kN0 = 0, int kN1 = 4>
 __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t al, uint32_t b,
                                          uint32_t bl) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
@@ -227,7 +241,7 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
     ldsm_x4(fa, a + kk * 32);
     if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
 #pragma unroll
-    for (int nn = 0; nn < 4; ++nn) {
+    for (int nn = kN0; nn < kN1; ++nn) {
       uint32_t fb[4];
       ldsm_x4(fb, b + nn * kRowB + kk * 32);
       mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
@@ -246,6 +260,77 @@ __device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t 
   }
 }
 
+/// s = A B^T (as tile_abt<kD, kLo, kBLoFirst>) and dp = A2 B2^T (plain bf16) over the 16-row blocks
+/// nn in [kN0, kN1), in one k loop: twice the independent mma chains between the dependent
+/// ones of each score; every score sums its k-steps in the same order as tile_abt (same bits).
+template <int kD, bool kLo, bool kBLoFirst, int kN0, int kN1>
+__device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
+                                              uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
+                                              uint32_t b2) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < kD / 16; ++kk) {
+    uint32_t fa[4], fal[4], fa2[4];
+    ldsm_x4(fa, a + kk * 32);
+    if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
+    ldsm_x4(fa2, a2 + kk * 32);
+#pragma unroll
+    for (int nn = kN0; nn < kN1; ++nn) {
+      uint32_t fb[4], fb2[4];
+      ldsm_x4(fb, b + nn * kRowB + kk * 32);
+      ldsm_x4(fb2, b2 + nn * kRowB + kk * 32);
+      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
+      mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], fa2, fb2);
+      if constexpr (kLo) {
+        uint32_t fbl[4];
+        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
+        if constexpr (kBLoFirst) {
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
+        } else {
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
+          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
+        }
+      }
+    }
+  }
+}
+
+/// tile_abt_pair over the halves of the 64 B rows that hold a chunk of `live` (as
+/// tile_abt_live).
+template <int kD, bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void tile_abt_pair_live(float (&s)[8][4], float (&dp)[8][4],
+                                                   unsigned live, uint32_t a, uint32_t al,
+                                                   uint32_t b, uint32_t bl, uint32_t a2,
+                                                   uint32_t b2) {
+  if ((live & 3u) && (live & 12u))
+    tile_abt_pair<kD, kLo, kBLoFirst, 0, 4>(s, dp, a, al, b, bl, a2, b2);
+  else if (live & 3u)
+    tile_abt_pair<kD, kLo, kBLoFirst, 0, 2>(s, dp, a, al, b, bl, a2, b2);
+  else
+    tile_abt_pair<kD, kLo, kBLoFirst, 2, 4>(s, dp, a, al, b, bl, a2, b2);
+}
+
+/// tile_abt over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
+/// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
+/// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
+/// of a CTA's 16-row blocks of its first and last tiles hide every pair from their warp).
+/// Scores outside the computed half are 0, and the caller never reads them.
+template <int kD, bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, uint32_t a,
+                                              uint32_t al, uint32_t b, uint32_t bl) {
+  if ((live & 3u) && (live & 12u))
+    tile_abt<kD, kLo, kBLoFirst, 0, 4>(s, a, al, b, bl);
+  else if (live & 3u)
+    tile_abt<kD, kLo, kBLoFirst, 0, 2>(s, a, al, b, bl);
+  else
+    tile_abt<kD, kLo, kBLoFirst, 2, 4>(s, a, al, b, bl);
+}
+
 /// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
 /// two adjacent n8 accumulator tiles are exactly one A fragment. kLoHalf: the lo halves.
 template <bool kLoHalf = false>
@@ -257,20 +342,53 @@ __device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4],
   r[3] = pack_bf16(cv(x[2 * kk + 1][2]), cv(x[2 * kk + 1][3]));
 }
 
-/// acc [kD/8][4] += A (16 x 64, the four A fragments a[kk]) times B (64 x kD, stored [k][n] at
-/// lane address bt, read transposed).
-template <int kD>
-__device__ __forceinline__ void mma_av(float (&acc)[kD / 8][4], const uint32_t (&a)[4][4],
-                                       uint32_t bt) {
+/// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
+/// A fragments here) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
+/// taken as zero, so their conversions, B loads and mma's are skipped. kSplit: X as a bf16
+/// hi + lo pair, both products from one load of each B fragment (hi then lo per fragment).
+template <int kD, bool kSplit = false>
+__device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
+                                            unsigned live, uint32_t bt) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
+  for (int kk = 0; kk < 4; ++kk) {
+    if (!((live >> kk) & 1u)) continue;
+    uint32_t a[4], al[4];
+    a_frag(a, x, kk);
+    if constexpr (kSplit) a_frag<true>(al, x, kk);
 #pragma unroll
     for (int dn = 0; dn < kD / 16; ++dn) {
       uint32_t fb[4];
       ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a[kk], fb);
+      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
+      if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
     }
+  }
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// The backward's softmax weight of a score s (raw q~.k~) against its row's saved statistics,
+/// as m = the row max (natural units) and nl = -log2(den):
+///   P = exp(s scale - m) / den = 2^((s scale - m) log2e + nl).
+/// s scale - m is one fused rounding (it is near 0 for the weights that matter, so its error
+/// is far below an ulp of s scale), then one more fma and the SFU's 2^x (about 2 ulp): 3
+/// instructions per score instead of 5 (multiply, subtract, the multiply inside __expf, ex2,
+/// times 1/den), to about 3e-7 relative (the 1 / den rounding it replaces was 6e-8; the
+/// gradients' budget is 1e-2 against the f64 oracle). A row with nl = -inf (past T) gets 0.
+/// The query side and the key side call this with the same operands, so their P agree bit
+/// for bit (delta from one side meets P from the other).
+__device__ __forceinline__ float bwd_weight(float s, float scale, float m, float nl) {
+  return fast_exp2(__fmaf_rn(__fmaf_rn(s, scale, -m), kLog2e, nl));
+}
+
+/// How the 16 x 16 block of (query rows t0q.., key columns k0..) meets the window (keys
+/// t - w < key <= t): 0 no pair visible, 1 every pair visible, 2 some (per-pair mask). Rows or
+/// keys past T are the caller's (the query side never sees them: key <= t < T).
+__device__ __forceinline__ int block_kind(int t0q, int k0, int w) {
+  if (k0 > t0q + 15 || t0q - (k0 + 15) >= w) return 0;
+  if (k0 + 15 > t0q || t0q + 15 - k0 >= w) return 2;
+  return 1;
 }
 
 /// In place, x = R_pos^T x~ for the accumulator rows of this thread (C layout, columns
@@ -321,6 +439,18 @@ __device__ __forceinline__ void add_acc_row(float* row, const float (&acc)[kD / 
     o.y += c * acc[i][2 * rr + 1];
     *p = o;
   }
+}
+
+/// Two warp sums in five shuffles: after one exchange at distance 16, lanes 0-15 carry
+/// partial sums of a and lanes 16-31 of b, then each half reduces itself. Returns sum(a) on
+/// lanes 0-15 and sum(b) on lanes 16-31.
+__device__ __forceinline__ float warp_sum2(float a, float b) {
+  const bool up = threadIdx.x & 16;
+  float v = up ? b : a;
+  v += __shfl_xor_sync(0xffffffffu, up ? a : b, 16);
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
 }
 
 /// dl = coef dy (sum: alpha; convex: |alpha| / (1 + |alpha|)), as the f32 window kernels.
@@ -462,22 +592,43 @@ __global__ void __launch_bounds__(kThreads, 2)
     // a tile that hides every key from every row of the warp changes nothing
     if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
     const uint32_t off = (j & 1) * kTB;
+    // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
+    // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
+    // the diagonal cuts; t - key = dt[rr] - (column offset)
+    unsigned live = 0, cut = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int kind = block_kind(wr0, n0 + 16 * c, w);
+      live |= unsigned(kind != 0) << c;
+      cut |= unsigned(kind == 2) << c;
+    }
     float s[8][4];
-    tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
-    const bool need_mask = n0 + kTile - 1 > wr0 || wr0 + 15 - n0 >= w;
+    tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
+    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     float mx[2] = {-INFINITY, -INFINITY};
+    auto scale_chunk = [&](auto mask_c, const int c) {
+      constexpr bool kMask = decltype(mask_c)::value;
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float c = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
-        if (need_mask) {
-          const int t = wr0 + g + 8 * (e >> 1), key = n0 + 8 * i + 2 * t4 + (e & 1);
-          if (key > t || t - key >= w) c = -INFINITY;
+        for (int e = 0; e < 4; ++e) {
+          const int i = 2 * c + h;
+          float x = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
+          if constexpr (kMask) {
+            if (unsigned(dt[e >> 1] - (8 * i + (e & 1))) >= unsigned(w)) x = -INFINITY;
+          }
+          s[i][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
-        s[i][e] = c;
-        mx[e >> 1] = fmaxf(mx[e >> 1], c);
-      }
+    };
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      if (!((live >> c) & 1u)) continue;
+      if ((cut >> c) & 1u)
+        scale_chunk(std::true_type(), c);
+      else
+        scale_chunk(std::false_type(), c);
+    }
     float base[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
@@ -495,24 +646,21 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int c = 0; c < 4; ++c) {
+      if (!((live >> c) & 1u)) continue;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
-        // inference: the denominator sums the rounded weights the mma sums
-        const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
-        l_r[e >> 1] += pv;
-        s[i][e] = pv;
-      }
-    uint32_t pa[4][4];
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], s, kk);
-    mma_av<kD>(acc, pa, v_t + off);
-    if constexpr (kSplit) {
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) a_frag<true>(pa[kk], s, kk);
-      mma_av<kD>(acc, pa, v_t + off);
+        for (int e = 0; e < 4; ++e) {
+          const int i = 2 * c + h;
+          const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
+          // inference: the denominator sums the rounded weights the mma sums
+          const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
+          l_r[e >> 1] += pv;
+          s[i][e] = pv;
+        }
     }
+    mma_av_live<kD, kSplit>(acc, s, live, v_t + off);
   }
 
   float inv[2];
@@ -625,6 +773,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bf *dyg = dy + cta.qoff, *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
+  const float cA = convex ? 1.f / (1.f + A) : 1.f;  // dg = dy cA (convex: dy / (1 + |alpha|))
   auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, ldq, t0, T, rope, cosb, sinb);
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
@@ -637,63 +786,81 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // the combine backward of the warp's 16 rows (formulas of window_bwd_kernel), while the first
   // tiles load: lanes over the columns, so numden, dO' rows are read and written coalesced
-  // (4 rows at a time: their loads in flight together; this pass is latency-bound otherwise)
+  // (8 rows at a time: their loads in flight together; this pass is latency-bound otherwise,
+  // and the registers the tile loop needs are not live yet)
   const int wr0 = t0 + warp * 16;
-  constexpr int kJ = kD / 32;  // columns per lane
+  constexpr int kJ = kD / 32, kU = 8;  // columns per lane, rows per batch
+  // the warp's first row of numden, v and dy at this lane's column; rows below are 32-bit
+  // offsets from it (16 rows of at most H D elements)
+  const int64_t wrow = min(wr0, T - 1);
+  const float* nd_w = numden + (int64_t(bh) * T + wrow) * D1 + lane;
+  const bf* v_w = vg + wrow * ldk + lane;
+  const bf* dy_w = dyg + wrow * ldq + lane;
 #pragma unroll 1
-  for (int r0 = 0; r0 < 16 && wr0 + r0 < T; r0 += 4) {
-    float ndj[4][kJ], vj[4][kJ], dyj[4][kJ], den[4];
+  for (int r0 = 0; r0 < 16 && wr0 + r0 < T; r0 += kU) {
+    float ndj[kU][kJ], vj[kU][kJ], dyj[kU][kJ], den[kU];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int t = min(wr0 + r0 + u, T - 1);  // rows past T: a valid row, results unused
-      const float* nd = numden + (int64_t(bh) * T + t) * D1;
-      den[u] = nd[kD];
+    for (int u = 0; u < kU; ++u) {
+      // rows past T: a valid row, results unused
+      const int dr = min(wr0 + r0 + u, T - 1) - int(wrow);
+      const float* nd = nd_w + dr * D1;
+      const bf* vr = v_w + dr * int(ldk);
+      const bf* dyr = dy_w + dr * int(ldq);
+      den[u] = nd[kD - lane];
 #pragma unroll
       for (int c = 0; c < kJ; ++c) {
-        const int j = lane + 32 * c;
-        ndj[u][c] = nd[j];
-        vj[u][c] = __bfloat162float(vg[int64_t(t) * ldk + j]);
-        dyj[u][c] = __bfloat162float(dyg[int64_t(t) * ldq + j]);
+        ndj[u][c] = nd[32 * c];
+        vj[u][c] = __bfloat162float(vr[32 * c]);
+        dyj[u][c] = __bfloat162float(dyr[32 * c]);
       }
     }
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < kU; ++u) {
       const int t = wr0 + r0 + u;
       if (t >= T) break;
       const int64_t bht = int64_t(bh) * T + t;
       const bool clamped = den[u] < d.eps;
       const float den_g = clamped ? d.eps : den[u];
-      float dgg = 0.f, dyg_s = 0.f, cdiag = 0.f;
+      // one IEEE division per row, multiplies per column, no branch per column (each value
+      // below moves by a few ulp against dividing per column: 1e-7 of the 1e-2 budget); the
+      // per-column divisions and clamped / convex branches were most of this pass's
+      // instructions. g_j = v_j vs + M_j / den_g as one fma: vs = 1 unclamped (v + M / den),
+      // den / eps clamped ((M + den v) / eps).
+      const float rg = 1.f / den_g, vs = clamped ? den[u] * rg : 1.f;
+      // dg.g = cA dy.g (the same bits when cA = 1, the sum combine; a rounding apart when
+      // convex), so one sum serves both
+      float dyg_s = 0.f, cdiag = 0.f;
 #pragma unroll
       for (int c = 0; c < kJ; ++c) {
         const int j = lane + 32 * c;
         // g_j = global_out of the numden row (den, M_j already in registers)
-        const float gj = clamped ? (ndj[u][c] + den[u] * vj[u][c]) / d.eps
-                                 : vj[u][c] + ndj[u][c] / den[u];
-        const float dg = convex ? dyj[u][c] / (1.f + A) : dyj[u][c];
-        cdiag += clamped ? dg * vj[u][c] / den_g : -(dg / den_g) * (ndj[u][c] / den_g);
-        dgg += dg * gj;
-        dyg_s += dyj[u][c] * gj;
-        dO[bht * D1 + j] = dg / den_g;
+        const float mr = ndj[u][c] * rg;
+        const float gj = __fmaf_rn(vj[u][c], vs, mr);
+        const float o = dyj[u][c] * cA * rg;  // dO'_j = dg_j / den_g
+        cdiag = __fmaf_rn(o, clamped ? vj[u][c] : -mr, cdiag);
+        dyg_s = __fmaf_rn(dyj[u][c], gj, dyg_s);
+        dO[bht * D1 + j] = o;
       }
-      dgg = warp_sum(dgg);
-      dyg_s = warp_sum(dyg_s);
-      cdiag = warp_sum(cdiag);
-      if (lane == 0) {
-        dO[bht * D1 + kD] = clamped ? 0.f : -dgg / den_g;
-        cself[bht] = cdiag;
-        sdyg[warp * 16 + r0 + u] = dyg_s;
+      const float sum = warp_sum2(cdiag, dyg_s);  // lanes 0-15: cdiag, 16-31: dy.g
+      if (lane == 0) cself[bht] = sum;
+      if (lane == 16) {
+        dO[bht * D1 + kD] = clamped ? 0.f : -(cA * sum) * rg;
+        sdyg[warp * 16 + r0 + u] = sum;
       }
     }
   }
 
-  float mx_r[2], inv_r[2], dyl[2] = {0.f, 0.f}, delta_r[2] = {0.f, 0.f};
+  // per row: m (max), 1 / den and nl = -log2(den) of the saved statistics; rows past T get
+  // nl = -inf, so every P of theirs is 0
+  float mx_r[2], inv_r[2], nl_r[2], delta_r[2] = {0.f, 0.f}, nds_r[2] = {0.f, 0.f};
+  float dyl[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // two partial sums per row (shorter FMA chains)
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int t = wr0 + g + 8 * rr;
     const float* ws = wstats + (int64_t(bh) * T + min(t, T - 1)) * 2;
     mx_r[rr] = t < T ? ws[0] : 0.f;
     inv_r[rr] = t < T ? 1.f / ws[1] : 0.f;  // rows past T: P = 0
+    nl_r[rr] = t < T ? -__log2f(ws[1]) : -INFINITY;
   }
   float acc[kNT][4];
 #pragma unroll
@@ -702,58 +869,103 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t dy_a = a_addr<kD>(sDY, warp * 16);
   const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_b = b_addr<kD>(sV);
   const uint32_t k_t = bt_addr<kD>(sK);
-  const float scale = d.scale;
+  const float scale = d.scale, coef_s = coef * scale;
 
-  // pass 0 over the key tiles: dy.l; pass 1: dq~. The tiles stream twice (L2 hits).
-  const int total = 2 * n_tiles;
+  // Pass 0 over the key tiles 0 .. n - 1: dy.l; pass 1 back over n - 2 .. 0: dq~ (the tiles
+  // stream twice, L2 hits). The last tile of pass 0 is also pass 1's first: its P and dP' are
+  // still in registers once dy.l is complete, so dC K~ for it follows at once, and pass 1
+  // recomputes the scores of the other tiles only (n - 1 of them, one fewer tile load).
+  const int total = 2 * n_tiles - 1;
+  auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
   for (int it = 0; it < total; ++it) {
-    const int pass = it >= n_tiles, j = it - pass * n_tiles, n0 = kv_begin + j * kTile;
+    const bool pass1 = it >= n_tiles, last0 = it == n_tiles - 1;
+    const int n0 = kv_begin + tile_of(it) * kTile;
     cp_async_wait<0>();
     __syncthreads();
     if (it + 1 < total) {
-      const int nj = it + 1 >= n_tiles ? it + 1 - n_tiles : it + 1;
-      load_kv((it + 1) & 1, kv_begin + nj * kTile);
+      load_kv((it + 1) & 1, kv_begin + tile_of(it + 1) * kTile);
       cp_async_commit();
     }
     rope_streamed_tile<kD, kLo>(sK, sKl, it & 1, n0, T, rope, cosb, sinb);  // k~
-    if (it == n_tiles) {
+    const bool skip = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
+    const uint32_t off = (it & 1) * kTB;
+    // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
+    // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
+    // cuts (2 of the 9 a warp sees at w = 128); t - key = dt[rr] - (column offset)
+    unsigned live = 0, cut = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int kind = block_kind(wr0, n0 + 16 * c, w);
+      live |= unsigned(kind != 0) << c;
+      cut |= unsigned(kind == 2) << c;
+    }
+    float s[8][4], dp[8][4];
+    if (!skip) {
+      // S = q~ K~^T and dP' = dy V^T, from the exact bf16 dy
+      tile_abt_pair_live<kD, kLo, false>(s, dp, live, q_a, ql_a, k_b + off, kl_b + off, dy_a,
+                                         v_b + off);
+      const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+      // one chunk, the pass and the mask as template constants (block-uniform branches choose
+      // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC
+      // needs it once delta is known); pass 1 turns s into dC.
+      auto chunk = [&](auto pass_c, auto mask_c, const int c) {
+        constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = 2 * c + h, rr = e >> 1;
+            float p = bwd_weight(s[i][e], scale, mx_r[rr], nl_r[rr]);
+            if constexpr (kMask) {
+              const int dtk = dt[rr] - (8 * i + (e & 1));
+              if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
+            }
+            if constexpr (kPass1) {
+              s[i][e] = p * __fmaf_rn(coef_s, dp[i][e], nds_r[rr]);  // dC
+            } else {
+              dyl[rr][e & 1] = __fmaf_rn(p, dp[i][e], dyl[rr][e & 1]);
+              s[i][e] = p;
+            }
+          }
+      };
+      using F = std::false_type;
+      using Tr = std::true_type;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        if (!((live >> c) & 1u)) continue;
+        const bool masked = (cut >> c) & 1u;
+        if (!pass1) {
+          if (masked) chunk(F(), Tr(), c); else chunk(F(), F(), c);
+        } else {
+          if (masked) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
+        }
+      }
+    }
+    if (last0) {
       // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
-      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it)
+      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
+      // lane of every warp gets here (skip is warp-uniform)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        dyl[rr] += __shfl_xor_sync(0xffffffffu, dyl[rr], 1);
-        dyl[rr] += __shfl_xor_sync(0xffffffffu, dyl[rr], 2);
-        delta_r[rr] = coef * dyl[rr];
+        float v = dyl[rr][0] + dyl[rr][1];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        dyl[rr][0] = v;
+        delta_r[rr] = coef * v;
+        nds_r[rr] = -(delta_r[rr] * scale);  // dC = P (coef dP' - delta) scale, as one fma
       }
-    }
-    if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
-    const uint32_t off = (it & 1) * kTB;
-    float s[8][4], dp[8][4];
-    tile_abt<kD, kLo, false>(s, q_a, ql_a, k_b + off, kl_b + off);
-    tile_abt<kD, false, false>(dp, dy_a, 0, v_b + off, 0);  // dP' = dy V^T, exact bf16 dy
-    const bool need_mask = n0 + kTile - 1 > wr0 || wr0 + 15 - n0 >= w;
+      if (!skip) {
+        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+        for (int i = 0; i < 8; ++i) {
+          if (!((live >> (i >> 1)) & 1u)) continue;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int rr = e >> 1;
-        bool valid = true;
-        if (need_mask) {
-          const int t = wr0 + g + 8 * rr, key = n0 + 8 * i + 2 * t4 + (e & 1);
-          valid = key <= t && t - key < w;
+          for (int e = 0; e < 4; ++e)
+            s[i][e] = s[i][e] * __fmaf_rn(coef_s, dp[i][e], nds_r[e >> 1]);
         }
-        const float p = valid ? __expf(__fsub_rn(__fmul_rn(s[i][e], scale), mx_r[rr])) * inv_r[rr] : 0.f;
-        if (pass == 0)
-          dyl[rr] += p * dp[i][e];
-        else
-          s[i][e] = p == 0.f ? 0.f : p * (coef * dp[i][e] - delta_r[rr]) * scale;  // dC
       }
-    if (pass == 1) {
-      uint32_t da[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) a_frag(da[kk], s, kk);
-      mma_av<kD>(acc, da, k_t + off);  // dq~ += dC K~ (hi)
     }
+    if (!skip && (pass1 || last0)) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~
   }
 
   int pos[2];
@@ -767,7 +979,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int t = pos[rr];
     if (t4 != 0 || t < 0) continue;
     delta_out[int64_t(bh) * T + t] = delta_r[rr];
-    atomicAdd(sred, convex ? dyl[rr] - sdyg[t - t0] : dyl[rr]);
+    atomicAdd(sred, convex ? dyl[rr][0] - sdyg[t - t0] : dyl[rr][0]);
     for (int j = 0; j < d.m; ++j)
       atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta_r[rr]);
   }
@@ -795,8 +1007,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   bf *sK = sm.own, *sKl = sm.own_lo, *sV = sm.own2;   // [64][kS] k~, k~ lo (kLo), v
   bf *sQ = sm.str, *sQl = sm.str_lo, *sDY = sm.str2;  // [2][64][kS] q~, q~ lo (kLo), dy
   float* sM = sm.f32;                                          // [2][64] row max
-  float* sI = sM + 2 * kTile;                                  // [2][64] 1 / den
-  float* sDl = sI + 2 * kTile;                                 // [2][64] delta
+  float* sNL = sM + 2 * kTile;                                 // [2][64] -log2(den)
+  float* sND = sNL + 2 * kTile;                                // [2][64] -delta scale
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w, rep = d.H / d.Hkv;
@@ -808,26 +1020,43 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int nq = (q_hi + 1 - s0 + kTile - 1) / kTile;
   const int total = rep * nq;
   const bool rope = d.rope;
-  const float coef = win_coef(alpha_p[0], d.combine_convex);
+  const float coef = win_coef(alpha_p[0], d.combine_convex), scale = d.scale;
   auto load_q = [&](int buf, int it) {
     const int h = kvh * rep + it / nq, q0 = s0 + (it % nq) * kTile;
-    const int64_t bh = int64_t(b) * d.H + h;
     const bf* qg = q + (int64_t(b) * T * d.H + h) * kD;
     const bf* dyg = dy + (int64_t(b) * T * d.H + h) * kD;
     cp_tile_pair<kD>(sQ, sDY, qg, dyg, ldq, buf, q0, T);
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      const int tq = q0 + i;
-      const bool ok = tq < T;
-      const int64_t st = bh * T + (ok ? tq : 0);
-      sM[buf * kTile + i] = ok ? wstats[st * 2] : 0.f;
-      sI[buf * kTile + i] = ok ? 1.f / wstats[st * 2 + 1] : 0.f;
-      sDl[buf * kTile + i] = ok ? delta[st] : 0.f;
-    }
+  };
+  // The per-query scalars of streamed tile `it` (thread i < 64: query i): fetched into
+  // registers when the tile's cp.async is issued, stored to shared memory only at the end of
+  // the iteration before the tile's, so their global latency hides behind that iteration's mma
+  // work instead of stalling warps 0-1 (and every warp at the next barrier) each iteration.
+  float nx_m = 0.f, nx_den = 1.f, nx_dl = 0.f;
+  bool nx_ok = false;
+  auto fetch_scalars = [&](int it) {
+    if (threadIdx.x >= kTile) return;
+    const int h = kvh * rep + it / nq, tq = s0 + (it % nq) * kTile + int(threadIdx.x);
+    nx_ok = tq < T;
+    const int64_t st = (int64_t(b) * d.H + h) * T + (nx_ok ? tq : 0);
+    nx_m = wstats[st * 2];
+    nx_den = wstats[st * 2 + 1];
+    nx_dl = delta[st];
+  };
+  auto store_scalars = [&](int buf) {
+    if (threadIdx.x >= kTile) return;
+    const int i = buf * kTile + int(threadIdx.x);
+    // the query side's per-row constants, bit for bit (bwd_weight, dC as one fma); a query
+    // past T gets nl = -inf: P = 0
+    sM[i] = nx_ok ? nx_m : 0.f;
+    sNL[i] = nx_ok ? -__log2f(nx_den) : -INFINITY;
+    sND[i] = nx_ok ? -(nx_dl * scale) : 0.f;
   };
   load_own_rows<kD>(sK, kLo ? sKl : nullptr, kg, ldk, s0, T, rope, cosb, sinb);
   cp_rows<kD>(sV, vg, ldk, s0, T);
   load_q(0, 0);
   cp_async_commit();
+  fetch_scalars(0);
+  store_scalars(0);  // visible after the first iteration's barrier
   // the dk, dv rows the epilogue adds into
   {
     const int64_t o = (int64_t(b) * T * d.Hkv + int64_t(s0) * d.Hkv + kvh) * kD;
@@ -846,7 +1075,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t v_a = a_addr<kD>(sV, warp * 16);
   const uint32_t q_b = b_addr<kD>(sQ), ql_b = b_addr<kD>(sQl), dy_b = b_addr<kD>(sDY);
   const uint32_t q_t = bt_addr<kD>(sQ), dy_t = bt_addr<kD>(sDY);
-  const float scale = d.scale;
+  const float coef_s = coef * scale;
+  // per accumulator row (key kw0 + g + 8 rr): the bound of tq - key, 0 for a key past T (its
+  // zero k~ row would otherwise get a weight)
+  int lim[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) lim[rr] = kw0 + g + 8 * rr < T ? w : 0;
 
   for (int it = 0; it < total; ++it) {
     const int q0 = s0 + (it % nq) * kTile, buf = it & 1;
@@ -855,39 +1089,68 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (it + 1 < total) {
       load_q((it + 1) & 1, it + 1);
       cp_async_commit();
+      fetch_scalars(it + 1);
     }
     rope_streamed_tile<kD, kLo>(sQ, sQl, buf, q0, T, rope, cosb, sinb);  // q~
-    if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) continue;
+    // buffer (it + 1) & 1 was last read in iteration it - 1, which every warp finished before
+    // this iteration's barrier
+    if (kw0 >= T || q0 + kTile - 1 < kw0 || q0 - (kw0 + 15) >= w) {
+      if (it + 1 < total) store_scalars((it + 1) & 1);
+      continue;
+    }
     const uint32_t off = buf * kTB;
+    // the tile as 4 chunks of 16 queries, as the query side's key chunks: skipped when no
+    // pair is visible, the per-pair mask only where the window edge, the diagonal or T cuts
+    unsigned live = 0, cut = 0;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int qc = q0 + 16 * c;
+      int kind = qc >= T ? 0 : block_kind(qc, kw0, w);
+      if (kind == 1 && (qc + 15 >= T || kw0 + 15 >= T)) kind = 2;
+      live |= unsigned(kind != 0) << c;
+      cut |= unsigned(kind == 2) << c;
+    }
     float s[8][4], dp[8][4];
-    tile_abt<kD, kLo, true>(s, k_a, kl_a, q_b + off, ql_b + off);  // S^T = k~ q~^T
-    tile_abt<kD, false, false>(dp, v_a, 0, dy_b + off, 0);         // dP'^T = v dy^T
+    // S^T = k~ q~^T and dP'^T = v dy^T
+    tile_abt_pair_live<kD, kLo, true>(s, dp, live, k_a, kl_a, q_b + off, ql_b + off, v_a,
+                                      dy_b + off);
     const float* M = sM + buf * kTile;
-    const float* I = sI + buf * kTile;
-    const float* Dl = sDl + buf * kTile;
-    const bool need_mask = q0 < kw0 + 15 || q0 + kTile - 1 - kw0 >= w || q0 + kTile > T ||
-                           kw0 + 16 > T;
+    const float* NL = sNL + buf * kTile;
+    const float* ND = sND + buf * kTile;
+    // tq - key = dq[rr] + (column offset)
+    const int dq[2] = {q0 + 2 * t4 - kw0 - g, q0 + 2 * t4 - kw0 - g - 8};
+    auto chunk = [&](auto mask_c, const int c) {
+      constexpr bool kMask = decltype(mask_c)::value;
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+      for (int h = 0; h < 2; ++h) {
+        const int i = 2 * c + h, qi = 8 * i + 2 * t4;
+        const float2 m2 = *reinterpret_cast<const float2*>(M + qi);
+        const float2 nl2 = *reinterpret_cast<const float2*>(NL + qi);
+        const float2 nd2 = *reinterpret_cast<const float2*>(ND + qi);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qi = 8 * i + 2 * t4 + (e & 1);
-        bool valid = true;
-        if (need_mask) {
-          const int key = kw0 + g + 8 * (e >> 1), tq = q0 + qi;
-          valid = key < T && tq < T && tq >= key && tq - key < w;
+        for (int e = 0; e < 4; ++e) {
+          const int rr = e >> 1, hi = e & 1;
+          float p = bwd_weight(s[i][e], scale, hi ? m2.y : m2.x, hi ? nl2.y : nl2.x);
+          if constexpr (kMask) {
+            const int dtk = dq[rr] + 8 * i + hi;
+            if (unsigned(dtk) >= unsigned(lim[rr])) p = 0.f;  // tq < key, tq - key >= w, key >= T
+          }
+          s[i][e] = p;
+          dp[i][e] = p * __fmaf_rn(coef_s, dp[i][e], hi ? nd2.y : nd2.x);  // dC^T
         }
-        const float p = valid ? __expf(__fsub_rn(__fmul_rn(s[i][e], scale), M[qi])) * I[qi] : 0.f;
-        s[i][e] = p;
-        dp[i][e] = p == 0.f ? 0.f : p * (coef * dp[i][e] - Dl[qi]) * scale;  // dC^T
       }
-    uint32_t pa[4][4];
+    };
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], s, kk);
-    mma_av<kD>(dva, pa, dy_t + off);  // dv += P^T dy
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) a_frag(pa[kk], dp, kk);
-    mma_av<kD>(dka, pa, q_t + off);  // dk~ += dC^T q~ (hi)
+    for (int c = 0; c < 4; ++c) {
+      if (!((live >> c) & 1u)) continue;
+      if ((cut >> c) & 1u)
+        chunk(std::true_type(), c);
+      else
+        chunk(std::false_type(), c);
+    }
+    mma_av_live<kD>(dva, s, live, dy_t + off);  // dv += P^T dy
+    mma_av_live<kD>(dka, dp, live, q_t + off);  // dk~ += dC^T q~ (hi)
+    if (it + 1 < total) store_scalars((it + 1) & 1);
   }
 
   int pos[2];
