@@ -42,9 +42,10 @@
 //
 // Precision: the same rounding points as the wmma kernel (P f32, P~ and phi_q exp(bl_t) and S
 // as bf16 or split pairs, row sums of the rounded weights, phi_q.z and the diagonal in f32);
-// the operands and the split products are bit for bit those of the wmma kernel, only the f32
-// accumulation order inside the mma's differs (the k slots of a k-step hold other state rows;
-// P's k range in two halves summed at the end when there are 8 warps), so the split path
+// the operands and the split products are bit for bit those of the wmma kernel, only f32
+// summation orders differ (inside the mma's: the k slots of a k-step hold other state rows;
+// P's k range in two halves summed at the end when there are 8 warps; phi_q.z, a sum of
+// positive terms, by 8 consecutive features per lane then across lanes), so the split path
 // agrees with the wmma kernel to f32 rounding of sums of up to 2F + 32 products (about 1e-6
 // relative) and inference to the same (its operands are rounded identically too).
 #include <cuda_bf16.h>
@@ -125,16 +126,23 @@ __device__ __forceinline__ char* take(char*& p, size_t bytes) {
 }
 
 /// 32 rows of `cols` bf16 (cols a multiple of 8; row r at src + r * gstride) into shared rows
-/// of ld `ldd` by cp.async; rows >= valid become zeros.
+/// of ld `ldd` by cp.async; rows >= valid become zeros. The (row, piece) of copy i steps by a
+/// constant (one division per thread, not one per copy: cols is a runtime value).
 template <int kThreads>
 __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t gstride,
                                         int valid, int cols) {
-  const int vpr = cols / 8;
+  const int vpr = cols / 8, dr = kThreads / vpr, dc = kThreads % vpr;
+  int r = threadIdx.x / vpr, c = threadIdx.x % vpr;
   for (int i = threadIdx.x; i < kC * vpr; i += kThreads) {
-    const int r = i / vpr, c = (i % vpr) * 8;
-    const uint32_t a = smem_u32(dst + r * ldd + c);
-    if (r < valid) cp_async16_u32(a, src + r * gstride + c);
+    const uint32_t a = smem_u32(dst + r * ldd + c * 8);
+    if (r < valid) cp_async16_u32(a, src + r * gstride + c * 8);
     else st_shared_zero16(a);
+    r += dr;
+    c += dc;
+    if (c >= vpr) {
+      c -= vpr;
+      ++r;
+    }
   }
 }
 
@@ -160,21 +168,14 @@ __device__ __forceinline__ void load_state_step(float (&r)[8], const float* sl) 
     for (int i = 0; i < 4; ++i) r[nt * 4 + i] = sl[i * kD1 + nt * 8];
 }
 
-/// Where phi_q e^{bl_t} column 32 s + p goes in its shared tile (within the same 32): the k
-/// slot whose state row load_state_step reads, p = 8 q4 + 4 e + 2 h + j -> 16 e + 8 h + 2 q4 + j.
-__device__ __forceinline__ int a_slot(int p) {
-  return 16 * ((p >> 2) & 1) + 8 * ((p >> 1) & 1) + 2 * (p >> 3) + (p & 1);
-}
-
 /// bf16 hi and (kSplit) lo = bf16(x - hi) of two values, packed as a B-fragment register (the
-/// first value, the lower k, in the low half).
+/// first value, the lower k, in the low half): one packing convert each, the widening of hi by
+/// bit operations (exact), so the same bits as rounding each value alone.
 template <bool kSplit>
 __device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const bf h0 = __float2bfloat16(x0), h1 = __float2bfloat16(x1);
-  hi = pack_bf16(h0, h1);
+  hi = pack_bf16(x0, x1);
   if constexpr (kSplit)
-    lo = pack_bf16(__float2bfloat16(x0 - __bfloat162float(h0)),
-                     __float2bfloat16(x1 - __bfloat162float(h1)));
+    lo = pack_bf16(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
 
 /// Grid (NC, B*H), out_warps<kD>() warps. Contract: out_tc_launch (numden = [M | den] per
@@ -310,22 +311,49 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
         rs += __bfloat162float(pl);
       }
     }
-    auto phq = [&](int f) {  // phi_q's f32 value (hi + lo in training)
-      float ph = __bfloat162float(sq[r * LQ + f]);
-      if constexpr (kSplit) ph += __bfloat162float(sql[r * LQ + f]);
-      return ph;
-    };
-    for (int f = lane; f < F2; f += 32) qz += phq(f) * sz[f];
+    // phi_q's row, a 16-byte piece (8 features) per lane: f32 value (hi + lo in training),
+    // phi_q.z, and phi_q e^{bl_t} rounded (split) into the k-slot order of 3: features
+    // 32 m + 8 q + 4 e + 2 h + {0, 1} (q = lane % 4) -> columns 32 m + 16 e + 8 h + 2 q + {0, 1}
+    const bool act = 8 * lane < F2;
+    float ph[8];
+    if (act) {
+      const uint4 hv = *reinterpret_cast<const uint4*>(sq + r * LQ + 8 * lane);
+      const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        ph[2 * i] = __uint_as_float(hw[i] << 16);
+        ph[2 * i + 1] = __uint_as_float(hw[i] & 0xffff0000u);
+      }
+      if constexpr (kSplit) {
+        const uint4 lv = *reinterpret_cast<const uint4*>(sql + r * LQ + 8 * lane);
+        const uint32_t lw[4] = {lv.x, lv.y, lv.z, lv.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          ph[2 * i] += __uint_as_float(lw[i] << 16);
+          ph[2 * i + 1] += __uint_as_float(lw[i] & 0xffff0000u);
+        }
+      }
+      const float4 z0 = *reinterpret_cast<const float4*>(sz + 8 * lane);
+      const float4 z1 = *reinterpret_cast<const float4*>(sz + 8 * lane + 4);
+      const float zz[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) qz += ph[i] * zz[i];
+    }
     rs = warp_sum(rs);
     qz = warp_sum(qz);
-    const float er = __expf(sbl[r]);
-    const int fs = a_slot(lane);
-    for (int f0 = 0; f0 < F2; f0 += 32) {
-      const float qe = phq(f0 + lane) * er;
-      __syncwarp();  // every lane has read this 32 before any lane overwrites it permuted
-      const bf hi = __float2bfloat16(qe);
-      sq[r * LQ + f0 + fs] = hi;
-      if constexpr (kSplit) sql[r * LQ + f0 + fs] = __float2bfloat16(qe - __bfloat162float(hi));
+    __syncwarp();  // every lane has read the row before any lane overwrites it permuted
+    if (act) {
+      const float er = __expf(sbl[r]);
+      bf* qrow = sq + r * LQ + 32 * (lane / 4) + 2 * (lane % 4);
+#pragma unroll
+      for (int i = 0; i < 8; i += 2) {  // i = 4 e + 2 h
+        const int col = 16 * (i >> 2) + 8 * ((i >> 1) & 1);
+        uint32_t hi, lo;
+        split_pack<kSplit>(ph[i] * er, ph[i + 1] * er, hi, lo);
+        *reinterpret_cast<uint32_t*>(qrow + col) = hi;
+        if constexpr (kSplit)
+          *reinterpret_cast<uint32_t*>(sql + (qrow - sq) + col) = lo;
+      }
     }
     if (lane == 0) {
       srow[r] = rs;
