@@ -27,10 +27,11 @@ echo "== bench attention 8x2048"
 build/bin/lizard bench attention --shape 8x2048 --iters 10 --warmup 3 | tee "$OUT/bench.json"
 if [ "$NCU" = 1 ] && command -v ncu > /dev/null; then
   echo "== ncu out_mma_kernel (one fwd+bwd: training <128,1>, then the inference forward <128,0>)"
-  ncu --kernel-name 'regex:out_mma_kernel' \
-    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,launch__occupancy_limit_shared_mem,smsp__average_warp_latency_issue_stalled_barrier \
+  ncu --kernel-name 'regex:out_mma_kernel' --section SpeedOfLight --section Occupancy \
+    --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
     build/bin/lizard bench attention --shape 8x2048 --iters 1 --warmup 0 > "$OUT/ncu.log" 2>&1
-  grep -E "out_mma_kernel|gpu__time|dram__|lts__|launch__|stalled" "$OUT/ncu.log" | sed 's/(const.*//' | head -40
+  grep -E "out_mma_kernel|Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Registers Per|Dynamic Shared|Achieved Occupancy|Warp Cycles Per Issued|Memory Throughput  " \
+    "$OUT/ncu.log" | sed 's/(const.*//' | head -60
 fi
 if [ "$SAN" = 1 ]; then
   for tool in memcheck racecheck; do
