@@ -6,44 +6,54 @@
 // of the wmma kernel issues them).
 //
 // Shape: one CTA per (b, h, chunk of 32 tokens), D/16 warps (2, 4 or 8 for D = 32, 64, 128).
+// The kernel is a stream over the chunk's f32 state (2F x (D+1) floats, 132 KB at 2F = 256,
+// D = 128: 62% of its HBM bytes in training, 73% in inference), so its shape is chosen to
+// keep that stream full and lean:
 //   1. cp.async: phi_q, phi_k (and their lo halves in training) [32][2F] and v [32][D] into
-//      shared memory; meanwhile every lane starts loading its share of the f32 state
-//      straight into registers (see 3).
+//      shared memory, and the first stage of the state (32 rows) behind them.
 //   2. P = phi_q phi_k^T on the three 16x16 tiles on or below the diagonal, one tile per warp
 //      (the k range halved over two warps when there are 8), f32 into shared memory; then a
 //      warp per row as in the wmma kernel: P~ = P exp(bl_t - bl_s) (s < t) as bf16 (hi + lo),
-//      its row sum, the diagonal, phi_q.z, and phi_q exp(bl_t) rounded (split) in place.
+//      its row sum, the diagonal, phi_q.z, and phi_q exp(bl_t) rounded (split) in place, its
+//      columns permuted within each 32 (see 3). phi_k is dead after P: its tiles (hi, lo)
+//      become state stages 1 (and 2), so 2 (training: 3) stages of 16.5 KB rotate.
 //   3. Warp w owns value columns 16w .. 16w + 15 of all 32 rows (2 m-tiles x 2 n-tiles of
-//      mma.sync m16n8k16, 16 f32 accumulators per lane). Its B operand, the state S, never
-//      touches shared memory: each lane loads exactly the f32 elements of its B fragments
-//      (rows 2q, 2q+1, 2q+8, 2q+9 of a k-step, column g of an n-tile: 4 rows x 32 contiguous
-//      bytes per warp load; the neighbouring n-tile and warp read the rest of each 32-byte
-//      sector, through L1), converts them to bf16 (hi + lo) in registers and feeds the mma;
-//      a ring of 4 k-steps of loads (32 KiB per CTA) stays in flight ahead of the mma's.
-//      4-byte loads, not 16: a row of the state is D + 1 floats, so three rows in four start
-//      off a 16-byte boundary, and a lane's fragment elements lie in one column. So each state
-//      element is read from HBM once, by one thread, and converted once; the CTA needs about
-//      90 KiB of shared memory in training at 2F = 256, D = 128 (the wmma kernel: 221.5 KiB
-//      with the whole bf16 S pair), so two CTAs share an SM and one's loads overlap the
-//      other's mma's. The A operand (phi_q exp(bl_t)) comes by ldmatrix.
+//      mma.sync m16n8k16, 16 f32 accumulators per lane). Its B operand, the state S, comes
+//      from the stage: 32 rows x (D+1) floats copied flat (the chunk's state is one contiguous,
+//      128-byte aligned block, so 16-byte cp.async of whole lines: no sector is fetched twice
+//      and a stage is 8 (D+1) / threads copies per thread, where 4-byte loads of the odd-strided
+//      rows straight into fragments cost 32 loads and split sectors). Each lane reads its
+//      fragment elements with 4-byte shared loads, converts them to bf16 (hi + lo) and feeds
+//      the mma. Bank-conflict free by the k order: the row stride D+1 is 1 mod 32 banks, so a
+//      load is conflict free when its lanes' rows are 8 apart; k-step e of stage s gives mma
+//      k slot 2 q4 + j + 8 h (q4 = lane % 4) state row 32 s + 8 q4 + 4 e + 2 h + j, and 2b
+//      stores phi_q e^{bl_t} column 32 s + 8 q4 + 4 e + 2 h + j at the slot's place, so the
+//      ldmatrix of the A operand is unchanged. One barrier per stage; while a stage is read
+//      the next one (training: two) is in flight.
 //   4. acc += P~ V (P~ by ldmatrix from its bf16 tile, V by ldmatrix.trans), then
-//      M = acc - (exp(bl_t) phi_q.z + rowsum P~) v_t and den straight from the fragments.
+//      M = acc - (exp(bl_t) phi_q.z + rowsum P~) v_t and den; [M | den] goes through shared
+//      memory (the dedicated stage, rows of D + 8 floats: float2 stores conflict free) and out
+//      as whole 128-byte lines of the chunk's contiguous numden rows (a direct store from the
+//      fragments writes half sectors of 8 rows per instruction).
 // P is shared by the D/16 warps of a CTA (each needs all 32 x 32), so it goes through shared
 // memory once instead of being recomputed per warp (at D = 128, 2F = 256 its 288 mma's are a
 // fifth of the state product's 1536).
-// Registers (nvcc 13, sm_90a, -Xptxas -v): 80 / 84 / 87 (inference, D = 128 / 64 / 32) and
-// 100 / 100 / 98 (training), no spills; two CTAs per SM by __launch_bounds__ and shared memory
-// (three in inference: 54.5 KiB at D = 128, 2F = 256).
+// Shared memory at 2F = 256, D = 128: 107 KiB in training (two CTAs per SM), 71.5 KiB in
+// inference (three). Registers (nvcc 13, sm_90a, -Xptxas -v): 72 / 72 / 85 (inference, D =
+// 128 / 64 / 32) and 100 / 96 / 93 (training), no spills.
 //
 // Precision: the same rounding points as the wmma kernel (P f32, P~ and phi_q exp(bl_t) and S
 // as bf16 or split pairs, row sums of the rounded weights, phi_q.z and the diagonal in f32);
-// only the f32 accumulation order inside the mma's can differ (P's k range in two halves
-// summed at the end when there are 8 warps), so the split path agrees with the wmma kernel
-// to f32 rounding of sums of up to 2F + 32 products (about 1e-6 relative) and inference to
-// the same (its operands are rounded identically too).
+// the operands and the split products are bit for bit those of the wmma kernel, only f32
+// summation orders differ (inside the mma's: the k slots of a k-step hold other state rows;
+// P's k range in two halves summed at the end when there are 8 warps; phi_q.z, a sum of
+// positive terms, by 8 consecutive features per lane then across lanes), so the split path
+// agrees with the wmma kernel to f32 rounding of sums of up to 2F + 32 products (about 1e-6
+// relative) and inference to the same (its operands are rounded identically too).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -58,10 +68,10 @@ using bf = __nv_bfloat16;
 
 constexpr int kC = kChunk;  // rows (tokens) per CTA: two 16-row m-tiles
 static_assert(kChunk == 32, "the output kernel's tiling assumes 32-token chunks");
-constexpr int kRing = 4;    // k-steps of state loads in flight per lane
 constexpr int kLP = kC + 4;  // f32 P row stride (floats)
 constexpr int kLPb = kC + 8;  // bf16 P~ row stride: 80 bytes, 16-byte aligned rows for ldmatrix
 constexpr int kUnits = 3;     // 16x16 P tiles on or below the diagonal: (0,0), (1,0), (1,1)
+constexpr int kStageRows = 32;  // state rows per stage: two k-steps (the k order spans 32 rows)
 
 /// Warps of the CTA for head dim kD: one per 16 value columns.
 template <int kD>
@@ -73,24 +83,40 @@ template <int kD>
 constexpr int p_parts() {
   return out_warps<kD>() >= 6 ? 2 : 1;
 }
+/// State stages in rotation: the dedicated one plus the phi_k tile(s) freed after P.
+template <bool kSplit>
+constexpr int out_stages() {
+  return kSplit ? 3 : 2;
+}
+/// CTAs per SM the shared memory allows at 2F = 256, D = 128 (the register cap follows it).
+template <bool kSplit>
+constexpr int out_min_blocks() {
+  return kSplit ? 2 : 3;
+}
 
 __host__ __device__ constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
+__host__ __device__ constexpr size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
 /// Byte sizes of the shared-memory regions (host and device agree through this one function).
 struct OutMmaLayout {
-  size_t phi, v, p, pb, z, row;
+  size_t phi, pk, v, p, pb, z, row, st;
   __host__ __device__ size_t total(bool split) const {
-    return phi * (split ? 4 : 2) + v + p + pb * (split ? 2 : 1) + z + 4 * row;
+    return (phi + pk) * (split ? 2 : 1) + v + p + pb * (split ? 2 : 1) + z + 4 * row + st;
   }
 };
 __host__ __device__ inline OutMmaLayout out_mma_layout(int F2, int D, int parts) {
+  const size_t phi = sizeof(bf) * kC * (F2 + 8);                 // [32][2F] phi tile
+  const size_t stage = sizeof(float) * kStageRows * (D + 1);     // 32 state rows, flat
+  const size_t outst = sizeof(float) * kC * (D + 8);             // [32][D+8] f32 [M | den]
   OutMmaLayout l;
-  l.phi = al128(sizeof(bf) * kC * (F2 + 8));         // [32][2F] phi tile, +16 bytes per row
-  l.v = al128(sizeof(bf) * kC * (D + 8));            // [32][D] v
-  l.p = al128(sizeof(float) * parts * kC * kLP);     // [parts][32][32] f32 P
-  l.pb = al128(sizeof(bf) * kC * kLPb);              // [32][32] bf16 P~ (and its lo half)
-  l.z = al128(sizeof(float) * F2);                   // z, the state's last column
-  l.row = al128(sizeof(float) * kC);                 // bl, row sum, diagonal, phi_q.z
+  l.phi = al128(phi);                              // phi_q (and its lo half)
+  l.pk = al128(max_sz(phi, stage));                // phi_k (lo), then a state stage each
+  l.v = al128(sizeof(bf) * kC * (D + 8));          // [32][D] v
+  l.p = al128(sizeof(float) * parts * kC * kLP);   // [parts][32][32] f32 P
+  l.pb = al128(sizeof(bf) * kC * kLPb);            // [32][32] bf16 P~ (and its lo half)
+  l.z = al128(sizeof(float) * F2);                 // z, the state's last column
+  l.row = al128(sizeof(float) * kC);               // bl, row sum, diagonal, phi_q.z
+  l.st = al128(max_sz(stage, outst));              // state stage 0, then [M | den] out
   return l;
 }
 
@@ -102,64 +128,80 @@ __device__ __forceinline__ char* take(char*& p, size_t bytes) {
 }
 
 /// 32 rows of `cols` bf16 (cols a multiple of 8; row r at src + r * gstride) into shared rows
-/// of ld `ldd` by cp.async; rows >= valid become zeros.
+/// of ld `ldd` by cp.async; rows >= valid become zeros. The (row, piece) of copy i steps by a
+/// constant (one division per thread, not one per copy: cols is a runtime value).
 template <int kThreads>
 __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t gstride,
                                         int valid, int cols) {
-  const int vpr = cols / 8;
+  const int vpr = cols / 8, dr = kThreads / vpr, dc = kThreads % vpr;
+  int r = threadIdx.x / vpr, c = threadIdx.x % vpr;
   for (int i = threadIdx.x; i < kC * vpr; i += kThreads) {
-    const int r = i / vpr, c = (i % vpr) * 8;
-    const uint32_t a = smem_u32(dst + r * ldd + c);
-    if (r < valid) cp_async16_u32(a, src + r * gstride + c);
+    const uint32_t a = smem_u32(dst + r * ldd + c * 8);
+    if (r < valid) cp_async16_u32(a, src + r * gstride + c * 8);
     else st_shared_zero16(a);
+    r += dr;
+    c += dc;
+    if (c >= vpr) {
+      c -= vpr;
+      ++r;
+    }
   }
 }
 
-/// This lane's B-fragment elements of state k-step ks (rows 16 ks + {2q, 2q+1, 2q+8, 2q+9},
-/// columns g and g + 8 of the warp's 16): `sl` points at row 2q, column 16 w + g.
+/// One state stage (kStageRows rows of kD1 floats, contiguous in global and in shared memory)
+/// by 16-byte cp.async: 8 kD1 copies, whole 128-byte lines (src 128-byte aligned: the chunk's
+/// state block is 2F (D+1) floats with 2F a multiple of 32, a stage 32 (D+1) floats).
+template <int kThreads, int kD1>
+__device__ __forceinline__ void cp_stage(float* dst, const float* src) {
+  constexpr int kCopies = kStageRows * kD1 / 4;
+  const uint32_t a = smem_u32(dst);
+  for (int i = threadIdx.x; i < kCopies; i += kThreads) cp_async16_u32(a + 16 * i, src + 4 * i);
+}
+
+/// This lane's B-fragment elements of k-step e of a stage: rows 8 q4 + 4 e + {0, 1, 2, 3}
+/// (mma k slots 2 q4, 2 q4 + 1, 2 q4 + 8, 2 q4 + 9), columns g and g + 8 of the warp's 16;
+/// `sl` points at row 8 q4 + 4 e, column 16 w + g of the stage. Lanes of a load differ by
+/// 8 rows (q4) or 1 column (g) and D + 1 = 1 mod 32: 32 distinct banks.
 template <int kD1>
-__device__ __forceinline__ void load_state_step(float (&r)[8], const float* sl, int ks) {
-  const float* p = sl + int64_t(ks) * 16 * kD1;
+__device__ __forceinline__ void load_state_step(float (&r)[8], const float* sl) {
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt) {
-    r[nt * 4 + 0] = __ldg(p + nt * 8);
-    r[nt * 4 + 1] = __ldg(p + kD1 + nt * 8);
-    r[nt * 4 + 2] = __ldg(p + 8 * kD1 + nt * 8);
-    r[nt * 4 + 3] = __ldg(p + 9 * kD1 + nt * 8);
-  }
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) r[nt * 4 + i] = sl[i * kD1 + nt * 8];
 }
 
 /// bf16 hi and (kSplit) lo = bf16(x - hi) of two values, packed as a B-fragment register (the
-/// first value, the lower k, in the low half).
+/// first value, the lower k, in the low half): one packing convert each, the widening of hi by
+/// bit operations (exact), so the same bits as rounding each value alone.
 template <bool kSplit>
 __device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-  const bf h0 = __float2bfloat16(x0), h1 = __float2bfloat16(x1);
-  hi = pack_bf16(h0, h1);
+  hi = pack_bf16(x0, x1);
   if constexpr (kSplit)
-    lo = pack_bf16(__float2bfloat16(x0 - __bfloat162float(h0)),
-                     __float2bfloat16(x1 - __bfloat162float(h1)));
+    lo = pack_bf16(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
 
 /// Grid (NC, B*H), out_warps<kD>() warps. Contract: out_tc_launch (numden = [M | den] per
 /// row of the chunk, M = (phi_q e^{bl_t}) S + P~ V - (e^{bl_t} phi_q.z + rowsum P~) v_t,
 /// den = e^{bl_t} phi_q.z + rowsum P~ + P_tt). kSplit: phi_q, phi_k as hi + lo pairs (phiq_lo,
 /// phik_lo), P~, phi_q e^{bl_t} and S split too (training); else bf16 operands (inference).
+/// states 16-byte aligned (checked by the launch).
 template <int kD, bool kSplit>
-__global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
+__global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>())
     out_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
                    const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
                    const bf* __restrict__ v, const float* __restrict__ bl_all,
                    const float* __restrict__ states, float* __restrict__ numden, Dims d) {
   constexpr int kWarps = out_warps<kD>(), kThreads = kWarps * 32, kD1 = kD + 1;
-  constexpr int kParts = p_parts<kD>(), kLV = kD + 8;
+  constexpr int kParts = p_parts<kD>(), kLV = kD + 8, kLO = kD + 8;
+  constexpr int kBufs = out_stages<kSplit>();
   extern __shared__ __align__(128) char smem[];
-  const int F2 = 2 * d.F, LQ = F2 + 8, nks = F2 / 16;  // F % 16 == 0: nks even
+  const int F2 = 2 * d.F, LQ = F2 + 8, nst = F2 / kStageRows;  // F % 16 == 0: 2F % 32 == 0
   const OutMmaLayout L = out_mma_layout(F2, kD, kParts);
   char* cur = smem;
   bf* sq = reinterpret_cast<bf*>(take(cur, L.phi));   // phi_q, then phi_q e^{bl_t} (hi)
-  bf* sk = reinterpret_cast<bf*>(take(cur, L.phi));   // phi_k
-  bf* sql = kSplit ? reinterpret_cast<bf*>(take(cur, L.phi)) : nullptr;  // lo of the above
-  bf* skl = kSplit ? reinterpret_cast<bf*>(take(cur, L.phi)) : nullptr;  // phi_k lo
+  bf* sql = kSplit ? reinterpret_cast<bf*>(take(cur, L.phi)) : nullptr;  // its lo half
+  bf* sk = reinterpret_cast<bf*>(take(cur, L.pk));    // phi_k, then state stage 1
+  bf* skl = kSplit ? reinterpret_cast<bf*>(take(cur, L.pk)) : nullptr;  // phi_k lo, stage 2
   bf* sv = reinterpret_cast<bf*>(take(cur, L.v));
   float* sP = reinterpret_cast<float*>(take(cur, L.p));
   bf* sPh = reinterpret_cast<bf*>(take(cur, L.pb));
@@ -169,6 +211,10 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
   float* srow = reinterpret_cast<float*>(take(cur, L.row));
   float* sdiag = reinterpret_cast<float*>(take(cur, L.row));
   float* sqz = reinterpret_cast<float*>(take(cur, L.row));
+  float* sst = reinterpret_cast<float*>(take(cur, L.st));  // stage 0, then [M | den]
+  auto stage_buf = [&](int i) {  // i < kBufs
+    return i == 0 ? sst : reinterpret_cast<float*>(i == 1 ? sk : skl);
+  };
 
   const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -176,8 +222,9 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
   const int g = lane / 4, q4 = lane % 4;
   const int64_t row0 = int64_t(bh) * d.T + t0;  // row of token t0 in [B,H,T,*]
+  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * kD1;  // contiguous [2F][D+1]
 
-  // 1. the tiles by cp.async (one group), the first kRing k-steps of S into registers
+  // 1. the tiles by cp.async (one group), then state stage 0 (the next group)
   cp_rows<kThreads>(sq, LQ, phiq + row0 * F2, F2, n, F2);
   cp_rows<kThreads>(sk, LQ, phik + row0 * F2, F2, n, F2);
   if constexpr (kSplit) {
@@ -187,22 +234,17 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
   cp_rows<kThreads>(sv, kLV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD,
                     int64_t(d.Hkv) * kD, n, kD);
   cp_async_commit();
-  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * kD1;  // contiguous [2F][D+1]
-  const int jw = warp * 16;                                         // the warp's first column
-  const float* sl = so + (2 * q4) * kD1 + jw + g;
-  float ring[kRing][8];
-#pragma unroll
-  for (int u = 0; u < kRing; ++u)
-    if (u < nks) load_state_step<kD1>(ring[u], sl, u);
+  cp_stage<kThreads, kD1>(sst, so);
+  cp_async_commit();
   for (int f = tid; f < F2; f += kThreads) sz[f] = so[int64_t(f) * kD1 + kD];
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < kC; i += kThreads) sbl[i] = i < n ? blr[t0 + i] : 0.f;
-  cp_async_wait<0>();
+  cp_async_wait<1>();  // the tiles; stage 0 may still be in flight
   __syncthreads();
 
   // 2a. P on the tiles on or below the diagonal; item = (tile, part of the k range)
   {
-    const int kper = nks / kParts;
+    const int kper = (F2 / 16) / kParts;  // k-steps per part (2F / 16 is even)
     for (int item = warp; item < kUnits * kParts; item += kWarps) {
       const int unit = item % kUnits, part = item / kUnits;
       const int mt = unit == 0 ? 0 : 1, kp = unit == 2 ? 1 : 0;  // query m-tile, 16-key block
@@ -240,10 +282,17 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
     }
   }
   __syncthreads();
+  // phi_k is dead: its tile(s) take state stages 1 .. kBufs - 1 (one group each, empty past
+  // the last stage, so the group count the waits of 3 rely on holds at every 2F)
+#pragma unroll
+  for (int u = 1; u < kBufs; ++u) {
+    if (u < nst) cp_stage<kThreads, kD1>(stage_buf(u), so + u * kStageRows * kD1);
+    cp_async_commit();
+  }
 
   // 2b. per row (one warp, lane = key s): the decayed strictly-causal P~ in bf16 (split: and
   // its lo half) and its row sum from the same rounded weights as the mma (M consistent),
-  // the diagonal, phi_q.z; then phi_q scaled by exp(bl_t) in place (the A operand of 3)
+  // the diagonal, phi_q.z; then phi_q scaled by exp(bl_t) in place, in the k-slot order of 3
   for (int r = warp; r < kC; r += kWarps) {
     auto pval = [&](int s) {
       float p = sP[r * kLP + s];
@@ -264,21 +313,49 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
         rs += __bfloat162float(pl);
       }
     }
-    auto phq = [&](int f) {  // phi_q's f32 value (hi + lo in training)
-      float ph = __bfloat162float(sq[r * LQ + f]);
-      if constexpr (kSplit) ph += __bfloat162float(sql[r * LQ + f]);
-      return ph;
-    };
-    for (int f = lane; f < F2; f += 32) qz += phq(f) * sz[f];
+    // phi_q's row, a 16-byte piece (8 features) per lane: f32 value (hi + lo in training),
+    // phi_q.z, and phi_q e^{bl_t} rounded (split) into the k-slot order of 3: features
+    // 32 m + 8 q + 4 e + 2 h + {0, 1} (q = lane % 4) -> columns 32 m + 16 e + 8 h + 2 q + {0, 1}
+    const bool act = 8 * lane < F2;
+    float ph[8];
+    if (act) {
+      const uint4 hv = *reinterpret_cast<const uint4*>(sq + r * LQ + 8 * lane);
+      const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        ph[2 * i] = __uint_as_float(hw[i] << 16);
+        ph[2 * i + 1] = __uint_as_float(hw[i] & 0xffff0000u);
+      }
+      if constexpr (kSplit) {
+        const uint4 lv = *reinterpret_cast<const uint4*>(sql + r * LQ + 8 * lane);
+        const uint32_t lw[4] = {lv.x, lv.y, lv.z, lv.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          ph[2 * i] += __uint_as_float(lw[i] << 16);
+          ph[2 * i + 1] += __uint_as_float(lw[i] & 0xffff0000u);
+        }
+      }
+      const float4 z0 = *reinterpret_cast<const float4*>(sz + 8 * lane);
+      const float4 z1 = *reinterpret_cast<const float4*>(sz + 8 * lane + 4);
+      const float zz[8] = {z0.x, z0.y, z0.z, z0.w, z1.x, z1.y, z1.z, z1.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) qz += ph[i] * zz[i];
+    }
     rs = warp_sum(rs);
     qz = warp_sum(qz);
-    __syncwarp();
-    const float er = __expf(sbl[r]);
-    for (int f = lane; f < F2; f += 32) {  // each lane rewrites only the f it read
-      const float qe = phq(f) * er;
-      const bf hi = __float2bfloat16(qe);
-      sq[r * LQ + f] = hi;
-      if constexpr (kSplit) sql[r * LQ + f] = __float2bfloat16(qe - __bfloat162float(hi));
+    __syncwarp();  // every lane has read the row before any lane overwrites it permuted
+    if (act) {
+      const float er = __expf(sbl[r]);
+      bf* qrow = sq + r * LQ + 32 * (lane / 4) + 2 * (lane % 4);
+#pragma unroll
+      for (int i = 0; i < 8; i += 2) {  // i = 4 e + 2 h
+        const int col = 16 * (i >> 2) + 8 * ((i >> 1) & 1);
+        uint32_t hi, lo;
+        split_pack<kSplit>(ph[i] * er, ph[i + 1] * er, hi, lo);
+        *reinterpret_cast<uint32_t*>(qrow + col) = hi;
+        if constexpr (kSplit)
+          *reinterpret_cast<uint32_t*>(sql + (qrow - sq) + col) = lo;
+      }
     }
     if (lane == 0) {
       srow[r] = rs;
@@ -286,23 +363,35 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
       sqz[r] = qz;
     }
   }
-  __syncthreads();
 
-  // 3. acc = (phi_q e^{bl_t}) S over the k-steps, S from the register ring
+  // 3. acc = (phi_q e^{bl_t}) S, a stage (two k-steps) at a time; the barrier that publishes
+  // stage s also frees the buffer of stage s - 1, which then takes stage s - 1 + kBufs
   float acc[2][2][4] = {};  // [m-tile][n-tile][fragment]
+  const int jw = warp * 16;  // the warp's first value column
   const int ao = (lane & 15) * LQ + (lane >> 4) * 8;
-  for (int ks0 = 0; ks0 < nks; ks0 += kRing) {
+  for (int s = 0; s < nst; ++s) {
+    // groups after stage s: kBufs - 1 at s = 0 (the prologue's), kBufs - 2 after (one per
+    // iteration since, the first of which issued none)
+    if (s == 0) cp_async_wait<kBufs - 1>();
+    else cp_async_wait<kBufs - 2>();
+    __syncthreads();  // stage s visible to all; stage s - 1 read by all; 2b's writes visible
+    if (s >= 1) {
+      const int nx = s - 1 + kBufs;
+      if (nx < nst) cp_stage<kThreads, kD1>(stage_buf((s - 1) % kBufs), so + nx * kStageRows * kD1);
+      cp_async_commit();
+    }
+    const float* sb = stage_buf(s % kBufs) + (8 * q4) * kD1 + jw + g;
 #pragma unroll
-    for (int u = 0; u < kRing; ++u) {
-      const int ks = ks0 + u;
-      if (ks >= nks) break;
+    for (int e = 0; e < 2; ++e) {
+      const int ks = 2 * s + e;
+      float st[8];
+      load_state_step<kD1>(st, sb + 4 * e * kD1);
       uint32_t bhi[2][2], blo[2][2];
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
-        split_pack<kSplit>(ring[u][nt * 4 + 0], ring[u][nt * 4 + 1], bhi[nt][0], blo[nt][0]);
-        split_pack<kSplit>(ring[u][nt * 4 + 2], ring[u][nt * 4 + 3], bhi[nt][1], blo[nt][1]);
+        split_pack<kSplit>(st[nt * 4 + 0], st[nt * 4 + 1], bhi[nt][0], blo[nt][0]);
+        split_pack<kSplit>(st[nt * 4 + 2], st[nt * 4 + 3], bhi[nt][1], blo[nt][1]);
       }
-      if (ks + kRing < nks) load_state_step<kD1>(ring[u], sl, ks + kRing);
       uint32_t a[2][4], al[2][4];
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
@@ -342,23 +431,34 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, 2)
       }
     }
 
-  // M = acc - dex v_t (dex: den without the self pair); den = dex + P_tt (one thread a row)
-  float* nd = numden + row0 * kD1;  // the chunk's n rows are contiguous
+  // M = acc - dex v_t (dex: den without the self pair), den = dex + P_tt, into [32][D+8] over
+  // the dedicated stage (free once every warp is past its last stage); float2 stores of a
+  // half warp: rows g (x (D+8) = 8 mod 32 banks) and column pairs 2 q4: 32 distinct banks
+  __syncthreads();
+  float* sout = sst;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int r = mt * 16 + g + hf * 8;
-      if (r >= n) continue;
       const float dex = __expf(sbl[r]) * sqz[r] + srow[r];
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {
         const int j = jw + nt * 8 + 2 * q4;
-        nd[r * kD1 + j] = acc[mt][nt][2 * hf] - dex * __bfloat162float(sv[r * kLV + j]);
-        nd[r * kD1 + j + 1] = acc[mt][nt][2 * hf + 1] - dex * __bfloat162float(sv[r * kLV + j + 1]);
+        float2 o;
+        o.x = acc[mt][nt][2 * hf] - dex * __bfloat162float(sv[r * kLV + j]);
+        o.y = acc[mt][nt][2 * hf + 1] - dex * __bfloat162float(sv[r * kLV + j + 1]);
+        *reinterpret_cast<float2*>(sout + r * kLO + j) = o;
       }
     }
-  if (tid < n) nd[tid * kD1 + kD] = __expf(sbl[tid]) * sqz[tid] + srow[tid] + sdiag[tid];
+  if (tid < kC) sout[tid * kLO + kD] = __expf(sbl[tid]) * sqz[tid] + srow[tid] + sdiag[tid];
+  __syncthreads();
+  // the chunk's n rows of numden are contiguous: consecutive lanes, consecutive floats
+  float* nd = numden + row0 * kD1;
+  for (int i = tid; i < n * kD1; i += kThreads) {
+    const int r = i / kD1;
+    nd[i] = sout[r * kLO + (i - r * kD1)];
+  }
 }
 
 template <int kD, bool kSplit>
@@ -386,7 +486,7 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
 bool out_wmma_forced() { return env_switch("LIZARD_OUT_KERNEL", "mma", "wmma"); }
 
 bool out_mma_selected(const Dims& d) {
-  // the largest CTA, training at D = 128, 2F = 256, takes 90 KiB (two per SM)
+  // the largest CTA, training at D = 128, 2F = 256, takes 107 KiB (two per SM)
   const bool forced = out_wmma_forced();  // first: a bad value is an error at every shape
   return !forced && (d.D == 32 || d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256;
 }
@@ -395,6 +495,10 @@ void out_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf*
                     const bf* v, const float* bl, const float* states, float* numden, bool split,
                     const Dims& d, cudaStream_t s) {
   LZ_CHECK(!split || (phiq_lo && phik_lo), "lizard attention (CUDA): the split output kernel needs phi's lo halves");
+  // the state stages are copied in 16-byte pieces; the op allocates states itself (cudaMalloc:
+  // 256-byte aligned), so this only guards a future caller passing a view
+  LZ_CHECK(reinterpret_cast<uintptr_t>(states) % 16 == 0,
+           "lizard attention (CUDA): the output kernel needs 16-byte aligned states");
   switch (d.D) {
     case 32: return launch_d<32>(phiq, phiq_lo, phik, phik_lo, v, bl, states, numden, split, d, s);
     case 64: return launch_d<64>(phiq, phiq_lo, phik, phik_lo, v, bl, states, numden, split, d, s);

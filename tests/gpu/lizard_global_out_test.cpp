@@ -89,10 +89,12 @@ void expect_matches_wmma(const Shape& sh) {
   EXPECT_LE(rel_err(f64_cpu(mma.y_inf), f64_cpu(old.y_inf)), 1e-3) << what << " y (inference)";
 }
 
-// Awkward lengths (1, 7, 31, 33, 65: partial last chunks, and 32: exactly one), GQA groups 1
-// and 4, D 32, 64, 128 (2, 4, 8 warps; 8 splits P's k range over two warps), 2F of 32, 96,
-// 128, 256 (2, 6, 8, 16 k-steps: a partly used and a full register ring), gates near 0 (every
-// chunk forgets almost all: exponents near -12 per token) and near 1 (the state sums ~T).
+// Awkward lengths (1, 7, 31, 33, 65, 97: partial last chunks, and 32: exactly one), GQA groups
+// 1 and 4, D 32, 64, 128 (2, 4, 8 warps; 8 splits P's k range over two warps), 2F of 32, 96,
+// 128, 192, 256 (1, 3, 4, 6, 8 state stages of 32 rows: fewer than, as many as and more than
+// the 2 (inference) or 3 (training) stage buffers, so every wrap of the rotation; D = 32 with
+// 6 stages: 2 warps, the output staging wider than a stage), gates near 0 (every chunk
+// forgets almost all: exponents near -12 per token) and near 1 (the state sums ~T).
 TEST(LizardGlobalOutGpu, MmaKernelMatchesWmmaKernel) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
@@ -100,7 +102,7 @@ TEST(LizardGlobalOutGpu, MmaKernelMatchesWmmaKernel) {
                    Shape{1, 31, 4, 4, 128, 48, -12.0}, Shape{2, 32, 4, 1, 64, 64, 12.0},
                    Shape{1, 33, 8, 2, 128, 128, 12.0}, Shape{2, 65, 4, 4, 32, 16, 0.5},
                    Shape{1, 1000, 4, 1, 128, 128, 12.0}, Shape{2, 1000, 8, 2, 64, 128, -12.0},
-                   Shape{1, 1000, 4, 4, 128, 64, 0.5}})
+                   Shape{1, 1000, 4, 4, 128, 64, 0.5}, Shape{2, 97, 4, 2, 32, 96, -12.0}})
     expect_matches_wmma(sh);
 }
 
