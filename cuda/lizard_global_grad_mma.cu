@@ -1,7 +1,7 @@
 // Global-branch gradient of the Lizard attention on register-resident tensor cores (issue #5):
 // the default behind grad_tc_launch (contract in lizard_attention_tc.cuh), replacing
 // grad_tc_kernel of lizard_attention_tc.cu, which LIZARD_GRAD_KERNEL=wmma still selects.
-// Same grid (one CTA per (chunk, b*h)), same inputs, same formulas and the same split
+// Same inputs (a grid of two CTAs per (chunk, b*h) by default, below), same formulas and the same split
 // products (hi*hi + lo*hi + hi*lo) wherever grad_tc_kernel has them; read its doc comment for
 // the maths. What changes is where the data lives:
 //   - the f32 states [S|z] and dstates [dS|dz] (128 KiB each at 2F = 256, D = 128, the bulk
@@ -12,19 +12,27 @@
 //     current ones feed the mma's (each register set refilled as soon as it has been split),
 //     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
 //     times (hi pass, lo pass, the <dX, X> dot product) through shared memory.
-//   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)): the products
-//     dO'e^b S^T (dphi_q) and v e^(b_end - b) dS^T (dphi_k) accumulate in registers over the D
-//     columns, L_c = <dX, X> is summed from the same f32 registers, and only dS's bf16 hi half
-//     goes to shared memory (the B operand of dv's inter-chunk term).
+//   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)) of its CTA's: the
+//     products dO' S^T (dphi_q) and v dS^T (dphi_k) accumulate in registers over the D
+//     columns and take their row factors e^b, e^(b_end - b) after (f32), L_c = <dX, X> is
+//     summed from the same f32 registers, and only dS's bf16 hi half goes to shared memory
+//     (the B operand of dv's inter-chunk term).
+//   - by default two CTAs share a chunk, each 2F / 2 of the features (their state rows, phi
+//     columns, dphi columns, and their parts of dv, Q_r, K_s, L_c); both compute the C x C
+//     tiles (kk over all features in two passes of the phi tiles). 109 KiB of shared memory
+//     and <= 128 registers at 8 warps: two CTAs per SM, so one's state streaming overlaps the
+//     other's C x C, elementwise and dv phases (one CTA of 16 warps had them in sequence).
 //   - the C x C tiles (kk, X = dO' V^T) are small at C = 32: one mma tile per warp, then the
 //     elementwise step of grad_tc_kernel through shared memory unchanged (E, P, w dA f32).
 // Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1 or 2 n-tiles of 8 features
-// per warp at 16 warps, 1, 2 or 4 at 8); grad_mma_selected says when, everything else keeps
+// per warp by default and at mma16, 1, 2 or 4 at mma8); grad_mma_selected says when, everything else keeps
 // the wmma kernel.
-// Precision: identical operands to grad_tc_kernel, so the same error budget (its comment and
-// the file header of lizard_attention_tc.cu): f32 sums in another order, nothing else.
-// Speed (issue #5; 1 CTA per SM by shared memory, so latency- and issue-bound): 16 warps of
-// <= 128 registers (4 per scheduler; LIZARD_GRAD_KERNEL=mma8 keeps the 8-warp shape for A/B
+// Precision: the operands of grad_tc_kernel, so the same error budget (its comment and the
+// file header of lizard_attention_tc.cu): f32 sums in another order, except that the state
+// products' row factors multiply f32 sums rather than split bf16 operands (reasoned at the
+// state loop: no term gets worse).
+// Speed (issue #5; latency- and issue-bound): two CTAs of 8 warps per SM (above;
+// LIZARD_GRAD_KERNEL=mma16 keeps the one-CTA 16-warp shape, mma8 the 8-warp one, for A/B
 // timing), per-row exp factors computed once (sEb, sEk), bf16 splits in paired conversions,
 // element loops without index division (runtime 2F), the kk / X and dv mma chains split over
 // independent accumulators.
@@ -145,7 +153,7 @@ __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t
 }
 
 /// Shared-memory bytes of the kernel for d when kZ CTAs split the 2F features of a chunk (the
-/// layout carved in grad_mma_kernel). D = 128, 2F = 256: 171 KiB at kZ = 1, 109 KiB at kZ = 2
+/// layout carved in grad_mma_kernel). D = 128, 2F = 256: 175 KiB at kZ = 1, 109 KiB at kZ = 2
 /// (two CTAs per SM: <= 113 KiB each with the 1 KiB the runtime reserves per CTA).
 size_t grad_mma_smem(const Dims& d, int kZ) {
   const size_t F2z = 2 * d.F / kZ, LQ = F2z + 8, LV = d.D + 8;
