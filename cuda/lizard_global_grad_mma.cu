@@ -39,6 +39,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -157,9 +158,11 @@ __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t
 /// (two CTAs per SM: <= 113 KiB each with the 1 KiB the runtime reserves per CTA).
 size_t grad_mma_smem(const Dims& d, int kZ) {
   const size_t F2z = 2 * d.F / kZ, LQ = F2z + 8, LV = d.D + 8;
-  return 4 * al128(2 * kC * LQ) +        // phi_q, phi_q lo, phi_k, phi_k lo (the CTA's features)
+  const size_t phi = 4 * al128(2 * kC * LQ);
+  return phi +                           // phi_q, phi_q lo, phi_k, phi_k lo (the CTA's features)
          3 * al128(2 * kC * LV) +        // v, dO' hi/lo
-         al128(2 * F2z * LV) +           // dS hi (the CTA's features)
+         // dS hi (the CTA's features); at kZ = 2 first the other CTA's phi tiles for kk
+         std::max(al128(2 * F2z * LV), kZ == 2 ? phi : size_t(0)) +
          2 * al128(4 * kC * kLP) +       // kk (then w dA in place), X
          2 * al128(2 * kC * kLPb) +      // E, P
          8 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s, e^b, e^(bend-b); L_c
@@ -199,7 +202,16 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   bf* sv = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));
   bf* sGb = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // dO'[:D] hi
   bf* sGbl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // dO'[:D] lo
-  bf* sdS = reinterpret_cast<bf*>(carve(cur, 2 * size_t(F2z) * LV));  // [2F/kZ][D] dS hi
+  // [2F/kZ][D] dS hi, written from the state loop on; before it, at kZ = 2, the phi tiles of
+  // the other CTA's features (kk needs all features; at D = 128, 2F = 256 both are 34 KiB)
+  const size_t phi_tile = al128(2 * C * LQ);
+  const size_t dS_bytes = al128(2 * size_t(F2z) * LV);
+  char* dS_region = carve(cur, kZ == 2 && 4 * phi_tile > dS_bytes ? 4 * phi_tile : dS_bytes);
+  bf* sdS = reinterpret_cast<bf*>(dS_region);
+  bf* sqo = reinterpret_cast<bf*>(dS_region);
+  bf* sqlo = reinterpret_cast<bf*>(dS_region + phi_tile);
+  bf* sko = reinterpret_cast<bf*>(dS_region + 2 * phi_tile);
+  bf* sklo = reinterpret_cast<bf*>(dS_region + 3 * phi_tile);
   float* sP = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));   // kk (s <= t tiles)
   float* sGV = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));  // X = dO'[:D] V^T
   // w dA, s < t, f32: in kk's place (the elementwise step reads kk at an index, then writes
@@ -252,18 +264,20 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
   };
-  // The four phi tiles of the features [f0, f0 + F2z) by cp.async (rows >= n zero).
-  auto load_phi = [&](int f0) {
-    cp_rows<kWarps>(sq, LQ, phiq + row0 * F2 + f0, F2, C, n, F2z);
-    cp_rows<kWarps>(sql, LQ, phiq_lo + row0 * F2 + f0, F2, C, n, F2z);
-    cp_rows<kWarps>(sk, LQ, phik + row0 * F2 + f0, F2, C, n, F2z);
-    cp_rows<kWarps>(skl, LQ, phik_lo + row0 * F2 + f0, F2, C, n, F2z);
+  // The four phi tiles of the features [f0, f0 + F2z) into q, ql, k, kl by cp.async (rows >= n
+  // zero).
+  auto load_phi = [&](bf* q_, bf* ql_, bf* k_, bf* kl_, int f0) {
+    cp_rows<kWarps>(q_, LQ, phiq + row0 * F2 + f0, F2, C, n, F2z);
+    cp_rows<kWarps>(ql_, LQ, phiq_lo + row0 * F2 + f0, F2, C, n, F2z);
+    cp_rows<kWarps>(k_, LQ, phik + row0 * F2 + f0, F2, C, n, F2z);
+    cp_rows<kWarps>(kl_, LQ, phik_lo + row0 * F2 + f0, F2, C, n, F2z);
   };
 
   // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
-  // state blocks below only after the C x C work). At kZ = 2 the other CTA's features come
-  // first (kk needs all of them), this CTA's replace them after kk's first pass.
-  load_phi(kZ == 2 ? F2z - fz0 : 0);
+  // state blocks below only after the C x C work). At kZ = 2 also the other CTA's features
+  // (for kk), in dS's region.
+  load_phi(sq, sql, sk, skl, fz0);
+  if constexpr (kZ == 2) load_phi(sqo, sqlo, sko, sklo, F2z - fz0);
   cp_rows<kWarps>(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
   cp_async_commit();
   const float bend = blr[t0 + n - 1];
@@ -343,16 +357,16 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
   // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
-  // none above the diagonal block (never read). At kZ = 2 kk sums two passes, one over each
-  // CTA's features (the resident phi tiles), X is done in the first.
+  // none above the diagonal block (never read). At kZ = 2 kk sums two passes, over this CTA's
+  // features and over the other's.
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
     const bool is_x = warp >= 4, cc_warp = warp < 8 && nb <= mt;
     // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
     // ks dependent mma's instead of 3 ks
     float acc[3][2][4] = {};
-    auto cc_pass = [&]() {
-      const bf *A = is_x ? sGb : sq, *Al = is_x ? sGbl : sql, *Bm = is_x ? sv : sk;
+    auto cc_pass = [&](const bf* q_, const bf* ql_, const bf* k_, const bf* kl_) {
+      const bf *A = is_x ? sGb : q_, *Al = is_x ? sGbl : ql_, *Bm = is_x ? sv : k_;
       const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2z / 16;
       for (int k = 0; k < ks; ++k) {
         uint32_t a[4], al[4], bb[4];
@@ -365,7 +379,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
           mma_bf16(acc[1][u], al, bb[2 * u], bb[2 * u + 1]);
         }
         if (!is_x) {  // phi_q hi x phi_k lo (V has no lo half)
-          frag_b_nk(bb, skl, LQ, nb * 16, k * 16, lane);
+          frag_b_nk(bb, kl_, LQ, nb * 16, k * 16, lane);
 #pragma unroll
           for (int u = 0; u < 2; ++u) mma_bf16(acc[2][u], a, bb[2 * u], bb[2 * u + 1]);
         }
@@ -383,20 +397,10 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
         *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(x[2], x[3]);
       }
     };
-    if (cc_warp) cc_pass();
-    if constexpr (kZ == 2) {
-      if (cc_warp && is_x) cc_store();
-      __syncthreads();  // every read of the other CTA's phi tiles done
-      load_phi(fz0);
-      cp_async_commit();
-      cp_async_wait<0>();
-      __syncthreads();
-      if (cc_warp && !is_x) {
-        cc_pass();
-        cc_store();
-      }
-    } else {
-      if (cc_warp) cc_store();
+    if (cc_warp) {
+      cc_pass(sq, sql, sk, skl);
+      if (kZ == 2 && !is_x) cc_pass(sqo, sqlo, sko, sklo);
+      cc_store();
     }
   }
   __syncthreads();
