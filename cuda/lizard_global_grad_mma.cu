@@ -1,7 +1,7 @@
 // Global-branch gradient of the Lizard attention on register-resident tensor cores (issue #5):
 // the default behind grad_tc_launch (contract in lizard_attention_tc.cuh), replacing
 // grad_tc_kernel of lizard_attention_tc.cu, which LIZARD_GRAD_KERNEL=wmma still selects.
-// Same grid (one CTA per (chunk, b*h)), same inputs, same formulas and the same split
+// Same inputs (a grid of two CTAs per (chunk, b*h) by default, below), same formulas and the same split
 // products (hi*hi + lo*hi + hi*lo) wherever grad_tc_kernel has them; read its doc comment for
 // the maths. What changes is where the data lives:
 //   - the f32 states [S|z] and dstates [dS|dz] (128 KiB each at 2F = 256, D = 128, the bulk
@@ -12,25 +12,34 @@
 //     current ones feed the mma's (each register set refilled as soon as it has been split),
 //     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
 //     times (hi pass, lo pass, the <dX, X> dot product) through shared memory.
-//   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)): the products
-//     dO'e^b S^T (dphi_q) and v e^(b_end - b) dS^T (dphi_k) accumulate in registers over the D
-//     columns, L_c = <dX, X> is summed from the same f32 registers, and only dS's bf16 hi half
-//     goes to shared memory (the B operand of dv's inter-chunk term).
+//   - warp w owns the state rows (features) f in [8 kNT w, 8 kNT (w + 1)) of its CTA's: the
+//     products dO' S^T (dphi_q) and v dS^T (dphi_k) accumulate in registers over the D
+//     columns and take their row factors e^b, e^(b_end - b) after (f32), L_c = <dX, X> is
+//     summed from the same f32 registers, and only dS's bf16 hi half goes to shared memory
+//     (the B operand of dv's inter-chunk term).
+//   - by default two CTAs share a chunk, each 2F / 2 of the features (their state rows, phi
+//     columns, dphi columns, and their parts of dv, Q_r, K_s, L_c); both compute the C x C
+//     tiles (kk over all features in two passes of the phi tiles). 109 KiB of shared memory
+//     and <= 128 registers at 8 warps: two CTAs per SM, so one's state streaming overlaps the
+//     other's C x C, elementwise and dv phases (one CTA of 16 warps had them in sequence).
 //   - the C x C tiles (kk, X = dO' V^T) are small at C = 32: one mma tile per warp, then the
 //     elementwise step of grad_tc_kernel through shared memory unchanged (E, P, w dA f32).
 // Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1 or 2 n-tiles of 8 features
-// per warp at 16 warps, 1, 2 or 4 at 8); grad_mma_selected says when, everything else keeps
+// per warp by default and at mma16, 1, 2 or 4 at mma8); grad_mma_selected says when, everything else keeps
 // the wmma kernel.
-// Precision: identical operands to grad_tc_kernel, so the same error budget (its comment and
-// the file header of lizard_attention_tc.cu): f32 sums in another order, nothing else.
-// Speed (issue #5; 1 CTA per SM by shared memory, so latency- and issue-bound): 16 warps of
-// <= 128 registers (4 per scheduler; LIZARD_GRAD_KERNEL=mma8 keeps the 8-warp shape for A/B
+// Precision: the operands of grad_tc_kernel, so the same error budget (its comment and the
+// file header of lizard_attention_tc.cu): f32 sums in another order, except that the state
+// products' row factors multiply f32 sums rather than split bf16 operands (reasoned at the
+// state loop: no term gets worse).
+// Speed (issue #5; latency- and issue-bound): two CTAs of 8 warps per SM (above;
+// LIZARD_GRAD_KERNEL=mma16 keeps the one-CTA 16-warp shape, mma8 the 8-warp one, for A/B
 // timing), per-row exp factors computed once (sEb, sEk), bf16 splits in paired conversions,
 // element loops without index division (runtime 2F), the kk / X and dv mma chains split over
 // independent accumulators.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -144,23 +153,32 @@ __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t
     }
 }
 
-/// Shared-memory bytes of the kernel for d (the layout carved in grad_mma_kernel).
-size_t grad_mma_smem(const Dims& d) {
-  const size_t F2 = 2 * d.F, LQ = F2 + 8, LV = d.D + 8;
-  return 4 * al128(2 * kC * LQ) +        // phi_q, phi_q lo, phi_k, phi_k lo
-         7 * al128(2 * kC * LV) +        // v, dO' hi/lo, dO' e^b hi/lo, v e^(bend-b) hi/lo
-         al128(2 * F2 * LV) +            // dS hi
-         3 * al128(4 * kC * kLP) +       // kk, X, w dA
+/// Shared-memory bytes of the kernel for d when kZ CTAs split the 2F features of a chunk (the
+/// layout carved in grad_mma_kernel). D = 128, 2F = 256: 175 KiB at kZ = 1, 109 KiB at kZ = 2
+/// (two CTAs per SM: <= 113 KiB each with the 1 KiB the runtime reserves per CTA).
+size_t grad_mma_smem(const Dims& d, int kZ) {
+  const size_t F2z = 2 * d.F / kZ, LQ = F2z + 8, LV = d.D + 8;
+  const size_t phi = 4 * al128(2 * kC * LQ);
+  return phi +                           // phi_q, phi_q lo, phi_k, phi_k lo (the CTA's features)
+         3 * al128(2 * kC * LV) +        // v, dO' hi/lo
+         // dS hi (the CTA's features); at kZ = 2 first the other CTA's phi tiles for kk
+         std::max(al128(2 * F2z * LV), kZ == 2 ? phi : size_t(0)) +
+         2 * al128(4 * kC * kLP) +       // kk (then w dA in place), X
          2 * al128(2 * kC * kLPb) +      // E, P
          8 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s, e^b, e^(bend-b); L_c
 }
 
 /// grad_tc_kernel's contract (see its comment), on mma.sync. kD: the head dim; kNT: n-tiles
-/// of 8 state rows per warp (2F <= 8 kNT kW); kW: warps of the CTA, 16 (the default: 4 warps
-/// per scheduler at 1 CTA per SM, <= 128 registers) or 8 (LIZARD_GRAD_KERNEL=mma8, the
-/// earlier shape: 2 warps per scheduler, up to 255 registers).
-template <int kD, int kNT, int kW>
-__global__ void __launch_bounds__(kW * 32, 1)
+/// of 8 state rows per warp (2F / kZ <= 8 kNT kW); kW: warps of the CTA; kZ: CTAs per chunk,
+/// each owning 2F / kZ of the features (state rows; blockIdx.x = kZ c + z). Shapes:
+///   kZ = 2, kW = 8 (the default): two CTAs per SM (<= 113 KiB of shared memory, <= 128
+///     registers), so one CTA's state streaming runs beside the other's C x C and elementwise
+///     phases; both compute kk, X, E, P (the C x C work, small), the z = 0 CTA alone adds the
+///     intra-chunk da and dv terms, each its features' dphi, dv and da state terms;
+///   kZ = 1, kW = 16 (LIZARD_GRAD_KERNEL=mma16, the previous default: 4 warps per scheduler
+///     at 1 CTA per SM) and kW = 8 (mma8, up to 255 registers), kept for A/B timing.
+template <int kD, int kNT, int kW, int kZ>
+__global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     grad_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
                     const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
                     const bf* __restrict__ v, const float* __restrict__ bl_all,
@@ -170,9 +188,12 @@ __global__ void __launch_bounds__(kW * 32, 1)
                     float* __restrict__ db, Dims d) {
   extern __shared__ __align__(128) char smem[];
   static_assert(kW == 8 || kW == 16, "8 or 16 warps (kk / X take warps 0-7; C a multiple)");
+  static_assert(kZ == 1 || kZ == 2, "the features of a chunk in one or two CTAs");
   constexpr int kWarps = kW, kThreads = kW * 32;
   constexpr int C = kC, D1 = kD + 1, LV = kD + 8, KJ = kD / 16;
-  const int F2 = 2 * d.F, LQ = F2 + 8;
+  // F2: the state rows in global memory; F2z of them, from fz0 on, are this CTA's (the phi
+  // tiles and sdS hold those only: local feature index = global - fz0)
+  const int F2 = 2 * d.F, F2z = F2 / kZ, LQ = F2z + 8;
   char* cur = smem;
   bf* sq = reinterpret_cast<bf*>(carve(cur, 2 * C * LQ));
   bf* sql = reinterpret_cast<bf*>(carve(cur, 2 * C * LQ));
@@ -181,14 +202,21 @@ __global__ void __launch_bounds__(kW * 32, 1)
   bf* sv = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));
   bf* sGb = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // dO'[:D] hi
   bf* sGbl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // dO'[:D] lo
-  bf* sGs = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // dO'[:D] e^(bl_t) hi
-  bf* sGsl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // ... lo
-  bf* svd = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // v e^(bend - bl_s) hi
-  bf* svdl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // ... lo
-  bf* sdS = reinterpret_cast<bf*>(carve(cur, 2 * size_t(F2) * LV));  // [2F][D] dS hi
+  // [2F/kZ][D] dS hi, written from the state loop on; before it, at kZ = 2, the phi tiles of
+  // the other CTA's features (kk needs all features; at D = 128, 2F = 256 both are 34 KiB)
+  const size_t phi_tile = al128(2 * C * LQ);
+  const size_t dS_bytes = al128(2 * size_t(F2z) * LV);
+  char* dS_region = carve(cur, kZ == 2 && 4 * phi_tile > dS_bytes ? 4 * phi_tile : dS_bytes);
+  bf* sdS = reinterpret_cast<bf*>(dS_region);
+  bf* sqo = reinterpret_cast<bf*>(dS_region);
+  bf* sqlo = reinterpret_cast<bf*>(dS_region + phi_tile);
+  bf* sko = reinterpret_cast<bf*>(dS_region + 2 * phi_tile);
+  bf* sklo = reinterpret_cast<bf*>(dS_region + 3 * phi_tile);
   float* sP = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));   // kk (s <= t tiles)
   float* sGV = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));  // X = dO'[:D] V^T
-  float* sW = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));   // w dA, s < t, f32
+  // w dA, s < t, f32: in kk's place (the elementwise step reads kk at an index, then writes
+  // w dA at the same index, in the same thread; nothing else reads kk)
+  float* sW = sP;
   bf* sE = reinterpret_cast<bf*>(carve(cur, 2 * C * kLPb));
   bf* sPb = reinterpret_cast<bf*>(carve(cur, 2 * C * kLPb));
   float* sbl = reinterpret_cast<float*>(carve(cur, 4 * C));
@@ -199,9 +227,11 @@ __global__ void __launch_bounds__(kW * 32, 1)
   float* sKs = reinterpret_cast<float*>(carve(cur, 4 * C));   // K_s (inter, key)
   float* sEb = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bl_t), 0 for rows >= n
   float* sEk = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bend - bl_s), 0 for rows >= n
-  float* sL = reinterpret_cast<float*>(carve(cur, 4));        // L_c
+  float* sL = reinterpret_cast<float*>(carve(cur, 4));        // L_c (of this CTA's features)
 
-  const int c = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
+  const int z = kZ == 1 ? 0 : int(blockIdx.x) % kZ, c = int(blockIdx.x) / kZ;
+  const int fz0 = z * F2z;
+  const int bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int t0 = c * C, n = min(C, d.T - t0);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
@@ -210,22 +240,22 @@ __global__ void __launch_bounds__(kW * 32, 1)
   const float* Sg = states + (int64_t(bh) * d.NC + c) * F2 * D1;
   const float* dSg = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
 
-  // This warp's state rows: n-tile i covers f in [fb + 8 i, fb + 8 i + 8); this thread reads
-  // row fb + 8 i + g of each. Tiles past 2F (2F not a multiple of 8 kNT kW) are skipped.
+  // This warp's state rows: n-tile i covers the local features [fb + 8 i, fb + 8 i + 8) (global
+  // fz0 + those); this thread reads row fb + 8 i + g of each. Tiles past 2F / kZ are skipped.
   const int fb = warp * 8 * kNT;
-  auto tile_ok = [&](int i) { return fb + 8 * i < F2; };
+  auto tile_ok = [&](int i) { return fb + 8 * i < F2z; };
   // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
   // early as possible: kDepth column blocks in flight at any time, each block's registers
   // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
-  // 8 warps: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); 16 warps: one
-  // (twice the warps to hide the latency; two would spill at 128 registers).
-  constexpr int kDepth = kW == 8 ? 2 : 1;
+  // mma8: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); the <= 128
+  // register shapes: one (more warps per scheduler hide the latency; two would spill).
+  constexpr int kDepth = kW == 8 && kZ == 1 ? 2 : 1;
   float s0[kNT][4], d0[kNT][4], s1[kNT][4], d1[kNT][4];
   auto fetch = [&](int kj, float (&ns)[kNT][4], float (&nd)[kNT][4]) {
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
-        const int64_t o = int64_t(fb + 8 * i + g) * D1 + kj * 16 + 2 * q;
+        const int64_t o = int64_t(fz0 + fb + 8 * i + g) * D1 + kj * 16 + 2 * q;
         ns[i][0] = Sg[o], ns[i][1] = Sg[o + 1], ns[i][2] = Sg[o + 8], ns[i][3] = Sg[o + 9];
         nd[i][0] = dSg[o], nd[i][1] = dSg[o + 1], nd[i][2] = dSg[o + 8], nd[i][3] = dSg[o + 9];
       } else {
@@ -234,13 +264,20 @@ __global__ void __launch_bounds__(kW * 32, 1)
       }
     }
   };
+  // The four phi tiles of the features [f0, f0 + F2z) into q, ql, k, kl by cp.async (rows >= n
+  // zero).
+  auto load_phi = [&](bf* q_, bf* ql_, bf* k_, bf* kl_, int f0) {
+    cp_rows<kWarps>(q_, LQ, phiq + row0 * F2 + f0, F2, C, n, F2z);
+    cp_rows<kWarps>(ql_, LQ, phiq_lo + row0 * F2 + f0, F2, C, n, F2z);
+    cp_rows<kWarps>(k_, LQ, phik + row0 * F2 + f0, F2, C, n, F2z);
+    cp_rows<kWarps>(kl_, LQ, phik_lo + row0 * F2 + f0, F2, C, n, F2z);
+  };
 
   // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
-  // state blocks below only after the C x C work)
-  cp_rows<kWarps>(sq, LQ, phiq + row0 * F2, F2, C, n, F2);
-  cp_rows<kWarps>(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
-  cp_rows<kWarps>(sk, LQ, phik + row0 * F2, F2, C, n, F2);
-  cp_rows<kWarps>(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
+  // state blocks below only after the C x C work). At kZ = 2 also the other CTA's features
+  // (for kk), in dS's region.
+  load_phi(sq, sql, sk, skl, fz0);
+  if constexpr (kZ == 2) load_phi(sqo, sqlo, sko, sklo, F2z - fz0);
   cp_rows<kWarps>(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
   cp_async_commit();
   const float bend = blr[t0 + n - 1];
@@ -256,16 +293,15 @@ __global__ void __launch_bounds__(kW * 32, 1)
     sEk[i] = i < n ? __expf(bend - bli) : 0.f;
   }
   if (tid == 0) sL[0] = 0.f;
-  // dO'[:D] split, plain and times exp(bl_t): warp w the rows w + kW k, a lane two adjacent
-  // columns per 64; every load issued before the first split (they are scalar: row stride
-  // D + 1), and the first state blocks between them
+  // dO'[:D] split: warp w the rows w + kW k, a lane two adjacent columns per 64; every load
+  // issued before the first split (they are scalar: row stride D + 1), and the first state
+  // blocks between them
   constexpr int kRW = C / kWarps, kPU = kD / 64;
-  float gv[kRW][kPU][2], ebr[kRW];
+  float gv[kRW][kPU][2];
   {
 #pragma unroll
     for (int k = 0; k < kRW; ++k) {
       const int r = warp + kWarps * k;
-      ebr[k] = r < n ? __expf(blr[t0 + r]) : 0.f;
 #pragma unroll
       for (int u = 0; u < kPU; ++u) {
         const int j = 2 * lane + 64 * u;
@@ -281,8 +317,8 @@ __global__ void __launch_bounds__(kW * 32, 1)
   auto prefetch_block = [&](int kb) {
 #pragma unroll
     for (int rr = lane; rr < 8 * kNT; rr += 32) {
-      if (fb + rr >= F2) continue;
-      const int64_t o = int64_t(fb + rr) * D1 + kb * 16;
+      if (fb + rr >= F2z) continue;
+      const int64_t o = int64_t(fz0 + fb + rr) * D1 + kb * 16;
       prefetch_l2(Sg + o), prefetch_l2(Sg + o + 15);
       prefetch_l2(dSg + o), prefetch_l2(dSg + o + 15);
     }
@@ -296,7 +332,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
   float zq[kNT][2], zk[kNT][2];
 #pragma unroll
   for (int i = 0; i < kNT; ++i) {
-    const int f = fb + 8 * i + 2 * q;
+    const int f = fz0 + fb + 8 * i + 2 * q;
     const bool ok = tile_ok(i);
     zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
     zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
@@ -313,8 +349,6 @@ __global__ void __launch_bounds__(kW * 32, 1)
         uint32_t hi, lo;
         split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
         st_pair(sGb + o, hi), st_pair(sGbl + o, lo);
-        split_pack(gv[k][u][0] * ebr[k], gv[k][u][1] * ebr[k], hi, lo);
-        st_pair(sGs + o, hi), st_pair(sGsl + o, lo);
       }
     }
   }
@@ -322,17 +356,18 @@ __global__ void __launch_bounds__(kW * 32, 1)
   __syncthreads();
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
-  // warps 0-3 kk, 4-7 X (8-15: the v split below); warp (w % 4) takes m-tile (w % 4) / 2 and
-  // the 16 keys (w % 2) * 16.., none above the diagonal block (never read).
+  // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
+  // none above the diagonal block (never read). At kZ = 2 kk sums two passes, over this CTA's
+  // features and over the other's.
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
-    if (warp < 8 && nb <= mt) {
-      // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
-      // ks dependent mma's instead of 3 ks
-      float acc[3][2][4] = {};
-      const bool is_x = warp >= 4;
-      const bf *A = is_x ? sGb : sq, *Al = is_x ? sGbl : sql, *Bm = is_x ? sv : sk;
-      const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2 / 16;
+    const bool is_x = warp >= 4, cc_warp = warp < 8 && nb <= mt;
+    // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
+    // ks dependent mma's instead of 3 ks
+    float acc[3][2][4] = {};
+    auto cc_pass = [&](const bf* q_, const bf* ql_, const bf* k_, const bf* kl_) {
+      const bf *A = is_x ? sGb : q_, *Al = is_x ? sGbl : ql_, *Bm = is_x ? sv : k_;
+      const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2z / 16;
       for (int k = 0; k < ks; ++k) {
         uint32_t a[4], al[4], bb[4];
         frag_a(a, A, lda, mt * 16, k * 16, lane);
@@ -344,11 +379,13 @@ __global__ void __launch_bounds__(kW * 32, 1)
           mma_bf16(acc[1][u], al, bb[2 * u], bb[2 * u + 1]);
         }
         if (!is_x) {  // phi_q hi x phi_k lo (V has no lo half)
-          frag_b_nk(bb, skl, LQ, nb * 16, k * 16, lane);
+          frag_b_nk(bb, kl_, LQ, nb * 16, k * 16, lane);
 #pragma unroll
           for (int u = 0; u < 2; ++u) mma_bf16(acc[2][u], a, bb[2 * u], bb[2 * u + 1]);
         }
       }
+    };
+    auto cc_store = [&]() {
       float* dst = is_x ? sGV : sP;
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
@@ -359,18 +396,12 @@ __global__ void __launch_bounds__(kW * 32, 1)
         *reinterpret_cast<float2*>(dst + r * kLP + col) = make_float2(x[0], x[1]);
         *reinterpret_cast<float2*>(dst + (r + 8) * kLP + col) = make_float2(x[2], x[3]);
       }
+    };
+    if (cc_warp) {
+      cc_pass(sq, sql, sk, skl);
+      if (kZ == 2 && !is_x) cc_pass(sqo, sqlo, sko, sklo);
+      cc_store();
     }
-  }
-  // v exp(bend - bl_s) as a split pair (the A operand of dphi_k's state term); at 16 warps by
-  // warps 8-15 alone, which have no kk / X tile (so it runs beside the kk chains)
-  constexpr int kSvT = kW == 16 ? kThreads - 256 : kThreads;
-  for (int i = tid - (kThreads - kSvT); i >= 0 && i < C * kD / 2; i += kSvT) {  // a column pair a step
-    const int r = i / (kD / 2), o = r * LV + 2 * (i % (kD / 2));
-    const float e = sEk[r];
-    const float2 x = ld_pair(sv + o);
-    uint32_t hi, lo;
-    split_pack(x.x * e, x.y * e, hi, lo);
-    st_pair(svd + o, hi), st_pair(svdl + o, lo);
   }
   __syncthreads();
 
@@ -393,9 +424,14 @@ __global__ void __launch_bounds__(kW * 32, 1)
   __syncthreads();
 
   // ---- the state products over the D columns, 16 at a time:
-  //   aq = (dO' e^b) S^T   (Gs hi S hi + Gs lo S hi + Gs hi S lo)
-  //   ak = (v e^(bend-b)) dS^T   (likewise with dS)
+  //   aq = dO' S^T   (G hi S hi + G lo S hi + G hi S lo), times e^(bl_t) per row after the loop
+  //   ak = v dS^T    (v dS hi + v dS lo: v is bf16, exact), times e^(bend - bl_s) per row after
   // and L_c = <S, dS> (f32, the D columns here, z below); dS hi to shared for dv.
+  // Precision: grad_tc_kernel splits the scaled rows (dO' e^b, v e^(bend-b)) into hi + lo; here
+  // the row factor multiplies the f32 sum instead (one f32 rounding, 2^-24), the operands are
+  // the unscaled dO' hi + lo (the X pass's own tiles) and v itself. The dropped product of two
+  // lo halves is 2^-16 relative in both; for ak the split of v e^(bend-b) had its own 2^-17
+  // residual, which v exact removes: the error budget of the header holds, no term is worse.
   static_assert(KJ % 2 == 0, "with kDepth 2 the column blocks alternate between two register sets");
   float aq[2][kNT][4] = {}, ak[2][kNT][4] = {};
   float lsum = 0.f;
@@ -418,11 +454,10 @@ __global__ void __launch_bounds__(kW * 32, 1)
     if (kj + kDepth + 2 < KJ) prefetch_block(kj + kDepth + 2);
 #pragma unroll
     for (int m = 0; m < 2; ++m) {  // the A fragments one m-tile at a time (16 registers live)
-      uint32_t ag[4], agl[4], av[4], avl[4];
-      frag_a(ag, sGs, LV, m * 16, kj * 16, lane);
-      frag_a(agl, sGsl, LV, m * 16, kj * 16, lane);
-      frag_a(av, svd, LV, m * 16, kj * 16, lane);
-      frag_a(avl, svdl, LV, m * 16, kj * 16, lane);
+      uint32_t ag[4], agl[4], av[4];
+      frag_a(ag, sGb, LV, m * 16, kj * 16, lane);
+      frag_a(agl, sGbl, LV, m * 16, kj * 16, lane);
+      frag_a(av, sv, LV, m * 16, kj * 16, lane);
 #pragma unroll
       for (int i = 0; i < kNT; ++i) {
         if (!tile_ok(i)) continue;
@@ -430,7 +465,6 @@ __global__ void __launch_bounds__(kW * 32, 1)
         mma_bf16(aq[m][i], agl, sh[i][0], sh[i][1]);
         mma_bf16(aq[m][i], ag, sl[i][0], sl[i][1]);
         mma_bf16(ak[m][i], av, dh[i][0], dh[i][1]);
-        mma_bf16(ak[m][i], avl, dh[i][0], dh[i][1]);
         mma_bf16(ak[m][i], av, dl[i][0], dl[i][1]);
       }
     }
@@ -444,8 +478,9 @@ __global__ void __launch_bounds__(kW * 32, 1)
     for (int kj = 0; kj < KJ; ++kj) step(kj, s0, d0);
   }
 
-  // ---- the z columns: dphi_q += exp(bl_t) dO'_t[D] z, dphi_k += exp(bend - bl_s) dz; the
-  // partial Q_r, K_s of this warp's features (f32, phi as hi + lo), L_c's z part
+  // ---- the row factors of the state products, the z columns: dphi_q += exp(bl_t) dO'_t[D] z,
+  // dphi_k += exp(bend - bl_s) dz; the partial Q_r, K_s of this warp's features (f32, phi as
+  // hi + lo), L_c's z part
 #pragma unroll
   for (int i = 0; i < kNT; ++i)
     if (g == 0) lsum += zq[i][0] * zk[i][0] + zq[i][1] * zk[i][1];
@@ -456,7 +491,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int r = m * 16 + g + 8 * hh;
-      const float wq = sEb[r] * sden[r];  // 0 for rows >= n
+      const float eq = sEb[r], wq = eq * sden[r];  // 0 for rows >= n
       const float wk = sEk[r];
       float qx = 0.f, kx = 0.f;
 #pragma unroll
@@ -470,8 +505,8 @@ __global__ void __launch_bounds__(kW * 32, 1)
         for (int e = 0; e < 2; ++e) {
           float& xq = aq[m][i][2 * hh + e];
           float& xk = ak[m][i][2 * hh + e];
-          xq += wq * zq[i][e];
-          xk += wk * zk[i][e];
+          xq = xq * eq + wq * zq[i][e];
+          xk = xk * wk + wk * zk[i][e];
           qx += pq[e] * xq;
           kx += pk[e] * xk;
         }
@@ -523,7 +558,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
 #pragma unroll
       for (int i = 0; i < kNT; ++i) {
         if (!tile_ok(i)) continue;
-        const int64_t o = (row0 + r) * F2 + fb + 8 * i + 2 * q;
+        const int64_t o = (row0 + r) * F2 + fz0 + fb + 8 * i + 2 * q;
         *reinterpret_cast<float2*>(dphiq + o) = make_float2(aq[m][i][2 * hh], aq[m][i][2 * hh + 1]);
         *reinterpret_cast<float2*>(dphik + o) = make_float2(ak[m][i][2 * hh], ak[m][i][2 * hh + 1]);
       }
@@ -533,12 +568,13 @@ __global__ void __launch_bounds__(kW * 32, 1)
 
   // ---- da_t: every pair (t', s) with s < t <= t' (grad_tc_kernel's sum, same terms)
   // (lane s < t sums the column s of the rectangle t' in [t, n): no index division, and the
-  // lanes of a warp read one shared row: no bank conflict)
+  // lanes of a warp read one shared row: no bank conflict). The intra-chunk pairs (w dA) once,
+  // by the z = 0 CTA; Q_r, K_s and L_c are this CTA's features' parts (the da atomics sum them).
   const float ebend = __expf(bend);
   for (int r = warp; r < n; r += kWarps) {
     float acc = 0.f, acc2 = 0.f;
     if (lane < r) {
-      int tp = r;
+      int tp = z == 0 ? r : n;
       for (; tp + 1 < n; tp += 2) acc += sW[tp * kLP + lane], acc2 += sW[(tp + 1) * kLP + lane];
       if (tp < n) acc += sW[tp * kLP + lane];
       acc += sKs[lane];
@@ -550,7 +586,7 @@ __global__ void __launch_bounds__(kW * 32, 1)
   // phi_k exp(bl_end - bl_s) for dv: a warp per row, 8 features a lane (16-byte accesses)
   for (int r = warp; r < C; r += kWarps) {
     const float e = sEk[r];
-    for (int f = lane * 8; f < F2; f += 32 * 8) {
+    for (int f = lane * 8; f < F2z; f += 32 * 8) {
       const uint4 hv = *reinterpret_cast<const uint4*>(sk + r * LQ + f);
       const uint4 lv = *reinterpret_cast<const uint4*>(skl + r * LQ + f);
       const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w}, lw[4] = {lv.x, lv.y, lv.z, lv.w};
@@ -568,21 +604,23 @@ __global__ void __launch_bounds__(kW * 32, 1)
   __syncthreads();
 
   // ---- dv = P^T dO'[:D] (dO' hi) + (phi_k exp(bl_end - bl_s)) dS (dS hi): warp w takes the
-  // 16 columns (w % (D/16)) * 16.. and every (8 / (D/16))-th of the k-steps (C/16 of P^T,
-  // then 2F/16 of the state term); partial sums go to global by atomics like the rest.
+  // 16 columns (w % (D/16)) * 16.. and every (kW / (D/16))-th of the k-steps (C/16 of P^T, the
+  // z = 0 CTA only, then 2F/(16 kZ) of the state term, this CTA's features); partial sums go to
+  // global by atomics like the rest.
   {
     constexpr int kJB = kD / 16, kGroups = kWarps / kJB;
-    const int jb = warp % kJB, kg = warp / kJB, KS = C / 16 + F2 / 16;
+    const int KP = z == 0 ? C / 16 : 0;  // the P^T k-steps of this CTA
+    const int jb = warp % kJB, kg = warp / kJB, KS = KP + F2z / 16;
     // two k-steps per pass into two accumulator sets (both steps' fragments loaded before
     // their mma's: half the dependent chain, loads overlapped)
     float acc[2][2][2][4] = {};
     auto load = [&](int ks, uint32_t (&a)[2][4], uint32_t (&bb)[4]) {
-      if (ks < C / 16) {
+      if (ks < KP) {
 #pragma unroll
         for (int m = 0; m < 2; ++m) frag_at(a[m], sPb, kLPb, m * 16, ks * 16, lane);
         frag_b_kn(bb, sGb, LV, ks * 16, jb * 16, lane);
       } else {
-        const int kf = ks - C / 16;
+        const int kf = ks - KP;
 #pragma unroll
         for (int m = 0; m < 2; ++m) frag_a(a[m], sk, LQ, m * 16, kf * 16, lane);
         frag_b_kn(bb, sdS, LV, kf * 16, jb * 16, lane);
@@ -620,24 +658,33 @@ __global__ void __launch_bounds__(kW * 32, 1)
   for (int r = tid; r < n; r += kThreads) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
 }
 
-template <int kD, int kNT, int kW>
+template <int kD, int kNT, int kW, int kZ>
 void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
             const float* bl, const float* states, const float* dstates, const float* dO,
             const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
             cudaStream_t s) {
-  const size_t sm = grad_mma_smem(d);
-  LZ_CHECK(cudaFuncSetAttribute(grad_mma_kernel<kD, kNT, kW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                int(sm)) == cudaSuccess,
+  const size_t sm = grad_mma_smem(d, kZ);
+  auto* k = grad_mma_kernel<kD, kNT, kW, kZ>;
+  LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
-  grad_mma_kernel<kD, kNT, kW><<<dim3(d.NC, d.B * d.H), kW * 32, sm, s>>>(
-      phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d);
+  // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need 2 x 110
+  // KiB of the SM's 228 (a hint; the launch is correct with one CTA per SM too)
+  LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                int(cudaSharedmemCarveoutMaxShared)) == cudaSuccess,
+           "lizard attention gradient (mma): cannot set the shared-memory carveout");
+  k<<<dim3(d.NC * kZ, d.B * d.H), kW * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states,
+                                                   dstates, dO, cself, dphiq, dphik, dv, da, d);
 }
 
-/// Whether LIZARD_GRAD_KERNEL=mma8 keeps grad_mma_kernel at 8 warps (the shape before the
-/// 16-warp default; kept for A/B timing on the GPU). Read per call, like grad_wmma_forced.
-bool grad_mma8_forced() {
+/// The shape LIZARD_GRAD_KERNEL asks of grad_mma_kernel: "mma8" (8 warps, one CTA per chunk,
+/// up to 255 registers), "mma16" (16 warps, one CTA per chunk: the default before the feature
+/// split), anything else the default (kZ = 2). Read per call, like grad_wmma_forced.
+enum class MmaShape { kSplit, kW16, kW8 };
+MmaShape grad_mma_shape() {
   const char* e = std::getenv("LIZARD_GRAD_KERNEL");
-  return e && std::string(e) == "mma8";
+  if (!e) return MmaShape::kSplit;
+  const std::string v(e);
+  return v == "mma8" ? MmaShape::kW8 : v == "mma16" ? MmaShape::kW16 : MmaShape::kSplit;
 }
 
 template <int kD>
@@ -646,31 +693,40 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
               const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
               cudaStream_t s) {
   const int F2 = 2 * d.F;
-  if (grad_mma8_forced()) {
-    if (F2 <= 64)
-      return launch<kD, 1, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
-    if (F2 <= 128)
-      return launch<kD, 2, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
-    return launch<kD, 4, 8>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  switch (grad_mma_shape()) {
+    case MmaShape::kW8:
+      if (F2 <= 64)
+        return launch<kD, 1, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+      if (F2 <= 128)
+        return launch<kD, 2, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+      return launch<kD, 4, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    case MmaShape::kW16:
+      if (F2 <= 128)
+        return launch<kD, 1, 16, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+      return launch<kD, 2, 16, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+    case MmaShape::kSplit:
+      break;
   }
-  if (F2 <= 128)
-    return launch<kD, 1, 16>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
-  return launch<kD, 2, 16>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  // 2F / 2 features per CTA over 8 warps: 1 n-tile a warp up to 64, 2 up to 128
+  if (F2 / 2 <= 64)
+    return launch<kD, 1, 8, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  return launch<kD, 2, 8, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
 }
 
 }  // namespace
 
 bool grad_wmma_forced() {
-  // a third value besides the default "mma" and "wmma": "mma8" (grad_mma8_forced)
-  return !grad_mma8_forced() && env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma");
+  // values besides the default "mma" and "wmma": "mma8" and "mma16" (grad_mma_shape)
+  return grad_mma_shape() == MmaShape::kSplit && env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma");
 }
 
 bool grad_mma_selected(const Dims& d) {
-  // the largest, D = 128 and 2F = 256, carves 218 KiB of the 227 KiB a CTA may have
+  // the largest, D = 128 and 2F = 256, carves 175 KiB (one CTA per chunk) of the 227 KiB a
+  // CTA may have, 109 KiB at the default feature split
   constexpr size_t kSmemMax = 227 * 1024;
   const bool forced = grad_wmma_forced();  // first: a bad value is an error at every shape
   return !forced && (d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
-         grad_mma_smem(d) <= kSmemMax;
+         grad_mma_smem(d, 1) <= kSmemMax;
 }
 
 void grad_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,

@@ -65,11 +65,13 @@ void expect_matches(const Shape& sh) {
 #endif
   const Tensor dy = rand(c.in.q.shape(), 77, DType::F64).to(DType::BF16).to(DType::F64);
   const ops::LizardGrads mma = run_grads(c, dy, nullptr), old = run_grads(c, dy, "wmma");
-  const ops::LizardGrads mma8 = run_grads(c, dy, "mma8");  // the 8-warp shape, kept for A/B
+  const ops::LizardGrads mma8 = run_grads(c, dy, "mma8");    // the 8-warp shape, kept for A/B
+  const ops::LizardGrads mma16 = run_grads(c, dy, "mma16");  // one CTA of 16 warps a chunk
   const ops::LizardGrads ref = ops::lizard_chunked_backward(c.cfg, c.in, c.p, dy);
-  LizardCase c1 = c, c2 = c, c3 = c, c4 = c;
-  ops::LizardGrads gm = mma, go = old, gr = ref, g8 = mma8;
+  LizardCase c1 = c, c2 = c, c3 = c, c4 = c, c5 = c;
+  ops::LizardGrads gm = mma, go = old, gr = ref, g8 = mma8, g16 = mma16;
   auto sm = grad_slots(c1, gm), so = grad_slots(c2, go), sr = grad_slots(c3, gr), s8 = grad_slots(c4, g8);
+  auto s16 = grad_slots(c5, g16);
   for (size_t i = 0; i < sm.size(); ++i) {
     const std::string name = sm[i].first;
     const Tensor& got = *sm[i].second.second;
@@ -90,6 +92,8 @@ void expect_matches(const Shape& sh) {
     // another order: the same bounds against the wmma kernel.
     EXPECT_LE(rel_err(*s8[i].second.second, *so[i].second.second), name == "w_g" || name == "b_g" ? 2e-4 : 3e-4)
         << what << " d" << name << " (mma8) vs wmma";
+    EXPECT_LE(rel_err(*s16[i].second.second, *so[i].second.second), name == "w_g" || name == "b_g" ? 2e-4 : 3e-4)
+        << what << " d" << name << " (mma16) vs wmma";
     // Against the f64 chunked reference: the 1e-2 of tests/gpu/lizard_attention_test.cpp.
     EXPECT_LE(rel_err(got, *sr[i].second.second), 1e-2) << what << " d" << name << " vs reference";
   }
@@ -98,8 +102,9 @@ void expect_matches(const Shape& sh) {
 // Awkward lengths around the 32-token chunk (1, 7, 31, 32, 33, 65: partial last chunks and a
 // single token; 1000: many chunks, the state terms dominate), GQA 1 and 4 (dv atomics of the
 // group), D 64 and 128 (one and two warps per 16 dv columns), 2F = 64, 96, 128, 256 (1, 2 and
-// 4 feature n-tiles per warp at 8 warps, at 96 the last two own none; 1, 1, 1, 2 at the
-// default 16 warps, at 64 and 96 the last 8 and 4 own none), gates near 0, 1/2 and near 1,
+// 4 feature n-tiles per warp at mma8, at 96 the last two own none; 1, 1, 1, 2 at mma16, at 64
+// and 96 the last 8 and 4 own none; by default two CTAs of 32, 48, 64, 128 features and 8
+// warps: 1, 1, 1, 2 n-tiles, the last 4, 2, 0, 0 warps own none), gates near 0, 1/2 and near 1,
 // sum and convex combine, shared and per-head gates.
 TEST(LizardGlobalGradGpu, MmaKernelMatchesWmmaKernelAndReference) {
   LZ_REQUIRE_GPU();
