@@ -14,16 +14,21 @@
 //     very f32 expression of the wmma kernel, so the bf16 operands are bit-identical to its
 //     and only the order of the f32 sums differs;
 //   * the state before each chunk leaves through a shared-memory stage laid out exactly like
-//     the global slice (rows f0.. of [2F][D+1], one contiguous 16-byte aligned block), so one
-//     thread moves it with one Hopper bulk copy (cp.async.bulk shared -> global, L2 evict-first:
-//     nothing re-reads it soon) while the warps go on to the chunk's products; the stage is
-//     rewritten only after that thread's wait_group.read and the barrier after it, and the
-//     kernel ends only after the last copy is complete. No warp spends store instructions,
-//     registers or shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256).
-//   * per chunk, the f32 -> bf16 rounding of pairs is one cvt.rn.bf16x2 (the same bits as two
-//     cvt.rn.bf16), the weights are read as float2, and the reverse dO' conversion runs as an
-//     unrolled loop with constant offsets (rows past the end of the last chunk are zero in the
-//     raw buffer itself, so that loop has no bounds test).
+//     the global slice (rows f0.. of [2F][D+1]): each warp writes its 16 rows, one contiguous
+//     16-byte aligned block, and its lane 0 moves them with one Hopper bulk copy (cp.async.bulk
+//     shared -> global, L2 evict-first: nothing re-reads the states soon) while the warp goes
+//     on to the chunk's products. Lane 0 waits until its copy has read the rows
+//     (wait_group.read) and the warp syncs before they are rewritten a chunk later, and waits
+//     for the whole last copy before the CTA ends. No warp spends store instructions,
+//     registers or shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256),
+//     and the stage needs no CTA barrier;
+//   * forward, each lane forms the weights of its own 8 tokens from the chunk's bl row (copied
+//     with the tiles), so a chunk needs one CTA barrier (the one that publishes its tiles);
+//     reverse, the dO' tiles converted by all threads still need a second one;
+//   * the f32 -> bf16 rounding of a pair is one cvt.rn.bf16x2 (the same bits as two
+//     cvt.rn.bf16), and the reverse dO' conversion runs as an unrolled loop with constant
+//     offsets (rows past the end of the last chunk are zero in the raw buffer itself, so that
+//     loop has no bounds test).
 // Splits (training, kSplit): phi = hi + lo, the decayed phi as a bf16 hi + lo pair (hi B +
 // lo B; v is exact in bf16); reverse: dO' as a pair too (hi hi + lo hi + hi lo). z stays on
 // the CUDA cores in f32 from the same rounded pair (z = the sum of the weights S sums), so the
@@ -132,7 +137,8 @@ struct Layout {
   static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
   static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);  // weights, eend, dden
-  static constexpr size_t bytes = wts + al128(sizeof(float) * (2 * kChunk + 8));
+  static constexpr size_t bls = wts + (kRev ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
+  static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * kChunk));  // bl rows
 };
 
 /// Grid (ceil(2F / 64), B*H), kThreads threads; the contract of state_tc_kernel<kRev, kSplit>:
@@ -154,8 +160,9 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   bf* sVl = reinterpret_cast<bf*>(smem + L::v_lo);
   float* sRaw = reinterpret_cast<float*>(smem + L::raw);
   float* stage = reinterpret_cast<float*>(smem + L::stage);
-  float* sw = reinterpret_cast<float*>(smem + L::wts);  // [0, 32) weights, [32] eend
-  float* sdd = sw + kChunk + 8;                          // [32] dden (reverse)
+  float* sw = reinterpret_cast<float*>(smem + L::wts);  // reverse: [0, 32) weights, [32] eend
+  float* sdd = sw + kChunk + 8;                          // reverse: [32] dden
+  float* sBl = reinterpret_cast<float*>(smem + L::bls);  // forward: bl of the chunk, 2 buffers
 
   const int F2 = 2 * d.F, f0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -181,6 +188,8 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       }
     }
     if constexpr (!kRev) {
+      // bl of the chunk's tokens; slots n.. repeat token n - 1 (slot 31 is then bl_end)
+      if (tid < kChunk) cp4(smem_u32(sBl + buf * kChunk + tid), blr + t0 + min(tid, n - 1));
       constexpr int kUV = D / 8;
       const bf* src = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D;
       for (int i = tid; i < kChunk * kUV; i += kThreads) {
@@ -222,32 +231,34 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float z0 = 0.f, z1 = 0.f;  // z of this warp's rows g and g + 8
-  float blc = 0.f, bec = 0.f;
-  const uint64_t policy = tid == 0 ? evict_first_policy() : 0;  // thread 0 copies the stage
+  float blc = 0.f, bec = 0.f;  // reverse: bl of token t0 + tid and of the chunk's last token
+  // lane 0 of each active warp copies the warp's 16 stage rows
+  const uint64_t policy = active && lane == 0 ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
     issue(c, 0);
     cp_commit();
-    if (tid < kChunk) load_bl(c, blc, bec);
+    if constexpr (kRev)
+      if (tid < kChunk) load_bl(c, blc, bec);
   }
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it, buf = it & 1;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    cp_wait_all();  // this thread's copies of chunk c (the only group in flight)
-    if (tid == 0) bulk_wait_read();  // the previous chunk's bulk copy has read the stage
-    __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1, the stage,
-                      // the weights and the dO' tiles of the previous chunk is done
+    cp_wait_all();    // this thread's copies of chunk c (the only group in flight)
+    __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1 and (reverse)
+                      // of the weights and dO' tiles of the previous chunk is done
     float bln = 0.f, ben = 0.f;
     if (it + 1 < d.NC) {
       const int cn = kRev ? c - 1 : c + 1;
       issue(cn, buf ^ 1);
       cp_commit();
-      if (tid < kChunk) load_bl(cn, bln, ben);  // used next iteration: latency hidden
+      if constexpr (kRev)
+        if (tid < kChunk) load_bl(cn, bln, ben);  // used next iteration: latency hidden
     }
-    // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
-    if (tid < kChunk) sw[tid] = tid < n ? __expf(kRev ? blc : bec - blc) : 0.f;
-    if (tid == 0) sw[kChunk] = __expf(bec);
     if constexpr (kRev) {
+      // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
+      if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
+      if (tid == 0) sw[kChunk] = __expf(bec);
       // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column; the
       // thread's pairs are rows r0 + kStep k, columns j, j + 1 (rows past n are zeros in raw)
       constexpr int kStep = 2 * kThreads / D;  // rows per pass of the 128 threads
@@ -273,10 +284,16 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       }
       if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
     }
-    // the state before chunk c into the stage, laid out as the global slice (the bulk copy of
-    // the previous chunk has read it: thread 0 waited before the barrier above)
     if (active) {
-      float* sg = stage + (warp * 16 + g) * D1 + 2 * q;
+      // the state before chunk c, the warp's 16 rows, into its part of the stage (laid out as
+      // the global slice), once lane 0's bulk copy of the previous chunk has read that part;
+      // then lane 0 copies it to rows f0 + 16 warp.. of out[b,h,c]: one block of 16 (D+1)
+      // floats (a multiple of 16 bytes), 16-byte aligned (f0 + 16 warp and 2F are multiples
+      // of 16, so the offset is a multiple of 16 (D+1) floats)
+      if (lane == 0) bulk_wait_read();
+      __syncwarp();
+      float* sw0 = stage + warp * 16 * D1;
+      float* sg = sw0 + g * D1 + 2 * q;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         sg[8 * j] = acc[j][0];
@@ -285,22 +302,45 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
         sg[8 * D1 + 8 * j + 1] = acc[j][3];
       }
       if (q == 0) {
-        stage[(warp * 16 + g) * D1 + D] = z0;
-        stage[(warp * 16 + g + 8) * D1 + D] = z1;
+        sw0[g * D1 + D] = z0;
+        sw0[(g + 8) * D1 + D] = z1;
+      }
+      fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
+      __syncwarp();
+      if (lane == 0) {
+        bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + warp * 16) * D1, smem_u32(sw0),
+                   uint32_t(sizeof(float) * 16 * D1), policy);
+        bulk_commit();
       }
     }
-    fence_proxy_async_smem();  // this thread's stage writes, visible to the bulk copy
-    __syncthreads();           // stage, weights and dO' tiles complete
-    if (tid == 0) {
-      // rows f0 .. f0 + rows - 1 of out[b,h,c]: one block, 16-byte aligned (f0 (D+1) and
-      // 2F (D+1) are multiples of 4 floats) of rows (D+1) floats, a multiple of 4 (rows % 16
-      // == 0): the bulk copy's size and alignment rules hold
-      bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0) * D1, smem_u32(stage),
-                 uint32_t(sizeof(float) * rows * D1), policy);
-      bulk_commit();
-    }
+    if constexpr (kRev) __syncthreads();  // weights and dO' tiles complete
     if (active) {
-      const float eend = sw[kChunk];
+      // the weights of the lane's tokens 16 kk + 8 hh + 2q, +1 and the decay exp(bl_end)
+      float eend;
+      float2 wv[kChunk / 16][2];
+      if constexpr (kRev) {
+        eend = sw[kChunk];
+#pragma unroll
+        for (int kk = 0; kk < kChunk / 16; ++kk)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh)
+            wv[kk][hh] = *reinterpret_cast<const float2*>(sw + 16 * kk + 8 * hh + 2 * q);
+      } else {
+        // forward: from the chunk's bl row (every slot past n holds bl of token n - 1, so
+        // slot 31 is bl_end), the very expressions of state_tc_kernel; tokens past n get
+        // weight 1, not 0, but their phi rows are zero, so their products and z terms are
+        // still exactly 0 (every exponent <= 0: no overflow)
+        const float* bs = sBl + buf * kChunk;
+        const float bend = bs[kChunk - 1];
+        eend = __expf(bend);
+#pragma unroll
+        for (int kk = 0; kk < kChunk / 16; ++kk)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const float2 b2 = *reinterpret_cast<const float2*>(bs + 16 * kk + 8 * hh + 2 * q);
+            wv[kk][hh] = make_float2(__expf(bend - b2.x), __expf(bend - b2.y));
+          }
+      }
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -329,7 +369,7 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
             ph.x += pl.x;
             ph.y += pl.y;
           }
-          const float2 w = *reinterpret_cast<const float2*>(sw + r);
+          const float2 w = wv[kk][i >> 1];
           const float x0 = ph.x * w.x, x1 = ph.y * w.y;
           float k0, k1;  // the rounded weights as f32 (what the mma sees)
           if constexpr (kSplit) {
@@ -387,7 +427,8 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
     blc = bln;
     bec = ben;
   }
-  if (tid == 0) bulk_wait_all();  // the last state written before the CTA (and its stage) ends
+  // the last states are written before the CTA (and its stage) ends
+  if (active && lane == 0) bulk_wait_all();
 }
 
 template <int D, bool kRev, bool kSplit>
