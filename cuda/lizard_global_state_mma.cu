@@ -290,16 +290,32 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       // then lane 0 copies it to rows f0 + 16 warp.. of out[b,h,c]: one block of 16 (D+1)
       // floats (a multiple of 16 bytes), 16-byte aligned (f0 + 16 warp and 2F are multiples
       // of 16, so the offset is a multiple of 16 (D+1) floats)
+      //
+      // The row stride D + 1 is 1 modulo the 32 banks, so a store of one accumulator element
+      // by the whole warp (rows g, columns 2q + const) hits bank g + 2q + const: up to 4 lanes
+      // a bank (4 wavefronts). Instead, in store "A" of (j, e) the odd-q lanes store their row
+      // g + 8 element (bank offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in
+      // store "B" the even-q lanes store row g + 8 of n-tile j while the odd-q lanes store row
+      // g of n-tile j +- 2 (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all
+      // (j, e) every lane stores each of its 4 NT elements once. Half the wavefronts of the
+      // plain order for one select per store.
+      static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
       if (lane == 0) bulk_wait_read();
       __syncwarp();
       float* sw0 = stage + warp * 16 * D1;
-      float* sg = sw0 + g * D1 + 2 * q;
+      const bool odd = q & 1;
+      float* pa = sw0 + (odd ? g + 8 : g) * D1 + 2 * q;
+      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + 2 * q;  // j % 4 < 2: j + 2
+      float* pb_dn = pb_up - (odd ? 32 : 0);                             // j % 4 >= 2: j - 2
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        sg[8 * j] = acc[j][0];
-        sg[8 * j + 1] = acc[j][1];
-        sg[8 * D1 + 8 * j] = acc[j][2];
-        sg[8 * D1 + 8 * j + 1] = acc[j][3];
+        const int jo = (j & 2) ? j - 2 : j + 2;
+        float* pb = (j & 2) ? pb_dn : pb_up;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          pa[8 * j + e] = odd ? acc[j][2 + e] : acc[j][e];
+          pb[8 * j + e] = odd ? acc[jo][e] : acc[j][2 + e];
+        }
       }
       if (q == 0) {
         sw0[g * D1 + D] = z0;
