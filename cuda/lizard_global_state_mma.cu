@@ -75,12 +75,13 @@ __device__ __forceinline__ void ldsm_t(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr)
                : "memory");
 }
-// Bulk copy shared -> global (sm_90, the async proxy). Order of use: the threads that wrote
-// the stage fence (their generic-proxy writes become visible to the async proxy), a barrier,
-// then one thread copies and commits; before the stage is written again that thread waits
-// until the copy has read it (wait_group.read) and a barrier follows; before the CTA exits it
-// waits for the whole copy (its shared source must outlive the read, and nothing may be left
-// in flight when the kernel ends).
+// Bulk copy shared -> global (sm_90, the async proxy). Order of use here, per warp: the lanes
+// that wrote the warp's stage rows fence (their generic-proxy writes become visible to the
+// async proxy), __syncwarp, then lane 0 copies and commits; before the rows are written again
+// lane 0 waits until the copy has read them (wait_group.read) and a __syncwarp follows; before
+// the CTA exits lane 0 waits for the whole copy (its shared source must outlive the read, and
+// nothing may be left in flight when the kernel ends). Bulk groups are apart from the
+// cp.async groups: cp.async.wait_group does not wait for them, nor the reverse.
 __device__ __forceinline__ void fence_proxy_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
