@@ -14,8 +14,21 @@
 //     very f32 expression of the wmma kernel, so the bf16 operands are bit-identical to its
 //     and only the order of the f32 sums differs;
 //   * the state before each chunk leaves through a shared-memory stage laid out exactly like
-//     the global slice (rows f0.. of [2F][D+1], one contiguous 16-byte aligned block), so the
-//     store is coalesced float4 streaming stores (st.global.cs: nothing re-reads it soon).
+//     the global slice (rows f0.. of [2F][D+1]): each warp writes its 16 rows, one contiguous
+//     16-byte aligned block, and its lane 0 moves them with one Hopper bulk copy (cp.async.bulk
+//     shared -> global, L2 evict-first: nothing re-reads the states soon) while the warp goes
+//     on to the chunk's products. Lane 0 waits until its copy has read the rows
+//     (wait_group.read) and the warp syncs before they are rewritten a chunk later, and waits
+//     for the whole last copy before the CTA ends. No warp spends store instructions,
+//     registers or shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256),
+//     and the stage needs no CTA barrier;
+//   * forward, each lane forms the weights of its own 8 tokens from the chunk's bl row (copied
+//     with the tiles), so a chunk needs one CTA barrier (the one that publishes its tiles);
+//     reverse, the dO' tiles converted by all threads still need a second one;
+//   * the f32 -> bf16 rounding of a pair is one cvt.rn.bf16x2 (the same bits as two
+//     cvt.rn.bf16), and the reverse dO' conversion runs as an unrolled loop with constant
+//     offsets (rows past the end of the last chunk are zero in the raw buffer itself, so that
+//     loop has no bounds test).
 // Splits (training, kSplit): phi = hi + lo, the decayed phi as a bf16 hi + lo pair (hi B +
 // lo B; v is exact in bf16); reverse: dO' as a pair too (hi hi + lo hi + hi lo). z stays on
 // the CUDA cores in f32 from the same rounded pair (z = the sum of the weights S sums), so the
@@ -62,25 +75,51 @@ __device__ __forceinline__ void ldsm_t(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr)
                : "memory");
 }
-/// 16 bytes to global, evict-first (the states are read again only by a later kernel).
-__device__ __forceinline__ void st_stream(float4* p, float4 v) {
-  asm volatile("st.global.cs.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(v.x), "f"(v.y),
-               "f"(v.z), "f"(v.w)
+// Bulk copy shared -> global (sm_90, the async proxy). Order of use here, per warp: the lanes
+// that wrote the warp's stage rows fence (their generic-proxy writes become visible to the
+// async proxy), __syncwarp, then lane 0 copies and commits; before the rows are written again
+// lane 0 waits until the copy has read them (wait_group.read) and a __syncwarp follows; before
+// the CTA exits lane 0 waits for the whole copy (its shared source must outlive the read, and
+// nothing may be left in flight when the kernel ends). Bulk groups are apart from the
+// cp.async groups: cp.async.wait_group does not wait for them, nor the reverse.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/// An L2 policy that evicts the written lines first (the states are read by a later kernel).
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+  return p;
+}
+/// `bytes` (a multiple of 16) from shared `src` to global `dst`, both 16-byte aligned.
+__device__ __forceinline__ void bulk_store(void* dst, uint32_t src, uint32_t bytes, uint64_t pol) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group.L2::cache_hint [%0], [%1], %2, %3;\n"
+               ::"l"(dst), "r"(src), "r"(bytes), "l"(pol)
                : "memory");
 }
-
-/// Two rounded bf16 in one register, `lo` in the low half (the lower k or n index).
-__device__ __forceinline__ uint32_t pack2(bf lo, bf hi) {
-  __nv_bfloat162 v(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
 }
+/// Until every committed bulk copy of this thread has read its shared source.
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+/// Until every committed bulk copy of this thread is complete.
+__device__ __forceinline__ void bulk_wait_all() {
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+
 __device__ __forceinline__ float2 unpack2(uint32_t r) {
   return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&r));
 }
-/// hi = bf16(v), lo = bf16(v - hi): split2 of lizard_attention_tc.cu (the same bits).
-__device__ __forceinline__ void split_pair(float v, bf& hi, bf& lo) {
-  hi = __float2bfloat16(v);
-  lo = __float2bfloat16(v - __bfloat162float(hi));
+/// The split2 of lizard_attention_tc.cu (hi = bf16(v), lo = bf16(v - hi), round to nearest)
+/// of the pair (x0, x1), each half packed like pack_bf16: one cvt.rn.bf16x2 per half, the same
+/// bits as four cvt.rn.bf16. `hf` gets hi as f32 (exact).
+__device__ __forceinline__ void split_pair2(float x0, float x1, uint32_t& hi, uint32_t& lo,
+                                            float2& hf) {
+  hi = pack_bf16(x0, x1);
+  hf = unpack2(hi);
+  lo = pack_bf16(x0 - hf.x, x1 - hf.y);
 }
 
 constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
@@ -99,7 +138,8 @@ struct Layout {
   static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
   static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);  // weights, eend, dden
-  static constexpr size_t bytes = wts + al128(sizeof(float) * (2 * kChunk + 8));
+  static constexpr size_t bls = wts + (kRev ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
+  static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * kChunk));  // bl rows
 };
 
 /// Grid (ceil(2F / 64), B*H), kThreads threads; the contract of state_tc_kernel<kRev, kSplit>:
@@ -121,8 +161,9 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   bf* sVl = reinterpret_cast<bf*>(smem + L::v_lo);
   float* sRaw = reinterpret_cast<float*>(smem + L::raw);
   float* stage = reinterpret_cast<float*>(smem + L::stage);
-  float* sw = reinterpret_cast<float*>(smem + L::wts);  // [0, 32) weights, [32] eend
-  float* sdd = sw + kChunk + 8;                          // [32] dden (reverse)
+  float* sw = reinterpret_cast<float*>(smem + L::wts);  // reverse: [0, 32) weights, [32] eend
+  float* sdd = sw + kChunk + 8;                          // reverse: [32] dden
+  float* sBl = reinterpret_cast<float*>(smem + L::bls);  // forward: bl of the chunk, 2 buffers
 
   const int F2 = 2 * d.F, f0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -148,6 +189,8 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       }
     }
     if constexpr (!kRev) {
+      // bl of the chunk's tokens; slots n.. repeat token n - 1 (slot 31 is then bl_end)
+      if (tid < kChunk) cp4(smem_u32(sBl + buf * kChunk + tid), blr + t0 + min(tid, n - 1));
       constexpr int kUV = D / 8;
       const bf* src = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D;
       for (int i = tid; i < kChunk * kUV; i += kThreads) {
@@ -157,20 +200,25 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
         else zero16(dst);
       }
     } else {
-      // the chunk's n rows of D+1 floats are one block [s, e); raw[i] holds dO[s0 + i]
-      const int64_t s = (int64_t(bh) * d.T + t0) * D1, e = s + int64_t(n) * D1, s0 = s & ~int64_t(3);
-      const int units = int((e - s0 + 3) / 4);
+      // the chunk's n rows of D+1 floats are one block dO[s, s + n (D+1)); raw[i] holds
+      // dO[s0 + i] (s0 = s rounded down to 16 bytes), so the rows are raw[lo, hi)
+      const int64_t s = (int64_t(bh) * d.T + t0) * D1, s0 = s & ~int64_t(3);
+      const int lo = int(s - s0), hi = lo + n * D1, units = (hi + 3) / 4;
+      const float* src = dO + s0;
       float* raw = sRaw + buf * L::kRaw;
       for (int i = tid; i < units; i += kThreads) {
-        const int64_t gi = s0 + 4 * i;
-        if (gi >= s && gi + 4 <= e) {
-          cp16(smem_u32(raw + 4 * i), dO + gi);
+        const int a = 4 * i;
+        if (a >= lo && a + 4 <= hi) {
+          cp16(smem_u32(raw + a), src + a);
         } else {
 #pragma unroll
           for (int k = 0; k < 4; ++k)
-            if (gi + k >= s && gi + k < e) cp4(smem_u32(raw + 4 * i + k), dO + gi + k);
+            if (a + k >= lo && a + k < hi) cp4(smem_u32(raw + a + k), src + a + k);
         }
       }
+      // a partial (last) chunk: its rows n.. read as zeros (plain stores to bytes no copy
+      // writes; the barrier before the conversion orders both)
+      for (int i = hi + tid; i < lo + kChunk * D1; i += kThreads) raw[i] = 0.f;
     }
   };
   // bl of token t0 + tid and of the chunk's last token (threads tid < 32 use them)
@@ -184,75 +232,132 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float z0 = 0.f, z1 = 0.f;  // z of this warp's rows g and g + 8
-  float blc = 0.f, bec = 0.f;
+  float blc = 0.f, bec = 0.f;  // reverse: bl of token t0 + tid and of the chunk's last token
+  // lane 0 of each active warp copies the warp's 16 stage rows
+  const uint64_t policy = active && lane == 0 ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
     issue(c, 0);
     cp_commit();
-    if (tid < kChunk) load_bl(c, blc, bec);
+    if constexpr (kRev)
+      if (tid < kChunk) load_bl(c, blc, bec);
   }
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it, buf = it & 1;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
     cp_wait_all();    // this thread's copies of chunk c (the only group in flight)
-    __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1, the stage,
-                      // the weights and the dO' tiles of the previous chunk is done
+    __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1 and (reverse)
+                      // of the weights and dO' tiles of the previous chunk is done
     float bln = 0.f, ben = 0.f;
     if (it + 1 < d.NC) {
       const int cn = kRev ? c - 1 : c + 1;
       issue(cn, buf ^ 1);
       cp_commit();
-      if (tid < kChunk) load_bl(cn, bln, ben);  // used next iteration: latency hidden
+      if constexpr (kRev)
+        if (tid < kChunk) load_bl(cn, bln, ben);  // used next iteration: latency hidden
     }
-    // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
-    if (tid < kChunk) sw[tid] = tid < n ? __expf(kRev ? blc : bec - blc) : 0.f;
-    if (tid == 0) sw[kChunk] = __expf(bec);
     if constexpr (kRev) {
-      // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column
+      // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
+      if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
+      if (tid == 0) sw[kChunk] = __expf(bec);
+      // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column; the
+      // thread's pairs are rows r0 + kStep k, columns j, j + 1 (rows past n are zeros in raw)
+      constexpr int kStep = 2 * kThreads / D;  // rows per pass of the 128 threads
+      static_assert(2 * kThreads % D == 0 && kChunk % kStep == 0, "whole passes");
       const int64_t s = (int64_t(bh) * d.T + t0) * D1;
       const float* raw = sRaw + buf * L::kRaw + int(s & 3);
-      for (int i = tid; i < kChunk * D / 2; i += kThreads) {
-        const int r = i / (D / 2), j = 2 * (i % (D / 2));
-        float x0 = 0.f, x1 = 0.f;
-        if (r < n) x0 = raw[r * D1 + j], x1 = raw[r * D1 + j + 1];
+      const int r0 = tid / (D / 2), j = 2 * (tid % (D / 2));
+      const float* rp = raw + r0 * D1 + j;
+      uint32_t* hp = reinterpret_cast<uint32_t*>(sV + r0 * LV + j);
+      uint32_t* lp = reinterpret_cast<uint32_t*>(sVl + r0 * LV + j);
+#pragma unroll
+      for (int k = 0; k < kChunk / kStep; ++k) {
+        const float x0 = rp[k * kStep * D1], x1 = rp[k * kStep * D1 + 1];
         if constexpr (kSplit) {
-          bf h0, l0, h1, l1;
-          split_pair(x0, h0, l0);
-          split_pair(x1, h1, l1);
-          *reinterpret_cast<uint32_t*>(sV + r * LV + j) = pack2(h0, h1);
-          *reinterpret_cast<uint32_t*>(sVl + r * LV + j) = pack2(l0, l1);
+          uint32_t h, l;
+          float2 hf;
+          split_pair2(x0, x1, h, l, hf);
+          hp[k * kStep * LV / 2] = h;
+          lp[k * kStep * LV / 2] = l;
         } else {
-          *reinterpret_cast<uint32_t*>(sV + r * LV + j) = pack_bf16(x0, x1);
+          hp[k * kStep * LV / 2] = pack_bf16(x0, x1);
         }
       }
-      if (tid < kChunk) sdd[tid] = tid < n ? raw[tid * D1 + D] : 0.f;
+      if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
     }
-    // the state before chunk c into the stage, laid out as the global slice
     if (active) {
-      float* sg = stage + (warp * 16 + g) * D1 + 2 * q;
+      // the state before chunk c, the warp's 16 rows, into its part of the stage (laid out as
+      // the global slice), once lane 0's bulk copy of the previous chunk has read that part;
+      // then lane 0 copies it to rows f0 + 16 warp.. of out[b,h,c]: one block of 16 (D+1)
+      // floats (a multiple of 16 bytes), 16-byte aligned (f0 + 16 warp and 2F are multiples
+      // of 16, so the offset is a multiple of 16 (D+1) floats)
+      //
+      // The row stride D + 1 is 1 modulo the 32 banks, so a store of one accumulator element
+      // by the whole warp (rows g, columns 2q + const) hits bank g + 2q + const: up to 4 lanes
+      // a bank (4 wavefronts). Instead, in store "A" of (j, e) the odd-q lanes store their row
+      // g + 8 element (bank offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in
+      // store "B" the even-q lanes store row g + 8 of n-tile j while the odd-q lanes store row
+      // g of n-tile j +- 2 (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all
+      // (j, e) every lane stores each of its 4 NT elements once. Half the wavefronts of the
+      // plain order for one select per store.
+      static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
+      if (lane == 0) bulk_wait_read();
+      __syncwarp();
+      float* sw0 = stage + warp * 16 * D1;
+      const bool odd = q & 1;
+      float* pa = sw0 + (odd ? g + 8 : g) * D1 + 2 * q;
+      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + 2 * q;  // j % 4 < 2: j + 2
+      float* pb_dn = pb_up - (odd ? 32 : 0);                             // j % 4 >= 2: j - 2
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        sg[8 * j] = acc[j][0];
-        sg[8 * j + 1] = acc[j][1];
-        sg[8 * D1 + 8 * j] = acc[j][2];
-        sg[8 * D1 + 8 * j + 1] = acc[j][3];
+        const int jo = (j & 2) ? j - 2 : j + 2;
+        float* pb = (j & 2) ? pb_dn : pb_up;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          pa[8 * j + e] = odd ? acc[j][2 + e] : acc[j][e];
+          pb[8 * j + e] = odd ? acc[jo][e] : acc[j][2 + e];
+        }
       }
       if (q == 0) {
-        stage[(warp * 16 + g) * D1 + D] = z0;
-        stage[(warp * 16 + g + 8) * D1 + D] = z1;
+        sw0[g * D1 + D] = z0;
+        sw0[(g + 8) * D1 + D] = z1;
+      }
+      fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
+      __syncwarp();
+      if (lane == 0) {
+        bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + warp * 16) * D1, smem_u32(sw0),
+                   uint32_t(sizeof(float) * 16 * D1), policy);
+        bulk_commit();
       }
     }
-    __syncthreads();  // stage, weights and dO' tiles complete
-    {
-      // rows f0 .. f0 + rows - 1 of out[b,h,c]: one block, 16-byte aligned (f0 (D+1) and
-      // 2F (D+1) are multiples of 4) and rows (D+1) floats long, a multiple of 4 (rows % 16 == 0)
-      float4* dst = reinterpret_cast<float4*>(out + ((int64_t(bh) * d.NC + c) * F2 + f0) * D1);
-      const float4* src = reinterpret_cast<const float4*>(stage);
-      const int n4 = rows * D1 / 4;
-      for (int i = tid; i < n4; i += kThreads) st_stream(dst + i, src[i]);
-    }
+    if constexpr (kRev) __syncthreads();  // weights and dO' tiles complete
     if (active) {
-      const float eend = sw[kChunk];
+      // the weights of the lane's tokens 16 kk + 8 hh + 2q, +1 and the decay exp(bl_end)
+      float eend;
+      float2 wv[kChunk / 16][2];
+      if constexpr (kRev) {
+        eend = sw[kChunk];
+#pragma unroll
+        for (int kk = 0; kk < kChunk / 16; ++kk)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh)
+            wv[kk][hh] = *reinterpret_cast<const float2*>(sw + 16 * kk + 8 * hh + 2 * q);
+      } else {
+        // forward: from the chunk's bl row (every slot past n holds bl of token n - 1, so
+        // slot 31 is bl_end), the very expressions of state_tc_kernel; tokens past n get
+        // weight 1, not 0, but their phi rows are zero, so their products and z terms are
+        // still exactly 0 (every exponent <= 0: no overflow)
+        const float* bs = sBl + buf * kChunk;
+        const float bend = bs[kChunk - 1];
+        eend = __expf(bend);
+#pragma unroll
+        for (int kk = 0; kk < kChunk / 16; ++kk)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            const float2 b2 = *reinterpret_cast<const float2*>(bs + 16 * kk + 8 * hh + 2 * q);
+            wv[kk][hh] = make_float2(__expf(bend - b2.x), __expf(bend - b2.y));
+          }
+      }
 #pragma unroll
       for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -274,30 +379,35 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
         uint32_t a[4], alo[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1
+          const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1 (r even)
           float2 ph = unpack2(ah[i]);
           if constexpr (kSplit) {
             const float2 pl = unpack2(al[i]);
             ph.x += pl.x;
             ph.y += pl.y;
           }
-          const float x0 = ph.x * sw[r], x1 = ph.y * sw[r + 1];
+          const float2 w = wv[kk][i >> 1];
+          const float x0 = ph.x * w.x, x1 = ph.y * w.y;
           float k0, k1;  // the rounded weights as f32 (what the mma sees)
           if constexpr (kSplit) {
-            bf h0, l0, h1, l1;
-            split_pair(x0, h0, l0);
-            split_pair(x1, h1, l1);
-            a[i] = pack2(h0, h1);
-            alo[i] = pack2(l0, l1);
-            k0 = __bfloat162float(h0) + __bfloat162float(l0);
-            k1 = __bfloat162float(h1) + __bfloat162float(l1);
+            float2 hf;
+            split_pair2(x0, x1, a[i], alo[i], hf);
+            const float2 lf = unpack2(alo[i]);
+            k0 = hf.x + lf.x;
+            k1 = hf.y + lf.y;
           } else {
-            const bf h0 = __float2bfloat16(x0), h1 = __float2bfloat16(x1);
-            a[i] = pack2(h0, h1);
-            k0 = __bfloat162float(h0);
-            k1 = __bfloat162float(h1);
+            a[i] = pack_bf16(x0, x1);
+            const float2 hf = unpack2(a[i]);
+            k0 = hf.x;
+            k1 = hf.y;
           }
-          const float zt = kRev ? k0 * sdd[r] + k1 * sdd[r + 1] : k0 + k1;
+          float zt;
+          if constexpr (kRev) {
+            const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
+            zt = k0 * dd.x + k1 * dd.y;
+          } else {
+            zt = k0 + k1;
+          }
           if (i & 1) zs1 += zt;
           else zs0 += zt;
         }
@@ -334,6 +444,8 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
     blc = bln;
     bec = ben;
   }
+  // the last states are written before the CTA (and its stage) ends
+  if (active && lane == 0) bulk_wait_all();
 }
 
 template <int D, bool kRev, bool kSplit>
