@@ -415,15 +415,21 @@ __global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restri
   }
 }
 
+/// Shared floats of gate_dx_kernel: Hg rounded up to 4. nvcc reads the row in vector loads of
+/// up to 16 bytes; with exactly Hg floats (Hg = 1) compute-sanitizer memcheck flagged those
+/// reads past the allocation.
+__host__ __device__ constexpr int gate_dx_slots(int hg) { return (hg + 3) / 4 * 4; }
+
 /// dx[b,t,j] = sum_g dz[b,g,t] w_g[g,j]: one CTA per row (b,t) (grid.x = B*T), the row's Hg
 /// values of dz staged in shared memory once, the threads striding over j. The earlier one
 /// thread per (b,t,j) paid a 64-bit div/mod per element and ran at ~20% of HBM speed.
 __global__ void gate_dx_kernel(const float* __restrict__ dz, const float* __restrict__ wg,
                                float* __restrict__ dx, Dims d) {
-  extern __shared__ float zrow[];  // [Hg]
+  extern __shared__ float zrow[];  // [gate_dx_slots(Hg)]: Hg values, zeros after
   const int64_t bt = blockIdx.x;
   const int b = int(bt / d.T), t = int(bt % d.T);
-  for (int g = threadIdx.x; g < d.Hg; g += blockDim.x) zrow[g] = dz[(int64_t(b) * d.Hg + g) * d.T + t];
+  for (int g = threadIdx.x; g < gate_dx_slots(d.Hg); g += blockDim.x)
+    zrow[g] = g < d.Hg ? dz[(int64_t(b) * d.Hg + g) * d.T + t] : 0.f;
   __syncthreads();
   float* out = dx + bt * d.dm;
   for (int j = threadIdx.x; j < d.dm; j += blockDim.x) {
@@ -665,7 +671,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(),
                                                            !tc_grad, d);
       LZ_CHECK(int64_t(d.B) * d.T < (int64_t(1) << 31), "lizard attention: B*T too large");
-      gate_dx_kernel<<<unsigned(int64_t(d.B) * d.T), 256, sizeof(float) * d.Hg, s>>>(
+      gate_dx_kernel<<<unsigned(int64_t(d.B) * d.T), 256, sizeof(float) * gate_dx_slots(d.Hg), s>>>(
           db.data<float>(), wg.data<float>(), dx.data<float>(), d);
       const dim3 gpg(grid_for(int64_t(d.dm) + 1, 256), grid_for(int64_t(d.B) * d.T, kGateRows),
                      (d.Hg + kGateG - 1) / kGateG);
