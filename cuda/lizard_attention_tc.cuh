@@ -186,8 +186,9 @@ void dstate_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, 
                        const float* bl, float* dstates, const Dims& d, cudaStream_t s);
 /// Whether LIZARD_GRAD_KERNEL=wmma selects grad_tc_kernel (lizard_attention_tc.cu) instead of
 /// the mma.sync gradient kernel of lizard_global_grad_mma.cu (unset, empty or "mma": the
-/// default). Kept, now that the new kernel passed on an H200, as what the GPU tests compare it against. Read per call; throws InputError
-/// naming the variable for any other value.
+/// default, two CTAs per chunk; "mma16" / "mma8": its one-CTA 16- and 8-warp shapes, kept for
+/// timing). The wmma kernel stays as what the GPU tests compare the new one against. Read per
+/// call; throws InputError naming the variable for any other value.
 bool grad_wmma_forced();
 
 /// Whether grad_tc_launch takes the mma.sync kernel for d: D in {64, 128}, 2F <= 256 (a
