@@ -5,11 +5,14 @@
 
 #include <cstdint>
 
+#include "lizard/ops/lizard_config.h"
+
 namespace lizard::cuda::lizard_detail {
 
-/// Chunk length of the GPU kernels (tokens per state step). 32 keeps the phi tiles of one
-/// chunk (2 x 32 x 2F f32) plus the state slice in shared memory at F = 128.
-constexpr int kChunk = 32;
+/// Chunk length of the GPU kernels (tokens per state step; ops::kCudaChunk, which the host's
+/// memory plan reads). 32 keeps the phi tiles of one chunk (2 x 32 x 2F f32) plus the state
+/// slice in shared memory at F = 128.
+constexpr int kChunk = static_cast<int>(ops::kCudaChunk);
 /// Columns of [V|1] handled by one CTA of the global-branch kernels.
 constexpr int kCols = 32;
 /// Threads of the global-branch kernels.

@@ -2,6 +2,7 @@
 #include "lizard/train/step_cost.h"
 
 #include <algorithm>
+#include <initializer_list>
 
 #include "lizard/core/error.h"
 
@@ -125,7 +126,7 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   const double Hkv = static_cast<double>(a.num_key_value_heads), D = static_cast<double>(a.head_dim);
   const double V = static_cast<double>(a.vocab_size);
   const ops::LizardConfig& c = s.lizard;
-  const double F = static_cast<double>(c.feature_dim), C = static_cast<double>(c.chunk);
+  const double F = static_cast<double>(c.feature_dim);
   const double Hg = c.gate_mode() == ops::GateMode::PerHead ? H : 1.0;
   const double tokens = static_cast<double>(s.seq_len * s.micro_batch);
   const int64_t L = a.num_hidden_layers, l_soft = softmax_layer_count(s), l_lin = L - l_soft;
@@ -148,8 +149,17 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   // Bytes per token kept by the tape. Attention inputs: q, k, v as the mixing reads them.
   const double qkv = (H + 2 * Hkv) * D * e;
   // The CUDA Lizard forward's saved statistics (ops::LizardSaved, f32): per-chunk [S|z]
-  // states, [M|den] rows, window stats, the gate's log-decay and logits.
-  const double kernel_state = (H * 2 * F * (D + 1) / C + H * (D + 1) + 2 * H + 2 * Hg) * 4;
+  // states (chunks of ops::kCudaChunk tokens: the kernels' chunk, not lizard.chunk), [M|den]
+  // rows, window stats, the gate's log-decay and logits.
+  const double Ck = static_cast<double>(ops::kCudaChunk);
+  const double kernel_state = (H * 2 * F * (D + 1) / Ck + H * (D + 1) + 2 * H + 2 * Hg) * 4;
+  // The CUDA Lizard backward's scratch for one layer (cuda/lizard_attention_bwd.cu), alive
+  // together while that layer's backward runs: dstates (as the states), dO' [H, D+1] f32,
+  // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo, du [H, F] bf16,
+  // the f32 gradients of q, k, v and the gate input and their copies in the compute dtype.
+  const double grads = (H * D + 2 * Hkv * D + d);
+  const double bwd_scratch = H * 2 * F * (D + 1) / Ck * 4 + H * (D + 1) * 4 + 2 * H * 2 * F * 4 +
+                             4 * H * 2 * F * 2 + H * F * 2 + grads * (4 + e);
   double kept = 0, transient = 0;
   if (s.stage == "distill") {
     // Teacher path has no tape. Per linearized layer: the student's inputs (normed x, q, k,
@@ -158,32 +168,51 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
     const double student = kernel_state + H * D * e;
     kept = (s.recompute == RecomputeMode::None ? inputs + student : inputs) * static_cast<double>(l_lin) / L;
     const double teacher_working = 3 * I * e + 4 * d * e;  // one layer's forward temporaries
-    transient = std::max(s.recompute == RecomputeMode::None ? 0.0 : student, teacher_working);
+    const double student_bwd = l_lin > 0 ? (s.recompute == RecomputeMode::None ? 0.0 : student) + bwd_scratch : 0.0;
+    transient = std::max(student_bwd, teacher_working);
   } else {
-    // Outside the mixing: norm inputs (2 d), the normed inputs of the projections (2 d), the
-    // o_proj input (H D), SwiGLU gate and up outputs (2 I) and the down_proj input (I),
-    // LoRA's x A^T (r per target).
-    const double rest = 4 * d * e + H * D * e + 3 * I * e +
-                        static_cast<double>(s.lora_r * static_cast<int64_t>(s.lora_targets.size())) * e;
+    // Outside the mixing. A matmul keeps its input only when its weight trains
+    // (autograd::matmul), so with a frozen base only the LoRA targets' inputs stay:
+    // the two norm inputs (2 d), the attention's normed input when q, k or v carries LoRA
+    // (the MLP's normed input and the o_proj and down_proj inputs feed frozen weights),
+    // SwiGLU's gate and up outputs (2 I), LoRA's x A^T (r per target). Pretraining trains
+    // every weight and keeps all of them: 4 d + H D + 3 I.
+    auto targets = [&](std::initializer_list<const char*> names) {
+      for (const std::string& t : s.lora_targets)
+        for (const char* n : names)
+          if (t == n) return true;
+      return false;
+    };
+    const bool all = s.stage == "pretrain";
+    const double rest =
+        2 * d * e + 2 * I * e +
+        ((all || targets({"q", "k", "v"})) ? d * e : 0.0) + (all ? d * e + I * e : 0.0) +
+        ((all || targets({"o"})) ? H * D * e : 0.0) +
+        (all ? 0.0 : static_cast<double>(s.lora_r * static_cast<int64_t>(s.lora_targets.size())) * e);
     const double soft_saved = qkv + H * D * e + H * 4;  // rope'd q, k, v, output o, lse
     const double lin_layer = rest + qkv + (s.recompute == RecomputeMode::None ? kernel_state : 0);
     const double soft_layer = rest + soft_saved;
     const double avg = (lin_layer * static_cast<double>(l_lin) + soft_layer * static_cast<double>(l_soft)) / L;
+    const double lin_bwd = l_lin > 0 ? bwd_scratch : 0.0;
     if (s.recompute == RecomputeMode::Layer) {
       kept = d * e;  // the checkpoint keeps the layer input only
-      transient = std::max(lin_layer + kernel_state, soft_layer);
+      // The rebuilt layer; by the time its attention runs backward, the MLP's backward has
+      // freed SwiGLU's two saved outputs (2 I).
+      transient = std::max({lin_layer + kernel_state, lin_layer - 2 * I * e + kernel_state + lin_bwd, soft_layer});
     } else {
       kept = avg;
-      transient = s.recompute == RecomputeMode::Attention && l_lin > 0 ? kernel_state : 0;
+      transient = (s.recompute == RecomputeMode::Attention && l_lin > 0 ? kernel_state : 0) + lin_bwd;
     }
-    // Logits saved by the cross-entropy and their gradient, plus the final norm's and the
-    // LM head's inputs.
+    // Logits (compute dtype) and their gradient, alive together while the cross-entropy and
+    // LM head run backward, plus the final norm's and the LM head's inputs. They are freed
+    // before the layers' backward starts, so the peak is the larger of this and a layer's
+    // transient, not their sum.
     m.logits = tokens * (2 * V * e + 2 * d * e);
   }
   m.activations_per_layer = kept * tokens;
   m.activations = m.activations_per_layer * static_cast<double>(L);
   m.recompute_transient = transient * tokens;
-  m.total = m.weights + m.trainable_state + m.activations + m.recompute_transient + m.logits;
+  m.total = m.weights + m.trainable_state + m.activations + std::max(m.recompute_transient, m.logits);
   return m;
 }
 

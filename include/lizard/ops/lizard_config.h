@@ -40,6 +40,11 @@ const char* name_of(GateMode g);
 const char* name_of(Combine c);
 const char* name_of(Preset p);
 
+/// C of the CUDA kernels, whose tensor-core tiles are built for it (lizard.chunk sets the CPU
+/// chunked path only): the per-chunk states a CUDA forward saves for backward, [B, H, ceil(T /
+/// kCudaChunk), 2F, D+1] f32, are sized by it.
+inline constexpr int64_t kCudaChunk = 32;
+
 /// Configuration of one Lizard attention layer. Fields a preset changes are optional: unset
 /// means "take the preset's value"; set means "explicit, overrides the preset". Consumers read
 /// the resolved values through the accessors (or call resolved()).
@@ -60,7 +65,7 @@ struct LizardConfig {
   /// healthy denominator (den >= phi_q . phi_k of the token itself, about 2/F >= 1e-3 for
   /// F <= 1024 with the softmax map) and far above fp32 underflow.
   double eps = 1e-6;
-  int64_t chunk = 64;  ///< C of the chunked algorithm (DESIGN section 3); a tuning knob only
+  int64_t chunk = 64;  ///< C of the CPU chunked path (DESIGN section 3); a tuning knob only
 
   // ---- resolved values (preset applied, explicit fields win) ----
   GateMode gate_mode() const {

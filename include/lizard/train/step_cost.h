@@ -78,8 +78,12 @@ struct MemoryEstimate {
   double trainable_state = 0;        ///< gradients, fp32 master copies, AdamW m and v
   double activations_per_layer = 0;  ///< kept from forward to backward by one layer
   double activations = 0;            ///< all layers
-  double recompute_transient = 0;    ///< one layer's activations rebuilt during backward
-  double logits = 0;                 ///< LM-head logits and their gradient (finetune/pretrain)
+  /// One layer's backward: its activations rebuilt under recomputation plus the CUDA Lizard
+  /// backward's scratch (dstates, dphi, recomputed phi, f32 gradients).
+  double recompute_transient = 0;
+  double logits = 0;  ///< LM-head logits and their gradient (finetune/pretrain)
+  /// weights + trainable_state + activations + max(recompute_transient, logits): the logits
+  /// are freed before the layers' backward starts.
   double total = 0;
 };
 
