@@ -101,7 +101,8 @@ void expect_matches(const Shape& sh) {
 
 // Awkward lengths around the 32-token chunk (1, 7, 31, 32, 33, 65: partial last chunks and a
 // single token; 1000: many chunks, the state terms dominate), GQA 1 and 4 (dv atomics of the
-// group), D 64 and 128 (one and two warps per 16 dv columns), 2F = 64, 96, 128, 256 (1, 2 and
+// group), D 64 and 128 (one and two warps per 16 dv columns), 2F = 32 (by default two CTAs of
+// 16 features: the smallest split), 64, 96, 128, 256 (1, 2 and
 // 4 feature n-tiles per warp at mma8, at 96 the last two own none; 1, 1, 1, 2 at mma16, at 64
 // and 96 the last 8 and 4 own none; by default two CTAs of 32, 48, 64, 128 features and 8
 // warps: 1, 1, 1, 2 n-tiles, the last 4, 2, 0, 0 warps own none), gates near 0, 1/2 and near 1,
@@ -113,7 +114,9 @@ TEST(LizardGlobalGradGpu, MmaKernelMatchesWmmaKernelAndReference) {
                    Shape{31, 4, 128, 64, -13.8, false}, Shape{32, 1, 128, 128, 13.8, true},
                    Shape{33, 4, 64, 48, 0.5, false, true}, Shape{65, 1, 128, 128, -13.8, true},
                    Shape{65, 4, 64, 128, 13.8, false}, Shape{1000, 1, 128, 128, 0.5, false},
-                   Shape{1000, 4, 64, 64, 13.8, true, true}})
+                   Shape{1000, 4, 64, 64, 13.8, true, true},
+                   // 2F = 32, the smallest split of the two-CTA kernel (16 features per CTA)
+                   Shape{40, 4, 64, 16, 13.8, true, true}})
     expect_matches(sh);
 }
 
