@@ -1,8 +1,12 @@
 // GPU side of the Lizard test cases (tests/lizard/lizard_case.h): a case's inputs and
 // parameters on the GPU, and whether this process forces the exact f32 kernels.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <string>
+
+#include "lizard/core/error.h"
 
 #include "lizard/ops/lizard_attention.h"
 #include "../lizard/lizard_case.h"
@@ -36,6 +40,19 @@ inline GpuArgs to_gpu(const LizardCase& c) {
 inline bool f32_forced() {
   const char* e = std::getenv("LIZARD_ATTENTION_KERNELS");
   return e && std::string(e) == "f32";
+}
+
+/// An unknown value of the kernel switch `var` is an input error naming the variable, not a
+/// silent default: run("fast") (which sets var to its argument and runs the op) must throw
+/// an InputError whose message contains `var`.
+template <class Run>
+void expect_unknown_switch_rejected(const char* var, Run&& run) {
+  try {
+    run("fast");
+    FAIL() << var << "=fast was accepted";
+  } catch (const InputError& err) {
+    EXPECT_NE(std::string(err.what()).find(var), std::string::npos) << err.what();
+  }
 }
 
 }  // namespace lizard::test
