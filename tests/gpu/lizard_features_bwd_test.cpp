@@ -21,22 +21,9 @@
 namespace lizard::test {
 namespace {
 
-struct Shape {
-  int64_t B, T, H, Hkv, D, F;
-  bool exp;
-};
+using Shape = FeatureShape;
 
-LizardCase features_case(const Shape& sh) {
-  ops::LizardConfig cfg;
-  cfg.feature_dim = sh.F;
-  cfg.window = 40;
-  cfg.sinks = 4;
-  cfg.feature_activation = sh.exp ? ops::FeatureActivation::Exp : ops::FeatureActivation::Softmax;
-  LizardCase c = make_case(cfg, sh.B, sh.T, sh.H, sh.Hkv, sh.D, 8, 1300 + sh.T + sh.D + sh.F,
-                           DType::F64, 0.5, 1.0);
-  for (Tensor* t : {&c.in.q, &c.in.k, &c.in.v, &c.in.x}) *t = t->to(DType::BF16).to(DType::F64);
-  return c;
-}
+LizardCase features_case(const Shape& sh) { return feature_case(sh, 1300 + sh.T + sh.D + sh.F); }
 
 /// Training forward and backward on the GPU with LIZARD_FEATURES_BWD_KERNEL=`kernel` (null:
 /// the default, the split kernels).
@@ -50,9 +37,7 @@ ops::LizardGrads grads_with(const LizardCase& c, const Tensor& dy, const char* k
 
 void expect_split_matches_fused(const Shape& sh) {
   const LizardCase c = features_case(sh);
-  const std::string what = "B " + std::to_string(sh.B) + " T " + std::to_string(sh.T) + " H " +
-                           std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " D " +
-                           std::to_string(sh.D) + " F " + std::to_string(sh.F) + (sh.exp ? " exp" : " softmax");
+  const std::string what = sh.str();
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
   {
     const auto [in, p] = to_gpu(c);

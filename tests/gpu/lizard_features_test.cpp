@@ -17,51 +17,28 @@
 namespace lizard::test {
 namespace {
 
-struct FeatureRun {
-  Tensor y, y_inf;
-  ops::LizardSaved saved;
-  ops::LizardGrads g;
-};
-
-/// Training forward (saved), backward and an inference forward on the GPU, with the kernels
-/// LIZARD_ATTENTION_KERNELS=`kernels` selects (null: the default, the tensor cores).
-FeatureRun run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
-  ScopedEnv env("LIZARD_ATTENTION_KERNELS", kernels);
-  const auto [in, p] = to_gpu(c);
-  FeatureRun r;
-  r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
-  r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(Device::cuda(0), DType::BF16));
-  r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
-  return r;
+/// The passes with the kernels LIZARD_ATTENTION_KERNELS=`kernels` selects (null: the default,
+/// the tensor cores).
+GpuPasses run_features(const LizardCase& c, const Tensor& dy, const char* kernels) {
+  return run_passes(c, dy, "LIZARD_ATTENTION_KERNELS", kernels);
 }
 
-struct Shape {
-  int64_t B, T, H, Hkv, D, F;
-  bool exp;
-};
+using Shape = FeatureShape;
 
 /// Training forward, backward and inference forward of one case on the tensor cores (the mma
 /// feature kernels) and on the f32 kernels, compared per quantity.
 void expect_matches_f32(const Shape& sh) {
-  ops::LizardConfig cfg;
-  cfg.feature_dim = sh.F;
-  cfg.window = 40;
-  cfg.sinks = 4;
-  cfg.feature_activation = sh.exp ? ops::FeatureActivation::Exp : ops::FeatureActivation::Softmax;
-  LizardCase c = make_case(cfg, sh.B, sh.T, sh.H, sh.Hkv, sh.D, 8, 900 + sh.T + sh.D, DType::F64, 0.5, 1.0);
-  for (Tensor* t : {&c.in.q, &c.in.k, &c.in.v, &c.in.x}) *t = t->to(DType::BF16).to(DType::F64);
-  const std::string what = "B " + std::to_string(sh.B) + " T " + std::to_string(sh.T) + " H " +
-                           std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) + " D " +
-                           std::to_string(sh.D) + " F " + std::to_string(sh.F) + (sh.exp ? " exp" : " softmax");
+  const LizardCase c = feature_case(sh, 900 + sh.T + sh.D);
+  const std::string what = sh.str();
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
   {
     const auto [in, p] = to_gpu(c);
-    ASSERT_TRUE(cuda::lizard_attention_kernel_path(cfg, in, p, true).global_tc)
+    ASSERT_TRUE(cuda::lizard_attention_kernel_path(c.cfg, in, p, true).global_tc)
         << what << ": the case must take the tensor-core feature kernels";
   }
 #endif
   const Tensor dy = rand(c.in.q.shape(), 77, DType::F64);
-  const FeatureRun tc = run_features(c, dy, nullptr), f32 = run_features(c, dy, "f32");
+  const GpuPasses tc = run_features(c, dy, nullptr), f32 = run_features(c, dy, "f32");
   auto f64 = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64); };
   auto err = [&](const Tensor& a, const Tensor& b) { return rel_err(f64(a), f64(b)); };
   // states and numden: phi as a hi + lo pair with split products, about 1e-5 to 1e-4 from the

@@ -16,27 +16,17 @@
 namespace lizard::test {
 namespace {
 
-struct SweepRun {
-  Tensor y, y_inf;
-  ops::LizardSaved saved;
-  ops::LizardGrads g;
-};
-
-/// Training forward (saved), backward and an inference forward on the GPU (bf16 inputs, f32
-/// parameters) with the state sweeps LIZARD_STATE_KERNEL=`kernels` selects (null: default).
-SweepRun run_with(const LizardCase& c, const Tensor& dy, const char* kernels) {
-  ScopedEnv env("LIZARD_STATE_KERNEL", kernels);
-  const Device gpu = Device::cuda(0);
-  const auto [in, p] = to_gpu(c);
+/// The passes (bf16 inputs, f32 parameters) with the state sweeps LIZARD_STATE_KERNEL=`kernels`
+/// selects (null: default), on a case the tensor-core global branch must take.
+GpuPasses run_with(const LizardCase& c, const Tensor& dy, const char* kernels) {
 #ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
-  EXPECT_TRUE(cuda::lizard_attention_kernel_path(c.cfg, in, p, true).global_tc)
-      << "the case must take the tensor-core global branch";
+  {
+    const auto [in, p] = to_gpu(c);
+    EXPECT_TRUE(cuda::lizard_attention_kernel_path(c.cfg, in, p, true).global_tc)
+        << "the case must take the tensor-core global branch";
+  }
 #endif
-  SweepRun r;
-  r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
-  r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(gpu, DType::BF16));
-  r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
-  return r;
+  return run_passes(c, dy, "LIZARD_STATE_KERNEL", kernels);
 }
 
 std::vector<double> host(const Tensor& t) { return t.to(Device::cpu(), DType::F64).to_vector(); }
@@ -59,7 +49,7 @@ void expect_matches_wmma(const Shape& sh) {
                            std::to_string(sh.D) + " F " + std::to_string(sh.F) + " gate bias " +
                            std::to_string(sh.gate_bias);
   const Tensor dy = rand(c.in.q.shape(), 91, DType::F64);
-  const SweepRun mma = run_with(c, dy, nullptr), old = run_with(c, dy, "wmma");
+  const GpuPasses mma = run_with(c, dy, nullptr), old = run_with(c, dy, "wmma");
 
   // states [B,H,NC,2F,D+1]: the S columns take the same HMMA's on the same operands in the
   // same order in both kernels (wmma's 16x16x16 is two m16n8k16), z is a 32-term f32 sum per
@@ -153,7 +143,7 @@ TEST(LizardGlobalStateGpu, SwitchSelectsTheWmmaSweep) {
   cfg.window = 16;
   LizardCase c = make_case(cfg, 1, 700, 2, 2, 64, 8, 17, DType::F64, 0.5, 6);
   const Tensor dy = rand(c.in.q.shape(), 18, DType::F64);
-  const SweepRun mma = run_with(c, dy, "mma"), old = run_with(c, dy, "wmma");
+  const GpuPasses mma = run_with(c, dy, "mma"), old = run_with(c, dy, "wmma");
   const auto a = host(mma.saved.states), b = host(old.saved.states);
   double m = 0;
   for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));

@@ -42,6 +42,51 @@ inline bool f32_forced() {
   return e && std::string(e) == "f32";
 }
 
+/// What a training step and an inference forward of a case give on the GPU.
+struct GpuPasses {
+  Tensor y, y_inf;          ///< training forward output, inference forward output
+  ops::LizardSaved saved;   ///< what the training forward saved for backward
+  ops::LizardGrads g;       ///< the backward of the training forward
+};
+
+/// Training forward (saved), backward (dy in bf16) and an inference forward of the case on
+/// GPU 0 (to_gpu), with the environment variable `var` set to `value` for the three calls
+/// (null: unset, the default kernels).
+inline GpuPasses run_passes(const LizardCase& c, const Tensor& dy, const char* var, const char* value) {
+  ScopedEnv env(var, value);
+  const auto [in, p] = to_gpu(c);
+  GpuPasses r;
+  r.y = ops::lizard_attention_forward(c.cfg, in, p, &r.saved);
+  r.g = ops::lizard_attention_backward(c.cfg, in, p, r.saved, dy.to(Device::cuda(0), DType::BF16));
+  r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
+  return r;
+}
+
+/// A feature-map test case: batch, length, heads, kv heads, head dim, feature dim, and the map
+/// (exp or softmax).
+struct FeatureShape {
+  int64_t B, T, H, Hkv, D, F;
+  bool exp;
+  std::string str() const {
+    return "B " + std::to_string(B) + " T " + std::to_string(T) + " H " + std::to_string(H) + " Hkv " +
+           std::to_string(Hkv) + " D " + std::to_string(D) + " F " + std::to_string(F) +
+           (exp ? " exp" : " softmax");
+  }
+};
+
+/// The case of a feature-map test (window 40, 4 sinks, q and k scaled by 0.5, gate bias 1) with
+/// its inputs rounded to bf16 once, so an f64 reference sees exactly what the kernels see.
+inline LizardCase feature_case(const FeatureShape& sh, uint64_t seed) {
+  ops::LizardConfig cfg;
+  cfg.feature_dim = sh.F;
+  cfg.window = 40;
+  cfg.sinks = 4;
+  cfg.feature_activation = sh.exp ? ops::FeatureActivation::Exp : ops::FeatureActivation::Softmax;
+  LizardCase c = make_case(cfg, sh.B, sh.T, sh.H, sh.Hkv, sh.D, 8, seed, DType::F64, 0.5, 1.0);
+  for (Tensor* t : {&c.in.q, &c.in.k, &c.in.v, &c.in.x}) *t = t->to(DType::BF16).to(DType::F64);
+  return c;
+}
+
 /// An unknown value of the kernel switch `var` is an input error naming the variable, not a
 /// silent default: run("fast") (which sets var to its argument and runs the op) must throw
 /// an InputError whose message contains `var`.
