@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/core/error.h"
@@ -97,5 +98,12 @@ struct alignas(16) Pack {
 
 /// True when p is 16-byte aligned (so Pack loads are legal).
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+/// True when every pointer is 16-byte aligned: the operands of a kernel may all take Packs.
+inline bool all_aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps)
+    if (!aligned16(p)) return false;
+  return true;
+}
 
 }  // namespace lizard::cuda

@@ -2,7 +2,6 @@
 // thousand wide, so a block streams a row with coalesced loads and reduces in shared memory).
 // The weight gradient is a column sum over N: per-block partial sums over a fixed slice of
 // rows, then an ordered sum of the partials, so dw is deterministic without atomics.
-#include <initializer_list>
 #include <type_traits>
 
 #include "kernel_util.cuh"
@@ -146,10 +145,7 @@ __global__ void column_sum_kernel(const float* __restrict__ partial, float* __re
 /// and every row operand's base 16-byte aligned (so is every row start).
 template <class T>
 bool vec_rows(int64_t D, std::initializer_list<const void*> ps) {
-  if (D % Pack<T>::N != 0) return false;
-  for (const void* p : ps)
-    if (!aligned16(p)) return false;
-  return true;
+  return D % Pack<T>::N == 0 && all_aligned16(ps);
 }
 
 int row_blocks(int64_t N) { return static_cast<int>(std::min<int64_t>(N, 65535 * 16)); }

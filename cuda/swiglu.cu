@@ -1,7 +1,5 @@
 // SwiGLU gating, y = silu(gate) * up, and its backward; elementwise, fp32 math, 16-byte packs
 // per thread where the operands allow (memory bound: 3 tensors forward, 5 backward).
-#include <initializer_list>
-
 #include "kernel_util.cuh"
 #include "lizard/cuda/swiglu.h"
 
@@ -75,14 +73,12 @@ __global__ void swiglu_bwd_kernel(const T* __restrict__ dy, const T* __restrict_
 /// start anywhere), else 0 and every element takes the scalar loop.
 template <class T>
 int64_t packs_for(int64_t n, std::initializer_list<const void*> ps) {
-  for (const void* p : ps)
-    if (!aligned16(p)) return 0;
-  return n / Pack<T>::N;
+  return all_aligned16(ps) ? n / Pack<T>::N : 0;
 }
 
-/// Threads for np packs and a scalar rest of n - np N elements.
+/// Blocks of 256 threads for np packs and a scalar rest of n - np N elements.
 template <class T>
-int threads_blocks(int64_t n, int64_t np) { return grid_for(np > 0 ? np + Pack<T>::N : n); }
+int pack_blocks(int64_t n, int64_t np) { return grid_for(np > 0 ? np + Pack<T>::N : n); }
 void check_same(const char* op, const Tensor& ref, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts) {
     require_contiguous(*t, op, "operand");
@@ -100,7 +96,7 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& y, void* strea
   visit_storage(gate.dtype(), "cuda::swiglu_forward", [&](auto z) {
     using T = decltype(z);
     const int64_t np = packs_for<T>(n, {gate.raw(), up.raw(), y.raw()});
-    swiglu_fwd_kernel<T><<<threads_blocks<T>(n, np), 256, 0, as_stream(stream)>>>(
+    swiglu_fwd_kernel<T><<<pack_blocks<T>(n, np), 256, 0, as_stream(stream)>>>(
         static_cast<const T*>(gate.raw()), static_cast<const T*>(up.raw()), static_cast<T*>(y.raw()), n, np);
   });
   check_last_error("cuda::swiglu_forward");
@@ -114,7 +110,7 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
   visit_storage(gate.dtype(), "cuda::swiglu_backward", [&](auto z) {
     using T = decltype(z);
     const int64_t np = packs_for<T>(n, {dy.raw(), gate.raw(), up.raw(), dgate.raw(), dup.raw()});
-    swiglu_bwd_kernel<T><<<threads_blocks<T>(n, np), 256, 0, as_stream(stream)>>>(
+    swiglu_bwd_kernel<T><<<pack_blocks<T>(n, np), 256, 0, as_stream(stream)>>>(
         static_cast<const T*>(dy.raw()), static_cast<const T*>(gate.raw()),
         static_cast<const T*>(up.raw()), static_cast<T*>(dgate.raw()), static_cast<T*>(dup.raw()), n, np);
   });
