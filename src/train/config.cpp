@@ -273,7 +273,7 @@ const std::vector<Field>& fields() {
         LZ_FIELD("lizard.window_rope", lizard.window_rope, "apply RoPE in the window branch"),
         LZ_FIELD("lizard.softmax_layers", lizard.softmax_layers,
                  "layers kept as softmax attention (hybrid)", range(0, 1 << 16)),
-        LZ_FIELD("lizard.chunk", lizard.chunk, "chunk length C of the chunked algorithm",
+        LZ_FIELD("lizard.chunk", lizard.chunk, "chunk length C of the CPU chunked path (CUDA kernels: 32)",
                  range(16, 4096)),
         LZ_FIELD("lora.r", lora.r, "LoRA rank", range(1, 1 << 16)),
         LZ_FIELD("lora.alpha", lora.alpha, "LoRA scale numerator (scale = alpha / r)",
