@@ -521,8 +521,8 @@ __device__ __forceinline__ QueryCta query_cta(const Dims& d) {
 }
 
 // ---------------------------------------------------------------------------------------
-/// Shared memory of the forward: q~ (and its lo half), K~ (and lo) and V double-buffered; the
-/// epilogue's f32 staging of l overlays the K/V buffers.
+/// Shared memory of the forward: q~ (and its lo half), K~ (and lo) and V double-buffered (the
+/// epilogue reads the v rows of its own queries from the last V buffer).
 template <int kD>
 size_t fwd_smem(bool lo) {
   return size_t(kRows * (lo ? 2 : 1) + 2 * kTile * (lo ? 2 : 1) + 2 * kTile) * row_stride<kD>() * 2;
@@ -605,40 +605,42 @@ __global__ void __launch_bounds__(kThreads, 2)
     float s[8][4];
     tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
     const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+    // the row max over the raw scores: scale > 0 and rounding is monotonic, so
+    // fmul_rn(max s, scale) is the max of the scaled scores bit for bit (wstats unchanged)
     float mx[2] = {-INFINITY, -INFINITY};
-    auto scale_chunk = [&](auto mask_c, const int c) {
+    auto max_chunk = [&](auto mask_c, const int c) {
       constexpr bool kMask = decltype(mask_c)::value;
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int i = 2 * c + h;
-          float x = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
           if constexpr (kMask) {
-            if (unsigned(dt[e >> 1] - (8 * i + (e & 1))) >= unsigned(w)) x = -INFINITY;
+            if (unsigned(dt[e >> 1] - (8 * i + (e & 1))) >= unsigned(w)) s[i][e] = -INFINITY;
           }
-          s[i][e] = x;
-          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[i][e]);
         }
     };
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       if (!((live >> c) & 1u)) continue;
       if ((cut >> c) & 1u)
-        scale_chunk(std::true_type(), c);
+        max_chunk(std::true_type(), c);
       else
-        scale_chunk(std::false_type(), c);
+        max_chunk(std::false_type(), c);
     }
     float base[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
       mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-      const float m_new = fmaxf(m_r[rr], mx[rr]);
+      const float m_new = fmaxf(m_r[rr], __fmul_rn(mx[rr], scale));
       // a row with nothing visible yet (no sinks): its acc and l are zero, P = 0
       base[rr] = m_new == -INFINITY ? 0.f : m_new;
+      // the rescale only where the row max grew (warp-uniform per 8-row group is not
+      // guaranteed, so the predicate stays per row)
       if (m_new != m_r[rr]) {
-        const float corr = __expf(m_r[rr] - base[rr]);
+        const float corr = fast_exp2(__fmul_rn(m_r[rr] - base[rr], kLog2e));
         l_r[rr] *= corr;
 #pragma unroll
         for (int i = 0; i < kNT; ++i) acc[i][2 * rr] *= corr, acc[i][2 * rr + 1] *= corr;
@@ -653,7 +655,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int i = 2 * c + h;
-          const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
+          // the backward's form (bwd_weight with nl = 0): s scale - m in one fused rounding
+          // (exact near the max, where the weights matter), then 2^(x log2e): 3 instructions
+          // instead of 4 (multiply, subtract, __expf's multiply, ex2); a masked -inf gives 0
+          const float p = fast_exp2(__fmul_rn(__fmaf_rn(s[i][e], scale, -base[e >> 1]), kLog2e));
           // inference: the denominator sums the rounded weights the mma sums
           const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
           l_r[e >> 1] += pv;
@@ -663,49 +668,46 @@ __global__ void __launch_bounds__(kThreads, 2)
     mma_av_live<kD, kSplit>(acc, s, live, v_t + off);
   }
 
-  float inv[2];
+  // Epilogue straight from the accumulators (no staging, no barrier): per row, y = cv v +
+  // cm M + cl acc (y = combine(g, l), g = v + M / den or (M + den v) / eps, l = acc / den_w;
+  // numden row = [M | den]), three per-row coefficients instead of two divisions and a
+  // select per element. The rows of v it needs (queries t0..) are the last key tile, still in
+  // its sV buffer: the last iteration's barrier made it visible and nothing overwrites it.
+  const float alpha = alpha_p[0];
+  const bool convex = d.combine_convex;
+  const float A = convex ? fabsf(alpha) : alpha;
+  const float c0 = convex ? 1.f / (1.f + A) : 1.f;  // the convex blend's normalisation
+  const bf* sVlast = sV + ((n_tiles - 1) & 1) * kTile * kS;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     float l = l_r[rr];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     for (int j = 0; j < d.m; ++j) l += __expf(tr[j] - m_r[rr]);
-    inv[rr] = l > 0.f ? 1.f / l : 0.f;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
     const int t = wr0 + g + 8 * rr;
-    if (t4 == 0 && t < T) {
+    if (t >= T) continue;
+    if (t4 == 0) {
       float* ws = wstats + (int64_t(bh) * T + t) * 2;
       ws[0] = m_r[rr];
       ws[1] = l;
     }
-  }
-  // l = acc / den staged in f32 over the K/V buffers, then y row by row: numden [B,H,T,D+1]
-  // rows t0.. are contiguous, so the combine reads them coalesced
-  constexpr int kL = kD + 4;
-  float* stage = reinterpret_cast<float*>(sK);  // [64][kL]
-  __syncthreads();  // every warp is done with sK, sV
-#pragma unroll
-  for (int i = 0; i < kNT; ++i)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
-      *reinterpret_cast<float2*>(stage + (warp * 16 + g + 8 * rr) * kL + 8 * i + 2 * t4) =
-          make_float2(acc[i][2 * rr] * inv[rr], acc[i][2 * rr + 1] * inv[rr]);
-  __syncthreads();
-  const float alpha = alpha_p[0];
-  const bool convex = d.combine_convex;
-  const float A = convex ? fabsf(alpha) : alpha;
-  const int n = min(kRows, T - t0);
-#pragma unroll 4
-  for (int i = threadIdx.x; i < n * (kD / 2); i += kThreads) {
-    const int r = i / (kD / 2), jj = (i % (kD / 2)) * 2, t = t0 + r;
     const float* nd = numden + (int64_t(bh) * T + t) * (kD + 1);
-    const __nv_bfloat162 vt = *reinterpret_cast<const __nv_bfloat162*>(vg + int64_t(t) * ldk + jj);
-    const float g0 = global_out(nd, __low2float(vt), jj, d);
-    const float g1 = global_out(nd, __high2float(vt), jj + 1, d);
-    const float l0 = stage[r * kL + jj], l1 = stage[r * kL + jj + 1];
-    const float y0 = convex ? (g0 + A * l0) / (1.f + A) : g0 + alpha * l0;
-    const float y1 = convex ? (g1 + A * l1) / (1.f + A) : g1 + alpha * l1;
-    *reinterpret_cast<__nv_bfloat162*>(y + ((int64_t(b) * T + t) * d.H + h) * kD + jj) =
-        __floats2bfloat162_rn(y0, y1);
+    const float den = nd[kD];
+    const bool small = den < d.eps;  // global_out's two forms
+    const float rb = 1.f / (small ? d.eps : den);
+    const float cv = c0 * (small ? den * rb : 1.f), cm = c0 * rb, cl = A * c0 * inv;
+    const bf* vr = sVlast + (warp * 16 + g + 8 * rr) * kS + 2 * t4;
+    bf* yr = y + ((int64_t(b) * T + t) * d.H + h) * kD + 2 * t4;
+    nd += 2 * t4;
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      const float2 vt = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vr + 8 * i));
+      const float m0 = nd[8 * i], m1 = nd[8 * i + 1];
+      const float y0 = __fmaf_rn(cm, m0, __fmaf_rn(cv, vt.x, cl * acc[i][2 * rr]));
+      const float y1 = __fmaf_rn(cm, m1, __fmaf_rn(cv, vt.y, cl * acc[i][2 * rr + 1]));
+      *reinterpret_cast<__nv_bfloat162*>(yr + 8 * i) = __floats2bfloat162_rn(y0, y1);
+    }
   }
 }
 
