@@ -5,7 +5,8 @@
 // dims other than 32, 64 and 128 take the f32 window kernels (tc_window_supported).
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
-// streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
+// streams through shared memory in tiles of 64 rows, cp.async double-buffered (the forward
+// without split RoPE scores: K and V through a ring of 3 tiles, see win_fwd_kernel; RoPE'd operands
 // land raw and are rotated in place in f32, behind one more barrier); only the tiles a window
 // touches are visited (3 at w = 128), a warp skips a tile that hides all its pairs, and inside a
 // tile works in 16-key (key side: 16-query) chunks: a chunk the warp cannot see gets no weight
@@ -13,7 +14,8 @@
 // diagonal cuts (2 of the 9 a 16-row warp sees at w = 128). Scores, P, dP' live in mma.sync
 // m16n8k16 accumulators (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
 //   forward  (b, h, 64 queries): online softmax over the key tiles, the row max starting at the
-//            sinks' max; y = combine(g, l) and wstats = (max, den) through a staged epilogue.
+//            sinks' max; y = combine(g, l) from the accumulators (per-row coefficients, the
+//            own rows of v from the last V tile) and wstats = (max, den).
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
 //            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
 //            the second backwards from the last tile, whose P and dP' are still in registers.
@@ -30,8 +32,12 @@
 // sums the f32 weights; with window RoPE the scores take q~ and k~ as hi + lo pairs (three
 // mma's: hi hi, lo hi, hi lo, in that order everywhere), so the scores are those of the exact
 // rotation to about 2^-16. Inference: bf16 P, the denominator sums the rounded weights.
-// The forward's online softmax rescales earlier tiles by exp(m_old - m_new) (f32), so wstats
-// are the f32 statistics of the recomputed scores to a few 1e-7 relative.
+// The forward's online softmax rescales earlier tiles by exp(m_old - m_new) (f32) and takes
+// its weights as the backward does (2^((s scale - m) log2e), the inner difference one fused
+// rounding), so wstats are the f32 statistics of the recomputed scores to a few 1e-7
+// relative. The combine's y = cv v + cm M + cl acc per row (coefficients from den, eps,
+// alpha and the window denominator) differs from the divisions of global_out by a few f32
+// ulps, far below y's bf16 rounding.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -51,8 +57,10 @@ constexpr int kRows = 64;  // rows a CTA owns: queries (forward, bwd q) or keys 
 constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or queries (bwd k)
 // __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
-// bytes. With it (nvcc 13, sm_90a): D = 128 uses 191 (forward, inference), 240 (query side)
-// and 255 registers (split forward: 4 bytes spilled; key side: none); D = 32, 64: no spills.
+// bytes. With it (nvcc 13, sm_90a): D = 128 uses 240 (query side) and 255 registers (key
+// side), no spills; D = 32, 64: no spills. The forward asks for three CTAs per SM (168
+// registers; 68 KiB of smem through its K/V ring) except with split scores (kLo: two): D =
+// 128 uses 164 (inference), 167 (split P) and 174 registers (kLo), no spills.
 constexpr int kThreads = 128;
 
 /// Shared-memory row stride (elements): +16 bytes, so the 8 rows of an ldmatrix hit distinct
@@ -521,18 +529,20 @@ __device__ __forceinline__ QueryCta query_cta(const Dims& d) {
 }
 
 // ---------------------------------------------------------------------------------------
-/// Shared memory of the forward: q~ (and its lo half), K~ (and lo) and V double-buffered (the
-/// epilogue reads the v rows of its own queries from the last V buffer).
+/// Shared memory of the forward: q~, then (kLo) its lo half and K~, k~ lo, V double-buffered,
+/// or (else) a ring of 3 tile slots that K~_j, V_j stream through in the order K0 V0 K1 V1 ..
+/// (68 KiB at D = 128 instead of 87: three CTAs per SM). The epilogue reads the v rows of its
+/// own queries from the last V tile.
 template <int kD>
 size_t fwd_smem(bool lo) {
-  return size_t(kRows * (lo ? 2 : 1) + 2 * kTile * (lo ? 2 : 1) + 2 * kTile) * row_stride<kD>() * 2;
+  return size_t(lo ? 2 * kRows + 6 * kTile : kRows + 3 * kTile) * row_stride<kD>() * 2;
 }
 
 /// Window branch and combine: grid (ceil(T / 64), B*H). y and wstats as window_tc_launch
 /// states. kSplit (training): P V with P as a bf16 hi + lo pair, the denominator from the f32
 /// weights; kLo (training with window RoPE): q~, k~ as hi + lo pairs in the scores.
 template <int kD, bool kSplit, bool kLo>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     win_fwd_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                    const float* __restrict__ cosb, const float* __restrict__ sinb,
                    const float* __restrict__ tau, const float* __restrict__ alpha_p,
@@ -544,9 +554,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf* sQ = reinterpret_cast<bf*>(smem_raw);         // [64][kS] q~
   bf* sQl = sQ + kRows * kS;                        // [64][kS] q~ lo (kLo)
-  bf* sK = sQ + (kLo ? 2 : 1) * kRows * kS;         // [2][64][kS] k~
+  bf* sK = sQ + (kLo ? 2 : 1) * kRows * kS;         // kLo: [2][64][kS] k~; else the ring [3][64][kS]
   bf* sKl = sK + 2 * kTile * kS;                    // [2][64][kS] k~ lo (kLo)
-  bf* sV = sK + (kLo ? 4 : 2) * kTile * kS;         // [2][64][kS] v
+  bf* sV = kLo ? sK + 4 * kTile * kS : sK;          // [2][64][kS] v (kLo); else the ring
+  // Without kLo the K and V tiles stream through a ring of 3 slots, load n (K0 V0 K1 V1 ..)
+  // into slot n % 3: K_j in slot 2j % 3, V_j in (2j + 1) % 3. K_{j+1} overwrites V_{j-1} once
+  // every warp is past iteration j - 1 (the iteration's first barrier), V_{j+1} overwrites
+  // K_j once every warp has its scores (a second barrier): 3 tiles of smem instead of 4.
+  constexpr bool kRing = !kLo;
+  auto kslot = [](int j) { return kRing ? (2 * j) % 3 : j & 1; };
+  auto vslot = [](int j) { return kRing ? (2 * j + 1) % 3 : j & 1; };
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w;
@@ -557,9 +574,25 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bf *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope;
   auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
+  auto load_k = [&](int j) {
+    cp_rows<kD>(sK + kslot(j) * kTile * kS, kg, ldk, kv_begin + j * kTile, T);
+  };
+  auto load_v = [&](int j) {
+    cp_rows<kD>(sV + vslot(j) * kTile * kS, vg, ldk, kv_begin + j * kTile, T);
+  };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, cta.ldq, t0, T, rope, cosb, sinb);
-  load_kv(0, kv_begin);
-  cp_async_commit();
+  if constexpr (kRing) {
+    load_k(0);
+    load_v(0);
+    cp_async_commit();  // group 0: q (raw), K0, V0
+    if (n_tiles > 1) {
+      load_k(1);
+      cp_async_commit();  // group 1: K1, in flight through iteration 0
+    }
+  } else {
+    load_kv(0, kv_begin);
+    cp_async_commit();
+  }
   // the epilogue's numden rows t0.. (contiguous)
   prefetch_rows_l2(numden + (int64_t(bh) * T + t0) * (kD + 1), 0, 1,
                    min(kRows, T - t0) * (kD + 1) * int(sizeof(float)));
@@ -580,18 +613,28 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   for (int j = 0; j < n_tiles; ++j) {
     const int n0 = kv_begin + j * kTile;
-    cp_async_wait<0>();
+    // ring: at j = 0 only K1 may stay in flight; later every committed group is K_j or V_j
+    if (kRing && j == 0 && n_tiles > 1)
+      cp_async_wait<1>();
+    else
+      cp_async_wait<0>();
     // tile j is visible to all, and every warp is done with tile j - 1, whose buffers the
-    // prefetch below overwrites: the only barrier of the iteration
+    // prefetch below overwrites (double buffer: K and V; ring: V_{j-1}'s slot, with K_{j+1})
     __syncthreads();
-    if (j + 1 < n_tiles) {
+    if constexpr (kRing) {
+      if (j >= 1 && j + 1 < n_tiles) {
+        load_k(j + 1);
+        cp_async_commit();
+      }
+    } else if (j + 1 < n_tiles) {
       load_kv((j + 1) & 1, n0 + kTile);
       cp_async_commit();
     }
-    rope_streamed_tile<kD, kLo>(sK, sKl, j & 1, n0, T, rope, cosb, sinb);  // k~
+    rope_streamed_tile<kD, kLo>(sK, sKl, kslot(j), n0, T, rope, cosb, sinb);  // k~
     // a tile that hides every key from every row of the warp changes nothing
-    if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
-    const uint32_t off = (j & 1) * kTB;
+    const bool idle = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
+    if (!kRing && idle) continue;
+    const uint32_t koff = kslot(j) * kTB, voff = vslot(j) * kTB;
     // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
     // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
     // the diagonal cuts; t - key = dt[rr] - (column offset)
@@ -603,7 +646,15 @@ __global__ void __launch_bounds__(kThreads, 2)
       cut |= unsigned(kind == 2) << c;
     }
     float s[8][4];
-    tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
+    if (!idle) tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + koff, kl_b + koff);
+    if constexpr (kRing) {
+      if (j + 1 < n_tiles) {
+        __syncthreads();  // every warp has read K_j: V_{j+1} takes its slot
+        load_v(j + 1);
+        cp_async_commit();
+      }
+      if (idle) continue;
+    }
     const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     // the row max over the raw scores: scale > 0 and rounding is monotonic, so
     // fmul_rn(max s, scale) is the max of the scaled scores bit for bit (wstats unchanged)
@@ -665,7 +716,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           s[i][e] = pv;
         }
     }
-    mma_av_live<kD, kSplit>(acc, s, live, v_t + off);
+    mma_av_live<kD, kSplit>(acc, s, live, v_t + voff);
   }
 
   // Epilogue straight from the accumulators (no staging, no barrier): per row, y = cv v +
@@ -677,7 +728,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bool convex = d.combine_convex;
   const float A = convex ? fabsf(alpha) : alpha;
   const float c0 = convex ? 1.f / (1.f + A) : 1.f;  // the convex blend's normalisation
-  const bf* sVlast = sV + ((n_tiles - 1) & 1) * kTile * kS;
+  const bf* sVlast = sV + vslot(n_tiles - 1) * kTile * kS;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     float l = l_r[rr];
@@ -1181,6 +1232,12 @@ void launch_fwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
   const size_t sm = fwd_smem<kD>(kLo);
   auto kern = win_fwd_kernel<kD, kSplit, kLo>;
   grant_smem(kern, sm);
+  // the whole carveout as shared memory, so three 68 KiB CTAs fit on an SM (kLo: two); the
+  // kernel's few L1 reads (numden, sinks) come from L2 anyway
+  const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             int(cudaSharedmemCarveoutMaxShared));
+  LZ_CHECK(e == cudaSuccess, "lizard attention window (CUDA): cannot set the forward's carveout: ",
+           cudaGetErrorString(e));
   kern<<<dim3((d.T + kRows - 1) / kRows, d.B * d.H), kThreads, sm, s>>>(
       q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d);
 }
