@@ -610,6 +610,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
   const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_t = bt_addr<kD>(sV);
   const float scale = d.scale;
+  bool fresh = true;  // warp-uniform: no tile has added to acc, l yet
 
   for (int j = 0; j < n_tiles; ++j) {
     const int n0 = kv_begin + j * kTile;
@@ -688,16 +689,17 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
       const float m_new = fmaxf(m_r[rr], __fmul_rn(mx[rr], scale));
       // a row with nothing visible yet (no sinks): its acc and l are zero, P = 0
       base[rr] = m_new == -INFINITY ? 0.f : m_new;
-      // the rescale only where the row max grew (warp-uniform per 8-row group is not
-      // guaranteed, so the predicate stays per row)
-      if (m_new != m_r[rr]) {
+      // the rescale only where the row max grew, and not on the warp's first tile with work:
+      // acc and l are still exactly 0 there, and corr <= 1, so skipping it changes no bit
+      if (m_new != m_r[rr] && !fresh) {
         const float corr = fast_exp2(__fmul_rn(m_r[rr] - base[rr], kLog2e));
         l_r[rr] *= corr;
 #pragma unroll
         for (int i = 0; i < kNT; ++i) acc[i][2 * rr] *= corr, acc[i][2 * rr + 1] *= corr;
-        m_r[rr] = m_new;
       }
+      m_r[rr] = m_new;
     }
+    fresh = false;
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       if (!((live >> c) & 1u)) continue;
