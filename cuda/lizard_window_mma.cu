@@ -340,14 +340,26 @@ __device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, u
 }
 
 /// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
-/// two adjacent n8 accumulator tiles are exactly one A fragment. kLoHalf: the lo halves.
-template <bool kLoHalf = false>
+/// two adjacent n8 accumulator tiles are exactly one A fragment.
 __device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4], int kk) {
-  auto cv = [](float v) { return kLoHalf ? lo_part(v) : v; };
-  r[0] = pack_bf16(cv(x[2 * kk][0]), cv(x[2 * kk][1]));
-  r[1] = pack_bf16(cv(x[2 * kk][2]), cv(x[2 * kk][3]));
-  r[2] = pack_bf16(cv(x[2 * kk + 1][0]), cv(x[2 * kk + 1][1]));
-  r[3] = pack_bf16(cv(x[2 * kk + 1][2]), cv(x[2 * kk + 1][3]));
+  r[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+  r[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+  r[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+  r[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+}
+
+/// a_frag's hi fragment r and the lo halves' fragment rl of the same k-step: the hi floats are
+/// read back from r's packed halves (a shift or a mask) instead of rounding each value a second
+/// time, the same bits as lo_part (hi = float(bf16_rn(x)) either way), one instruction
+/// fewer per value.
+__device__ __forceinline__ void a_frag_split(uint32_t (&r)[4], uint32_t (&rl)[4],
+                                             const float (&x)[8][4], int kk) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float x0 = x[2 * kk + (q >> 1)][2 * (q & 1)], x1 = x[2 * kk + (q >> 1)][2 * (q & 1) + 1];
+    r[q] = pack_bf16(x0, x1);
+    rl[q] = pack_bf16(x0 - __uint_as_float(r[q] << 16), x1 - __uint_as_float(r[q] & 0xffff0000u));
+  }
 }
 
 /// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
@@ -362,8 +374,10 @@ __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float
   for (int kk = 0; kk < 4; ++kk) {
     if (!((live >> kk) & 1u)) continue;
     uint32_t a[4], al[4];
-    a_frag(a, x, kk);
-    if constexpr (kSplit) a_frag<true>(al, x, kk);
+    if constexpr (kSplit)
+      a_frag_split(a, al, x, kk);
+    else
+      a_frag(a, x, kk);
 #pragma unroll
     for (int dn = 0; dn < kD / 16; ++dn) {
       uint32_t fb[4];
