@@ -388,6 +388,24 @@ __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float
   }
 }
 
+/// mma_av_live with x already packed: pk[kk] is the bf16 A fragment of chunk kk (as a_frag),
+/// for weights rounded once where they are made (the inference forward).
+template <int kD>
+__device__ __forceinline__ void mma_av_packed(float (&acc)[kD / 8][4], const uint32_t (&pk)[4][4],
+                                              unsigned live, uint32_t bt) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (!((live >> kk) & 1u)) continue;
+#pragma unroll
+    for (int dn = 0; dn < kD / 16; ++dn) {
+      uint32_t fb[4];
+      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
+      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], pk[kk], fb);
+    }
+  }
+}
+
 constexpr float kLog2e = 1.4426950408889634f;
 
 /// The backward's softmax weight of a score s (raw q~.k~) against its row's saved statistics,
@@ -714,25 +732,38 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
       m_r[rr] = m_new;
     }
     fresh = false;
+    // the weights, in a_frag's pair order (chunk c, pair q: row rr = q & 1, so each row sums
+    // its weights in the order h = 0, 1 as before). The backward's form (bwd_weight with nl =
+    // 0): s scale - m in one fused rounding (exact near the max, where the weights matter),
+    // then 2^(x log2e): 3 instructions instead of 4 (multiply, subtract, __expf's multiply,
+    // ex2); a masked -inf gives 0. Inference: each pair rounded to bf16 once, packed as the
+    // mma's A fragment, and the denominator sums those rounded weights (read back from the
+    // packed halves), the values the mma sums.
+    uint32_t pk[4][4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       if (!((live >> c) & 1u)) continue;
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = 2 * c + h;
-          // the backward's form (bwd_weight with nl = 0): s scale - m in one fused rounding
-          // (exact near the max, where the weights matter), then 2^(x log2e): 3 instructions
-          // instead of 4 (multiply, subtract, __expf's multiply, ex2); a masked -inf gives 0
-          const float p = fast_exp2(__fmul_rn(__fmaf_rn(s[i][e], scale, -base[e >> 1]), kLog2e));
-          // inference: the denominator sums the rounded weights the mma sums
-          const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
-          l_r[e >> 1] += pv;
-          s[i][e] = pv;
+      for (int q = 0; q < 4; ++q) {
+        const int i = 2 * c + (q >> 1), e = 2 * (q & 1), rr = q & 1;
+        const float p0 = fast_exp2(__fmul_rn(__fmaf_rn(s[i][e], scale, -base[rr]), kLog2e));
+        const float p1 = fast_exp2(__fmul_rn(__fmaf_rn(s[i][e + 1], scale, -base[rr]), kLog2e));
+        if constexpr (kSplit) {
+          l_r[rr] += p0;
+          l_r[rr] += p1;
+          s[i][e] = p0;
+          s[i][e + 1] = p1;
+        } else {
+          pk[c][q] = pack_bf16(p0, p1);
+          l_r[rr] += __uint_as_float(pk[c][q] << 16);
+          l_r[rr] += __uint_as_float(pk[c][q] & 0xffff0000u);
         }
+      }
     }
-    mma_av_live<kD, kSplit>(acc, s, live, v_t + voff);
+    if constexpr (kSplit)
+      mma_av_live<kD, true>(acc, s, live, v_t + voff);
+    else
+      mma_av_packed<kD>(acc, pk, live, v_t + voff);
   }
 
   // Epilogue straight from the accumulators (no staging, no barrier): per row, y = cv v +
