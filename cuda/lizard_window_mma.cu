@@ -5,7 +5,8 @@
 // dims other than 32, 64 and 128 take the f32 window kernels (tc_window_supported).
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
-// streams through shared memory in tiles of 64 rows, cp.async double-buffered (RoPE'd operands
+// streams through shared memory in tiles of 64 rows, cp.async double-buffered (the forward
+// without split RoPE scores: K and V through a ring of 3 tiles, see win_fwd_kernel; RoPE'd operands
 // land raw and are rotated in place in f32, behind one more barrier); only the tiles a window
 // touches are visited (3 at w = 128), a warp skips a tile that hides all its pairs, and inside a
 // tile works in 16-key (key side: 16-query) chunks: a chunk the warp cannot see gets no weight
@@ -13,7 +14,8 @@
 // diagonal cuts (2 of the 9 a 16-row warp sees at w = 128). Scores, P, dP' live in mma.sync
 // m16n8k16 accumulators (bf16 operands, f32 accumulation); ldmatrix feeds the fragments.
 //   forward  (b, h, 64 queries): online softmax over the key tiles, the row max starting at the
-//            sinks' max; y = combine(g, l) and wstats = (max, den) through a staged epilogue.
+//            sinks' max; y = combine(g, l) from the accumulators (per-row coefficients, the
+//            own rows of v from the last V tile) and wstats = (max, den).
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
 //            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
 //            the second backwards from the last tile, whose P and dP' are still in registers.
@@ -30,8 +32,12 @@
 // sums the f32 weights; with window RoPE the scores take q~ and k~ as hi + lo pairs (three
 // mma's: hi hi, lo hi, hi lo, in that order everywhere), so the scores are those of the exact
 // rotation to about 2^-16. Inference: bf16 P, the denominator sums the rounded weights.
-// The forward's online softmax rescales earlier tiles by exp(m_old - m_new) (f32), so wstats
-// are the f32 statistics of the recomputed scores to a few 1e-7 relative.
+// The forward's online softmax rescales earlier tiles by exp(m_old - m_new) (f32) and takes
+// its weights as the backward does (2^((s scale - m) log2e), the inner difference one fused
+// rounding), so wstats are the f32 statistics of the recomputed scores to a few 1e-7
+// relative. The combine's y = cv v + cm M + cl acc per row (coefficients from den, eps,
+// alpha and the window denominator) differs from the divisions of global_out by a few f32
+// ulps, far below y's bf16 rounding.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -51,8 +57,10 @@ constexpr int kRows = 64;  // rows a CTA owns: queries (forward, bwd q) or keys 
 constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or queries (bwd k)
 // __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
-// bytes. With it (nvcc 13, sm_90a): D = 128 uses 191 (forward, inference), 240 (query side)
-// and 255 registers (split forward: 4 bytes spilled; key side: none); D = 32, 64: no spills.
+// bytes. With it (nvcc 13, sm_90a): D = 128 uses 240 (query side) and 255 registers (key
+// side), no spills; D = 32, 64: no spills. The forward asks for three CTAs per SM (168
+// registers; 68 KiB of smem through its K/V ring) except with split scores (kLo: two): D =
+// 128 uses 164 (inference), 167 (split P) and 174 registers (kLo), no spills.
 constexpr int kThreads = 128;
 
 /// Shared-memory row stride (elements): +16 bytes, so the 8 rows of an ldmatrix hit distinct
@@ -332,14 +340,26 @@ __device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, u
 }
 
 /// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
-/// two adjacent n8 accumulator tiles are exactly one A fragment. kLoHalf: the lo halves.
-template <bool kLoHalf = false>
+/// two adjacent n8 accumulator tiles are exactly one A fragment.
 __device__ __forceinline__ void a_frag(uint32_t (&r)[4], const float (&x)[8][4], int kk) {
-  auto cv = [](float v) { return kLoHalf ? lo_part(v) : v; };
-  r[0] = pack_bf16(cv(x[2 * kk][0]), cv(x[2 * kk][1]));
-  r[1] = pack_bf16(cv(x[2 * kk][2]), cv(x[2 * kk][3]));
-  r[2] = pack_bf16(cv(x[2 * kk + 1][0]), cv(x[2 * kk + 1][1]));
-  r[3] = pack_bf16(cv(x[2 * kk + 1][2]), cv(x[2 * kk + 1][3]));
+  r[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+  r[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+  r[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+  r[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+}
+
+/// a_frag's hi fragment r and the lo halves' fragment rl of the same k-step: the hi floats are
+/// read back from r's packed halves (a shift or a mask) instead of rounding each value a second
+/// time, the same bits as lo_part (hi = float(bf16_rn(x)) either way), one instruction
+/// fewer per value.
+__device__ __forceinline__ void a_frag_split(uint32_t (&r)[4], uint32_t (&rl)[4],
+                                             const float (&x)[8][4], int kk) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float x0 = x[2 * kk + (q >> 1)][2 * (q & 1)], x1 = x[2 * kk + (q >> 1)][2 * (q & 1) + 1];
+    r[q] = pack_bf16(x0, x1);
+    rl[q] = pack_bf16(x0 - __uint_as_float(r[q] << 16), x1 - __uint_as_float(r[q] & 0xffff0000u));
+  }
 }
 
 /// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
@@ -354,14 +374,34 @@ __device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float
   for (int kk = 0; kk < 4; ++kk) {
     if (!((live >> kk) & 1u)) continue;
     uint32_t a[4], al[4];
-    a_frag(a, x, kk);
-    if constexpr (kSplit) a_frag<true>(al, x, kk);
+    if constexpr (kSplit)
+      a_frag_split(a, al, x, kk);
+    else
+      a_frag(a, x, kk);
 #pragma unroll
     for (int dn = 0; dn < kD / 16; ++dn) {
       uint32_t fb[4];
       ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
       mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
       if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
+    }
+  }
+}
+
+/// mma_av_live with x already packed: pk[kk] is the bf16 A fragment of chunk kk (as a_frag),
+/// for weights rounded once where they are made (the inference forward).
+template <int kD>
+__device__ __forceinline__ void mma_av_packed(float (&acc)[kD / 8][4], const uint32_t (&pk)[4][4],
+                                              unsigned live, uint32_t bt) {
+  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (!((live >> kk) & 1u)) continue;
+#pragma unroll
+    for (int dn = 0; dn < kD / 16; ++dn) {
+      uint32_t fb[4];
+      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
+      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], pk[kk], fb);
     }
   }
 }
@@ -521,18 +561,20 @@ __device__ __forceinline__ QueryCta query_cta(const Dims& d) {
 }
 
 // ---------------------------------------------------------------------------------------
-/// Shared memory of the forward: q~ (and its lo half), K~ (and lo) and V double-buffered; the
-/// epilogue's f32 staging of l overlays the K/V buffers.
+/// Shared memory of the forward: q~, then (kLo) its lo half and K~, k~ lo, V double-buffered,
+/// or (else) a ring of 3 tile slots that K~_j, V_j stream through in the order K0 V0 K1 V1 ..
+/// (68 KiB at D = 128 instead of 87: three CTAs per SM). The epilogue reads the v rows of its
+/// own queries from the last V tile.
 template <int kD>
 size_t fwd_smem(bool lo) {
-  return size_t(kRows * (lo ? 2 : 1) + 2 * kTile * (lo ? 2 : 1) + 2 * kTile) * row_stride<kD>() * 2;
+  return size_t(lo ? 2 * kRows + 6 * kTile : kRows + 3 * kTile) * row_stride<kD>() * 2;
 }
 
 /// Window branch and combine: grid (ceil(T / 64), B*H). y and wstats as window_tc_launch
 /// states. kSplit (training): P V with P as a bf16 hi + lo pair, the denominator from the f32
 /// weights; kLo (training with window RoPE): q~, k~ as hi + lo pairs in the scores.
 template <int kD, bool kSplit, bool kLo>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     win_fwd_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                    const float* __restrict__ cosb, const float* __restrict__ sinb,
                    const float* __restrict__ tau, const float* __restrict__ alpha_p,
@@ -544,9 +586,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf* sQ = reinterpret_cast<bf*>(smem_raw);         // [64][kS] q~
   bf* sQl = sQ + kRows * kS;                        // [64][kS] q~ lo (kLo)
-  bf* sK = sQ + (kLo ? 2 : 1) * kRows * kS;         // [2][64][kS] k~
+  bf* sK = sQ + (kLo ? 2 : 1) * kRows * kS;         // kLo: [2][64][kS] k~; else the ring [3][64][kS]
   bf* sKl = sK + 2 * kTile * kS;                    // [2][64][kS] k~ lo (kLo)
-  bf* sV = sK + (kLo ? 4 : 2) * kTile * kS;         // [2][64][kS] v
+  bf* sV = kLo ? sK + 4 * kTile * kS : sK;          // [2][64][kS] v (kLo); else the ring
+  // Without kLo the K and V tiles stream through a ring of 3 slots, load n (K0 V0 K1 V1 ..)
+  // into slot n % 3: K_j in slot 2j % 3, V_j in (2j + 1) % 3. K_{j+1} overwrites V_{j-1} once
+  // every warp is past iteration j - 1 (the iteration's first barrier), V_{j+1} overwrites
+  // K_j once every warp has its scores (a second barrier): 3 tiles of smem instead of 4.
+  constexpr bool kRing = !kLo;
+  auto kslot = [](int j) { return kRing ? (2 * j) % 3 : j & 1; };
+  auto vslot = [](int j) { return kRing ? (2 * j + 1) % 3 : j & 1; };
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w;
@@ -557,9 +606,25 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bf *kg = k + cta.kvoff, *vg = v + cta.kvoff;
   const bool rope = d.rope;
   auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
+  auto load_k = [&](int j) {
+    cp_rows<kD>(sK + kslot(j) * kTile * kS, kg, ldk, kv_begin + j * kTile, T);
+  };
+  auto load_v = [&](int j) {
+    cp_rows<kD>(sV + vslot(j) * kTile * kS, vg, ldk, kv_begin + j * kTile, T);
+  };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, cta.ldq, t0, T, rope, cosb, sinb);
-  load_kv(0, kv_begin);
-  cp_async_commit();
+  if constexpr (kRing) {
+    load_k(0);
+    load_v(0);
+    cp_async_commit();  // group 0: q (raw), K0, V0
+    if (n_tiles > 1) {
+      load_k(1);
+      cp_async_commit();  // group 1: K1, in flight through iteration 0
+    }
+  } else {
+    load_kv(0, kv_begin);
+    cp_async_commit();
+  }
   // the epilogue's numden rows t0.. (contiguous)
   prefetch_rows_l2(numden + (int64_t(bh) * T + t0) * (kD + 1), 0, 1,
                    min(kRows, T - t0) * (kD + 1) * int(sizeof(float)));
@@ -577,21 +642,32 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
   const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_t = bt_addr<kD>(sV);
   const float scale = d.scale;
+  bool fresh = true;  // warp-uniform: no tile has added to acc, l yet
 
   for (int j = 0; j < n_tiles; ++j) {
     const int n0 = kv_begin + j * kTile;
-    cp_async_wait<0>();
+    // ring: at j = 0 only K1 may stay in flight; later every committed group is K_j or V_j
+    if (kRing && j == 0 && n_tiles > 1)
+      cp_async_wait<1>();
+    else
+      cp_async_wait<0>();
     // tile j is visible to all, and every warp is done with tile j - 1, whose buffers the
-    // prefetch below overwrites: the only barrier of the iteration
+    // prefetch below overwrites (double buffer: K and V; ring: V_{j-1}'s slot, with K_{j+1})
     __syncthreads();
-    if (j + 1 < n_tiles) {
+    if constexpr (kRing) {
+      if (j >= 1 && j + 1 < n_tiles) {
+        load_k(j + 1);
+        cp_async_commit();
+      }
+    } else if (j + 1 < n_tiles) {
       load_kv((j + 1) & 1, n0 + kTile);
       cp_async_commit();
     }
-    rope_streamed_tile<kD, kLo>(sK, sKl, j & 1, n0, T, rope, cosb, sinb);  // k~
+    rope_streamed_tile<kD, kLo>(sK, sKl, kslot(j), n0, T, rope, cosb, sinb);  // k~
     // a tile that hides every key from every row of the warp changes nothing
-    if (wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w) continue;
-    const uint32_t off = (j & 1) * kTB;
+    const bool idle = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
+    if (!kRing && idle) continue;
+    const uint32_t koff = kslot(j) * kTB, voff = vslot(j) * kTB;
     // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
     // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
     // the diagonal cuts; t - key = dt[rr] - (column offset)
@@ -603,109 +679,133 @@ __global__ void __launch_bounds__(kThreads, 2)
       cut |= unsigned(kind == 2) << c;
     }
     float s[8][4];
-    tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + off, kl_b + off);
+    if (!idle) tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + koff, kl_b + koff);
+    if constexpr (kRing) {
+      if (j + 1 < n_tiles) {
+        __syncthreads();  // every warp has read K_j: V_{j+1} takes its slot
+        load_v(j + 1);
+        cp_async_commit();
+      }
+      if (idle) continue;
+    }
     const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+    // the row max over the raw scores: scale > 0 and rounding is monotonic, so
+    // fmul_rn(max s, scale) is the max of the scaled scores bit for bit (wstats unchanged)
     float mx[2] = {-INFINITY, -INFINITY};
-    auto scale_chunk = [&](auto mask_c, const int c) {
+    auto max_chunk = [&](auto mask_c, const int c) {
       constexpr bool kMask = decltype(mask_c)::value;
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int i = 2 * c + h;
-          float x = __fmul_rn(s[i][e], scale);  // no FMA contraction: as the backward rounds it
           if constexpr (kMask) {
-            if (unsigned(dt[e >> 1] - (8 * i + (e & 1))) >= unsigned(w)) x = -INFINITY;
+            if (unsigned(dt[e >> 1] - (8 * i + (e & 1))) >= unsigned(w)) s[i][e] = -INFINITY;
           }
-          s[i][e] = x;
-          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[i][e]);
         }
     };
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       if (!((live >> c) & 1u)) continue;
       if ((cut >> c) & 1u)
-        scale_chunk(std::true_type(), c);
+        max_chunk(std::true_type(), c);
       else
-        scale_chunk(std::false_type(), c);
+        max_chunk(std::false_type(), c);
     }
     float base[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
       mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-      const float m_new = fmaxf(m_r[rr], mx[rr]);
+      const float m_new = fmaxf(m_r[rr], __fmul_rn(mx[rr], scale));
       // a row with nothing visible yet (no sinks): its acc and l are zero, P = 0
       base[rr] = m_new == -INFINITY ? 0.f : m_new;
-      if (m_new != m_r[rr]) {
-        const float corr = __expf(m_r[rr] - base[rr]);
+      // the rescale only where the row max grew, and not on the warp's first tile with work:
+      // acc and l are still exactly 0 there, and corr <= 1, so skipping it changes no bit
+      if (m_new != m_r[rr] && !fresh) {
+        const float corr = fast_exp2(__fmul_rn(m_r[rr] - base[rr], kLog2e));
         l_r[rr] *= corr;
 #pragma unroll
         for (int i = 0; i < kNT; ++i) acc[i][2 * rr] *= corr, acc[i][2 * rr + 1] *= corr;
-        m_r[rr] = m_new;
       }
+      m_r[rr] = m_new;
     }
+    fresh = false;
+    // the weights, in a_frag's pair order (chunk c, pair q: row rr = q & 1, so each row sums
+    // its weights in the order h = 0, 1 as before). The backward's form (bwd_weight with nl =
+    // 0): s scale - m in one fused rounding (exact near the max, where the weights matter),
+    // then 2^(x log2e): 3 instructions instead of 4 (multiply, subtract, __expf's multiply,
+    // ex2); a masked -inf gives 0. Inference: each pair rounded to bf16 once, packed as the
+    // mma's A fragment, and the denominator sums those rounded weights (read back from the
+    // packed halves), the values the mma sums.
+    uint32_t pk[4][4];
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       if (!((live >> c) & 1u)) continue;
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = 2 * c + h;
-          const float p = __expf(__fsub_rn(s[i][e], base[e >> 1]));
-          // inference: the denominator sums the rounded weights the mma sums
-          const float pv = kSplit ? p : __bfloat162float(__float2bfloat16(p));
-          l_r[e >> 1] += pv;
-          s[i][e] = pv;
+      for (int q = 0; q < 4; ++q) {
+        const int i = 2 * c + (q >> 1), e = 2 * (q & 1), rr = q & 1;
+        const float p0 = fast_exp2(__fmul_rn(__fmaf_rn(s[i][e], scale, -base[rr]), kLog2e));
+        const float p1 = fast_exp2(__fmul_rn(__fmaf_rn(s[i][e + 1], scale, -base[rr]), kLog2e));
+        if constexpr (kSplit) {
+          l_r[rr] += p0;
+          l_r[rr] += p1;
+          s[i][e] = p0;
+          s[i][e + 1] = p1;
+        } else {
+          pk[c][q] = pack_bf16(p0, p1);
+          l_r[rr] += __uint_as_float(pk[c][q] << 16);
+          l_r[rr] += __uint_as_float(pk[c][q] & 0xffff0000u);
         }
+      }
     }
-    mma_av_live<kD, kSplit>(acc, s, live, v_t + off);
+    if constexpr (kSplit)
+      mma_av_live<kD, true>(acc, s, live, v_t + voff);
+    else
+      mma_av_packed<kD>(acc, pk, live, v_t + voff);
   }
 
-  float inv[2];
+  // Epilogue straight from the accumulators (no staging, no barrier): per row, y = cv v +
+  // cm M + cl acc (y = combine(g, l), g = v + M / den or (M + den v) / eps, l = acc / den_w;
+  // numden row = [M | den]), three per-row coefficients instead of two divisions and a
+  // select per element. The rows of v it needs (queries t0..) are the last key tile, still in
+  // its sV buffer: the last iteration's barrier made it visible and nothing overwrites it.
+  const float alpha = alpha_p[0];
+  const bool convex = d.combine_convex;
+  const float A = convex ? fabsf(alpha) : alpha;
+  const float c0 = convex ? 1.f / (1.f + A) : 1.f;  // the convex blend's normalisation
+  const bf* sVlast = sV + vslot(n_tiles - 1) * kTile * kS;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     float l = l_r[rr];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     for (int j = 0; j < d.m; ++j) l += __expf(tr[j] - m_r[rr]);
-    inv[rr] = l > 0.f ? 1.f / l : 0.f;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
     const int t = wr0 + g + 8 * rr;
-    if (t4 == 0 && t < T) {
+    if (t >= T) continue;
+    if (t4 == 0) {
       float* ws = wstats + (int64_t(bh) * T + t) * 2;
       ws[0] = m_r[rr];
       ws[1] = l;
     }
-  }
-  // l = acc / den staged in f32 over the K/V buffers, then y row by row: numden [B,H,T,D+1]
-  // rows t0.. are contiguous, so the combine reads them coalesced
-  constexpr int kL = kD + 4;
-  float* stage = reinterpret_cast<float*>(sK);  // [64][kL]
-  __syncthreads();  // every warp is done with sK, sV
-#pragma unroll
-  for (int i = 0; i < kNT; ++i)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
-      *reinterpret_cast<float2*>(stage + (warp * 16 + g + 8 * rr) * kL + 8 * i + 2 * t4) =
-          make_float2(acc[i][2 * rr] * inv[rr], acc[i][2 * rr + 1] * inv[rr]);
-  __syncthreads();
-  const float alpha = alpha_p[0];
-  const bool convex = d.combine_convex;
-  const float A = convex ? fabsf(alpha) : alpha;
-  const int n = min(kRows, T - t0);
-#pragma unroll 4
-  for (int i = threadIdx.x; i < n * (kD / 2); i += kThreads) {
-    const int r = i / (kD / 2), jj = (i % (kD / 2)) * 2, t = t0 + r;
     const float* nd = numden + (int64_t(bh) * T + t) * (kD + 1);
-    const __nv_bfloat162 vt = *reinterpret_cast<const __nv_bfloat162*>(vg + int64_t(t) * ldk + jj);
-    const float g0 = global_out(nd, __low2float(vt), jj, d);
-    const float g1 = global_out(nd, __high2float(vt), jj + 1, d);
-    const float l0 = stage[r * kL + jj], l1 = stage[r * kL + jj + 1];
-    const float y0 = convex ? (g0 + A * l0) / (1.f + A) : g0 + alpha * l0;
-    const float y1 = convex ? (g1 + A * l1) / (1.f + A) : g1 + alpha * l1;
-    *reinterpret_cast<__nv_bfloat162*>(y + ((int64_t(b) * T + t) * d.H + h) * kD + jj) =
-        __floats2bfloat162_rn(y0, y1);
+    const float den = nd[kD];
+    const bool small = den < d.eps;  // global_out's two forms
+    const float rb = 1.f / (small ? d.eps : den);
+    const float cv = c0 * (small ? den * rb : 1.f), cm = c0 * rb, cl = A * c0 * inv;
+    const bf* vr = sVlast + (warp * 16 + g + 8 * rr) * kS + 2 * t4;
+    bf* yr = y + ((int64_t(b) * T + t) * d.H + h) * kD + 2 * t4;
+    nd += 2 * t4;
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      const float2 vt = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vr + 8 * i));
+      const float m0 = nd[8 * i], m1 = nd[8 * i + 1];
+      const float y0 = __fmaf_rn(cm, m0, __fmaf_rn(cv, vt.x, cl * acc[i][2 * rr]));
+      const float y1 = __fmaf_rn(cm, m1, __fmaf_rn(cv, vt.y, cl * acc[i][2 * rr + 1]));
+      *reinterpret_cast<__nv_bfloat162*>(yr + 8 * i) = __floats2bfloat162_rn(y0, y1);
+    }
   }
 }
 
@@ -1179,6 +1279,12 @@ void launch_fwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
   const size_t sm = fwd_smem<kD>(kLo);
   auto kern = win_fwd_kernel<kD, kSplit, kLo>;
   grant_smem(kern, sm);
+  // the whole carveout as shared memory, so three 68 KiB CTAs fit on an SM (kLo: two); the
+  // kernel's few L1 reads (numden, sinks) come from L2 anyway
+  const cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             int(cudaSharedmemCarveoutMaxShared));
+  LZ_CHECK(e == cudaSuccess, "lizard attention window (CUDA): cannot set the forward's carveout: ",
+           cudaGetErrorString(e));
   kern<<<dim3((d.T + kRows - 1) / kRows, d.B * d.H), kThreads, sm, s>>>(
       q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d);
 }
