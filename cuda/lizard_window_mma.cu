@@ -230,113 +230,101 @@ __device__ __forceinline__ uint32_t bt_addr(const bf* base) {
          2 * (((lane & 7) + ((lane >> 3) & 1) * 8) * row_stride<kD>() + (lane >> 4) * 8);
 }
 
-/// s [8 n8 tiles][4] = A B^T for the warp's 16 rows of A (lane address a) and the 64 rows of B
-/// (lane address b), over kD. kLo: split operands (al, bl: the lo halves), three mma's per
-/// step; kBLoFirst orders them hi hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else
-/// hi hi, Alo*hi, hi*Blo (A = q~, B = k~): either way q_lo k_hi before q_hi k_lo, so both
-/// sides accumulate every score in the same order.
-/// kN0, kN1: only the 16-row blocks nn of B in [kN0, kN1) (the n8 tiles 2 nn, 2 nn + 1 of s);
-/// the other scores stay 0.
-template <int kD, bool kLo, bool kBLoFirst, int kN0 = 0, int kN1 = 4>
-__device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t al, uint32_t b,
-                                         uint32_t bl) {
-  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
-#pragma unroll
-  for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < kD / 16; ++kk) {
-    uint32_t fa[4], fal[4];
-    ldsm_x4(fa, a + kk * 32);
-    if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
-#pragma unroll
-    for (int nn = kN0; nn < kN1; ++nn) {
-      uint32_t fb[4];
-      ldsm_x4(fb, b + nn * kRowB + kk * 32);
-      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
-      if constexpr (kLo) {
-        uint32_t fbl[4];
-        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
-        if constexpr (kBLoFirst) {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-        } else {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-        }
-      }
+/// The products of one k-step into the score pair (s0, s1) (the two n8 tiles of one 16-row
+/// block of B): hi hi, then with kLo the lo terms, the B lo fragment loaded here from bl, in the
+/// order kBLoFirst picks (see tile_scores).
+template <bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void mma_score_step(float (&s0)[4], float (&s1)[4],
+                                               const uint32_t (&fa)[4], const uint32_t (&fal)[4],
+                                               const uint32_t (&fb)[4], uint32_t bl) {
+  mma_bf16_x2(s0, s1, fa, fb);
+  if constexpr (kLo) {
+    uint32_t fbl[4];
+    ldsm_x4(fbl, bl);
+    if constexpr (kBLoFirst) {
+      mma_bf16_x2(s0, s1, fa, fbl);
+      mma_bf16_x2(s0, s1, fal, fb);
+    } else {
+      mma_bf16_x2(s0, s1, fal, fb);
+      mma_bf16_x2(s0, s1, fa, fbl);
     }
   }
 }
 
-/// s = A B^T (as tile_abt<kD, kLo, kBLoFirst>) and dp = A2 B2^T (plain bf16) over the 16-row blocks
-/// nn in [kN0, kN1), in one k loop: twice the independent mma chains between the dependent
-/// ones of each score; every score sums its k-steps in the same order as tile_abt (same bits).
-template <int kD, bool kLo, bool kBLoFirst, int kN0, int kN1>
-__device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
-                                              uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
-                                              uint32_t b2) {
+/// s [8 n8 tiles][4] = A B^T for the warp's 16 rows of A (lane address a) and the 64 rows of B
+/// (lane address b), over kD; with kPair also dp = A2 B2^T (plain bf16; lane addresses a2, b2)
+/// in the same k loop: twice the independent mma chains between the dependent ones of each
+/// score, every score summing its k-steps in the same order either way (same bits).
+/// kLo: split operands (al, bl: the lo halves), three mma's per step; kBLoFirst orders them hi
+/// hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else hi hi, Alo*hi, hi*Blo (A = q~, B =
+/// k~): either way q_lo k_hi before q_hi k_lo, so both sides accumulate every score in the same
+/// order. kN0, kN1: only the 16-row blocks nn of B in [kN0, kN1) (the n8 tiles 2 nn, 2 nn + 1
+/// of s and dp); the other entries stay 0.
+template <int kD, bool kLo, bool kBLoFirst, int kN0, int kN1, bool kPair>
+__device__ __forceinline__ void tile_scores(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
+                                            uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
+                                            uint32_t b2) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
 #pragma unroll
   for (int i = 0; i < 8; ++i)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      s[i][e] = 0.f;
+      if constexpr (kPair) dp[i][e] = 0.f;
+    }
 #pragma unroll
   for (int kk = 0; kk < kD / 16; ++kk) {
     uint32_t fa[4], fal[4], fa2[4];
     ldsm_x4(fa, a + kk * 32);
     if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
-    ldsm_x4(fa2, a2 + kk * 32);
+    if constexpr (kPair) ldsm_x4(fa2, a2 + kk * 32);
 #pragma unroll
     for (int nn = kN0; nn < kN1; ++nn) {
-      uint32_t fb[4], fb2[4];
+      uint32_t fb[4];
       ldsm_x4(fb, b + nn * kRowB + kk * 32);
-      ldsm_x4(fb2, b2 + nn * kRowB + kk * 32);
-      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
-      mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], fa2, fb2);
-      if constexpr (kLo) {
-        uint32_t fbl[4];
-        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
-        if constexpr (kBLoFirst) {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-        } else {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-        }
+      mma_score_step<kLo, kBLoFirst>(s[2 * nn], s[2 * nn + 1], fa, fal, fb,
+                                     bl + nn * kRowB + kk * 32);
+      if constexpr (kPair) {
+        uint32_t fb2[4];
+        ldsm_x4(fb2, b2 + nn * kRowB + kk * 32);
+        mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], fa2, fb2);
       }
     }
   }
 }
 
-/// tile_abt_pair over the halves of the 64 B rows that hold a chunk of `live` (as
-/// tile_abt_live).
+/// tile_scores over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
+/// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
+/// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
+/// of a CTA's 16-row blocks of its first and last tiles hide every pair from their warp).
+/// Entries outside the computed half are 0, and the caller never reads them.
+template <int kD, bool kLo, bool kBLoFirst, bool kPair>
+__device__ __forceinline__ void tile_scores_live(float (&s)[8][4], float (&dp)[8][4],
+                                                 unsigned live, uint32_t a, uint32_t al,
+                                                 uint32_t b, uint32_t bl, uint32_t a2,
+                                                 uint32_t b2) {
+  if ((live & 3u) && (live & 12u))
+    tile_scores<kD, kLo, kBLoFirst, 0, 4, kPair>(s, dp, a, al, b, bl, a2, b2);
+  else if (live & 3u)
+    tile_scores<kD, kLo, kBLoFirst, 0, 2, kPair>(s, dp, a, al, b, bl, a2, b2);
+  else
+    tile_scores<kD, kLo, kBLoFirst, 2, 4, kPair>(s, dp, a, al, b, bl, a2, b2);
+}
+
+/// s = A B^T alone (tile_scores without the second product) over the live halves.
+template <int kD, bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, uint32_t a,
+                                              uint32_t al, uint32_t b, uint32_t bl) {
+  tile_scores_live<kD, kLo, kBLoFirst, false>(s, s, live, a, al, b, bl, 0u, 0u);
+}
+
+/// s = A B^T and dp = A2 B2^T (plain bf16) in one k loop over the live halves.
 template <int kD, bool kLo, bool kBLoFirst>
 __device__ __forceinline__ void tile_abt_pair_live(float (&s)[8][4], float (&dp)[8][4],
                                                    unsigned live, uint32_t a, uint32_t al,
                                                    uint32_t b, uint32_t bl, uint32_t a2,
                                                    uint32_t b2) {
-  if ((live & 3u) && (live & 12u))
-    tile_abt_pair<kD, kLo, kBLoFirst, 0, 4>(s, dp, a, al, b, bl, a2, b2);
-  else if (live & 3u)
-    tile_abt_pair<kD, kLo, kBLoFirst, 0, 2>(s, dp, a, al, b, bl, a2, b2);
-  else
-    tile_abt_pair<kD, kLo, kBLoFirst, 2, 4>(s, dp, a, al, b, bl, a2, b2);
-}
-
-/// tile_abt over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
-/// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
-/// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
-/// of a CTA's 16-row blocks of its first and last tiles hide every pair from their warp).
-/// Scores outside the computed half are 0, and the caller never reads them.
-template <int kD, bool kLo, bool kBLoFirst>
-__device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, uint32_t a,
-                                              uint32_t al, uint32_t b, uint32_t bl) {
-  if ((live & 3u) && (live & 12u))
-    tile_abt<kD, kLo, kBLoFirst, 0, 4>(s, a, al, b, bl);
-  else if (live & 3u)
-    tile_abt<kD, kLo, kBLoFirst, 0, 2>(s, a, al, b, bl);
-  else
-    tile_abt<kD, kLo, kBLoFirst, 2, 4>(s, a, al, b, bl);
+  tile_scores_live<kD, kLo, kBLoFirst, true>(s, dp, live, a, al, b, bl, a2, b2);
 }
 
 /// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
@@ -842,12 +830,26 @@ __device__ __forceinline__ BwdSmem bwd_smem_carve(unsigned char* raw) {
   return m;
 }
 
+/// Shared memory of the query side: q~ (and its lo half when lo), dy, two slots that the key
+/// tiles K~ and V take in turn (win_bwd_q_kernel), the lo half of the current K~ tile (lo),
+/// then f32 per-row scalars: 4 tiles, 68 KiB at D = 128 without RoPE (three CTAs per SM; the
+/// double-buffered K~, V pairs took 6, 102 KiB), 6 with it.
+template <int kD>
+size_t bwd_q_smem(bool lo, int floats) {
+  return size_t((lo ? 2 : 1) * kRows + kRows + 2 * kTile + (lo ? kTile : 0)) * row_stride<kD>() *
+             2 +
+         sizeof(float) * size_t(floats);
+}
+
 /// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
 /// [dg/den, dden], cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
 /// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and added into
 /// dq (rows owned). kLo: split scores (window RoPE in training).
+/// Three CTAs per SM without kLo (168 registers, 68 KiB): the key tiles stream through two
+/// slots, K~ of stream step i in slot i & 1 and V in the other, the accumulator of dq~ lives
+/// only from the last tile of pass 0 on, and pass 1 works in halves of 32 keys.
 template <int kD, bool kLo>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     win_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
                      const float* __restrict__ tau, const float* __restrict__ alpha_p,
@@ -855,14 +857,16 @@ __global__ void __launch_bounds__(kThreads, 2)
                      const bf* __restrict__ dy, float* __restrict__ dO, float* __restrict__ cself,
                      float* __restrict__ delta_out, float* __restrict__ dq,
                      float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
-  constexpr int kNT = kD / 8, D1 = kD + 1;
+  constexpr int kS = row_stride<kD>(), kNT = kD / 8, D1 = kD + 1;
   constexpr uint32_t kTB = tile_bytes<kD>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const BwdSmem sm = bwd_smem_carve<kD, kLo>(smem_raw);
-  bf *sQ = sm.own, *sQl = sm.own_lo, *sDY = sm.own2;  // [64][kS] q~, q~ lo (kLo), dy
-  bf *sK = sm.str, *sKl = sm.str_lo, *sV = sm.str2;   // [2][64][kS] k~, k~ lo (kLo), v
-  float* sdyg = sm.f32;                               // [64] dy.g per row
-  float* sred = sdyg + kRows;                         // [1 + m] dalpha, dtau
+  bf* sQ = reinterpret_cast<bf*>(smem_raw);  // [64][kS] q~
+  bf* sQl = sQ + kRows * kS;                 // [64][kS] q~ lo (kLo)
+  bf* sDY = sQ + (kLo ? 2 : 1) * kRows * kS; // [64][kS] dy
+  bf* sSt = sDY + kRows * kS;                // [2][64][kS] the K~ / V slots
+  bf* sKl = sSt + 2 * kTile * kS;            // [64][kS] the current K~ tile's lo half (kLo)
+  float* sdyg = reinterpret_cast<float*>(sKl + (kLo ? kTile * kS : 0));  // [64] dy.g per row
+  float* sred = sdyg + kRows;                                            // [1 + m] dalpha, dtau
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w;
@@ -871,13 +875,26 @@ __global__ void __launch_bounds__(kThreads, 2)
             n_tiles = cta.n_tiles;
   const int64_t ldq = cta.ldq, ldk = cta.ldk;
   const bf *dyg = dy + cta.qoff, *kg = k + cta.kvoff, *vg = v + cta.kvoff;
-  const bool rope = d.rope, convex = d.combine_convex;
+  // window RoPE comes with the split scores (window_bwd_tc_launch): without kLo no rotation code
+  const bool rope = kLo && d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
   const float cA = convex ? 1.f / (1.f + A) : 1.f;  // dg = dy cA (convex: dy / (1 + |alpha|))
-  auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
+  // The stream: step i < n visits key tile i (pass 0), steps n .. 2n - 2 tiles n - 2 .. 0 (pass
+  // 1). K~_i in slot i & 1, V_i in slot (i + 1) & 1: V_i takes the slot of K~_{i-1} once no
+  // warp reads that any more (after step i - 1's scores in pass 0, after its dq mma in pass 1),
+  // K~_{i+1} the slot of V_i once every warp has its dP'.
+  const int total = 2 * n_tiles - 1;
+  auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
+  auto load_k = [&](int i) {
+    cp_rows<kD>(sSt + (i & 1) * kTile * kS, kg, ldk, kv_begin + tile_of(i) * kTile, T);
+  };
+  auto load_v = [&](int i) {
+    cp_rows<kD>(sSt + ((i + 1) & 1) * kTile * kS, vg, ldk, kv_begin + tile_of(i) * kTile, T);
+  };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, ldq, t0, T, rope, cosb, sinb);
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
-  load_kv(0, kv_begin);
+  load_k(0);
+  load_v(0);
   cp_async_commit();
   // the dq rows the epilogue adds into
   prefetch_rows_l2(dq + (int64_t(b) * T * d.H + int64_t(t0) * d.H + h) * kD,
@@ -952,7 +969,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // per row: m (max), 1 / den and nl = -log2(den) of the saved statistics; rows past T get
   // nl = -inf, so every P of theirs is 0
-  float mx_r[2], inv_r[2], nl_r[2], delta_r[2] = {0.f, 0.f}, nds_r[2] = {0.f, 0.f};
+  float mx_r[2], inv_r[2], nl_r[2], nds_r[2] = {0.f, 0.f};
   float dyl[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // two partial sums per row (shorter FMA chains)
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -962,33 +979,34 @@ __global__ void __launch_bounds__(kThreads, 2)
     inv_r[rr] = t < T ? 1.f / ws[1] : 0.f;  // rows past T: P = 0
     nl_r[rr] = t < T ? -__log2f(ws[1]) : -INFINITY;
   }
-  float acc[kNT][4];
-#pragma unroll
-  for (int i = 0; i < kNT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  float acc[kNT][4];  // dq~, from the last tile of pass 0 on
+  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
   const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
   const uint32_t dy_a = a_addr<kD>(sDY, warp * 16);
-  const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_b = b_addr<kD>(sV);
-  const uint32_t k_t = bt_addr<kD>(sK);
+  const uint32_t st_b = b_addr<kD>(sSt), kl_b = b_addr<kD>(sKl), st_t = bt_addr<kD>(sSt);
   const float scale = d.scale, coef_s = coef * scale;
 
-  // Pass 0 over the key tiles 0 .. n - 1: dy.l; pass 1 back over n - 2 .. 0: dq~ (the tiles
-  // stream twice, L2 hits). The last tile of pass 0 is also pass 1's first: its P and dP' are
-  // still in registers once dy.l is complete, so dC K~ for it follows at once, and pass 1
-  // recomputes the scores of the other tiles only (n - 1 of them, one fewer tile load).
-  const int total = 2 * n_tiles - 1;
-  auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
-  for (int it = 0; it < total; ++it) {
-    const bool pass1 = it >= n_tiles, last0 = it == n_tiles - 1;
-    const int n0 = kv_begin + tile_of(it) * kTile;
+  // One step of the stream (kPhase 0: pass 0, dy.l; 1: the last tile, dy.l, delta, then its dC
+  // K~ from the P and dP' still in registers; 2: pass 1, dC K~ over tiles n - 2 .. 0, whose
+  // scores it recomputes). Every thread runs every barrier; a warp whose rows see no key of
+  // the tile (skip, warp-uniform) does no other work.
+  auto step = [&](const int i, auto phase_c) {
+    constexpr int kPhase = decltype(phase_c)::value;
+    const int n0 = kv_begin + tile_of(i) * kTile;
+    // K~_i has landed (issued in step i - 1; step 0: with the prologue's loads), and V_i too
+    // unless i >= n (pass 1: issued just below); every warp is past step i - 1
     cp_async_wait<0>();
     __syncthreads();
-    if (it + 1 < total) {
-      load_kv((it + 1) & 1, kv_begin + tile_of(it + 1) * kTile);
+    if (kPhase == 2) {  // V_i into the slot of K~_{i-1}, whose dq mma every warp has done
+      load_v(i);
       cp_async_commit();
     }
-    rope_streamed_tile<kD, kLo>(sK, sKl, it & 1, n0, T, rope, cosb, sinb);  // k~
+    if (rope) {  // k~ in place (the lo half into sKl, whose last reader was step i - 1)
+      rope_in_place<kD>(sSt + (i & 1) * kTile * kS, kLo ? sKl : nullptr, n0, T, cosb, sinb);
+      __syncthreads();
+    }
     const bool skip = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
-    const uint32_t off = (it & 1) * kTB;
+    const uint32_t koff = (i & 1) * kTB, voff = ((i + 1) & 1) * kTB;
     // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
     // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
     // cuts (2 of the 9 a warp sees at w = 128); t - key = dt[rr] - (column offset)
@@ -999,91 +1017,143 @@ __global__ void __launch_bounds__(kThreads, 2)
       live |= unsigned(kind != 0) << c;
       cut |= unsigned(kind == 2) << c;
     }
+    if (skip) live = 0;
+    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     float s[8][4], dp[8][4];
-    if (!skip) {
-      // S = q~ K~^T and dP' = dy V^T, from the exact bf16 dy
-      tile_abt_pair_live<kD, kLo, false>(s, dp, live, q_a, ql_a, k_b + off, kl_b + off, dy_a,
-                                         v_b + off);
-      const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
-      // one chunk, the pass and the mask as template constants (block-uniform branches choose
-      // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC
-      // needs it once delta is known); pass 1 turns s into dC.
-      auto chunk = [&](auto pass_c, auto mask_c, const int c) {
-        constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
+    // S = q~ K~^T (pass 1: of the first half here, of the second below)
+    if constexpr (kPhase < 2) {
+      if (live) tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, st_b + koff, kl_b);
+    } else if (live & 3u) {
+      tile_scores<kD, kLo, false, 0, 2, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
+    }
+    if (kPhase == 2) {  // V_i visible
+      cp_async_wait<0>();
+      __syncthreads();
+    } else if (i + 1 < n_tiles) {
+      // pass 0 reads K~_i no more: V_{i+1} takes its slot, in flight through this step
+      __syncthreads();
+      load_v(i + 1);
+      cp_async_commit();
+    }
+    // K~_{i+1} into the slot of V_i once every warp has its dP' (all of them: a barrier)
+    auto next_k = [&]() {
+      if (i + 1 < total) {
+        __syncthreads();
+        load_k(i + 1);
+        cp_async_commit();
+      }
+    };
+    // one chunk, the pass and the mask as template constants (block-uniform branches choose
+    // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC needs it
+    // once delta is known); pass 1 turns s into dC.
+    auto chunk = [&](auto pass_c, auto mask_c, const int c) {
+      constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+      for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int i = 2 * c + h, rr = e >> 1;
-            float p = bwd_weight(s[i][e], scale, mx_r[rr], nl_r[rr]);
-            if constexpr (kMask) {
-              const int dtk = dt[rr] - (8 * i + (e & 1));
-              if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
-            }
-            if constexpr (kPass1) {
-              s[i][e] = p * __fmaf_rn(coef_s, dp[i][e], nds_r[rr]);  // dC
-            } else {
-              dyl[rr][e & 1] = __fmaf_rn(p, dp[i][e], dyl[rr][e & 1]);
-              s[i][e] = p;
-            }
+        for (int e = 0; e < 4; ++e) {
+          const int ii = 2 * c + hh, rr = e >> 1;
+          float p = bwd_weight(s[ii][e], scale, mx_r[rr], nl_r[rr]);
+          if constexpr (kMask) {
+            const int dtk = dt[rr] - (8 * ii + (e & 1));
+            if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
           }
-      };
-      using F = std::false_type;
-      using Tr = std::true_type;
+          if constexpr (kPass1) {
+            s[ii][e] = p * __fmaf_rn(coef_s, dp[ii][e], nds_r[rr]);  // dC
+          } else {
+            dyl[rr][e & 1] = __fmaf_rn(p, dp[ii][e], dyl[rr][e & 1]);
+            s[ii][e] = p;
+          }
+        }
+    };
+    using F = std::false_type;
+    using Tr = std::true_type;
+    auto chunks = [&](auto pass_c, const unsigned lv) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        if (!((live >> c) & 1u)) continue;
-        const bool masked = (cut >> c) & 1u;
-        if (!pass1) {
-          if (masked) chunk(F(), Tr(), c); else chunk(F(), F(), c);
-        } else {
-          if (masked) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
-        }
+        if (!((lv >> c) & 1u)) continue;
+        if ((cut >> c) & 1u)
+          chunk(pass_c, Tr(), c);
+        else
+          chunk(pass_c, F(), c);
       }
+    };
+    if constexpr (kPhase < 2) {
+      // dP' = dy V^T, from the exact bf16 dy
+      if (live) tile_abt_live<kD, false, false>(dp, live, dy_a, 0u, st_b + voff, 0u);
+      next_k();
+      chunks(F(), live);
     }
-    if (last0) {
+    if constexpr (kPhase == 1) {
       // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
       // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
-      // lane of every warp gets here (skip is warp-uniform)
+      // lane of every warp gets here
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        float v = dyl[rr][0] + dyl[rr][1];
-        v += __shfl_xor_sync(0xffffffffu, v, 1);
-        v += __shfl_xor_sync(0xffffffffu, v, 2);
-        dyl[rr][0] = v;
-        delta_r[rr] = coef * v;
-        nds_r[rr] = -(delta_r[rr] * scale);  // dC = P (coef dP' - delta) scale, as one fma
-      }
-      if (!skip) {
-        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          if (!((live >> (i >> 1)) & 1u)) continue;
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[i][e] = s[i][e] * __fmaf_rn(coef_s, dp[i][e], nds_r[e >> 1]);
+        float x = dyl[rr][0] + dyl[rr][1];
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+        const float delta = coef * x;
+        nds_r[rr] = -(delta * scale);  // dC = P (coef dP' - delta) scale, as one fma
+        // the row's delta, dalpha and dtau parts now, so that none of it stays live through
+        // pass 1 beside acc
+        const int t = wr0 + g + 8 * rr;
+        if (t4 == 0 && t < T) {
+          delta_out[int64_t(bh) * T + t] = delta;
+          atomicAdd(sred, convex ? x - sdyg[t - t0] : x);
+          for (int j = 0; j < d.m; ++j)
+            atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta);
         }
       }
+#pragma unroll
+      for (int ii = 0; ii < kNT; ++ii) acc[ii][0] = acc[ii][1] = acc[ii][2] = acc[ii][3] = 0.f;
+      if (live) {
+        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
+#pragma unroll
+        for (int ii = 0; ii < 8; ++ii) {
+          if (!((live >> (ii >> 1)) & 1u)) continue;
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[ii][e] = s[ii][e] * __fmaf_rn(coef_s, dp[ii][e], nds_r[e >> 1]);
+        }
+        mma_av_live<kD>(acc, s, live, st_t + koff);  // dq~ += dC K~
+      }
     }
-    if (!skip && (pass1 || last0)) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~
-  }
+    if constexpr (kPhase == 2) {
+      // in halves of 32 keys (chunks 0-1, 2-3): S and dP' of the half, dC, dq~ += dC K~, so
+      // only half of S and dP' is live beside acc (every score and every sum as whole tiles
+      // give it, in the same order)
+      const unsigned l0 = live & 3u, l1 = live & 12u;
+      if (l0) {
+        tile_scores<kD, false, false, 0, 2, false>(dp, dp, dy_a, 0u, st_b + voff, 0u, 0u, 0u);
+        chunks(Tr(), l0);
+        mma_av_live<kD>(acc, s, l0, st_t + koff);
+      }
+      if (l1) {
+        tile_scores<kD, kLo, false, 2, 4, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
+        tile_scores<kD, false, false, 2, 4, false>(dp, dp, dy_a, 0u, st_b + voff, 0u, 0u, 0u);
+      }
+      next_k();
+      if (l1) {
+        chunks(Tr(), l1);
+        mma_av_live<kD>(acc, s, l1, st_t + koff);
+      }
+    }
+  };
+  // Pass 0 over the key tiles 0 .. n - 1: dy.l; pass 1 back over n - 2 .. 0: dq~ (the tiles
+  // stream twice, L2 hits). The last tile of pass 0 is also pass 1's first: its P and dP' are
+  // still in registers once dy.l is complete, so dC K~ for it follows at once, and pass 1
+  // recomputes the scores of the other tiles only (n - 1 of them, one fewer tile load).
+  for (int i = 0; i + 1 < n_tiles; ++i) step(i, std::integral_constant<int, 0>());
+  step(n_tiles - 1, std::integral_constant<int, 1>());
+  for (int i = n_tiles; i < total; ++i) step(i, std::integral_constant<int, 2>());
 
   int pos[2];
   acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr)
     if (pos[rr] >= 0) add_acc_row<kD>(dq + ((int64_t(b) * T + pos[rr]) * d.H + h) * kD, acc, rr, t4, 1.f);
-  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int t = pos[rr];
-    if (t4 != 0 || t < 0) continue;
-    delta_out[int64_t(bh) * T + t] = delta_r[rr];
-    atomicAdd(sred, convex ? dyl[rr][0] - sdyg[t - t0] : dyl[rr][0]);
-    for (int j = 0; j < d.m; ++j)
-      atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta_r[rr]);
-  }
-  __syncthreads();
+  __syncthreads();  // every row's sred parts (added at the last tile)
   if (threadIdx.x == 0)
     atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * sred[0] / ((1.f + A) * (1.f + A)) : sred[0]);
   for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
@@ -1308,11 +1378,18 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
                 const float* tau, const float* alpha, const float* numden, const float* wstats,
                 const bf* dy, float* dO, float* cself, float* delta, float* dq, float* dk,
                 float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
-  const size_t smq = bwd_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
+  const size_t smq = bwd_q_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
   auto kq = win_bwd_q_kernel<kD, kLo>;
   auto kk = win_bwd_k_kernel<kD, kLo>;
   grant_smem(kq, smq);
   grant_smem(kk, smk);
+  // the whole carveout as shared memory, so three 68 KiB query-side CTAs fit on an SM (kLo:
+  // two); its few L1 reads (numden, wstats, the sinks) come from L2 anyway
+  const cudaError_t e = cudaFuncSetAttribute(kq, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             int(cudaSharedmemCarveoutMaxShared));
+  LZ_CHECK(e == cudaSuccess,
+           "lizard attention window (CUDA): cannot set the query side's carveout: ",
+           cudaGetErrorString(e));
   const int nt = (d.T + kRows - 1) / kRows;
   kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
                                                  dy, dO, cself, delta, dq, dtau, dalpha, d);
