@@ -5,8 +5,9 @@
 // dims other than 32, 64 and 128 take the f32 window kernels (tc_window_supported).
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
-// streams through shared memory in tiles of 64 rows, cp.async double-buffered (the forward
-// without split RoPE scores: K and V through a ring of 3 tiles, see win_fwd_kernel; RoPE'd operands
+// streams through shared memory in tiles of 64 rows by cp.async (the key side: double-buffered;
+// the forward without split RoPE scores: K and V through a ring of 3 tiles, see win_fwd_kernel;
+// the query side: K~ and V through 2 slots in turn, see win_bwd_q_kernel; RoPE'd operands
 // land raw and are rotated in place in f32, behind one more barrier); only the tiles a window
 // touches are visited (3 at w = 128), a warp skips a tile that hides all its pairs, and inside a
 // tile works in 16-key (key side: 16-query) chunks: a chunk the warp cannot see gets no weight
@@ -18,7 +19,9 @@
 //            own rows of v from the last V tile) and wstats = (max, den).
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
 //            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
-//            the second backwards from the last tile, whose P and dP' are still in registers.
+//            the second backwards from the last tile, whose P and dP' are still in registers
+//            (the dq~ accumulator lives from there on only; the second pass in halves of 32
+//            keys).
 //   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
 //            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
 //
@@ -57,8 +60,11 @@ constexpr int kRows = 64;  // rows a CTA owns: queries (forward, bwd q) or keys 
 constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or queries (bwd k)
 // __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
-// bytes. With it (nvcc 13, sm_90a): D = 128 uses 240 (query side) and 255 registers (key
-// side), no spills; D = 32, 64: no spills. The forward asks for three CTAs per SM (168
+// bytes. With it (nvcc 13, sm_90a): D = 128 uses 255 registers (key side), no spills. The
+// query side asks for three CTAs per SM without split scores (168 registers, 68 KiB of smem):
+// D = 128 spills 28 bytes (7 scalars; 18 local loads in the whole kernel: its dq~
+// accumulator, half a tile of S and dP' and the fragments in flight fill the rest), D = 32,
+// 64 none; with split scores (two CTAs) D = 128 uses 197 registers, no spills. The forward asks for three CTAs per SM (168
 // registers; 68 KiB of smem through its K/V ring) except with split scores (kLo: two): D =
 // 128 uses 164 (inference), 167 (split P) and 174 registers (kLo), no spills.
 constexpr int kThreads = 128;
