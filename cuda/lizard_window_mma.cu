@@ -1195,7 +1195,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int q_hi = min(T - 1, s0 + kRows - 1 + w - 1);  // the last query that sees a key here
   const int nq = (q_hi + 1 - s0 + kTile - 1) / kTile;
   const int total = rep * nq;
-  const bool rope = d.rope;
+  const bool rope = kLo && d.rope;  // window RoPE comes with kLo (window_bwd_tc_launch)
   const float coef = win_coef(alpha_p[0], d.combine_convex), scale = d.scale;
   auto load_q = [&](int buf, int it) {
     const int h = kvh * rep + it / nq, q0 = s0 + (it % nq) * kTile;
