@@ -62,9 +62,10 @@ constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or 
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
 // bytes. With it (nvcc 13, sm_90a): D = 128 uses 255 registers (key side), no spills. The
 // query side asks for three CTAs per SM without split scores (168 registers, 68 KiB of smem):
-// D = 128 spills 28 bytes (7 scalars; 18 local loads in the whole kernel: its dq~
-// accumulator, half a tile of S and dP' and the fragments in flight fill the rest), D = 32,
-// 64 none; with split scores (two CTAs) D = 128 uses 197 registers, no spills. The forward asks for three CTAs per SM (168
+// D = 128 uses all 168 and spilled 28 bytes until the epilogue's dq row pointer and dalpha
+// divisor were made before the tile loop in place of the scalars they come from (its dq~
+// accumulator, half a tile of S and dP' and the fragments in flight fill the rest); now no
+// spills at D = 32, 64, 128; with split scores (two CTAs) D = 128 uses 197 registers. The forward asks for three CTAs per SM (168
 // registers; 68 KiB of smem through its K/V ring) except with split scores (kLo: two): D =
 // 128 uses 164 (inference), 167 (split P) and 174 registers (kLo), no spills.
 constexpr int kThreads = 128;
@@ -986,6 +987,12 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     nl_r[rr] = t < T ? -__log2f(ws[1]) : -INFINITY;
   }
   float acc[kNT][4];  // dq~, from the last tile of pass 0 on
+  // for the epilogue, made here so that only they stay live through the tile loop: the dq
+  // row of this thread's first accumulator row, and the divisor that takes the CTA's sum to
+  // dalpha (sum: 1; convex: sign(alpha) (1 + |alpha|)^2, the same bits as sign times the sum
+  // over (1 + |alpha|)^2: IEEE division is exact in the sign)
+  float* dq_w = dq + (int64_t(b) * T + wr0 + g) * ldq + int64_t(h) * kD;
+  const float dal_div = convex ? (alpha >= 0.f ? 1.f : -1.f) * ((1.f + A) * (1.f + A)) : 1.f;
   const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
   const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
   const uint32_t dy_a = a_addr<kD>(sDY, warp * 16);
@@ -1158,10 +1165,9 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr)
-    if (pos[rr] >= 0) add_acc_row<kD>(dq + ((int64_t(b) * T + pos[rr]) * d.H + h) * kD, acc, rr, t4, 1.f);
+    if (pos[rr] >= 0) add_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
   __syncthreads();  // every row's sred parts (added at the last tile)
-  if (threadIdx.x == 0)
-    atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * sred[0] / ((1.f + A) * (1.f + A)) : sred[0]);
+  if (threadIdx.x == 0) atomicAdd(dalpha, sred[0] / dal_div);
   for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
 }
 
