@@ -1007,7 +1007,8 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     constexpr int kPhase = decltype(phase_c)::value;
     const int n0 = kv_begin + tile_of(i) * kTile;
     // K~_i has landed (issued in step i - 1; step 0: with the prologue's loads), and V_i too
-    // unless i >= n (pass 1: issued just below); every warp is past step i - 1
+    // unless i >= n (pass 1: issued just below); every warp is past step i - 1. Barriers a
+    // step: 2 in pass 0, 3 in pass 1 (+1 with RoPE)
     cp_async_wait<0>();
     __syncthreads();
     if (kPhase == 2) {  // V_i into the slot of K~_{i-1}, whose dq mma every warp has done
@@ -1033,29 +1034,29 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     if (skip) live = 0;
     const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
     float s[8][4], dp[8][4];
-    // S = q~ K~^T (pass 1: of the first half here, of the second below)
-    if constexpr (kPhase < 2) {
-      if (live) tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, st_b + koff, kl_b);
-    } else if (live & 3u) {
-      tile_scores<kD, kLo, false, 0, 2, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
-    }
-    if (kPhase == 2) {  // V_i visible
-      cp_async_wait<0>();
-      __syncthreads();
-    } else if (i + 1 < n_tiles) {
-      // pass 0 reads K~_i no more: V_{i+1} takes its slot, in flight through this step
-      __syncthreads();
-      load_v(i + 1);
-      cp_async_commit();
-    }
-    // K~_{i+1} into the slot of V_i once every warp has its dP' (all of them: a barrier)
-    auto next_k = [&]() {
+    // K~_{i+1} into the slot of V_i once every warp has its dP' (all of them: a barrier); in
+    // pass 0 also V_{i+1} into the slot of K~_i, which pass 0 reads no more
+    auto next_tiles = [&]() {
       if (i + 1 < total) {
         __syncthreads();
+        if (kPhase == 0) load_v(i + 1);
         load_k(i + 1);
         cp_async_commit();
       }
     };
+    if constexpr (kPhase < 2) {
+      // S = q~ K~^T and dP' = dy V^T (from the exact bf16 dy) in one k loop: V_i is here too
+      if (live)
+        tile_abt_pair_live<kD, kLo, false>(s, dp, live, q_a, ql_a, st_b + koff, kl_b, dy_a,
+                                           st_b + voff);
+      next_tiles();
+    } else {
+      // S of the first half here, of the second below, then V_i visible
+      if (live & 3u)
+        tile_scores<kD, kLo, false, 0, 2, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
+      cp_async_wait<0>();
+      __syncthreads();
+    }
     // one chunk, the pass and the mask as template constants (block-uniform branches choose
     // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC needs it
     // once delta is known); pass 1 turns s into dC.
@@ -1091,12 +1092,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
           chunk(pass_c, F(), c);
       }
     };
-    if constexpr (kPhase < 2) {
-      // dP' = dy V^T, from the exact bf16 dy
-      if (live) tile_abt_live<kD, false, false>(dp, live, dy_a, 0u, st_b + voff, 0u);
-      next_k();
-      chunks(F(), live);
-    }
+    if constexpr (kPhase < 2) chunks(F(), live);
     if constexpr (kPhase == 1) {
       // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
       // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
@@ -1146,7 +1142,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
         tile_scores<kD, kLo, false, 2, 4, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
         tile_scores<kD, false, false, 2, 4, false>(dp, dp, dy_a, 0u, st_b + voff, 0u, 0u, 0u);
       }
-      next_k();
+      next_tiles();
       if (l1) {
         chunks(Tr(), l1);
         mma_av_live<kD>(acc, s, l1, st_t + koff);
