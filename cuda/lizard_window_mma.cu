@@ -357,48 +357,58 @@ __device__ __forceinline__ void a_frag_split(uint32_t (&r)[4], uint32_t (&rl)[4]
   }
 }
 
-/// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
-/// A fragments here) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
-/// taken as zero, so their conversions, B loads and mma's are skipped. kSplit: X as a bf16
-/// hi + lo pair, both products from one load of each B fragment (hi then lo per fragment).
-template <int kD, bool kSplit = false>
-__device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
-                                            unsigned live, uint32_t bt) {
+/// acc [kD/8][4] += a B_kk for one 16-row chunk of B (lane address bt, read transposed: its
+/// rows are the k index), kD/16 B loads; kSplit: + al B_kk too, from the same B fragments.
+template <int kD, bool kSplit>
+__device__ __forceinline__ void mma_chunk_av(float (&acc)[kD / 8][4], const uint32_t (&a)[4],
+                                             const uint32_t (&al)[4], uint32_t bt) {
+#pragma unroll
+  for (int dn = 0; dn < kD / 16; ++dn) {
+    uint32_t fb[4];
+    ldsm_x4_trans(fb, bt + dn * 32);
+    mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
+    if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
+  }
+}
+
+/// acc [kD/8][4] += X B over the 16-column chunks kk of X (16 x 64) whose bit kk of `live` is
+/// set (warp-uniform): frag(a, al, kk) makes chunk kk's A fragment (and with kSplit its lo
+/// half); the other chunks are taken as zero, their fragments, B loads and mma's skipped.
+template <int kD, bool kSplit, class Frag>
+__device__ __forceinline__ void mma_av_chunks(float (&acc)[kD / 8][4], unsigned live,
+                                              uint32_t bt, Frag&& frag) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     if (!((live >> kk) & 1u)) continue;
     uint32_t a[4], al[4];
+    frag(a, al, kk);
+    mma_chunk_av<kD, kSplit>(acc, a, al, bt + kk * kRowB);
+  }
+}
+
+/// mma_av_chunks of x (16 x 64, C layout), converted to bf16 A fragments here. kSplit: X as a
+/// bf16 hi + lo pair, both products from one load of each B fragment (hi then lo per fragment).
+template <int kD, bool kSplit = false>
+__device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
+                                            unsigned live, uint32_t bt) {
+  mma_av_chunks<kD, kSplit>(acc, live, bt, [&](uint32_t(&a)[4], uint32_t(&al)[4], int kk) {
     if constexpr (kSplit)
       a_frag_split(a, al, x, kk);
     else
       a_frag(a, x, kk);
-#pragma unroll
-    for (int dn = 0; dn < kD / 16; ++dn) {
-      uint32_t fb[4];
-      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
-      if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
-    }
-  }
+  });
 }
 
-/// mma_av_live with x already packed: pk[kk] is the bf16 A fragment of chunk kk (as a_frag),
+/// mma_av_chunks with x already packed: pk[kk] is the bf16 A fragment of chunk kk (as a_frag),
 /// for weights rounded once where they are made (the inference forward).
 template <int kD>
 __device__ __forceinline__ void mma_av_packed(float (&acc)[kD / 8][4], const uint32_t (&pk)[4][4],
                                               unsigned live, uint32_t bt) {
-  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
+  mma_av_chunks<kD, false>(acc, live, bt, [&](uint32_t(&a)[4], uint32_t(&)[4], int kk) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (!((live >> kk) & 1u)) continue;
-#pragma unroll
-    for (int dn = 0; dn < kD / 16; ++dn) {
-      uint32_t fb[4];
-      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], pk[kk], fb);
-    }
-  }
+    for (int e = 0; e < 4; ++e) a[e] = pk[kk][e];
+  });
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -424,6 +434,38 @@ __device__ __forceinline__ int block_kind(int t0q, int k0, int w) {
   if (k0 > t0q + 15 || t0q - (k0 + 15) >= w) return 0;
   if (k0 + 15 > t0q || t0q + 15 - k0 >= w) return 2;
   return 1;
+}
+
+/// The 16-key chunks c of key tile n0.. (bit c: keys n0 + 16 c ..) that a warp's 16 query rows
+/// wr0.. see: live (some pair visible) and cut (the window edge or the diagonal cuts it: per-pair
+/// mask there only).
+struct Chunks {
+  unsigned live, cut;
+};
+__device__ __forceinline__ Chunks query_chunks(int wr0, int n0, int w) {
+  Chunks r{0u, 0u};
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const int kind = block_kind(wr0, n0 + 16 * c, w);
+    r.live |= unsigned(kind != 0) << c;
+    r.cut |= unsigned(kind == 2) << c;
+  }
+  return r;
+}
+
+/// f(mask, c) for each 16-row chunk c of a tile in `live` (bit c; warp-uniform), mask a
+/// std::true_type on the chunks of `cut` (the window edge or the diagonal cuts them: per-pair
+/// mask) and a std::false_type on the others, so each body is compiled with and without it.
+template <class F>
+__device__ __forceinline__ void for_live_chunks(unsigned live, unsigned cut, F&& f) {
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    if (!((live >> c) & 1u)) continue;
+    if ((cut >> c) & 1u)
+      f(std::true_type(), c);
+    else
+      f(std::false_type(), c);
+  }
 }
 
 /// In place, x = R_pos^T x~ for the accumulator rows of this thread (C layout, columns
@@ -666,13 +708,8 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
     // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
     // the diagonal cuts; t - key = dt[rr] - (column offset)
-    unsigned live = 0, cut = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int kind = block_kind(wr0, n0 + 16 * c, w);
-      live |= unsigned(kind != 0) << c;
-      cut |= unsigned(kind == 2) << c;
-    }
+    const Chunks ch = query_chunks(wr0, n0, w);
+    const unsigned live = ch.live, cut = ch.cut;
     float s[8][4];
     if (!idle) tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + koff, kl_b + koff);
     if constexpr (kRing) {
@@ -700,14 +737,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
           mx[e >> 1] = fmaxf(mx[e >> 1], s[i][e]);
         }
     };
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      if (!((live >> c) & 1u)) continue;
-      if ((cut >> c) & 1u)
-        max_chunk(std::true_type(), c);
-      else
-        max_chunk(std::false_type(), c);
-    }
+    for_live_chunks(live, cut, max_chunk);
     float base[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
@@ -1023,16 +1053,10 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     const uint32_t koff = (i & 1) * kTB, voff = ((i + 1) & 1) * kTB;
     // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
     // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
-    // cuts (2 of the 9 a warp sees at w = 128); t - key = dt[rr] - (column offset)
-    unsigned live = 0, cut = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int kind = block_kind(wr0, n0 + 16 * c, w);
-      live |= unsigned(kind != 0) << c;
-      cut |= unsigned(kind == 2) << c;
-    }
-    if (skip) live = 0;
-    const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
+    // cuts (2 of the 9 a warp sees at w = 128); t - key = dt0 + 8 rr - (column offset)
+    const Chunks ch = query_chunks(wr0, n0, w);
+    const unsigned live = skip ? 0u : ch.live, cut = ch.cut;
+    const int dt0 = wr0 + g - n0 - 2 * t4;  // row g; row g + 8: dt0 + 8
     float s[8][4], dp[8][4];
     // K~_{i+1} into the slot of V_i once every warp has its dP' (all of them: a barrier); in
     // pass 0 also V_{i+1} into the slot of K~_i, which pass 0 reads no more
@@ -1069,7 +1093,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
           const int ii = 2 * c + hh, rr = e >> 1;
           float p = bwd_weight(s[ii][e], scale, mx_r[rr], nl_r[rr]);
           if constexpr (kMask) {
-            const int dtk = dt[rr] - (8 * ii + (e & 1));
+            const int dtk = dt0 + 8 * rr - (8 * ii + (e & 1));
             if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
           }
           if constexpr (kPass1) {
@@ -1083,14 +1107,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     using F = std::false_type;
     using Tr = std::true_type;
     auto chunks = [&](auto pass_c, const unsigned lv) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        if (!((lv >> c) & 1u)) continue;
-        if ((cut >> c) & 1u)
-          chunk(pass_c, Tr(), c);
-        else
-          chunk(pass_c, F(), c);
-      }
+      for_live_chunks(lv, cut, [&](auto mask_c, const int c) { chunk(pass_c, mask_c, c); });
     };
     if constexpr (kPhase < 2) chunks(F(), live);
     if constexpr (kPhase == 1) {
@@ -1318,14 +1335,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
     };
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      if (!((live >> c) & 1u)) continue;
-      if ((cut >> c) & 1u)
-        chunk(std::true_type(), c);
-      else
-        chunk(std::false_type(), c);
-    }
+    for_live_chunks(live, cut, chunk);
     mma_av_live<kD>(dva, s, live, dy_t + off);  // dv += P^T dy
     mma_av_live<kD>(dka, dp, live, q_t + off);  // dk~ += dC^T q~ (hi)
     if (it + 1 < total) store_scalars((it + 1) & 1);
