@@ -62,10 +62,11 @@ constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or 
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
 // bytes. With it (nvcc 13, sm_90a): D = 128 uses 255 registers (key side), no spills. The
 // query side asks for three CTAs per SM without split scores (168 registers, 68 KiB of smem):
-// D = 128 uses all 168 and spilled 28 bytes until the epilogue's dq row pointer and dalpha
-// divisor were made before the tile loop in place of the scalars they come from (its dq~
-// accumulator, half a tile of S and dP' and the fragments in flight fill the rest); now no
-// spills at D = 32, 64, 128; with split scores (two CTAs) D = 128 uses 197 registers. The forward asks for three CTAs per SM (168
+// D = 128 uses all 168, no spills (D = 32, 64: 155, 163). It sits at the edge: its dq~
+// accumulator, half a tile of S and dP' and the fragments in flight fill most of it, and
+// small changes (a scalar more live through pass 1, a helper inlined in another order) have
+// brought back a 28-byte spill: check -Xptxas -v after any change. With split scores (two
+// CTAs) D = 128 uses 195 registers. The forward asks for three CTAs per SM (168
 // registers; 68 KiB of smem through its K/V ring) except with split scores (kLo: two): D =
 // 128 uses 164 (inference), 167 (split P) and 174 registers (kLo), no spills.
 constexpr int kThreads = 128;
