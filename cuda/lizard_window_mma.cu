@@ -5,8 +5,9 @@
 // dims other than 32, 64 and 128 take the f32 window kernels (tc_window_supported).
 //
 // Shape of every kernel: 128 threads, 4 warps x 16 rows = 64 rows per CTA; the other operand
-// streams through shared memory in tiles of 64 rows, cp.async double-buffered (the forward
-// without split RoPE scores: K and V through a ring of 3 tiles, see win_fwd_kernel; RoPE'd operands
+// streams through shared memory in tiles of 64 rows by cp.async (the key side: double-buffered;
+// the forward without split RoPE scores: K and V through a ring of 3 tiles, see win_fwd_kernel;
+// the query side: K~ and V through 2 slots in turn, see win_bwd_q_kernel; RoPE'd operands
 // land raw and are rotated in place in f32, behind one more barrier); only the tiles a window
 // touches are visited (3 at w = 128), a warp skips a tile that hides all its pairs, and inside a
 // tile works in 16-key (key side: 16-query) chunks: a chunk the warp cannot see gets no weight
@@ -18,7 +19,9 @@
 //            own rows of v from the last V tile) and wstats = (max, den).
 //   bwd q    (b, h, 64 queries): the combine backward per row (dO', cself), then two passes over
 //            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
-//            the second backwards from the last tile, whose P and dP' are still in registers.
+//            the second backwards from the last tile, whose P and dP' are still in registers
+//            (the dq~ accumulator lives from there on only; the second pass in halves of 32
+//            keys).
 //   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
 //            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
 //
@@ -57,8 +60,13 @@ constexpr int kRows = 64;  // rows a CTA owns: queries (forward, bwd q) or keys 
 constexpr int kTile = 64;  // rows of a streamed tile: keys (forward, bwd q) or queries (bwd k)
 // __launch_bounds__(kThreads, 2): two CTAs per SM at any register count; without the minimum,
 // ptxas (nvcc 13) capped several instances at 128 or 168 registers and spilled up to 88
-// bytes. With it (nvcc 13, sm_90a): D = 128 uses 240 (query side) and 255 registers (key
-// side), no spills; D = 32, 64: no spills. The forward asks for three CTAs per SM (168
+// bytes. With it (nvcc 13, sm_90a): D = 128 uses 255 registers (key side), no spills. The
+// query side asks for three CTAs per SM without split scores (168 registers, 68 KiB of smem):
+// D = 128 uses all 168, no spills (D = 32, 64: 155, 163). It sits at the edge: its dq~
+// accumulator, half a tile of S and dP' and the fragments in flight fill most of it, and
+// small changes (a scalar more live through pass 1, a helper inlined in another order) have
+// brought back a 28-byte spill: check -Xptxas -v after any change. With split scores (two
+// CTAs) D = 128 uses 195 registers. The forward asks for three CTAs per SM (168
 // registers; 68 KiB of smem through its K/V ring) except with split scores (kLo: two): D =
 // 128 uses 164 (inference), 167 (split P) and 174 registers (kLo), no spills.
 constexpr int kThreads = 128;
@@ -230,113 +238,101 @@ __device__ __forceinline__ uint32_t bt_addr(const bf* base) {
          2 * (((lane & 7) + ((lane >> 3) & 1) * 8) * row_stride<kD>() + (lane >> 4) * 8);
 }
 
-/// s [8 n8 tiles][4] = A B^T for the warp's 16 rows of A (lane address a) and the 64 rows of B
-/// (lane address b), over kD. kLo: split operands (al, bl: the lo halves), three mma's per
-/// step; kBLoFirst orders them hi hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else
-/// hi hi, Alo*hi, hi*Blo (A = q~, B = k~): either way q_lo k_hi before q_hi k_lo, so both
-/// sides accumulate every score in the same order.
-/// kN0, kN1: only the 16-row blocks nn of B in [kN0, kN1) (the n8 tiles 2 nn, 2 nn + 1 of s);
-/// the other scores stay 0.
-template <int kD, bool kLo, bool kBLoFirst, int kN0 = 0, int kN1 = 4>
-__device__ __forceinline__ void tile_abt(float (&s)[8][4], uint32_t a, uint32_t al, uint32_t b,
-                                         uint32_t bl) {
-  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
-#pragma unroll
-  for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < kD / 16; ++kk) {
-    uint32_t fa[4], fal[4];
-    ldsm_x4(fa, a + kk * 32);
-    if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
-#pragma unroll
-    for (int nn = kN0; nn < kN1; ++nn) {
-      uint32_t fb[4];
-      ldsm_x4(fb, b + nn * kRowB + kk * 32);
-      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
-      if constexpr (kLo) {
-        uint32_t fbl[4];
-        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
-        if constexpr (kBLoFirst) {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-        } else {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-        }
-      }
+/// The products of one k-step into the score pair (s0, s1) (the two n8 tiles of one 16-row
+/// block of B): hi hi, then with kLo the lo terms, the B lo fragment loaded here from bl, in the
+/// order kBLoFirst picks (see tile_scores).
+template <bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void mma_score_step(float (&s0)[4], float (&s1)[4],
+                                               const uint32_t (&fa)[4], const uint32_t (&fal)[4],
+                                               const uint32_t (&fb)[4], uint32_t bl) {
+  mma_bf16_x2(s0, s1, fa, fb);
+  if constexpr (kLo) {
+    uint32_t fbl[4];
+    ldsm_x4(fbl, bl);
+    if constexpr (kBLoFirst) {
+      mma_bf16_x2(s0, s1, fa, fbl);
+      mma_bf16_x2(s0, s1, fal, fb);
+    } else {
+      mma_bf16_x2(s0, s1, fal, fb);
+      mma_bf16_x2(s0, s1, fa, fbl);
     }
   }
 }
 
-/// s = A B^T (as tile_abt<kD, kLo, kBLoFirst>) and dp = A2 B2^T (plain bf16) over the 16-row blocks
-/// nn in [kN0, kN1), in one k loop: twice the independent mma chains between the dependent
-/// ones of each score; every score sums its k-steps in the same order as tile_abt (same bits).
-template <int kD, bool kLo, bool kBLoFirst, int kN0, int kN1>
-__device__ __forceinline__ void tile_abt_pair(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
-                                              uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
-                                              uint32_t b2) {
+/// s [8 n8 tiles][4] = A B^T for the warp's 16 rows of A (lane address a) and the 64 rows of B
+/// (lane address b), over kD; with kPair also dp = A2 B2^T (plain bf16; lane addresses a2, b2)
+/// in the same k loop: twice the independent mma chains between the dependent ones of each
+/// score, every score summing its k-steps in the same order either way (same bits).
+/// kLo: split operands (al, bl: the lo halves), three mma's per step; kBLoFirst orders them hi
+/// hi, hi*Blo, Alo*hi (the key side, A = k~, B = q~), else hi hi, Alo*hi, hi*Blo (A = q~, B =
+/// k~): either way q_lo k_hi before q_hi k_lo, so both sides accumulate every score in the same
+/// order. kN0, kN1: only the 16-row blocks nn of B in [kN0, kN1) (the n8 tiles 2 nn, 2 nn + 1
+/// of s and dp); the other entries stay 0.
+template <int kD, bool kLo, bool kBLoFirst, int kN0, int kN1, bool kPair>
+__device__ __forceinline__ void tile_scores(float (&s)[8][4], float (&dp)[8][4], uint32_t a,
+                                            uint32_t al, uint32_t b, uint32_t bl, uint32_t a2,
+                                            uint32_t b2) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;  // 16 stored rows, bytes
 #pragma unroll
   for (int i = 0; i < 8; ++i)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      s[i][e] = 0.f;
+      if constexpr (kPair) dp[i][e] = 0.f;
+    }
 #pragma unroll
   for (int kk = 0; kk < kD / 16; ++kk) {
     uint32_t fa[4], fal[4], fa2[4];
     ldsm_x4(fa, a + kk * 32);
     if constexpr (kLo) ldsm_x4(fal, al + kk * 32);
-    ldsm_x4(fa2, a2 + kk * 32);
+    if constexpr (kPair) ldsm_x4(fa2, a2 + kk * 32);
 #pragma unroll
     for (int nn = kN0; nn < kN1; ++nn) {
-      uint32_t fb[4], fb2[4];
+      uint32_t fb[4];
       ldsm_x4(fb, b + nn * kRowB + kk * 32);
-      ldsm_x4(fb2, b2 + nn * kRowB + kk * 32);
-      mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fb);
-      mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], fa2, fb2);
-      if constexpr (kLo) {
-        uint32_t fbl[4];
-        ldsm_x4(fbl, bl + nn * kRowB + kk * 32);
-        if constexpr (kBLoFirst) {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-        } else {
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fal, fb);
-          mma_bf16_x2(s[2 * nn], s[2 * nn + 1], fa, fbl);
-        }
+      mma_score_step<kLo, kBLoFirst>(s[2 * nn], s[2 * nn + 1], fa, fal, fb,
+                                     bl + nn * kRowB + kk * 32);
+      if constexpr (kPair) {
+        uint32_t fb2[4];
+        ldsm_x4(fb2, b2 + nn * kRowB + kk * 32);
+        mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], fa2, fb2);
       }
     }
   }
 }
 
-/// tile_abt_pair over the halves of the 64 B rows that hold a chunk of `live` (as
-/// tile_abt_live).
+/// tile_scores over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
+/// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
+/// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
+/// of a CTA's 16-row blocks of its first and last tiles hide every pair from their warp).
+/// Entries outside the computed half are 0, and the caller never reads them.
+template <int kD, bool kLo, bool kBLoFirst, bool kPair>
+__device__ __forceinline__ void tile_scores_live(float (&s)[8][4], float (&dp)[8][4],
+                                                 unsigned live, uint32_t a, uint32_t al,
+                                                 uint32_t b, uint32_t bl, uint32_t a2,
+                                                 uint32_t b2) {
+  if ((live & 3u) && (live & 12u))
+    tile_scores<kD, kLo, kBLoFirst, 0, 4, kPair>(s, dp, a, al, b, bl, a2, b2);
+  else if (live & 3u)
+    tile_scores<kD, kLo, kBLoFirst, 0, 2, kPair>(s, dp, a, al, b, bl, a2, b2);
+  else
+    tile_scores<kD, kLo, kBLoFirst, 2, 4, kPair>(s, dp, a, al, b, bl, a2, b2);
+}
+
+/// s = A B^T alone (tile_scores without the second product) over the live halves.
+template <int kD, bool kLo, bool kBLoFirst>
+__device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, uint32_t a,
+                                              uint32_t al, uint32_t b, uint32_t bl) {
+  tile_scores_live<kD, kLo, kBLoFirst, false>(s, s, live, a, al, b, bl, 0u, 0u);
+}
+
+/// s = A B^T and dp = A2 B2^T (plain bf16) in one k loop over the live halves.
 template <int kD, bool kLo, bool kBLoFirst>
 __device__ __forceinline__ void tile_abt_pair_live(float (&s)[8][4], float (&dp)[8][4],
                                                    unsigned live, uint32_t a, uint32_t al,
                                                    uint32_t b, uint32_t bl, uint32_t a2,
                                                    uint32_t b2) {
-  if ((live & 3u) && (live & 12u))
-    tile_abt_pair<kD, kLo, kBLoFirst, 0, 4>(s, dp, a, al, b, bl, a2, b2);
-  else if (live & 3u)
-    tile_abt_pair<kD, kLo, kBLoFirst, 0, 2>(s, dp, a, al, b, bl, a2, b2);
-  else
-    tile_abt_pair<kD, kLo, kBLoFirst, 2, 4>(s, dp, a, al, b, bl, a2, b2);
-}
-
-/// tile_abt over the halves of B's 64 rows (blocks 0-1, 2-3) that hold a chunk of `live`
-/// (bit c: rows 16 c .. 16 c + 15; warp-uniform; the live chunks a 16-row warp sees in a tile
-/// are contiguous): both, or one, whose mma's and B loads are then half (at w = 128 a quarter
-/// of a CTA's 16-row blocks of its first and last tiles hide every pair from their warp).
-/// Scores outside the computed half are 0, and the caller never reads them.
-template <int kD, bool kLo, bool kBLoFirst>
-__device__ __forceinline__ void tile_abt_live(float (&s)[8][4], unsigned live, uint32_t a,
-                                              uint32_t al, uint32_t b, uint32_t bl) {
-  if ((live & 3u) && (live & 12u))
-    tile_abt<kD, kLo, kBLoFirst, 0, 4>(s, a, al, b, bl);
-  else if (live & 3u)
-    tile_abt<kD, kLo, kBLoFirst, 0, 2>(s, a, al, b, bl);
-  else
-    tile_abt<kD, kLo, kBLoFirst, 2, 4>(s, a, al, b, bl);
+  tile_scores_live<kD, kLo, kBLoFirst, true>(s, dp, live, a, al, b, bl, a2, b2);
 }
 
 /// The A fragment of k-step kk (16 columns) of a 16 x 64 accumulator tile x (C layout), as bf16:
@@ -362,48 +358,58 @@ __device__ __forceinline__ void a_frag_split(uint32_t (&r)[4], uint32_t (&rl)[4]
   }
 }
 
-/// acc [kD/8][4] += X B for the 16-column chunks kk of x (16 x 64, C layout, converted to bf16
-/// A fragments here) whose bit kk of `live` is set (warp-uniform); the other chunks of x are
-/// taken as zero, so their conversions, B loads and mma's are skipped. kSplit: X as a bf16
-/// hi + lo pair, both products from one load of each B fragment (hi then lo per fragment).
-template <int kD, bool kSplit = false>
-__device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
-                                            unsigned live, uint32_t bt) {
+/// acc [kD/8][4] += a B_kk for one 16-row chunk of B (lane address bt, read transposed: its
+/// rows are the k index), kD/16 B loads; kSplit: + al B_kk too, from the same B fragments.
+template <int kD, bool kSplit>
+__device__ __forceinline__ void mma_chunk_av(float (&acc)[kD / 8][4], const uint32_t (&a)[4],
+                                             const uint32_t (&al)[4], uint32_t bt) {
+#pragma unroll
+  for (int dn = 0; dn < kD / 16; ++dn) {
+    uint32_t fb[4];
+    ldsm_x4_trans(fb, bt + dn * 32);
+    mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
+    if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
+  }
+}
+
+/// acc [kD/8][4] += X B over the 16-column chunks kk of X (16 x 64) whose bit kk of `live` is
+/// set (warp-uniform): frag(a, al, kk) makes chunk kk's A fragment (and with kSplit its lo
+/// half); the other chunks are taken as zero, their fragments, B loads and mma's skipped.
+template <int kD, bool kSplit, class Frag>
+__device__ __forceinline__ void mma_av_chunks(float (&acc)[kD / 8][4], unsigned live,
+                                              uint32_t bt, Frag&& frag) {
   constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     if (!((live >> kk) & 1u)) continue;
     uint32_t a[4], al[4];
+    frag(a, al, kk);
+    mma_chunk_av<kD, kSplit>(acc, a, al, bt + kk * kRowB);
+  }
+}
+
+/// mma_av_chunks of x (16 x 64, C layout), converted to bf16 A fragments here. kSplit: X as a
+/// bf16 hi + lo pair, both products from one load of each B fragment (hi then lo per fragment).
+template <int kD, bool kSplit = false>
+__device__ __forceinline__ void mma_av_live(float (&acc)[kD / 8][4], const float (&x)[8][4],
+                                            unsigned live, uint32_t bt) {
+  mma_av_chunks<kD, kSplit>(acc, live, bt, [&](uint32_t(&a)[4], uint32_t(&al)[4], int kk) {
     if constexpr (kSplit)
       a_frag_split(a, al, x, kk);
     else
       a_frag(a, x, kk);
-#pragma unroll
-    for (int dn = 0; dn < kD / 16; ++dn) {
-      uint32_t fb[4];
-      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], a, fb);
-      if constexpr (kSplit) mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], al, fb);
-    }
-  }
+  });
 }
 
-/// mma_av_live with x already packed: pk[kk] is the bf16 A fragment of chunk kk (as a_frag),
+/// mma_av_chunks with x already packed: pk[kk] is the bf16 A fragment of chunk kk (as a_frag),
 /// for weights rounded once where they are made (the inference forward).
 template <int kD>
 __device__ __forceinline__ void mma_av_packed(float (&acc)[kD / 8][4], const uint32_t (&pk)[4][4],
                                               unsigned live, uint32_t bt) {
-  constexpr uint32_t kRowB = 16 * row_stride<kD>() * 2;
+  mma_av_chunks<kD, false>(acc, live, bt, [&](uint32_t(&a)[4], uint32_t(&)[4], int kk) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (!((live >> kk) & 1u)) continue;
-#pragma unroll
-    for (int dn = 0; dn < kD / 16; ++dn) {
-      uint32_t fb[4];
-      ldsm_x4_trans(fb, bt + kk * kRowB + dn * 32);
-      mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], pk[kk], fb);
-    }
-  }
+    for (int e = 0; e < 4; ++e) a[e] = pk[kk][e];
+  });
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -429,6 +435,38 @@ __device__ __forceinline__ int block_kind(int t0q, int k0, int w) {
   if (k0 > t0q + 15 || t0q - (k0 + 15) >= w) return 0;
   if (k0 + 15 > t0q || t0q + 15 - k0 >= w) return 2;
   return 1;
+}
+
+/// The 16-key chunks c of key tile n0.. (bit c: keys n0 + 16 c ..) that a warp's 16 query rows
+/// wr0.. see: live (some pair visible) and cut (the window edge or the diagonal cuts it: per-pair
+/// mask there only).
+struct Chunks {
+  unsigned live, cut;
+};
+__device__ __forceinline__ Chunks query_chunks(int wr0, int n0, int w) {
+  Chunks r{0u, 0u};
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const int kind = block_kind(wr0, n0 + 16 * c, w);
+    r.live |= unsigned(kind != 0) << c;
+    r.cut |= unsigned(kind == 2) << c;
+  }
+  return r;
+}
+
+/// f(mask, c) for each 16-row chunk c of a tile in `live` (bit c; warp-uniform), mask a
+/// std::true_type on the chunks of `cut` (the window edge or the diagonal cuts them: per-pair
+/// mask) and a std::false_type on the others, so each body is compiled with and without it.
+template <class F>
+__device__ __forceinline__ void for_live_chunks(unsigned live, unsigned cut, F&& f) {
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    if (!((live >> c) & 1u)) continue;
+    if ((cut >> c) & 1u)
+      f(std::true_type(), c);
+    else
+      f(std::false_type(), c);
+  }
 }
 
 /// In place, x = R_pos^T x~ for the accumulator rows of this thread (C layout, columns
@@ -671,13 +709,8 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     // the tile as 4 chunks of 16 keys (as the backward): a chunk the warp's rows cannot see is
     // left out (no weight, no mma), the per-pair mask runs only on a chunk the window edge or
     // the diagonal cuts; t - key = dt[rr] - (column offset)
-    unsigned live = 0, cut = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int kind = block_kind(wr0, n0 + 16 * c, w);
-      live |= unsigned(kind != 0) << c;
-      cut |= unsigned(kind == 2) << c;
-    }
+    const Chunks ch = query_chunks(wr0, n0, w);
+    const unsigned live = ch.live, cut = ch.cut;
     float s[8][4];
     if (!idle) tile_abt_live<kD, kLo, false>(s, live, q_a, ql_a, k_b + koff, kl_b + koff);
     if constexpr (kRing) {
@@ -705,14 +738,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
           mx[e >> 1] = fmaxf(mx[e >> 1], s[i][e]);
         }
     };
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      if (!((live >> c) & 1u)) continue;
-      if ((cut >> c) & 1u)
-        max_chunk(std::true_type(), c);
-      else
-        max_chunk(std::false_type(), c);
-    }
+    for_live_chunks(live, cut, max_chunk);
     float base[2];
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
@@ -842,12 +868,26 @@ __device__ __forceinline__ BwdSmem bwd_smem_carve(unsigned char* raw) {
   return m;
 }
 
+/// Shared memory of the query side: q~ (and its lo half when lo), dy, two slots that the key
+/// tiles K~ and V take in turn (win_bwd_q_kernel), the lo half of the current K~ tile (lo),
+/// then f32 per-row scalars: 4 tiles, 68 KiB at D = 128 without RoPE (three CTAs per SM; the
+/// double-buffered K~, V pairs took 6, 102 KiB), 6 with it.
+template <int kD>
+size_t bwd_q_smem(bool lo, int floats) {
+  return size_t((lo ? 2 : 1) * kRows + kRows + 2 * kTile + (lo ? kTile : 0)) * row_stride<kD>() *
+             2 +
+         sizeof(float) * size_t(floats);
+}
+
 /// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
 /// [dg/den, dden], cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
 /// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and added into
 /// dq (rows owned). kLo: split scores (window RoPE in training).
+/// Three CTAs per SM without kLo (168 registers, 68 KiB): the key tiles stream through two
+/// slots, K~ of stream step i in slot i & 1 and V in the other, the accumulator of dq~ lives
+/// only from the last tile of pass 0 on, and pass 1 works in halves of 32 keys.
 template <int kD, bool kLo>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     win_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
                      const float* __restrict__ tau, const float* __restrict__ alpha_p,
@@ -855,14 +895,16 @@ __global__ void __launch_bounds__(kThreads, 2)
                      const bf* __restrict__ dy, float* __restrict__ dO, float* __restrict__ cself,
                      float* __restrict__ delta_out, float* __restrict__ dq,
                      float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
-  constexpr int kNT = kD / 8, D1 = kD + 1;
+  constexpr int kS = row_stride<kD>(), kNT = kD / 8, D1 = kD + 1;
   constexpr uint32_t kTB = tile_bytes<kD>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const BwdSmem sm = bwd_smem_carve<kD, kLo>(smem_raw);
-  bf *sQ = sm.own, *sQl = sm.own_lo, *sDY = sm.own2;  // [64][kS] q~, q~ lo (kLo), dy
-  bf *sK = sm.str, *sKl = sm.str_lo, *sV = sm.str2;   // [2][64][kS] k~, k~ lo (kLo), v
-  float* sdyg = sm.f32;                               // [64] dy.g per row
-  float* sred = sdyg + kRows;                         // [1 + m] dalpha, dtau
+  bf* sQ = reinterpret_cast<bf*>(smem_raw);  // [64][kS] q~
+  bf* sQl = sQ + kRows * kS;                 // [64][kS] q~ lo (kLo)
+  bf* sDY = sQ + (kLo ? 2 : 1) * kRows * kS; // [64][kS] dy
+  bf* sSt = sDY + kRows * kS;                // [2][64][kS] the K~ / V slots
+  bf* sKl = sSt + 2 * kTile * kS;            // [64][kS] the current K~ tile's lo half (kLo)
+  float* sdyg = reinterpret_cast<float*>(sKl + (kLo ? kTile * kS : 0));  // [64] dy.g per row
+  float* sred = sdyg + kRows;                                            // [1 + m] dalpha, dtau
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int T = d.T, w = d.w;
@@ -871,13 +913,26 @@ __global__ void __launch_bounds__(kThreads, 2)
             n_tiles = cta.n_tiles;
   const int64_t ldq = cta.ldq, ldk = cta.ldk;
   const bf *dyg = dy + cta.qoff, *kg = k + cta.kvoff, *vg = v + cta.kvoff;
-  const bool rope = d.rope, convex = d.combine_convex;
+  // window RoPE comes with the split scores (window_bwd_tc_launch): without kLo no rotation code
+  const bool rope = kLo && d.rope, convex = d.combine_convex;
   const float alpha = alpha_p[0], A = convex ? fabsf(alpha) : alpha, coef = win_coef(alpha, convex);
   const float cA = convex ? 1.f / (1.f + A) : 1.f;  // dg = dy cA (convex: dy / (1 + |alpha|))
-  auto load_kv = [&](int buf, int n0) { cp_tile_pair<kD>(sK, sV, kg, vg, ldk, buf, n0, T); };
+  // The stream: step i < n visits key tile i (pass 0), steps n .. 2n - 2 tiles n - 2 .. 0 (pass
+  // 1). K~_i in slot i & 1, V_i in slot (i + 1) & 1: V_i takes the slot of K~_{i-1} once no
+  // warp reads that any more (after step i - 1's scores in pass 0, after its dq mma in pass 1),
+  // K~_{i+1} the slot of V_i once every warp has its dP'.
+  const int total = 2 * n_tiles - 1;
+  auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
+  auto load_k = [&](int i) {
+    cp_rows<kD>(sSt + (i & 1) * kTile * kS, kg, ldk, kv_begin + tile_of(i) * kTile, T);
+  };
+  auto load_v = [&](int i) {
+    cp_rows<kD>(sSt + ((i + 1) & 1) * kTile * kS, vg, ldk, kv_begin + tile_of(i) * kTile, T);
+  };
   load_own_rows<kD>(sQ, kLo ? sQl : nullptr, q + cta.qoff, ldq, t0, T, rope, cosb, sinb);
   cp_rows<kD>(sDY, dyg, ldq, t0, T);
-  load_kv(0, kv_begin);
+  load_k(0);
+  load_v(0);
   cp_async_commit();
   // the dq rows the epilogue adds into
   prefetch_rows_l2(dq + (int64_t(b) * T * d.H + int64_t(t0) * d.H + h) * kD,
@@ -952,7 +1007,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // per row: m (max), 1 / den and nl = -log2(den) of the saved statistics; rows past T get
   // nl = -inf, so every P of theirs is 0
-  float mx_r[2], inv_r[2], nl_r[2], delta_r[2] = {0.f, 0.f}, nds_r[2] = {0.f, 0.f};
+  float mx_r[2], inv_r[2], nl_r[2], nds_r[2] = {0.f, 0.f};
   float dyl[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // two partial sums per row (shorter FMA chains)
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -962,130 +1017,171 @@ __global__ void __launch_bounds__(kThreads, 2)
     inv_r[rr] = t < T ? 1.f / ws[1] : 0.f;  // rows past T: P = 0
     nl_r[rr] = t < T ? -__log2f(ws[1]) : -INFINITY;
   }
-  float acc[kNT][4];
-#pragma unroll
-  for (int i = 0; i < kNT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  float acc[kNT][4];  // dq~, from the last tile of pass 0 on
+  // for the epilogue, made here so that only they stay live through the tile loop: the dq
+  // row of this thread's first accumulator row, and the divisor that takes the CTA's sum to
+  // dalpha (sum: 1; convex: sign(alpha) (1 + |alpha|)^2, the same bits as sign times the sum
+  // over (1 + |alpha|)^2: IEEE division is exact in the sign)
+  float* dq_w = dq + (int64_t(b) * T + wr0 + g) * ldq + int64_t(h) * kD;
+  const float dal_div = convex ? (alpha >= 0.f ? 1.f : -1.f) * ((1.f + A) * (1.f + A)) : 1.f;
+  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
   const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
   const uint32_t dy_a = a_addr<kD>(sDY, warp * 16);
-  const uint32_t k_b = b_addr<kD>(sK), kl_b = b_addr<kD>(sKl), v_b = b_addr<kD>(sV);
-  const uint32_t k_t = bt_addr<kD>(sK);
+  const uint32_t st_b = b_addr<kD>(sSt), kl_b = b_addr<kD>(sKl), st_t = bt_addr<kD>(sSt);
   const float scale = d.scale, coef_s = coef * scale;
 
+  // One step of the stream (kPhase 0: pass 0, dy.l; 1: the last tile, dy.l, delta, then its dC
+  // K~ from the P and dP' still in registers; 2: pass 1, dC K~ over tiles n - 2 .. 0, whose
+  // scores it recomputes). Every thread runs every barrier; a warp whose rows see no key of
+  // the tile (skip, warp-uniform) does no other work.
+  auto step = [&](const int i, auto phase_c) {
+    constexpr int kPhase = decltype(phase_c)::value;
+    const int n0 = kv_begin + tile_of(i) * kTile;
+    // K~_i has landed (issued in step i - 1; step 0: with the prologue's loads), and V_i too
+    // unless i >= n (pass 1: issued just below); every warp is past step i - 1. Barriers a
+    // step: 2 in pass 0, 3 in pass 1 (+1 with RoPE)
+    cp_async_wait<0>();
+    __syncthreads();
+    if (kPhase == 2) {  // V_i into the slot of K~_{i-1}, whose dq mma every warp has done
+      load_v(i);
+      cp_async_commit();
+    }
+    if (rope) {  // k~ in place (the lo half into sKl, whose last reader was step i - 1)
+      rope_in_place<kD>(sSt + (i & 1) * kTile * kS, kLo ? sKl : nullptr, n0, T, cosb, sinb);
+      __syncthreads();
+    }
+    const bool skip = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
+    const uint32_t koff = (i & 1) * kTB, voff = ((i + 1) & 1) * kTB;
+    // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
+    // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
+    // cuts (2 of the 9 a warp sees at w = 128); t - key = dt0 + 8 rr - (column offset)
+    const Chunks ch = query_chunks(wr0, n0, w);
+    const unsigned live = skip ? 0u : ch.live, cut = ch.cut;
+    const int dt0 = wr0 + g - n0 - 2 * t4;  // row g; row g + 8: dt0 + 8
+    float s[8][4], dp[8][4];
+    // K~_{i+1} into the slot of V_i once every warp has its dP' (all of them: a barrier); in
+    // pass 0 also V_{i+1} into the slot of K~_i, which pass 0 reads no more
+    auto next_tiles = [&]() {
+      if (i + 1 < total) {
+        __syncthreads();
+        if (kPhase == 0) load_v(i + 1);
+        load_k(i + 1);
+        cp_async_commit();
+      }
+    };
+    if constexpr (kPhase < 2) {
+      // S = q~ K~^T and dP' = dy V^T (from the exact bf16 dy) in one k loop: V_i is here too
+      if (live)
+        tile_abt_pair_live<kD, kLo, false>(s, dp, live, q_a, ql_a, st_b + koff, kl_b, dy_a,
+                                           st_b + voff);
+      next_tiles();
+    } else {
+      // S of the first half here, of the second below, then V_i visible
+      if (live & 3u)
+        tile_scores<kD, kLo, false, 0, 2, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
+      cp_async_wait<0>();
+      __syncthreads();
+    }
+    // one chunk, the pass and the mask as template constants (block-uniform branches choose
+    // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC needs it
+    // once delta is known); pass 1 turns s into dC.
+    auto chunk = [&](auto pass_c, auto mask_c, const int c) {
+      constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int ii = 2 * c + hh, rr = e >> 1;
+          float p = bwd_weight(s[ii][e], scale, mx_r[rr], nl_r[rr]);
+          if constexpr (kMask) {
+            const int dtk = dt0 + 8 * rr - (8 * ii + (e & 1));
+            if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
+          }
+          if constexpr (kPass1) {
+            s[ii][e] = p * __fmaf_rn(coef_s, dp[ii][e], nds_r[rr]);  // dC
+          } else {
+            dyl[rr][e & 1] = __fmaf_rn(p, dp[ii][e], dyl[rr][e & 1]);
+            s[ii][e] = p;
+          }
+        }
+    };
+    using F = std::false_type;
+    using Tr = std::true_type;
+    auto chunks = [&](auto pass_c, const unsigned lv) {
+      for_live_chunks(lv, cut, [&](auto mask_c, const int c) { chunk(pass_c, mask_c, c); });
+    };
+    if constexpr (kPhase < 2) chunks(F(), live);
+    if constexpr (kPhase == 1) {
+      // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
+      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
+      // lane of every warp gets here
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float x = dyl[rr][0] + dyl[rr][1];
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+        const float delta = coef * x;
+        nds_r[rr] = -(delta * scale);  // dC = P (coef dP' - delta) scale, as one fma
+        // the row's delta, dalpha and dtau parts now, so that none of it stays live through
+        // pass 1 beside acc
+        const int t = wr0 + g + 8 * rr;
+        if (t4 == 0 && t < T) {
+          delta_out[int64_t(bh) * T + t] = delta;
+          atomicAdd(sred, convex ? x - sdyg[t - t0] : x);
+          for (int j = 0; j < d.m; ++j)
+            atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta);
+        }
+      }
+#pragma unroll
+      for (int ii = 0; ii < kNT; ++ii) acc[ii][0] = acc[ii][1] = acc[ii][2] = acc[ii][3] = 0.f;
+      if (live) {
+        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
+#pragma unroll
+        for (int ii = 0; ii < 8; ++ii) {
+          if (!((live >> (ii >> 1)) & 1u)) continue;
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[ii][e] = s[ii][e] * __fmaf_rn(coef_s, dp[ii][e], nds_r[e >> 1]);
+        }
+        mma_av_live<kD>(acc, s, live, st_t + koff);  // dq~ += dC K~
+      }
+    }
+    if constexpr (kPhase == 2) {
+      // in halves of 32 keys (chunks 0-1, 2-3): S and dP' of the half, dC, dq~ += dC K~, so
+      // only half of S and dP' is live beside acc (every score and every sum as whole tiles
+      // give it, in the same order)
+      const unsigned l0 = live & 3u, l1 = live & 12u;
+      if (l0) {
+        tile_scores<kD, false, false, 0, 2, false>(dp, dp, dy_a, 0u, st_b + voff, 0u, 0u, 0u);
+        chunks(Tr(), l0);
+        mma_av_live<kD>(acc, s, l0, st_t + koff);
+      }
+      if (l1) {
+        tile_scores<kD, kLo, false, 2, 4, false>(s, s, q_a, ql_a, st_b + koff, kl_b, 0u, 0u);
+        tile_scores<kD, false, false, 2, 4, false>(dp, dp, dy_a, 0u, st_b + voff, 0u, 0u, 0u);
+      }
+      next_tiles();
+      if (l1) {
+        chunks(Tr(), l1);
+        mma_av_live<kD>(acc, s, l1, st_t + koff);
+      }
+    }
+  };
   // Pass 0 over the key tiles 0 .. n - 1: dy.l; pass 1 back over n - 2 .. 0: dq~ (the tiles
   // stream twice, L2 hits). The last tile of pass 0 is also pass 1's first: its P and dP' are
   // still in registers once dy.l is complete, so dC K~ for it follows at once, and pass 1
   // recomputes the scores of the other tiles only (n - 1 of them, one fewer tile load).
-  const int total = 2 * n_tiles - 1;
-  auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
-  for (int it = 0; it < total; ++it) {
-    const bool pass1 = it >= n_tiles, last0 = it == n_tiles - 1;
-    const int n0 = kv_begin + tile_of(it) * kTile;
-    cp_async_wait<0>();
-    __syncthreads();
-    if (it + 1 < total) {
-      load_kv((it + 1) & 1, kv_begin + tile_of(it + 1) * kTile);
-      cp_async_commit();
-    }
-    rope_streamed_tile<kD, kLo>(sK, sKl, it & 1, n0, T, rope, cosb, sinb);  // k~
-    const bool skip = wr0 >= T || n0 > wr0 + 15 || wr0 - (n0 + kTile - 1) >= w;
-    const uint32_t off = (it & 1) * kTB;
-    // the tile as 4 chunks of 16 keys: a chunk the warp's rows cannot see is skipped (its
-    // dC would be 0), the per-pair mask runs only on a chunk the window edge or the diagonal
-    // cuts (2 of the 9 a warp sees at w = 128); t - key = dt[rr] - (column offset)
-    unsigned live = 0, cut = 0;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int kind = block_kind(wr0, n0 + 16 * c, w);
-      live |= unsigned(kind != 0) << c;
-      cut |= unsigned(kind == 2) << c;
-    }
-    float s[8][4], dp[8][4];
-    if (!skip) {
-      // S = q~ K~^T and dP' = dy V^T, from the exact bf16 dy
-      tile_abt_pair_live<kD, kLo, false>(s, dp, live, q_a, ql_a, k_b + off, kl_b + off, dy_a,
-                                         v_b + off);
-      const int dt[2] = {wr0 + g - n0 - 2 * t4, wr0 + g + 8 - n0 - 2 * t4};
-      // one chunk, the pass and the mask as template constants (block-uniform branches choose
-      // among the bodies; no per-score branch). Pass 0 keeps P in s (the last tile's dC
-      // needs it once delta is known); pass 1 turns s into dC.
-      auto chunk = [&](auto pass_c, auto mask_c, const int c) {
-        constexpr bool kPass1 = decltype(pass_c)::value, kMask = decltype(mask_c)::value;
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int i = 2 * c + h, rr = e >> 1;
-            float p = bwd_weight(s[i][e], scale, mx_r[rr], nl_r[rr]);
-            if constexpr (kMask) {
-              const int dtk = dt[rr] - (8 * i + (e & 1));
-              if (unsigned(dtk) >= unsigned(w)) p = 0.f;  // key > t or t - key >= w
-            }
-            if constexpr (kPass1) {
-              s[i][e] = p * __fmaf_rn(coef_s, dp[i][e], nds_r[rr]);  // dC
-            } else {
-              dyl[rr][e & 1] = __fmaf_rn(p, dp[i][e], dyl[rr][e & 1]);
-              s[i][e] = p;
-            }
-          }
-      };
-      using F = std::false_type;
-      using Tr = std::true_type;
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        if (!((live >> c) & 1u)) continue;
-        const bool masked = (cut >> c) & 1u;
-        if (!pass1) {
-          if (masked) chunk(F(), Tr(), c); else chunk(F(), F(), c);
-        } else {
-          if (masked) chunk(Tr(), Tr(), c); else chunk(Tr(), F(), c);
-        }
-      }
-    }
-    if (last0) {
-      // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
-      // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
-      // lane of every warp gets here (skip is warp-uniform)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        float v = dyl[rr][0] + dyl[rr][1];
-        v += __shfl_xor_sync(0xffffffffu, v, 1);
-        v += __shfl_xor_sync(0xffffffffu, v, 2);
-        dyl[rr][0] = v;
-        delta_r[rr] = coef * v;
-        nds_r[rr] = -(delta_r[rr] * scale);  // dC = P (coef dP' - delta) scale, as one fma
-      }
-      if (!skip) {
-        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          if (!((live >> (i >> 1)) & 1u)) continue;
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[i][e] = s[i][e] * __fmaf_rn(coef_s, dp[i][e], nds_r[e >> 1]);
-        }
-      }
-    }
-    if (!skip && (pass1 || last0)) mma_av_live<kD>(acc, s, live, k_t + off);  // dq~ += dC K~
-  }
+  for (int i = 0; i + 1 < n_tiles; ++i) step(i, std::integral_constant<int, 0>());
+  step(n_tiles - 1, std::integral_constant<int, 1>());
+  for (int i = n_tiles; i < total; ++i) step(i, std::integral_constant<int, 2>());
 
   int pos[2];
   acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr)
-    if (pos[rr] >= 0) add_acc_row<kD>(dq + ((int64_t(b) * T + pos[rr]) * d.H + h) * kD, acc, rr, t4, 1.f);
-  const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int t = pos[rr];
-    if (t4 != 0 || t < 0) continue;
-    delta_out[int64_t(bh) * T + t] = delta_r[rr];
-    atomicAdd(sred, convex ? dyl[rr][0] - sdyg[t - t0] : dyl[rr][0]);
-    for (int j = 0; j < d.m; ++j)
-      atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta_r[rr]);
-  }
-  __syncthreads();
-  if (threadIdx.x == 0)
-    atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * sred[0] / ((1.f + A) * (1.f + A)) : sred[0]);
+    if (pos[rr] >= 0) add_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
+  __syncthreads();  // every row's sred parts (added at the last tile)
+  if (threadIdx.x == 0) atomicAdd(dalpha, sred[0] / dal_div);
   for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
 }
 
@@ -1119,7 +1215,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int q_hi = min(T - 1, s0 + kRows - 1 + w - 1);  // the last query that sees a key here
   const int nq = (q_hi + 1 - s0 + kTile - 1) / kTile;
   const int total = rep * nq;
-  const bool rope = d.rope;
+  const bool rope = kLo && d.rope;  // window RoPE comes with kLo (window_bwd_tc_launch)
   const float coef = win_coef(alpha_p[0], d.combine_convex), scale = d.scale;
   auto load_q = [&](int buf, int it) {
     const int h = kvh * rep + it / nq, q0 = s0 + (it % nq) * kTile;
@@ -1240,14 +1336,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
       }
     };
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      if (!((live >> c) & 1u)) continue;
-      if ((cut >> c) & 1u)
-        chunk(std::true_type(), c);
-      else
-        chunk(std::false_type(), c);
-    }
+    for_live_chunks(live, cut, chunk);
     mma_av_live<kD>(dva, s, live, dy_t + off);  // dv += P^T dy
     mma_av_live<kD>(dka, dp, live, q_t + off);  // dk~ += dC^T q~ (hi)
     if (it + 1 < total) store_scalars((it + 1) & 1);
@@ -1308,11 +1397,18 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
                 const float* tau, const float* alpha, const float* numden, const float* wstats,
                 const bf* dy, float* dO, float* cself, float* delta, float* dq, float* dk,
                 float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
-  const size_t smq = bwd_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
+  const size_t smq = bwd_q_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
   auto kq = win_bwd_q_kernel<kD, kLo>;
   auto kk = win_bwd_k_kernel<kD, kLo>;
   grant_smem(kq, smq);
   grant_smem(kk, smk);
+  // the whole carveout as shared memory, so three 68 KiB query-side CTAs fit on an SM (kLo:
+  // two); its few L1 reads (numden, wstats, the sinks) come from L2 anyway
+  const cudaError_t e = cudaFuncSetAttribute(kq, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             int(cudaSharedmemCarveoutMaxShared));
+  LZ_CHECK(e == cudaSuccess,
+           "lizard attention window (CUDA): cannot set the query side's carveout: ",
+           cudaGetErrorString(e));
   const int nt = (d.T + kRows - 1) / kRows;
   kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
                                                  dy, dO, cself, delta, dq, dtau, dalpha, d);
