@@ -43,15 +43,16 @@ Var Attention::softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const {
   return ag::causal_attention(q, k, qkv.v, scale, cfg_.sliding_window).o;
 }
 
-Var Attention::output(const Var& heads) const {
+Var Attention::output(const Var& heads, const Var& residual) const {
   const int64_t B = heads.size(0), T = heads.size(1);
-  return o_proj->forward(ag::reshape(heads, {B, T, heads.size(2) * heads.size(3)}));
+  Var flat = ag::reshape(heads, {B, T, heads.size(2) * heads.size(3)});
+  return residual.defined() ? o_proj->forward_add(flat, residual) : o_proj->forward(flat);
 }
 
-Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-                       bool recompute_mix) const {
+Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher, bool recompute_mix,
+                       const Var& residual) const {
   QKV qkv = project(x);
-  if (teacher) return output(softmax_mix(qkv, rope));
+  if (teacher) return output(softmax_mix(qkv, rope), residual);
   if (recompute_mix && is_linearized() && ag::grad_enabled()) {
     const Attention* self = this;
     Var y = ag::checkpoint(
@@ -59,9 +60,9 @@ Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
           return self->student_mix(in[0], QKV{in[1], in[2], in[3]}, rope);
         },
         {x, qkv.q, qkv.k, qkv.v});
-    return output(y);
+    return output(y, residual);
   }
-  return output(student_mix(x, qkv, rope));
+  return output(student_mix(x, qkv, rope), residual);
 }
 
 }  // namespace lizard::nn

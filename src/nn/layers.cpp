@@ -30,8 +30,9 @@ SwiGLUMLP::SwiGLUMLP(int64_t dim, int64_t hidden, DType dtype, Device device) {
   down_proj = register_module("down_proj", std::make_unique<Linear>(hidden, dim, false, dtype, device));
 }
 
-Var SwiGLUMLP::forward(const Var& x) const {
-  return down_proj->forward(ag::swiglu(gate_proj->forward(x), up_proj->forward(x)));
+Var SwiGLUMLP::forward(const Var& x, const Var& residual) const {
+  Var hidden = ag::swiglu(gate_proj->forward(x), up_proj->forward(x));
+  return residual.defined() ? down_proj->forward_add(hidden, residual) : down_proj->forward(hidden);
 }
 
 }  // namespace lizard::nn
