@@ -31,9 +31,12 @@ Attention::Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer
 QKV Attention::project(const Var& x) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.head_dim;
-  return {ag::reshape(q_proj->forward(x), {B, T, H, D}),
-          ag::reshape(k_proj->forward(x), {B, T, Hkv, D}),
-          ag::reshape(v_proj->forward(x), {B, T, Hkv, D})};
+  // One flattened x for the three projections: their input gradients then meet in one
+  // buffer, where each projection's dx GEMM adds onto the others' sum (beta = 1).
+  const Var x2 = ag::reshape(x, {B * T, x.size(2)});
+  return {ag::reshape(q_proj->forward(x2), {B, T, H, D}),
+          ag::reshape(k_proj->forward(x2), {B, T, Hkv, D}),
+          ag::reshape(v_proj->forward(x2), {B, T, Hkv, D})};
 }
 
 Var Attention::softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const {

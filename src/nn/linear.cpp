@@ -37,8 +37,9 @@ Var Linear::forward_add(const Var& x, const Var& residual) const {
 }
 
 Var Linear::forward_2d(const Var& x2, const Var& residual2) const {
-  Var y = residual2.defined() ? ag::matmul_add(x2, weight_, residual2, 1.0, false, true)
-                              : ag::matmul(x2, weight_, false, true);
+  // matmul_add also without a residual: its backward adds a gradient sum the engine already
+  // holds for x inside the dx GEMM (several projections of one input: no add kernels).
+  Var y = ag::matmul_add(x2, weight_, residual2, 1.0, false, true);
   if (bias_.defined()) y = ag::add(y, bias_);
   return y;
 }
@@ -70,7 +71,7 @@ Var LoRALinear::forward_2d(const Var& x2, const Var& residual2) const {
   Var xd = x2;
   if (cfg_.dropout > 0 && ag::grad_enabled())
     xd = ag::dropout(x2, cfg_.dropout, drop_seed_, drop_offset_);
-  Var t = ag::matmul(xd, a_, false, true);  // [N, r]
+  Var t = ag::matmul_add(xd, a_, Var(), 1.0, false, true);  // [N, r]; see Linear::forward_2d
   // y = (alpha / r) t B^T + base in one GEMM: base is rounded once (its own GEMM's output) and
   // the low-rank term joins it in fp32 before the single rounding of y, so this is at least as
   // accurate as the unfused scale-then-add (which rounded t B^T, its scaling and the sum).

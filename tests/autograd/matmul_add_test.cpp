@@ -59,3 +59,85 @@ TEST(AutogradMatmulAdd, FrozenWeightCostsNoGemm) {
   EXPECT_FALSE(w.grad().defined());
   EXPECT_TRUE(c.grad().defined());
 }
+
+namespace {
+// Identity on each of its inputs; folds an offered running sum when `fold` (adding it itself),
+// and records which inputs were offered one.
+struct Folder : Node {
+  bool fold = true;
+  std::vector<bool> offered;
+  const char* name() const override { return "folder"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    return std::vector<Tensor>(edges.size(), g);
+  }
+  std::vector<Tensor> backward_accumulate(const Tensor& g, const std::vector<Tensor>& partial,
+                                          std::vector<bool>& folded) override {
+    std::vector<Tensor> r(edges.size(), g);
+    offered.assign(edges.size(), false);
+    for (size_t i = 0; i < edges.size(); ++i)
+      if (partial[i].defined()) {
+        offered[i] = true;
+        if (fold) {
+          r[i] = ops::add(partial[i], g);
+          folded[i] = true;
+        }
+      }
+    return r;
+  }
+};
+struct PassThrough : Node {
+  const char* name() const override { return "pass"; }
+  std::vector<Tensor> backward(const Tensor& g) override { return {g}; }
+};
+}  // namespace
+
+TEST(AutogradMatmulAdd, EngineOffersRunningSumsAndTakesFoldedTotals) {
+  for (bool fold : {true, false}) {
+    Var x(rand({3, 2}, 20), true);
+    Var h = make_result(x.data().clone(), {x}, std::make_shared<PassThrough>());
+    auto f1 = std::make_shared<Folder>(), f2 = std::make_shared<Folder>();
+    f1->fold = f2->fold = fold;
+    Var y1 = make_result(h.data().clone(), {h}, f1), y2 = make_result(h.data().clone(), {h}, f2);
+    Tensor g1 = rand({3, 2}, 21), g2 = rand({3, 2}, 22);
+    backward({y1, y2}, {g1, g2});
+    // Whichever consumer runs second is offered the first one's share; the total counts each
+    // share once whether it folds it or leaves the add to the engine.
+    EXPECT_NE(f1->offered[0], f2->offered[0]);
+    EXPECT_LE(test::rel_err(x.grad(), ops::add(g1, g2)), 1e-15) << "fold " << fold;
+  }
+}
+
+TEST(AutogradMatmulAdd, EngineOffersNoRunningSumToAnInputOnTwoEdges) {
+  Var x(rand({4}, 23), true);
+  Var h = make_result(x.data().clone(), {x}, std::make_shared<PassThrough>());
+  auto fa = std::make_shared<Folder>(), fs = std::make_shared<Folder>();
+  Var ya = make_result(h.data().clone(), {h}, fa);
+  Var ys = make_result(h.data().clone(), {h, h}, fs);  // h on both edges
+  Tensor ga = rand({4}, 24), gs = rand({4}, 25);
+  backward({ya, ys}, {ga, gs});
+  ASSERT_EQ(fs->offered.size(), 2u);
+  EXPECT_FALSE(fs->offered[0] || fs->offered[1]) << "a folded sum would count twice";
+  EXPECT_LE(test::rel_err(x.grad(), ops::add(ga, ops::affine(gs, 2.0))), 1e-15);
+}
+
+TEST(AutogradMatmulAdd, ProjectionsOfOneInputFoldTheirInputGradients) {
+  // Three projections of one (non-leaf) input, as q/k/v: each dx GEMM after the first adds
+  // the running sum as its C. Same gradients as separate matmuls summed by adds, including a
+  // batched input whose weight gradient needs sum_to (no fold there).
+  Tensor x0 = rand({2, 5, 6}, 26);
+  std::vector<Tensor> w0 = {rand({4, 6}, 27), rand({3, 6}, 28), rand({6, 6}, 29)};
+  Tensor g0 = rand({2, 5, 4}, 30), g1 = rand({2, 5, 3}, 31), g2 = rand({2, 5, 6}, 32);
+  auto grads = [&](bool fused) {
+    Var x(x0, true);
+    Var h = scale(x, 1.5);
+    std::vector<Var> w, y;
+    for (int i = 0; i < 3; ++i) {
+      w.emplace_back(w0[i], true);
+      y.push_back(fused ? matmul_add(h, w[i], Var(), 1.0, false, true) : matmul(h, w[i], false, true));
+    }
+    backward(y, {g0, g1, g2});
+    return std::vector<Tensor>{x.grad(), w[0].grad(), w[1].grad(), w[2].grad()};
+  };
+  const auto f = grads(true), u = grads(false);
+  for (size_t i = 0; i < f.size(); ++i) EXPECT_LE(test::rel_err(f[i], u[i]), 1e-14) << i;
+}

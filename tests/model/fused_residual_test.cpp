@@ -2,7 +2,10 @@
 // give the outputs and gradients of the unfused composition they replaced.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "lizard/autograd/functions.h"
+#include "lizard/autograd/nn_functions.h"
 #include "lizard/nn/linear.h"
 #include "lizard/nn/llama.h"
 #include "test_util.h"
@@ -55,9 +58,10 @@ TEST(FusedResidual, LoraLinearMatchesUnfusedComposition) {
 }
 
 TEST(FusedResidual, DecoderLayerMatchesUnfusedComposition) {
-  // The probed forward keeps the separate adds (a probe sees each module's own output), so
-  // it is the unfused reference of the same layer. LoRA on q, k, v and o: o_proj then fuses
-  // both its LoRA term and the residual.
+  // The layer's forward (residual adds in o_proj/down_proj GEMMs, LoRA terms in the up-
+  // projections, gradient sums folded into dx GEMMs) against the same layer written out with
+  // plain matmul/scale/add ops. LoRA on q, k, v and o: o_proj fuses its LoRA term and the
+  // residual. The probed forward (separate residual adds) must agree too.
   LlamaConfig c;
   c.vocab_size = 11;
   c.hidden_size = 12;
@@ -66,35 +70,64 @@ TEST(FusedResidual, DecoderLayerMatchesUnfusedComposition) {
   c.num_attention_heads = 3;
   c.num_key_value_heads = 1;
   c.head_dim = 4;
-  LoraSpec spec{LoraConfig{2, 5.0, 0.0}, {true, true, true, true}, 31};
+  const LoraConfig lc{2, 5.0, 0.0};
+  LoraSpec spec{lc, {true, true, true, true}, 31};
   LlamaForCausalLM m(c, {}, spec, DType::F64);
   m.init_random(32, 0.3);
   uint64_t seed = 40;
+  std::vector<std::string> names;
   for (auto& [name, v] : m.named_parameters()) {
     if (is_lora_parameter(name)) v.set_data(rand(v.shape(), ++seed));
-    v.set_requires_grad(true);
+    v.set_requires_grad(true);  // frozen LoRA bases too: every weight-gradient GEMM is checked
+    if (name.find("layers.0.") != std::string::npos) names.push_back(name);
   }
   const DecoderLayer* layer = m.model->layers[0];
-  const ops::RopeTable& rope = m.rope(5, Device::cpu());
-  Tensor x0 = rand({2, 5, 12}, 50), g = rand({2, 5, 12}, 51);
-  auto run = [&](bool probed) {
-    for (auto& q : m.named_parameters()) q.second.zero_grad();
+  const int64_t B = 2, T = 5, d = 12;
+  const ops::RopeTable& rope = m.rope(T, Device::cpu());
+  Tensor x0 = rand({B, T, d}, 50), g = rand({B, T, d}, 51);
+  // Independent leaves for the reference, holding the layer's values.
+  std::map<std::string, Var> ref_params;
+  for (const auto& n : names) ref_params[n] = Var(m.parameter(n).data(), m.parameter(n).requires_grad());
+  auto P = [&](const std::string& n) { return ref_params.at("model.layers.0." + n); };
+  auto lin = [&](const Var& x2, const std::string& n, bool lora) {
+    Var y = ag::matmul(x2, P(n + ".weight"), false, true);
+    if (!lora) return y;
+    Var low = ag::matmul(ag::matmul(x2, P(n + ".lora_A.weight"), false, true),
+                         P(n + ".lora_B.weight"), false, true);
+    return ag::add(y, ag::scale(low, lc.alpha / static_cast<double>(lc.r)));
+  };
+  Var xr(x0, true);
+  Var n1 = ag::reshape(ag::rmsnorm(xr, P("input_layernorm.weight"), c.rms_norm_eps), {B * T, d});
+  Var q = ag::rope(ag::reshape(lin(n1, "self_attn.q_proj", true), {B, T, 3, 4}), rope);
+  Var k = ag::rope(ag::reshape(lin(n1, "self_attn.k_proj", true), {B, T, 1, 4}), rope);
+  Var v = ag::reshape(lin(n1, "self_attn.v_proj", true), {B, T, 1, 4});
+  Var o = ag::causal_attention(q, k, v, 0.5).o;  // 1 / sqrt(head_dim)
+  Var h = ag::add(xr, ag::reshape(lin(ag::reshape(o, {B * T, d}), "self_attn.o_proj", true), {B, T, d}));
+  Var n2 = ag::reshape(ag::rmsnorm(h, P("post_attention_layernorm.weight"), c.rms_norm_eps), {B * T, d});
+  Var mm = lin(ag::swiglu(lin(n2, "mlp.gate_proj", false), lin(n2, "mlp.up_proj", false)),
+               "mlp.down_proj", false);
+  Var yr = ag::add(h, ag::reshape(mm, {B, T, d}));
+  yr.backward(g);
+
+  for (bool probed : {false, true}) {
+    for (auto& q2 : m.named_parameters()) q2.second.zero_grad();
     Var x(x0, true);
     int probes = 0;
     const ModuleProbe probe = [&](const std::string&, const Var&) { ++probes; };
     Var y = layer->forward(x, rope, true, false, probed ? &probe : nullptr);
     EXPECT_EQ(probes, probed ? 2 : 0);
     y.backward(g);
-    std::vector<Tensor> out{y.data(), x.grad()};
-    for (auto& q : m.named_parameters())
-      if (q.first.find("layers.0.") != std::string::npos) out.push_back(q.second.grad());
-    return out;
-  };
-  const std::vector<Tensor> fused = run(false), unfused = run(true);
-  ASSERT_EQ(fused.size(), unfused.size());
-  // Every parameter of the layer (LoRA A/B, norms, MLP, frozen bases get none) plus y and dx.
-  for (size_t i = 0; i < fused.size(); ++i) {
-    ASSERT_EQ(fused[i].defined(), unfused[i].defined()) << i;
-    if (fused[i].defined()) EXPECT_LE(rel_err(fused[i], unfused[i]), kTol) << "tensor " << i;
+    const char* what = probed ? "probed" : "fused";
+    EXPECT_LE(rel_err(y.data(), yr.data()), kTol) << what;
+    EXPECT_LE(rel_err(x.grad(), xr.grad()), kTol) << what;
+    int compared = 0;
+    for (const auto& n : names) {
+      const Tensor& got = m.parameter(n).grad();
+      ASSERT_EQ(got.defined(), ref_params[n].grad().defined()) << n;
+      if (!got.defined()) continue;
+      EXPECT_LE(rel_err(got, ref_params[n].grad()), kTol) << what << " " << n;
+      ++compared;
+    }
+    EXPECT_EQ(compared, 4 * 3 + 3 + 2) << "q/k/v/o with A and B, gate/up/down, two norms";
   }
 }
