@@ -5,6 +5,11 @@
 // as C^T = op(B)^T op(A)^T in column-major terms: the first cuBLASLt operand is B's storage,
 // the second A's, and the output is C's storage read column-major as [N, M] (ld N).
 //
+// Accumulation (matmul_add): D = alpha op(A) op(B) + beta C with beta = 1 and C a separate,
+// read-only input (or D itself for in place): the sum is formed in the fp32 epilogue and
+// rounded once, so a residual add or a gradient sum costs no extra kernel and no extra
+// rounding. C has D's layout (contiguous, same shape), so one layout serves both.
+//
 // Batches: the largest innermost run of batch dims that every operand can walk with one stride
 // (stride-0 broadcast included) becomes cuBLASLt's strided batch; outer dims that cannot be
 // collapsed loop on the host. Descriptors and the chosen algorithm are cached per problem in
@@ -93,11 +98,17 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t t, int64_t rows, int64_t cols,
 }  // namespace
 
 void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb,
-                  const Shape& batch, Context& ctx) {
+                  const Shape& batch, Context& ctx, float alpha, const Tensor* c) {
   const char* op = "cuda::gemm_batched";
   require_cuda(a, op, "a");
   require_cuda(b, op, "b");
   require_contiguous(out, op, "out");
+  if (c) {
+    require_cuda(*c, op, "c");
+    require_contiguous(*c, op, "c");
+    LZ_CHECK(c->shape() == out.shape() && c->dtype() == out.dtype(), op, ": c ", c->desc(),
+             " must have out's shape and dtype ", out.desc());
+  }
   LZ_CHECK(a.dtype() == b.dtype() && a.dtype() == out.dtype(), op, ": dtypes of ", a.desc(),
            ", ", b.desc(), ", ", out.desc(), " differ");
   const int64_t nb = static_cast<int64_t>(batch.size());
@@ -162,12 +173,14 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
     return a;
   };
   const uint32_t align_a = align_list(al_a), align_b = align_list(al_b);
-  const uint32_t align_c = alignment_of({reinterpret_cast<int64_t>(out.raw()), N * es});
+  // C and D share one layout: promise what holds for both pointers.
+  const uint32_t align_c = alignment_of({reinterpret_cast<int64_t>(out.raw()), N * es,
+                                         c ? reinterpret_cast<int64_t>(c->raw()) : 0});
 
   if (!ctx.gemm_plans) ctx.gemm_plans = std::make_shared<PlanCache>();
   auto* cache = static_cast<PlanCache*>(ctx.gemm_plans.get());
   PlanKey key{{static_cast<int64_t>(out.dtype()), Mf, N, K, ta, tb, lda, ldb, count, sa, sb, sc,
-               align_a, align_b, align_c, 0}};
+               align_a, align_b, align_c, c ? 1 : 0}};
   Plan* plan = nullptr;
   {
     std::lock_guard<std::mutex> lock(cache->mu);
@@ -212,10 +225,12 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
     cache->plans.emplace(key, std::move(p));
   }
 
-  const float alpha = 1.f, beta = 0.f;
+  const float beta = c ? 1.f : 0.f;
   const char* pa = static_cast<const char*>(a.raw());
   const char* pb = static_cast<const char*>(b.raw());
-  char* pc = static_cast<char*>(out.raw());
+  char* pd = static_cast<char*>(out.raw());
+  // With beta = 0 cuBLASLt does not read C; pass D so the pointer is valid anyway.
+  const char* pc = c ? static_cast<const char*>(c->raw()) : pd;
   for (int64_t o = 0; o < outer; ++o) {
     int64_t rem = o, oa = 0, ob = 0, oc = 0;
     for (int64_t i = first_inner - 1; i >= 0; --i) {
@@ -226,7 +241,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
       oc += idx * out.strides()[d];
     }
     check_lt(cublasLtMatmul(lt, plan->op, &alpha, pb + ob * es, plan->la, pa + oa * es, plan->lb,
-                            &beta, pc + oc * es, plan->lc, pc + oc * es, plan->lc, &plan->algo,
+                            &beta, pc + oc * es, plan->lc, pd + oc * es, plan->lc, &plan->algo,
                             ctx.workspace, ctx.workspace_bytes, as_stream(ctx.stream)),
              "cublasLtMatmul");
   }

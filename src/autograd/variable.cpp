@@ -146,11 +146,26 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in
     }
     Tensor g = std::move(bit->second);
     buffer.erase(bit);
-    std::vector<Tensor> gins = n->backward(g);
-    for (size_t i = 0; i < n->edges.size(); ++i) {
+    // Offer each input node's running sum (a node on several edges of n gets it on none:
+    // folding it twice would count it twice).
+    const size_t ne = n->edges.size();
+    std::vector<Tensor> partial(ne);
+    std::vector<bool> folded(ne, false);
+    for (size_t i = 0; i < ne; ++i) {
+      Node* f = n->edges[i].fn.get();
+      if (!f) continue;
+      bool shared = false;
+      for (size_t j = 0; j < ne; ++j) shared |= j != i && n->edges[j].fn.get() == f;
+      auto pit = shared ? buffer.end() : buffer.find(f);
+      if (pit != buffer.end()) partial[i] = pit->second;
+    }
+    std::vector<Tensor> gins = n->backward_accumulate(g, partial, folded);
+    for (size_t i = 0; i < ne; ++i) {
       const Edge& e = n->edges[i];
       if (!e.active() || i >= gins.size() || !gins[i].defined()) continue;
-      if (e.fn)
+      if (e.fn && folded[i] && partial[i].defined())
+        buffer[e.fn.get()] = gins[i];  // already holds the running sum
+      else if (e.fn)
         accumulate_buffer(buffer[e.fn.get()], gins[i]);
       else
         accumulate(e.leaf->grad, gins[i]);

@@ -31,9 +31,12 @@ Attention::Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer
 QKV Attention::project(const Var& x) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = cfg_.num_attention_heads, Hkv = cfg_.num_key_value_heads, D = cfg_.head_dim;
-  return {ag::reshape(q_proj->forward(x), {B, T, H, D}),
-          ag::reshape(k_proj->forward(x), {B, T, Hkv, D}),
-          ag::reshape(v_proj->forward(x), {B, T, Hkv, D})};
+  // One flattened x for the three projections: their input gradients then meet in one
+  // buffer, where each projection's dx GEMM adds onto the others' sum (beta = 1).
+  const Var x2 = ag::reshape(x, {B * T, x.size(2)});
+  return {ag::reshape(q_proj->forward(x2), {B, T, H, D}),
+          ag::reshape(k_proj->forward(x2), {B, T, Hkv, D}),
+          ag::reshape(v_proj->forward(x2), {B, T, Hkv, D})};
 }
 
 Var Attention::softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const {
@@ -43,15 +46,16 @@ Var Attention::softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const {
   return ag::causal_attention(q, k, qkv.v, scale, cfg_.sliding_window).o;
 }
 
-Var Attention::output(const Var& heads) const {
+Var Attention::output(const Var& heads, const Var& residual) const {
   const int64_t B = heads.size(0), T = heads.size(1);
-  return o_proj->forward(ag::reshape(heads, {B, T, heads.size(2) * heads.size(3)}));
+  Var flat = ag::reshape(heads, {B, T, heads.size(2) * heads.size(3)});
+  return residual.defined() ? o_proj->forward_add(flat, residual) : o_proj->forward(flat);
 }
 
-Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-                       bool recompute_mix) const {
+Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher, bool recompute_mix,
+                       const Var& residual) const {
   QKV qkv = project(x);
-  if (teacher) return output(softmax_mix(qkv, rope));
+  if (teacher) return output(softmax_mix(qkv, rope), residual);
   if (recompute_mix && is_linearized() && ag::grad_enabled()) {
     const Attention* self = this;
     Var y = ag::checkpoint(
@@ -59,9 +63,9 @@ Var Attention::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
           return self->student_mix(in[0], QKV{in[1], in[2], in[3]}, rope);
         },
         {x, qkv.q, qkv.k, qkv.v});
-    return output(y);
+    return output(y, residual);
   }
-  return output(student_mix(x, qkv, rope));
+  return output(student_mix(x, qkv, rope), residual);
 }
 
 }  // namespace lizard::nn

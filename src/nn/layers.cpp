@@ -1,5 +1,6 @@
 #include "lizard/nn/layers.h"
 
+#include "lizard/autograd/functions.h"
 #include "lizard/autograd/nn_functions.h"
 
 namespace lizard::nn {
@@ -30,8 +31,16 @@ SwiGLUMLP::SwiGLUMLP(int64_t dim, int64_t hidden, DType dtype, Device device) {
   down_proj = register_module("down_proj", std::make_unique<Linear>(hidden, dim, false, dtype, device));
 }
 
-Var SwiGLUMLP::forward(const Var& x) const {
-  return down_proj->forward(ag::swiglu(gate_proj->forward(x), up_proj->forward(x)));
+Var SwiGLUMLP::forward(const Var& x, const Var& residual) const {
+  // One flattened x for gate and up: their input gradients meet in one buffer, where the
+  // second dx GEMM adds onto the first (beta = 1) instead of an add kernel.
+  const bool flat = x.dim() == 2;
+  const Var x2 = flat ? x : ag::reshape(x, {-1, x.size(-1)});
+  Var hidden = ag::swiglu(gate_proj->forward(x2), up_proj->forward(x2));
+  Var y = residual.defined() ? down_proj->forward_add(hidden, flat ? residual
+                                                                   : ag::reshape(residual, {-1, x.size(-1)}))
+                             : down_proj->forward(hidden);
+  return flat ? y : ag::reshape(y, x.shape());
 }
 
 }  // namespace lizard::nn

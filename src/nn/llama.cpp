@@ -24,12 +24,19 @@ DecoderLayer::DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> at
 
 Var DecoderLayer::forward(const Var& x, const ops::RopeTable& rope, bool teacher,
                           bool recompute_mix, const ModuleProbe* probe) const {
-  Var a = self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix);
-  if (probe) (*probe)("self_attn", a);
-  Var h = ag::add(x, a);
-  Var m = mlp->forward(post_attention_layernorm->forward(h));
-  if (probe) (*probe)("mlp", m);
-  return ag::add(h, m);
+  if (probe) {
+    // A probe sees each module's own output, so this path keeps the separate residual adds.
+    Var a = self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix);
+    (*probe)("self_attn", a);
+    Var h = ag::add(x, a);
+    Var m = mlp->forward(post_attention_layernorm->forward(h));
+    (*probe)("mlp", m);
+    return ag::add(h, m);
+  }
+  // The residual adds ride in o_proj's and down_proj's GEMMs (beta = 1): no add kernel, one
+  // rounding of the fp32 sum, and the residual's gradient is the output gradient itself.
+  Var h = self_attn->forward(input_layernorm->forward(x), rope, teacher, recompute_mix, x);
+  return mlp->forward(post_attention_layernorm->forward(h), h);
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& cfg, const AttentionFactory& attn, const LoraSpec& lora,

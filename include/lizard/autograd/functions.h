@@ -32,6 +32,13 @@ Var mean(const Var& x, const std::vector<int64_t>& dims = {}, bool keepdim = fal
 // ---- matmul; saves a if b needs grad and b if a needs grad ----
 /// op(a) @ op(b) with batch broadcasting (see ops::matmul). A frozen operand gets no GEMM.
 Var matmul(const Var& a, const Var& b, bool ta = false, bool tb = false);
+/// alpha * op(a) @ op(b) + c as one GEMM (ops::matmul_add; c has the product's exact shape;
+/// an undefined c means none). Backward: dc = dy itself (no copy), da and db are GEMMs with
+/// alpha folded into them, and a gradient sum the engine already holds for a or b is added
+/// inside that GEMM (Node::backward_accumulate). Saves a if b needs grad and b if a needs
+/// grad; nothing of c. (src/autograd/matmul_add.cpp)
+Var matmul_add(const Var& a, const Var& b, const Var& c, double alpha = 1.0, bool ta = false,
+               bool tb = false);
 
 // ---- shape ops; save only shapes ----
 Var reshape(const Var& x, const Shape& shape);

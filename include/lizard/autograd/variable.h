@@ -83,6 +83,19 @@ struct Node {
   /// Gradients for each input, given the gradient of the output. An entry may be left
   /// undefined when !needs_grad(i).
   virtual std::vector<Tensor> backward(const Tensor& grad_out) = 0;
+  /// Optional accumulating form of backward(). `partial[i]` is the gradient input i has already
+  /// received from other consumers (undefined when none yet; only offered for inputs that are
+  /// nodes, each node on one edge at most). A node that can add partial[i] inside the GEMM
+  /// forming its own contribution (beta = 1, partial only read) returns that sum and sets
+  /// folded[i]; the engine then takes it as the input's new total instead of adding it with a
+  /// separate kernel. The default folds nothing.
+  virtual std::vector<Tensor> backward_accumulate(const Tensor& grad_out,
+                                                  const std::vector<Tensor>& partial,
+                                                  std::vector<bool>& folded) {
+    (void)partial;
+    (void)folded;
+    return backward(grad_out);
+  }
   /// Name for error messages and debugging.
   virtual const char* name() const = 0;
   /// Drops saved tensors after backward (unless the graph is retained).

@@ -41,13 +41,14 @@ class Attention : public Module {
   }
   /// True for layers whose student differs from the teacher.
   virtual bool is_linearized() const { return false; }
-  /// heads [B, T, H, D] -> o_proj -> [B, T, d].
-  Var output(const Var& heads) const;
+  /// heads [B, T, H, D] -> o_proj -> [B, T, d]. With `residual` ([B, T, d]) set, returns
+  /// residual + o_proj(heads), the add done inside o_proj's GEMM (Linear::forward_add).
+  Var output(const Var& heads, const Var& residual = Var()) const;
   /// Full attention: teacher or student mixing. `recompute_mix` checkpoints the student's
   /// mixing (only its inputs are kept; it runs again in backward): a linearized layer then
-  /// stores no per-chunk kernel state between forward and backward.
-  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher,
-              bool recompute_mix = false) const;
+  /// stores no per-chunk kernel state between forward and backward. `residual`: see output().
+  Var forward(const Var& x, const ops::RopeTable& rope, bool teacher, bool recompute_mix = false,
+              const Var& residual = Var()) const;
 
   Linear* q_proj;
   Linear* k_proj;

@@ -42,7 +42,9 @@ std::unique_ptr<Linear> make_linear(int64_t in, int64_t out, bool bias, const Lo
 class SwiGLUMLP : public Module {
  public:
   SwiGLUMLP(int64_t dim, int64_t hidden, DType dtype, Device device);
-  Var forward(const Var& x) const;
+  /// With `residual` ([..., dim]) set, returns residual + down(...), the add done inside
+  /// down_proj's GEMM (Linear::forward_add).
+  Var forward(const Var& x, const Var& residual = Var()) const;
   Linear* gate_proj;
   Linear* up_proj;
   Linear* down_proj;

@@ -1,5 +1,6 @@
 // Linear layers: y = x W^T (+ b), W [out, in] in the Hugging Face layout; and the LoRA variant
-// y = x W^T (+ b) + (alpha / r) * dropout(x) A^T B^T with A [r, in], B [out, r].
+// y = x W^T (+ b) + (alpha / r) * dropout(x) A^T B^T with A [r, in], B [out, r]. Every add of
+// a residual or of the LoRA term rides in a GEMM's epilogue (autograd::matmul_add).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -15,7 +16,11 @@ class Linear : public Module {
   Linear(int64_t in, int64_t out, bool bias, DType dtype = DType::F32,
          Device device = Device::cpu());
   /// x [..., in] -> [..., out]. The input is flattened to 2-D so the weight gradient is one GEMM.
-  virtual Var forward(const Var& x) const;
+  Var forward(const Var& x) const;
+  /// residual + forward(x), residual [..., out] of the output's shape: the add rides in the
+  /// projection's GEMM (beta = 1, autograd::matmul_add), so no add kernel runs and the
+  /// residual's gradient is the output's gradient itself.
+  Var forward_add(const Var& x, const Var& residual) const;
   /// W ~ Normal(0, std) from the stream (seed, offset); bias zero.
   void init_normal(double std, uint64_t seed, uint64_t offset);
   const Var& weight() const { return weight_; }
@@ -24,6 +29,9 @@ class Linear : public Module {
   int64_t out_features() const { return out_; }
 
  protected:
+  /// The projection of x2 [N, in] (plus residual2 [N, out] when defined) -> [N, out].
+  virtual Var forward_2d(const Var& x2, const Var& residual2) const;
+
   int64_t in_, out_;
   Var weight_, bias_;
 };
@@ -45,7 +53,6 @@ class LoRALinear : public Linear {
   /// Base weights frozen; A Kaiming-uniform (a = sqrt(5), as peft) from (seed, offset); B zero.
   LoRALinear(int64_t in, int64_t out, bool bias, const LoraConfig& cfg, uint64_t seed,
              uint64_t offset, DType dtype = DType::F32, Device device = Device::cpu());
-  Var forward(const Var& x) const override;
   /// The merged weight W + (alpha / r) B A (a new tensor; the module is unchanged).
   Tensor merged_weight() const;
   const Var& lora_a() const { return a_; }
@@ -59,6 +66,10 @@ class LoRALinear : public Linear {
   }
 
  private:
+  /// base = x2 W^T (+ b) (+ residual2, in the GEMM); then (alpha / r) (x2 A^T) B^T is added
+  /// to base inside the up-projection's GEMM: no scale and no add kernel.
+  Var forward_2d(const Var& x2, const Var& residual2) const override;
+
   LoraConfig cfg_;
   Var a_, b_;
   mutable uint64_t drop_seed_ = 0, drop_offset_ = 0;

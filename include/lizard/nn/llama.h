@@ -21,8 +21,10 @@ using ModuleProbe = std::function<void(const std::string& module, const Var& out
 class DecoderLayer : public Module {
  public:
   DecoderLayer(const LlamaConfig& cfg, std::unique_ptr<Attention> attn, DType dtype, Device device);
-  /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)). `probe`, when set, sees the outputs
-  /// of "self_attn" and "mlp" (names relative to the layer).
+  /// x [B, T, d] -> x + attn(norm(x)) then + mlp(norm(.)); both residual adds ride in the
+  /// o_proj and down_proj GEMMs (Linear::forward_add). `probe`, when set, sees the outputs of
+  /// "self_attn" and "mlp" (names relative to the layer); that path keeps separate adds (the
+  /// same values up to one bf16 rounding of the module outputs).
   Var forward(const Var& x, const ops::RopeTable& rope, bool teacher,
               bool recompute_mix = false, const ModuleProbe* probe = nullptr) const;
   RMSNorm* input_layernorm;

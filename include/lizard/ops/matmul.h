@@ -10,7 +10,24 @@ namespace lizard::ops {
 /// Batch dims broadcast (b may be 2-D against a batched a, or the same batch dims).
 /// CPU: f32/f64 through BLAS. CUDA: bf16 or f32 in, fp32 accumulate, cuBLASLt.
 /// Every call counts once in gemm_count() (tests prove frozen weights cost no GEMM).
-Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb = false);
+/// `alpha` scales the product inside the GEMM (cuBLASLt's alpha): no separate scaling pass.
+Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb = false,
+              double alpha = 1.0);
+
+/// out = alpha * op(a) @ op(b) + c as ONE GEMM (cuBLASLt's D = alpha A B + beta C, beta = 1,
+/// with C a separate input): no elementwise pass for a residual or a gradient sum. The sum is
+/// formed in fp32 and rounded once to the output dtype. c has exactly the output's shape and
+/// dtype (no broadcast) and is only read (it may alias a or b). Operands as matmul; the CPU
+/// backend also takes bf16 here (computed in f32, rounded once: the CUDA contract).
+/// Counts once in gemm_count().
+Tensor matmul_add(const Tensor& a, const Tensor& b, const Tensor& c, double alpha = 1.0,
+                  bool ta = false, bool tb = false);
+
+/// c += alpha * op(a) @ op(b) in place (beta = 1 in the GEMM, D = C). c must have the output's
+/// shape and dtype and be contiguous. When c shares storage with a or b the product is formed
+/// out of place and copied in (correct, one extra copy). Counts once in gemm_count().
+void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, double alpha = 1.0, bool ta = false,
+                 bool tb = false);
 
 /// Number of GEMMs issued by matmul since process start (all threads).
 int64_t gemm_count();
