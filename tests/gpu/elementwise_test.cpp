@@ -3,7 +3,6 @@
 
 #include "gpu_test_util.h"
 #include "lizard/ops/elementwise.h"
-#include "lizard/ops/matmul.h"
 #include "lizard/ops/reduce.h"
 
 using namespace lizard;
@@ -102,36 +101,3 @@ TEST(GpuReduce, RowSumRegimes) {
   }
 }
 
-TEST(GpuGemm, TransposesAndBatchBroadcast) {
-  LZ_REQUIRE_GPU();
-  // bf16 operands are exact in the oracle (it reads the same bf16 values); the product is
-  // accumulated in fp32 and rounded once to bf16 (2^-9), so 4e-3. f32: cuBLASLt fp32 (no
-  // TF32), error ~ sqrt(K) ulp: 1e-5.
-  struct C { Shape a, b; bool ta, tb; };
-  const std::vector<C> cases = {
-      {{17, 33}, {33, 9}, false, false},      {{33, 17}, {33, 9}, true, false},
-      {{17, 33}, {9, 33}, false, true},       {{33, 17}, {9, 33}, true, true},
-      {{3, 17, 33}, {33, 9}, false, false},   // weight shared by the batch: folded into M
-      {{3, 33, 17}, {33, 9}, true, false},    // same with a^T: stride-0 batch in cuBLASLt
-      {{2, 3, 1, 64}, {2, 3, 64, 5}, false, false},
-      {{4, 1, 5, 8}, {1, 3, 8, 6}, false, false},  // both broadcast: host loop over outer dim
-      {{1, 1}, {1, 1}, false, false},         {{128, 256}, {256, 96}, false, false}};
-  for (const DtypeCase& c : {DtypeCase{DType::F32, 1e-5, "fp32"}, DtypeCase{DType::BF16, 4e-3, "bf16 out"}}) {
-    for (const C& cs : cases) {
-      Tensor a = gpu_rand(cs.a, 9, c.dtype), b = gpu_rand(cs.b, 10, c.dtype);
-      Tensor ref = ops::matmul(f64(a), f64(b), cs.ta, cs.tb);
-      expect_close(ops::matmul(a, b, cs.ta, cs.tb), ref, c.tol,
-                   str_cat(shape_str(cs.a), (cs.ta ? "^T" : ""), " @ ", shape_str(cs.b),
-                           (cs.tb ? "^T" : ""), " ", c.why));
-    }
-  }
-}
-
-TEST(GpuGemm, MisalignedSliceOperand) {
-  LZ_REQUIRE_GPU();
-  // A view starting one element in is only 2-byte aligned: the plan must not promise 16.
-  Tensor big = gpu_rand({8 * 16 + 1}, 11, DType::BF16);
-  Tensor a = big.slice(0, 1, 8 * 16 + 1).view({8, 16});
-  Tensor b = gpu_rand({16, 8}, 12, DType::BF16);
-  expect_close(ops::matmul(a, b), ops::matmul(f64(a), f64(b)), 4e-3, "misaligned bf16");
-}

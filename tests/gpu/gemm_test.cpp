@@ -1,5 +1,5 @@
-// CUDA matmul_add (cuBLASLt with beta = 1 and a separate C) and the layers that use it,
-// against the f64 CPU path on the same values.
+// CUDA GEMMs: matmul, matmul_add (cuBLASLt with beta = 1 and a separate C) and the layers that
+// use it, against the f64 CPU path on the same values.
 #include <gtest/gtest.h>
 
 #include "gpu_test_util.h"
@@ -18,22 +18,50 @@ namespace {
 // (2^-9 relative), so 4e-3 as the plain GEMM. f32: cuBLASLt fp32 (no TF32), ~sqrt(K) ulp.
 const std::vector<DtypeCase> kGemmCases = {DtypeCase{DType::F32, 1e-5, "fp32"},
                                            DtypeCase{DType::BF16, 4e-3, "bf16 out"}};
+struct GemmShape { Shape a, b; bool ta, tb; };
+// Every transpose, batches with and without broadcast, 1 x 1, and two layer-like sizes.
+const std::vector<GemmShape> kShapes = {
+    {{17, 33}, {33, 9}, false, false},      {{33, 17}, {33, 9}, true, false},
+    {{17, 33}, {9, 33}, false, true},       {{33, 17}, {9, 33}, true, true},
+    {{3, 17, 33}, {33, 9}, false, false},   // weight shared by the batch: folded into M
+    {{3, 33, 17}, {33, 9}, true, false},    // same with a^T: stride-0 batch in cuBLASLt
+    {{2, 3, 1, 64}, {2, 3, 64, 5}, false, false},
+    {{4, 1, 5, 8}, {1, 3, 8, 6}, false, false},  // both broadcast: host loop over the outer dim
+    {{1, 1}, {1, 1}, false, false},
+    {{128, 256}, {256, 96}, false, false},
+    {{300, 512}, {96, 512}, false, true}};  // a LoRA-like x W^T
+std::string shape_name(const GemmShape& s) {
+  return str_cat(shape_str(s.a), (s.ta ? "^T" : ""), " @ ", shape_str(s.b), (s.tb ? "^T" : ""));
+}
 }  // namespace
+
+TEST(GpuGemm, TransposesAndBatchBroadcast) {
+  LZ_REQUIRE_GPU();
+  // bf16 operands are exact in the oracle (it reads the same bf16 values); the product is
+  // accumulated in fp32 and rounded once to bf16 (2^-9), so 4e-3. f32: cuBLASLt fp32 (no
+  // TF32), error ~ sqrt(K) ulp: 1e-5.
+  for (const DtypeCase& c : kGemmCases)
+    for (const GemmShape& cs : kShapes) {
+      Tensor a = gpu_rand(cs.a, 9, c.dtype), b = gpu_rand(cs.b, 10, c.dtype);
+      expect_close(ops::matmul(a, b, cs.ta, cs.tb), ops::matmul(f64(a), f64(b), cs.ta, cs.tb),
+                   c.tol, str_cat(shape_name(cs), " ", c.why));
+    }
+}
+
+TEST(GpuGemm, MisalignedSliceOperand) {
+  LZ_REQUIRE_GPU();
+  // A view starting one element in is only 2-byte aligned: the plan must not promise 16.
+  Tensor big = gpu_rand({8 * 16 + 1}, 11, DType::BF16);
+  Tensor a = big.slice(0, 1, 8 * 16 + 1).view({8, 16});
+  Tensor b = gpu_rand({16, 8}, 12, DType::BF16);
+  expect_close(ops::matmul(a, b), ops::matmul(f64(a), f64(b)), 4e-3, "misaligned bf16");
+}
+
 
 TEST(GpuGemmAdd, TransposesBatchesAlphaSeparateC) {
   LZ_REQUIRE_GPU();
-  struct C { Shape a, b; bool ta, tb; };
-  const std::vector<C> cases = {
-      {{17, 33}, {33, 9}, false, false},      {{33, 17}, {33, 9}, true, false},
-      {{17, 33}, {9, 33}, false, true},       {{33, 17}, {9, 33}, true, true},
-      {{3, 17, 33}, {33, 9}, false, false},   // weight shared by the batch: folded into M
-      {{3, 33, 17}, {33, 9}, true, false},    // stride-0 batch in cuBLASLt
-      {{2, 3, 1, 64}, {2, 3, 64, 5}, false, false},
-      {{4, 1, 5, 8}, {1, 3, 8, 6}, false, false},  // host loop over the outer dim: C offsets
-      {{1, 1}, {1, 1}, false, false},
-      {{300, 512}, {96, 512}, false, true}};  // a LoRA-like x W^T
   for (const DtypeCase& c : kGemmCases)
-    for (const C& cs : cases)
+    for (const GemmShape& cs : kShapes)
       for (double alpha : {1.0, -0.625}) {
         Tensor a = gpu_rand(cs.a, 9, c.dtype), b = gpu_rand(cs.b, 10, c.dtype);
         Tensor out_shape_probe = ops::matmul(f64(a), f64(b), cs.ta, cs.tb);
@@ -41,8 +69,7 @@ TEST(GpuGemmAdd, TransposesBatchesAlphaSeparateC) {
         const std::vector<double> c_before = cc.to_vector();
         Tensor ref = ops::matmul_add(f64(a), f64(b), f64(cc), alpha, cs.ta, cs.tb);
         expect_close(ops::matmul_add(a, b, cc, alpha, cs.ta, cs.tb), ref, c.tol,
-                     str_cat(shape_str(cs.a), (cs.ta ? "^T" : ""), " @ ", shape_str(cs.b),
-                             (cs.tb ? "^T" : ""), " alpha ", alpha, " ", c.why));
+                     str_cat(shape_name(cs), " alpha ", alpha, " ", c.why));
         EXPECT_EQ(cc.to_vector(), c_before) << "matmul_add wrote its c input";
         // The same sum in place.
         ops::matmul_add_(cc, a, b, alpha, cs.ta, cs.tb);
