@@ -1,4 +1,4 @@
-// CUDA elementwise ops, row sums and GEMM against the f64 CPU path on the same values.
+// CUDA elementwise ops and row sums against the f64 CPU path on the same values.
 #include <gtest/gtest.h>
 
 #include "gpu_test_util.h"
