@@ -220,9 +220,10 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
              ", ", K, "] @ [", K, ", ", N, "] x", count, " ", dtype_name(out.dtype()),
              " (status ", static_cast<int>(st), ")");
     p->algo = result.algo;
-    plan = p.get();
+    // The map's plan: when two threads missed on one key, the first insert wins and the other's
+    // plan is dropped here, so a pointer taken before the insert could dangle.
     std::lock_guard<std::mutex> lock(cache->mu);
-    cache->plans.emplace(key, std::move(p));
+    plan = cache->plans.try_emplace(key, std::move(p)).first->second.get();
   }
 
   const float beta = c ? 1.f : 0.f;

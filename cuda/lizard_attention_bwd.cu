@@ -516,7 +516,11 @@ std::pair<int, dim3> gate_param_grad_grid(const Dims& d, int dev) {
   const int64_t cols = grid_for(int64_t(d.dm) + 1, 256), gz = (d.Hg + kG - 1) / kG;
   int rows = kGateRows;
   while (rows > 16 && cols * ((N + rows - 1) / rows) * gz < 2 * resident) rows /= 2;
-  return {rows, dim3(unsigned(cols), unsigned((N + rows - 1) / rows), unsigned(gz))};
+  const int64_t blocks = (N + rows - 1) / rows;
+  LZ_CHECK(blocks <= 65535, "lizard attention: B*T = ", N, " tokens needs ", blocks,
+           " row blocks in the gate gradient's grid (at most 65535, i.e. B*T <= ",
+           int64_t(65535) * kGateRows, ")");
+  return {rows, dim3(unsigned(cols), unsigned(blocks), unsigned(gz))};
 }
 
 /// gate_param_grad_kernel for d (kG 1 for the shared gate, kGateG per head).

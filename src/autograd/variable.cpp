@@ -75,7 +75,10 @@ void accumulate(Tensor& acc, const Tensor& g) {
 
 namespace {
 // Node buffers alias the first gradient (no copy) and add out of place afterwards, so a
-// tensor shared between several consumers is never written.
+// tensor shared between several consumers is never written. Node::backward_accumulate and
+// matmul_add's dC = dY (no copy) rely on this: no node's backward may write into its incoming
+// gradient or into a `partial` sum it is offered; a backward that did would change the sums of
+// other consumers of the same tensor.
 void accumulate_buffer(Tensor& acc, const Tensor& g) {
   acc = acc.defined() ? ops::add(acc, g) : g;
 }
