@@ -83,11 +83,15 @@ __global__ void rmsnorm_fwd_kernel(const T* __restrict__ x, const W* __restrict_
   }
 }
 
-// dx[n] = rstd * (w*dy - x * rstd^2 * mean(w*dy*x)).
+// dx[n] = rstd * (w*dy - x * rstd^2 * mean(w*dy*x)) [+ acc[n]]. acc (may be null) is the
+// running gradient sum of x the autograd engine holds (the residual stream's share): added in
+// fp32 before dx's one rounding, so no separate add kernel reads dx back (one read of acc
+// instead of two reads and a write).
 template <bool kVec, class T, class W>
 __global__ void rmsnorm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                   const W* __restrict__ w, const float* __restrict__ rstd,
-                                  T* __restrict__ dx, int64_t N, int64_t D) {
+                                  const T* __restrict__ acc, T* __restrict__ dx, int64_t N,
+                                  int64_t D) {
   __shared__ float shm[32];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const T* xr = x + n * D;
@@ -105,6 +109,7 @@ __global__ void rmsnorm_dx_kernel(const T* __restrict__ dy, const T* __restrict_
     const float r = rstd[n];
     const float c = r * r * dot / static_cast<float>(D);
     T* dxr = dx + n * D;
+    const T* ar = acc ? acc + n * D : nullptr;
     for_row<kVec, T>(D, [&](int64_t d, auto k) {
       constexpr int K = decltype(k)::value;
       float xv[K], gv[K];
@@ -112,6 +117,12 @@ __global__ void rmsnorm_dx_kernel(const T* __restrict__ dy, const T* __restrict_
       load_run(gr, d, gv);
 #pragma unroll
       for (int j = 0; j < K; ++j) xv[j] = r * (load_f(w[d + j]) * gv[j] - xv[j] * c);
+      if (ar) {  // uniform over the launch: no divergence
+        float av[K];
+        load_run(ar, d, av);
+#pragma unroll
+        for (int j = 0; j < K; ++j) xv[j] += av[j];
+      }
       store_run(dxr, d, xv);
     });
   }
@@ -187,14 +198,24 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Te
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                      Tensor& dx, Tensor& dw, void* stream) {
+                      Tensor& dx, Tensor& dw, void* stream, const Tensor& acc) {
   const char* op = "cuda::rmsnorm_backward";
   check_rms(op, x, w, rstd);
   require_contiguous(dy, op, "dy");
-  require_contiguous(dx, op, "dx");
-  LZ_CHECK(dy.shape() == x.shape() && dy.dtype() == x.dtype() && dx.shape() == x.shape() &&
-               dx.dtype() == x.dtype(),
-           op, ": dy ", dy.desc(), ", dx ", dx.desc(), " must match x ", x.desc());
+  LZ_CHECK(dy.shape() == x.shape() && dy.dtype() == x.dtype(), op, ": dy ", dy.desc(),
+           " must match x ", x.desc());
+  if (dx.defined()) {
+    require_contiguous(dx, op, "dx");
+    LZ_CHECK(dx.shape() == x.shape() && dx.dtype() == x.dtype(), op, ": dx ", dx.desc(),
+             " must match x ", x.desc());
+  }
+  if (acc.defined()) {
+    LZ_CHECK(dx.defined(), op, ": acc ", acc.desc(), " given without dx");
+    require_contiguous(acc, op, "acc");
+    LZ_CHECK(acc.shape() == x.shape() && acc.dtype() == x.dtype(), op, ": acc ", acc.desc(),
+             " must match x ", x.desc());
+    LZ_CHECK(acc.raw() != dx.raw(), op, ": acc must not be dx (it is read while dx is written)");
+  }
   const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
   if (dw.defined()) {
     require_contiguous(dw, op, "dw");
@@ -216,12 +237,16 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
     using T = decltype(zx);
     visit_storage(w.dtype(), "cuda::rmsnorm_backward weight", [&](auto zw) {
       using W = decltype(zw);
+      if (!dx.defined()) return;
+      const T* pa = acc.defined() ? static_cast<const T*>(acc.raw()) : nullptr;
       auto launch = [&](auto vec) {
         rmsnorm_dx_kernel<decltype(vec)::value, T, W><<<row_blocks(N), kThreads, 0, as_stream(stream)>>>(
             static_cast<const T*>(dy.raw()), static_cast<const T*>(x.raw()),
-            static_cast<const W*>(w.raw()), rstd.data<float>(), static_cast<T*>(dx.raw()), N, D);
+            static_cast<const W*>(w.raw()), rstd.data<float>(), pa, static_cast<T*>(dx.raw()), N,
+            D);
       };
-      if (vec_rows<T>(D, {dy.raw(), x.raw(), dx.raw()})) launch(std::true_type{});
+      // A null acc is aligned (address 0): the pack test covers it either way.
+      if (vec_rows<T>(D, {dy.raw(), x.raw(), dx.raw(), pa})) launch(std::true_type{});
       else launch(std::false_type{});
     });
     if (dw.defined()) {

@@ -34,7 +34,22 @@ struct RmsNormNode : Node {
   const char* name() const override { return "rmsnorm"; }
   void release() override { x = w = rstd = Tensor(); }
   std::vector<Tensor> backward(const Tensor& g) override {
-    ops::RmsNormGrads r = ops::rmsnorm_backward(g, x, w, rstd, needs_grad(0), needs_grad(1));
+    std::vector<bool> folded(2, false);
+    return backward_accumulate(g, {}, folded);
+  }
+  // The norm's input is the residual stream: its other consumer (the o_proj / down_proj
+  // matmul_add's C) has usually left its gradient in the engine already. That running sum
+  // rides into the dx pass (read once, one rounding) instead of a separate add kernel.
+  std::vector<Tensor> backward_accumulate(const Tensor& g, const std::vector<Tensor>& partial,
+                                          std::vector<bool>& folded) override {
+    Tensor acc;
+    if (needs_grad(0) && !partial.empty() && partial[0].defined()) {
+      const Tensor& p = partial[0];
+      if (p.shape() == x.shape() && p.dtype() == x.dtype() && p.device() == x.device()) acc = p;
+    }
+    ops::RmsNormGrads r =
+        ops::rmsnorm_backward(g, x, w, rstd, needs_grad(0), needs_grad(1), acc);
+    if (acc.defined()) folded[0] = true;
     if (r.dw.defined()) r.dw = as_dtype(r.dw, w.dtype());
     return {r.dx, r.dw};
   }

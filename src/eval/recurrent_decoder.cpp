@@ -133,8 +133,9 @@ std::vector<float> RecurrentStepModel::run(const std::vector<int32_t>& tokens) {
       }
       if (!first) heads = softmax_decode(st, q);
     }
-    Var h = ag::add(x, layer->self_attn->output(Var(heads)));
-    x = ag::add(h, layer->mlp->forward(layer->post_attention_layernorm->forward(h)));
+    // The residual adds ride in o_proj's and down_proj's GEMMs (as in DecoderLayer::forward).
+    Var h = layer->self_attn->output(Var(heads), x);
+    x = layer->mlp->forward(layer->post_attention_layernorm->forward(h), h);
   }
   pos_ += T;
   const Var last(model_.model->norm->forward(x).data().slice(1, T - 1, T).contiguous());

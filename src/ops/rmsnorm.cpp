@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cpu_util.h"
+#include "lizard/core/dispatch.h"
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/cuda/rmsnorm.h"
 
@@ -51,31 +52,44 @@ RmsNormOut rmsnorm(const Tensor& x, const Tensor& w, double eps) {
 }
 
 RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
-                              const Tensor& rstd, bool need_dx, bool need_dw) {
+                              const Tensor& rstd, bool need_dx, bool need_dw,
+                              const Tensor& dx_acc) {
   check_shapes(x, w, "rmsnorm_backward");
   LZ_CHECK(dy.shape() == x.shape(), "rmsnorm_backward: dy ", dy.desc(), " for x ", x.desc());
   const int64_t D = x.size(-1), N = D > 0 ? x.numel() / D : 0;
   LZ_CHECK(rstd.numel() == N, "rmsnorm_backward: rstd ", rstd.desc(), " for ", N, " rows");
+  const bool acc = dx_acc.defined();
+  if (acc) {
+    LZ_CHECK(need_dx, "rmsnorm_backward: dx_acc ", dx_acc.desc(), " given without need_dx");
+    LZ_CHECK(dx_acc.shape() == x.shape() && dx_acc.dtype() == x.dtype() &&
+                 dx_acc.device() == x.device(),
+             "rmsnorm_backward: dx_acc ", dx_acc.desc(), " must be like x ", x.desc());
+  }
   RmsNormGrads g;
   if (x.is_cuda()) {
-    g.dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    g.dw = Tensor::empty({D}, DType::F32, x.device());
+    if (need_dx) g.dx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (need_dw) g.dw = Tensor::empty({D}, DType::F32, x.device());
     LZ_CUDA_ONLY(cuda::rmsnorm_backward(dy.contiguous(), x.contiguous(), w.contiguous(), rstd,
-                                        g.dx, g.dw, cuda::stream_of(x)));
-    if (!need_dx) g.dx = Tensor();
-    if (!need_dw) g.dw = Tensor();
+                                        g.dx, g.dw, cuda::stream_of(x),
+                                        acc ? dx_acc.contiguous() : Tensor()));
     return g;
   }
+  // bf16 storage is taken as the reference of the CUDA rounding contract: f64 math, one
+  // rounding of dx (the running sum included) to bf16 at the end.
+  if (x.dtype() != DType::BF16) cpu::visit_float(x.dtype(), "rmsnorm_backward", [](auto) {});
   if (need_dx) g.dx = Tensor::empty(x.shape(), x.dtype());
   if (need_dw) g.dw = Tensor::zeros({D}, x.dtype());
   const Tensor rs64 = rstd.to(DType::F64).contiguous();
   const double* pr = rs64.data<double>();
-  cpu::visit_float(x.dtype(), "rmsnorm_backward", [&](auto z) {
+  auto body = [&](auto z) {
     using T = decltype(z);
     Tensor xc = x.contiguous(), wc = w.contiguous(), gc = dy.contiguous();
+    Tensor ac = acc ? dx_acc.contiguous() : Tensor();
     const T* px = xc.data<T>();
     const T* pw = wc.data<T>();
     const T* pg = gc.data<T>();
+    const T* pa = acc ? ac.data<T>() : nullptr;
+    auto ld = [](T v) { return to_double<T>(v); };
     std::vector<double> dw_acc(need_dw ? D : 0, 0.0);
     for (int64_t n = 0; n < N; ++n) {
       const T* xr = px + n * D;
@@ -83,20 +97,25 @@ RmsNormGrads rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w
       const double rs = pr[n];
       if (need_dx) {
         double dot = 0;  // sum_d w dy x
-        for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(pw[d]) * gr[d] * xr[d];
+        for (int64_t d = 0; d < D; ++d) dot += ld(pw[d]) * ld(gr[d]) * ld(xr[d]);
         const double c = rs * rs * dot / static_cast<double>(D);
         T* dxr = g.dx.template data<T>() + n * D;
-        for (int64_t d = 0; d < D; ++d)
-          dxr[d] = static_cast<T>(rs * (static_cast<double>(pw[d]) * gr[d] - xr[d] * c));
+        for (int64_t d = 0; d < D; ++d) {
+          double v = rs * (ld(pw[d]) * ld(gr[d]) - ld(xr[d]) * c);
+          if (pa) v += ld(pa[n * D + d]);
+          dxr[d] = from_double<T>(v);
+        }
       }
       if (need_dw)
-        for (int64_t d = 0; d < D; ++d) dw_acc[d] += static_cast<double>(gr[d]) * xr[d] * rs;
+        for (int64_t d = 0; d < D; ++d) dw_acc[d] += ld(gr[d]) * ld(xr[d]) * rs;
     }
     if (need_dw) {
       T* pdw = g.dw.template data<T>();
-      for (int64_t d = 0; d < D; ++d) pdw[d] = static_cast<T>(dw_acc[d]);
+      for (int64_t d = 0; d < D; ++d) pdw[d] = from_double<T>(dw_acc[d]);
     }
-  });
+  };
+  if (x.dtype() == DType::BF16) body(bf16{});
+  else cpu::visit_float(x.dtype(), "rmsnorm_backward", body);
   return g;
 }
 

@@ -261,8 +261,9 @@ class DistillTask : public ModelTask {
         ++layers;
         mark_phase(ctx.timer, Phase::TeacherForward);
       }
-      Var h = ag::add(x, layer->self_attn->output(y_t));
-      x = ag::add(h, layer->mlp->forward(layer->post_attention_layernorm->forward(h)));
+      // The residual adds ride in o_proj's and down_proj's GEMMs (as in DecoderLayer::forward).
+      Var h = layer->self_attn->output(y_t, x);
+      x = layer->mlp->forward(layer->post_attention_layernorm->forward(h), h);
     }
     LZ_INPUT_CHECK(layers > 0, "distill: every layer is in lizard.softmax_layers; nothing to train");
     // Loss = (1/L) sum_l mse_l, reported per token so the trainer's normaliser restores it.
