@@ -138,8 +138,9 @@ __device__ __forceinline__ float row_abs_max(const float (&u)[kMaxNT][4], int r,
 }
 
 /// This thread's maxima of u_f (p) and of -u_f (n) on row r of u (n-tiles j < nt), before the
-/// quad_max that makes them the softmax map's shifts (left to the caller, whose order of the
-/// two quad reductions and what follows them is then its own, as before this was shared).
+/// quad_max that makes them the softmax map's shifts. The quad_max is left to the caller: done
+/// here, it moved the forward's scaling of the first maximum after the second shuffle (other
+/// PTX, same values).
 struct RowMax {
   float p, n;
 };
