@@ -555,6 +555,32 @@ __device__ __forceinline__ void ld_b_kn(uint32_t (&r)[4], const __nv_bfloat16* s
 constexpr int kBwdTile = 64;  // keys per dkdv block, queries per dq block, and the inner tile
 constexpr float kLog2e = 1.4426950408889634f;
 
+/// The A fragment (16x16 bf16, round to nearest) of k-block kk of a row of m16n8 f32
+/// accumulators x: n-tiles 2kk (k 0-7) and 2kk+1 (k 8-15), the C layout being A's.
+template <int N>
+__device__ __forceinline__ void pack_a(uint32_t (&r)[4], const float (&x)[N][4], int kk) {
+  r[0] = pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+  r[1] = pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+  r[2] = pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+  r[3] = pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+}
+
+/// One 16-deep k step kk of the backward's two score products over a kBwdTile-wide tile:
+/// s += as bs^T and dp += ad bd^T, bs and bd in shared memory stored [n][k] (row stride kS).
+__device__ __forceinline__ void mma_s_dp(float (&s)[kBwdTile / 8][4], float (&dp)[kBwdTile / 8][4],
+                                         const uint32_t (&as)[4], const uint32_t (&ad)[4],
+                                         const __nv_bfloat16* bs, const __nv_bfloat16* bd, int kk,
+                                         int kS) {
+#pragma unroll
+  for (int nn = 0; nn < kBwdTile / 16; ++nn) {
+    uint32_t fs[4], fd[4];
+    ld_b_nk(fs, bs, nn * 16, kk * 16, kS);
+    ld_b_nk(fd, bd, nn * 16, kk * 16, kS);
+    mma_bf16_x2(s[2 * nn], s[2 * nn + 1], as, fs);
+    mma_bf16_x2(dp[2 * nn], dp[2 * nn + 1], ad, fd);
+  }
+}
+
 template <int kD>
 __global__ void __launch_bounds__(128)
     fa_bwd_dkdv_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
@@ -616,16 +642,7 @@ __global__ void __launch_bounds__(128)
         uint32_t ka[4], va[4];
         ld_a(ka, sK, warp * 16, kk * 16, kS);
         ld_a(va, sV, warp * 16, kk * 16, kS);
-#pragma unroll
-        for (int nn = 0; nn < kBwdTile / 16; ++nn) {
-          uint32_t bq[4], bo[4];
-          ld_b_nk(bq, sQ, nn * 16, kk * 16, kS);
-          ld_b_nk(bo, sO, nn * 16, kk * 16, kS);
-          mma_bf16(s[2 * nn], ka, bq[0], bq[1]);
-          mma_bf16(s[2 * nn + 1], ka, bq[2], bq[3]);
-          mma_bf16(dp[2 * nn], va, bo[0], bo[1]);  // dP^T = V dO^T
-          mma_bf16(dp[2 * nn + 1], va, bo[2], bo[3]);
-        }
+        mma_s_dp(s, dp, ka, va, sQ, sO, kk, kS);  // dP^T = V dO^T
       }
       const bool need_mask = q0 < k0 + kBwdTile || q0 + kBwdTile > a.T || k0 + kBwdTile > a.T ||
                              (a.window > 0 && q0 + kBwdTile - 1 - k0 >= a.window);
@@ -644,21 +661,16 @@ __global__ void __launch_bounds__(128)
       // dV += P^T dO and dK += dS^T Q (k = the 64 queries).
 #pragma unroll
       for (int kk = 0; kk < kBwdTile / 16; ++kk) {
-        uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                          pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                          pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                          pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                          pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+        uint32_t pa[4], da[4];
+        pack_a(pa, s, kk);
+        pack_a(da, dp, kk);
 #pragma unroll
         for (int dn = 0; dn < kD / 16; ++dn) {
           uint32_t bo[4], bq[4];
           ld_b_kn(bo, sO, kk * 16, dn * 16, kS);
           ld_b_kn(bq, sQ, kk * 16, dn * 16, kS);
-          mma_bf16(dv_acc[2 * dn], pa, bo[0], bo[1]);
-          mma_bf16(dv_acc[2 * dn + 1], pa, bo[2], bo[3]);
-          mma_bf16(dk_acc[2 * dn], da, bq[0], bq[1]);
-          mma_bf16(dk_acc[2 * dn + 1], da, bq[2], bq[3]);
+          mma_bf16_x2(dv_acc[2 * dn], dv_acc[2 * dn + 1], pa, bo);
+          mma_bf16_x2(dk_acc[2 * dn], dk_acc[2 * dn + 1], da, bq);
         }
       }
     }
@@ -756,16 +768,7 @@ __global__ void __launch_bounds__(128)
     for (int kk = 0; kk < kD / 16; ++kk) {
       uint32_t of[4];
       ld_a(of, sO, warp * 16, kk * 16, kS);
-#pragma unroll
-      for (int nn = 0; nn < kBwdTile / 16; ++nn) {
-        uint32_t bk[4], bv[4];
-        ld_b_nk(bk, sKb, nn * 16, kk * 16, kS);
-        ld_b_nk(bv, sVb, nn * 16, kk * 16, kS);
-        mma_bf16(s[2 * nn], qf[kk], bk[0], bk[1]);
-        mma_bf16(s[2 * nn + 1], qf[kk], bk[2], bk[3]);
-        mma_bf16(dp[2 * nn], of, bv[0], bv[1]);  // dP = dO V^T
-        mma_bf16(dp[2 * nn + 1], of, bv[2], bv[3]);
-      }
+      mma_s_dp(s, dp, qf[kk], of, sKb, sVb, kk, kS);  // dP = dO V^T
     }
     const bool need_mask = n0 + kBwdTile - 1 > m0 || n0 + kBwdTile > a.T ||
                            (a.window > 0 && m0 + kBwdTile - 1 - n0 >= a.window);
@@ -783,15 +786,13 @@ __global__ void __launch_bounds__(128)
     // dQ += dS K (k = the 64 keys; K stored [key][d]).
 #pragma unroll
     for (int kk = 0; kk < kBwdTile / 16; ++kk) {
-      uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                        pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                        pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+      uint32_t da[4];
+      pack_a(da, dp, kk);
 #pragma unroll
       for (int dn = 0; dn < kD / 16; ++dn) {
         uint32_t bk[4];
         ld_b_kn(bk, sKb, kk * 16, dn * 16, kS);
-        mma_bf16(acc[2 * dn], da, bk[0], bk[1]);
-        mma_bf16(acc[2 * dn + 1], da, bk[2], bk[3]);
+        mma_bf16_x2(acc[2 * dn], acc[2 * dn + 1], da, bk);
       }
     }
     __syncthreads();

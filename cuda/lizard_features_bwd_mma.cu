@@ -252,14 +252,8 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
         // pp = Ap / Sp (the softmax-weighted mean of dphi), du_f = phi_f (dphi_f - pp) -
         // phi_{F+f} (dphi_{F+f} - pn), phi_f = 2^(u_f log2e - mp log2e - log2 Sp) (1/Sp folded
         // into the exponent: Sp >= 1, the maximum's term).
-        float mp = -INFINITY, mn = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < kMaxNT; ++j)
-          if (j < nt)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
-        mp = quad_max(mp);
-        mn = quad_max(mn);
+        const RowMax mx = row_max_pn(u, r, nt);
+        const float mp = quad_max(mx.p), mn = quad_max(mx.n);
         const float bp = -mp * kLog2e, bn = -mn * kLog2e;
         float s[4][2] = {{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}};  // Sp, Ap, Sn, An by e
 #pragma unroll
@@ -474,20 +468,7 @@ __global__ void __launch_bounds__(kDwWarps * 32, 2)
     }
   }
   cp_async_wait<0>();
-  float* dWh = dW + int64_t(h) * D * F;
-#pragma unroll
-  for (int i = 0; i < kDwMaxUnits; ++i) {
-    const int wu = warp * upw + i;
-    if (i < upw && wu < nwu) {
-      const int it = wu / nft, ft = wu % nft;
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        float* p = dWh + int64_t(it * 16 + g) * F + ft * 16 + 8 * k + 2 * q;
-        add_pair(p, wacc[i][k][0], wacc[i][k][1], true);
-        add_pair(p + 8 * F, wacc[i][k][2], wacc[i][k][3], true);
-      }
-    }
-  }
+  add_dw_units(dW, h, D, F, wacc, warp, upw, nwu, nft, g, q);
 }
 
 size_t features_dw_smem(const Dims& d) {

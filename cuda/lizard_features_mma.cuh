@@ -127,25 +127,44 @@ struct RowStats {
   float mp, mn, ip, in;
 };
 
+/// max(0, max_f |u_f|) over row r (0: g, 1: g+8) of u (n-tiles j < nt), over the quad: the
+/// exp map's shift m.
+__device__ __forceinline__ float row_abs_max(const float (&u)[kMaxNT][4], int r, int nt) {
+  float m = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMaxNT; ++j)
+    if (j < nt) m = fmaxf(m, fmaxf(fabsf(u[j][2 * r]), fabsf(u[j][2 * r + 1])));
+  return quad_max(m);
+}
+
+/// This thread's maxima of u_f (p) and of -u_f (n) on row r of u (n-tiles j < nt), before the
+/// quad_max that makes them the softmax map's shifts. The quad_max is left to the caller: done
+/// here, it moved the forward's scaling of the first maximum after the second shuffle (other
+/// PTX, same values).
+struct RowMax {
+  float p, n;
+};
+
+__device__ __forceinline__ RowMax row_max_pn(const float (&u)[kMaxNT][4], int r, int nt) {
+  float mp = -INFINITY, mn = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kMaxNT; ++j)
+    if (j < nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
+  return {mp, mn};
+}
+
 template <bool kExp>
 __device__ __forceinline__ RowStats row_stats(const float (&u)[kMaxNT][4], int r, int nt) {
   RowStats st{};
   if constexpr (kExp) {
-    float m = 0.f;
-#pragma unroll
-    for (int j = 0; j < kMaxNT; ++j)
-      if (j < nt) m = fmaxf(m, fmaxf(fabsf(u[j][2 * r]), fabsf(u[j][2 * r + 1])));
-    st.mp = st.mn = quad_max(m);
+    st.mp = st.mn = row_abs_max(u, r, nt);
     st.ip = st.in = 1.f;
   } else {
-    float mp = -INFINITY, mn = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < kMaxNT; ++j)
-      if (j < nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
-    st.mp = mp = quad_max(mp);
-    st.mn = mn = quad_max(mn);
+    const RowMax mx = row_max_pn(u, r, nt);
+    const float mp = st.mp = quad_max(mx.p);
+    const float mn = st.mn = quad_max(mx.n);
     st.ip = 1.f / sum_warp_order(nt, [&](int j) {
       return make_float2(expf(u[j][2 * r] - mp), expf(u[j][2 * r + 1] - mp));
     });
@@ -186,20 +205,11 @@ struct MapExp2 {
 template <bool kExp>
 __device__ __forceinline__ MapExp2 map_exp2(const float (&u)[kMaxNT][4], int r, int nt) {
   if constexpr (kExp) {
-    float m = 0.f;
-#pragma unroll
-    for (int j = 0; j < kMaxNT; ++j)
-      if (j < nt) m = fmaxf(m, fmaxf(fabsf(u[j][2 * r]), fabsf(u[j][2 * r + 1])));
-    const float c = -quad_max(m) * kLog2e;
+    const float c = -row_abs_max(u, r, nt) * kLog2e;
     return {c, c};
   } else {
-    float mp = -INFINITY, mn = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < kMaxNT; ++j)
-      if (j < nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) mp = fmaxf(mp, u[j][2 * r + e]), mn = fmaxf(mn, -u[j][2 * r + e]);
-    const float bp = -quad_max(mp) * kLog2e, bn = -quad_max(mn) * kLog2e;
+    const RowMax mx = row_max_pn(u, r, nt);
+    const float bp = -quad_max(mx.p) * kLog2e, bn = -quad_max(mx.n) * kLog2e;
     float sp[2] = {0.f, 0.f}, sn[2] = {0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < kMaxNT; ++j)
@@ -228,6 +238,30 @@ __device__ __forceinline__ void add_pair(float* p, float a, float b, bool atomic
     v.x += a;
     v.y += b;
     *reinterpret_cast<float2*>(p) = v;
+  }
+}
+
+/// dW_h (f32, head h of dW [H][D][F]) += the warp's accumulated 16x16 tiles wacc (float2
+/// atomics: every token tile's block adds into the same dW): unit i of warp w is dW tile
+/// wu = w upw + i (wu < nwu) at (i-tile wu / nft, f-tile wu % nft), its two 8-column halves k
+/// in the mma accumulator layout (rows g and g+8, columns 2q, 2q+1).
+template <int kUnits>
+__device__ __forceinline__ void add_dw_units(float* dW, int h, int D, int F,
+                                             const float (&wacc)[kUnits][2][4], int warp, int upw,
+                                             int nwu, int nft, int g, int q) {
+  float* dWh = dW + int64_t(h) * D * F;
+#pragma unroll
+  for (int i = 0; i < kUnits; ++i) {
+    const int wu = warp * upw + i;
+    if (i < upw && wu < nwu) {
+      const int it = wu / nft, ft = wu % nft;
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        float* p = dWh + int64_t(it * 16 + g) * F + ft * 16 + 8 * k + 2 * q;
+        add_pair(p, wacc[i][k][0], wacc[i][k][1], true);
+        add_pair(p + 8 * F, wacc[i][k][2], wacc[i][k][3], true);
+      }
+    }
   }
 }
 

@@ -324,20 +324,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
     }
   }
   if (tile0 >= tile1) return;
-  float* dWh = dW + int64_t(h) * D * F;
-#pragma unroll
-  for (int i = 0; i < kMaxWUnits; ++i) {
-    const int wu = warp * upw + i;
-    if (i < upw && wu < nwu) {
-      const int it = wu / nft, ft = wu % nft;
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        float* p = dWh + int64_t(it * 16 + g) * F + ft * 16 + 8 * k + 2 * q;
-        add_pair(p, wacc[i][k][0], wacc[i][k][1], true);
-        add_pair(p + 8 * F, wacc[i][k][2], wacc[i][k][3], true);
-      }
-    }
-  }
+  add_dw_units(dW, h, D, F, wacc, warp, upw, nwu, nft, g, q);
 }
 
 size_t features_bwd_mma_smem(const Dims& d, bool wlo) {

@@ -31,17 +31,8 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
 
   std::vector<T> y(B * Tn * H * D, T(0));
   if (state_out) *state_out = Tensor::zeros({B, H, F2, D1}, in.q.dtype());
-  std::vector<T> dpq, dpk, dqw, dkw, dv, dbcum, dtau;
-  T dalpha = 0;
-  if (bwd) {
-    dpq.assign(pq.size(), T(0));
-    dpk.assign(pk.size(), T(0));
-    dqw.assign(b.q.size(), T(0));
-    dkw.assign(b.k.size(), T(0));
-    dv.assign(b.v.size(), T(0));
-    dbcum.assign(B * Tn * d.Hg, T(0));
-    dtau.assign(b.tau.size(), T(0));
-  }
+  BranchGrads<T> gr;
+  if (bwd) gr = zero_branch_grads(b, pq.size(), pk.size());
   std::vector<T> S(F2 * D1), dS(F2 * D1), bl(Tn), O(D1), P(C * C), l(D), dl(D), p_w, p_s;
   std::vector<T> states;   // [NC, 2F, D+1]: S before each chunk (kept for the backward sweep)
   std::vector<T> dO;       // [T, D+1] = [dg/den, dden]
@@ -126,9 +117,9 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
           dO[t * D1 + D] = clamped ? T(0) : -dgg / den;
           cself[t] = cs;
           if (d.w > 0) {
-            dalpha += convex ? (alpha >= 0 ? T(1) : T(-1)) * dot / ((T(1) + A) * (T(1) + A)) : dot;
-            window_row_backward(b, qw, kw, bb, t, h, nw, p_w, p_s, l.data(), dl.data(), dqw, dkw,
-                                dv, dtau);
+            gr.dalpha += convex ? (alpha >= 0 ? T(1) : T(-1)) * dot / ((T(1) + A) * (T(1) + A)) : dot;
+            window_row_backward(b, qw, kw, bb, t, h, nw, p_w, p_s, l.data(), dl.data(), gr.dqw, gr.dkw,
+                                gr.dv, gr.dtau);
           }
         }
         // carry: [S|z] <- exp(bl_end) [S|z] + (phi_k exp(bl_end - bl_s))^T [V|1]
@@ -156,9 +147,9 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
         const T bend = bl[t1 - 1], eend = std::exp(bend);
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = t0 + i;
-          T* dq_ = &dpq[((bb * Tn + t) * H + h) * F2];
+          T* dq_ = &gr.dpq[((bb * Tn + t) * H + h) * F2];
           const T et = std::exp(bl[t]);
-          T& dbt = dbcum[(bb * Tn + t) * d.Hg + gh];
+          T& dbt = gr.dbcum[(bb * Tn + t) * d.Hg + gh];
           // inter-chunk: exp(bl_t) S_prev dO'_t; the gate gets phi_q . that (b_t - b_s, s < t0)
           for (int64_t f = 0; f < F2; ++f) {
             T s = 0;
@@ -177,32 +168,32 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
             // the gate: att_ts depends on b_t - b_s, the diagonal not at all
             if (r < i) {
               dbt += kk * e * dA;
-              dbcum[(bb * Tn + s) * d.Hg + gh] -= kk * e * dA;
+              gr.dbcum[(bb * Tn + s) * d.Hg + gh] -= kk * e * dA;
             }
-            T* dk_ = &dpk[((bb * Tn + s) * H + h) * F2];
+            T* dk_ = &gr.dpk[((bb * Tn + s) * H + h) * F2];
             for (int64_t f = 0; f < F2; ++f) {
               dq_[f] += dA * e * PK(s)[f];
               dk_[f] += dA * e * PQ(t)[f];
             }
             for (int64_t j = 0; j < D; ++j)
-              dv[((bb * Tn + s) * Hkv + kvh) * D + j] += kk * e * dO[t * D1 + j];
+              gr.dv[((bb * Tn + s) * Hkv + kvh) * D + j] += kk * e * dO[t * D1 + j];
           }
         }
         // from later chunks: exp(bl_end - bl_s) dS V'_s and (phi_k_s exp(..))^T dS
         for (int64_t r = 0; r < n; ++r) {
           const int64_t s = t0 + r;
           const T f_s = std::exp(bend - bl[s]);
-          T* dk_ = &dpk[((bb * Tn + s) * H + h) * F2];
+          T* dk_ = &gr.dpk[((bb * Tn + s) * H + h) * F2];
           for (int64_t f = 0; f < F2; ++f) {
             T acc = 0;
             for (int64_t j = 0; j < D1; ++j) acc += dS[f * D1 + j] * Vp(s, j);
             dk_[f] += f_s * acc;
-            dbcum[(bb * Tn + s) * d.Hg + gh] -= f_s * acc * PK(s)[f];  // key of later queries
+            gr.dbcum[(bb * Tn + s) * d.Hg + gh] -= f_s * acc * PK(s)[f];  // key of later queries
           }
           for (int64_t j = 0; j < D; ++j) {
             T acc = 0;
             for (int64_t f = 0; f < F2; ++f) acc += PK(s)[f] * dS[f * D1 + j];
-            dv[((bb * Tn + s) * Hkv + kvh) * D + j] += f_s * acc;
+            gr.dv[((bb * Tn + s) * Hkv + kvh) * D + j] += f_s * acc;
           }
         }
         // dS_prev = exp(bl_end) dS + sum_t exp(bl_t) phi_q_t dO'_t^T
@@ -220,7 +211,8 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
     }
   if (y_out) *y_out = make(y, {B, Tn, H, D}, in.q.dtype());
   if (!bwd) return;
-  finish_grads(cfg, in, p, b, z, uq, uk, pq, pk, dpq, dpk, dqw, dkw, dv, dbcum, dtau, dalpha, grads);
+  finish_grads(cfg, in, p, b, z, uq, uk, pq, pk, gr.dpq, gr.dpk, gr.dqw, gr.dkw, gr.dv, gr.dbcum,
+               gr.dtau, gr.dalpha, grads);
 }
 
 }  // namespace

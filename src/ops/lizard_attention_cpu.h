@@ -272,6 +272,29 @@ inline void window_row_backward(const Buffers<T>& b, const std::vector<T>& qw,
   for (int64_t j = 0; j < d.m; ++j) dtau[(d.Ht == 1 ? 0 : h) * d.m + j] -= p_s[j] * delta;
 }
 
+/// The branch gradients the oracle and the chunked reference accumulate before finish_grads:
+/// dL/dphi_q, dL/dphi_k (like pq, pk), window q and k (like b.q, b.k), v, the cumulative
+/// log-gate b_t ([B, T, Hg]), tau, alpha.
+template <class T>
+struct BranchGrads {
+  std::vector<T> dpq, dpk, dqw, dkw, dv, dbcum, dtau;
+  T dalpha = 0;
+};
+
+/// BranchGrads of zeros for the buffers b and feature maps of n_pq, n_pk values.
+template <class T>
+inline BranchGrads<T> zero_branch_grads(const Buffers<T>& b, size_t n_pq, size_t n_pk) {
+  BranchGrads<T> g;
+  g.dpq.assign(n_pq, T(0));
+  g.dpk.assign(n_pk, T(0));
+  g.dqw.assign(b.q.size(), T(0));
+  g.dkw.assign(b.k.size(), T(0));
+  g.dv.assign(b.v.size(), T(0));
+  g.dbcum.assign(b.d.B * b.d.T * b.d.Hg, T(0));
+  g.dtau.assign(b.tau.size(), T(0));
+  return g;
+}
+
 /// The backward shared by the oracle and the chunked reference once the branch gradients are
 /// known: gate (dbcum [B, T, Hg] = dL/db_t -> reverse cumsum -> logsigmoid -> x, w_g, b_g),
 /// feature maps (dphi -> u -> q, k, Wq, Wk), RoPE of the window branch; fills `grads`.

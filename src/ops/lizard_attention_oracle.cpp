@@ -33,17 +33,8 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
   std::vector<T> dyv = bwd ? to_std<T>(*dy_t) : std::vector<T>{};
   std::vector<T> y(B * Tn * H * D, T(0));
   // Gradient buffers (used only in backward).
-  std::vector<T> dpq, dpk, dqw, dkw, dv, dbcum, dtau, dz;
-  T dalpha = 0;
-  if (bwd) {
-    dpq.assign(pq.size(), T(0));
-    dpk.assign(pk.size(), T(0));
-    dqw.assign(b.q.size(), T(0));
-    dkw.assign(b.k.size(), T(0));
-    dv.assign(b.v.size(), T(0));
-    dbcum.assign(B * Tn * d.Hg, T(0));
-    dtau.assign(b.tau.size(), T(0));
-  }
+  BranchGrads<T> gr;
+  if (bwd) gr = zero_branch_grads(b, pq.size(), pk.size());
 
   std::vector<T> bc(Tn), num(D), M(D), g(D), l(D), dg(D), dl(D), p_w, p_s;
   for (int64_t bb = 0; bb < B; ++bb)
@@ -97,7 +88,7 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
           dot_lg += dyr[j] * (l[j] - g[j]);
         }
         if (d.w > 0)
-          dalpha += convex ? (alpha >= 0 ? T(1) : T(-1)) * dot_lg / ((T(1) + A) * (T(1) + A)) : dot_l;
+          gr.dalpha += convex ? (alpha >= 0 ? T(1) : T(-1)) * dot_lg / ((T(1) + A) * (T(1) + A)) : dot_l;
         // global: g = num / den_c; dnum = dg / den_c; dden = -(dg.g) / den_c unless clamped, so
         // datt_ts = dg.(v_s - g) / den_c = dg.(v_s - v_t) / den_c + c_t with the self part
         // c_t = dg.(v_t - g) / den = -dg.M / den^2 (clamped: dg.v_t / eps). Written this way,
@@ -113,28 +104,29 @@ void run(const LizardConfig& cfg, const LizardInputs& in, const LizardParams& p,
           T datt = c_self;
           for (int64_t j = 0; j < D; ++j) {
             datt += dg[j] / den_c * (V(s)[j] - V(t)[j]);
-            dv[((bb * Tn + s) * Hkv + kvh) * D + j] += att * dg[j] / den_c;
+            gr.dv[((bb * Tn + s) * Hkv + kvh) * D + j] += att * dg[j] / den_c;
           }
           const T dkk = datt * e;
-          T* dq_ = &dpq[((bb * Tn + t) * H + h) * F2];
-          T* dk_ = &dpk[((bb * Tn + s) * H + h) * F2];
+          T* dq_ = &gr.dpq[((bb * Tn + t) * H + h) * F2];
+          T* dk_ = &gr.dpk[((bb * Tn + s) * H + h) * F2];
           for (int64_t f = 0; f < F2; ++f) {
             dq_[f] += dkk * PK(s)[f];
             dk_[f] += dkk * PQ(t)[f];
           }
           // att depends on b_t - b_s (not at all for s = t: adding and removing it is noise)
           if (s < t) {
-            dbcum[(bb * Tn + t) * d.Hg + gh] += datt * att;
-            dbcum[(bb * Tn + s) * d.Hg + gh] -= datt * att;
+            gr.dbcum[(bb * Tn + t) * d.Hg + gh] += datt * att;
+            gr.dbcum[(bb * Tn + s) * d.Hg + gh] -= datt * att;
           }
         }
-        if (d.w > 0) window_row_backward(b, qw, kw, bb, t, h, n, p_w, p_s, l.data(), dl.data(), dqw, dkw, dv, dtau);
+        if (d.w > 0) window_row_backward(b, qw, kw, bb, t, h, n, p_w, p_s, l.data(), dl.data(), gr.dqw, gr.dkw, gr.dv, gr.dtau);
       }
     }
   if (y_out) *y_out = make(y, {B, Tn, H, D}, in.q.dtype());
   if (!bwd) return;
 
-  finish_grads(cfg, in, p, b, z, uq, uk, pq, pk, dpq, dpk, dqw, dkw, dv, dbcum, dtau, dalpha, grads);
+  finish_grads(cfg, in, p, b, z, uq, uk, pq, pk, gr.dpq, gr.dpk, gr.dqw, gr.dkw, gr.dv, gr.dbcum,
+               gr.dtau, gr.dalpha, grads);
 }
 
 }  // namespace
