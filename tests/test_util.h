@@ -85,6 +85,25 @@ inline double rel_err(const Tensor& a, const Tensor& b) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
+/// f64 reference of the RMSNorm input gradient plus a running sum: dx[n] = rstd (w dy - x rstd^2
+/// mean(w dy x)) + acc[n], from the values the op sees (any dtype or device, read as f64; rstd
+/// the op's own). Returns a CPU f64 tensor of x's shape.
+inline Tensor rmsnorm_dx_plus_acc(const Tensor& dy, const Tensor& x, const Tensor& w,
+                                  const Tensor& rstd, const Tensor& acc) {
+  auto host = [](const Tensor& t) { return t.to(Device::cpu(), DType::F64).to_vector(); };
+  const int64_t D = x.size(-1), N = x.numel() / D;
+  auto G = host(dy), X = host(x), W = host(w), R = host(rstd), A = host(acc);
+  std::vector<double> out(X.size());
+  for (int64_t n = 0; n < N; ++n) {
+    double dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += W[d] * G[n * D + d] * X[n * D + d];
+    for (int64_t d = 0; d < D; ++d)
+      out[n * D + d] = R[n] * (W[d] * G[n * D + d] - X[n * D + d] * R[n] * R[n] * dot / D) +
+                       A[n * D + d];
+  }
+  return Tensor::from_vector(out, x.shape(), DType::F64);
+}
+
 /// Checks autograd gradients of the scalar sum(f(inputs) * w) against central differences
 /// in f64 (w is a fixed random weighting so every output element matters). `tol` is the
 /// allowed max |analytic - numeric| / (1 + |numeric|).

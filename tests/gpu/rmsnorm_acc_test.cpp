@@ -19,23 +19,6 @@ using namespace lizard;
 using namespace lizard::test;
 
 namespace {
-/// f64 dx + acc from the f64 copies of the GPU's inputs (rstd the GPU's own, f32).
-Tensor dx_plus_acc(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                   const Tensor& acc) {
-  const int64_t D = x.size(-1), N = x.numel() / D;
-  auto G = f64(dy).to_vector(), X = f64(x).to_vector(), W = f64(w).to_vector();
-  auto R = f64(rstd).to_vector(), A = f64(acc).to_vector();
-  std::vector<double> out(X.size());
-  for (int64_t n = 0; n < N; ++n) {
-    double dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += W[d] * G[n * D + d] * X[n * D + d];
-    for (int64_t d = 0; d < D; ++d)
-      out[n * D + d] = R[n] * (W[d] * G[n * D + d] - X[n * D + d] * R[n] * R[n] * dot / D) +
-                       A[n * D + d];
-  }
-  return Tensor::from_vector(out, x.shape(), DType::F64);
-}
-
 /// A contiguous [N, D] tensor one element past a 16-byte boundary (the kernel's element path).
 Tensor misaligned_rand(int64_t N, int64_t D, uint64_t seed, DType dt, double lo, double hi) {
   return gpu_rand({N * D + 1}, seed, dt, lo, hi).slice(0, 1, N * D + 1).view({N, D});
@@ -59,7 +42,7 @@ TEST(GpuRmsNormAcc, DxPlusRunningSumMatchesF64) {
                                          " (", c.why, ")");
         EXPECT_FALSE(fused.dw.defined()) << what << ": dw not asked for";
         // Same budget as the plain dx test (2x: dx cancels), the sum adds one fp32 add.
-        expect_close(fused.dx, dx_plus_acc(dy, x, w, rstd, acc), 2 * c.tol, what);
+        expect_close(fused.dx, rmsnorm_dx_plus_acc(dy, x, w, rstd, acc), 2 * c.tol, what);
         EXPECT_EQ(rel_err(f64(acc), acc_before), 0.0) << what << ": acc is only read";
         // The unfused composition on the same GPU: f32 differs by an ulp or so per element.
         if (c.dtype == DType::F32) {
@@ -82,10 +65,10 @@ TEST(GpuRmsNormAcc, Bf16SumIsRoundedOnce) {
   Tensor dy = gpu_rand({N, D}, 83, DType::BF16);
   Tensor rstd = ops::rmsnorm(x, w, 1e-5).rstd;
   Tensor zero = Tensor::zeros({N, D}, DType::BF16, Device::cuda());
-  Tensor dx_exact = dx_plus_acc(dy, x, w, rstd, zero);
+  Tensor dx_exact = rmsnorm_dx_plus_acc(dy, x, w, rstd, zero);
   Tensor small = Tensor::uniform({N, D}, -0.02, 0.02, 84, 0, DType::F32).to(DType::F64);
   Tensor acc = ops::add(ops::affine(dx_exact, -1.0, 0.0), small).to(Device::cuda(), DType::BF16);
-  Tensor want = dx_plus_acc(dy, x, w, rstd, acc);
+  Tensor want = rmsnorm_dx_plus_acc(dy, x, w, rstd, acc);
   Tensor fused = ops::rmsnorm_backward(dy, x, w, rstd, true, false, acc).dx;
   Tensor unfused = ops::add(ops::rmsnorm_backward(dy, x, w, rstd, true, false).dx, acc);
   const double e_fused = rel_err(f64(fused), want), e_unfused = rel_err(f64(unfused), want);

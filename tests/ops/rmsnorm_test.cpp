@@ -76,25 +76,6 @@ TEST(RmsNorm, ShapeMismatchIsAnError) {
 
 // ---- dx with the running gradient sum folded in (dx_acc) ----
 
-namespace {
-/// f64 reference of dx + acc from the values the op sees (any dtype, read as f64).
-std::vector<double> dx_plus_acc(const Tensor& dy, const Tensor& x, const Tensor& w,
-                                const Tensor& rstd, const Tensor& acc) {
-  const int64_t D = x.size(-1), N = x.numel() / D;
-  auto G = dy.to_vector(), X = x.to_vector(), W = w.to_vector(), R = rstd.to_vector();
-  auto A = acc.to_vector();
-  std::vector<double> out(X.size());
-  for (int64_t n = 0; n < N; ++n) {
-    double dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += W[d] * G[n * D + d] * X[n * D + d];
-    for (int64_t d = 0; d < D; ++d)
-      out[n * D + d] = R[n] * (W[d] * G[n * D + d] - X[n * D + d] * R[n] * R[n] * dot / D) +
-                       A[n * D + d];
-  }
-  return out;
-}
-}  // namespace
-
 TEST(RmsNormAcc, MatchesUnfusedCompositionF64F32) {
   // Awkward shapes: one element, odd widths, a batch dim, a width past one SIMD-ish block.
   for (const Shape& s : {Shape{1, 1}, Shape{3, 5}, Shape{2, 3, 7}, Shape{4, 33}, Shape{1, 129}}) {
@@ -115,7 +96,7 @@ TEST(RmsNormAcc, MatchesUnfusedCompositionF64F32) {
         ops::rmsnorm_backward(f(dy), f(x), f(w), rstd32, true, false, f(acc));
     EXPECT_EQ(f32.dx.dtype(), DType::F32);
     EXPECT_FALSE(f32.dw.defined());
-    Tensor want = Tensor::from_vector(dx_plus_acc(dy, x, w, rstd, acc), s, DType::F64);
+    Tensor want = test::rmsnorm_dx_plus_acc(dy, x, w, rstd, acc);
     EXPECT_LT(rel_err(f32.dx, want), 1e-6) << shape_str(s);
   }
 }
@@ -135,7 +116,8 @@ TEST(RmsNormAcc, Bf16RoundsTheSumOnce) {
                    .to(DType::BF16);
   Tensor fused = ops::rmsnorm_backward(dy, x, w, rstd, true, false, acc).dx;
   ASSERT_EQ(fused.dtype(), DType::BF16);
-  auto exact = dx_plus_acc(dy, x, w, rstd, acc), got = fused.to_vector();
+  const auto exact = test::rmsnorm_dx_plus_acc(dy, x, w, rstd, acc).to_vector();
+  const auto got = fused.to_vector();
   Tensor dx_bf = ops::rmsnorm_backward(dy, x, w, rstd, true, false).dx;
   auto dxr = dx_bf.to_vector(), av = acc.to_vector();
   int64_t unfused_outside = 0;
