@@ -84,29 +84,6 @@ struct SumNode : Node {
   }
 };
 
-struct MatmulNode : Node {
-  Tensor a, b;
-  bool ta, tb;
-  Shape sa, sb;
-  const char* name() const override { return "matmul"; }
-  void release() override { a = b = Tensor(); }
-  std::vector<Tensor> backward(const Tensor& g) override {
-    Tensor ga, gb;
-    // C = op(A) op(B).  dop(A) = G op(B)^T,  dop(B) = op(A)^T G.
-    if (needs_grad(0)) {
-      ga = ta ? ops::matmul(b, g, tb, true)    // dA = op(B) G^T
-              : ops::matmul(g, b, false, !tb);  // dA = G op(B)^T
-      ga = ops::sum_to(ga, sa);
-    }
-    if (needs_grad(1)) {
-      gb = tb ? ops::matmul(g, a, true, ta)      // dB = G^T op(A)
-              : ops::matmul(a, g, !ta, false);  // dB = op(A)^T G
-      gb = ops::sum_to(gb, sb);
-    }
-    return {ga, gb};
-  }
-};
-
 struct ReshapeNode : Node {
   Shape in_shape;
   const char* name() const override { return "reshape"; }
@@ -192,15 +169,9 @@ Var mean(const Var& x, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Var matmul(const Var& a, const Var& b, bool ta, bool tb) {
-  auto n = std::make_shared<MatmulNode>();
-  n->ta = ta;
-  n->tb = tb;
-  n->sa = a.shape();
-  n->sb = b.shape();
-  const bool rec = grad_enabled();
-  if (rec && b.requires_grad()) n->a = a.data();
-  if (rec && a.requires_grad()) n->b = b.data();
-  return make_result(ops::matmul(a.data(), b.data(), ta, tb), {a, b}, std::move(n));
+  // The accumulate node without C: one backward for both, and a plain matmul's input gradient
+  // folds the engine's running sum into its GEMM too.
+  return matmul_add(a, b, Var(), 1.0, ta, tb);
 }
 
 Var reshape(const Var& x, const Shape& shape) {
