@@ -16,29 +16,24 @@ Linear::Linear(int64_t in, int64_t out, bool bias, DType dtype, Device device)
   if (bias) bias_ = register_parameter("bias", Var(Tensor::zeros({out}, dtype, device)));
 }
 
-Var Linear::forward(const Var& x) const {
-  LZ_CHECK(x.size(-1) == in_, "Linear(", in_, " -> ", out_, "): input ", x.data().desc());
-  Shape out_shape = x.shape();
-  out_shape.back() = out_;
-  Var y = forward_2d(x.dim() == 2 ? x : ag::reshape(x, {-1, in_}), Var());
-  return x.dim() == 2 ? y : ag::reshape(y, out_shape);
-}
+Var Linear::forward(const Var& x) const { return forward_add(x, Var()); }
 
 Var Linear::forward_add(const Var& x, const Var& residual) const {
   LZ_CHECK(x.size(-1) == in_, "Linear(", in_, " -> ", out_, "): input ", x.data().desc());
   Shape out_shape = x.shape();
   out_shape.back() = out_;
-  LZ_CHECK(residual.shape() == out_shape, "Linear(", in_, " -> ", out_, ")::forward_add: residual ",
-           residual.data().desc(), " must have the output's shape ", shape_str(out_shape));
+  LZ_CHECK(!residual.defined() || residual.shape() == out_shape, "Linear(", in_, " -> ", out_,
+           ")::forward_add: residual ", residual.data().desc(), " must have the output's shape ",
+           shape_str(out_shape));
   const bool flat = x.dim() == 2;
   Var y = forward_2d(flat ? x : ag::reshape(x, {-1, in_}),
-                     flat ? residual : ag::reshape(residual, {-1, out_}));
+                     flat || !residual.defined() ? residual : ag::reshape(residual, {-1, out_}));
   return flat ? y : ag::reshape(y, out_shape);
 }
 
 Var Linear::forward_2d(const Var& x2, const Var& residual2) const {
-  // matmul_add also without a residual: its backward adds a gradient sum the engine already
-  // holds for x inside the dx GEMM (several projections of one input: no add kernels).
+  // With or without a residual, the backward adds a gradient sum the engine already holds for
+  // x inside the dx GEMM (several projections of one input: no add kernels).
   Var y = ag::matmul_add(x2, weight_, residual2, 1.0, false, true);
   if (bias_.defined()) y = ag::add(y, bias_);
   return y;
@@ -71,7 +66,7 @@ Var LoRALinear::forward_2d(const Var& x2, const Var& residual2) const {
   Var xd = x2;
   if (cfg_.dropout > 0 && ag::grad_enabled())
     xd = ag::dropout(x2, cfg_.dropout, drop_seed_, drop_offset_);
-  Var t = ag::matmul_add(xd, a_, Var(), 1.0, false, true);  // [N, r]; see Linear::forward_2d
+  Var t = ag::matmul(xd, a_, false, true);  // [N, r]
   // y = (alpha / r) t B^T + base in one GEMM: base is rounded once (its own GEMM's output) and
   // the low-rank term joins it in fp32 before the single rounding of y, so this is at least as
   // accurate as the unfused scale-then-add (which rounded t B^T, its scaling and the sum).
