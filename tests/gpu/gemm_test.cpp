@@ -146,3 +146,157 @@ TEST(GpuGemmAdd, LoraLinearWithResidualMatchesF64) {
     expect_close(gb.grad(), hb.grad(), gt, "dB");
   }
 }
+
+// The tuned plans of cuda/gemm.cu (algorithm timed on the device at a plan-cache miss) against
+// cuBLASLt's first heuristic on the same operands. Only the algorithm may differ, so the two
+// differ only by summation order: each is within one output rounding of the fp32 sum (bf16:
+// 2^-9 relative), so at most 2^-8 apart elementwise, 4e-3 norm-wise; f32: ~sqrt(K) ulp, 1e-5.
+// The timing runs read the caller's a, b and c and write only out (when it aliases nothing)
+// or scratch: a c aliasing out would otherwise come back with alpha AB added several times.
+#ifdef LIZARD_WITH_CUDA
+#include <cstdlib>
+
+#include "lizard/cuda/gemm.h"
+
+namespace {
+struct TuneShape {
+  Shape a, b, batch;
+  bool ta, tb;
+  bool aligned;  // rows 16-byte aligned: bf16 surely has several candidate algorithms
+};
+// Each GEMM is above kGemmTuneMinFlops per cuBLASLt call, so each is timed. Awkward sizes: odd
+// M, odd K and N (2-byte aligned bf16 rows, few algorithms), a strided batch, and a broadcast
+// pair the host loop walks (count 2 per call, 2 calls: the timing uses the first's pointers).
+const std::vector<TuneShape> kTuneShapes = {
+    {{601, 1032}, {1000, 1032}, {}, false, true, true},          // x W^T: forward
+    {{601, 1032}, {1032, 1000}, {}, false, false, true},         // dY W: input gradient
+    {{1032, 600}, {1032, 1000}, {}, true, false, true},          // dY^T X: weight gradient
+    {{601, 1031}, {1001, 1031}, {}, false, true, false},         // odd K and N
+    {{3, 261, 1032}, {3, 1032, 704}, {3}, false, false, true},   // strided batch of 3
+    {{2, 1, 261, 1032}, {1, 2, 1032, 1096}, {2, 2}, false, false, true}};  // host loop, dim 0
+
+int64_t rows_of(const Shape& s, bool t) { return t ? s[s.size() - 1] : s[s.size() - 2]; }
+
+// The operands expanded to the batch, and a fresh contiguous output, as ops::matmul passes them.
+struct TuneCase {
+  Tensor a0, b0;  // as allocated (contiguous)
+  Tensor a, b;    // expanded to the batch
+  Shape out_shape;
+};
+TuneCase tune_case(const TuneShape& s, DType dt, uint64_t seed) {
+  TuneCase c;
+  Shape ea = s.batch, eb = s.batch;
+  ea.insert(ea.end(), s.a.end() - 2, s.a.end());
+  eb.insert(eb.end(), s.b.end() - 2, s.b.end());
+  c.a0 = gpu_rand(s.a, seed, dt);
+  c.b0 = gpu_rand(s.b, seed + 1, dt);
+  c.a = c.a0.expand(ea);
+  c.b = c.b0.expand(eb);
+  c.out_shape = s.batch;
+  c.out_shape.push_back(rows_of(s.a, s.ta));
+  c.out_shape.push_back(s.tb ? s.b[s.b.size() - 2] : s.b[s.b.size() - 1]);
+  return c;
+}
+
+double flops_per_call(const TuneShape& s) {
+  // The strided batch cuBLASLt runs per call: the innermost batch dim here.
+  const double count = s.batch.empty() ? 1.0 : static_cast<double>(s.batch.back());
+  const double M = rows_of(s.a, s.ta), K = s.ta ? s.a[s.a.size() - 2] : s.a.back();
+  const double N = s.tb ? s.b[s.b.size() - 2] : s.b.back();
+  return 2.0 * M * N * K * count;
+}
+}  // namespace
+
+TEST(GpuGemmTune, TunedEqualsHeuristicAndLeavesInputsAlone) {
+  LZ_REQUIRE_GPU();
+  cuda::Context& ctx = cuda::context(0);
+  for (const DtypeCase& dc : kGemmCases)
+    for (size_t si = 0; si < kTuneShapes.size(); ++si) {
+      const TuneShape& s = kTuneShapes[si];
+      ASSERT_GE(flops_per_call(s), cuda::kGemmTuneMinFlops) << "shape " << si << " would not be tuned";
+      const std::string what = str_cat("shape ", si, " ", dc.why);
+      TuneCase tc = tune_case(s, dc.dtype, 40 + si);
+      const std::vector<double> a_before = tc.a0.to_vector(), b_before = tc.b0.to_vector();
+      const Device dev = Device::cuda();
+      Tensor c = gpu_rand(tc.out_shape, 50 + si, dc.dtype);
+      const std::vector<double> c_before = c.to_vector();
+
+      // Plain GEMM.
+      Tensor ref = Tensor::empty(tc.out_shape, dc.dtype, dev);
+      cuda::gemm_batched(tc.a, tc.b, ref, s.ta, s.tb, s.batch, ctx, 1.f, nullptr,
+                         cuda::GemmAlgo::Heuristic);
+      const cuda::GemmPlanStats before = cuda::gemm_plan_stats(ctx);
+      Tensor got = Tensor::empty(tc.out_shape, dc.dtype, dev);
+      cuda::gemm_batched(tc.a, tc.b, got, s.ta, s.tb, s.batch, ctx, 1.f, nullptr,
+                         cuda::GemmAlgo::Tuned);
+      const cuda::GemmPlanStats after = cuda::gemm_plan_stats(ctx);
+      expect_close(got, f64(ref), dc.tol, str_cat("tuned gemm ", what));
+      EXPECT_EQ(after.plans, before.plans + 1) << what << ": the tuned mode must have its own plan";
+      // bf16 has many tensor-core algorithms at these sizes: the timing must have run.
+      if (dc.dtype == DType::BF16 && s.aligned) {
+        EXPECT_EQ(after.tuned, before.tuned + 1) << what;
+        EXPECT_GE(after.candidates_timed, before.candidates_timed + 2) << what;
+      }
+
+      // matmul_add with a separate c: c is read, never written.
+      const float alpha = -0.625f;
+      Tensor ref_add = Tensor::empty(tc.out_shape, dc.dtype, dev);
+      cuda::gemm_batched(tc.a, tc.b, ref_add, s.ta, s.tb, s.batch, ctx, alpha, &c,
+                         cuda::GemmAlgo::Heuristic);
+      Tensor got_add = Tensor::empty(tc.out_shape, dc.dtype, dev);
+      cuda::gemm_batched(tc.a, tc.b, got_add, s.ta, s.tb, s.batch, ctx, alpha, &c,
+                         cuda::GemmAlgo::Tuned);
+      expect_close(got_add, f64(ref_add), dc.tol, str_cat("tuned matmul_add ", what));
+      EXPECT_EQ(c.to_vector(), c_before) << what << ": tuning wrote the caller's c";
+
+      // In place, D aliasing C: the timing runs must write scratch, or the result would hold
+      // alpha AB several times. The Tuned plan of this problem exists already (the key has no
+      // room for aliasing), so this runs as Default, which tunes unless LIZARD_GEMM_TUNE=0.
+      Tensor inplace = c.clone();
+      const cuda::GemmPlanStats before_ip = cuda::gemm_plan_stats(ctx);
+      cuda::gemm_batched(tc.a, tc.b, inplace, s.ta, s.tb, s.batch, ctx, alpha, &inplace,
+                         cuda::GemmAlgo::Default);
+      expect_close(inplace, f64(ref_add), dc.tol, str_cat("tuned in-place matmul_add ", what));
+      if (dc.dtype == DType::BF16 && s.aligned && std::getenv("LIZARD_GEMM_TUNE") == nullptr)
+        EXPECT_EQ(cuda::gemm_plan_stats(ctx).tuned, before_ip.tuned + 1) << what << " in place";
+      EXPECT_EQ(tc.a0.to_vector(), a_before) << what << ": tuning wrote a";
+      EXPECT_EQ(tc.b0.to_vector(), b_before) << what << ": tuning wrote b";
+    }
+}
+
+TEST(GpuGemmTune, SmallGemmsAndTheEnvSwitchAreNotTimed) {
+  LZ_REQUIRE_GPU();
+  cuda::Context& ctx = cuda::context(0);
+  const Device dev = Device::cuda();
+  // A LoRA-sized GEMM (2 x 700 x 8 x 1024 FLOPs) takes the first heuristic even when Tuned.
+  {
+    Tensor a = gpu_rand({700, 1024}, 60, DType::BF16), b = gpu_rand({8, 1024}, 61, DType::BF16);
+    Tensor out = Tensor::empty({700, 8}, DType::BF16, dev);
+    const cuda::GemmPlanStats before = cuda::gemm_plan_stats(ctx);
+    cuda::gemm_batched(a, b, out, false, true, {}, ctx, 1.f, nullptr, cuda::GemmAlgo::Tuned);
+    const cuda::GemmPlanStats after = cuda::gemm_plan_stats(ctx);
+    EXPECT_EQ(after.plans, before.plans + 1);
+    EXPECT_EQ(after.candidates_timed, before.candidates_timed) << "a tiny GEMM was timed";
+    expect_close(out, ops::matmul(f64(a), f64(b), false, true), 4e-3, "tiny tuned-mode GEMM");
+  }
+  // LIZARD_GEMM_TUNE=0 turns tuning off for the default mode, read at each plan miss; any
+  // other value leaves it on. Two fresh problems (their own N) so each is a miss.
+  const char* old = std::getenv("LIZARD_GEMM_TUNE");
+  const std::string saved = old ? old : "";
+  for (const char* value : {"0", "1"}) {
+    setenv("LIZARD_GEMM_TUNE", value, 1);
+    const int64_t n = value[0] == '0' ? 1016 : 1024;
+    Tensor a = gpu_rand({640, 1040}, 62, DType::BF16), b = gpu_rand({n, 1040}, 63, DType::BF16);
+    Tensor out = Tensor::empty({640, n}, DType::BF16, dev), ref = Tensor::empty({640, n}, DType::BF16, dev);
+    const cuda::GemmPlanStats before = cuda::gemm_plan_stats(ctx);
+    cuda::gemm_batched(a, b, out, false, true, {}, ctx);
+    const cuda::GemmPlanStats after = cuda::gemm_plan_stats(ctx);
+    cuda::gemm_batched(a, b, ref, false, true, {}, ctx, 1.f, nullptr, cuda::GemmAlgo::Heuristic);
+    EXPECT_EQ(after.plans, before.plans + 1) << "LIZARD_GEMM_TUNE=" << value;
+    EXPECT_EQ(after.tuned, before.tuned + (value[0] == '0' ? 0 : 1)) << "LIZARD_GEMM_TUNE=" << value;
+    expect_close(out, f64(ref), 4e-3, str_cat("default mode, LIZARD_GEMM_TUNE=", value));
+  }
+  if (old) setenv("LIZARD_GEMM_TUNE", saved.c_str(), 1);
+  else unsetenv("LIZARD_GEMM_TUNE");
+}
+#endif  // LIZARD_WITH_CUDA
