@@ -20,9 +20,11 @@
 // offers. On a plan-cache miss of a GEMM of at least kGemmTuneMinFlops, the plan asks for up to
 // kGemmTuneCandidates heuristic results and times each on the call's real operands (CUDA events
 // on the context's stream: one warm-up run, then 1-5 timed runs, fewer for bigger GEMMs, so a
-// candidate costs about 0.5 ms plus its warm-up), and keeps the fastest (the first result
-// unless another beats it by more than 1%). This happens once per distinct problem per process
-// (the 8B finetune step has a few dozen; together well under a second, in its warm-up step).
+// candidate costs about 0.5 ms plus its warm-up), and keeps the fastest (a later heuristic rank
+// must beat the best so far by more than 1%, about the timing noise). This happens once per
+// distinct problem per process (the 8B finetune step has a few dozen; together well under a
+// second, in its warm-up step). Within a process the choice is then fixed; across processes it
+// can change with timing noise, so bit-for-bit repeatable runs need LIZARD_GEMM_TUNE=0.
 // - The caller's data is never disturbed: a, b and c are only read. The timing runs write their
 //   D to `out` when out overlaps none of a, b, c (the real call overwrites all of it next, and
 //   no extra memory is needed: the LM head's output alone is 0.5 GB), else (in place, D aliasing
