@@ -31,7 +31,9 @@
 //   C) to a scratch buffer from the caching allocator. The real call is unchanged but for the
 //   algorithm, so results differ from the untuned ones only by the summation order (split-K).
 // - Candidates come with the workspace limit (the context's workspace) and the alignment the
-//   operands guarantee; one that fails to launch is skipped.
+//   operands guarantee; one that fails to launch is skipped. For bf16/f16 outputs a candidate
+//   that splits K must reduce its partial sums in fp32 (the reduction-scheme mask): in-place or
+//   output-type reduction would round each partial to bf16.
 // - No timing while the stream is capturing a CUDA graph (synchronising is illegal there), when
 //   the scratch buffer cannot be allocated, or for GemmAlgo::Heuristic: then the first result.
 // - LIZARD_GEMM_TUNE=0 (also off/false/no) in the environment turns tuning off for
@@ -352,6 +354,14 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
     const double flops = 2.0 * static_cast<double>(Mf) * N * K * count;
     const bool tune = (algo == GemmAlgo::Tuned || (algo == GemmAlgo::Default && !tuning_off_by_env())) &&
                       flops >= kGemmTuneMinFlops;
+    if (tune && out.dtype() != DType::F32) {
+      // Split-K candidates must sum their partial products in fp32: the in-place and
+      // output-type schemes keep partials in bf16/f16, adding roundings the one-rounding
+      // contract (and the tests' tolerances) do not allow. (f32 outputs: every scheme is fp32.)
+      const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                           &schemes, sizeof(schemes));
+    }
     std::vector<cublasLtMatmulHeuristicResult_t> results(tune ? kGemmTuneCandidates : 1);
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
