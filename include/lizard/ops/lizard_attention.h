@@ -23,9 +23,10 @@ Tensor lizard_attention_forward(const LizardConfig& cfg, const LizardInputs& in,
                                 const LizardParams& p, LizardSaved* saved = nullptr);
 
 /// Gradients of sum(dy * y); `saved` from the forward of the same arguments (CPU ignores it).
+/// `want`: which gradients the caller needs (the others may come back undefined).
 LizardGrads lizard_attention_backward(const LizardConfig& cfg, const LizardInputs& in,
                                       const LizardParams& p, const LizardSaved& saved,
-                                      const Tensor& dy);
+                                      const Tensor& dy, const LizardWants& want = {});
 
 /// Recurrent state of one layer for decoding: constant memory in the sequence length.
 struct LizardDecodeState {
