@@ -553,7 +553,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                                const ops::LizardWants& want) {
   const ops::LizardDims ldim = ops::lizard_check_dims(cfg, in, p);
   const Dims d = make_dims(cfg, ldim);
-  LZ_INPUT_CHECK(saved.states.defined() && saved.numden.defined() && saved.wstats.defined(),
+  LZ_INPUT_CHECK(saved.numden.defined() && saved.wstats.defined(),
                  "lizard attention (CUDA) backward: `saved` must come from a forward with saved != nullptr");
   LZ_INPUT_CHECK(dy_in.shape() == in.q.shape(), "lizard attention backward: dy must be ", shape_str(in.q.shape()));
   const Device dev = in.q.device();
@@ -587,6 +587,10 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
     phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
   }
   if (!tc_fbwd) du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  Tensor states = saved.states;  // undefined when the forward did not keep them (rebuilt below)
+  LZ_CHECK(states.defined() || tc,
+           "lizard attention (CUDA) backward: the forward kept no states, and only the tensor-core "
+           "backward rebuilds them (did LIZARD_ATTENTION_KERNELS change between forward and backward?)");
   Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
   // written whole by the tensor-core kernel, accumulated by atomics in the f32 one
@@ -680,6 +684,15 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // (with TC_OFF=grad the f32 kernel used to run after the tensor-core features
       // backward, which then read the zeroed dphi: dq, dk, dwq, dwk came out wrong).
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (!states.defined()) {
+          // the forward kept no states (LizardConfig::keep_states false): the same sweep on
+          // the same recomputed phi_k pair, v and log-gates gives the forward's states bit for
+          // bit. Rebuilt here, just before the kernels that read them, so they live only
+          // through this backward.
+          states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
+          state_tc_launch(bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(), states.data<float>(),
+                          true, d, s);
+        }
         if (tc_grad) {
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
           if (tc_dstate) {
@@ -690,7 +703,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                 phiq.data<float>(), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
           }
           grad_tc_launch(bp16(phiqb), bp16(phiql), bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(),
-                         saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
+                         states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          dv.data<float>(), db.data<float>(), d, s);
         }
@@ -701,7 +714,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
         global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
             phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
-            saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
+            states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
             dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
       }
       // 2. feature maps: dq, dk (global parts), dwq, dwk from dphi

@@ -1,8 +1,11 @@
-// The backward's `want` mask (ops::LizardWants): gradients left out come back undefined, and
-// the ones asked for equal those of a full backward. Stage 2 freezes the Lizard parameters
-// (no feature-map dW, no gate parameter gradient); stage 1 needs no gradient of the frozen
-// q, k, v and x. Both through the default (split) feature backward and the fused one
-// (LIZARD_FEATURES_BWD_KERNEL=old, which accumulates into a scratch dW when none is wanted).
+// Options of the Lizard backward that must not change its numbers:
+// - the `want` mask (ops::LizardWants): gradients left out come back undefined, and the ones
+//   asked for equal those of a full backward. Stage 2 freezes the Lizard parameters (no
+//   feature-map dW, no gate parameter gradient); stage 1 needs no gradient of the frozen q, k,
+//   v and x. Both through the default (split) feature backward and the fused one
+//   (LIZARD_FEATURES_BWD_KERNEL=old, which accumulates into a scratch dW when none is wanted);
+// - LizardConfig::keep_states false (recompute_states): the forward keeps no per-chunk states
+//   and the backward rebuilds them with the same sweep.
 #include <string>
 #include <tuple>
 
@@ -60,11 +63,41 @@ void expect_masks_keep_values(const FeatureShape& sh, const char* features_kerne
   for (const Tensor* t : {&g1.dq, &g1.dk, &g1.dv, &g1.dx}) EXPECT_FALSE(t->defined()) << what;
 }
 
-TEST(LizardWantsGpu, MaskedGradientsEqualTheFullBackward) {
+TEST(LizardBackwardOptionsGpu, MaskedGradientsEqualTheFullBackward) {
   LZ_REQUIRE_GPU();
   for (FeatureShape sh : {FeatureShape{2, 65, 4, 1, 128, 128, false}, FeatureShape{1, 333, 8, 2, 64, 48, true}}) {
     expect_masks_keep_values(sh, nullptr);
     expect_masks_keep_values(sh, "old");
+  }
+}
+
+// The rebuilt states are the forward's bit for bit (the same deterministic sweep on the same
+// recomputed phi_k pair), so every gradient equals the kept-states backward's up to the order
+// of the GQA atomics (dk, dv: f32 sums, then one bf16 rounding) and of the parameter
+// gradients' f32 atomics: 1e-3 for the bf16 inputs' gradients as above, 1e-5 for the f32
+// parameter gradients. A stale or zero state moves the gradients by O(1).
+TEST(LizardBackwardOptionsGpu, RebuiltStatesGiveTheSameGradients) {
+  LZ_REQUIRE_GPU();
+  for (FeatureShape sh : {FeatureShape{2, 65, 4, 1, 128, 128, false}, FeatureShape{1, 1000, 8, 2, 64, 48, true},
+                          FeatureShape{1, 1, 4, 4, 128, 128, false}}) {
+    LizardCase c = feature_case(sh, 4200 + sh.T);
+    const Tensor dy = rand(c.in.q.shape(), 78, DType::F64);
+    const ops::LizardGrads kept = grads(c, dy, {});
+    c.cfg.keep_states = false;
+    {
+      const auto [in, p] = to_gpu(c);
+      ops::LizardSaved saved;
+      ops::lizard_attention_forward(c.cfg, in, p, &saved);
+      if (!f32_forced()) EXPECT_FALSE(saved.states.defined()) << sh.str() << ": states kept";
+    }
+    const ops::LizardGrads rebuilt = grads(c, dy, {});
+    for (auto [name, got, ref, tol] :
+         {std::tuple{"dq", &rebuilt.dq, &kept.dq, 1e-3}, {"dk", &rebuilt.dk, &kept.dk, 1e-3},
+          {"dv", &rebuilt.dv, &kept.dv, 1e-3}, {"dx", &rebuilt.dx, &kept.dx, 1e-3},
+          {"dwq", &rebuilt.dwq, &kept.dwq, 1e-5}, {"dwk", &rebuilt.dwk, &kept.dwk, 1e-5},
+          {"dw_g", &rebuilt.dw_g, &kept.dw_g, 1e-5}, {"db_g", &rebuilt.db_g, &kept.db_g, 1e-5},
+          {"dtau", &rebuilt.dtau, &kept.dtau, 1e-5}, {"dalpha", &rebuilt.dalpha, &kept.dalpha, 1e-5}})
+      EXPECT_LE(err(*got, *ref), tol) << sh.str() << " " << name;
   }
 }
 
