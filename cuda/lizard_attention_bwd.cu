@@ -549,10 +549,11 @@ __nv_bfloat16* bp16(const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw(
 
 void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
                                const ops::LizardParams& p, const ops::LizardSaved& saved,
-                               const Tensor& dy_in, ops::LizardGrads& out, void* stream) {
+                               const Tensor& dy_in, ops::LizardGrads& out, void* stream,
+                               const ops::LizardWants& want) {
   const ops::LizardDims ldim = ops::lizard_check_dims(cfg, in, p);
   const Dims d = make_dims(cfg, ldim);
-  LZ_INPUT_CHECK(saved.states.defined() && saved.numden.defined() && saved.wstats.defined(),
+  LZ_INPUT_CHECK(saved.numden.defined() && saved.wstats.defined(),
                  "lizard attention (CUDA) backward: `saved` must come from a forward with saved != nullptr");
   LZ_INPUT_CHECK(dy_in.shape() == in.q.shape(), "lizard attention backward: dy must be ", shape_str(in.q.shape()));
   const Device dev = in.q.device();
@@ -586,6 +587,10 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
     phik = Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev);
   }
   if (!tc_fbwd) du = Tensor::empty({d.B, d.H, d.T, d.F}, DType::F32, dev);
+  Tensor states = saved.states;  // undefined when the forward did not keep them (rebuilt below)
+  LZ_CHECK(states.defined() || tc,
+           "lizard attention (CUDA) backward: the forward kept no states, and only the tensor-core "
+           "backward rebuilds them (did LIZARD_ATTENTION_KERNELS change between forward and backward?)");
   Tensor dO = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
   // written whole by the tensor-core kernel, accumulated by atomics in the f32 one
@@ -596,12 +601,15 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   Tensor dq = Tensor::zeros(in.q.shape(), DType::F32, dev);
   Tensor dk = Tensor::zeros(in.k.shape(), DType::F32, dev);
   Tensor dv = Tensor::zeros(in.v.shape(), DType::F32, dev);
-  Tensor dx = Tensor::empty(in.x.shape(), DType::F32, dev);
+  Tensor dx = want.dx ? Tensor::empty(in.x.shape(), DType::F32, dev) : Tensor();
   Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
-  Tensor dwq = Tensor::zeros(p.wq.shape(), DType::F32, dev);
-  Tensor dwk = Tensor::zeros(p.wk.shape(), DType::F32, dev);
-  Tensor dwg = Tensor::zeros(p.w_g.shape(), DType::F32, dev);
-  Tensor dbg = Tensor::zeros(p.b_g.shape(), DType::F32, dev);
+  // gradients nobody wants stay undefined (null pointers below: their work is skipped)
+  auto zeros_if = [&](bool w, const Tensor& like) {
+    return w ? Tensor::zeros(like.shape(), DType::F32, dev) : Tensor();
+  };
+  Tensor dwq = zeros_if(want.dwq, p.wq), dwk = zeros_if(want.dwk, p.wk);
+  Tensor dwg = zeros_if(want.dgate, p.w_g), dbg = zeros_if(want.dgate, p.b_g);
+  auto ptr = [](Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
   Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
   Tensor dalpha = Tensor::zeros({1}, DType::F32, dev);
 
@@ -676,6 +684,15 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // (with TC_OFF=grad the f32 kernel used to run after the tensor-core features
       // backward, which then read the zeroed dphi: dq, dk, dwq, dwk came out wrong).
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (!states.defined()) {
+          // the forward kept no states (LizardConfig::keep_states false): the same sweep on
+          // the same recomputed phi_k pair, v and log-gates gives the forward's states bit for
+          // bit. Rebuilt here, just before the kernels that read them, so they live only
+          // through this backward.
+          states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
+          state_tc_launch(bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(), states.data<float>(),
+                          true, d, s);
+        }
         if (tc_grad) {
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
           if (tc_dstate) {
@@ -686,7 +703,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                 phiq.data<float>(), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
           }
           grad_tc_launch(bp16(phiqb), bp16(phiql), bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(),
-                         saved.states.data<float>(), dstates.data<float>(), dO.data<float>(),
+                         states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          dv.data<float>(), db.data<float>(), d, s);
         }
@@ -697,16 +714,18 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         dim3 gg(d.B * d.H, (D1 + kCols - 1) / kCols);
         global_bwd_kernel<T><<<gg, kGlobalThreads, gsm, s>>>(
             phiq.data<float>(), phik.data<float>(), vp, saved.bl.data<float>(),
-            saved.states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
+            states.data<float>(), dO.data<float>(), cself.data<float>(), dphiq.data<float>(),
             dphik.data<float>(), dv.data<float>(), db.data<float>(), d);
       }
       // 2. feature maps: dq, dk (global parts), dwq, dwk from dphi
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc_fbwd) {
-          features_bwd_tc_launch(qp, d.H, bp16(wqb), bp16(wql), dphiq.data<float>(), dq.data<float>(),
-                                 false, dwq.data<float>(), d, s);
-          features_bwd_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), dphik.data<float>(), dk.data<float>(),
-                                 true, dwk.data<float>(), d, s);
+          if (want.dq || want.dwq)
+            features_bwd_tc_launch(qp, d.H, bp16(wqb), bp16(wql), dphiq.data<float>(),
+                                   dq.data<float>(), false, ptr(dwq), d, s);
+          if (want.dk || want.dwk)
+            features_bwd_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), dphik.data<float>(),
+                                   dk.data<float>(), true, ptr(dwk), d, s);
         }
       }
       if (!tc_fbwd) {
@@ -715,31 +734,35 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(qp, wq.data<float>(), d.H, phiq.data<float>(),
                                                      dphiq.data<float>(), du.data<float>(),
                                                      dq.data<float>(), d);
-        feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
-            qp, d.H, du.data<float>(), dwq.data<float>(), d);
+        if (want.dwq)
+          feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+              qp, d.H, du.data<float>(), dwq.data<float>(), d);
         features_bwd_kernel<T><<<nblk, ft, bsm, s>>>(kp, wk.data<float>(), d.Hkv, phik.data<float>(),
                                                      dphik.data<float>(), du.data<float>(),
                                                      dk.data<float>(), d);
-        feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
-            kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
+        if (want.dwk)
+          feature_weight_grad_kernel<T><<<grid_for(int64_t(d.H) * d.D * d.F, 256), 256, 0, s>>>(
+              kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       }
       // db holds da already when the tensor-core grad kernel ran (see grad_tc_kernel)
       gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(),
                                                            !tc_grad, d);
       LZ_CHECK(int64_t(d.B) * d.T < (int64_t(1) << 31), "lizard attention: B*T too large");
-      gate_dx_kernel<<<unsigned(int64_t(d.B) * d.T), 256, sizeof(float) * gate_dx_slots(d.Hg), s>>>(
-          db.data<float>(), wg.data<float>(), dx.data<float>(), d);
-      gate_param_grad_launch<T>(db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d,
-                                dev.index, s);
+      if (want.dx)
+        gate_dx_kernel<<<unsigned(int64_t(d.B) * d.T), 256, sizeof(float) * gate_dx_slots(d.Hg), s>>>(
+            db.data<float>(), wg.data<float>(), dx.data<float>(), d);
+      if (want.dgate)
+        gate_param_grad_launch<T>(db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d,
+                                  dev.index, s);
     } else {
       throw Error("lizard attention (CUDA): unsupported dtype");
     }
   });
   check_last_error("lizard_attention_backward");
-  out.dq = dq.to(dt);
-  out.dk = dk.to(dt);
-  out.dv = dv.to(dt);
-  out.dx = dx.to(dt);
+  out.dq = want.dq ? dq.to(dt) : Tensor();
+  out.dk = want.dk ? dk.to(dt) : Tensor();
+  out.dv = want.dv ? dv.to(dt) : Tensor();
+  out.dx = want.dx ? dx.to(dt) : Tensor();
   out.dwq = dwq;
   out.dwk = dwk;
   out.dw_g = dwg;

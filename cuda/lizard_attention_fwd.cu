@@ -452,7 +452,9 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
   });
   check_last_error("lizard_attention_forward");
   if (saved) {
-    saved->states = states;
+    // keep_states false (RecomputeMode::States): the tensor-core backward reruns the sweep
+    // (the same bits); the f32 kernels' backward has no such path and keeps them
+    saved->states = cfg.keep_states || !tc ? states : Tensor();
     saved->numden = numden;
     saved->wstats = wstats;
     saved->bl = bl;

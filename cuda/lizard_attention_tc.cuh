@@ -129,7 +129,7 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
 
 /// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
 /// shared by the heads of a GQA group), dW [H,D,F] f32 += sum over tokens of x^T du (dW must
-/// be zeroed by the caller). dphi [B,H,T,2F] f32; u = x (W + Wlo) and the map are recomputed
+/// be zeroed by the caller; null: no weight gradient, the feature maps are frozen). dphi [B,H,T,2F] f32; u = x (W + Wlo) and the map are recomputed
 /// (Wlo as in features_tc_launch, may be null): with bf16 W alone, the exp map's arg-max
 /// (which takes the max's gradient) differs from the f32 weights' at near ties.
 void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,

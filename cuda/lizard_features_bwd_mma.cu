@@ -285,15 +285,18 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     }
 
     // du [H][B*T][F] for the dW kernel: this thread's pairs (rows g, g+8; columns 8j+2q..+1),
-    // the rows of this unit's tokens only (past T lie the next batch row's tokens)
-    bf* dur = du + (int64_t(h) * N + int64_t(b) * d.T + t0 + g) * F + 2 * q;
+    // the rows of this unit's tokens only (past T lie the next batch row's tokens). No du
+    // (null) when no dW is wanted (frozen feature maps).
+    if (du) {
+      bf* dur = du + (int64_t(h) * N + int64_t(b) * d.T + t0 + g) * F + 2 * q;
 #pragma unroll
-    for (int j = 0; j < kMaxNT; ++j)
-      if (j < nt)
+      for (int j = 0; j < kMaxNT; ++j)
+        if (j < nt)
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
-          if (g + 8 * r < n)
-            *reinterpret_cast<uint32_t*>(dur + 8 * r * F + 8 * j) = dua[j >> 1][r + 2 * (j & 1)];
+          for (int r = 0; r < 2; ++r)
+            if (g + 8 * r < n)
+              *reinterpret_cast<uint32_t*>(dur + 8 * r * F + 8 * j) = dua[j >> 1][r + 2 * (j & 1)];
+    }
 
     // dx = du W^T (W_hi, as the fused kernel), D in halves of 64 columns: the C layout gives
     // this thread rows g, g+8 at columns 2q..+1 of every 8-column tile
@@ -489,7 +492,7 @@ bool features_bwd_old_forced() {
 void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
                              float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
   LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
-               aligned16(dx) && aligned16(dW),
+               aligned16(dx) && (!dW || aligned16(dW)),
            "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");
   LZ_CHECK(d.D % 16 == 0 && d.D <= 16 * kMaxDT && d.F % 16 == 0 && d.F <= 8 * kMaxNT,
            "lizard feature maps (CUDA): the split backward needs D, F multiples of 16, D <= ",
@@ -500,8 +503,8 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
   LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess, "lizard feature maps (CUDA): no current device");
   // du [H][N][F] bf16: the stream-ordered caching allocator hands it out again only to work
   // queued after these kernels
-  Tensor du = Tensor::empty({d.H, N, d.F}, DType::BF16, Device::cuda(dev));
-  bf* dup = static_cast<bf*>(du.raw());
+  Tensor du = dW ? Tensor::empty({d.H, N, d.F}, DType::BF16, Device::cuda(dev)) : Tensor();
+  bf* dup = dW ? static_cast<bf*>(du.raw()) : nullptr;
   const int sms = sm_count();
   const bool wlo = Wlo != nullptr;
   {
@@ -522,7 +525,7 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
       else wlo ? go(features_du_dx_kernel<false, true, false>) : go(features_du_dx_kernel<false, false, false>);
     }
   }
-  {
+  if (dW) {  // no dW wanted (null): the feature maps are frozen
     const size_t sm = features_dw_smem(d);
     const int tiles = int((N + kDwTile - 1) / kDwTile);
     // two CTAs per SM over all heads; each adds its dW partial once

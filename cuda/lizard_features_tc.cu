@@ -31,6 +31,7 @@
 #include <type_traits>
 
 #include "lizard/core/error.h"
+#include "lizard/core/tensor.h"
 #include "lizard_attention_tc.cuh"
 #include "lizard_features_mma.cuh"
 
@@ -385,10 +386,18 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
                             float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
   LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
-               aligned16(dx) && aligned16(dW),
+               aligned16(dx) && (!dW || aligned16(dW)),
            "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");
   if (!features_bwd_old_forced())  // the split kernels, lizard_features_bwd_mma.cu
     return features_bwd_mma_launch(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, d, s);
+  // the fused kernel always accumulates dW: a scratch one when none is wanted
+  Tensor dw_scratch;
+  if (!dW) {
+    int dev = 0;
+    LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess, "lizard feature maps (CUDA): no current device");
+    dw_scratch = Tensor::zeros({d.H, d.D, d.F}, DType::F32, Device::cuda(dev));
+    dW = dw_scratch.data<float>();
+  }
   const bool wlo = Wlo != nullptr;
   const size_t sm = features_bwd_mma_smem(d, wlo);
   const int tiles = d.B * ((d.T + kBwdTile - 1) / kBwdTile);

@@ -22,7 +22,15 @@ struct LizardNode : Node {
     saved = {};
   }
   std::vector<Tensor> backward(const Tensor& g) override {
-    ops::LizardGrads gr = ops::lizard_attention_backward(cfg, in, p, saved, g.contiguous());
+    ops::LizardWants want;
+    want.dq = needs_grad(0);
+    want.dk = needs_grad(1);
+    want.dv = needs_grad(2);
+    want.dx = needs_grad(3);
+    want.dwq = needs_grad(4);
+    want.dwk = needs_grad(5);
+    want.dgate = needs_grad(6) || needs_grad(7);
+    ops::LizardGrads gr = ops::lizard_attention_backward(cfg, in, p, saved, g.contiguous(), want);
     auto back = [&](const Tensor& t, size_t i) {
       return t.defined() && needs_grad(i) ? t.to(param_dtypes[i - 4]) : Tensor();
     };

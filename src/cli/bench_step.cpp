@@ -27,8 +27,8 @@ void register_bench_step(CLI::App& bench) {
   cmd->add_option("--steps", o->steps, "Timed optimizer steps (median reported)");
   cmd->add_option("--warmup", o->warmup, "Untimed steps first");
   cmd->add_option("--recompute", o->recompute,
-                  "none | attention | layer | auto (cheapest that fits the estimate)")
-      ->check(CLI::IsMember({"none", "attention", "layer", "auto"}));
+                  "none | states | attention | layer | auto (cheapest that fits the estimate)")
+      ->check(CLI::IsMember({"none", "states", "attention", "layer", "auto"}));
   cmd->add_option("--lizard-preset", o->preset, "paper | plus")
       ->check(CLI::IsMember({"paper", "plus"}));
   cmd->add_option("--dtype", o->dtype, "bf16 | f32 (GPU compute dtype)")

@@ -17,10 +17,10 @@ Tensor lizard_attention_forward(const LizardConfig& cfg, const LizardInputs& in,
 
 LizardGrads lizard_attention_backward(const LizardConfig& cfg, const LizardInputs& in,
                                       const LizardParams& p, const LizardSaved& saved,
-                                      const Tensor& dy) {
+                                      const Tensor& dy, const LizardWants& want) {
   if (!in.q.is_cuda()) return lizard_chunked_backward(cfg, in, p, dy);
   LizardGrads g;
-  LZ_CUDA_ONLY(cuda::lizard_attention_backward(cfg, in, p, saved, dy, g, cuda::stream_of(in.q)));
+  LZ_CUDA_ONLY(cuda::lizard_attention_backward(cfg, in, p, saved, dy, g, cuda::stream_of(in.q), want));
   return g;
 }
 

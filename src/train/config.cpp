@@ -178,6 +178,10 @@ const std::vector<Field>& fields() {
         LZ_FIELD("recompute_attention", recompute_attention,
                  "recompute only the student (Lizard) attention in backward: keeps no per-chunk "
                  "kernel state between forward and backward; cheaper than `recompute`"),
+        LZ_FIELD("recompute_states", recompute_states,
+                 "keep no per-chunk Lizard attention states (f32, 2F x (D+1) per 32 tokens and "
+                 "head) between forward and backward: the backward reruns the state sweep. "
+                 "Saves most of what a linearized layer keeps for a few % of the step"),
         LZ_FIELD("train_lizard_params", train_lizard_params,
                  "finetune: also train the Lizard parameters (feature maps, gate, sinks, alpha)"),
         LZ_FIELD("kl_to_teacher", kl_to_teacher,

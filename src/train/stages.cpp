@@ -40,6 +40,7 @@ ops::LizardConfig lizard_config_of(const RunConfig& cfg) {
   if (s.window_rope) c.window_rope = true;
   c = c.resolved();
   c.validate();
+  c.keep_states = !cfg.recompute_states;
   return c;
 }
 
@@ -295,6 +296,7 @@ StepShape step_shape_of(const RunConfig& cfg, const nn::LlamaConfig& arch, DType
   s.dtype_bytes = static_cast<int64_t>(dtype_size(dtype));
   s.recompute = cfg.recompute ? RecomputeMode::Layer
                 : cfg.recompute_attention ? RecomputeMode::Attention
+                : cfg.recompute_states    ? RecomputeMode::States
                                           : RecomputeMode::None;
   return s;
 }

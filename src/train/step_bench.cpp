@@ -109,6 +109,7 @@ RunConfig bench_config(const StepBenchOptions& o, const std::string& device) {
 void set_recompute(RunConfig& cfg, RecomputeMode m) {
   cfg.recompute = m == RecomputeMode::Layer;
   cfg.recompute_attention = m == RecomputeMode::Attention;
+  cfg.recompute_states = m == RecomputeMode::States;
 }
 
 /// A single document of uniformly random tokens, long enough for every step.
@@ -162,7 +163,7 @@ Json run_step_bench(const StepBenchOptions& o) {
   if (o.recompute == "auto") {
     if (dev.is_cuda()) {
       mode = RecomputeMode::Layer;
-      for (RecomputeMode m : {RecomputeMode::None, RecomputeMode::Attention}) {
+      for (RecomputeMode m : {RecomputeMode::None, RecomputeMode::States, RecomputeMode::Attention}) {
         set_recompute(cfg, m);
         if (estimate_step_memory(step_shape_of(cfg, cfg.model.arch, dtype)).total <= 0.85 * device_memory) {
           mode = m;
@@ -278,7 +279,8 @@ Json run_step_bench(const StepBenchOptions& o) {
   }
   memj.set("estimate", memory_json(est));
   Json by_mode = Json::object();  // what --recompute auto chose from
-  for (RecomputeMode m : {RecomputeMode::None, RecomputeMode::Attention, RecomputeMode::Layer}) {
+  for (RecomputeMode m : {RecomputeMode::None, RecomputeMode::States, RecomputeMode::Attention,
+                          RecomputeMode::Layer}) {
     StepShape sm = shape;
     sm.recompute = m;
     by_mode.set(name_of(m), estimate_step_memory(sm).total / kGiB);

@@ -10,14 +10,16 @@ namespace lizard::train {
 
 RecomputeMode recompute_mode_from_name(const std::string& s, const std::string& what) {
   if (s == "none") return RecomputeMode::None;
+  if (s == "states") return RecomputeMode::States;
   if (s == "attention") return RecomputeMode::Attention;
   if (s == "layer") return RecomputeMode::Layer;
-  throw InputError(what + ": '" + s + "' is not one of none, attention, layer");
+  throw InputError(what + ": '" + s + "' is not one of none, states, attention, layer");
 }
 
 const char* name_of(RecomputeMode m) {
   switch (m) {
     case RecomputeMode::None: return "none";
+    case RecomputeMode::States: return "states";
     case RecomputeMode::Attention: return "attention";
     case RecomputeMode::Layer: return "layer";
   }
@@ -152,7 +154,12 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   // states (chunks of ops::kCudaChunk tokens: the kernels' chunk, not lizard.chunk), [M|den]
   // rows, window stats, the gate's log-decay and logits.
   const double Ck = static_cast<double>(ops::kCudaChunk);
-  const double kernel_state = (H * 2 * F * (D + 1) / Ck + H * (D + 1) + 2 * H + 2 * Hg) * 4;
+  const double states = H * 2 * F * (D + 1) / Ck * 4;  // RecomputeMode::States drops these
+  const double kernel_state = states + (H * (D + 1) + 2 * H + 2 * Hg) * 4;
+  // What the tape keeps of it, and what one layer's backward rebuilds on top of its scratch.
+  const bool drop_states = s.recompute == RecomputeMode::States;
+  const double kept_state = drop_states ? kernel_state - states : kernel_state;
+  const double rebuilt_state = drop_states ? states : 0.0;
   // The CUDA Lizard backward's scratch for one layer (cuda/lizard_attention_bwd.cu), alive
   // together while that layer's backward runs: dstates (as the states), dO' [H, D+1] f32,
   // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo, du [H, F] bf16,
@@ -166,9 +173,10 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
     // v), the teacher target y_t, and (without recompute) y_s for the MSE plus the kernel state.
     const double inputs = d * e + qkv + H * D * e;
     const double student = kernel_state + H * D * e;
-    kept = (s.recompute == RecomputeMode::None ? inputs + student : inputs) * static_cast<double>(l_lin) / L;
+    const bool tape = s.recompute == RecomputeMode::None || drop_states;  // student kept
+    kept = (tape ? inputs + kept_state + H * D * e : inputs) * static_cast<double>(l_lin) / L;
     const double teacher_working = 3 * I * e + 4 * d * e;  // one layer's forward temporaries
-    const double student_bwd = l_lin > 0 ? (s.recompute == RecomputeMode::None ? 0.0 : student) + bwd_scratch : 0.0;
+    const double student_bwd = l_lin > 0 ? (tape ? rebuilt_state : student) + bwd_scratch : 0.0;
     transient = std::max(student_bwd, teacher_working);
   } else {
     // Outside the mixing. A matmul keeps its input only when its weight trains
@@ -190,10 +198,11 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
         ((all || targets({"o"})) ? H * D * e : 0.0) +
         (all ? 0.0 : static_cast<double>(s.lora_r * static_cast<int64_t>(s.lora_targets.size())) * e);
     const double soft_saved = qkv + H * D * e + H * 4;  // rope'd q, k, v, output o, lse
-    const double lin_layer = rest + qkv + (s.recompute == RecomputeMode::None ? kernel_state : 0);
+    const bool tape = s.recompute == RecomputeMode::None || drop_states;  // mixing kept
+    const double lin_layer = rest + qkv + (tape ? kept_state : 0);
     const double soft_layer = rest + soft_saved;
     const double avg = (lin_layer * static_cast<double>(l_lin) + soft_layer * static_cast<double>(l_soft)) / L;
-    const double lin_bwd = l_lin > 0 ? bwd_scratch : 0.0;
+    const double lin_bwd = l_lin > 0 ? bwd_scratch + rebuilt_state : 0.0;
     if (s.recompute == RecomputeMode::Layer) {
       kept = d * e;  // the checkpoint keeps the layer input only
       // The rebuilt layer; by the time its attention runs backward, the MLP's backward has

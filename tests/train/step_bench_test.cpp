@@ -97,13 +97,19 @@ TEST(StepCost, Llama3_8bFitsAn80GBCardInBothStages) {
   for (const char* stage : {"finetune", "distill"}) {
     for (auto [T, B] : {std::pair<int64_t, int64_t>{2048, 4}, {32768, 1}}) {
       const MemoryEstimate none = estimate_step_memory(shape_of("llama3_8b.yaml", stage, T, B));
+      const MemoryEstimate states = estimate_step_memory(
+          shape_of("llama3_8b.yaml", stage, T, B, RecomputeMode::States));
       const MemoryEstimate attn = estimate_step_memory(
           shape_of("llama3_8b.yaml", stage, T, B, RecomputeMode::Attention));
       const MemoryEstimate layer = estimate_step_memory(
           shape_of("llama3_8b.yaml", stage, T, B, RecomputeMode::Layer));
       SCOPED_TRACE(std::string(stage) + " T=" + std::to_string(T) + " B=" + std::to_string(B));
       // Recomputation keeps less (per-chunk kernel state is the largest per-layer term).
-      EXPECT_LT(attn.activations, none.activations);
+      EXPECT_LT(states.activations, none.activations);
+      EXPECT_LT(attn.activations, states.activations);
+      // what `states` drops: H 2F (D+1) / 32 x 4 bytes per token and linearized layer (all 32)
+      EXPECT_NEAR((none.activations - states.activations) / (double(T) * B * 32),
+                  32.0 * 256 * 129 / 32 * 4, 1.0);
       EXPECT_LE(layer.activations, attn.activations);
       EXPECT_LT(std::min(attn.total, layer.total), budget);
     }
@@ -246,7 +252,7 @@ TEST(BenchStep, RecomputationTrainsExactlyLikeNone) {
     const std::vector<double> ref = losses_of(run_step_bench(tiny(stage, "none")));
     ASSERT_EQ(ref.size(), 3u);
     EXPECT_GT(std::abs(ref[2] - ref[0]), 1e-6 * std::abs(ref[0])) << stage << ": nothing trained";
-    for (const char* mode : {"attention", "layer"}) {
+    for (const char* mode : {"states", "attention", "layer"}) {
       const std::vector<double> l = losses_of(run_step_bench(tiny(stage, mode)));
       for (size_t i = 0; i < ref.size(); ++i)
         EXPECT_NEAR(l[i], ref[i], 1e-6 * std::abs(ref[i])) << stage << " " << mode << " step " << i;
@@ -257,7 +263,7 @@ TEST(BenchStep, RecomputationTrainsExactlyLikeNone) {
 TEST(BenchStep, GpuStepIsTimedWithEventsAndFitsItsEstimate) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU visible: skipped (needs CUDA)";
   std::vector<double> ref;
-  for (const char* mode : {"none", "attention"}) {
+  for (const char* mode : {"none", "states", "attention"}) {
     StepBenchOptions o = tiny("finetune", mode);
     o.device = "cuda";
     o.seq_len = 64;

@@ -51,9 +51,11 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
                               void* stream);
 
 /// Gradients of sum(dy * y); every gradient has its input's shape; dq, dk, dv, dx in the dtype
-/// of q, parameter gradients in f32.
+/// of q, parameter gradients in f32. Those `want` leaves out are undefined (and their
+/// own work skipped).
 void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardInputs& in,
                                const ops::LizardParams& p, const ops::LizardSaved& saved,
-                               const Tensor& dy, ops::LizardGrads& g, void* stream);
+                               const Tensor& dy, ops::LizardGrads& g, void* stream,
+                               const ops::LizardWants& want = {});
 
 }  // namespace lizard::cuda

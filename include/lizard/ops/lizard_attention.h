@@ -11,7 +11,8 @@ namespace lizard::ops {
 /// What the forward keeps for the backward. CPU: nothing beyond the inputs (the chunked
 /// backward recomputes). CUDA: the per-chunk states and row statistics below, all f32.
 struct LizardSaved {
-  Tensor states;  ///< [B, H, NC, 2F, D+1] [S|z] before each chunk of C tokens (CUDA)
+  Tensor states;  ///< [B, H, NC, 2F, D+1] [S|z] before each chunk of C tokens (CUDA; undefined
+                  ///< when LizardConfig::keep_states is false: the backward rebuilds them)
   Tensor numden;  ///< [B, H, T, D+1] [M | den]: M = num - den v_t (no self term), den (CUDA)
   Tensor wstats;  ///< [B, H, T, 2] window row max and denominator (CUDA)
   Tensor bl;      ///< [B, Hg, T] chunk-local cumulative log-gate (CUDA)
@@ -23,9 +24,10 @@ Tensor lizard_attention_forward(const LizardConfig& cfg, const LizardInputs& in,
                                 const LizardParams& p, LizardSaved* saved = nullptr);
 
 /// Gradients of sum(dy * y); `saved` from the forward of the same arguments (CPU ignores it).
+/// `want`: which gradients the caller needs (the others may come back undefined).
 LizardGrads lizard_attention_backward(const LizardConfig& cfg, const LizardInputs& in,
                                       const LizardParams& p, const LizardSaved& saved,
-                                      const Tensor& dy);
+                                      const Tensor& dy, const LizardWants& want = {});
 
 /// Recurrent state of one layer for decoding: constant memory in the sequence length.
 struct LizardDecodeState {

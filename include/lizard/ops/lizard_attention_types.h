@@ -35,6 +35,16 @@ struct LizardGrads {
   Tensor dwq, dwk, dw_g, db_g, dtau, dalpha;
 };
 
+/// Which gradients a backward must produce (all by default). A gradient not wanted may come
+/// back undefined, and the work only it needs is skipped: the feature maps' weight gradient
+/// when they are frozen (stage 2), the gate's parameter gradient, the gradients of inputs that
+/// need none (stage 1's frozen q, k, v and x). CUDA only; the CPU reference computes all.
+struct LizardWants {
+  bool dq = true, dk = true, dv = true, dx = true;
+  bool dwq = true, dwk = true;
+  bool dgate = true;  ///< dw_g and db_g
+};
+
 /// Shapes read off the inputs, checked against each other and the config.
 struct LizardDims {
   int64_t B = 0, T = 0, H = 0, Hkv = 0, D = 0, F = 0, dm = 0;

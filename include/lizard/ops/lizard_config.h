@@ -66,6 +66,11 @@ struct LizardConfig {
   /// F <= 1024 with the softmax map) and far above fp32 underflow.
   double eps = 1e-6;
   int64_t chunk = 64;  ///< C of the CPU chunked path (DESIGN section 3); a tuning knob only
+  /// Run-time, not a `lizard:` key (the run's `recompute_states` sets it): whether a CUDA
+  /// training forward keeps its per-chunk f32 states [S|z] for the backward (2F (D+1) floats
+  /// per kCudaChunk tokens and head, most of what a layer keeps). false: the backward reruns
+  /// the state sweep instead (the same bits). CPU ignores it (its backward recomputes all).
+  bool keep_states = true;
 
   // ---- resolved values (preset applied, explicit fields win) ----
   GateMode gate_mode() const {

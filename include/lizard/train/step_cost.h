@@ -27,9 +27,10 @@
 
 namespace lizard::train {
 
-/// Activation recomputation: none; the student attention only; every decoder layer.
-enum class RecomputeMode { None, Attention, Layer };
-/// "none" | "attention" | "layer" (InputError naming `what` otherwise).
+/// Activation recomputation: none; the Lizard attention's per-chunk states only (the backward
+/// reruns the state sweep); the student attention; every decoder layer.
+enum class RecomputeMode { None, States, Attention, Layer };
+/// "none" | "states" | "attention" | "layer" (InputError naming `what` otherwise).
 RecomputeMode recompute_mode_from_name(const std::string& s, const std::string& what = "recompute");
 const char* name_of(RecomputeMode m);
 
