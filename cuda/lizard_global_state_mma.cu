@@ -34,6 +34,7 @@
 // the CUDA cores in f32 from the same rounded pair (z = the sum of the weights S sums), so the
 // backward's identities hold as with the wmma kernel. D in {32, 64, 128} (template), any T
 // (rows past the end are zero), GQA (v of kv head h / (H / Hkv)), 2F <= 256.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -48,9 +49,17 @@ namespace {
 using bf = __nv_bfloat16;
 
 constexpr int kRows = 64;           // state rows (of 2F) per CTA
-constexpr int kWarps = kRows / 16;  // one m-tile per warp
-constexpr int kThreads = kWarps * 32;
+constexpr int kMTiles = kRows / 16; // m-tiles per CTA; each is kept by kCS warps (D / kCS columns each)
 constexpr int kLK = kRows + 8;      // bf16 ld of the phi tiles: 144 bytes, ldmatrix conflict-free
+
+/// The row stride (floats) of the global states / dstates [..][2F][ld] and of the dO' rows
+/// [..][T][ld] (and so of the stage, laid out as the global slice): D + 1, the z / den column
+/// last. Every index of those rows goes through this one function.
+constexpr int sweep_ld(int D) { return D + 1; }
+
+/// Minimum resident CTAs per SM for __launch_bounds__: 4-warp CTAs as before (forward 3,
+/// reverse 2); 8 warps 2 (<= 128 registers); 16 warps 1.
+constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? 2 : 1; }
 static_assert(kChunk == 32, "two 16-token k-steps per chunk; one token per lane for the weights");
 
 // The shared-memory asm below clobbers "memory" so the compiler keeps it in program order
@@ -109,6 +118,11 @@ __device__ __forceinline__ void bulk_wait_all() {
   asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
+/// Named barrier `id` (1..) over `n` threads (the kCS warps of one m-tile).
+__device__ __forceinline__ void bar_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
 __device__ __forceinline__ float2 unpack2(uint32_t r) {
   return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&r));
 }
@@ -127,7 +141,7 @@ constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
 /// Shared-memory layout (byte offsets) of one instance; host and device use the same numbers.
 template <int D, bool kRev, bool kSplit>
 struct Layout {
-  static constexpr int D1 = D + 1, LV = D + 8;
+  static constexpr int D1 = sweep_ld(D), LV = D + 8;
   static constexpr int kRaw = kChunk * D1 + 8;  // f32 dO' block of a chunk + misalignment slack
   static constexpr size_t kTileK = sizeof(bf) * kChunk * kLK;  // one phi tile
   static constexpr size_t kTileV = sizeof(bf) * kChunk * LV;   // one v or dO' tile
@@ -142,18 +156,28 @@ struct Layout {
   static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * kChunk));  // bl rows
 };
 
-/// Grid (ceil(2F / 64), B*H), kThreads threads; the contract of state_tc_kernel<kRev, kSplit>:
+/// Grid (ceil(2F / 64), B*H), 128 kCS threads: m-tile mt = warp / kCS (rows 16 mt..) is kept by
+/// the kCS warps cs = warp % kCS, each on columns cs D / kCS.. (D / kCS >= 32); the contract of
+/// state_tc_kernel<kRev, kSplit>:
 /// forward (kRev false) X <- exp(bl_end) X + (phi_k exp(bl_end - bl_s))^T [V | 1] over the
 /// chunks in order from phi = phi_k and v [B,T,Hkv,D] bf16; reverse (kRev true) dX <-
 /// exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from the last chunk, dO' f32 [B,H,T,D+1] (its
 /// column D the den column). out[b,h,c] [2F][D+1] f32 = X when chunk c is reached.
-template <int D, bool kRev, bool kSplit>
-__global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
+///
+/// Why kCS: at small B*H (B 1, H 32: 128 CTAs) a 4-warp CTA leaves one warp per scheduler, and
+/// each warp's chunk (about 900 instructions) is one dependent chain; kCS warps per m-tile
+/// split its products, decay and stage stores kCS ways (each forms the same A fragments, and
+/// only warp cs 0 the z column), so kCS times as many warps share the chain.
+template <int D, bool kRev, bool kSplit, int kCS>
+__global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
   using L = Layout<D, kRev, kSplit>;
-  constexpr int D1 = L::D1, LV = L::LV, NT = D / 8;
+  constexpr int D1 = L::D1, LV = L::LV;
+  constexpr int kThreads = kMTiles * 32 * kCS;
+  constexpr int DC = D / kCS, NT = DC / 8;  // columns and n-tiles of one warp
+  static_assert(DC % 32 == 0, "a warp's columns start on a bank multiple (the stage order)");
   extern __shared__ __align__(128) char smem[];
   bf* sK = reinterpret_cast<bf*>(smem + L::k_hi);
   bf* sKl = reinterpret_cast<bf*>(smem + L::k_lo);
@@ -168,8 +192,12 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   const int F2 = 2 * d.F, f0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+  const int mt = warp / kCS, cs = warp % kCS, col0 = cs * DC;
   const int rows = min(kRows, F2 - f0);  // valid state rows here: 32 or 64 (F2 % 32 == 0)
-  const bool active = warp * 16 < rows;  // warp-uniform
+  const bool active = mt * 16 < rows;    // warp-uniform, and the same for an m-tile's warps
+  // warp cs 0 of an m-tile sums the z column of its rows and its lane 0 copies the m-tile's
+  // stage rows (written by all kCS warps)
+  const bool zw = cs == 0;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
 
   // Issues chunk c's operand copies into buffer `buf` (rows past the end zero-filled).
@@ -200,7 +228,7 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
         else zero16(dst);
       }
     } else {
-      // the chunk's n rows of D+1 floats are one block dO[s, s + n (D+1)); raw[i] holds
+      // the chunk's n rows of D1 floats are one block dO[s, s + n D1); raw[i] holds
       // dO[s0 + i] (s0 = s rounded down to 16 bytes), so the rows are raw[lo, hi)
       const int64_t s = (int64_t(bh) * d.T + t0) * D1, s0 = s & ~int64_t(3);
       const int lo = int(s - s0), hi = lo + n * D1, units = (hi + 3) / 4;
@@ -231,10 +259,10 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   float acc[NT][4];
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  float z0 = 0.f, z1 = 0.f;  // z of this warp's rows g and g + 8
+  float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs 0)
   float blc = 0.f, bec = 0.f;  // reverse: bl of token t0 + tid and of the chunk's last token
-  // lane 0 of each active warp copies the warp's 16 stage rows
-  const uint64_t policy = active && lane == 0 ? evict_first_policy() : 0;
+  const bool copier = active && zw && lane == 0;
+  const uint64_t policy = copier ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
     issue(c, 0);
@@ -245,6 +273,9 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it, buf = it & 1;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
+    // the m-tile's previous bulk copy has read the stage rows before the barrier below, after
+    // which its kCS warps rewrite them (it was issued a whole chunk of products ago)
+    if (copier) bulk_wait_read();
     cp_wait_all();    // this thread's copies of chunk c (the only group in flight)
     __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1 and (reverse)
                       // of the weights and dO' tiles of the previous chunk is done
@@ -262,7 +293,7 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       if (tid == 0) sw[kChunk] = __expf(bec);
       // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column; the
       // thread's pairs are rows r0 + kStep k, columns j, j + 1 (rows past n are zeros in raw)
-      constexpr int kStep = 2 * kThreads / D;  // rows per pass of the 128 threads
+      constexpr int kStep = 2 * kThreads / D;  // rows per pass of the threads
       static_assert(2 * kThreads % D == 0 && kChunk % kStep == 0, "whole passes");
       const int64_t s = (int64_t(bh) * d.T + t0) * D1;
       const float* raw = sRaw + buf * L::kRaw + int(s & 3);
@@ -286,28 +317,27 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
     }
     if (active) {
-      // the state before chunk c, the warp's 16 rows, into its part of the stage (laid out as
-      // the global slice), once lane 0's bulk copy of the previous chunk has read that part;
-      // then lane 0 copies it to rows f0 + 16 warp.. of out[b,h,c]: one block of 16 (D+1)
-      // floats (a multiple of 16 bytes), 16-byte aligned (f0 + 16 warp and 2F are multiples
-      // of 16, so the offset is a multiple of 16 (D+1) floats)
+      // the state before chunk c, the warp's 16 rows x DC columns, into its part of the stage
+      // (laid out as the global slice); then lane 0 of warp cs 0 copies the m-tile's rows to
+      // rows f0 + 16 mt.. of out[b,h,c]: one block of 16 D1 floats (a multiple of 16 bytes),
+      // 16-byte aligned (f0 + 16 mt and 2F are multiples of 16, so the offset is a multiple
+      // of 16 D1 floats)
       //
-      // The row stride D + 1 is 1 modulo the 32 banks, so a store of one accumulator element
-      // by the whole warp (rows g, columns 2q + const) hits bank g + 2q + const: up to 4 lanes
-      // a bank (4 wavefronts). Instead, in store "A" of (j, e) the odd-q lanes store their row
-      // g + 8 element (bank offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in
-      // store "B" the even-q lanes store row g + 8 of n-tile j while the odd-q lanes store row
-      // g of n-tile j +- 2 (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all
-      // (j, e) every lane stores each of its 4 NT elements once. Half the wavefronts of the
-      // plain order for one select per store.
-      static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
-      if (lane == 0) bulk_wait_read();
-      __syncwarp();
-      float* sw0 = stage + warp * 16 * D1;
+      // The row stride D1 = D + 1 is 1 modulo the 32 banks (and a warp's first column col0 a
+      // multiple of 32), so a store of one accumulator element by the whole warp (rows g,
+      // columns 2q + const) hits bank g + 2q + const: up to 4 lanes a bank (4 wavefronts).
+      // Instead, in store "A" of (j, e) the odd-q lanes store their row g + 8 element (bank
+      // offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in store "B" the even-q
+      // lanes store row g + 8 of n-tile j while the odd-q lanes store row g of n-tile j +- 2
+      // (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all (j, e) every lane
+      // stores each of its 4 NT elements once. Half the wavefronts of the plain order for one
+      // select per store.
+      static_assert(D1 % 32 == 1 && NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
+      float* sw0 = stage + mt * 16 * D1;
       const bool odd = q & 1;
-      float* pa = sw0 + (odd ? g + 8 : g) * D1 + 2 * q;
-      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + 2 * q;  // j % 4 < 2: j + 2
-      float* pb_dn = pb_up - (odd ? 32 : 0);                             // j % 4 >= 2: j - 2
+      float* pa = sw0 + (odd ? g + 8 : g) * D1 + col0 + 2 * q;
+      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + col0 + 2 * q;  // j % 4 < 2: j + 2
+      float* pb_dn = pb_up - (odd ? 32 : 0);                                   // j % 4 >= 2: j - 2
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int jo = (j & 2) ? j - 2 : j + 2;
@@ -318,19 +348,21 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
           pb[8 * j + e] = odd ? acc[jo][e] : acc[j][2 + e];
         }
       }
-      if (q == 0) {
+      if (zw && q == 0) {
         sw0[g * D1 + D] = z0;
         sw0[(g + 8) * D1 + D] = z1;
       }
       fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
-      __syncwarp();
-      if (lane == 0) {
-        bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + warp * 16) * D1, smem_u32(sw0),
-                   uint32_t(sizeof(float) * 16 * D1), policy);
-        bulk_commit();
-      }
     }
-    if constexpr (kRev) __syncthreads();  // weights and dO' tiles complete
+    // the m-tile's stage rows complete (and, reverse, the weights and dO' tiles)
+    if constexpr (kRev) __syncthreads();
+    else if constexpr (kCS == 1) __syncwarp();
+    else if (active) bar_sync(1 + mt, 32 * kCS);
+    if (copier) {
+      bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + mt * 16) * D1,
+                 smem_u32(stage + mt * 16 * D1), uint32_t(sizeof(float) * 16 * D1), policy);
+      bulk_commit();
+    }
     if (active) {
       // the weights of the lane's tokens 16 kk + 8 hh + 2q, +1 and the decay exp(bl_end)
       float eend;
@@ -365,14 +397,15 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       float zs0 = 0.f, zs1 = 0.f;
       const bf* kt = sK + buf * kChunk * kLK;
       const bf* ktl = sKl + buf * kChunk * kLK;
-      const bf* vt = sV + (kRev ? 0 : buf * kChunk * LV);
+      const bf* vt = sV + (kRev ? 0 : buf * kChunk * LV) + col0;
+      const bf* vtl = sVl + col0;
 #pragma unroll
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        // A = (decayed phi)^T rows 16 warp.., k = tokens 16 kk..: ldmatrix.trans of phi [r][f];
+        // A = (decayed phi)^T rows 16 mt.., k = tokens 16 kk..: ldmatrix.trans of phi [r][f];
         // matrices (r 0-7, f 0-7), (r 0-7, f 8-15), (r 8-15, f 0-7), (r 8-15, f 8-15) are
         // a0 (row g, k 2q..), a1 (row g+8), a2 (row g, k 2q+8..), a3 (row g+8, k 2q+8..)
         const int ar = 16 * kk + (lane & 7) + ((lane >> 4) & 1) * 8;
-        const int af = warp * 16 + ((lane >> 3) & 1) * 8;
+        const int af = mt * 16 + ((lane >> 3) & 1) * 8;
         uint32_t ah[4], al[4];
         ldsm_t(ah, smem_u32(kt + ar * kLK + af));
         if constexpr (kSplit) ldsm_t(al, smem_u32(ktl + ar * kLK + af));
@@ -388,32 +421,34 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
           }
           const float2 w = wv[kk][i >> 1];
           const float x0 = ph.x * w.x, x1 = ph.y * w.y;
-          float k0, k1;  // the rounded weights as f32 (what the mma sees)
+          float2 hf;  // the rounded hi as f32
           if constexpr (kSplit) {
-            float2 hf;
             split_pair2(x0, x1, a[i], alo[i], hf);
-            const float2 lf = unpack2(alo[i]);
-            k0 = hf.x + lf.x;
-            k1 = hf.y + lf.y;
           } else {
             a[i] = pack_bf16(x0, x1);
-            const float2 hf = unpack2(a[i]);
-            k0 = hf.x;
-            k1 = hf.y;
+            hf = unpack2(a[i]);
           }
-          float zt;
-          if constexpr (kRev) {
-            const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
-            zt = k0 * dd.x + k1 * dd.y;
-          } else {
-            zt = k0 + k1;
+          if (zw) {  // warp-uniform: the z terms from the rounded weights (what the mma sees)
+            float k0 = hf.x, k1 = hf.y;
+            if constexpr (kSplit) {
+              const float2 lf = unpack2(alo[i]);
+              k0 += lf.x;
+              k1 += lf.y;
+            }
+            float zt;
+            if constexpr (kRev) {
+              const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
+              zt = k0 * dd.x + k1 * dd.y;
+            } else {
+              zt = k0 + k1;
+            }
+            if (i & 1) zs1 += zt;
+            else zs0 += zt;
           }
-          if (i & 1) zs1 += zt;
-          else zs0 += zt;
         }
-        // B = [v] or dO' rows 16 kk.., columns 16 p..: ldmatrix.trans of [r][j]; matrices
-        // (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) are b0, b1 of
-        // n-tile 2p and b0, b1 of n-tile 2p + 1
+        // B = [v] or dO' rows 16 kk.., the warp's columns col0 + 16 p..: ldmatrix.trans of
+        // [r][j]; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15)
+        // are b0, b1 of n-tile 2p and b0, b1 of n-tile 2p + 1
         const int br = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8;
         const int bc = ((lane >> 4) & 1) * 8;
 #pragma unroll
@@ -427,38 +462,76 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
             mma_bf16(acc[2 * p + 1], alo, bb[2], bb[3]);
           }
           if constexpr (kSplit && kRev) {
-            ldsm_t(bb, smem_u32(sVl + br * LV + 16 * p + bc));
+            ldsm_t(bb, smem_u32(vtl + br * LV + 16 * p + bc));
             mma_bf16(acc[2 * p], a, bb[0], bb[1]);
             mma_bf16(acc[2 * p + 1], a, bb[2], bb[3]);
           }
         }
       }
-      // the quad's partial sums: lanes 4g..4g+3 hold the tokens of rows g and g + 8
-      zs0 += __shfl_xor_sync(0xffffffffu, zs0, 1);
-      zs0 += __shfl_xor_sync(0xffffffffu, zs0, 2);
-      zs1 += __shfl_xor_sync(0xffffffffu, zs1, 1);
-      zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
-      z0 = eend * z0 + zs0;
-      z1 = eend * z1 + zs1;
+      if (zw) {
+        // the quad's partial sums: lanes 4g..4g+3 hold the tokens of rows g and g + 8
+        zs0 += __shfl_xor_sync(0xffffffffu, zs0, 1);
+        zs0 += __shfl_xor_sync(0xffffffffu, zs0, 2);
+        zs1 += __shfl_xor_sync(0xffffffffu, zs1, 1);
+        zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
+        z0 = eend * z0 + zs0;
+        z1 = eend * z1 + zs1;
+      }
     }
     blc = bln;
     bec = ben;
   }
   // the last states are written before the CTA (and its stage) ends
-  if (active && lane == 0) bulk_wait_all();
+  if (copier) bulk_wait_all();
+}
+
+template <int D, bool kRev, bool kSplit, int kCS>
+void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
+                 float* out, const Dims& d, cudaStream_t s) {
+  using L = Layout<D, kRev, kSplit>;
+  auto kernel = state_mma_kernel<D, kRev, kSplit, kCS>;
+  LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                int(L::bytes)) == cudaSuccess,
+           "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
+  const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
+  kernel<<<grid, kMTiles * 32 * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+}
+
+/// Warps per m-tile for d: LIZARD_STATE_COLS (1, 2 or 4; unset or empty: automatic), at most
+/// D / 32 (a warp keeps 32 columns or more). Automatic: 4 while the grid is at most two CTAs
+/// per SM (B 1, H 32: one 16-warp CTA per SM instead of one 4-warp CTA), else 2 (B 8, H 32:
+/// 1024 CTAs, 3 resident per SM by shared memory, 24 warps instead of 12). Throws InputError
+/// naming the variable for any other value.
+int state_cols(const Dims& d) {
+  int want = 0;
+  if (const char* e = std::getenv("LIZARD_STATE_COLS"); e && *e) {
+    const std::string v(e);
+    if (v != "1" && v != "2" && v != "4")
+      throw InputError("LIZARD_STATE_COLS='" + v +
+                       "': expected 1, 2 or 4 (warps per 16 state rows) or unset (automatic)");
+    want = v[0] - '0';
+  }
+  if (want == 0) {
+    int dev = 0, sms = 0;
+    LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess &&
+                 cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
+             "lizard state sweep (CUDA): cannot query the SM count");
+    const int64_t ctas = int64_t(d.B) * d.H * ((2 * d.F + kRows - 1) / kRows);
+    want = ctas <= 2 * int64_t(sms) ? 4 : 2;
+  }
+  return std::min(want, d.D / 32);
 }
 
 template <int D, bool kRev, bool kSplit>
 void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
             float* out, const Dims& d, cudaStream_t s) {
-  using L = Layout<D, kRev, kSplit>;
   if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
-  auto kernel = state_mma_kernel<D, kRev, kSplit>;
-  LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                int(L::bytes)) == cudaSuccess,
-           "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
-  const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
-  kernel<<<grid, kThreads, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+  const int cols = state_cols(d);
+  if constexpr (D >= 128)
+    if (cols == 4) return launch_cols<D, kRev, kSplit, 4>(phi, phi_lo, v, dO, bl, out, d, s);
+  if constexpr (D >= 64)
+    if (cols == 2) return launch_cols<D, kRev, kSplit, 2>(phi, phi_lo, v, dO, bl, out, d, s);
+  launch_cols<D, kRev, kSplit, 1>(phi, phi_lo, v, dO, bl, out, d, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
