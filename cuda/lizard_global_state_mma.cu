@@ -201,14 +201,24 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
 
   // Issues chunk c's operand copies into buffer `buf` (rows past the end zero-filled).
+  // The copies are loops of compile-time trip counts over the thread's units tid + kThreads k
+  // (fully unrolled: no loop control, constant offsets from per-thread bases).
+  constexpr int kUK = kRows / 8, kUV = D / 8;  // 16-byte units per phi row, per v row
+  static_assert(kThreads % kUK == 0 && kThreads % kUV == 0, "a thread keeps its unit column");
+  const int kr = tid / kUK, ku = tid % kUK, vr = tid / kUV, vu = tid % kUV;
+  const bool k_in = ku * 8 < rows;
+  const int64_t phi_t = (int64_t(bh) * d.T + kr) * F2 + f0 + ku * 8;  // token kr, its unit
+  const bf* v_t = v + ((int64_t(b) * d.T + vr) * d.Hkv + kvh) * D + vu * 8;
+  // Issues chunk c's operand copies into buffer `buf` (rows past the end zero-filled).
   auto issue = [&](int c, int buf) {
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    constexpr int kUK = kRows / 8;  // 16-byte units per phi row
-    for (int i = tid; i < kChunk * kUK; i += kThreads) {
-      const int r = i / kUK, u = i % kUK;
-      const int so = (buf * kChunk + r) * kLK + u * 8;
-      if (r < n && u * 8 < rows) {
-        const int64_t o = (int64_t(bh) * d.T + t0 + r) * F2 + f0 + u * 8;
+#pragma unroll
+    for (int k = 0; k < (kChunk * kUK + kThreads - 1) / kThreads; ++k) {
+      const int r = kr + k * (kThreads / kUK);
+      if (kChunk * kUK % kThreads != 0 && r >= kChunk) break;
+      const int so = (buf * kChunk + r) * kLK + ku * 8;
+      if (r < n && k_in) {
+        const int64_t o = phi_t + int64_t(t0 + k * (kThreads / kUK)) * F2;
         cp16(smem_u32(sK + so), phi + o);
         if constexpr (kSplit) cp16(smem_u32(sKl + so), phi_lo + o);
       } else {
@@ -219,12 +229,13 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     if constexpr (!kRev) {
       // bl of the chunk's tokens; slots n.. repeat token n - 1 (slot 31 is then bl_end)
       if (tid < kChunk) cp4(smem_u32(sBl + buf * kChunk + tid), blr + t0 + min(tid, n - 1));
-      constexpr int kUV = D / 8;
-      const bf* src = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D;
-      for (int i = tid; i < kChunk * kUV; i += kThreads) {
-        const int r = i / kUV, u = i % kUV;
-        const uint32_t dst = smem_u32(sV + (buf * kChunk + r) * LV + u * 8);
-        if (r < n) cp16(dst, src + int64_t(r) * d.Hkv * D + u * 8);
+      const bf* src = v_t + int64_t(t0) * d.Hkv * D;
+#pragma unroll
+      for (int k = 0; k < (kChunk * kUV + kThreads - 1) / kThreads; ++k) {
+        const int r = vr + k * (kThreads / kUV);
+        if (kChunk * kUV % kThreads != 0 && r >= kChunk) break;
+        const uint32_t dst = smem_u32(sV + (buf * kChunk + r) * LV + vu * 8);
+        if (r < n) cp16(dst, src + int64_t(k * (kThreads / kUV)) * d.Hkv * D);
         else zero16(dst);
       }
     } else {
@@ -234,14 +245,17 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       const int lo = int(s - s0), hi = lo + n * D1, units = (hi + 3) / 4;
       const float* src = dO + s0;
       float* raw = sRaw + buf * L::kRaw;
-      for (int i = tid; i < units; i += kThreads) {
-        const int a = 4 * i;
+      constexpr int kMaxUnits = (3 + kChunk * D1 + 3) / 4;  // lo <= 3
+#pragma unroll
+      for (int k = 0; k < (kMaxUnits + kThreads - 1) / kThreads; ++k) {
+        const int a = 4 * (tid + k * kThreads);
+        if (a >= 4 * units) break;
         if (a >= lo && a + 4 <= hi) {
           cp16(smem_u32(raw + a), src + a);
         } else {
 #pragma unroll
-          for (int k = 0; k < 4; ++k)
-            if (a + k >= lo && a + k < hi) cp4(smem_u32(raw + a + k), src + a + k);
+          for (int e = 0; e < 4; ++e)
+            if (a + e >= lo && a + e < hi) cp4(smem_u32(raw + a + e), src + a + e);
         }
       }
       // a partial (last) chunk: its rows n.. read as zeros (plain stores to bytes no copy
