@@ -59,7 +59,11 @@ constexpr int sweep_ld(int D) { return D + 1; }
 
 /// Minimum resident CTAs per SM for __launch_bounds__: 4-warp CTAs as before (forward 3,
 /// reverse 2); 8 warps 2 (<= 128 registers); 16 warps 1.
-constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? 2 : 1; }
+#ifndef LZ_MB2
+#define LZ_MB2 2
+#define LZ_MB4 1
+#endif
+constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? LZ_MB2 : LZ_MB4; }
 static_assert(kChunk == 32, "two 16-token k-steps per chunk; one token per lane for the weights");
 
 // The shared-memory asm below clobbers "memory" so the compiler keeps it in program order
@@ -153,7 +157,8 @@ struct Layout {
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
   static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);  // weights, eend, dden
   static constexpr size_t bls = wts + (kRev ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
-  static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * kChunk));  // bl rows
+  // forward: the chunk's weights and exp(bl_end), 2 buffers of kChunk + 8 floats
+  static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * (kChunk + 8)));
 };
 
 /// Grid (ceil(2F / 64), B*H), 128 kCS threads: m-tile mt = warp / kCS (rows 16 mt..) is kept by
@@ -187,7 +192,7 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   float* stage = reinterpret_cast<float*>(smem + L::stage);
   float* sw = reinterpret_cast<float*>(smem + L::wts);  // reverse: [0, 32) weights, [32] eend
   float* sdd = sw + kChunk + 8;                          // reverse: [32] dden
-  float* sBl = reinterpret_cast<float*>(smem + L::bls);  // forward: bl of the chunk, 2 buffers
+  float* sWf = reinterpret_cast<float*>(smem + L::bls);  // forward: weights [32], eend [32], x2
 
   const int F2 = 2 * d.F, f0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -195,9 +200,9 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   const int mt = warp / kCS, cs = warp % kCS, col0 = cs * DC;
   const int rows = min(kRows, F2 - f0);  // valid state rows here: 32 or 64 (F2 % 32 == 0)
   const bool active = mt * 16 < rows;    // warp-uniform, and the same for an m-tile's warps
-  // warp cs 0 of an m-tile sums the z column of its rows and its lane 0 copies the m-tile's
-  // stage rows (written by all kCS warps)
-  const bool zw = cs == 0;
+  // warp cs kCS - 1 of an m-tile sums the z column of its rows; lane 0 of warp cs 0 copies
+  // the m-tile's stage rows (written by all kCS warps): two jobs on two warps when kCS > 1
+  const bool zw = cs == kCS - 1;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
 
   // Issues chunk c's operand copies into buffer `buf` (rows past the end zero-filled).
@@ -227,8 +232,6 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       }
     }
     if constexpr (!kRev) {
-      // bl of the chunk's tokens; slots n.. repeat token n - 1 (slot 31 is then bl_end)
-      if (tid < kChunk) cp4(smem_u32(sBl + buf * kChunk + tid), blr + t0 + min(tid, n - 1));
       const bf* src = v_t + int64_t(t0) * d.Hkv * D;
 #pragma unroll
       for (int k = 0; k < (kChunk * kUV + kThreads - 1) / kThreads; ++k) {
@@ -263,10 +266,12 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       for (int i = hi + tid; i < lo + kChunk * D1; i += kThreads) raw[i] = 0.f;
     }
   };
-  // bl of token t0 + tid and of the chunk's last token (threads tid < 32 use them)
+  // bl of token t0 + tid and of the chunk's last token (threads tid < 32 use them); forward,
+  // tokens n.. take bl of token n - 1 (their weight exp(0) = 1; their phi rows are zero)
   auto load_bl = [&](int c, float& bt, float& bend) {
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    bt = tid < n ? blr[t0 + tid] : 0.f;
+    if constexpr (kRev) bt = tid < n ? blr[t0 + tid] : 0.f;
+    else bt = blr[t0 + min(tid, n - 1)];
     bend = blr[t0 + n - 1];
   };
 
@@ -274,15 +279,20 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs 0)
-  float blc = 0.f, bec = 0.f;  // reverse: bl of token t0 + tid and of the chunk's last token
-  const bool copier = active && zw && lane == 0;
+  float blc = 0.f, bec = 0.f;  // bl of token t0 + tid and of the chunk's last token (tid < 32)
+  const bool copier = active && cs == 0 && lane == 0;
   const uint64_t policy = copier ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
     issue(c, 0);
     cp_commit();
-    if constexpr (kRev)
-      if (tid < kChunk) load_bl(c, blc, bec);
+    if (tid < kChunk) {
+      load_bl(c, blc, bec);
+      if constexpr (!kRev) {  // chunk 0's weights, published by the loop's first barrier
+        sWf[tid] = __expf(bec - blc);
+        if (tid == 0) sWf[kChunk] = __expf(bec);
+      }
+    }
   }
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it, buf = it & 1;
@@ -298,8 +308,7 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       const int cn = kRev ? c - 1 : c + 1;
       issue(cn, buf ^ 1);
       cp_commit();
-      if constexpr (kRev)
-        if (tid < kChunk) load_bl(cn, bln, ben);  // used next iteration: latency hidden
+      if (tid < kChunk) load_bl(cn, bln, ben);  // used at the end or the next iteration
     }
     if constexpr (kRev) {
       // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
@@ -389,20 +398,14 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
           for (int hh = 0; hh < 2; ++hh)
             wv[kk][hh] = *reinterpret_cast<const float2*>(sw + 16 * kk + 8 * hh + 2 * q);
       } else {
-        // forward: from the chunk's bl row (every slot past n holds bl of token n - 1, so
-        // slot 31 is bl_end), the very expressions of state_tc_kernel; tokens past n get
-        // weight 1, not 0, but their phi rows are zero, so their products and z terms are
-        // still exactly 0 (every exponent <= 0: no overflow)
-        const float* bs = sBl + buf * kChunk;
-        const float bend = bs[kChunk - 1];
-        eend = __expf(bend);
+        // forward: formed once per CTA by threads tid < 32 (end of the previous iteration)
+        const float* ws = sWf + buf * (kChunk + 8);
+        eend = ws[kChunk];
 #pragma unroll
         for (int kk = 0; kk < kChunk / 16; ++kk)
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            const float2 b2 = *reinterpret_cast<const float2*>(bs + 16 * kk + 8 * hh + 2 * q);
-            wv[kk][hh] = make_float2(__expf(bend - b2.x), __expf(bend - b2.y));
-          }
+          for (int hh = 0; hh < 2; ++hh)
+            wv[kk][hh] = *reinterpret_cast<const float2*>(ws + 16 * kk + 8 * hh + 2 * q);
       }
 #pragma unroll
       for (int j = 0; j < NT; ++j)
@@ -490,6 +493,17 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
         zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
         z0 = eend * z0 + zs0;
         z1 = eend * z1 + zs1;
+      }
+    }
+    if constexpr (!kRev) {
+      // the weights of the next chunk (the very expressions of state_tc_kernel: exp(bl_end -
+      // bl_s), exp(bl_end); every exponent <= 0, tokens past n weight 1 on zero phi rows) into
+      // the other buffer, whose last reads (previous chunk) preceded this iteration's barrier;
+      // the next iteration's barrier publishes them
+      if (tid < kChunk && it + 1 < d.NC) {
+        float* ws = sWf + (buf ^ 1) * (kChunk + 8);
+        ws[tid] = __expf(ben - bln);
+        if (tid == 0) ws[kChunk] = __expf(ben);
       }
     }
     blc = bln;
