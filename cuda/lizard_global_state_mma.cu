@@ -59,11 +59,7 @@ constexpr int sweep_ld(int D) { return D + 1; }
 
 /// Minimum resident CTAs per SM for __launch_bounds__: 4-warp CTAs as before (forward 3,
 /// reverse 2); 8 warps 2 (<= 128 registers); 16 warps 1.
-#ifndef LZ_MB2
-#define LZ_MB2 2
-#define LZ_MB4 1
-#endif
-constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? LZ_MB2 : LZ_MB4; }
+constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? 2 : 1; }
 static_assert(kChunk == 32, "two 16-token k-steps per chunk; one token per lane for the weights");
 
 // The shared-memory asm below clobbers "memory" so the compiler keeps it in program order
@@ -526,10 +522,12 @@ void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, 
 }
 
 /// Warps per m-tile for d: LIZARD_STATE_COLS (1, 2 or 4; unset or empty: automatic), at most
-/// D / 32 (a warp keeps 32 columns or more). Automatic: 4 while the grid is at most two CTAs
-/// per SM (B 1, H 32: one 16-warp CTA per SM instead of one 4-warp CTA), else 2 (B 8, H 32:
-/// 1024 CTAs, 3 resident per SM by shared memory, 24 warps instead of 12). Throws InputError
-/// naming the variable for any other value.
+/// D / 32 (a warp keeps 32 columns or more). Automatic, from the grid's CTAs per SM: up to 1
+/// (B 1, H 32, 2F 256: 128 CTAs) 4, one 16-warp CTA an SM instead of one 4-warp CTA; up to 2
+/// (B 2) 2, two 8-warp CTAs an SM (<= 128 registers); more (B 8: 1024 CTAs) 1, the 4-warp CTA,
+/// 3 resident per SM, that forms each A fragment once (kCS warps form it kCS times: more
+/// instructions in all, which a full GPU does not hide). Throws InputError naming the variable
+/// for any other value.
 int state_cols(const Dims& d) {
   int want = 0;
   if (const char* e = std::getenv("LIZARD_STATE_COLS"); e && *e) {
@@ -545,7 +543,7 @@ int state_cols(const Dims& d) {
                  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
              "lizard state sweep (CUDA): cannot query the SM count");
     const int64_t ctas = int64_t(d.B) * d.H * ((2 * d.F + kRows - 1) / kRows);
-    want = ctas <= 2 * int64_t(sms) ? 4 : 2;
+    want = ctas <= sms ? 4 : ctas <= 2 * int64_t(sms) ? 2 : 1;
   }
   return std::min(want, d.D / 32);
 }
