@@ -84,6 +84,13 @@ __device__ __forceinline__ void ldsm_t(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr)
                : "memory");
 }
+/// ldmatrix x2 .trans: r[i] as for ldsm_t, matrices 0 and 1 (row addresses from lanes 0-15).
+__device__ __forceinline__ void ldsm_t2(uint32_t (&r)[2], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(addr)
+               : "memory");
+}
 // Bulk copy shared -> global (sm_90, the async proxy). Order of use here, per warp: the lanes
 // that wrote the warp's stage rows fence (their generic-proxy writes become visible to the
 // async proxy), __syncwarp, then lane 0 copies and commits; before the rows are written again
@@ -118,11 +125,6 @@ __device__ __forceinline__ void bulk_wait_all() {
   asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
-/// Named barrier `id` (1..) over `n` threads (the kCS warps of one m-tile).
-__device__ __forceinline__ void bar_sync(int id, int n) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
-}
-
 __device__ __forceinline__ float2 unpack2(uint32_t r) {
   return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&r));
 }
@@ -139,7 +141,7 @@ __device__ __forceinline__ void split_pair2(float x0, float x1, uint32_t& hi, ui
 constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
 
 /// Shared-memory layout (byte offsets) of one instance; host and device use the same numbers.
-template <int D, bool kRev, bool kSplit>
+template <int D, bool kRev, bool kSplit, bool kShare>
 struct Layout {
   static constexpr int D1 = sweep_ld(D), LV = D + 8;
   static constexpr int kRaw = kChunk * D1 + 8;  // f32 dO' block of a chunk + misalignment slack
@@ -151,10 +153,19 @@ struct Layout {
   static constexpr size_t v_lo = v_hi + al128((kRev ? 1 : 2) * kTileV);    // dO' lo (kRev && kSplit)
   static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
-  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);  // weights, eend, dden
-  static constexpr size_t bls = wts + (kRev ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
-  // forward: the chunk's weights and exp(bl_end), 2 buffers of kChunk + 8 floats
-  static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * (kChunk + 8)));
+  // reverse without kShare: weights, eend, dden of the chunk
+  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);
+  static constexpr size_t bls = wts + (kRev && !kShare ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
+  // forward, and reverse with kShare: the chunk's weights and exp(bl_end), 2 buffers of
+  // kChunk + 8 floats
+  static constexpr size_t frag =
+      bls + (!kRev || kShare ? al128(sizeof(float) * 2 * (kChunk + 8)) : 0);
+  // kShare: the A fragments of every (m-tile, k-step, lane), 16 bytes each, hi then lo
+  // (kSplit), and the z partial sums [m-tile][k-step][half][16 rows]
+  static constexpr size_t kFrag = size_t(kMTiles) * (kChunk / 16) * 32 * 16;
+  static constexpr size_t zp = frag + (kShare ? (kSplit ? 2 : 1) * kFrag : 0);
+  static constexpr size_t bytes =
+      zp + (kShare ? al128(sizeof(float) * kMTiles * (kChunk / 16) * 2 * 16) : 0);
 };
 
 /// Grid (ceil(2F / 64), B*H), 128 kCS threads: m-tile mt = warp / kCS (rows 16 mt..) is kept by
@@ -174,7 +185,10 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
-  using L = Layout<D, kRev, kSplit>;
+  // kShare (kCS > 1): each A fragment is formed once, by one warp, into shared memory, not
+  // by all kCS warps that use it (a second CTA barrier per chunk forward)
+  constexpr bool kShare = kCS > 1;
+  using L = Layout<D, kRev, kSplit, kShare>;
   constexpr int D1 = L::D1, LV = L::LV;
   constexpr int kThreads = kMTiles * 32 * kCS;
   constexpr int DC = D / kCS, NT = DC / 8;  // columns and n-tiles of one warp
@@ -188,7 +202,11 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   float* stage = reinterpret_cast<float*>(smem + L::stage);
   float* sw = reinterpret_cast<float*>(smem + L::wts);  // reverse: [0, 32) weights, [32] eend
   float* sdd = sw + kChunk + 8;                          // reverse: [32] dden
-  float* sWf = reinterpret_cast<float*>(smem + L::bls);  // forward: weights [32], eend [32], x2
+  float* sWf = reinterpret_cast<float*>(smem + L::bls);  // weights [32], eend [32], x2 (not
+                                                         // reverse without kShare)
+  uint32_t* sAf = reinterpret_cast<uint32_t*>(smem + L::frag);  // kShare: A hi fragments
+  uint32_t* sAfl = sAf + L::kFrag / 4;                          // kShare && kSplit: A lo
+  float* sZp = reinterpret_cast<float*>(smem + L::zp);          // kShare: z partial sums
 
   const int F2 = 2 * d.F, f0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
@@ -270,6 +288,17 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     else bt = blr[t0 + min(tid, n - 1)];
     bend = blr[t0 + n - 1];
   };
+  // Chunk c's weights from load_bl's values into buffer wb of sWf (threads tid < 32), the very
+  // expressions of state_tc_kernel (same operand bits): forward exp(bl_end - bl_s) (tokens
+  // past n weight 1 on zero phi rows; every exponent <= 0), reverse exp(bl_t) (0 past n);
+  // slot 32 exp(bl_end).
+  auto put_weights = [&](int c, int wb, float bt, float bend) {
+    const int n = min(kChunk, d.T - c * kChunk);
+    float* ws = sWf + wb * (kChunk + 8);
+    if constexpr (kRev) ws[tid] = tid < n ? __expf(bt) : 0.f;
+    else ws[tid] = __expf(bend - bt);
+    if (tid == 0) ws[kChunk] = __expf(bend);
+  };
 
   float acc[NT][4];
 #pragma unroll
@@ -284,10 +313,8 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     cp_commit();
     if (tid < kChunk) {
       load_bl(c, blc, bec);
-      if constexpr (!kRev) {  // chunk 0's weights, published by the loop's first barrier
-        sWf[tid] = __expf(bec - blc);
-        if (tid == 0) sWf[kChunk] = __expf(bec);
-      }
+      // the first chunk's weights, published by the loop's first barrier
+      if constexpr (!kRev || kShare) put_weights(c, 0, blc, bec);
     }
   }
   for (int it = 0; it < d.NC; ++it) {
@@ -307,9 +334,11 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       if (tid < kChunk) load_bl(cn, bln, ben);  // used at the end or the next iteration
     }
     if constexpr (kRev) {
-      // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
-      if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
-      if (tid == 0) sw[kChunk] = __expf(bec);
+      if constexpr (!kShare) {
+        // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
+        if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
+        if (tid == 0) sw[kChunk] = __expf(bec);
+      }
       // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column; the
       // thread's pairs are rows r0 + kStep k, columns j, j + 1 (rows past n are zeros in raw)
       constexpr int kStep = 2 * kThreads / D;  // rows per pass of the threads
@@ -333,7 +362,74 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
           hp[k * kStep * LV / 2] = pack_bf16(x0, x1);
         }
       }
-      if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
+      if constexpr (!kShare)
+        if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
+    }
+    if constexpr (kShare) {
+      // The A fragments of chunk c, each formed once: unit u = (m-tile, k-step kk, half hh)
+      // is one warp's job, the lanes' a[2 hh], a[2 hh + 1] (and lo) of the fragment that the
+      // kCS warps of the m-tile load (tokens 16 kk + 8 hh + 2q, +1 of rows g, g + 8), the
+      // same f32 expressions as below; with their z terms summed over the quad (the z column
+      // then adds the 4 units' sums in a fixed order).
+      const float* ws = sWf + buf * (kChunk + 8);
+      const bf* kt = sK + buf * kChunk * kLK;
+      const bf* ktl = sKl + buf * kChunk * kLK;
+      // reverse: the den column of the chunk's dO' rows (zeros past n)
+      const float* den = sRaw + buf * L::kRaw + int(((int64_t(bh) * d.T + t0) * D1) & 3) + D;
+      constexpr int kUnits = kMTiles * (kChunk / 16) * 2;
+      static_assert(kUnits % (kMTiles * kCS) == 0, "whole units per warp");
+#pragma unroll
+      for (int k = 0; k < kUnits / (kMTiles * kCS); ++k) {
+        const int u = warp + k * kMTiles * kCS, ump = u / 4, ukk = (u / 2) % 2, uh = u % 2;
+        if (ump * 16 >= rows) continue;  // warp-uniform: an m-tile without rows
+        // ldmatrix x2 .trans of phi [r][f]: matrices (r 8 uh.., f 0-7), (r 8 uh.., f 8-15)
+        const int ar = 16 * ukk + 8 * uh + (lane & 7);
+        const int af = ump * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t ah[2], al[2], a[2], alo[2];
+        ldsm_t2(ah, smem_u32(kt + ar * kLK + af));
+        if constexpr (kSplit) ldsm_t2(al, smem_u32(ktl + ar * kLK + af));
+        const int r = 16 * ukk + 8 * uh + 2 * q;  // tokens r, r + 1
+        const float2 w = *reinterpret_cast<const float2*>(ws + r);
+        float zs[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float2 ph = unpack2(ah[i]);
+          if constexpr (kSplit) {
+            const float2 pl = unpack2(al[i]);
+            ph.x += pl.x;
+            ph.y += pl.y;
+          }
+          const float x0 = ph.x * w.x, x1 = ph.y * w.y;
+          float2 hf;  // the rounded hi as f32
+          if constexpr (kSplit) {
+            split_pair2(x0, x1, a[i], alo[i], hf);
+          } else {
+            a[i] = pack_bf16(x0, x1);
+            hf = unpack2(a[i]);
+          }
+          float k0 = hf.x, k1 = hf.y;  // the rounded weights (what the mma sees)
+          if constexpr (kSplit) {
+            const float2 lf = unpack2(alo[i]);
+            k0 += lf.x;
+            k1 += lf.y;
+          }
+          if constexpr (kRev) zs[i] = k0 * den[r * D1] + k1 * den[(r + 1) * D1];
+          else zs[i] = k0 + k1;
+        }
+        const int fo = ((ump * 2 + ukk) * 32 + lane) * 4 + 2 * uh;  // a[2 uh] of the lane
+        *reinterpret_cast<uint2*>(sAf + fo) = make_uint2(a[0], a[1]);
+        if constexpr (kSplit) *reinterpret_cast<uint2*>(sAfl + fo) = make_uint2(alo[0], alo[1]);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          zs[i] += __shfl_xor_sync(0xffffffffu, zs[i], 1);
+          zs[i] += __shfl_xor_sync(0xffffffffu, zs[i], 2);
+        }
+        if (q == 0) {
+          float* zp = sZp + ((ump * 2 + ukk) * 2 + uh) * 16;
+          zp[g] = zs[0];
+          zp[g + 8] = zs[1];
+        }
+      }
     }
     if (active) {
       // the state before chunk c, the warp's 16 rows x DC columns, into its part of the stage
@@ -373,10 +469,10 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       }
       fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
     }
-    // the m-tile's stage rows complete (and, reverse, the weights and dO' tiles)
-    if constexpr (kRev) __syncthreads();
-    else if constexpr (kCS == 1) __syncwarp();
-    else if (active) bar_sync(1 + mt, 32 * kCS);
+    // the m-tile's stage rows complete (and, reverse, the weights and dO' tiles; kShare, the
+    // A fragments and z sums)
+    if constexpr (kRev || kShare) __syncthreads();
+    else __syncwarp();
     if (copier) {
       bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + mt * 16) * D1,
                  smem_u32(stage + mt * 16 * D1), uint32_t(sizeof(float) * 16 * D1), policy);
@@ -385,8 +481,8 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     if (active) {
       // the weights of the lane's tokens 16 kk + 8 hh + 2q, +1 and the decay exp(bl_end)
       float eend;
-      float2 wv[kChunk / 16][2];
-      if constexpr (kRev) {
+      float2 wv[kChunk / 16][2];  // without kShare
+      if constexpr (kRev && !kShare) {
         eend = sw[kChunk];
 #pragma unroll
         for (int kk = 0; kk < kChunk / 16; ++kk)
@@ -394,14 +490,15 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
           for (int hh = 0; hh < 2; ++hh)
             wv[kk][hh] = *reinterpret_cast<const float2*>(sw + 16 * kk + 8 * hh + 2 * q);
       } else {
-        // forward: formed once per CTA by threads tid < 32 (end of the previous iteration)
+        // formed once per CTA by threads tid < 32 (end of the previous iteration)
         const float* ws = sWf + buf * (kChunk + 8);
         eend = ws[kChunk];
+        if constexpr (!kShare)
 #pragma unroll
-        for (int kk = 0; kk < kChunk / 16; ++kk)
+          for (int kk = 0; kk < kChunk / 16; ++kk)
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh)
-            wv[kk][hh] = *reinterpret_cast<const float2*>(ws + 16 * kk + 8 * hh + 2 * q);
+            for (int hh = 0; hh < 2; ++hh)
+              wv[kk][hh] = *reinterpret_cast<const float2*>(ws + 16 * kk + 8 * hh + 2 * q);
       }
 #pragma unroll
       for (int j = 0; j < NT; ++j)
@@ -414,49 +511,60 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       const bf* vtl = sVl + col0;
 #pragma unroll
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        // A = (decayed phi)^T rows 16 mt.., k = tokens 16 kk..: ldmatrix.trans of phi [r][f];
-        // matrices (r 0-7, f 0-7), (r 0-7, f 8-15), (r 8-15, f 0-7), (r 8-15, f 8-15) are
-        // a0 (row g, k 2q..), a1 (row g+8), a2 (row g, k 2q+8..), a3 (row g+8, k 2q+8..)
-        const int ar = 16 * kk + (lane & 7) + ((lane >> 4) & 1) * 8;
-        const int af = mt * 16 + ((lane >> 3) & 1) * 8;
-        uint32_t ah[4], al[4];
-        ldsm_t(ah, smem_u32(kt + ar * kLK + af));
-        if constexpr (kSplit) ldsm_t(al, smem_u32(ktl + ar * kLK + af));
         uint32_t a[4], alo[4];
+        if constexpr (kShare) {
+          // formed by this chunk's units (above)
+          const int fo = ((mt * 2 + kk) * 32 + lane) * 4;
+          const uint4 A = *reinterpret_cast<const uint4*>(sAf + fo);
+          a[0] = A.x, a[1] = A.y, a[2] = A.z, a[3] = A.w;
+          if constexpr (kSplit) {
+            const uint4 Al = *reinterpret_cast<const uint4*>(sAfl + fo);
+            alo[0] = Al.x, alo[1] = Al.y, alo[2] = Al.z, alo[3] = Al.w;
+          }
+        } else {
+          // A = (decayed phi)^T rows 16 mt.., k = tokens 16 kk..: ldmatrix.trans of phi [r][f];
+          // matrices (r 0-7, f 0-7), (r 0-7, f 8-15), (r 8-15, f 0-7), (r 8-15, f 8-15) are
+          // a0 (row g, k 2q..), a1 (row g+8), a2 (row g, k 2q+8..), a3 (row g+8, k 2q+8..)
+          const int ar = 16 * kk + (lane & 7) + ((lane >> 4) & 1) * 8;
+          const int af = mt * 16 + ((lane >> 3) & 1) * 8;
+          uint32_t ah[4], al[4];
+          ldsm_t(ah, smem_u32(kt + ar * kLK + af));
+          if constexpr (kSplit) ldsm_t(al, smem_u32(ktl + ar * kLK + af));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1 (r even)
-          float2 ph = unpack2(ah[i]);
-          if constexpr (kSplit) {
-            const float2 pl = unpack2(al[i]);
-            ph.x += pl.x;
-            ph.y += pl.y;
-          }
-          const float2 w = wv[kk][i >> 1];
-          const float x0 = ph.x * w.x, x1 = ph.y * w.y;
-          float2 hf;  // the rounded hi as f32
-          if constexpr (kSplit) {
-            split_pair2(x0, x1, a[i], alo[i], hf);
-          } else {
-            a[i] = pack_bf16(x0, x1);
-            hf = unpack2(a[i]);
-          }
-          if (zw) {  // warp-uniform: the z terms from the rounded weights (what the mma sees)
-            float k0 = hf.x, k1 = hf.y;
+          for (int i = 0; i < 4; ++i) {
+            const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1 (r even)
+            float2 ph = unpack2(ah[i]);
             if constexpr (kSplit) {
-              const float2 lf = unpack2(alo[i]);
-              k0 += lf.x;
-              k1 += lf.y;
+              const float2 pl = unpack2(al[i]);
+              ph.x += pl.x;
+              ph.y += pl.y;
             }
-            float zt;
-            if constexpr (kRev) {
-              const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
-              zt = k0 * dd.x + k1 * dd.y;
+            const float2 w = wv[kk][i >> 1];
+            const float x0 = ph.x * w.x, x1 = ph.y * w.y;
+            float2 hf;  // the rounded hi as f32
+            if constexpr (kSplit) {
+              split_pair2(x0, x1, a[i], alo[i], hf);
             } else {
-              zt = k0 + k1;
+              a[i] = pack_bf16(x0, x1);
+              hf = unpack2(a[i]);
             }
-            if (i & 1) zs1 += zt;
-            else zs0 += zt;
+            if (zw) {  // warp-uniform: the z terms from the rounded weights (what the mma sees)
+              float k0 = hf.x, k1 = hf.y;
+              if constexpr (kSplit) {
+                const float2 lf = unpack2(alo[i]);
+                k0 += lf.x;
+                k1 += lf.y;
+              }
+              float zt;
+              if constexpr (kRev) {
+                const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
+                zt = k0 * dd.x + k1 * dd.y;
+              } else {
+                zt = k0 + k1;
+              }
+              if (i & 1) zs1 += zt;
+              else zs0 += zt;
+            }
           }
         }
         // B = [v] or dO' rows 16 kk.., the warp's columns col0 + 16 p..: ldmatrix.trans of
@@ -482,25 +590,26 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
         }
       }
       if (zw) {
-        // the quad's partial sums: lanes 4g..4g+3 hold the tokens of rows g and g + 8
-        zs0 += __shfl_xor_sync(0xffffffffu, zs0, 1);
-        zs0 += __shfl_xor_sync(0xffffffffu, zs0, 2);
-        zs1 += __shfl_xor_sync(0xffffffffu, zs1, 1);
-        zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
+        if constexpr (kShare) {
+          // the 4 units' sums of rows g, g + 8, (kk, half) (0, 0) + (0, 1) + (1, 0) + (1, 1)
+          const float* zp = sZp + mt * 4 * 16;
+          zs0 = (zp[g] + zp[16 + g]) + (zp[32 + g] + zp[48 + g]);
+          zs1 = (zp[g + 8] + zp[24 + g]) + (zp[40 + g] + zp[56 + g]);
+        } else {
+          // the quad's partial sums: lanes 4g..4g+3 hold the tokens of rows g and g + 8
+          zs0 += __shfl_xor_sync(0xffffffffu, zs0, 1);
+          zs0 += __shfl_xor_sync(0xffffffffu, zs0, 2);
+          zs1 += __shfl_xor_sync(0xffffffffu, zs1, 1);
+          zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
+        }
         z0 = eend * z0 + zs0;
         z1 = eend * z1 + zs1;
       }
     }
-    if constexpr (!kRev) {
-      // the weights of the next chunk (the very expressions of state_tc_kernel: exp(bl_end -
-      // bl_s), exp(bl_end); every exponent <= 0, tokens past n weight 1 on zero phi rows) into
-      // the other buffer, whose last reads (previous chunk) preceded this iteration's barrier;
-      // the next iteration's barrier publishes them
-      if (tid < kChunk && it + 1 < d.NC) {
-        float* ws = sWf + (buf ^ 1) * (kChunk + 8);
-        ws[tid] = __expf(ben - bln);
-        if (tid == 0) ws[kChunk] = __expf(ben);
-      }
+    if constexpr (!kRev || kShare) {
+      // the weights of the next chunk into the other buffer, whose last reads (previous
+      // chunk) preceded this iteration's first barrier; the next one publishes them
+      if (tid < kChunk && it + 1 < d.NC) put_weights(kRev ? c - 1 : c + 1, buf ^ 1, bln, ben);
     }
     blc = bln;
     bec = ben;
@@ -512,7 +621,8 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
 template <int D, bool kRev, bool kSplit, int kCS>
 void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
                  float* out, const Dims& d, cudaStream_t s) {
-  using L = Layout<D, kRev, kSplit>;
+  using L = Layout<D, kRev, kSplit, (kCS > 1)>;
+  static_assert(L::bytes <= 227 * 1024, "an SM's shared memory");
   auto kernel = state_mma_kernel<D, kRev, kSplit, kCS>;
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(L::bytes)) == cudaSuccess,
