@@ -2,29 +2,40 @@
 // state_tc_launch and the reverse dstate sweep behind dstate_tc_launch, the same contracts,
 // the same operands and the same split products as state_tc_kernel (lizard_attention_tc.cu),
 // register-resident:
-//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 warps; warp w keeps rows
-//     16w..16w+15 (all D columns) as m16n8k16 f32 accumulators and the z column of those rows
-//     in two f32 registers per lane (rows g and g+8, lane = 4 g + q);
+//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 kCS warps (kCS = 1, 2 or 4 per
+//     launch, LIZARD_STATE_COLS or automatic from the grid size, see state_cols): m-tile mt
+//     (rows 16mt..16mt+15) is kept by warps kCS mt.. kCS mt + kCS - 1, warp cs of them on
+//     columns cs D/kCS.. as m16n8k16 f32 accumulators; warp cs = kCS - 1 keeps the z column of
+//     the rows in two f32 registers per lane (rows g and g+8, lane = 4 g + q). More warps per
+//     chain at small B*H: at B 1, H 32 the 128 CTAs of 4 warps left one warp per scheduler
+//     (issue #5: 0.23 issued per cycle, 4.4 cycles per instruction);
 //   * per chunk the operand tiles (phi and phi_lo rows [32][64]; v [32][D] forward, dO'
 //     [32][D+1] f32 reverse) arrive by cp.async into the buffer not being read, issued right
-//     after the barrier that frees it, so chunk c+1's loads overlap chunk c's work;
+//     after the barrier that frees it, so chunk c+1's loads overlap chunk c's work (unrolled
+//     loops of compile-time trip counts from per-thread bases);
 //   * the decay exp(bl_end) scales the accumulators in registers; the decayed phi is formed on
 //     the A fragments themselves (ldmatrix.trans of phi [r][f] gives phi^T, the weight
 //     exp(bl_end - bl_r) forward or exp(bl_r) reverse per token, every exponent <= 0) with the
 //     very f32 expression of the wmma kernel, so the bf16 operands are bit-identical to its
-//     and only the order of the f32 sums differs;
+//     and only the order of the f32 sums differs. kCS 1: by the warp, in registers; kCS > 1
+//     (kShare): each fragment once, by one warp (a unit = m-tile, k-step, token half), into
+//     shared memory with the quad sums of its z terms, and the kCS warps load it (one
+//     ld.shared.v4 per k-step), so the split costs no repeated formation;
+//   * the weights of a chunk are formed once per CTA by threads 0-31 at the end of the
+//     previous chunk into a double buffer (forward; reverse with kShare), from bl values
+//     loaded a chunk ahead;
 //   * the state before each chunk leaves through a shared-memory stage laid out exactly like
-//     the global slice (rows f0.. of [2F][D+1]): each warp writes its 16 rows, one contiguous
-//     16-byte aligned block, and its lane 0 moves them with one Hopper bulk copy (cp.async.bulk
-//     shared -> global, L2 evict-first: nothing re-reads the states soon) while the warp goes
-//     on to the chunk's products. Lane 0 waits until its copy has read the rows
-//     (wait_group.read) and the warp syncs before they are rewritten a chunk later, and waits
-//     for the whole last copy before the CTA ends. No warp spends store instructions,
-//     registers or shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256),
-//     and the stage needs no CTA barrier;
-//   * forward, each lane forms the weights of its own 8 tokens from the chunk's bl row (copied
-//     with the tiles), so a chunk needs one CTA barrier (the one that publishes its tiles);
-//     reverse, the dO' tiles converted by all threads still need a second one;
+//     the global slice (rows f0.. of [2F][D+1]): the kCS warps of an m-tile write its 16 rows
+//     (each its columns), one contiguous 16-byte aligned block, and after a barrier lane 0 of
+//     warp cs 0 moves them with one Hopper bulk copy (cp.async.bulk shared -> global, L2
+//     evict-first: nothing re-reads the states soon) while the warps go on to the chunk's
+//     products. That lane waits until its copy has read the rows (wait_group.read) before the
+//     next chunk's first barrier (after which they are rewritten), and for the whole last
+//     copy before the CTA ends. No warp spends global store instructions, registers or
+//     shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256);
+//   * barriers per chunk: the one that publishes the tiles, and a second one (reverse: the
+//     dO' tiles converted by all threads; kShare: the fragments) except forward with kCS 1,
+//     whose stage needs only a __syncwarp;
 //   * the f32 -> bf16 rounding of a pair is one cvt.rn.bf16x2 (the same bits as two
 //     cvt.rn.bf16), and the reverse dO' conversion runs as an unrolled loop with constant
 //     offsets (rows past the end of the last chunk are zero in the raw buffer itself, so that
@@ -178,8 +189,8 @@ struct Layout {
 ///
 /// Why kCS: at small B*H (B 1, H 32: 128 CTAs) a 4-warp CTA leaves one warp per scheduler, and
 /// each warp's chunk (about 900 instructions) is one dependent chain; kCS warps per m-tile
-/// split its products, decay and stage stores kCS ways (each forms the same A fragments, and
-/// only warp cs 0 the z column), so kCS times as many warps share the chain.
+/// split its products, decay and stage stores kCS ways and the A fragments' formation 4 kCS
+/// ways (kShare), so kCS times as many warps share the chain.
 template <int D, bool kRev, bool kSplit, int kCS>
 __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
@@ -303,7 +314,7 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   float acc[NT][4];
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs 0)
+  float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs kCS - 1)
   float blc = 0.f, bec = 0.f;  // bl of token t0 + tid and of the chunk's last token (tid < 32)
   const bool copier = active && cs == 0 && lane == 0;
   const uint64_t policy = copier ? evict_first_policy() : 0;
@@ -635,9 +646,9 @@ void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, 
 /// D / 32 (a warp keeps 32 columns or more). Automatic, from the grid's CTAs per SM: up to 1
 /// (B 1, H 32, 2F 256: 128 CTAs) 4, one 16-warp CTA an SM instead of one 4-warp CTA; up to 2
 /// (B 2) 2, two 8-warp CTAs an SM (<= 128 registers); more (B 8: 1024 CTAs) 1, the 4-warp CTA,
-/// 3 resident per SM, that forms each A fragment once (kCS warps form it kCS times: more
-/// instructions in all, which a full GPU does not hide). Throws InputError naming the variable
-/// for any other value.
+/// 3 resident per SM, its fragments in registers (no shared-memory round trip, forward no
+/// second barrier), where 12 warps an SM already overlap (a guess until timed against
+/// LIZARD_STATE_COLS=2 at B 8). Throws InputError naming the variable for any other value.
 int state_cols(const Dims& d) {
   int want = 0;
   if (const char* e = std::getenv("LIZARD_STATE_COLS"); e && *e) {
