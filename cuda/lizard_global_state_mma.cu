@@ -278,9 +278,13 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       for (int k = 0; k < (kMaxUnits + kThreads - 1) / kThreads; ++k) {
         const int a = 4 * (tid + k * kThreads);
         if (a >= 4 * units) break;
-        if (a >= lo && a + 4 <= hi) {
-          cp16(smem_u32(raw + a), src + a);
-        } else {
+        if (a >= lo && a + 4 <= hi) cp16(smem_u32(raw + a), src + a);
+      }
+      // the block's partial 16-byte units, the first (thread 0) and the last (thread 1, when
+      // not the first), by 4-byte copies (kept out of the unrolled loop above)
+      if (tid < 2) {
+        const int a = tid == 0 ? 0 : 4 * (units - 1);
+        if ((tid == 0 || a != 0) && !(a >= lo && a + 4 <= hi)) {
 #pragma unroll
           for (int e = 0; e < 4; ++e)
             if (a + e >= lo && a + e < hi) cp4(smem_u32(raw + a + e), src + a + e);
