@@ -462,7 +462,8 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
       // (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all (j, e) every lane
       // stores each of its 4 NT elements once. Half the wavefronts of the plain order for one
       // select per store.
-      static_assert(D1 % 32 == 1 && NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
+      static_assert(D1 % 32 == 1, "this store order assumes sweep_ld(D) = 1 modulo 32 banks");
+      static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
       float* sw0 = stage + mt * 16 * D1;
       const bool odd = q & 1;
       float* pa = sw0 + (odd ? g + 8 : g) * D1 + col0 + 2 * q;
