@@ -2,29 +2,40 @@
 // state_tc_launch and the reverse dstate sweep behind dstate_tc_launch, the same contracts,
 // the same operands and the same split products as state_tc_kernel (lizard_attention_tc.cu),
 // register-resident:
-//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 warps; warp w keeps rows
-//     16w..16w+15 (all D columns) as m16n8k16 f32 accumulators and the z column of those rows
-//     in two f32 registers per lane (rows g and g+8, lane = 4 g + q);
+//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 kCS warps (kCS = 1, 2 or 4 per
+//     launch, LIZARD_STATE_COLS or automatic from the grid size, see state_cols): m-tile mt
+//     (rows 16mt..16mt+15) is kept by warps kCS mt.. kCS mt + kCS - 1, warp cs of them on
+//     columns cs D/kCS.. as m16n8k16 f32 accumulators; warp cs = kCS - 1 keeps the z column of
+//     the rows in two f32 registers per lane (rows g and g+8, lane = 4 g + q). More warps per
+//     chain at small B*H: at B 1, H 32 the 128 CTAs of 4 warps left one warp per scheduler
+//     (issue #5: 0.23 issued per cycle, 4.4 cycles per instruction);
 //   * per chunk the operand tiles (phi and phi_lo rows [32][64]; v [32][D] forward, dO'
 //     [32][D+1] f32 reverse) arrive by cp.async into the buffer not being read, issued right
-//     after the barrier that frees it, so chunk c+1's loads overlap chunk c's work;
+//     after the barrier that frees it, so chunk c+1's loads overlap chunk c's work (unrolled
+//     loops of compile-time trip counts from per-thread bases);
 //   * the decay exp(bl_end) scales the accumulators in registers; the decayed phi is formed on
 //     the A fragments themselves (ldmatrix.trans of phi [r][f] gives phi^T, the weight
 //     exp(bl_end - bl_r) forward or exp(bl_r) reverse per token, every exponent <= 0) with the
 //     very f32 expression of the wmma kernel, so the bf16 operands are bit-identical to its
-//     and only the order of the f32 sums differs;
+//     and only the order of the f32 sums differs. kCS 1: by the warp, in registers; kCS > 1
+//     (kShare): each fragment once, by one warp (a unit = m-tile, k-step, token half), into
+//     shared memory with the quad sums of its z terms, and the kCS warps load it (one
+//     ld.shared.v4 per k-step), so the split costs no repeated formation;
+//   * the weights of a chunk are formed once per CTA by threads 0-31 at the end of the
+//     previous chunk into a double buffer (forward; reverse with kShare), from bl values
+//     loaded a chunk ahead;
 //   * the state before each chunk leaves through a shared-memory stage laid out exactly like
-//     the global slice (rows f0.. of [2F][D+1]): each warp writes its 16 rows, one contiguous
-//     16-byte aligned block, and its lane 0 moves them with one Hopper bulk copy (cp.async.bulk
-//     shared -> global, L2 evict-first: nothing re-reads the states soon) while the warp goes
-//     on to the chunk's products. Lane 0 waits until its copy has read the rows
-//     (wait_group.read) and the warp syncs before they are rewritten a chunk later, and waits
-//     for the whole last copy before the CTA ends. No warp spends store instructions,
-//     registers or shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256),
-//     and the stage needs no CTA barrier;
-//   * forward, each lane forms the weights of its own 8 tokens from the chunk's bl row (copied
-//     with the tiles), so a chunk needs one CTA barrier (the one that publishes its tiles);
-//     reverse, the dO' tiles converted by all threads still need a second one;
+//     the global slice (rows f0.. of [2F][D+1]): the kCS warps of an m-tile write its 16 rows
+//     (each its columns), one contiguous 16-byte aligned block, and after a barrier lane 0 of
+//     warp cs 0 moves them with one Hopper bulk copy (cp.async.bulk shared -> global, L2
+//     evict-first: nothing re-reads the states soon) while the warps go on to the chunk's
+//     products. That lane waits until its copy has read the rows (wait_group.read) before the
+//     next chunk's first barrier (after which they are rewritten), and for the whole last
+//     copy before the CTA ends. No warp spends global store instructions, registers or
+//     shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256);
+//   * barriers per chunk: the one that publishes the tiles, and a second one (reverse: the
+//     dO' tiles converted by all threads; kShare: the fragments) except forward with kCS 1,
+//     whose stage needs only a __syncwarp;
 //   * the f32 -> bf16 rounding of a pair is one cvt.rn.bf16x2 (the same bits as two
 //     cvt.rn.bf16), and the reverse dO' conversion runs as an unrolled loop with constant
 //     offsets (rows past the end of the last chunk are zero in the raw buffer itself, so that
@@ -34,6 +45,7 @@
 // the CUDA cores in f32 from the same rounded pair (z = the sum of the weights S sums), so the
 // backward's identities hold as with the wmma kernel. D in {32, 64, 128} (template), any T
 // (rows past the end are zero), GQA (v of kv head h / (H / Hkv)), 2F <= 256.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -48,9 +60,17 @@ namespace {
 using bf = __nv_bfloat16;
 
 constexpr int kRows = 64;           // state rows (of 2F) per CTA
-constexpr int kWarps = kRows / 16;  // one m-tile per warp
-constexpr int kThreads = kWarps * 32;
+constexpr int kMTiles = kRows / 16; // m-tiles per CTA; each is kept by kCS warps (D / kCS columns each)
 constexpr int kLK = kRows + 8;      // bf16 ld of the phi tiles: 144 bytes, ldmatrix conflict-free
+
+/// The row stride (floats) of the global states / dstates [..][2F][ld] and of the dO' rows
+/// [..][T][ld] (and so of the stage, laid out as the global slice): D + 1, the z / den column
+/// last. Every index of those rows goes through this one function.
+constexpr int sweep_ld(int D) { return D + 1; }
+
+/// Minimum resident CTAs per SM for __launch_bounds__: 4-warp CTAs as before (forward 3,
+/// reverse 2); 8 warps 2 (<= 128 registers); 16 warps 1.
+constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? 2 : 1; }
 static_assert(kChunk == 32, "two 16-token k-steps per chunk; one token per lane for the weights");
 
 // The shared-memory asm below clobbers "memory" so the compiler keeps it in program order
@@ -72,6 +92,13 @@ __device__ __forceinline__ void zero16(uint32_t dst) {
 __device__ __forceinline__ void ldsm_t(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+/// ldmatrix x2 .trans: r[i] as for ldsm_t, matrices 0 and 1 (row addresses from lanes 0-15).
+__device__ __forceinline__ void ldsm_t2(uint32_t (&r)[2], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
                : "r"(addr)
                : "memory");
 }
@@ -125,9 +152,9 @@ __device__ __forceinline__ void split_pair2(float x0, float x1, uint32_t& hi, ui
 constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
 
 /// Shared-memory layout (byte offsets) of one instance; host and device use the same numbers.
-template <int D, bool kRev, bool kSplit>
+template <int D, bool kRev, bool kSplit, bool kShare>
 struct Layout {
-  static constexpr int D1 = D + 1, LV = D + 8;
+  static constexpr int D1 = sweep_ld(D), LV = D + 8;
   static constexpr int kRaw = kChunk * D1 + 8;  // f32 dO' block of a chunk + misalignment slack
   static constexpr size_t kTileK = sizeof(bf) * kChunk * kLK;  // one phi tile
   static constexpr size_t kTileV = sizeof(bf) * kChunk * LV;   // one v or dO' tile
@@ -137,23 +164,46 @@ struct Layout {
   static constexpr size_t v_lo = v_hi + al128((kRev ? 1 : 2) * kTileV);    // dO' lo (kRev && kSplit)
   static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
-  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);  // weights, eend, dden
-  static constexpr size_t bls = wts + (kRev ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
-  static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * kChunk));  // bl rows
+  // reverse without kShare: weights, eend, dden of the chunk
+  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);
+  static constexpr size_t bls = wts + (kRev && !kShare ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
+  // forward, and reverse with kShare: the chunk's weights and exp(bl_end), 2 buffers of
+  // kChunk + 8 floats
+  static constexpr size_t frag =
+      bls + (!kRev || kShare ? al128(sizeof(float) * 2 * (kChunk + 8)) : 0);
+  // kShare: the A fragments of every (m-tile, k-step, lane), 16 bytes each, hi then lo
+  // (kSplit), and the z partial sums [m-tile][k-step][half][16 rows]
+  static constexpr size_t kFrag = size_t(kMTiles) * (kChunk / 16) * 32 * 16;
+  static constexpr size_t zp = frag + (kShare ? (kSplit ? 2 : 1) * kFrag : 0);
+  static constexpr size_t bytes =
+      zp + (kShare ? al128(sizeof(float) * kMTiles * (kChunk / 16) * 2 * 16) : 0);
 };
 
-/// Grid (ceil(2F / 64), B*H), kThreads threads; the contract of state_tc_kernel<kRev, kSplit>:
+/// Grid (ceil(2F / 64), B*H), 128 kCS threads: m-tile mt = warp / kCS (rows 16 mt..) is kept by
+/// the kCS warps cs = warp % kCS, each on columns cs D / kCS.. (D / kCS >= 32); the contract of
+/// state_tc_kernel<kRev, kSplit>:
 /// forward (kRev false) X <- exp(bl_end) X + (phi_k exp(bl_end - bl_s))^T [V | 1] over the
 /// chunks in order from phi = phi_k and v [B,T,Hkv,D] bf16; reverse (kRev true) dX <-
 /// exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from the last chunk, dO' f32 [B,H,T,D+1] (its
 /// column D the den column). out[b,h,c] [2F][D+1] f32 = X when chunk c is reached.
-template <int D, bool kRev, bool kSplit>
-__global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
+///
+/// Why kCS: at small B*H (B 1, H 32: 128 CTAs) a 4-warp CTA leaves one warp per scheduler, and
+/// each warp's chunk (about 900 instructions) is one dependent chain; kCS warps per m-tile
+/// split its products, decay and stage stores kCS ways and the A fragments' formation 4 kCS
+/// ways (kShare), so kCS times as many warps share the chain.
+template <int D, bool kRev, bool kSplit, int kCS>
+__global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
-  using L = Layout<D, kRev, kSplit>;
-  constexpr int D1 = L::D1, LV = L::LV, NT = D / 8;
+  // kShare (kCS > 1): each A fragment is formed once, by one warp, into shared memory, not
+  // by all kCS warps that use it (a second CTA barrier per chunk forward)
+  constexpr bool kShare = kCS > 1;
+  using L = Layout<D, kRev, kSplit, kShare>;
+  constexpr int D1 = L::D1, LV = L::LV;
+  constexpr int kThreads = kMTiles * 32 * kCS;
+  constexpr int DC = D / kCS, NT = DC / 8;  // columns and n-tiles of one warp
+  static_assert(DC % 32 == 0, "a warp's columns start on a bank multiple (the stage order)");
   extern __shared__ __align__(128) char smem[];
   bf* sK = reinterpret_cast<bf*>(smem + L::k_hi);
   bf* sKl = reinterpret_cast<bf*>(smem + L::k_lo);
@@ -163,24 +213,42 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   float* stage = reinterpret_cast<float*>(smem + L::stage);
   float* sw = reinterpret_cast<float*>(smem + L::wts);  // reverse: [0, 32) weights, [32] eend
   float* sdd = sw + kChunk + 8;                          // reverse: [32] dden
-  float* sBl = reinterpret_cast<float*>(smem + L::bls);  // forward: bl of the chunk, 2 buffers
+  float* sWf = reinterpret_cast<float*>(smem + L::bls);  // weights [32], eend [32], x2 (not
+                                                         // reverse without kShare)
+  uint32_t* sAf = reinterpret_cast<uint32_t*>(smem + L::frag);  // kShare: A hi fragments
+  uint32_t* sAfl = sAf + L::kFrag / 4;                          // kShare && kSplit: A lo
+  float* sZp = reinterpret_cast<float*>(smem + L::zp);          // kShare: z partial sums
 
   const int F2 = 2 * d.F, f0 = blockIdx.x * kRows, bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
   const int kvh = h / (d.H / d.Hkv), gh = d.Hg == 1 ? 0 : h;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+  const int mt = warp / kCS, cs = warp % kCS, col0 = cs * DC;
   const int rows = min(kRows, F2 - f0);  // valid state rows here: 32 or 64 (F2 % 32 == 0)
-  const bool active = warp * 16 < rows;  // warp-uniform
+  const bool active = mt * 16 < rows;    // warp-uniform, and the same for an m-tile's warps
+  // warp cs kCS - 1 of an m-tile sums the z column of its rows; lane 0 of warp cs 0 copies
+  // the m-tile's stage rows (written by all kCS warps): two jobs on two warps when kCS > 1
+  const bool zw = cs == kCS - 1;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
 
   // Issues chunk c's operand copies into buffer `buf` (rows past the end zero-filled).
+  // The copies are loops of compile-time trip counts over the thread's units tid + kThreads k
+  // (fully unrolled: no loop control, constant offsets from per-thread bases).
+  constexpr int kUK = kRows / 8, kUV = D / 8;  // 16-byte units per phi row, per v row
+  static_assert(kThreads % kUK == 0 && kThreads % kUV == 0, "a thread keeps its unit column");
+  const int kr = tid / kUK, ku = tid % kUK, vr = tid / kUV, vu = tid % kUV;
+  const bool k_in = ku * 8 < rows;
+  const int64_t phi_t = (int64_t(bh) * d.T + kr) * F2 + f0 + ku * 8;  // token kr, its unit
+  const bf* v_t = v + ((int64_t(b) * d.T + vr) * d.Hkv + kvh) * D + vu * 8;
+  // Issues chunk c's operand copies into buffer `buf` (rows past the end zero-filled).
   auto issue = [&](int c, int buf) {
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    constexpr int kUK = kRows / 8;  // 16-byte units per phi row
-    for (int i = tid; i < kChunk * kUK; i += kThreads) {
-      const int r = i / kUK, u = i % kUK;
-      const int so = (buf * kChunk + r) * kLK + u * 8;
-      if (r < n && u * 8 < rows) {
-        const int64_t o = (int64_t(bh) * d.T + t0 + r) * F2 + f0 + u * 8;
+#pragma unroll
+    for (int k = 0; k < (kChunk * kUK + kThreads - 1) / kThreads; ++k) {
+      const int r = kr + k * (kThreads / kUK);
+      if (kChunk * kUK % kThreads != 0 && r >= kChunk) break;
+      const int so = (buf * kChunk + r) * kLK + ku * 8;
+      if (r < n && k_in) {
+        const int64_t o = phi_t + int64_t(t0 + k * (kThreads / kUK)) * F2;
         cp16(smem_u32(sK + so), phi + o);
         if constexpr (kSplit) cp16(smem_u32(sKl + so), phi_lo + o);
       } else {
@@ -189,31 +257,37 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       }
     }
     if constexpr (!kRev) {
-      // bl of the chunk's tokens; slots n.. repeat token n - 1 (slot 31 is then bl_end)
-      if (tid < kChunk) cp4(smem_u32(sBl + buf * kChunk + tid), blr + t0 + min(tid, n - 1));
-      constexpr int kUV = D / 8;
-      const bf* src = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D;
-      for (int i = tid; i < kChunk * kUV; i += kThreads) {
-        const int r = i / kUV, u = i % kUV;
-        const uint32_t dst = smem_u32(sV + (buf * kChunk + r) * LV + u * 8);
-        if (r < n) cp16(dst, src + int64_t(r) * d.Hkv * D + u * 8);
+      const bf* src = v_t + int64_t(t0) * d.Hkv * D;
+#pragma unroll
+      for (int k = 0; k < (kChunk * kUV + kThreads - 1) / kThreads; ++k) {
+        const int r = vr + k * (kThreads / kUV);
+        if (kChunk * kUV % kThreads != 0 && r >= kChunk) break;
+        const uint32_t dst = smem_u32(sV + (buf * kChunk + r) * LV + vu * 8);
+        if (r < n) cp16(dst, src + int64_t(k * (kThreads / kUV)) * d.Hkv * D);
         else zero16(dst);
       }
     } else {
-      // the chunk's n rows of D+1 floats are one block dO[s, s + n (D+1)); raw[i] holds
+      // the chunk's n rows of D1 floats are one block dO[s, s + n D1); raw[i] holds
       // dO[s0 + i] (s0 = s rounded down to 16 bytes), so the rows are raw[lo, hi)
       const int64_t s = (int64_t(bh) * d.T + t0) * D1, s0 = s & ~int64_t(3);
       const int lo = int(s - s0), hi = lo + n * D1, units = (hi + 3) / 4;
       const float* src = dO + s0;
       float* raw = sRaw + buf * L::kRaw;
-      for (int i = tid; i < units; i += kThreads) {
-        const int a = 4 * i;
-        if (a >= lo && a + 4 <= hi) {
-          cp16(smem_u32(raw + a), src + a);
-        } else {
+      constexpr int kMaxUnits = (3 + kChunk * D1 + 3) / 4;  // lo <= 3
 #pragma unroll
-          for (int k = 0; k < 4; ++k)
-            if (a + k >= lo && a + k < hi) cp4(smem_u32(raw + a + k), src + a + k);
+      for (int k = 0; k < (kMaxUnits + kThreads - 1) / kThreads; ++k) {
+        const int a = 4 * (tid + k * kThreads);
+        if (a >= 4 * units) break;
+        if (a >= lo && a + 4 <= hi) cp16(smem_u32(raw + a), src + a);
+      }
+      // the block's partial 16-byte units, the first (thread 0) and the last (thread 1, when
+      // not the first), by 4-byte copies (kept out of the unrolled loop above)
+      if (tid < 2) {
+        const int a = tid == 0 ? 0 : 4 * (units - 1);
+        if ((tid == 0 || a != 0) && !(a >= lo && a + 4 <= hi)) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (a + e >= lo && a + e < hi) cp4(smem_u32(raw + a + e), src + a + e);
         }
       }
       // a partial (last) chunk: its rows n.. read as zeros (plain stores to bytes no copy
@@ -221,30 +295,49 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       for (int i = hi + tid; i < lo + kChunk * D1; i += kThreads) raw[i] = 0.f;
     }
   };
-  // bl of token t0 + tid and of the chunk's last token (threads tid < 32 use them)
+  // bl of token t0 + tid and of the chunk's last token (threads tid < 32 use them); forward,
+  // tokens n.. take bl of token n - 1 (their weight exp(0) = 1; their phi rows are zero)
   auto load_bl = [&](int c, float& bt, float& bend) {
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    bt = tid < n ? blr[t0 + tid] : 0.f;
+    if constexpr (kRev) bt = tid < n ? blr[t0 + tid] : 0.f;
+    else bt = blr[t0 + min(tid, n - 1)];
     bend = blr[t0 + n - 1];
+  };
+  // Chunk c's weights from load_bl's values into buffer wb of sWf (threads tid < 32), the very
+  // expressions of state_tc_kernel (same operand bits): forward exp(bl_end - bl_s) (tokens
+  // past n weight 1 on zero phi rows; every exponent <= 0), reverse exp(bl_t) (0 past n);
+  // slot 32 exp(bl_end).
+  auto put_weights = [&](int c, int wb, float bt, float bend) {
+    const int n = min(kChunk, d.T - c * kChunk);
+    float* ws = sWf + wb * (kChunk + 8);
+    if constexpr (kRev) ws[tid] = tid < n ? __expf(bt) : 0.f;
+    else ws[tid] = __expf(bend - bt);
+    if (tid == 0) ws[kChunk] = __expf(bend);
   };
 
   float acc[NT][4];
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  float z0 = 0.f, z1 = 0.f;  // z of this warp's rows g and g + 8
-  float blc = 0.f, bec = 0.f;  // reverse: bl of token t0 + tid and of the chunk's last token
-  // lane 0 of each active warp copies the warp's 16 stage rows
-  const uint64_t policy = active && lane == 0 ? evict_first_policy() : 0;
+  float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs kCS - 1)
+  float blc = 0.f, bec = 0.f;  // bl of token t0 + tid and of the chunk's last token (tid < 32)
+  const bool copier = active && cs == 0 && lane == 0;
+  const uint64_t policy = copier ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
     issue(c, 0);
     cp_commit();
-    if constexpr (kRev)
-      if (tid < kChunk) load_bl(c, blc, bec);
+    if (tid < kChunk) {
+      load_bl(c, blc, bec);
+      // the first chunk's weights, published by the loop's first barrier
+      if constexpr (!kRev || kShare) put_weights(c, 0, blc, bec);
+    }
   }
   for (int it = 0; it < d.NC; ++it) {
     const int c = kRev ? d.NC - 1 - it : it, buf = it & 1;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
+    // the m-tile's previous bulk copy has read the stage rows before the barrier below, after
+    // which its kCS warps rewrite them (it was issued a whole chunk of products ago)
+    if (copier) bulk_wait_read();
     cp_wait_all();    // this thread's copies of chunk c (the only group in flight)
     __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1 and (reverse)
                       // of the weights and dO' tiles of the previous chunk is done
@@ -253,16 +346,17 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       const int cn = kRev ? c - 1 : c + 1;
       issue(cn, buf ^ 1);
       cp_commit();
-      if constexpr (kRev)
-        if (tid < kChunk) load_bl(cn, bln, ben);  // used next iteration: latency hidden
+      if (tid < kChunk) load_bl(cn, bln, ben);  // used at the end or the next iteration
     }
     if constexpr (kRev) {
-      // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
-      if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
-      if (tid == 0) sw[kChunk] = __expf(bec);
+      if constexpr (!kShare) {
+        // the weights of chunk c, the very expressions of state_tc_kernel (same operand bits)
+        if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
+        if (tid == 0) sw[kChunk] = __expf(bec);
+      }
       // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column; the
       // thread's pairs are rows r0 + kStep k, columns j, j + 1 (rows past n are zeros in raw)
-      constexpr int kStep = 2 * kThreads / D;  // rows per pass of the 128 threads
+      constexpr int kStep = 2 * kThreads / D;  // rows per pass of the threads
       static_assert(2 * kThreads % D == 0 && kChunk % kStep == 0, "whole passes");
       const int64_t s = (int64_t(bh) * d.T + t0) * D1;
       const float* raw = sRaw + buf * L::kRaw + int(s & 3);
@@ -283,31 +377,98 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
           hp[k * kStep * LV / 2] = pack_bf16(x0, x1);
         }
       }
-      if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
+      if constexpr (!kShare)
+        if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
+    }
+    if constexpr (kShare) {
+      // The A fragments of chunk c, each formed once: unit u = (m-tile, k-step kk, half hh)
+      // is one warp's job, the lanes' a[2 hh], a[2 hh + 1] (and lo) of the fragment that the
+      // kCS warps of the m-tile load (tokens 16 kk + 8 hh + 2q, +1 of rows g, g + 8), the
+      // same f32 expressions as below; with their z terms summed over the quad (the z column
+      // then adds the 4 units' sums in a fixed order).
+      const float* ws = sWf + buf * (kChunk + 8);
+      const bf* kt = sK + buf * kChunk * kLK;
+      const bf* ktl = sKl + buf * kChunk * kLK;
+      // reverse: the den column of the chunk's dO' rows (zeros past n)
+      const float* den = sRaw + buf * L::kRaw + int(((int64_t(bh) * d.T + t0) * D1) & 3) + D;
+      constexpr int kUnits = kMTiles * (kChunk / 16) * 2;
+      static_assert(kUnits % (kMTiles * kCS) == 0, "whole units per warp");
+#pragma unroll
+      for (int k = 0; k < kUnits / (kMTiles * kCS); ++k) {
+        const int u = warp + k * kMTiles * kCS, ump = u / 4, ukk = (u / 2) % 2, uh = u % 2;
+        if (ump * 16 >= rows) continue;  // warp-uniform: an m-tile without rows
+        // ldmatrix x2 .trans of phi [r][f]: matrices (r 8 uh.., f 0-7), (r 8 uh.., f 8-15)
+        const int ar = 16 * ukk + 8 * uh + (lane & 7);
+        const int af = ump * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t ah[2], al[2], a[2], alo[2];
+        ldsm_t2(ah, smem_u32(kt + ar * kLK + af));
+        if constexpr (kSplit) ldsm_t2(al, smem_u32(ktl + ar * kLK + af));
+        const int r = 16 * ukk + 8 * uh + 2 * q;  // tokens r, r + 1
+        const float2 w = *reinterpret_cast<const float2*>(ws + r);
+        float zs[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          float2 ph = unpack2(ah[i]);
+          if constexpr (kSplit) {
+            const float2 pl = unpack2(al[i]);
+            ph.x += pl.x;
+            ph.y += pl.y;
+          }
+          const float x0 = ph.x * w.x, x1 = ph.y * w.y;
+          float2 hf;  // the rounded hi as f32
+          if constexpr (kSplit) {
+            split_pair2(x0, x1, a[i], alo[i], hf);
+          } else {
+            a[i] = pack_bf16(x0, x1);
+            hf = unpack2(a[i]);
+          }
+          float k0 = hf.x, k1 = hf.y;  // the rounded weights (what the mma sees)
+          if constexpr (kSplit) {
+            const float2 lf = unpack2(alo[i]);
+            k0 += lf.x;
+            k1 += lf.y;
+          }
+          if constexpr (kRev) zs[i] = k0 * den[r * D1] + k1 * den[(r + 1) * D1];
+          else zs[i] = k0 + k1;
+        }
+        const int fo = ((ump * 2 + ukk) * 32 + lane) * 4 + 2 * uh;  // a[2 uh] of the lane
+        *reinterpret_cast<uint2*>(sAf + fo) = make_uint2(a[0], a[1]);
+        if constexpr (kSplit) *reinterpret_cast<uint2*>(sAfl + fo) = make_uint2(alo[0], alo[1]);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          zs[i] += __shfl_xor_sync(0xffffffffu, zs[i], 1);
+          zs[i] += __shfl_xor_sync(0xffffffffu, zs[i], 2);
+        }
+        if (q == 0) {
+          float* zp = sZp + ((ump * 2 + ukk) * 2 + uh) * 16;
+          zp[g] = zs[0];
+          zp[g + 8] = zs[1];
+        }
+      }
     }
     if (active) {
-      // the state before chunk c, the warp's 16 rows, into its part of the stage (laid out as
-      // the global slice), once lane 0's bulk copy of the previous chunk has read that part;
-      // then lane 0 copies it to rows f0 + 16 warp.. of out[b,h,c]: one block of 16 (D+1)
-      // floats (a multiple of 16 bytes), 16-byte aligned (f0 + 16 warp and 2F are multiples
-      // of 16, so the offset is a multiple of 16 (D+1) floats)
+      // the state before chunk c, the warp's 16 rows x DC columns, into its part of the stage
+      // (laid out as the global slice); then lane 0 of warp cs 0 copies the m-tile's rows to
+      // rows f0 + 16 mt.. of out[b,h,c]: one block of 16 D1 floats (a multiple of 16 bytes),
+      // 16-byte aligned (f0 + 16 mt and 2F are multiples of 16, so the offset is a multiple
+      // of 16 D1 floats)
       //
-      // The row stride D + 1 is 1 modulo the 32 banks, so a store of one accumulator element
-      // by the whole warp (rows g, columns 2q + const) hits bank g + 2q + const: up to 4 lanes
-      // a bank (4 wavefronts). Instead, in store "A" of (j, e) the odd-q lanes store their row
-      // g + 8 element (bank offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in
-      // store "B" the even-q lanes store row g + 8 of n-tile j while the odd-q lanes store row
-      // g of n-tile j +- 2 (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all
-      // (j, e) every lane stores each of its 4 NT elements once. Half the wavefronts of the
-      // plain order for one select per store.
+      // The row stride D1 = D + 1 is 1 modulo the 32 banks (and a warp's first column col0 a
+      // multiple of 32), so a store of one accumulator element by the whole warp (rows g,
+      // columns 2q + const) hits bank g + 2q + const: up to 4 lanes a bank (4 wavefronts).
+      // Instead, in store "A" of (j, e) the odd-q lanes store their row g + 8 element (bank
+      // offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in store "B" the even-q
+      // lanes store row g + 8 of n-tile j while the odd-q lanes store row g of n-tile j +- 2
+      // (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all (j, e) every lane
+      // stores each of its 4 NT elements once. Half the wavefronts of the plain order for one
+      // select per store.
+      static_assert(D1 % 32 == 1, "this store order assumes sweep_ld(D) = 1 modulo 32 banks");
       static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
-      if (lane == 0) bulk_wait_read();
-      __syncwarp();
-      float* sw0 = stage + warp * 16 * D1;
+      float* sw0 = stage + mt * 16 * D1;
       const bool odd = q & 1;
-      float* pa = sw0 + (odd ? g + 8 : g) * D1 + 2 * q;
-      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + 2 * q;  // j % 4 < 2: j + 2
-      float* pb_dn = pb_up - (odd ? 32 : 0);                             // j % 4 >= 2: j - 2
+      float* pa = sw0 + (odd ? g + 8 : g) * D1 + col0 + 2 * q;
+      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + col0 + 2 * q;  // j % 4 < 2: j + 2
+      float* pb_dn = pb_up - (odd ? 32 : 0);                                   // j % 4 >= 2: j - 2
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int jo = (j & 2) ? j - 2 : j + 2;
@@ -318,24 +479,26 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
           pb[8 * j + e] = odd ? acc[jo][e] : acc[j][2 + e];
         }
       }
-      if (q == 0) {
+      if (zw && q == 0) {
         sw0[g * D1 + D] = z0;
         sw0[(g + 8) * D1 + D] = z1;
       }
       fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
-      __syncwarp();
-      if (lane == 0) {
-        bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + warp * 16) * D1, smem_u32(sw0),
-                   uint32_t(sizeof(float) * 16 * D1), policy);
-        bulk_commit();
-      }
     }
-    if constexpr (kRev) __syncthreads();  // weights and dO' tiles complete
+    // the m-tile's stage rows complete (and, reverse, the weights and dO' tiles; kShare, the
+    // A fragments and z sums)
+    if constexpr (kRev || kShare) __syncthreads();
+    else __syncwarp();
+    if (copier) {
+      bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + mt * 16) * D1,
+                 smem_u32(stage + mt * 16 * D1), uint32_t(sizeof(float) * 16 * D1), policy);
+      bulk_commit();
+    }
     if (active) {
       // the weights of the lane's tokens 16 kk + 8 hh + 2q, +1 and the decay exp(bl_end)
       float eend;
-      float2 wv[kChunk / 16][2];
-      if constexpr (kRev) {
+      float2 wv[kChunk / 16][2];  // without kShare
+      if constexpr (kRev && !kShare) {
         eend = sw[kChunk];
 #pragma unroll
         for (int kk = 0; kk < kChunk / 16; ++kk)
@@ -343,20 +506,15 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
           for (int hh = 0; hh < 2; ++hh)
             wv[kk][hh] = *reinterpret_cast<const float2*>(sw + 16 * kk + 8 * hh + 2 * q);
       } else {
-        // forward: from the chunk's bl row (every slot past n holds bl of token n - 1, so
-        // slot 31 is bl_end), the very expressions of state_tc_kernel; tokens past n get
-        // weight 1, not 0, but their phi rows are zero, so their products and z terms are
-        // still exactly 0 (every exponent <= 0: no overflow)
-        const float* bs = sBl + buf * kChunk;
-        const float bend = bs[kChunk - 1];
-        eend = __expf(bend);
+        // formed once per CTA by threads tid < 32 (end of the previous iteration)
+        const float* ws = sWf + buf * (kChunk + 8);
+        eend = ws[kChunk];
+        if constexpr (!kShare)
 #pragma unroll
-        for (int kk = 0; kk < kChunk / 16; ++kk)
+          for (int kk = 0; kk < kChunk / 16; ++kk)
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            const float2 b2 = *reinterpret_cast<const float2*>(bs + 16 * kk + 8 * hh + 2 * q);
-            wv[kk][hh] = make_float2(__expf(bend - b2.x), __expf(bend - b2.y));
-          }
+            for (int hh = 0; hh < 2; ++hh)
+              wv[kk][hh] = *reinterpret_cast<const float2*>(ws + 16 * kk + 8 * hh + 2 * q);
       }
 #pragma unroll
       for (int j = 0; j < NT; ++j)
@@ -365,55 +523,69 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       float zs0 = 0.f, zs1 = 0.f;
       const bf* kt = sK + buf * kChunk * kLK;
       const bf* ktl = sKl + buf * kChunk * kLK;
-      const bf* vt = sV + (kRev ? 0 : buf * kChunk * LV);
+      const bf* vt = sV + (kRev ? 0 : buf * kChunk * LV) + col0;
+      const bf* vtl = sVl + col0;
 #pragma unroll
       for (int kk = 0; kk < kChunk / 16; ++kk) {
-        // A = (decayed phi)^T rows 16 warp.., k = tokens 16 kk..: ldmatrix.trans of phi [r][f];
-        // matrices (r 0-7, f 0-7), (r 0-7, f 8-15), (r 8-15, f 0-7), (r 8-15, f 8-15) are
-        // a0 (row g, k 2q..), a1 (row g+8), a2 (row g, k 2q+8..), a3 (row g+8, k 2q+8..)
-        const int ar = 16 * kk + (lane & 7) + ((lane >> 4) & 1) * 8;
-        const int af = warp * 16 + ((lane >> 3) & 1) * 8;
-        uint32_t ah[4], al[4];
-        ldsm_t(ah, smem_u32(kt + ar * kLK + af));
-        if constexpr (kSplit) ldsm_t(al, smem_u32(ktl + ar * kLK + af));
         uint32_t a[4], alo[4];
+        if constexpr (kShare) {
+          // formed by this chunk's units (above)
+          const int fo = ((mt * 2 + kk) * 32 + lane) * 4;
+          const uint4 A = *reinterpret_cast<const uint4*>(sAf + fo);
+          a[0] = A.x, a[1] = A.y, a[2] = A.z, a[3] = A.w;
+          if constexpr (kSplit) {
+            const uint4 Al = *reinterpret_cast<const uint4*>(sAfl + fo);
+            alo[0] = Al.x, alo[1] = Al.y, alo[2] = Al.z, alo[3] = Al.w;
+          }
+        } else {
+          // A = (decayed phi)^T rows 16 mt.., k = tokens 16 kk..: ldmatrix.trans of phi [r][f];
+          // matrices (r 0-7, f 0-7), (r 0-7, f 8-15), (r 8-15, f 0-7), (r 8-15, f 8-15) are
+          // a0 (row g, k 2q..), a1 (row g+8), a2 (row g, k 2q+8..), a3 (row g+8, k 2q+8..)
+          const int ar = 16 * kk + (lane & 7) + ((lane >> 4) & 1) * 8;
+          const int af = mt * 16 + ((lane >> 3) & 1) * 8;
+          uint32_t ah[4], al[4];
+          ldsm_t(ah, smem_u32(kt + ar * kLK + af));
+          if constexpr (kSplit) ldsm_t(al, smem_u32(ktl + ar * kLK + af));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1 (r even)
-          float2 ph = unpack2(ah[i]);
-          if constexpr (kSplit) {
-            const float2 pl = unpack2(al[i]);
-            ph.x += pl.x;
-            ph.y += pl.y;
+          for (int i = 0; i < 4; ++i) {
+            const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1 (r even)
+            float2 ph = unpack2(ah[i]);
+            if constexpr (kSplit) {
+              const float2 pl = unpack2(al[i]);
+              ph.x += pl.x;
+              ph.y += pl.y;
+            }
+            const float2 w = wv[kk][i >> 1];
+            const float x0 = ph.x * w.x, x1 = ph.y * w.y;
+            float2 hf;  // the rounded hi as f32
+            if constexpr (kSplit) {
+              split_pair2(x0, x1, a[i], alo[i], hf);
+            } else {
+              a[i] = pack_bf16(x0, x1);
+              hf = unpack2(a[i]);
+            }
+            if (zw) {  // warp-uniform: the z terms from the rounded weights (what the mma sees)
+              float k0 = hf.x, k1 = hf.y;
+              if constexpr (kSplit) {
+                const float2 lf = unpack2(alo[i]);
+                k0 += lf.x;
+                k1 += lf.y;
+              }
+              float zt;
+              if constexpr (kRev) {
+                const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
+                zt = k0 * dd.x + k1 * dd.y;
+              } else {
+                zt = k0 + k1;
+              }
+              if (i & 1) zs1 += zt;
+              else zs0 += zt;
+            }
           }
-          const float2 w = wv[kk][i >> 1];
-          const float x0 = ph.x * w.x, x1 = ph.y * w.y;
-          float k0, k1;  // the rounded weights as f32 (what the mma sees)
-          if constexpr (kSplit) {
-            float2 hf;
-            split_pair2(x0, x1, a[i], alo[i], hf);
-            const float2 lf = unpack2(alo[i]);
-            k0 = hf.x + lf.x;
-            k1 = hf.y + lf.y;
-          } else {
-            a[i] = pack_bf16(x0, x1);
-            const float2 hf = unpack2(a[i]);
-            k0 = hf.x;
-            k1 = hf.y;
-          }
-          float zt;
-          if constexpr (kRev) {
-            const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
-            zt = k0 * dd.x + k1 * dd.y;
-          } else {
-            zt = k0 + k1;
-          }
-          if (i & 1) zs1 += zt;
-          else zs0 += zt;
         }
-        // B = [v] or dO' rows 16 kk.., columns 16 p..: ldmatrix.trans of [r][j]; matrices
-        // (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) are b0, b1 of
-        // n-tile 2p and b0, b1 of n-tile 2p + 1
+        // B = [v] or dO' rows 16 kk.., the warp's columns col0 + 16 p..: ldmatrix.trans of
+        // [r][j]; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15)
+        // are b0, b1 of n-tile 2p and b0, b1 of n-tile 2p + 1
         const int br = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8;
         const int bc = ((lane >> 4) & 1) * 8;
 #pragma unroll
@@ -427,38 +599,91 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
             mma_bf16(acc[2 * p + 1], alo, bb[2], bb[3]);
           }
           if constexpr (kSplit && kRev) {
-            ldsm_t(bb, smem_u32(sVl + br * LV + 16 * p + bc));
+            ldsm_t(bb, smem_u32(vtl + br * LV + 16 * p + bc));
             mma_bf16(acc[2 * p], a, bb[0], bb[1]);
             mma_bf16(acc[2 * p + 1], a, bb[2], bb[3]);
           }
         }
       }
-      // the quad's partial sums: lanes 4g..4g+3 hold the tokens of rows g and g + 8
-      zs0 += __shfl_xor_sync(0xffffffffu, zs0, 1);
-      zs0 += __shfl_xor_sync(0xffffffffu, zs0, 2);
-      zs1 += __shfl_xor_sync(0xffffffffu, zs1, 1);
-      zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
-      z0 = eend * z0 + zs0;
-      z1 = eend * z1 + zs1;
+      if (zw) {
+        if constexpr (kShare) {
+          // the 4 units' sums of rows g, g + 8, (kk, half) (0, 0) + (0, 1) + (1, 0) + (1, 1)
+          const float* zp = sZp + mt * 4 * 16;
+          zs0 = (zp[g] + zp[16 + g]) + (zp[32 + g] + zp[48 + g]);
+          zs1 = (zp[g + 8] + zp[24 + g]) + (zp[40 + g] + zp[56 + g]);
+        } else {
+          // the quad's partial sums: lanes 4g..4g+3 hold the tokens of rows g and g + 8
+          zs0 += __shfl_xor_sync(0xffffffffu, zs0, 1);
+          zs0 += __shfl_xor_sync(0xffffffffu, zs0, 2);
+          zs1 += __shfl_xor_sync(0xffffffffu, zs1, 1);
+          zs1 += __shfl_xor_sync(0xffffffffu, zs1, 2);
+        }
+        z0 = eend * z0 + zs0;
+        z1 = eend * z1 + zs1;
+      }
+    }
+    if constexpr (!kRev || kShare) {
+      // the weights of the next chunk into the other buffer, whose last reads (previous
+      // chunk) preceded this iteration's first barrier; the next one publishes them
+      if (tid < kChunk && it + 1 < d.NC) put_weights(kRev ? c - 1 : c + 1, buf ^ 1, bln, ben);
     }
     blc = bln;
     bec = ben;
   }
   // the last states are written before the CTA (and its stage) ends
-  if (active && lane == 0) bulk_wait_all();
+  if (copier) bulk_wait_all();
+}
+
+template <int D, bool kRev, bool kSplit, int kCS>
+void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
+                 float* out, const Dims& d, cudaStream_t s) {
+  using L = Layout<D, kRev, kSplit, (kCS > 1)>;
+  static_assert(L::bytes <= 227 * 1024, "an SM's shared memory");
+  auto kernel = state_mma_kernel<D, kRev, kSplit, kCS>;
+  LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                int(L::bytes)) == cudaSuccess,
+           "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
+  const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
+  kernel<<<grid, kMTiles * 32 * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+}
+
+/// Warps per m-tile for d: LIZARD_STATE_COLS (1, 2 or 4; unset or empty: automatic), at most
+/// D / 32 (a warp keeps 32 columns or more). Automatic, from the grid's CTAs per SM: up to 1
+/// (B 1, H 32, 2F 256: 128 CTAs) 4, one 16-warp CTA an SM instead of one 4-warp CTA; up to 2
+/// (B 2) 2, two 8-warp CTAs an SM (<= 128 registers); more (B 8: 1024 CTAs) 1, the 4-warp CTA,
+/// 3 resident per SM, its fragments in registers (no shared-memory round trip, forward no
+/// second barrier), where 12 warps an SM already overlap (a guess until timed against
+/// LIZARD_STATE_COLS=2 at B 8). Throws InputError naming the variable for any other value.
+int state_cols(const Dims& d) {
+  int want = 0;
+  if (const char* e = std::getenv("LIZARD_STATE_COLS"); e && *e) {
+    const std::string v(e);
+    if (v != "1" && v != "2" && v != "4")
+      throw InputError("LIZARD_STATE_COLS='" + v +
+                       "': expected 1, 2 or 4 (warps per 16 state rows) or unset (automatic)");
+    want = v[0] - '0';
+  }
+  if (want == 0) {
+    int dev = 0, sms = 0;
+    LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess &&
+                 cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
+             "lizard state sweep (CUDA): cannot query the SM count");
+    const int64_t ctas = int64_t(d.B) * d.H * ((2 * d.F + kRows - 1) / kRows);
+    want = ctas <= sms ? 4 : ctas <= 2 * int64_t(sms) ? 2 : 1;
+  }
+  return std::min(want, d.D / 32);
 }
 
 template <int D, bool kRev, bool kSplit>
 void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
             float* out, const Dims& d, cudaStream_t s) {
-  using L = Layout<D, kRev, kSplit>;
   if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
-  auto kernel = state_mma_kernel<D, kRev, kSplit>;
-  LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                int(L::bytes)) == cudaSuccess,
-           "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
-  const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
-  kernel<<<grid, kThreads, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+  const int cols = state_cols(d);
+  if constexpr (D >= 128)
+    if (cols == 4) return launch_cols<D, kRev, kSplit, 4>(phi, phi_lo, v, dO, bl, out, d, s);
+  if constexpr (D >= 64)
+    if (cols == 2) return launch_cols<D, kRev, kSplit, 2>(phi, phi_lo, v, dO, bl, out, d, s);
+  launch_cols<D, kRev, kSplit, 1>(phi, phi_lo, v, dO, bl, out, d, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
