@@ -15,16 +15,16 @@
 // collapsed loop on the host. Descriptors and the chosen algorithm are cached per problem in
 // the device Context (no global state), so steady-state training does no heuristic queries.
 //
-// Algorithm choice (autotuning): cuBLASLt's first heuristic result is a guess from a model of
-// the chip, and for the large training GEMMs it is often not the fastest of the algorithms it
-// offers. On a plan-cache miss of a GEMM of at least kGemmTuneMinFlops, the plan asks for up to
+// Algorithm choice (opt-in tuning, LIZARD_GEMM_TUNE=1): by default a plan takes cuBLASLt's
+// first heuristic result (bit-for-bit repeatable across runs). With LIZARD_GEMM_TUNE=1 (also
+// on/true/yes) a plan-cache miss of a GEMM of at least kGemmTuneMinFlops asks for up to
 // kGemmTuneCandidates heuristic results and times each on the call's real operands (CUDA events
-// on the context's stream: one warm-up run, then 1-5 timed runs, fewer for bigger GEMMs, so a
-// candidate costs about 0.5 ms plus its warm-up), and keeps the fastest (a later heuristic rank
-// must beat the best so far by more than 1%, about the timing noise). This happens once per
-// distinct problem per process (the 8B finetune step has a few dozen; together well under a
-// second, in its warm-up step). Within a process the choice is then fixed; across processes it
-// can change with timing noise, so bit-for-bit repeatable runs need LIZARD_GEMM_TUNE=0.
+// on the context's stream: one warm-up run, then 1-5 timed runs, fewer for bigger GEMMs), and
+// keeps the fastest (a later heuristic rank must beat the best so far by more than 1%). Measured
+// on an H200 (2026-11-28, docs/benchmarks/step.md): single GEMMs of the 8B step from 10% faster
+// to 12% slower than the heuristic's choice (a handful of timed runs picks by noise), and the
+// whole finetune step within noise (+1%), so it stays off by default. Once per distinct problem
+// per process; within a process the choice is then fixed, across processes it can change.
 // - The caller's data is never disturbed: a, b and c are only read. The timing runs write their
 //   D to `out` when out overlaps none of a, b, c (the real call overwrites all of it next, and
 //   no extra memory is needed: the LM head's output alone is 0.5 GB), else (in place, D aliasing
@@ -36,8 +36,6 @@
 //   output-type reduction would round each partial to bf16.
 // - No timing while the stream is capturing a CUDA graph (synchronising is illegal there), when
 //   the scratch buffer cannot be allocated, or for GemmAlgo::Heuristic: then the first result.
-// - LIZARD_GEMM_TUNE=0 (also off/false/no) in the environment turns tuning off for
-//   GemmAlgo::Default (every library GEMM); it is read at each plan-cache miss.
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -92,13 +90,13 @@ struct PlanCache {
   GemmPlanStats stats;
 };
 
-// LIZARD_GEMM_TUNE=0 (or off / false / no) turns tuning off for GemmAlgo::Default.
-bool tuning_off_by_env() {
+// LIZARD_GEMM_TUNE=1 (or on / true / yes) turns tuning on for GemmAlgo::Default.
+bool tuning_on_by_env() {
   const char* v = std::getenv("LIZARD_GEMM_TUNE");
   if (!v) return false;
   std::string s(v);
   for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s == "0" || s == "off" || s == "false" || s == "no";
+  return s == "1" || s == "on" || s == "true" || s == "yes";
 }
 
 // True when the bytes a view can reach overlap [lo, hi). Views with a negative stride count as
@@ -352,7 +350,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, 4);
     // FLOPs of one cuBLASLt call (the host loop makes `outer` of them).
     const double flops = 2.0 * static_cast<double>(Mf) * N * K * count;
-    const bool tune = (algo == GemmAlgo::Tuned || (algo == GemmAlgo::Default && !tuning_off_by_env())) &&
+    const bool tune = (algo == GemmAlgo::Tuned || (algo == GemmAlgo::Default && tuning_on_by_env())) &&
                       flops >= kGemmTuneMinFlops;
     if (tune && out.dtype() != DType::F32) {
       // Split-K candidates must sum their partial products in fp32: the in-place and

@@ -251,13 +251,16 @@ TEST(GpuGemmTune, TunedEqualsHeuristicAndLeavesInputsAlone) {
 
       // In place, D aliasing C: the timing runs must write scratch, or the result would hold
       // alpha AB several times. The Tuned plan of this problem exists already (the key has no
-      // room for aliasing), so this runs as Default, which tunes unless LIZARD_GEMM_TUNE=0.
+      // room for aliasing), so this runs as Default with LIZARD_GEMM_TUNE=1.
       Tensor inplace = c.clone();
       const cuda::GemmPlanStats before_ip = cuda::gemm_plan_stats(ctx);
-      cuda::gemm_batched(tc.a, tc.b, inplace, s.ta, s.tb, s.batch, ctx, alpha, &inplace,
-                         cuda::GemmAlgo::Default);
+      {
+        ScopedEnv tune("LIZARD_GEMM_TUNE", "1");
+        cuda::gemm_batched(tc.a, tc.b, inplace, s.ta, s.tb, s.batch, ctx, alpha, &inplace,
+                           cuda::GemmAlgo::Default);
+      }
       expect_close(inplace, f64(ref_add), dc.tol, str_cat("tuned in-place matmul_add ", what));
-      if (dc.dtype == DType::BF16 && s.aligned && std::getenv("LIZARD_GEMM_TUNE") == nullptr)
+      if (dc.dtype == DType::BF16 && s.aligned)
         EXPECT_EQ(cuda::gemm_plan_stats(ctx).tuned, before_ip.tuned + 1) << what << " in place";
       EXPECT_EQ(tc.a0.to_vector(), a_before) << what << ": tuning wrote a";
       EXPECT_EQ(tc.b0.to_vector(), b_before) << what << ": tuning wrote b";
@@ -279,13 +282,14 @@ TEST(GpuGemmTune, SmallGemmsAndTheEnvSwitchAreNotTimed) {
     EXPECT_EQ(after.candidates_timed, before.candidates_timed) << "a tiny GEMM was timed";
     expect_close(out, ops::matmul(f64(a), f64(b), false, true), 4e-3, "tiny tuned-mode GEMM");
   }
-  // LIZARD_GEMM_TUNE=0 turns tuning off for the default mode, read at each plan miss; any
-  // other value leaves it on. Two fresh problems (their own N) so each is a miss.
+  // LIZARD_GEMM_TUNE=1 turns tuning on for the default mode, read at each plan miss; unset
+  // or any other value leaves it off. Three fresh problems (their own N) so each is a miss.
   const char* old = std::getenv("LIZARD_GEMM_TUNE");
   const std::string saved = old ? old : "";
-  for (const char* value : {"0", "1"}) {
-    setenv("LIZARD_GEMM_TUNE", value, 1);
-    const int64_t n = value[0] == '0' ? 1016 : 1024;
+  for (const char* value : {"", "0", "1"}) {
+    if (*value) setenv("LIZARD_GEMM_TUNE", value, 1);
+    else unsetenv("LIZARD_GEMM_TUNE");
+    const int64_t n = value[0] == '1' ? 1024 : value[0] == '0' ? 1016 : 1008;
     Tensor a = gpu_rand({640, 1040}, 62, DType::BF16), b = gpu_rand({n, 1040}, 63, DType::BF16);
     Tensor out = Tensor::empty({640, n}, DType::BF16, dev), ref = Tensor::empty({640, n}, DType::BF16, dev);
     const cuda::GemmPlanStats before = cuda::gemm_plan_stats(ctx);
@@ -293,7 +297,7 @@ TEST(GpuGemmTune, SmallGemmsAndTheEnvSwitchAreNotTimed) {
     const cuda::GemmPlanStats after = cuda::gemm_plan_stats(ctx);
     cuda::gemm_batched(a, b, ref, false, true, {}, ctx, 1.f, nullptr, cuda::GemmAlgo::Heuristic);
     EXPECT_EQ(after.plans, before.plans + 1) << "LIZARD_GEMM_TUNE=" << value;
-    EXPECT_EQ(after.tuned, before.tuned + (value[0] == '0' ? 0 : 1)) << "LIZARD_GEMM_TUNE=" << value;
+    EXPECT_EQ(after.tuned, before.tuned + (value[0] == '1' ? 1 : 0)) << "LIZARD_GEMM_TUNE=" << value;
     expect_close(out, f64(ref), 4e-3, str_cat("default mode, LIZARD_GEMM_TUNE=", value));
   }
   if (old) setenv("LIZARD_GEMM_TUNE", saved.c_str(), 1);

@@ -10,7 +10,7 @@ namespace lizard::cuda {
 /// How a GEMM plan (made once per problem shape and cached in the Context) picks cuBLASLt's
 /// algorithm. The choice is part of the cache key, so the modes never share a plan.
 enum class GemmAlgo {
-  Default,    ///< Tuned, unless the environment has LIZARD_GEMM_TUNE=0 (read at each plan miss)
+  Default,    ///< Heuristic, or Tuned when the environment has LIZARD_GEMM_TUNE=1 (read at each plan miss)
   Heuristic,  ///< cuBLASLt's first heuristic result, never timed
   Tuned,      ///< the fastest of up to kGemmTuneCandidates heuristic results, timed on the device
 };
