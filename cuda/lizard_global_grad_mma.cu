@@ -7,7 +7,8 @@
 //   - the f32 states [S|z] and dstates [dS|dz] (128 KiB each at 2F = 256, D = 128, the bulk
 //     of the kernel's traffic) are read ONCE, straight from global memory into the registers
 //     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
-//     of an 8x16 block: each load instruction of a warp touches 8 rows x 32 bytes), split
+//     of an 8x16 block, two 8-byte loads: each load instruction of a warp reads 8 whole
+//     32-byte sectors, the S rows being kD floats, aligned, in state_index's layout), split
 //     into bf16 hi + lo there, and the next 16 (8 warps: 32) columns are in flight while the
 //     current ones feed the mma's (each register set refilled as soon as it has been split),
 //     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
@@ -237,8 +238,9 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
   const int64_t row0 = int64_t(bh) * d.T + t0;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
-  const float* Sg = states + (int64_t(bh) * d.NC + c) * F2 * D1;
-  const float* dSg = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
+  // the chunk's state and dstate blocks (state_index's layout: S rows of kD floats, then z)
+  const float* Sg = states + state_chunk(bh, c, d.NC, kD, F2);
+  const float* dSg = dstates + state_chunk(bh, c, d.NC, kD, F2);
 
   // This warp's state rows: n-tile i covers the local features [fb + 8 i, fb + 8 i + 8) (global
   // fz0 + those); this thread reads row fb + 8 i + g of each. Tiles past 2F / kZ are skipped.
@@ -247,6 +249,10 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
   // early as possible: kDepth column blocks in flight at any time, each block's registers
   // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
+  // Two 8-byte loads per row and matrix: the S rows are kD floats, 128-byte aligned (the
+  // block is, 2F a multiple of 32), so a warp's load of columns 2q, 2q + 1 (then + 8) of its
+  // 8 rows reads 8 whole 32-byte sectors, each once (rows of D + 1 floats took 4-byte loads,
+  // each touching up to 16 sectors for 128 bytes).
   // mma8: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); the <= 128
   // register shapes: one (more warps per scheduler hide the latency; two would spill).
   constexpr int kDepth = kW == 8 && kZ == 1 ? 2 : 1;
@@ -255,9 +261,13 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
-        const int64_t o = int64_t(fz0 + fb + 8 * i + g) * D1 + kj * 16 + 2 * q;
-        ns[i][0] = Sg[o], ns[i][1] = Sg[o + 1], ns[i][2] = Sg[o + 8], ns[i][3] = Sg[o + 9];
-        nd[i][0] = dSg[o], nd[i][1] = dSg[o + 1], nd[i][2] = dSg[o + 8], nd[i][3] = dSg[o + 9];
+        const int64_t o = state_s(fz0 + fb + 8 * i + g, kj * 16 + 2 * q, kD);
+        const float2 s01 = *reinterpret_cast<const float2*>(Sg + o);
+        const float2 s89 = *reinterpret_cast<const float2*>(Sg + o + 8);
+        const float2 d01 = *reinterpret_cast<const float2*>(dSg + o);
+        const float2 d89 = *reinterpret_cast<const float2*>(dSg + o + 8);
+        ns[i][0] = s01.x, ns[i][1] = s01.y, ns[i][2] = s89.x, ns[i][3] = s89.y;
+        nd[i][0] = d01.x, nd[i][1] = d01.y, nd[i][2] = d89.x, nd[i][3] = d89.y;
       } else {
 #pragma unroll
         for (int e = 0; e < 4; ++e) ns[i][e] = nd[i][e] = 0.f;
@@ -310,17 +320,18 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
   }
-  // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the first and
-  // the last of the 16 floats: the 64 bytes may straddle two lines). The register loads of a
-  // block are issued kDepth blocks ahead of its use; this runs two blocks ahead of those, so
-  // they find the block in L2 rather than waiting on HBM. Costs 4 instructions a block.
+  // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the block's 64
+  // bytes are exactly two 32-byte sectors of one line, aligned: one prefetch per sector). The
+  // register loads of a block are issued kDepth blocks ahead of its use; this runs two blocks
+  // ahead of those, so they find the block in L2 rather than waiting on HBM. Costs 4
+  // instructions a block.
   auto prefetch_block = [&](int kb) {
 #pragma unroll
     for (int rr = lane; rr < 8 * kNT; rr += 32) {
       if (fb + rr >= F2z) continue;
-      const int64_t o = int64_t(fz0 + fb + rr) * D1 + kb * 16;
-      prefetch_l2(Sg + o), prefetch_l2(Sg + o + 15);
-      prefetch_l2(dSg + o), prefetch_l2(dSg + o + 15);
+      const int64_t o = state_s(fz0 + fb + rr, kb * 16, kD);
+      prefetch_l2(Sg + o), prefetch_l2(Sg + o + 8);
+      prefetch_l2(dSg + o), prefetch_l2(dSg + o + 8);
     }
   };
   fetch(0, s0, d0);
@@ -328,16 +339,15 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   if (KJ > kDepth) prefetch_block(kDepth);
   if (KJ > kDepth + 1) prefetch_block(kDepth + 1);
   // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
-  // with the rest; used after the D columns)
+  // with the rest; used after the D columns): one 8-byte load each from the blocks' z parts
   float zq[kNT][2], zk[kNT][2];
 #pragma unroll
   for (int i = 0; i < kNT; ++i) {
-    const int f = fz0 + fb + 8 * i + 2 * q;
-    const bool ok = tile_ok(i);
-    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
-    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
-    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
-    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
+    const int64_t o = state_z(kD, F2) + fz0 + fb + 8 * i + 2 * q;  // even: 8-byte aligned
+    const float2 zs = tile_ok(i) ? *reinterpret_cast<const float2*>(Sg + o) : make_float2(0.f, 0.f);
+    const float2 zd = tile_ok(i) ? *reinterpret_cast<const float2*>(dSg + o) : make_float2(0.f, 0.f);
+    zq[i][0] = zs.x, zq[i][1] = zs.y;
+    zk[i][0] = zd.x, zk[i][1] = zd.y;
   }
   {
 #pragma unroll

@@ -2,7 +2,7 @@
 // state_tc_launch and the reverse dstate sweep behind dstate_tc_launch, the same contracts,
 // the same operands and the same split products as state_tc_kernel (lizard_attention_tc.cu),
 // register-resident:
-//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 warps; warp w keeps rows
+//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state [S|z]), 4 warps; warp w keeps rows
 //     16w..16w+15 (all D columns) as m16n8k16 f32 accumulators and the z column of those rows
 //     in two f32 registers per lane (rows g and g+8, lane = 4 g + q);
 //   * per chunk the operand tiles (phi and phi_lo rows [32][64]; v [32][D] forward, dO'
@@ -13,13 +13,14 @@
 //     exp(bl_end - bl_r) forward or exp(bl_r) reverse per token, every exponent <= 0) with the
 //     very f32 expression of the wmma kernel, so the bf16 operands are bit-identical to its
 //     and only the order of the f32 sums differs;
-//   * the state before each chunk leaves through a shared-memory stage laid out exactly like
-//     the global slice (rows f0.. of [2F][D+1]): each warp writes its 16 rows, one contiguous
-//     16-byte aligned block, and its lane 0 moves them with one Hopper bulk copy (cp.async.bulk
-//     shared -> global, L2 evict-first: nothing re-reads the states soon) while the warp goes
-//     on to the chunk's products. Lane 0 waits until its copy has read the rows
-//     (wait_group.read) and the warp syncs before they are rewritten a chunk later, and waits
-//     for the whole last copy before the CTA ends. No warp spends store instructions,
+//   * the state before each chunk leaves through a shared-memory stage: each warp writes its
+//     16 rows of S (row stride D + 8: conflict-free 8-byte stores) and their 16 z values, and
+//     lanes 0-15 move one row each (D floats, 16-byte aligned in the layout of state_index),
+//     lane 16 the 16 z values, with Hopper bulk copies (cp.async.bulk shared -> global, L2
+//     evict-first: nothing re-reads the states soon) while the warp goes on to the chunk's
+//     products. Those lanes wait until their copies have read the stage (wait_group.read) and
+//     the warp syncs before it is rewritten a chunk later, and they wait for the whole last
+//     copies before the CTA ends. No warp spends store instructions,
 //     registers or shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256),
 //     and the stage needs no CTA barrier;
 //   * forward, each lane forms the weights of its own 8 tokens from the chunk's bl row (copied
@@ -77,10 +78,11 @@ __device__ __forceinline__ void ldsm_t(uint32_t (&r)[4], uint32_t addr) {
 }
 // Bulk copy shared -> global (sm_90, the async proxy). Order of use here, per warp: the lanes
 // that wrote the warp's stage rows fence (their generic-proxy writes become visible to the
-// async proxy), __syncwarp, then lane 0 copies and commits; before the rows are written again
-// lane 0 waits until the copy has read them (wait_group.read) and a __syncwarp follows; before
-// the CTA exits lane 0 waits for the whole copy (its shared source must outlive the read, and
-// nothing may be left in flight when the kernel ends). Bulk groups are apart from the
+// async proxy), __syncwarp, then lanes 0-16 copy (a row or the z values each) and commit;
+// before the stage is written again each of them waits until its copy has read it
+// (wait_group.read) and a __syncwarp follows; before the CTA exits they wait for their whole
+// copies (the shared source must outlive the read, and nothing may be left in flight when the
+// kernel ends). Bulk groups are apart from the
 // cp.async groups: cp.async.wait_group does not wait for them, nor the reverse.
 __device__ __forceinline__ void fence_proxy_async_smem() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -137,7 +139,9 @@ struct Layout {
   static constexpr size_t v_lo = v_hi + al128((kRev ? 1 : 2) * kTileV);    // dO' lo (kRev && kSplit)
   static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
-  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);  // weights, eend, dden
+  static constexpr int LS = D + 8;  // f32 stage row stride: 16-byte aligned rows, 8 mod 32 banks
+  // the stage: kRows rows of S, then their kRows z values
+  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * (LS + 1));  // weights, eend, dden
   static constexpr size_t bls = wts + (kRev ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
   static constexpr size_t bytes = bls + (kRev ? 0 : al128(sizeof(float) * 2 * kChunk));  // bl rows
 };
@@ -146,14 +150,15 @@ struct Layout {
 /// forward (kRev false) X <- exp(bl_end) X + (phi_k exp(bl_end - bl_s))^T [V | 1] over the
 /// chunks in order from phi = phi_k and v [B,T,Hkv,D] bf16; reverse (kRev true) dX <-
 /// exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from the last chunk, dO' f32 [B,H,T,D+1] (its
-/// column D the den column). out[b,h,c] [2F][D+1] f32 = X when chunk c is reached.
+/// column D the den column). out[b,h,c] [2F][D+1] f32 = X when chunk c is reached (the
+/// per-chunk layout of state_index: S rows of D floats, then z).
 template <int D, bool kRev, bool kSplit>
 __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
   using L = Layout<D, kRev, kSplit>;
-  constexpr int D1 = L::D1, LV = L::LV, NT = D / 8;
+  constexpr int D1 = L::D1, LV = L::LV, LS = L::LS, NT = D / 8;
   extern __shared__ __align__(128) char smem[];
   bf* sK = reinterpret_cast<bf*>(smem + L::k_hi);
   bf* sKl = reinterpret_cast<bf*>(smem + L::k_lo);
@@ -233,8 +238,9 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float z0 = 0.f, z1 = 0.f;  // z of this warp's rows g and g + 8
   float blc = 0.f, bec = 0.f;  // reverse: bl of token t0 + tid and of the chunk's last token
-  // lane 0 of each active warp copies the warp's 16 stage rows
-  const uint64_t policy = active && lane == 0 ? evict_first_policy() : 0;
+  // lanes 0-16 of each active warp copy the warp's 16 stage rows and its z values
+  const bool copier = active && lane <= 16;
+  const uint64_t policy = copier ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
     issue(c, 0);
@@ -286,47 +292,39 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
       if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
     }
     if (active) {
-      // the state before chunk c, the warp's 16 rows, into its part of the stage (laid out as
-      // the global slice), once lane 0's bulk copy of the previous chunk has read that part;
-      // then lane 0 copies it to rows f0 + 16 warp.. of out[b,h,c]: one block of 16 (D+1)
-      // floats (a multiple of 16 bytes), 16-byte aligned (f0 + 16 warp and 2F are multiples
-      // of 16, so the offset is a multiple of 16 (D+1) floats)
+      // the state before chunk c, the warp's 16 rows, into its part of the stage once the
+      // bulk copies of the previous chunk have read it; then lane l < 16 copies row l to row
+      // f0 + 16 warp + l of out[b,h,c] (D floats: 16-byte aligned, as state_index lays the
+      // block out with 2F a multiple of 32) and lane 16 the 16 z values (64 bytes, contiguous
+      // in the block's z part).
       //
-      // The row stride D + 1 is 1 modulo the 32 banks, so a store of one accumulator element
-      // by the whole warp (rows g, columns 2q + const) hits bank g + 2q + const: up to 4 lanes
-      // a bank (4 wavefronts). Instead, in store "A" of (j, e) the odd-q lanes store their row
-      // g + 8 element (bank offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in
-      // store "B" the even-q lanes store row g + 8 of n-tile j while the odd-q lanes store row
-      // g of n-tile j +- 2 (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all
-      // (j, e) every lane stores each of its 4 NT elements once. Half the wavefronts of the
-      // plain order for one select per store.
-      static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
-      if (lane == 0) bulk_wait_read();
+      // Row stride LS = D + 8 is 8 modulo the 32 banks: the 8-byte store of an accumulator
+      // pair (rows g, columns 8 j + 2q, +1) by the whole warp covers words 8 g + 2 q, +1,
+      // 64 distinct words, two per bank: the minimum of 2 wavefronts for 256 bytes.
+      if (lane <= 16) bulk_wait_read();
       __syncwarp();
-      float* sw0 = stage + warp * 16 * D1;
-      const bool odd = q & 1;
-      float* pa = sw0 + (odd ? g + 8 : g) * D1 + 2 * q;
-      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + 2 * q;  // j % 4 < 2: j + 2
-      float* pb_dn = pb_up - (odd ? 32 : 0);                             // j % 4 >= 2: j - 2
+      float* sw0 = stage + warp * 16 * LS;
+      float* szw = stage + kRows * LS + warp * 16;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const int jo = (j & 2) ? j - 2 : j + 2;
-        float* pb = (j & 2) ? pb_dn : pb_up;
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          pa[8 * j + e] = odd ? acc[j][2 + e] : acc[j][e];
-          pb[8 * j + e] = odd ? acc[jo][e] : acc[j][2 + e];
-        }
+        *reinterpret_cast<float2*>(sw0 + g * LS + 8 * j + 2 * q) = make_float2(acc[j][0], acc[j][1]);
+        *reinterpret_cast<float2*>(sw0 + (g + 8) * LS + 8 * j + 2 * q) =
+            make_float2(acc[j][2], acc[j][3]);
       }
       if (q == 0) {
-        sw0[g * D1 + D] = z0;
-        sw0[(g + 8) * D1 + D] = z1;
+        szw[g] = z0;
+        szw[g + 8] = z1;
       }
-      fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
+      fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copies
       __syncwarp();
-      if (lane == 0) {
-        bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + warp * 16) * D1, smem_u32(sw0),
-                   uint32_t(sizeof(float) * 16 * D1), policy);
+      float* ob = out + state_chunk(bh, c, d.NC, D, F2);
+      if (lane < 16) {
+        bulk_store(ob + state_s(f0 + warp * 16 + lane, 0, D), smem_u32(sw0 + lane * LS),
+                   uint32_t(sizeof(float) * D), policy);
+        bulk_commit();
+      } else if (lane == 16) {
+        bulk_store(ob + state_z(D, F2) + f0 + warp * 16, smem_u32(szw), uint32_t(sizeof(float) * 16),
+                   policy);
         bulk_commit();
       }
     }
@@ -445,7 +443,7 @@ __global__ void __launch_bounds__(kThreads, kRev ? 2 : 3)
     bec = ben;
   }
   // the last states are written before the CTA (and its stage) ends
-  if (active && lane == 0) bulk_wait_all();
+  if (copier) bulk_wait_all();
 }
 
 template <int D, bool kRev, bool kSplit>
