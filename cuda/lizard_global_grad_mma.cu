@@ -135,6 +135,24 @@ __device__ __forceinline__ float2 ld_pair(const bf* p) {
 /// Stores a packed pair (from split_pack) at p (4-byte aligned).
 __device__ __forceinline__ void st_pair(bf* p, uint32_t x) { *reinterpret_cast<uint32_t*>(p) = x; }
 
+/// The k order of the state products (issue #5): a lane reads columns 4q .. 4q + 3 of a
+/// 16-column block of S or dS with one 16-byte load (q = lane % 4), and those feed the mma k
+/// slots 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1) of its B fragment. Every tile whose columns
+/// are that k index (dO' hi and lo, v, dS hi) is stored in the same order: column
+/// a = 16 blk + 4q + 2h + e (h, e in {0, 1}) at slot 16 blk + 8h + 2q + e. Any permutation of
+/// k is the same sum, A and B agreeing; a pair (a, a + 1), a even, keeps adjacent slots.
+__host__ __device__ __forceinline__ constexpr int slot_of(int a) {
+  return (a & ~15) | (((a >> 1) & 1) << 3) | (((a >> 2) & 3) << 1) | (a & 1);
+}
+/// The inverse: the column at slot p.
+__host__ __device__ __forceinline__ constexpr int col_of(int p) {
+  return (p & ~15) | (((p >> 1) & 3) << 2) | (((p >> 3) & 1) << 1) | (p & 1);
+}
+static_assert(slot_of(0) == 0 && slot_of(2) == 8 && slot_of(4) == 2 && slot_of(7) == 11 &&
+                  slot_of(13) == 7 && slot_of(31) == 31 && col_of(slot_of(22)) == 22 &&
+                  col_of(9) == 3 && col_of(6) == 12,
+              "slot_of, col_of: the k order of the state products and its inverse");
+
 /// Asks L2 for the line holding p (no effect on results; p must point into an allocation).
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
@@ -246,13 +264,13 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   // fz0 + those); this thread reads row fb + 8 i + g of each. Tiles past 2F / kZ are skipped.
   const int fb = warp * 8 * kNT;
   auto tile_ok = [&](int i) { return fb + 8 * i < F2z; };
-  // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
-  // early as possible: kDepth column blocks in flight at any time, each block's registers
-  // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
-  // Two 8-byte loads per row and matrix: the S rows are kD floats, 128-byte aligned (the
-  // block is, 2F a multiple of 32), so a warp's load of columns 2q, 2q + 1 (then + 8) of its
-  // 8 rows reads 8 whole 32-byte sectors, each once (rows of D + 1 floats took 4-byte loads,
-  // each touching up to 16 sectors for 128 bytes).
+  // The B-fragment values of columns kj*16 + 4q .. 4q + 3 of S and dS (k slots 2q, 2q + 1,
+  // 2q + 8, 2q + 9: slot_of), issued as early as possible: kDepth column blocks in flight at
+  // any time, each block's registers refilled with the block kDepth ahead as soon as they have
+  // been split into bf16 pairs. One 16-byte load per row and matrix: the S rows are kD floats,
+  // 128-byte aligned (the block is, 2F a multiple of 32), so a warp's load reads 64 bytes of
+  // each of its 8 rows, 16 whole 32-byte sectors, each once (rows of D + 1 floats took four
+  // 4-byte loads, each touching up to 16 sectors for 128 bytes).
   // mma8: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); the <= 128
   // register shapes: one (more warps per scheduler hide the latency; two would spill).
   constexpr int kDepth = kW == 8 && kZ == 1 ? 2 : 1;
@@ -261,13 +279,11 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
-        const int64_t o = state_s(fz0 + fb + 8 * i + g, kj * 16 + 2 * q, kD);
-        const float2 s01 = *reinterpret_cast<const float2*>(Sg + o);
-        const float2 s89 = *reinterpret_cast<const float2*>(Sg + o + 8);
-        const float2 d01 = *reinterpret_cast<const float2*>(dSg + o);
-        const float2 d89 = *reinterpret_cast<const float2*>(dSg + o + 8);
-        ns[i][0] = s01.x, ns[i][1] = s01.y, ns[i][2] = s89.x, ns[i][3] = s89.y;
-        nd[i][0] = d01.x, nd[i][1] = d01.y, nd[i][2] = d89.x, nd[i][3] = d89.y;
+        const int64_t o = state_s(fz0 + fb + 8 * i + g, kj * 16 + 4 * q, kD);
+        const float4 s4 = *reinterpret_cast<const float4*>(Sg + o);
+        const float4 d4 = *reinterpret_cast<const float4*>(dSg + o);
+        ns[i][0] = s4.x, ns[i][1] = s4.y, ns[i][2] = s4.z, ns[i][3] = s4.w;
+        nd[i][0] = d4.x, nd[i][1] = d4.y, nd[i][2] = d4.z, nd[i][3] = d4.w;
       } else {
 #pragma unroll
         for (int e = 0; e < 4; ++e) ns[i][e] = nd[i][e] = 0.f;
@@ -288,8 +304,22 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   // (for kk), in dS's region.
   load_phi(sq, sql, sk, skl, fz0);
   if constexpr (kZ == 2) load_phi(sqo, sqlo, sko, sklo, F2z - fz0);
-  cp_rows<kWarps>(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
   cp_async_commit();
+  // v [C][kD] in the k order of slot_of: a lane loads 8 columns (16 bytes) of a row into
+  // registers here and stores their 4 pairs at their slots with the dO' split below (the
+  // pairs of a piece are not contiguous in slot order: no 16-byte cp.async)
+  constexpr int kVU = kD / 8, kVPer = (C * kVU + kThreads - 1) / kThreads;
+  uint4 vr[kVPer];
+  {
+    const bf* vs = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD;
+#pragma unroll
+    for (int k = 0; k < kVPer; ++k) {
+      const int i = tid + k * kThreads, r = i / kVU, u = i % kVU;
+      vr[k] = make_uint4(0, 0, 0, 0);
+      if (i < C * kVU && r < n)
+        vr[k] = *reinterpret_cast<const uint4*>(vs + int64_t(r) * d.Hkv * kD + u * 8);
+    }
+  }
   const float bend = blr[t0 + n - 1];
   for (int i = tid; i < C; i += kThreads) {
     const float bli = i < n ? blr[t0 + i] : 0.f;
@@ -355,11 +385,19 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       const int r = warp + kWarps * k;
 #pragma unroll
       for (int u = 0; u < kPU; ++u) {
-        const int o = r * LV + 2 * lane + 64 * u;
+        const int o = r * LV + slot_of(2 * lane + 64 * u);
         uint32_t hi, lo;
         split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
         st_pair(sGb + o, hi), st_pair(sGbl + o, lo);
       }
+    }
+#pragma unroll
+    for (int k = 0; k < kVPer; ++k) {
+      const int i = tid + k * kThreads, r = i / kVU, u = i % kVU;
+      if (i >= C * kVU) continue;
+      const uint32_t w[4] = {vr[k].x, vr[k].y, vr[k].z, vr[k].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st_pair(sv + r * LV + slot_of(u * 8 + 2 * e), w[e]);
     }
   }
   cp_async_wait<0>();
@@ -656,12 +694,14 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       for (int hh = 0; hh < 2; ++hh) {
         const int r = m * 16 + g + 8 * hh;
         if (r >= n) continue;
-        float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 2 * q;
+        // the n index (columns of dO' and dS) is in slot order: slots jb*16 + 8u + 2q, +1
+        // are columns jb*16 + 4q + 2u, +1 (col_of)
+        float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 4 * q;
 #pragma unroll
         for (int u = 0; u < 2; ++u) {  // adjacent columns: one 8-byte atomic (sm_90)
           const float2 x = make_float2(acc[0][m][u][2 * hh] + acc[1][m][u][2 * hh],
                                        acc[0][m][u][2 * hh + 1] + acc[1][m][u][2 * hh + 1]);
-          atomicAdd(reinterpret_cast<float2*>(dst + u * 8), x);
+          atomicAdd(reinterpret_cast<float2*>(dst + 2 * u), x);
         }
       }
   }
