@@ -280,8 +280,10 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
         const int64_t o = state_s(fz0 + fb + 8 * i + g, kj * 16 + 4 * q, kD);
-        const float4 s4 = *reinterpret_cast<const float4*>(Sg + o);
-        const float4 d4 = *reinterpret_cast<const float4*>(dSg + o);
+        // read once, by this CTA alone: streaming loads (evict-first), no L1 allocation worth
+        // keeping (each 64-byte row piece is consumed by its 4 lanes in this instruction)
+        const float4 s4 = __ldcs(reinterpret_cast<const float4*>(Sg + o));
+        const float4 d4 = __ldcs(reinterpret_cast<const float4*>(dSg + o));
         ns[i][0] = s4.x, ns[i][1] = s4.y, ns[i][2] = s4.z, ns[i][3] = s4.w;
         nd[i][0] = d4.x, nd[i][1] = d4.y, nd[i][2] = d4.z, nd[i][3] = d4.w;
       } else {
@@ -374,8 +376,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 #pragma unroll
   for (int i = 0; i < kNT; ++i) {
     const int64_t o = state_z(kD, F2) + fz0 + fb + 8 * i + 2 * q;  // even: 8-byte aligned
-    const float2 zs = tile_ok(i) ? *reinterpret_cast<const float2*>(Sg + o) : make_float2(0.f, 0.f);
-    const float2 zd = tile_ok(i) ? *reinterpret_cast<const float2*>(dSg + o) : make_float2(0.f, 0.f);
+    const float2 zs = tile_ok(i) ? __ldcs(reinterpret_cast<const float2*>(Sg + o)) : make_float2(0.f, 0.f);
+    const float2 zd = tile_ok(i) ? __ldcs(reinterpret_cast<const float2*>(dSg + o)) : make_float2(0.f, 0.f);
     zq[i][0] = zs.x, zq[i][1] = zs.y;
     zk[i][0] = zd.x, zk[i][1] = zd.y;
   }
