@@ -6,9 +6,11 @@
 // the maths. What changes is where the data lives:
 //   - the f32 states [S|z] and dstates [dS|dz] (128 KiB each at 2F = 256, D = 128, the bulk
 //     of the kernel's traffic) are read ONCE, straight from global memory into the registers
-//     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
-//     of an 8x16 block, two 8-byte loads: each load instruction of a warp reads 8 whole
-//     32-byte sectors, the S rows being kD floats, aligned, in state_index's layout), split
+//     of mma.sync B fragments (thread t of a warp holds row t/4, columns 4(t%4) .. +3 of an
+//     8x16 block, one 16-byte load: each load instruction of a warp reads 16 whole 32-byte
+//     sectors, the S rows being kD floats, aligned, in state_index's layout; those columns
+//     are the k slots 2(t%4), +1, +8, +9 of the mma, and the A tiles are stored in that k
+//     order: slot_of), split
 //     into bf16 hi + lo there, and the next 16 (8 warps: 32) columns are in flight while the
 //     current ones feed the mma's (each register set refilled as soon as it has been split),
 //     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
