@@ -43,6 +43,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -787,6 +788,10 @@ void grad_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf
                      const bf* v, const float* bl, const float* states, const float* dstates,
                      const float* dO, const float* cself, float* dphiq, float* dphik, float* dv,
                      float* da, const Dims& d, cudaStream_t s) {
+  // 16-byte loads of the state rows (the op allocates both: cudaMalloc, 256-byte aligned;
+  // this guards a future caller passing a view)
+  LZ_CHECK(reinterpret_cast<uintptr_t>(states) % 16 == 0 && reinterpret_cast<uintptr_t>(dstates) % 16 == 0,
+           "lizard attention gradient (mma): the states and dstates must be 16-byte aligned");
   switch (d.D) {
     case 64:
       return launch_d<64>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
