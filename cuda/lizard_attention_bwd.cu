@@ -200,10 +200,10 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
       sq[i] = r < n ? phiq[o] : 0.f;
       sk[i] = r < n ? phik[o] : 0.f;
     }
-    const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+    const float* so = states + state_chunk(bh, c, d.NC, d.D, F2);
     for (int i = tid; i < F2 * kCols; i += nt) {
       const int col = c0 + i % kCols;
-      Sp[i] = col < D1 ? so[int64_t(i / kCols) * D1 + col] : 0.f;
+      Sp[i] = col < D1 ? so[state_index(i / kCols, col, d.D, F2)] : 0.f;
     }
     for (int i = tid; i < kChunk * kCols; i += nt) {
       const int r = i / kCols, col = c0 + i % kCols;
@@ -349,8 +349,8 @@ __global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
 }
 
 /// dstates [B,H,NC,2F,D+1] f32 exactly as dstate_tc_launch defines them (the gradient of the
-/// state after chunk c), in f32 on CUDA cores: the bisection counterpart of the tensor-core
-/// reverse sweep. One thread per (b, h, f, column) walks the chunks from the last:
+/// state after chunk c; the per-chunk layout of state_index), in f32 on CUDA cores: the
+/// bisection counterpart of the tensor-core reverse sweep. One thread per (b, h, f, column) walks the chunks from the last:
 /// dX <- exp(bl_end) dX + sum_t exp(bl_t) phi_q[t,f] dO'[t,col]. phiq [B,H,T,2F] (P = f32 or bf16).
 template <class P>
 __global__ void dstate_f32_kernel(const P* __restrict__ phiq, const float* __restrict__ dO,
@@ -365,7 +365,8 @@ __global__ void dstate_f32_kernel(const P* __restrict__ phiq, const float* __res
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   float x = 0.f;
   for (int c = d.NC - 1; c >= 0; --c) {
-    dstates[((bh * d.NC + c) * F2 + f) * D1 + col] = x;  // before chunk c's own terms
+    // before chunk c's own terms
+    dstates[state_chunk(bh, c, d.NC, d.D, F2) + state_index(f, col, d.D, F2)] = x;
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
     float acc = 0.f;
     for (int r = 0; r < n; ++r) {
@@ -694,6 +695,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                           true, d, s);
         }
         if (tc_grad) {
+          // [B,H,NC,2F,D+1] by size, each chunk's block laid out as state_index says
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
           if (tc_dstate) {
             dstate_tc_launch(bp16(phiqb), bp16(phiql), dO.data<float>(), saved.bl.data<float>(),

@@ -49,6 +49,41 @@ struct Dims {
   float eps, scale;
 };
 
+// ---- The layout of the per-chunk f32 states [S|z] and dstates [dS|dz] (issue #5), the one
+// place that defines it: every kernel that reads or writes states or dstates (the f32
+// CUDA-core kernels, the wmma kernels, the mma kernels) indexes them through these, since
+// LIZARD_ATTENTION_TC_OFF and LIZARD_ATTENTION_KERNELS=f32 mix them on the same buffers.
+// The tensors are [B, H, NC, 2F, D+1] by size; the block of one chunk (2F (D+1) floats) is
+//   S [2F][D] row-major (rows of D floats), then z [2F] (the ones column of [V|1]).
+// Why split rather than [2F][D+1] rows: rows of D floats start at multiples of 4 D bytes of
+// the block, and the block at a multiple of 2F (D+1) 4 bytes (a multiple of 128 bytes when 2F
+// is a multiple of 32; of 8 always, of 16 for F even), so a kernel can read S with 8- or
+// 16-byte loads that touch exactly the 32-byte sectors they need, and z is one contiguous
+// vector; the rows of D + 1 floats were misaligned by one float per row. No padding: the same
+// memory, no pad columns to write or compare.
+
+/// Floats of one chunk's state block (2F (D + 1)).
+__host__ __device__ __forceinline__ constexpr int64_t state_block(int D, int F2) {
+  return int64_t(F2) * (D + 1);
+}
+/// Offset of the state block of chunk c of (b, h) (bh = b H + h) in states / dstates.
+__host__ __device__ __forceinline__ constexpr int64_t state_chunk(int64_t bh, int c, int NC, int D,
+                                                                  int F2) {
+  return (bh * NC + c) * state_block(D, F2);
+}
+/// Offset in a chunk's block of z (dz): 2F D (then z[f] at + f).
+__host__ __device__ __forceinline__ constexpr int64_t state_z(int D, int F2) {
+  return int64_t(F2) * D;
+}
+/// Offset in a chunk's block of S[f][j] (j in [0, D): no test, for the paths that know it).
+__host__ __device__ __forceinline__ constexpr int64_t state_s(int f, int j, int D) {
+  return int64_t(f) * D + j;
+}
+/// Offset in a chunk's block of element (f, j) of [S|z] (j in [0, D]; j = D is z[f]).
+__host__ __device__ __forceinline__ constexpr int64_t state_index(int f, int j, int D, int F2) {
+  return j < D ? state_s(f, j, D) : state_z(D, F2) + f;
+}
+
 /// g_j = num_j / max(den, eps) of one row from its numden row [M | den] (M = num - den v_t,
 /// see global_fwd_kernel) and v_tj.
 __device__ __forceinline__ float global_out(const float* nd, float vtj, int j, const Dims& d) {

@@ -109,7 +109,7 @@ __global__ void features_kernel(const T* __restrict__ x, const float* __restrict
 /// so that the self term drops out exactly (g = v_t + M/den; the backward's self-pair gradient
 /// -dg.M/den^2 is then exact even when the token attends almost only to itself: T = 1, gates
 /// near 0). When states != nullptr, the slice of the state before every chunk goes to
-/// states [B,H,NC,2F,D+1].
+/// states [B,H,NC,2F,D+1] (the per-chunk layout of state_index).
 template <class T>
 __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
     const float* __restrict__ phiq, const float* __restrict__ phik, const T* __restrict__ v,
@@ -152,10 +152,10 @@ __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
     }
     for (int i = tid; i < kChunk; i += nt) bl[i] = i < n ? blr[t0 + i] : 0.f;
     if (states) {
-      float* so = states + ((int64_t(bh) * d.NC + c) * F2) * D1;
+      float* so = states + state_chunk(bh, c, d.NC, d.D, F2);
       for (int i = tid; i < F2 * kCols; i += nt) {
         const int col = c0 + i % kCols;
-        if (col < D1) so[int64_t(i / kCols) * D1 + col] = S[i];
+        if (col < D1) so[state_index(i / kCols, col, d.D, F2)] = S[i];
       }
     }
     __syncthreads();
@@ -360,7 +360,9 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
   Tensor phik = Tensor::empty({d.B, d.H, d.T, F2}, phi_dt, dev);
   Tensor numden = Tensor::empty({d.B, d.H, d.T, D1}, DType::F32, dev);
   Tensor wstats = Tensor::empty({d.B, d.H, d.T, 2}, DType::F32, dev);
-  Tensor states;  // the tensor-core output kernel reads the states even without `saved`
+  // the tensor-core output kernel reads the states even without `saved`; [B,H,NC,2F,D+1] by
+  // size, each chunk's block laid out as state_index says (S rows of D, then z)
+  Tensor states;
   if (saved || tc) states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
   y = Tensor::empty(in.q.shape(), dt, dev);
 

@@ -154,8 +154,9 @@ __device__ __forceinline__ bf lo_bf16(float v) {
   return __float2bfloat16(v - __bfloat162float(__float2bfloat16(v)));
 }
 
-/// A state [2F][D+1] f32 (contiguous, 16-byte aligned: 2F(D+1) is a multiple of 4 when 2F
-/// is a multiple of 32) into shared: S as bf16 rows of ld `ldd`, the last column (z) as f32.
+/// A state block f32 (state_index's layout: S [2F][D], then z [2F]; 16-byte aligned: 2F(D+1)
+/// is a multiple of 4 when 2F is a multiple of 32) into shared: S as bf16 rows of ld `ldd`,
+/// z as f32. D a multiple of 4: no float4 straddles two rows or S and z.
 /// float4 loads, kUnroll of them in flight per thread: the output and gradient kernels are
 /// bound by this read (128 KiB per CTA at 2F = 256, D = 128), which needs many bytes in flight.
 /// dlo (null, or like dst): S - bf16(S) as bf16 (the split products of the training forward).
@@ -165,7 +166,7 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
                                            int F2, int D, bf* dlo = nullptr,
                                            bool lo_only = false) {
   constexpr int kUnroll = 8;
-  const int D1 = D + 1, n4 = F2 * D1 / 4;
+  const int n4 = int(state_block(D, F2) / 4), nS4 = int(state_z(D, F2) / 4);
   const float4* s4 = reinterpret_cast<const float4*>(src);
   for (int base = threadIdx.x; base < n4; base += kUnroll * blockDim.x) {
     float4 v[kUnroll];
@@ -178,15 +179,18 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
     for (int u = 0; u < kUnroll; ++u) {
       const int i = base + u * blockDim.x;
       if (i >= n4) continue;
-      int f = (4 * i) / D1, j = 4 * i - f * D1;
       const float vals[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+      if (i >= nS4) {  // z
+#pragma unroll
+        for (int c = 0; c < 4; ++c) zdst[4 * (i - nS4) + c] = vals[c];
+        continue;
+      }
+      const int f = (4 * i) / D, j = 4 * i - f * D;  // 4 i = state_s(f, j, D)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        if (j == D) zdst[f] = vals[c];
-        else if (dlo) split2(vals[c], dst[f * ldd + j], dlo[f * ldd + j]);
-        else if (lo_only) dst[f * ldd + j] = lo_bf16(vals[c]);
-        else dst[f * ldd + j] = __float2bfloat16(vals[c]);
-        if (++j == D1) j = 0, ++f;
+        if (dlo) split2(vals[c], dst[f * ldd + j + c], dlo[f * ldd + j + c]);
+        else if (lo_only) dst[f * ldd + j + c] = lo_bf16(vals[c]);
+        else dst[f * ldd + j + c] = __float2bfloat16(vals[c]);
       }
     }
   }
@@ -199,7 +203,8 @@ __device__ __forceinline__ void load_state(bf* dst, int ldd, float* zdst, const 
 /// [V | 1] from phi = phi_k, vals = v bf16 [B,T,Hkv,D]. Backward (kRev true): chunks from the
 /// last, dX <- exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from phi = phi_q, dO' f32 [B,H,T,D+1]
 /// (its column D is the den column, the counterpart of the ones). Either way the value of X
-/// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32.
+/// when chunk c is reached (before its own update) goes to out[b,h,c] [2F, D+1] f32 (the
+/// per-chunk layout of state_index: S rows of D, then z).
 /// kSplit (training): phi read as its hi + lo pair (phi_lo, the features kernel's lo half:
 /// phi to about 2^-17, issue #5), the decayed phi split again into a bf16 hi + lo pair, two
 /// mma's (v is exact in bf16): the saved states are then f32-accurate functions of the f32
@@ -283,18 +288,17 @@ __global__ void __launch_bounds__(kStateWarps * 32)
     }
     const float lastv = tid < n ? (kRev ? dO[(int64_t(bh) * d.T + t0 + tid) * D1 + D] : 1.f) : 0.f;
     // the state before chunk c
-    float* so = out + (int64_t(bh) * d.NC + c) * F2 * D1;
+    float* so = out + state_chunk(bh, c, d.NC, D, F2);
     if (active) {
       float* stw = stage + warp * 16 * LS;
 #pragma unroll
       for (int j = 0; j < kMaxDTiles; ++j)
         if (j < nD) wmma::store_matrix_sync(stw + j * 16, acc[j], LS, wmma::mem_row_major);
       __syncwarp();
-      float* sow = so + int64_t(f0 + warp * 16) * D1;
       for (int r = 0; r < 16; ++r)  // no division: this is the sequential path
-        for (int j = lane; j < D; j += 32) sow[r * D1 + j] = stw[r * LS + j];
+        for (int j = lane; j < D; j += 32) so[state_s(f0 + warp * 16 + r, j, D)] = stw[r * LS + j];
     }
-    if (tid < kStateRows && f0 + tid < F2) so[int64_t(f0 + tid) * D1 + D] = zf;
+    if (tid < kStateRows && f0 + tid < F2) so[state_z(D, F2) + f0 + tid] = zf;
     __syncthreads();  // every warp is done with sK, sV, slast of the previous chunk
 #pragma unroll
     for (int q = 0; q < kPhiPer; ++q) {
@@ -415,7 +419,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
     load_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
   }
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
-  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;  // contiguous [2F][D+1]
+  const float* so = states + state_chunk(bh, c, d.NC, D, F2);  // contiguous, state_index's layout
   load_state(sS, LV, sz, so, F2, D, sSl);
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < C; i += blockDim.x) sbl[i] = i < n ? blr[t0 + i] : 0.f;
@@ -589,7 +593,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   load_rows(sql, LQ, phiq_lo + row0 * F2, F2, C, n, F2);
   load_rows(skl, LQ, phik_lo + row0 * F2, F2, C, n, F2);
   load_rows(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * D, int64_t(d.Hkv) * D, C, n, D);
-  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * D1;
+  const float* so = states + state_chunk(bh, c, d.NC, D, F2);
   load_state(sBig, LV, sz, so, F2, D);
   // dO'[:D] exp(bl_t), the operand of step 4 (its lo half is formed after step 2)
   auto gs_at = [&](int r, int j) {
@@ -679,13 +683,14 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   __syncthreads();
   // step 5: dphi_k = exp(bl_end - bl_s) [dS|dz] [v_s|1] + E^T phi_q
   const float bend = sbl[n - 1];
-  const float* dso = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
+  const float* dso = dstates + state_chunk(bh, c, d.NC, D, F2);
   load_state(sBig, LV, sz, dso, F2, D, nullptr, true);  // dS - bf16(dS) first, dS after
   {  // L_c = <dX_c, X_c> in f32 (times exp(bl_end) below): pairs from before to after the chunk
     const float4* x4 = reinterpret_cast<const float4*>(so);
     const float4* g4 = reinterpret_cast<const float4*>(dso);
     float part = 0.f;
-    for (int i = tid; i < F2 * D1 / 4; i += nt) {
+    // (the same layout both: element by element, whatever it is)
+    for (int i = tid; i < state_block(D, F2) / 4; i += nt) {
       const float4 a = x4[i], g = g4[i];
       part += a.x * g.x + a.y * g.y + a.z * g.z + a.w * g.w;
     }

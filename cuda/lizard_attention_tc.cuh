@@ -58,7 +58,8 @@ void widen_pair_launch(const __nv_bfloat16* hi, const __nv_bfloat16* lo, float* 
 void split_bf16_launch(const float* w, __nv_bfloat16* hi, __nv_bfloat16* lo, int64_t n,
                        cudaStream_t s);
 
-/// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens,
+/// states [B,H,NC,2F,D+1] f32: [S|z] before every chunk of kChunk tokens (each chunk's
+/// block in the layout of state_index, lizard_attention_common.cuh: S rows of D, then z),
 /// S <- exp(bl_end) S + (phi_k exp(bl_end - bl_s))^T [V|1], every factor <= 1.
 /// phik [B,H,T,2F] bf16, v [B,T,Hkv,D] bf16, bl [B,Hg,T] chunk-local cumulative log-gate.
 /// split (training): phi_k = phik + phik_lo (required), the decayed phi_k as a bf16 hi + lo
@@ -150,7 +151,8 @@ void features_bwd_mma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16
                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
                              bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
 
-/// dstates [B,H,NC,2F,D+1] f32: the gradient of the state after chunk c, dX <- exp(bl_end) dX
+/// dstates [B,H,NC,2F,D+1] f32 (the layout of the states): the gradient of the state after
+/// chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
 /// phi_q = phiq + phiq_lo (required; the f32 phi), split products: about 2^-16 relative.
 void dstate_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, const float* dO,

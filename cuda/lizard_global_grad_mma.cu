@@ -6,8 +6,11 @@
 // the maths. What changes is where the data lives:
 //   - the f32 states [S|z] and dstates [dS|dz] (128 KiB each at 2F = 256, D = 128, the bulk
 //     of the kernel's traffic) are read ONCE, straight from global memory into the registers
-//     of mma.sync B fragments (thread t of a warp holds rows t/4, columns 2(t%4), +1, +8, +9
-//     of an 8x16 block: each load instruction of a warp touches 8 rows x 32 bytes), split
+//     of mma.sync B fragments (thread t of a warp holds row t/4, columns 4(t%4) .. +3 of an
+//     8x16 block, one 16-byte load: each load instruction of a warp reads 16 whole 32-byte
+//     sectors, the S rows being kD floats, aligned, in state_index's layout; those columns
+//     are the k slots 2(t%4), +1, +8, +9 of the mma, and the A tiles are stored in that k
+//     order: slot_of), split
 //     into bf16 hi + lo there, and the next 16 (8 warps: 32) columns are in flight while the
 //     current ones feed the mma's (each register set refilled as soon as it has been split),
 //     with an L2 prefetch two blocks further ahead. The wmma kernel read each state three
@@ -40,6 +43,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -133,6 +137,24 @@ __device__ __forceinline__ float2 ld_pair(const bf* p) {
 }
 /// Stores a packed pair (from split_pack) at p (4-byte aligned).
 __device__ __forceinline__ void st_pair(bf* p, uint32_t x) { *reinterpret_cast<uint32_t*>(p) = x; }
+
+/// The k order of the state products (issue #5): a lane reads columns 4q .. 4q + 3 of a
+/// 16-column block of S or dS with one 16-byte load (q = lane % 4), and those feed the mma k
+/// slots 2q, 2q + 1 (b0) and 2q + 8, 2q + 9 (b1) of its B fragment. Every tile whose columns
+/// are that k index (dO' hi and lo, v, dS hi) is stored in the same order: column
+/// a = 16 blk + 4q + 2h + e (h, e in {0, 1}) at slot 16 blk + 8h + 2q + e. Any permutation of
+/// k is the same sum, A and B agreeing; a pair (a, a + 1), a even, keeps adjacent slots.
+__host__ __device__ __forceinline__ constexpr int slot_of(int a) {
+  return (a & ~15) | (((a >> 1) & 1) << 3) | (((a >> 2) & 3) << 1) | (a & 1);
+}
+/// The inverse: the column at slot p.
+__host__ __device__ __forceinline__ constexpr int col_of(int p) {
+  return (p & ~15) | (((p >> 1) & 3) << 2) | (((p >> 3) & 1) << 1) | (p & 1);
+}
+static_assert(slot_of(0) == 0 && slot_of(2) == 8 && slot_of(4) == 2 && slot_of(7) == 11 &&
+                  slot_of(13) == 7 && slot_of(31) == 31 && col_of(slot_of(22)) == 22 &&
+                  col_of(9) == 3 && col_of(6) == 12,
+              "slot_of, col_of: the k order of the state products and its inverse");
 
 /// Asks L2 for the line holding p (no effect on results; p must point into an allocation).
 __device__ __forceinline__ void prefetch_l2(const void* p) {
@@ -237,16 +259,21 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
   const int64_t row0 = int64_t(bh) * d.T + t0;
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
-  const float* Sg = states + (int64_t(bh) * d.NC + c) * F2 * D1;
-  const float* dSg = dstates + (int64_t(bh) * d.NC + c) * F2 * D1;
+  // the chunk's state and dstate blocks (state_index's layout: S rows of kD floats, then z)
+  const float* Sg = states + state_chunk(bh, c, d.NC, kD, F2);
+  const float* dSg = dstates + state_chunk(bh, c, d.NC, kD, F2);
 
   // This warp's state rows: n-tile i covers the local features [fb + 8 i, fb + 8 i + 8) (global
   // fz0 + those); this thread reads row fb + 8 i + g of each. Tiles past 2F / kZ are skipped.
   const int fb = warp * 8 * kNT;
   auto tile_ok = [&](int i) { return fb + 8 * i < F2z; };
-  // The B-fragment values of columns kj*16 + {2q, 2q+1, 2q+8, 2q+9} of S and dS, issued as
-  // early as possible: kDepth column blocks in flight at any time, each block's registers
-  // refilled with the block kDepth ahead as soon as they have been split into bf16 pairs.
+  // The B-fragment values of columns kj*16 + 4q .. 4q + 3 of S and dS (k slots 2q, 2q + 1,
+  // 2q + 8, 2q + 9: slot_of), issued as early as possible: kDepth column blocks in flight at
+  // any time, each block's registers refilled with the block kDepth ahead as soon as they have
+  // been split into bf16 pairs. One 16-byte load per row and matrix: the S rows are kD floats,
+  // 128-byte aligned (the block is, 2F a multiple of 32), so a warp's load reads 64 bytes of
+  // each of its 8 rows, 16 whole 32-byte sectors, each once (rows of D + 1 floats took four
+  // 4-byte loads, each touching up to 16 sectors for 128 bytes).
   // mma8: two (s0/d0 the even blocks, s1/d1 the odd ones: ~245 registers); the <= 128
   // register shapes: one (more warps per scheduler hide the latency; two would spill).
   constexpr int kDepth = kW == 8 && kZ == 1 ? 2 : 1;
@@ -255,9 +282,13 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       if (tile_ok(i)) {
-        const int64_t o = int64_t(fz0 + fb + 8 * i + g) * D1 + kj * 16 + 2 * q;
-        ns[i][0] = Sg[o], ns[i][1] = Sg[o + 1], ns[i][2] = Sg[o + 8], ns[i][3] = Sg[o + 9];
-        nd[i][0] = dSg[o], nd[i][1] = dSg[o + 1], nd[i][2] = dSg[o + 8], nd[i][3] = dSg[o + 9];
+        const int64_t o = state_s(fz0 + fb + 8 * i + g, kj * 16 + 4 * q, kD);
+        // read once, by this CTA alone: streaming loads (evict-first), no L1 allocation worth
+        // keeping (each 64-byte row piece is consumed by its 4 lanes in this instruction)
+        const float4 s4 = __ldcs(reinterpret_cast<const float4*>(Sg + o));
+        const float4 d4 = __ldcs(reinterpret_cast<const float4*>(dSg + o));
+        ns[i][0] = s4.x, ns[i][1] = s4.y, ns[i][2] = s4.z, ns[i][3] = s4.w;
+        nd[i][0] = d4.x, nd[i][1] = d4.y, nd[i][2] = d4.z, nd[i][3] = d4.w;
       } else {
 #pragma unroll
         for (int e = 0; e < 4; ++e) ns[i][e] = nd[i][e] = 0.f;
@@ -278,8 +309,22 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   // (for kk), in dS's region.
   load_phi(sq, sql, sk, skl, fz0);
   if constexpr (kZ == 2) load_phi(sqo, sqlo, sko, sklo, F2z - fz0);
-  cp_rows<kWarps>(sv, LV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD, int64_t(d.Hkv) * kD, C, n, kD);
   cp_async_commit();
+  // v [C][kD] in the k order of slot_of: a lane loads 8 columns (16 bytes) of a row into
+  // registers here and stores their 4 pairs at their slots with the dO' split below (the
+  // pairs of a piece are not contiguous in slot order: no 16-byte cp.async)
+  constexpr int kVU = kD / 8, kVPer = (C * kVU + kThreads - 1) / kThreads;
+  uint4 vr[kVPer];
+  {
+    const bf* vs = v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD;
+#pragma unroll
+    for (int k = 0; k < kVPer; ++k) {
+      const int i = tid + k * kThreads, r = i / kVU, u = i % kVU;
+      vr[k] = make_uint4(0, 0, 0, 0);
+      if (i < C * kVU && r < n)
+        vr[k] = *reinterpret_cast<const uint4*>(vs + int64_t(r) * d.Hkv * kD + u * 8);
+    }
+  }
   const float bend = blr[t0 + n - 1];
   for (int i = tid; i < C; i += kThreads) {
     const float bli = i < n ? blr[t0 + i] : 0.f;
@@ -310,17 +355,18 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
   }
-  // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the first and
-  // the last of the 16 floats: the 64 bytes may straddle two lines). The register loads of a
-  // block are issued kDepth blocks ahead of its use; this runs two blocks ahead of those, so
-  // they find the block in L2 rather than waiting on HBM. Costs 4 instructions a block.
+  // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the block's 64
+  // bytes are exactly two 32-byte sectors of one line, aligned: one prefetch per sector). The
+  // register loads of a block are issued kDepth blocks ahead of its use; this runs two blocks
+  // ahead of those, so they find the block in L2 rather than waiting on HBM. Costs 4
+  // instructions a block.
   auto prefetch_block = [&](int kb) {
 #pragma unroll
     for (int rr = lane; rr < 8 * kNT; rr += 32) {
       if (fb + rr >= F2z) continue;
-      const int64_t o = int64_t(fz0 + fb + rr) * D1 + kb * 16;
-      prefetch_l2(Sg + o), prefetch_l2(Sg + o + 15);
-      prefetch_l2(dSg + o), prefetch_l2(dSg + o + 15);
+      const int64_t o = state_s(fz0 + fb + rr, kb * 16, kD);
+      prefetch_l2(Sg + o), prefetch_l2(Sg + o + 8);
+      prefetch_l2(dSg + o), prefetch_l2(dSg + o + 8);
     }
   };
   fetch(0, s0, d0);
@@ -328,16 +374,15 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   if (KJ > kDepth) prefetch_block(kDepth);
   if (KJ > kDepth + 1) prefetch_block(kDepth + 1);
   // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
-  // with the rest; used after the D columns)
+  // with the rest; used after the D columns): one 8-byte load each from the blocks' z parts
   float zq[kNT][2], zk[kNT][2];
 #pragma unroll
   for (int i = 0; i < kNT; ++i) {
-    const int f = fz0 + fb + 8 * i + 2 * q;
-    const bool ok = tile_ok(i);
-    zq[i][0] = ok ? Sg[int64_t(f) * D1 + kD] : 0.f;
-    zq[i][1] = ok ? Sg[int64_t(f + 1) * D1 + kD] : 0.f;
-    zk[i][0] = ok ? dSg[int64_t(f) * D1 + kD] : 0.f;
-    zk[i][1] = ok ? dSg[int64_t(f + 1) * D1 + kD] : 0.f;
+    const int64_t o = state_z(kD, F2) + fz0 + fb + 8 * i + 2 * q;  // even: 8-byte aligned
+    const float2 zs = tile_ok(i) ? __ldcs(reinterpret_cast<const float2*>(Sg + o)) : make_float2(0.f, 0.f);
+    const float2 zd = tile_ok(i) ? __ldcs(reinterpret_cast<const float2*>(dSg + o)) : make_float2(0.f, 0.f);
+    zq[i][0] = zs.x, zq[i][1] = zs.y;
+    zk[i][0] = zd.x, zk[i][1] = zd.y;
   }
   {
 #pragma unroll
@@ -345,11 +390,19 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       const int r = warp + kWarps * k;
 #pragma unroll
       for (int u = 0; u < kPU; ++u) {
-        const int o = r * LV + 2 * lane + 64 * u;
+        const int o = r * LV + slot_of(2 * lane + 64 * u);
         uint32_t hi, lo;
         split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
         st_pair(sGb + o, hi), st_pair(sGbl + o, lo);
       }
+    }
+#pragma unroll
+    for (int k = 0; k < kVPer; ++k) {
+      const int i = tid + k * kThreads, r = i / kVU, u = i % kVU;
+      if (i >= C * kVU) continue;
+      const uint32_t w[4] = {vr[k].x, vr[k].y, vr[k].z, vr[k].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st_pair(sv + r * LV + slot_of(u * 8 + 2 * e), w[e]);
     }
   }
   cp_async_wait<0>();
@@ -646,12 +699,14 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       for (int hh = 0; hh < 2; ++hh) {
         const int r = m * 16 + g + 8 * hh;
         if (r >= n) continue;
-        float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 2 * q;
+        // the n index (columns of dO' and dS) is in slot order: slots jb*16 + 8u + 2q, +1
+        // are columns jb*16 + 4q + 2u, +1 (col_of)
+        float* dst = dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * kD + jb * 16 + 4 * q;
 #pragma unroll
         for (int u = 0; u < 2; ++u) {  // adjacent columns: one 8-byte atomic (sm_90)
           const float2 x = make_float2(acc[0][m][u][2 * hh] + acc[1][m][u][2 * hh],
                                        acc[0][m][u][2 * hh + 1] + acc[1][m][u][2 * hh + 1]);
-          atomicAdd(reinterpret_cast<float2*>(dst + u * 8), x);
+          atomicAdd(reinterpret_cast<float2*>(dst + 2 * u), x);
         }
       }
   }
@@ -733,6 +788,10 @@ void grad_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf
                      const bf* v, const float* bl, const float* states, const float* dstates,
                      const float* dO, const float* cself, float* dphiq, float* dphik, float* dv,
                      float* da, const Dims& d, cudaStream_t s) {
+  // 16-byte loads of the state rows (the op allocates both: cudaMalloc, 256-byte aligned;
+  // this guards a future caller passing a view)
+  LZ_CHECK(reinterpret_cast<uintptr_t>(states) % 16 == 0 && reinterpret_cast<uintptr_t>(dstates) % 16 == 0,
+           "lizard attention gradient (mma): the states and dstates must be 16-byte aligned");
   switch (d.D) {
     case 64:
       return launch_d<64>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);

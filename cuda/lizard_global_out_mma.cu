@@ -16,16 +16,16 @@
 //      warp per row as in the wmma kernel: P~ = P exp(bl_t - bl_s) (s < t) as bf16 (hi + lo),
 //      its row sum, the diagonal, phi_q.z, and phi_q exp(bl_t) rounded (split) in place, its
 //      columns permuted within each 32 (see 3). phi_k is dead after P: its tiles (hi, lo)
-//      become state stages 1 (and 2), so 2 (training: 3) stages of 16.5 KB rotate.
+//      become state stages 1 (and 2), so 2 (training: 3) stages of 16 KB rotate.
 //   3. Warp w owns value columns 16w .. 16w + 15 of all 32 rows (2 m-tiles x 2 n-tiles of
 //      mma.sync m16n8k16, 16 f32 accumulators per lane). Its B operand, the state S, comes
-//      from the stage: 32 rows x (D+1) floats copied flat (the chunk's state is one contiguous,
-//      128-byte aligned block, so 16-byte cp.async of whole lines: no sector is fetched twice
-//      and a stage is 8 (D+1) / threads copies per thread, where 4-byte loads of the odd-strided
-//      rows straight into fragments cost 32 loads and split sectors). Each lane reads its
-//      fragment elements with 4-byte shared loads, converts them to bf16 (hi + lo) and feeds
-//      the mma. Bank-conflict free by the k order: the row stride D+1 is 1 mod 32 banks, so a
-//      load is conflict free when its lanes' rows are 8 apart; k-step e of stage s gives mma
+//      from the stage: 32 rows x D floats (in state_index's layout the S rows of a stage are
+//      one contiguous, 128-byte aligned block, so 16-byte cp.async of whole lines: no sector
+//      is fetched twice and a stage is 8 D / threads copies per thread), each row's 16-byte
+//      pieces permuted in shared memory by stage_swizzle. Each lane reads its fragment
+//      elements with 4-byte shared loads, converts them to bf16 (hi + lo) and feeds the mma.
+//      Bank-conflict free by the k order and the swizzle (see stage_swizzle): a load's lanes
+//      are at rows 8 apart and 8 consecutive columns; k-step e of stage s gives mma
 //      k slot 2 q4 + j + 8 h (q4 = lane % 4) state row 32 s + 8 q4 + 4 e + 2 h + j, and 2b
 //      stores phi_q e^{bl_t} column 32 s + 8 q4 + 4 e + 2 h + j at the slot's place, so the
 //      ldmatrix of the A operand is unchanged. One barrier per stage; while a stage is read
@@ -106,7 +106,7 @@ struct OutMmaLayout {
 };
 __host__ __device__ inline OutMmaLayout out_mma_layout(int F2, int D, int parts) {
   const size_t phi = sizeof(bf) * kC * (F2 + 8);                 // [32][2F] phi tile
-  const size_t stage = sizeof(float) * kStageRows * (D + 1);     // 32 state rows, flat
+  const size_t stage = sizeof(float) * kStageRows * D;           // 32 rows of S (swizzled)
   const size_t outst = sizeof(float) * kC * (D + 8);             // [32][D+8] f32 [M | den]
   OutMmaLayout l;
   l.phi = al128(phi);                              // phi_q (and its lo half)
@@ -148,26 +148,43 @@ __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t
   }
 }
 
-/// One state stage (kStageRows rows of kD1 floats, contiguous in global and in shared memory)
-/// by 16-byte cp.async: 8 kD1 copies, whole 128-byte lines (src 128-byte aligned: the chunk's
-/// state block is 2F (D+1) floats with 2F a multiple of 32, a stage 32 (D+1) floats).
-template <int kThreads, int kD1>
+/// The 16-byte piece u of stage row r sits at piece u ^ stage_swizzle(r) of its shared row
+/// (rows of D floats, D a multiple of 32: every row starts at bank 0). A load of
+/// load_state_step reads rows 8 q4 + const (q4 = lane % 4) at columns 16 w + g (+ 8), g =
+/// lane / 4: without the swizzle its 32 lanes hit 8 banks; with it piece ((16 w + g) / 4) ^ 2 q4
+/// takes 8 distinct values mod 8 over (q4, g / 4) (the XOR moves bits 1-2, g / 4 is bit 0), so
+/// 8 pieces x 4 floats: 32 distinct banks.
+__device__ __forceinline__ constexpr int stage_swizzle(int r) { return ((r >> 3) & 3) << 1; }
+
+/// One state stage (kStageRows rows of kD floats of S, contiguous in global) by 16-byte
+/// cp.async: 8 kD copies, whole 128-byte lines (src 128-byte aligned: the chunk's block is 2F
+/// (D+1) floats with 2F a multiple of 32, a stage 32 D floats of its S rows), each piece to
+/// its swizzled place.
+template <int kThreads, int kD>
 __device__ __forceinline__ void cp_stage(float* dst, const float* src) {
-  constexpr int kCopies = kStageRows * kD1 / 4;
+  static_assert(kD % 32 == 0, "rows start at bank 0 and have 8 pieces or more to permute");
+  constexpr int kUPR = kD / 4, kCopies = kStageRows * kUPR;  // pieces per row (a power of 2)
   const uint32_t a = smem_u32(dst);
-  for (int i = threadIdx.x; i < kCopies; i += kThreads) cp_async16_u32(a + 16 * i, src + 4 * i);
+  for (int i = threadIdx.x; i < kCopies; i += kThreads) {
+    const int r = i / kUPR, u = i % kUPR;
+    cp_async16_u32(a + 16 * (r * kUPR + (u ^ stage_swizzle(r))), src + 4 * i);
+  }
 }
 
 /// This lane's B-fragment elements of k-step e of a stage: rows 8 q4 + 4 e + {0, 1, 2, 3}
 /// (mma k slots 2 q4, 2 q4 + 1, 2 q4 + 8, 2 q4 + 9), columns g and g + 8 of the warp's 16;
-/// `sl` points at row 8 q4 + 4 e, column 16 w + g of the stage. Lanes of a load differ by
-/// 8 rows (q4) or 1 column (g) and D + 1 = 1 mod 32: 32 distinct banks.
-template <int kD1>
-__device__ __forceinline__ void load_state_step(float (&r)[8], const float* sl) {
+/// `sl` points at row 8 q4 + 4 e of the stage, `o` holds the swizzled offsets of the two
+/// columns in those rows (stage_col; the same for the four rows: their stage_swizzle is 2 q4).
+template <int kD>
+__device__ __forceinline__ void load_state_step(float (&r)[8], const float* sl, const int (&o)[2]) {
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) r[nt * 4 + i] = sl[i * kD1 + nt * 8];
+    for (int i = 0; i < 4; ++i) r[nt * 4 + i] = sl[i * kD + o[nt]];
+}
+/// Offset in its shared stage row r of column j (stage_swizzle).
+__device__ __forceinline__ int stage_col(int r, int j) {
+  return 4 * ((j >> 2) ^ stage_swizzle(r)) + (j & 3);
 }
 
 /// bf16 hi and (kSplit) lo = bf16(x - hi) of two values, packed as a B-fragment register (the
@@ -222,7 +239,7 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tid = threadIdx.x;
   const int g = lane / 4, q4 = lane % 4;
   const int64_t row0 = int64_t(bh) * d.T + t0;  // row of token t0 in [B,H,T,*]
-  const float* so = states + (int64_t(bh) * d.NC + c) * F2 * kD1;  // contiguous [2F][D+1]
+  const float* so = states + state_chunk(bh, c, d.NC, kD, F2);  // state_index's layout
 
   // 1. the tiles by cp.async (one group), then state stage 0 (the next group)
   cp_rows<kThreads>(sq, LQ, phiq + row0 * F2, F2, n, F2);
@@ -233,10 +250,13 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
   }
   cp_rows<kThreads>(sv, kLV, v + ((int64_t(b) * d.T + t0) * d.Hkv + kvh) * kD,
                     int64_t(d.Hkv) * kD, n, kD);
+  {  // z: 2F contiguous floats (16-byte aligned) with the tiles
+    const float* zg = so + state_z(kD, F2);
+    for (int i = tid; i < F2 / 4; i += kThreads) cp_async16_u32(smem_u32(sz + 4 * i), zg + 4 * i);
+  }
   cp_async_commit();
-  cp_stage<kThreads, kD1>(sst, so);
+  cp_stage<kThreads, kD>(sst, so);
   cp_async_commit();
-  for (int f = tid; f < F2; f += kThreads) sz[f] = so[int64_t(f) * kD1 + kD];
   const float* blr = bl_all + (int64_t(b) * d.Hg + gh) * d.T;
   for (int i = tid; i < kC; i += kThreads) sbl[i] = i < n ? blr[t0 + i] : 0.f;
   cp_async_wait<1>();  // the tiles; stage 0 may still be in flight
@@ -286,7 +306,7 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
   // the last stage, so the group count the waits of 3 rely on holds at every 2F)
 #pragma unroll
   for (int u = 1; u < kBufs; ++u) {
-    if (u < nst) cp_stage<kThreads, kD1>(stage_buf(u), so + u * kStageRows * kD1);
+    if (u < nst) cp_stage<kThreads, kD>(stage_buf(u), so + state_s(u * kStageRows, 0, kD));
     cp_async_commit();
   }
 
@@ -369,6 +389,8 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
   float acc[2][2][4] = {};  // [m-tile][n-tile][fragment]
   const int jw = warp * 16;  // the warp's first value column
   const int ao = (lane & 15) * LQ + (lane >> 4) * 8;
+  // the lane's stage columns jw + g, jw + g + 8 in its rows 8 q4 + .. (stage_swizzle 2 q4)
+  const int so_col[2] = {stage_col(8 * q4, jw + g), stage_col(8 * q4, jw + g + 8)};
   for (int s = 0; s < nst; ++s) {
     // groups after stage s: kBufs - 1 at s = 0 (the prologue's), kBufs - 2 after (one per
     // iteration since, the first of which issued none)
@@ -377,15 +399,16 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
     __syncthreads();  // stage s visible to all; stage s - 1 read by all; 2b's writes visible
     if (s >= 1) {
       const int nx = s - 1 + kBufs;
-      if (nx < nst) cp_stage<kThreads, kD1>(stage_buf((s - 1) % kBufs), so + nx * kStageRows * kD1);
+      if (nx < nst)
+        cp_stage<kThreads, kD>(stage_buf((s - 1) % kBufs), so + state_s(nx * kStageRows, 0, kD));
       cp_async_commit();
     }
-    const float* sb = stage_buf(s % kBufs) + (8 * q4) * kD1 + jw + g;
+    const float* sb = stage_buf(s % kBufs) + (8 * q4) * kD;
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int ks = 2 * s + e;
       float st[8];
-      load_state_step<kD1>(st, sb + 4 * e * kD1);
+      load_state_step<kD>(st, sb + 4 * e * kD, so_col);
       uint32_t bhi[2][2], blo[2][2];
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt) {

@@ -24,14 +24,15 @@
 //   * the weights of a chunk are formed once per CTA by threads 0-31 at the end of the
 //     previous chunk into a double buffer (forward; reverse with kShare), from bl values
 //     loaded a chunk ahead;
-//   * the state before each chunk leaves through a shared-memory stage laid out exactly like
-//     the global slice (rows f0.. of [2F][D+1]): the kCS warps of an m-tile write its 16 rows
-//     (each its columns), one contiguous 16-byte aligned block, and after a barrier lane 0 of
-//     warp cs 0 moves them with one Hopper bulk copy (cp.async.bulk shared -> global, L2
+//   * the state before each chunk leaves through a shared-memory stage: the kCS warps of an
+//     m-tile write its 16 rows of S (each its columns; row stride D + 8: conflict-free 8-byte
+//     stores) and the 16 z values, and after a barrier lanes 0-15 of warp cs 0 move one row
+//     each (D floats, 16-byte aligned in the split layout of state_index: S rows, then z) and
+//     lane 16 the z values, with Hopper bulk copies (cp.async.bulk shared -> global, L2
 //     evict-first: nothing re-reads the states soon) while the warps go on to the chunk's
-//     products. That lane waits until its copy has read the rows (wait_group.read) before the
-//     next chunk's first barrier (after which they are rewritten), and for the whole last
-//     copy before the CTA ends. No warp spends global store instructions, registers or
+//     products. Those lanes wait until their copies have read the stage (wait_group.read)
+//     before the next chunk's first barrier (after which it is rewritten), and for their whole
+//     last copies before the CTA ends. No warp spends global store instructions, registers or
 //     shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256);
 //   * barriers per chunk: the one that publishes the tiles, and a second one (reverse: the
 //     dO' tiles converted by all threads; kShare: the fragments) except forward with kCS 1,
@@ -63,9 +64,8 @@ constexpr int kRows = 64;           // state rows (of 2F) per CTA
 constexpr int kMTiles = kRows / 16; // m-tiles per CTA; each is kept by kCS warps (D / kCS columns each)
 constexpr int kLK = kRows + 8;      // bf16 ld of the phi tiles: 144 bytes, ldmatrix conflict-free
 
-/// The row stride (floats) of the global states / dstates [..][2F][ld] and of the dO' rows
-/// [..][T][ld] (and so of the stage, laid out as the global slice): D + 1, the z / den column
-/// last. Every index of those rows goes through this one function.
+/// The row stride (floats) of the dO' rows [..][T][ld]: D + 1, the den column last. (The
+/// states / dstates have the split per-chunk layout of state_index, lizard_attention_common.cuh.)
 constexpr int sweep_ld(int D) { return D + 1; }
 
 /// Minimum resident CTAs per SM for __launch_bounds__: 4-warp CTAs as before (forward 3,
@@ -164,8 +164,10 @@ struct Layout {
   static constexpr size_t v_lo = v_hi + al128((kRev ? 1 : 2) * kTileV);    // dO' lo (kRev && kSplit)
   static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
   static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
-  // reverse without kShare: weights, eend, dden of the chunk
-  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * D1);
+  static constexpr int LS = D + 8;  // f32 stage row stride: 16-byte aligned rows, 8 mod 32 banks
+  // the stage: kRows rows of S, then their kRows z values; then, reverse without kShare:
+  // weights, eend, dden of the chunk
+  static constexpr size_t wts = stage + al128(sizeof(float) * kRows * (LS + 1));
   static constexpr size_t bls = wts + (kRev && !kShare ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
   // forward, and reverse with kShare: the chunk's weights and exp(bl_end), 2 buffers of
   // kChunk + 8 floats
@@ -185,7 +187,8 @@ struct Layout {
 /// forward (kRev false) X <- exp(bl_end) X + (phi_k exp(bl_end - bl_s))^T [V | 1] over the
 /// chunks in order from phi = phi_k and v [B,T,Hkv,D] bf16; reverse (kRev true) dX <-
 /// exp(bl_end) dX + (phi_q exp(bl_t))^T dO' from the last chunk, dO' f32 [B,H,T,D+1] (its
-/// column D the den column). out[b,h,c] [2F][D+1] f32 = X when chunk c is reached.
+/// column D the den column). out[b,h,c] f32 = X when chunk c is reached, in the per-chunk
+/// layout of state_index (S rows of D floats, then z).
 ///
 /// Why kCS: at small B*H (B 1, H 32: 128 CTAs) a 4-warp CTA leaves one warp per scheduler, and
 /// each warp's chunk (about 900 instructions) is one dependent chain; kCS warps per m-tile
@@ -320,7 +323,7 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs kCS - 1)
   float blc = 0.f, bec = 0.f;  // bl of token t0 + tid and of the chunk's last token (tid < 32)
-  const bool copier = active && cs == 0 && lane == 0;
+  const bool copier = active && cs == 0 && lane <= 16;
   const uint64_t policy = copier ? evict_first_policy() : 0;
   {
     const int c = kRev ? d.NC - 1 : 0;
@@ -448,40 +451,27 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     }
     if (active) {
       // the state before chunk c, the warp's 16 rows x DC columns, into its part of the stage
-      // (laid out as the global slice); then lane 0 of warp cs 0 copies the m-tile's rows to
-      // rows f0 + 16 mt.. of out[b,h,c]: one block of 16 D1 floats (a multiple of 16 bytes),
-      // 16-byte aligned (f0 + 16 mt and 2F are multiples of 16, so the offset is a multiple
-      // of 16 D1 floats)
+      // (rows of S LS = D + 8 floats apart, then the z values); lane l < 16 of warp cs 0 then
+      // copies row l of the m-tile to S row f0 + 16 mt + l of out[b,h,c] (D floats, 16-byte
+      // aligned in the split layout of state_index, 2F a multiple of 32) and its lane 16 the
+      // 16 z values (64 bytes, contiguous in the block's z part).
       //
-      // The row stride D1 = D + 1 is 1 modulo the 32 banks (and a warp's first column col0 a
-      // multiple of 32), so a store of one accumulator element by the whole warp (rows g,
-      // columns 2q + const) hits bank g + 2q + const: up to 4 lanes a bank (4 wavefronts).
-      // Instead, in store "A" of (j, e) the odd-q lanes store their row g + 8 element (bank
-      // offsets 0, 10, 4, 14 for q = 0..3: 2 a bank at most), and in store "B" the even-q
-      // lanes store row g + 8 of n-tile j while the odd-q lanes store row g of n-tile j +- 2
-      // (offsets 8, 18 or -14, 12, 22 or -10: again 2 at most); over all (j, e) every lane
-      // stores each of its 4 NT elements once. Half the wavefronts of the plain order for one
-      // select per store.
-      static_assert(D1 % 32 == 1, "this store order assumes sweep_ld(D) = 1 modulo 32 banks");
-      static_assert(NT % 4 == 0, "n-tiles pair as j, j + 2 within groups of 4");
-      float* sw0 = stage + mt * 16 * D1;
-      const bool odd = q & 1;
-      float* pa = sw0 + (odd ? g + 8 : g) * D1 + col0 + 2 * q;
-      float* pb_up = sw0 + (odd ? g * D1 + 16 : (g + 8) * D1) + col0 + 2 * q;  // j % 4 < 2: j + 2
-      float* pb_dn = pb_up - (odd ? 32 : 0);                                   // j % 4 >= 2: j - 2
+      // LS is 8 modulo the 32 banks (and a warp's first column col0 a multiple of 32): the
+      // 8-byte store of an accumulator pair (rows g, columns col0 + 8 j + 2q, +1) by the whole
+      // warp covers words 8 g + 2 q, +1 (mod 32 banks, plus a constant): 64 distinct words,
+      // two per bank, the minimum of 2 wavefronts for 256 bytes.
+      constexpr int LS = L::LS;
+      static_assert(LS % 32 == 8 && LS % 4 == 0, "conflict-free pair stores, 16-byte aligned rows");
+      float* sw0 = stage + mt * 16 * LS + col0 + 2 * q;
+      float* szw = stage + kRows * LS + mt * 16;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const int jo = (j & 2) ? j - 2 : j + 2;
-        float* pb = (j & 2) ? pb_dn : pb_up;
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          pa[8 * j + e] = odd ? acc[j][2 + e] : acc[j][e];
-          pb[8 * j + e] = odd ? acc[jo][e] : acc[j][2 + e];
-        }
+        *reinterpret_cast<float2*>(sw0 + g * LS + 8 * j) = make_float2(acc[j][0], acc[j][1]);
+        *reinterpret_cast<float2*>(sw0 + (g + 8) * LS + 8 * j) = make_float2(acc[j][2], acc[j][3]);
       }
       if (zw && q == 0) {
-        sw0[g * D1 + D] = z0;
-        sw0[(g + 8) * D1 + D] = z1;
+        szw[g] = z0;
+        szw[g + 8] = z1;
       }
       fence_proxy_async_smem();  // this lane's stage writes, visible to the bulk copy
     }
@@ -490,8 +480,13 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
     if constexpr (kRev || kShare) __syncthreads();
     else __syncwarp();
     if (copier) {
-      bulk_store(out + ((int64_t(bh) * d.NC + c) * F2 + f0 + mt * 16) * D1,
-                 smem_u32(stage + mt * 16 * D1), uint32_t(sizeof(float) * 16 * D1), policy);
+      float* ob = out + state_chunk(bh, c, d.NC, D, F2);
+      if (lane < 16)
+        bulk_store(ob + state_s(f0 + mt * 16 + lane, 0, D), smem_u32(stage + (mt * 16 + lane) * L::LS),
+                   uint32_t(sizeof(float) * D), policy);
+      else
+        bulk_store(ob + state_z(D, F2) + f0 + mt * 16, smem_u32(stage + kRows * L::LS + mt * 16),
+                   uint32_t(sizeof(float) * 16), policy);
       bulk_commit();
     }
     if (active) {

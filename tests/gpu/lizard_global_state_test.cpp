@@ -62,11 +62,22 @@ void expect_matches_wmma(const Shape& sh) {
     EXPECT_LE(rel_err(mma.saved.states.to(Device::cpu(), DType::F64),
                       old.saved.states.to(Device::cpu(), DType::F64)), 1e-5)
         << what << " states";
-    const size_t D1 = size_t(sh.D) + 1;
-    double zerr = 0;
-    for (size_t i = sh.D; i < a.size(); i += D1)
-      zerr = std::max(zerr, std::abs(a[i] - b[i]) / std::max(std::abs(b[i]), 1e-20));
+    // each chunk's block of 2F (D + 1) floats is S [2F][D] then z [2F] (state_index in
+    // cuda/lizard_attention_common.cuh); z sums positive weights times softmax features, so
+    // it is >= 0 everywhere and > 0 after the first chunk, while S (v signed) has negative
+    // entries: a kernel writing S where z belongs (or the old [2F][D+1] rows) fails here
+    const size_t F2 = 2 * size_t(sh.F), D = size_t(sh.D), blk = F2 * (D + 1);
+    ASSERT_EQ(a.size() % blk, 0u) << what;
+    double zerr = 0, zmin = 0, zmax = 0;
+    for (size_t c0 = 0; c0 < a.size(); c0 += blk)
+      for (size_t i = c0 + F2 * D; i < c0 + blk; ++i) {
+        zerr = std::max(zerr, std::abs(a[i] - b[i]) / std::max(std::abs(b[i]), 1e-20));
+        zmin = std::min({zmin, a[i], b[i]});
+        zmax = std::max({zmax, a[i], b[i]});
+      }
     EXPECT_LE(zerr, 1e-5) << what << " z column, worst element";
+    EXPECT_GE(zmin, 0.0) << what << " z part of the blocks holds negative values (not z)";
+    if (sh.T > 32) EXPECT_GT(zmax, 0.0) << what << " z part of the blocks is all zero";
   }
   // numden and wstats: f32 functions of the states, same tolerance and reason
   EXPECT_LE(rel_err(mma.saved.numden.to(Device::cpu(), DType::F64),
