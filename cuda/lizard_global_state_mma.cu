@@ -148,6 +148,31 @@ __device__ __forceinline__ void split_pair2(float x0, float x1, uint32_t& hi, ui
   hf = unpack2(hi);
   lo = pack_bf16(x0 - hf.x, x1 - hf.y);
 }
+/// One pair of the decayed phi as the mma's A operand: phi (h, plus l when kSplit) times the
+/// token weights w in f32, rounded to a (and its lo half alo when kSplit). Returns the rounded
+/// weights a (+ alo) as f32: what the mma sees, so what the z sums must add.
+template <bool kSplit>
+__device__ __forceinline__ float2 decay_pair(uint32_t h, uint32_t l, float2 w, uint32_t& a,
+                                             uint32_t& alo) {
+  float2 ph = unpack2(h);
+  if constexpr (kSplit) {
+    const float2 pl = unpack2(l);
+    ph.x += pl.x;
+    ph.y += pl.y;
+  }
+  const float x0 = ph.x * w.x, x1 = ph.y * w.y;
+  float2 k;
+  if constexpr (kSplit) {
+    split_pair2(x0, x1, a, alo, k);
+    const float2 lf = unpack2(alo);
+    k.x += lf.x;
+    k.y += lf.y;
+  } else {
+    a = pack_bf16(x0, x1);
+    k = unpack2(a);
+  }
+  return k;
+}
 
 constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
 
@@ -411,26 +436,8 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
         float zs[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-          float2 ph = unpack2(ah[i]);
-          if constexpr (kSplit) {
-            const float2 pl = unpack2(al[i]);
-            ph.x += pl.x;
-            ph.y += pl.y;
-          }
-          const float x0 = ph.x * w.x, x1 = ph.y * w.y;
-          float2 hf;  // the rounded hi as f32
-          if constexpr (kSplit) {
-            split_pair2(x0, x1, a[i], alo[i], hf);
-          } else {
-            a[i] = pack_bf16(x0, x1);
-            hf = unpack2(a[i]);
-          }
-          float k0 = hf.x, k1 = hf.y;  // the rounded weights (what the mma sees)
-          if constexpr (kSplit) {
-            const float2 lf = unpack2(alo[i]);
-            k0 += lf.x;
-            k1 += lf.y;
-          }
+          const float2 k = decay_pair<kSplit>(ah[i], al[i], w, a[i], alo[i]);
+          const float k0 = k.x, k1 = k.y;  // the rounded weights (what the mma sees)
           if constexpr (kRev) zs[i] = k0 * den[r * D1] + k1 * den[(r + 1) * D1];
           else zs[i] = k0 + k1;
         }
@@ -544,28 +551,9 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const int r = 16 * kk + 2 * q + (i >= 2 ? 8 : 0);  // tokens r, r + 1 (r even)
-            float2 ph = unpack2(ah[i]);
-            if constexpr (kSplit) {
-              const float2 pl = unpack2(al[i]);
-              ph.x += pl.x;
-              ph.y += pl.y;
-            }
-            const float2 w = wv[kk][i >> 1];
-            const float x0 = ph.x * w.x, x1 = ph.y * w.y;
-            float2 hf;  // the rounded hi as f32
-            if constexpr (kSplit) {
-              split_pair2(x0, x1, a[i], alo[i], hf);
-            } else {
-              a[i] = pack_bf16(x0, x1);
-              hf = unpack2(a[i]);
-            }
+            const float2 k = decay_pair<kSplit>(ah[i], al[i], wv[kk][i >> 1], a[i], alo[i]);
             if (zw) {  // warp-uniform: the z terms from the rounded weights (what the mma sees)
-              float k0 = hf.x, k1 = hf.y;
-              if constexpr (kSplit) {
-                const float2 lf = unpack2(alo[i]);
-                k0 += lf.x;
-                k1 += lf.y;
-              }
+              const float k0 = k.x, k1 = k.y;
               float zt;
               if constexpr (kRev) {
                 const float2 dd = *reinterpret_cast<const float2*>(sdd + r);
