@@ -143,6 +143,37 @@ TEST(LizardGlobalStateGpu, MmaSweepsMatchWmmaSweeps) {
     expect_matches_wmma(sh);
 }
 
+// Every column split of the sweeps (LIZARD_STATE_COLS: 1, 2 or 4 warps per 16 state rows,
+// capped at D / 32; the default picks one from the grid size, so one process sees few of them)
+// against the wmma sweeps, at the shapes where the split changes the work per warp: D 128 (all
+// three splits), D 64 (1, 2), partial chunks, GQA, 2F with a half row slice.
+TEST(LizardGlobalStateGpu, EveryColumnSplitMatchesWmmaSweeps) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  for (const char* cols : {"1", "2", "4"}) {
+    ScopedEnv env("LIZARD_STATE_COLS", cols);
+    SCOPED_TRACE(std::string("LIZARD_STATE_COLS=") + cols);
+    for (Shape sh : {Shape{2, 33, 4, 1, 128, 128, -6}, Shape{1, 65, 4, 4, 64, 48, 6},
+                     Shape{1, 300, 2, 2, 128, 16, 0.5}})
+      expect_matches_wmma(sh);
+  }
+}
+
+// An unknown column split is an input error naming the variable.
+TEST(LizardGlobalStateGpu, UnknownColumnSplitIsAnError) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 16;
+  cfg.window = 16;
+  LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
+  const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
+  expect_unknown_switch_rejected("LIZARD_STATE_COLS", [&](const char* v) {
+    ScopedEnv env("LIZARD_STATE_COLS", v);
+    run_with(c, dy, nullptr);
+  });
+}
+
 // The switch really switches: on a long case with gates near 1 the z columns (summed in
 // another order) cannot agree bit for bit over every chunk, so equal states would mean both
 // runs took the same kernel and the test above compared a kernel with itself.
