@@ -130,6 +130,8 @@ TEST(StepCost, EstimateMatchesPeaksMeasuredOnAnH200) {
       {"finetune", 2048, 1, RecomputeMode::None, 31.02},
       {"finetune", 2048, 4, RecomputeMode::None, 78.45},
       {"finetune", 2048, 4, RecomputeMode::Attention, 42.07},
+      {"finetune", 2048, 1, RecomputeMode::States, 23.0},  // eighth session (0.1 GiB printed)
+      {"finetune", 2048, 4, RecomputeMode::States, 46.2},
       {"finetune", 32768, 1, RecomputeMode::Layer, 39.13},
       {"distill", 2048, 1, RecomputeMode::None, 27.34},
       {"distill", 2048, 4, RecomputeMode::None, 63.11},
