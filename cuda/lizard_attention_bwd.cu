@@ -1,9 +1,11 @@
 // Lizard attention backward on the GPU (contract: include/lizard/cuda/lizard_attention.h).
 // Mirrors the chunked CPU backward (src/ops/lizard_attention_chunked.cpp): window backward
 // per row, reverse chunk sweep with the state gradient dS for the global branch, then the
-// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32. bf16 inputs
-// that the forward ran on tensor cores (same tc_supported test) take the tensor-core global
-// branch of cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
+// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32; dq (by the
+// split feature backward) and dx (by the gate) leave their last writer in the dtype of q, dk
+// and dv (GQA atomics) go through one conversion at the end. bf16 inputs that the forward
+// ran on tensor cores (same tc_supported test) take the tensor-core global branch of
+// cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
