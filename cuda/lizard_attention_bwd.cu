@@ -1,9 +1,11 @@
 // Lizard attention backward on the GPU (contract: include/lizard/cuda/lizard_attention.h).
 // Mirrors the chunked CPU backward (src/ops/lizard_attention_chunked.cpp): window backward
 // per row, reverse chunk sweep with the state gradient dS for the global branch, then the
-// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32. bf16 inputs
-// that the forward ran on tensor cores (same tc_supported test) take the tensor-core global
-// branch of cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
+// feature maps (recomputing u = x W) and the gate. Gradients accumulate in f32; dq (by the
+// split feature backward) and dx (by the gate) leave their last writer in the dtype of q, dk
+// and dv (GQA atomics) go through one conversion at the end. bf16 inputs that the forward
+// ran on tensor cores (same tc_supported test) take the tensor-core global branch of
+// cuda/lizard_attention_tc.cu (dS sweep, then one CTA per chunk).
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
@@ -425,19 +427,23 @@ __host__ __device__ constexpr int gate_dx_slots(int hg) { return (hg + 3) / 4 * 
 /// dx[b,t,j] = sum_g dz[b,g,t] w_g[g,j]: one CTA per row (b,t) (grid.x = B*T), the row's Hg
 /// values of dz staged in shared memory once, the threads striding over j. The earlier one
 /// thread per (b,t,j) paid a 64-bit div/mod per element and ran at ~20% of HBM speed.
+/// O: the gradient's dtype (that of q). The only writer of dx, so it stores the final value:
+/// the f32 sum rounded once to nearest (st), as the f32 buffer and its conversion did, with
+/// neither the f32 write nor the conversion pass (0.4 GB at B=8 T=2048 dm=4096).
+template <class O>
 __global__ void gate_dx_kernel(const float* __restrict__ dz, const float* __restrict__ wg,
-                               float* __restrict__ dx, Dims d) {
+                               O* __restrict__ dx, Dims d) {
   extern __shared__ float zrow[];  // [gate_dx_slots(Hg)]: Hg values, zeros after
   const int64_t bt = blockIdx.x;
   const int b = int(bt / d.T), t = int(bt % d.T);
   for (int g = threadIdx.x; g < gate_dx_slots(d.Hg); g += blockDim.x)
     zrow[g] = g < d.Hg ? dz[(int64_t(b) * d.Hg + g) * d.T + t] : 0.f;
   __syncthreads();
-  float* out = dx + bt * d.dm;
+  O* out = dx + bt * d.dm;
   for (int j = threadIdx.x; j < d.dm; j += blockDim.x) {
     float s = 0.f;
     for (int g = 0; g < d.Hg; ++g) s += zrow[g] * wg[int64_t(g) * d.dm + j];
-    out[j] = s;
+    st(out + j, s);
   }
 }
 
@@ -599,10 +605,19 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                          : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   Tensor dphik = tc_grad ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
                          : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
-  Tensor dq = Tensor::zeros(in.q.shape(), DType::F32, dev);
-  Tensor dk = Tensor::zeros(in.k.shape(), DType::F32, dev);
-  Tensor dv = Tensor::zeros(in.v.shape(), DType::F32, dev);
-  Tensor dx = want.dx ? Tensor::empty(in.x.shape(), DType::F32, dev) : Tensor();
+  // f32 accumulators of dq, dk, dv: the tensor-core window backward stores its rows into them
+  // first (every row, no read), the f32 window kernel adds (atomics) into zeros
+  auto grad_f32 = [&](const Tensor& like) {
+    return tc_win ? Tensor::empty(like.shape(), DType::F32, dev)
+                  : Tensor::zeros(like.shape(), DType::F32, dev);
+  };
+  Tensor dq = grad_f32(in.q), dk = grad_f32(in.k), dv = grad_f32(in.v);
+  // final gradients written by their last writer in the dtype of q, with no f32 -> bf16 pass:
+  // dq by the split feature backward (its rows are owned: bf16(window part + du W^T)), when
+  // dq is wanted (else that kernel adds into the f32 scratch only); dx by gate_dx_kernel
+  const bool dq_direct = want.dq && tc_fbwd;
+  Tensor dq_out = dq_direct ? Tensor::empty(in.q.shape(), dt, dev) : Tensor();
+  Tensor dx = want.dx ? Tensor::empty(in.x.shape(), dt, dev) : Tensor();
   Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
   // gradients nobody wants stay undefined (null pointers below: their work is skipped)
   auto zeros_if = [&](bool w, const Tensor& like) {
@@ -724,7 +739,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         if (tc_fbwd) {
           if (want.dq || want.dwq)
             features_bwd_tc_launch(qp, d.H, bp16(wqb), bp16(wql), dphiq.data<float>(),
-                                   dq.data<float>(), false, ptr(dwq), d, s);
+                                   dq.data<float>(), false, ptr(dwq), d, s,
+                                   dq_direct ? bp16(dq_out) : nullptr);
           if (want.dk || want.dwk)
             features_bwd_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), dphik.data<float>(),
                                    dk.data<float>(), true, ptr(dwk), d, s);
@@ -751,8 +767,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                                                            !tc_grad, d);
       LZ_CHECK(int64_t(d.B) * d.T < (int64_t(1) << 31), "lizard attention: B*T too large");
       if (want.dx)
-        gate_dx_kernel<<<unsigned(int64_t(d.B) * d.T), 256, sizeof(float) * gate_dx_slots(d.Hg), s>>>(
-            db.data<float>(), wg.data<float>(), dx.data<float>(), d);
+        gate_dx_kernel<T><<<unsigned(int64_t(d.B) * d.T), 256, sizeof(float) * gate_dx_slots(d.Hg), s>>>(
+            db.data<float>(), wg.data<float>(), static_cast<T*>(dx.raw()), d);
       if (want.dgate)
         gate_param_grad_launch<T>(db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d,
                                   dev.index, s);
@@ -761,10 +777,12 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
     }
   });
   check_last_error("lizard_attention_backward");
-  out.dq = want.dq ? dq.to(dt) : Tensor();
+  // dk and dv (GQA atomics of the global branch and of the key features) keep f32 + one
+  // conversion
+  out.dq = dq_direct ? dq_out : want.dq ? dq.to(dt) : Tensor();
   out.dk = want.dk ? dk.to(dt) : Tensor();
   out.dv = want.dv ? dv.to(dt) : Tensor();
-  out.dx = want.dx ? dx.to(dt) : Tensor();
+  out.dx = dx;
   out.dwq = dwq;
   out.dwk = dwk;
   out.dw_g = dwg;

@@ -118,9 +118,10 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
                       const Dims& d, cudaStream_t s);
 
 /// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
-/// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); adds the window parts into dq
-/// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (plain adds: rows are owned; run before the global
-/// branch's atomics) and dtau, dalpha (atomics). Needs tc_window_supported.
+/// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); stores the window parts into dq
+/// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they need no zeroing;
+/// it must be their first writer, before the global branch's adds) and adds dtau, dalpha
+/// (atomics). Needs tc_window_supported.
 void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           const __nv_bfloat16* v, const float* cosb, const float* sinb,
                           const float* tau, const float* alpha, const float* numden,
@@ -129,13 +130,18 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
 
 /// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
-/// shared by the heads of a GQA group), dW [H,D,F] f32 += sum over tokens of x^T du (dW must
-/// be zeroed by the caller; null: no weight gradient, the feature maps are frozen). dphi [B,H,T,2F] f32; u = x (W + Wlo) and the map are recomputed
+/// shared by the heads of a GQA group). dx_out (non-null only without atomic_dx, where the
+/// rows are owned): the final gradient bf16(dx + du W^T) [B,T,Hx,D] goes there instead, one
+/// round-to-nearest of the same f32 sum that dx would hold (dx is read, not written), so no
+/// f32 -> bf16 pass over dx follows. dW [H,D,F] f32 += sum over tokens of x^T du (dW must be
+/// zeroed by the caller; null: no weight gradient, the feature maps are frozen). dphi
+/// [B,H,T,2F] f32; u = x (W + Wlo) and the map are recomputed
 /// (Wlo as in features_tc_launch, may be null): with bf16 W alone, the exp map's arg-max
 /// (which takes the max's gradient) differs from the f32 weights' at near ties.
 void features_bwd_tc_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
                             const __nv_bfloat16* Wlo, const float* dphi, float* dx,
-                            bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
+                            bool atomic_dx, float* dW, const Dims& d, cudaStream_t s,
+                            __nv_bfloat16* dx_out = nullptr);
 
 /// Whether LIZARD_FEATURES_BWD_KERNEL=old selects the fused feature backward of
 /// lizard_features_tc.cu (features_bwd_mma_kernel: dW in registers, 8 warps per SM) instead of
@@ -149,7 +155,8 @@ bool features_bwd_old_forced();
 /// kernel, dW = x^T du in a second; a du workspace of H * B * T * F bf16 for the call.
 void features_bwd_mma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
-                             bool atomic_dx, float* dW, const Dims& d, cudaStream_t s);
+                             bool atomic_dx, float* dW, const Dims& d, cudaStream_t s,
+                             __nv_bfloat16* dx_out = nullptr);
 
 /// dstates [B,H,NC,2F,D+1] f32 (the layout of the states): the gradient of the state after
 /// chunk c, dX <- exp(bl_end) dX

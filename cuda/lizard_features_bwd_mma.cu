@@ -11,10 +11,12 @@
 //      next unit's x rows stream in by cp.async (double buffer), this unit's dphi is issued
 //      before the u product (rows 0-7 into registers, rows 8-15 by cp.async into shared) so
 //      its latency hides behind the mma and the map, and the query call's old dx rows follow
-//      by cp.async into the same buffer once rows 8-15 are read; du (bf16, as
-//      the fused kernel rounds it) stays in registers, packed as the A operand of dx = du W^T
-//      (a C tile pair is an A fragment, mma_util.cuh), and leaves for HBM as du [H][B*T][F]
-//      bf16; no CTA barrier after the start.
+//      by cp.async into the same buffer once rows 8-15 are read (the sum goes back as f32,
+//      or with dx_out, the query call's usual case, straight out as the bf16 gradient: no f32
+//      write and no conversion pass after); du (bf16, as the fused kernel rounds it) stays in
+//      registers, packed as the A operand of dx = du W^T (a C tile pair is an A fragment,
+//      mma_util.cuh), and leaves for HBM as du [H][B*T][F] bf16; no CTA barrier after the
+//      start.
 //   2. features_dw_kernel: dW_h = x^T du, a split-K GEMM over the B*T tokens of head h:
 //      64-token tiles of x and du in three shared-memory stages, dW in registers, one
 //      atomic add per element and CTA at the end (a few CTAs per head).
@@ -72,7 +74,8 @@ __host__ __device__ constexpr int du_buf_floats(int D, int F) {
 /// row: dphi is [B,H,T,2F]). Per unit: u = x (W + Wlo) (the forward's bits) and the row
 /// statistics (map_exp2's maxima and sums, in the same order), du (the map's derivative on
 /// ex2, rounded to bf16 where features_bwd_mma_kernel rounds it) kept as dx's A fragments, du [H][B*T][F] bf16 written for features_dw_kernel, dx [B,T,Hx,D] += du W^T
-/// (atomics when atomic_dx). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
+/// (atomics when atomic_dx; owned rows with dx_out: bf16(old dx + du W^T) into dx_out, dx
+/// only read, so the caller converts nothing afterwards). Shared: W, Wlo [D][pad F] bf16, per warp two x buffers [16][pad D]
 /// bf16 and an f32 buffer (du_buf_floats): the dphi of the unit's rows 8-15 [8][2F + 8], then
 /// (queries) the old dx rows of the unit [16][D + 8].
 ///
@@ -82,7 +85,8 @@ template <bool kExp, bool kWlo, bool k128>
 __global__ void __launch_bounds__(kDuWarps * 32, 1)
     features_du_dx_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                           const bf* __restrict__ Wlo, const float* __restrict__ dphi,
-                          float* __restrict__ dx, bool atomic_dx, bf* __restrict__ du, Dims d) {
+                          float* __restrict__ dx, bool atomic_dx, bf* __restrict__ dx_out,
+                          bf* __restrict__ du, Dims d) {
   extern __shared__ __align__(128) char smem[];
   const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F),
             LX = pad_ld(D);
@@ -301,6 +305,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
     // dx = du W^T (W_hi, as the fused kernel), D in halves of 64 columns: the C layout gives
     // this thread rows g, g+8 at columns 2q..+1 of every 8-column tile
     float* dxr = dx + ((int64_t(b) * d.T + t0 + g) * Hx + hx) * D + 2 * q;
+    bf* dxo = dx_out ? dx_out + ((int64_t(b) * d.T + t0 + g) * Hx + hx) * D + 2 * q : nullptr;
     const int64_t dx8 = int64_t(8) * Hx * D;  // row g -> row g + 8
     if (!atomic_dx) {
       cp_async_wait<0>();  // the old dx rows (and the next unit's x, issued long before)
@@ -347,12 +352,18 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
           if (g < n) add_pair(dxr + col, acc[i][0], acc[i][1], true);
           if (g + 8 < n) add_pair(dxr + dx8 + col, acc[i][2], acc[i][3], true);
         } else {
-          // old + acc: the fused kernel's add_pair(..., false) in one pass
-          if (g < n)
-            *reinterpret_cast<float2*>(dxr + col) = make_float2(old[i][0].x + acc[i][0], old[i][0].y + acc[i][1]);
-          if (g + 8 < n)
-            *reinterpret_cast<float2*>(dxr + dx8 + col) =
-                make_float2(old[i][1].x + acc[i][2], old[i][1].y + acc[i][3]);
+          // old + acc: the fused kernel's add_pair(..., false) in one pass; with dx_out that
+          // f32 sum rounded once to bf16 (nearest even, as the f32 -> bf16 copy it replaces),
+          // the final gradient (block-uniform branch)
+          const float2 s0 = make_float2(old[i][0].x + acc[i][0], old[i][0].y + acc[i][1]);
+          const float2 s1 = make_float2(old[i][1].x + acc[i][2], old[i][1].y + acc[i][3]);
+          if (dx_out) {
+            if (g < n) *reinterpret_cast<uint32_t*>(dxo + col) = pack_bf16(s0.x, s0.y);
+            if (g + 8 < n) *reinterpret_cast<uint32_t*>(dxo + dx8 + col) = pack_bf16(s1.x, s1.y);
+          } else {
+            if (g < n) *reinterpret_cast<float2*>(dxr + col) = s0;
+            if (g + 8 < n) *reinterpret_cast<float2*>(dxr + dx8 + col) = s1;
+          }
         }
       }
     }
@@ -490,10 +501,13 @@ bool features_bwd_old_forced() {
 }
 
 void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
-                             float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+                             float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s,
+                             bf* dx_out) {
   LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
-               aligned16(dx) && (!dW || aligned16(dW)),
-           "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");
+               aligned16(dx) && (!dW || aligned16(dW)) && (!dx_out || aligned16(dx_out)),
+           "lizard feature maps (CUDA): x, W, Wlo, dphi, dx, dW and dx_out must be 16-byte aligned");
+  LZ_CHECK(!(dx_out && atomic_dx),
+           "lizard feature maps (CUDA): dx_out needs owned dx rows (atomic_dx false)");
   LZ_CHECK(d.D % 16 == 0 && d.D <= 16 * kMaxDT && d.F % 16 == 0 && d.F <= 8 * kMaxNT,
            "lizard feature maps (CUDA): the split backward needs D, F multiples of 16, D <= ",
            16 * kMaxDT, ", F <= ", 8 * kMaxNT, " (got D ", d.D, ", F ", d.F, ")");
@@ -515,7 +529,7 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
     const dim3 grid(per_head, d.H);
     auto go = [&](auto kernel) {
       grant_smem(kernel, sm);
-      kernel<<<grid, kDuWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dup, d);
+      kernel<<<grid, kDuWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dx_out, dup, d);
     };
     if (d.D == 128 && d.F == 128) {
       if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true, true>) : go(features_du_dx_kernel<true, false, true>);

@@ -350,6 +350,12 @@ __global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restric
   if (i < n) out[i] = __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
 }
 
+/// out = bf16(in), round to nearest even (the rounding of Tensor::to): the fused feature
+/// backward's dx_out, which that kernel does not write itself.
+__global__ void round_bf16_kernel(const float* __restrict__ in, bf* __restrict__ out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
+}
 
 }  // namespace
 
@@ -384,12 +390,15 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
 }
 
 void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
-                            float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s) {
+                            float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s,
+                            bf* dx_out) {
   LZ_CHECK(aligned16(x) && aligned16(W) && (!Wlo || aligned16(Wlo)) && aligned16(dphi) &&
-               aligned16(dx) && (!dW || aligned16(dW)),
-           "lizard feature maps (CUDA): x, W, Wlo, dphi, dx and dW must be 16-byte aligned");
+               aligned16(dx) && (!dW || aligned16(dW)) && (!dx_out || aligned16(dx_out)),
+           "lizard feature maps (CUDA): x, W, Wlo, dphi, dx, dW and dx_out must be 16-byte aligned");
+  LZ_CHECK(!(dx_out && atomic_dx),
+           "lizard feature maps (CUDA): dx_out needs owned dx rows (atomic_dx false)");
   if (!features_bwd_old_forced())  // the split kernels, lizard_features_bwd_mma.cu
-    return features_bwd_mma_launch(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, d, s);
+    return features_bwd_mma_launch(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, d, s, dx_out);
   // the fused kernel always accumulates dW: a scratch one when none is wanted
   Tensor dw_scratch;
   if (!dW) {
@@ -411,6 +420,12 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
   };
   if (d.act_exp) wlo ? go(features_bwd_mma_kernel<true, true>) : go(features_bwd_mma_kernel<true, false>);
   else wlo ? go(features_bwd_mma_kernel<false, true>) : go(features_bwd_mma_kernel<false, false>);
+  // the fused kernel (a bisection path) keeps its f32 read-modify-write; the bf16 output by
+  // one rounding pass after it, the bits of the split kernels' direct store
+  if (dx_out) {
+    const int64_t n = int64_t(d.B) * d.T * Hx * d.D;
+    round_bf16_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(dx, dx_out, n);
+  }
 }
 
 void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {

@@ -23,7 +23,9 @@
 //            (the dq~ accumulator lives from there on only; the second pass in halves of 32
 //            keys).
 //   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
-//            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned: plain adds, no atomics).
+//            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned, no atomics).
+//   Both backward sides store their dq, dk, dv rows (the first writers: the global branch adds
+//   later), so the caller neither zeroes those buffers nor do the kernels read them.
 //
 // Precision (the devices of the wmma kernels, each kept because a gradient test failed
 // without it): P is f32 from the saved (max, den) (bwd_weight: 2^((s scale - m) log2e -
@@ -106,9 +108,9 @@ __device__ __forceinline__ void cp_rows(bf* sm, const bf* g, int64_t ld, int r0,
 }
 
 /// Hints `rows` rows of `row_bytes` each (row r at p + r * stride bytes) into L2, 128-byte
-/// lines spread over the block: issued at the start for what the epilogue reads (numden, the
-/// dq / dk / dv rows it adds into), so those reads find L2 instead of DRAM behind the last
-/// barrier. Only addresses inside the rows are touched.
+/// lines spread over the block: issued at the start for what the epilogue reads (numden), so
+/// those reads find L2 instead of DRAM behind the last barrier. Only addresses inside the rows
+/// are touched.
 __device__ __forceinline__ void prefetch_rows_l2(const void* p, int64_t stride, int rows,
                                                  int row_bytes) {
   const int lines = (row_bytes + 127) / 128;
@@ -504,19 +506,18 @@ __device__ __forceinline__ void acc_rows_unrope(int (&pos)[2], float (&acc)[kD /
   if (rope) unrope_acc<kD>(acc, pos, cosb, sinb);
 }
 
-/// row (f32, kD wide) += c * accumulator row rr (0: g, 1: g + 8) at this thread's columns
-/// 8i + 2 t4, +1: a plain read-modify-write (the CTA owns the row).
+/// row (f32, kD wide) = c * accumulator row rr (0: g, 1: g + 8) at this thread's columns
+/// 8i + 2 t4, +1: a plain store. The CTA owns the row and is its first writer (the backward
+/// kernels run before anything else touches dq, dk, dv), so the buffers need no zeroing and
+/// are not read here: the same value as the add into zeros it replaces (0 + x = x; only a
+/// -0 stays -0, which no later sum or the bf16 rounding tells apart from +0 in value).
 template <int kD>
-__device__ __forceinline__ void add_acc_row(float* row, const float (&acc)[kD / 8][4], int rr,
-                                            int t4, float c) {
+__device__ __forceinline__ void store_acc_row(float* row, const float (&acc)[kD / 8][4], int rr,
+                                              int t4, float c) {
 #pragma unroll
-  for (int i = 0; i < kD / 8; ++i) {
-    float2* p = reinterpret_cast<float2*>(row + 8 * i + 2 * t4);
-    float2 o = *p;
-    o.x += c * acc[i][2 * rr];
-    o.y += c * acc[i][2 * rr + 1];
-    *p = o;
-  }
+  for (int i = 0; i < kD / 8; ++i)
+    *reinterpret_cast<float2*>(row + 8 * i + 2 * t4) =
+        make_float2(c * acc[i][2 * rr], c * acc[i][2 * rr + 1]);
 }
 
 /// Two warp sums in five shuffles: after one exchange at distance 16, lanes 0-15 carry
@@ -881,8 +882,8 @@ size_t bwd_q_smem(bool lo, int floats) {
 
 /// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
 /// [dg/den, dden], cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
-/// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and added into
-/// dq (rows owned). kLo: split scores (window RoPE in training).
+/// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and stored into
+/// dq (rows owned, the first writer). kLo: split scores (window RoPE in training).
 /// Three CTAs per SM without kLo (168 registers, 68 KiB): the key tiles stream through two
 /// slots, K~ of stream step i in slot i & 1 and V in the other, the accumulator of dq~ lives
 /// only from the last tile of pass 0 on, and pass 1 works in halves of 32 keys.
@@ -934,9 +935,6 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   load_k(0);
   load_v(0);
   cp_async_commit();
-  // the dq rows the epilogue adds into
-  prefetch_rows_l2(dq + (int64_t(b) * T * d.H + int64_t(t0) * d.H + h) * kD,
-                   ldq * int64_t(sizeof(float)), min(kRows, T - t0), kD * int(sizeof(float)));
   for (int i = threadIdx.x; i < 1 + d.m; i += kThreads) sred[i] = 0.f;
 
   // the combine backward of the warp's 16 rows (formulas of window_bwd_kernel), while the first
@@ -1179,7 +1177,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr)
-    if (pos[rr] >= 0) add_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
+    if (pos[rr] >= 0) store_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
   __syncthreads();  // every row's sred parts (added at the last tile)
   if (threadIdx.x == 0) atomicAdd(dalpha, sred[0] / dal_div);
   for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
@@ -1188,7 +1186,8 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
 /// Window backward, key side: grid (ceil(T / 64), B*Hkv). 64 keys s0.. of one kv head and,
 /// for each query head of its GQA group, the query tiles that see them (s0 .. s0 + 63 + w - 1):
 /// dv += coef P^T dy, dk~ += dC^T q~ with dC = P (coef dP' - delta) scale, dP'^T = V dy^T from
-/// the exact bf16 dy as the query side takes it; dk = R_s^T dk~. Key rows are owned: plain adds.
+/// the exact bf16 dy as the query side takes it; dk = R_s^T dk~. Key rows are owned and this
+/// is their first writer: plain stores.
 template <int kD, bool kLo>
 __global__ void __launch_bounds__(kThreads, 2)
     win_bwd_k_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
@@ -1253,13 +1252,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   cp_async_commit();
   fetch_scalars(0);
   store_scalars(0);  // visible after the first iteration's barrier
-  // the dk, dv rows the epilogue adds into
-  {
-    const int64_t o = (int64_t(b) * T * d.Hkv + int64_t(s0) * d.Hkv + kvh) * kD;
-    const int rows = min(kRows, T - s0);
-    prefetch_rows_l2(dk + o, ldk * int64_t(sizeof(float)), rows, kD * int(sizeof(float)));
-    prefetch_rows_l2(dv + o, ldk * int64_t(sizeof(float)), rows, kD * int(sizeof(float)));
-  }
 
   float dka[kNT][4], dva[kNT][4];
 #pragma unroll
@@ -1348,8 +1340,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int rr = 0; rr < 2; ++rr) {
     if (pos[rr] < 0) continue;
     const int64_t o = ((int64_t(b) * T + pos[rr]) * d.Hkv + kvh) * kD;
-    add_acc_row<kD>(dk + o, dka, rr, t4, 1.f);
-    add_acc_row<kD>(dv + o, dva, rr, t4, coef);
+    store_acc_row<kD>(dk + o, dka, rr, t4, 1.f);
+    store_acc_row<kD>(dv + o, dva, rr, t4, coef);
   }
 }
 
