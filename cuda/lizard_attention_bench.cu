@@ -48,13 +48,17 @@ std::vector<StageBytes> backward_bytes(const LizardBenchShape& s) {
   const double q = B * T * H * D * 2, kv = B * T * Hkv * D * 2, phi = B * H * T * F2 * 2;
   const double states = B * H * NC * F2 * (D + 1) * 4, dO = B * H * T * (D + 1) * 4;
   const double dq32 = B * T * H * D * 4, dkv32 = B * T * Hkv * D * 4, dphi = B * H * T * F2 * 4;
+  // The window backward stores its dq, dk, dv rows (no zeroed buffers read back); the q feature
+  // backward reads that f32 dq and writes the final bf16 one; dk and dv are summed by atomics
+  // (read and written) and converted to bf16 once; the gate writes its dx in bf16.
   return {{"features_recompute", q + kv + 2 * phi},
-          {"window_q", 2 * q + 2 * kv + dO + dO + 2 * dq32},
-          {"window_k", 2 * q + 2 * kv + 4 * dkv32},
+          {"window_q", 2 * q + 2 * kv + dO + dO + dq32},
+          {"window_k", 2 * q + 2 * kv + 2 * dkv32},
           {"dstate", phi + dO + states},
           {"global_grad", 2 * phi + kv + 2 * states + dO + 2 * dphi + 2 * dkv32},
-          {"features_bwd", q + kv + 2 * dphi + 2 * dq32 + 2 * dkv32},
-          {"gate_bwd", 2 * B * T * s.dm * 2 + B * T * s.dm * 4}};
+          {"features_bwd", q + kv + 2 * dphi + dq32 + q + 2 * dkv32},
+          {"conversions", 2 * dkv32 + 2 * kv},
+          {"gate_bwd", 2 * B * T * s.dm * 2 + B * T * s.dm * 2}};
 }
 
 /// {"stage": GB, ...}, the total in GB, and the floor at kHbmBytesPerS.
