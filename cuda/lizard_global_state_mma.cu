@@ -3,7 +3,7 @@
 // the same operands and the same split products as state_tc_kernel (lizard_attention_tc.cu),
 // register-resident:
 //   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 kCS warps (kCS = 1, 2 or 4 per
-//     launch, LIZARD_STATE_COLS or automatic from the grid size, see state_cols): m-tile mt
+//     launch: LIZARD_STATE_COLS, default 2, timed in state_cols): m-tile mt
 //     (rows 16mt..16mt+15) is kept by warps kCS mt.. kCS mt + kCS - 1, warp cs of them on
 //     columns cs D/kCS.. as m16n8k16 f32 accumulators; warp cs = kCS - 1 keeps the z column of
 //     the rows in two f32 registers per lane (rows g and g+8, lane = 4 g + q). More warps per
@@ -630,29 +630,20 @@ void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, 
   kernel<<<grid, kMTiles * 32 * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
 }
 
-/// Warps per m-tile for d: LIZARD_STATE_COLS (1, 2 or 4; unset or empty: automatic), at most
-/// D / 32 (a warp keeps 32 columns or more). Automatic, from the grid's CTAs per SM: up to 1
-/// (B 1, H 32, 2F 256: 128 CTAs) 4, one 16-warp CTA an SM instead of one 4-warp CTA; up to 2
-/// (B 2) 2, two 8-warp CTAs an SM (<= 128 registers); more (B 8: 1024 CTAs) 1, the 4-warp CTA,
-/// 3 resident per SM, its fragments in registers (no shared-memory round trip, forward no
-/// second barrier), where 12 warps an SM already overlap (a guess until timed against
-/// LIZARD_STATE_COLS=2 at B 8). Throws InputError naming the variable for any other value.
+/// Warps per m-tile for d: LIZARD_STATE_COLS (1, 2 or 4; unset or empty: 2), at most D / 32 (a
+/// warp keeps 32 columns or more). 2 won or tied at every shape timed on an H200 (2026-11-28,
+/// `lizard bench attention`, fwd+bwd ms for cols 1 / 2 / 4): B 8, T 2048 10.58 / 10.37 / 11.15
+/// (the dstate sweep 1.07 -> 0.88 ms with 2); B 2, T 8192 10.61 / 10.40 / 11.21; B 1, T 32768
+/// 22.59 / 22.07 / 22.22; B 1, T 2048 1.650 / 1.631 / 1.629. Throws InputError naming the
+/// variable for any other value.
 int state_cols(const Dims& d) {
-  int want = 0;
+  int want = 2;
   if (const char* e = std::getenv("LIZARD_STATE_COLS"); e && *e) {
     const std::string v(e);
     if (v != "1" && v != "2" && v != "4")
       throw InputError("LIZARD_STATE_COLS='" + v +
-                       "': expected 1, 2 or 4 (warps per 16 state rows) or unset (automatic)");
+                       "': expected 1, 2 or 4 (warps per 16 state rows) or unset (2)");
     want = v[0] - '0';
-  }
-  if (want == 0) {
-    int dev = 0, sms = 0;
-    LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess &&
-                 cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
-             "lizard state sweep (CUDA): cannot query the SM count");
-    const int64_t ctas = int64_t(d.B) * d.H * ((2 * d.F + kRows - 1) / kRows);
-    want = ctas <= sms ? 4 : ctas <= 2 * int64_t(sms) ? 2 : 1;
   }
   return std::min(want, d.D / 32);
 }
