@@ -159,21 +159,6 @@ TEST(LizardGlobalStateGpu, EveryColumnSplitMatchesWmmaSweeps) {
   }
 }
 
-// An unknown column split is an input error naming the variable.
-TEST(LizardGlobalStateGpu, UnknownColumnSplitIsAnError) {
-  LZ_REQUIRE_GPU();
-  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
-  ops::LizardConfig cfg;
-  cfg.feature_dim = 16;
-  cfg.window = 16;
-  LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
-  const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
-  expect_unknown_switch_rejected("LIZARD_STATE_COLS", [&](const char* v) {
-    ScopedEnv env("LIZARD_STATE_COLS", v);
-    run_with(c, dy, nullptr);
-  });
-}
-
 // The switch really switches: on a long case with gates near 1 the z columns (summed in
 // another order) cannot agree bit for bit over every chunk, so equal states would mean both
 // runs took the same kernel and the test above compared a kernel with itself.
@@ -192,8 +177,9 @@ TEST(LizardGlobalStateGpu, SwitchSelectsTheWmmaSweep) {
   EXPECT_GT(m, 0.0) << "LIZARD_STATE_KERNEL=mma and =wmma gave identical states";
 }
 
-// An unknown value of the switch is an input error naming the variable, not a silent default.
-TEST(LizardGlobalStateGpu, UnknownKernelSwitchIsAnError) {
+// An unknown value of either switch (the kernel, the column split) is an input error naming
+// the variable, not a silent default.
+TEST(LizardGlobalStateGpu, UnknownSwitchValuesAreErrors) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
   ops::LizardConfig cfg;
@@ -202,6 +188,10 @@ TEST(LizardGlobalStateGpu, UnknownKernelSwitchIsAnError) {
   LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
   const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
   expect_unknown_switch_rejected("LIZARD_STATE_KERNEL", [&](const char* v) { run_with(c, dy, v); });
+  expect_unknown_switch_rejected("LIZARD_STATE_COLS", [&](const char* v) {
+    ScopedEnv env("LIZARD_STATE_COLS", v);
+    run_with(c, dy, nullptr);
+  });
 }
 
 }  // namespace
