@@ -144,7 +144,7 @@ TEST(LizardGlobalStateGpu, MmaSweepsMatchWmmaSweeps) {
 }
 
 // Every column split of the sweeps (LIZARD_STATE_COLS: 1, 2 or 4 warps per 16 state rows,
-// capped at D / 32; the default picks one from the grid size, so one process sees few of them)
+// capped at D / 32; the default is 2, so the others run only when asked for)
 // against the wmma sweeps, at the shapes where the split changes the work per warp: D 128 (all
 // three splits), D 64 (1, 2), partial chunks, GQA, 2F with a half row slice.
 TEST(LizardGlobalStateGpu, EveryColumnSplitMatchesWmmaSweeps) {
