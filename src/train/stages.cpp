@@ -1,6 +1,7 @@
 #include "lizard/train/stages.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "lizard/autograd/checkpoint.h"
@@ -314,9 +315,17 @@ TrainSummary run_stage(const RunConfig& cfg, bool resume, int64_t stop_after,
   std::unique_ptr<TrainTask> task = make_stage_task(cfg, dev, dtype);
   // The vocabulary the model was built with (its HF config.json, or model.arch).
   const fs::path hf_cfg = fs::path(cfg.model.path) / "config.json";
-  const int64_t model_vocab = !cfg.model.path.empty() && fs::exists(hf_cfg)
-                                  ? io::load_hf_config(hf_cfg.string()).vocab_size
-                                  : cfg.model.arch.vocab_size;
+  const nn::LlamaConfig model_arch = !cfg.model.path.empty() && fs::exists(hf_cfg)
+                                        ? io::load_hf_config(hf_cfg.string())
+                                        : cfg.model.arch;
+  const int64_t model_vocab = model_arch.vocab_size;
+  // recompute_states acts on the tensor-core Lizard path only: say so where it cannot.
+  if (cfg.recompute_states && !cfg.recompute && !cfg.recompute_attention && rank == 0 &&
+      (!dev.is_cuda() || !lizard_states_recomputable(step_shape_of(cfg, model_arch, dtype))))
+    std::fprintf(stderr,
+                 "warning: recompute_states has no effect here: only the bf16 CUDA Lizard kernels "
+                 "(head dim and feature_dim multiples of 16, head dim <= 128, feature_dim <= 128) "
+                 "rebuild the states; this run keeps them\n");
 
   LZ_INPUT_CHECK(!cfg.data.path.empty(), "data.path: no dataset given (write one with `lizard prepare-data`)");
   auto data = std::make_shared<const io::TokenDataset>(io::TokenDataset::open(cfg.data.path));

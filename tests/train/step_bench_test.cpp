@@ -118,6 +118,31 @@ TEST(StepCost, Llama3_8bFitsAn80GBCardInBothStages) {
   EXPECT_GT(estimate_step_memory(shape_of("llama3_8b.yaml", "finetune", 2048, 4)).total, budget);
 }
 
+TEST(StepCost, StatesModeDropsOnlyWhatTheTensorCoresRebuild) {
+  // Only the bf16 tensor-core Lizard backward rebuilds the states; an f32 run or a head dim the
+  // kernels do not cover keeps them, so `states` must estimate exactly like `none` there.
+  const StepShape bf = shape_of("llama3_8b.yaml", "finetune", 2048, 1, RecomputeMode::States);
+  EXPECT_TRUE(lizard_states_recomputable(bf));
+  StepShape none = bf;
+  none.recompute = RecomputeMode::None;
+  EXPECT_LT(estimate_step_memory(bf).activations, estimate_step_memory(none).activations);
+  auto same_as_none = [](StepShape st, const char* what) {
+    EXPECT_FALSE(lizard_states_recomputable(st)) << what;
+    StepShape n = st;
+    n.recompute = RecomputeMode::None;
+    EXPECT_DOUBLE_EQ(estimate_step_memory(st).activations, estimate_step_memory(n).activations) << what;
+  };
+  StepShape f32 = bf;
+  f32.dtype_bytes = 4;
+  same_as_none(f32, "f32");
+  StepShape d72 = bf;
+  d72.arch.head_dim = 72;  // not a multiple of 16
+  same_as_none(d72, "head dim 72");
+  StepShape f160 = bf;
+  f160.lizard.feature_dim = 160;  // 2F = 320 > 256
+  same_as_none(f160, "feature_dim 160");
+}
+
 TEST(StepCost, EstimateMatchesPeaksMeasuredOnAnH200) {
   // Peaks of `lizard bench step` at Llama-3-8B shape on one H200 (caching allocator's
   // high-water mark, docs/benchmarks/step.md, sixth session). The estimate was fitted to none of

@@ -61,6 +61,12 @@ struct FlopsPerToken {
 
 FlopsPerToken step_flops_per_token(const StepShape& s);
 
+/// Whether RecomputeMode::States really drops the per-chunk states for this shape: only the
+/// CUDA tensor-core Lizard backward rebuilds them, so bf16 compute and its shapes (head dim and
+/// feature dim multiples of 16, head dim <= 128, 2F <= 256: tc_supported in
+/// cuda/lizard_attention_tc.cuh). Elsewhere the forward keeps them whatever the mode says.
+bool lizard_states_recomputable(const StepShape& s);
+
 /// Forward FLOPs of one Lizard attention layer per token (all heads; see the header comment).
 double lizard_attention_forward_flops(const ops::LizardConfig& c, int64_t H, int64_t D,
                                       int64_t d_model);
