@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <functional>
 #include <sstream>
 
@@ -96,58 +95,6 @@ std::vector<BenchRow> bench_ops(int device, int iters, bool quick) {
     Tensor out = Tensor::empty({N, F}, DType::BF16, Device::cuda(device));
     const double ms = time_ms([&] { gemm_batched(a, w, out, false, true, {}, ctx); }, st, iters);
     add("gemm", shape_of({N, Dm, F}), "bf16", ms, 2.0 * (N * Dm + F * Dm + N * F), 2.0 * N * Dm * F);
-  }
-  {  // The large GEMMs of a Llama-3-8B step at 2048 tokens (issue #11), each planned with
-     // cuBLASLt's first heuristic and with the device-timed choice (cuda/gemm.cu; the two modes
-     // never share a plan): the forward x W^T (NT), the input gradient dY W (NN) and the weight
-     // gradient dY^T X (TN; full training only: LoRA finetuning freezes the base weights).
-     // Rows gemm_<proj>_<form>_heuristic / _tuned, shape M x K x N. The tuning cost of these
-     // plans goes to stderr (the JSON on stdout stays one document).
-    struct Proj {
-      const char* name;
-      int64_t in, out;
-    };
-    const int64_t T = quick ? 512 : 2048;
-    const std::vector<Proj> projs =
-        quick ? std::vector<Proj>{{"qo", 1024, 1024}}
-              : std::vector<Proj>{{"qo", 4096, 4096},      {"kv", 4096, 1024},
-                                  {"gate_up", 4096, 14336}, {"down", 14336, 4096},
-                                  {"lm_head", 4096, 128256}};
-    const GemmPlanStats before = gemm_plan_stats(ctx);
-    for (const Proj& p : projs) {
-      const Device dev = Device::cuda(device);
-      Tensor x = rnd({T, p.in}, DType::BF16, device, 30), w = rnd({p.out, p.in}, DType::BF16, device, 31);
-      Tensor dy = rnd({T, p.out}, DType::BF16, device, 32);
-      Tensor y = Tensor::empty({T, p.out}, DType::BF16, dev), dx = Tensor::empty({T, p.in}, DType::BF16, dev);
-      Tensor dw = Tensor::empty({p.out, p.in}, DType::BF16, dev);
-      struct Form {
-        const char* name;
-        const Tensor *a, *b;
-        Tensor* o;
-        bool ta, tb;
-        int64_t M, K, N;
-      };
-      const Form forms[] = {{"fwd_NT", &x, &w, &y, false, true, T, p.in, p.out},
-                            {"dx_NN", &dy, &w, &dx, false, false, T, p.out, p.in},
-                            {"dw_TN", &dy, &x, &dw, true, false, p.out, T, p.in}};
-      for (const Form& f : forms)
-        for (GemmAlgo algo : {GemmAlgo::Heuristic, GemmAlgo::Tuned}) {
-          const double ms = time_ms(
-              [&] { gemm_batched(*f.a, *f.b, *f.o, f.ta, f.tb, {}, ctx, 1.f, nullptr, algo); }, st,
-              iters);
-          add(str_cat("gemm_", p.name, "_", f.name, algo == GemmAlgo::Tuned ? "_tuned" : "_heuristic"),
-              shape_of({f.M, f.K, f.N}), "bf16", ms, 2.0 * (f.M * f.K + f.K * f.N + f.M * f.N),
-              2.0 * f.M * f.K * f.N);
-        }
-    }
-    const GemmPlanStats after = gemm_plan_stats(ctx);
-    std::fprintf(stderr,
-                 "bench ops: %lld GEMM plans made here, %lld tuned (%lld candidates timed) in "
-                 "%.1f ms of tuning\n",
-                 static_cast<long long>(after.plans - before.plans),
-                 static_cast<long long>(after.tuned - before.tuned),
-                 static_cast<long long>(after.candidates_timed - before.candidates_timed),
-                 after.tune_ms - before.tune_ms);
   }
   {
     Tensor x = rnd({N, Dm}, DType::BF16, device, 3), w = rnd({Dm}, DType::BF16, device, 4, 0.5, 1.5);

@@ -14,37 +14,10 @@
 // (stride-0 broadcast included) becomes cuBLASLt's strided batch; outer dims that cannot be
 // collapsed loop on the host. Descriptors and the chosen algorithm are cached per problem in
 // the device Context (no global state), so steady-state training does no heuristic queries.
-//
-// Algorithm choice (opt-in tuning, LIZARD_GEMM_TUNE=1): by default a plan takes cuBLASLt's
-// first heuristic result (bit-for-bit repeatable across runs). With LIZARD_GEMM_TUNE=1 (also
-// on/true/yes) a plan-cache miss of a GEMM of at least kGemmTuneMinFlops asks for up to
-// kGemmTuneCandidates heuristic results and times each on the call's real operands (CUDA events
-// on the context's stream: one warm-up run, then 1-5 timed runs, fewer for bigger GEMMs), and
-// keeps the fastest (a later heuristic rank must beat the best so far by more than 1%). Measured
-// on an H200 (2026-11-28, docs/benchmarks/step.md): single GEMMs of the 8B step from 10% faster
-// to 12% slower than the heuristic's choice (a handful of timed runs picks by noise), and the
-// whole finetune step within noise (+1%), so it stays off by default. Once per distinct problem
-// per process; within a process the choice is then fixed, across processes it can change.
-// - The caller's data is never disturbed: a, b and c are only read. The timing runs write their
-//   D to `out` when out overlaps none of a, b, c (the real call overwrites all of it next, and
-//   no extra memory is needed: the LM head's output alone is 0.5 GB), else (in place, D aliasing
-//   C) to a scratch buffer from the caching allocator. The real call is unchanged but for the
-//   algorithm, so results differ from the untuned ones only by the summation order (split-K).
-// - Candidates come with the workspace limit (the context's workspace) and the alignment the
-//   operands guarantee; one that fails to launch is skipped. For bf16/f16 outputs a candidate
-//   that splits K must reduce its partial sums in fp32 (the reduction-scheme mask): in-place or
-//   output-type reduction would round each partial to bf16.
-// - No timing while the stream is capturing a CUDA graph (synchronising is illegal there), when
-//   the scratch buffer cannot be allocated, or for GemmAlgo::Heuristic: then the first result.
 #include <cublasLt.h>
 
-#include <algorithm>
-#include <cctype>
-#include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <string>
 #include <mutex>
 #include <unordered_map>
 
@@ -61,7 +34,7 @@ void check_lt(cublasStatus_t s, const char* what) {
 
 // Everything that determines the descriptors and the algorithm choice.
 struct PlanKey {
-  int64_t v[17];
+  int64_t v[16];
   bool operator==(const PlanKey& o) const { return std::memcmp(v, o.v, sizeof(v)) == 0; }
 };
 struct PlanKeyHash {
@@ -87,104 +60,7 @@ struct Plan {
 struct PlanCache {
   std::mutex mu;
   std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash> plans;
-  GemmPlanStats stats;
 };
-
-// LIZARD_GEMM_TUNE=1 (or on / true / yes) turns tuning on for GemmAlgo::Default.
-bool tuning_on_by_env() {
-  const char* v = std::getenv("LIZARD_GEMM_TUNE");
-  if (!v) return false;
-  std::string s(v);
-  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s == "1" || s == "on" || s == "true" || s == "yes";
-}
-
-// True when the bytes a view can reach overlap [lo, hi). Views with a negative stride count as
-// overlapping (conservative: the tuner then writes to scratch).
-bool overlaps(const Tensor& t, uintptr_t lo, uintptr_t hi) {
-  const auto base = reinterpret_cast<uintptr_t>(t.raw());
-  int64_t last = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (t.strides()[d] < 0) return true;
-    last += (t.size(d) - 1) * t.strides()[d];
-  }
-  const uintptr_t end = base + static_cast<uintptr_t>(last + 1) * dtype_size(t.dtype());
-  return base < hi && lo < end;
-}
-
-// One cublasLtMatmul of a plan (the host loop's first call) with its D pointer chosen by the
-// caller: the tuner's timing runs.
-struct Launch {
-  cublasLtHandle_t lt;
-  const Plan* plan;
-  const float* alpha;
-  const float* beta;
-  const void* first;   // cuBLASLt's A: our b
-  const void* second;  // cuBLASLt's B: our a
-  const void* c;
-  void* d;
-  void* workspace;
-  size_t workspace_bytes;
-  cudaStream_t stream;
-  cublasStatus_t operator()(const cublasLtMatmulAlgo_t& algo) const {
-    return cublasLtMatmul(lt, plan->op, alpha, first, plan->la, second, plan->lb, beta, c,
-                          plan->lc, d, plan->lc, &algo, workspace, workspace_bytes, stream);
-  }
-};
-
-// Index into `cands` of the fastest candidate, timed with `run` (one warm-up, then `reps` runs
-// between two events per candidate; one host sync for all of them). The earlier heuristic rank
-// wins ties within 1% (timing noise is about that). A candidate that fails to launch is
-// skipped; 0 when none could be timed. `timed` counts the candidates that were.
-size_t fastest_candidate(const std::vector<cublasLtMatmulHeuristicResult_t>& cands,
-                         const Launch& run, int reps, int64_t& timed) {
-  const size_t n = cands.size();
-  std::vector<cudaEvent_t> ev(2 * n, nullptr);
-  struct Destroy {
-    std::vector<cudaEvent_t>& e;
-    ~Destroy() {
-      for (cudaEvent_t x : e)
-        if (x) cudaEventDestroy(x);
-    }
-  } destroy{ev};
-  std::vector<bool> ok(n, false);
-  cudaEvent_t last = nullptr;
-  for (size_t i = 0; i < n; ++i) {
-    if (cudaEventCreate(&ev[2 * i]) != cudaSuccess || cudaEventCreate(&ev[2 * i + 1]) != cudaSuccess) {
-      cudaGetLastError();
-      break;
-    }
-    // The warm-up loads the candidate's kernel (lazy module loading happens on first launch,
-    // on the host, so it must not fall between the events) and weeds out failing candidates.
-    if (run(cands[i].algo) != CUBLAS_STATUS_SUCCESS) {
-      cudaGetLastError();
-      continue;
-    }
-    cudaEventRecord(ev[2 * i], run.stream);
-    bool good = true;
-    for (int r = 0; r < reps && good; ++r) good = run(cands[i].algo) == CUBLAS_STATUS_SUCCESS;
-    cudaEventRecord(ev[2 * i + 1], run.stream);
-    if (!good) {
-      cudaGetLastError();
-      continue;
-    }
-    ok[i] = true;
-    last = ev[2 * i + 1];
-  }
-  if (!last || cudaEventSynchronize(last) != cudaSuccess) return 0;
-  size_t best = n;
-  float best_ms = 0;
-  for (size_t i = 0; i < n; ++i) {
-    float ms = 0;
-    if (!ok[i] || cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) != cudaSuccess) continue;
-    ++timed;
-    if (best == n || ms < 0.99f * best_ms) {
-      best = i;
-      best_ms = ms;
-    }
-  }
-  return best == n ? 0 : best;
-}
 
 // Largest power of two (<= 256) dividing every value: cuBLASLt picks vectorised kernels by
 // the alignment it is promised, so we promise exactly what holds.
@@ -221,15 +97,8 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t t, int64_t rows, int64_t cols,
 
 }  // namespace
 
-GemmPlanStats gemm_plan_stats(Context& ctx) {
-  if (!ctx.gemm_plans) return {};
-  auto* cache = static_cast<PlanCache*>(ctx.gemm_plans.get());
-  std::lock_guard<std::mutex> lock(cache->mu);
-  return cache->stats;
-}
-
 void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb,
-                  const Shape& batch, Context& ctx, float alpha, const Tensor* c, GemmAlgo algo) {
+                  const Shape& batch, Context& ctx, float alpha, const Tensor* c) {
   const char* op = "cuda::gemm_batched";
   require_cuda(a, op, "a");
   require_cuda(b, op, "b");
@@ -311,7 +180,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   if (!ctx.gemm_plans) ctx.gemm_plans = std::make_shared<PlanCache>();
   auto* cache = static_cast<PlanCache*>(ctx.gemm_plans.get());
   PlanKey key{{static_cast<int64_t>(out.dtype()), Mf, N, K, ta, tb, lda, ldb, count, sa, sb, sc,
-               align_a, align_b, align_c, c ? 1 : 0, static_cast<int64_t>(algo)}};
+               align_a, align_b, align_c, c ? 1 : 0}};
   Plan* plan = nullptr;
   {
     std::lock_guard<std::mutex> lock(cache->mu);
@@ -319,12 +188,6 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
     if (it != cache->plans.end()) plan = it->second.get();
   }
   auto lt = static_cast<cublasLtHandle_t>(ctx.blaslt);
-  const float beta = c ? 1.f : 0.f;
-  const char* pa = static_cast<const char*>(a.raw());
-  const char* pb = static_cast<const char*>(b.raw());
-  char* pd = static_cast<char*>(out.raw());
-  // With beta = 0 cuBLASLt does not read C; pass D so the pointer is valid anyway.
-  const char* pc = c ? static_cast<const char*>(c->raw()) : pd;
   if (!plan) {
     auto p = std::make_unique<Plan>();
     const cudaDataType_t t = lt_type(out.dtype());
@@ -348,87 +211,27 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a, 4);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, 4);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, 4);
-    // FLOPs of one cuBLASLt call (the host loop makes `outer` of them).
-    const double flops = 2.0 * static_cast<double>(Mf) * N * K * count;
-    const bool tune = (algo == GemmAlgo::Tuned || (algo == GemmAlgo::Default && tuning_on_by_env())) &&
-                      flops >= kGemmTuneMinFlops;
-    if (tune && out.dtype() != DType::F32) {
-      // Split-K candidates must sum their partial products in fp32: the in-place and
-      // output-type schemes keep partials in bf16/f16, adding roundings the one-rounding
-      // contract (and the tests' tolerances) do not allow. (f32 outputs: every scheme is fp32.)
-      const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                                           &schemes, sizeof(schemes));
-    }
-    std::vector<cublasLtMatmulHeuristicResult_t> results(tune ? kGemmTuneCandidates : 1);
+    cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-        lt, p->op, p->la, p->lb, p->lc, p->lc, pref, static_cast<int>(results.size()),
-        results.data(), &found);
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p->op, p->la, p->lb, p->lc, p->lc,
+                                                             pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    results.resize(st == CUBLAS_STATUS_SUCCESS ? static_cast<size_t>(std::max(found, 0)) : 0);
-    results.erase(std::remove_if(results.begin(), results.end(),
-                                 [](const cublasLtMatmulHeuristicResult_t& r) {
-                                   return r.state != CUBLAS_STATUS_SUCCESS;
-                                 }),
-                  results.end());
-    LZ_CHECK(!results.empty(), op, ": cuBLASLt has no algorithm for [", Mf, ", ", K, "] @ [", K,
-             ", ", N, "] x", count, " ", dtype_name(out.dtype()), " (status ",
-             static_cast<int>(st), ")");
-    p->algo = results[0].algo;
-    int64_t timed = 0;
-    double tune_ms = 0;
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    const cudaStream_t stream = as_stream(ctx.stream);
-    if (results.size() > 1 && cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
-        capture == cudaStreamCaptureStatusNone && cudaStreamSynchronize(stream) == cudaSuccess) {
-      const auto t0 = std::chrono::steady_clock::now();
-      // D of the timing runs: out itself when no input shares its bytes (the real call
-      // overwrites all of it), else scratch. The first host-loop call writes
-      // [pd, pd + ((count - 1) sc + Mf N) es).
-      const int64_t d_elems = (count - 1) * sc + Mf * N;
-      const auto lo = reinterpret_cast<uintptr_t>(pd);
-      const uintptr_t hi = lo + static_cast<uintptr_t>(d_elems * es);
-      const bool out_is_free = !overlaps(a, lo, hi) && !overlaps(b, lo, hi) &&
-                               !(c && overlaps(*c, lo, hi));
-      struct Scratch {
-        void* ptr = nullptr;
-        int device = 0;
-        ~Scratch() {
-          if (ptr) device_free(ptr, device);
-        }
-      } scratch;
-      scratch.device = ctx.device;
-      if (!out_is_free) {
-        try {
-          scratch.ptr = device_malloc(static_cast<size_t>(d_elems * es), ctx.device);
-        } catch (const OutOfMemoryError&) {
-          scratch.ptr = nullptr;  // no room to time: keep the first heuristic
-        }
-      }
-      void* d_timing = out_is_free ? static_cast<void*>(pd) : scratch.ptr;
-      if (d_timing) {
-        // About 0.5 ms of timed work per candidate at a typical rate (bf16 tensor cores about
-        // 400 TFLOP/s, f32 about 50), 1 to 5 runs: big GEMMs time stably in one run, small ones
-        // need a few to rise above the event resolution and launch jitter.
-        const double rate = out.dtype() == DType::F32 ? 5e13 : 4e14;
-        const int reps = static_cast<int>(std::clamp(0.5e-3 / (flops / rate), 1.0, 5.0));
-        const Launch run{lt, p.get(), &alpha, &beta, pb, pa, c ? static_cast<const void*>(pc) : d_timing,
-                         d_timing, ctx.workspace, ctx.workspace_bytes, stream};
-        p->algo = results[fastest_candidate(results, run, reps, timed)].algo;
-      }
-      tune_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    }
+    LZ_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0, op, ": cuBLASLt has no algorithm for [", Mf,
+             ", ", K, "] @ [", K, ", ", N, "] x", count, " ", dtype_name(out.dtype()),
+             " (status ", static_cast<int>(st), ")");
+    p->algo = result.algo;
     // The map's plan: when two threads missed on one key, the first insert wins and the other's
     // plan is dropped here, so a pointer taken before the insert could dangle.
     std::lock_guard<std::mutex> lock(cache->mu);
-    ++cache->stats.plans;
-    if (timed >= 2) ++cache->stats.tuned;
-    cache->stats.candidates_timed += timed;
-    cache->stats.tune_ms += tune_ms;
     plan = cache->plans.try_emplace(key, std::move(p)).first->second.get();
   }
 
+  const float beta = c ? 1.f : 0.f;
+  const char* pa = static_cast<const char*>(a.raw());
+  const char* pb = static_cast<const char*>(b.raw());
+  char* pd = static_cast<char*>(out.raw());
+  // With beta = 0 cuBLASLt does not read C; pass D so the pointer is valid anyway.
+  const char* pc = c ? static_cast<const char*>(c->raw()) : pd;
   for (int64_t o = 0; o < outer; ++o) {
     int64_t rem = o, oa = 0, ob = 0, oc = 0;
     for (int64_t i = first_inner - 1; i >= 0; --i) {
