@@ -17,6 +17,7 @@
 
 #include "lizard/core/storage.h"
 #include "lizard/ops/lizard_attention.h"
+#include "gpu_test_util.h"
 #include "lizard_gpu_case.h"
 #ifdef LIZARD_WITH_CUDA
 #include "lizard/cuda/lizard_attention.h"
@@ -46,13 +47,6 @@ LizardCase buffers_case(const BufShape& sh) {
   return c;
 }
 
-ops::LizardGrads grads(const LizardCase& c, const Tensor& dy, const ops::LizardWants& want = {}) {
-  const auto [in, p] = to_gpu(c);
-  ops::LizardSaved saved;
-  ops::lizard_attention_forward(c.cfg, in, p, &saved);
-  return ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(Device::cuda(0), DType::BF16), want);
-}
-
 /// Empties the allocator's cache, then leaves it holding only NaN-filled blocks: `copies` of
 /// each shape of q, k, v, x in f32 and bf16 (the gradient buffers' exact sizes, so the
 /// allocator's best fit hands them to those buffers).
@@ -64,12 +58,6 @@ void poison_cache(const LizardCase& c, int copies) {
     for (DType dt : {DType::F32, DType::BF16})
       for (int i = 0; i < copies; ++i) held.push_back(Tensor::full(like->shape(), nan, dt, Device::cuda(0)));
   // `held` goes out of scope: its blocks return to the cache, NaN inside
-}
-
-bool all_finite(const Tensor& t) {
-  for (double v : t.to(Device::cpu(), DType::F64).to_vector())
-    if (!std::isfinite(v)) return false;
-  return true;
 }
 
 void expect_poison_free(const BufShape& sh, const char* features_kernel) {
@@ -84,13 +72,13 @@ void expect_poison_free(const BufShape& sh, const char* features_kernel) {
   }
 #endif
   const Tensor dy = rand(c.in.q.shape(), 97, DType::F64);
-  const ops::LizardGrads ref = grads(c, dy);
+  const ops::LizardGrads ref = gpu_grads(c, dy);
   // stage 1 (no dq wanted: the q feature backward adds into the f32 scratch only, no output)
   ops::LizardWants no_dq;
   no_dq.dq = false;
   for (const ops::LizardWants& want : {ops::LizardWants{}, no_dq}) {
     poison_cache(c, 4);
-    const ops::LizardGrads got = grads(c, dy, want);
+    const ops::LizardGrads got = gpu_grads(c, dy, want);
     const std::string w = what + (want.dq ? "" : " (dq not wanted)");
     EXPECT_EQ(got.dq.defined(), want.dq) << w;
     // A row left unwritten is NaN (caught by all_finite, and rel_err is NaN: the EXPECT_LE
@@ -104,7 +92,7 @@ void expect_poison_free(const BufShape& sh, const char* features_kernel) {
       if (!g->defined()) continue;
       EXPECT_EQ(g->dtype(), r->dtype()) << w << " " << name;
       EXPECT_TRUE(all_finite(*g)) << w << " " << name << ": a poisoned (unwritten) element came back";
-      EXPECT_LE(rel_err(g->to(Device::cpu(), DType::F64), r->to(Device::cpu(), DType::F64)), 1e-3)
+      EXPECT_LE(rel_err(f64(*g), f64(*r)), 1e-3)
           << w << " " << name;
     }
   }

@@ -10,35 +10,27 @@
 #include <tuple>
 
 #include "lizard/ops/lizard_attention.h"
+#include "gpu_test_util.h"
 #include "lizard_gpu_case.h"
 
 namespace lizard::test {
 namespace {
 
-ops::LizardGrads grads(const LizardCase& c, const Tensor& dy, const ops::LizardWants& want) {
-  const auto [in, p] = to_gpu(c);
-  ops::LizardSaved saved;
-  ops::lizard_attention_forward(c.cfg, in, p, &saved);
-  return ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(Device::cuda(0), DType::BF16), want);
-}
-
-double err(const Tensor& a, const Tensor& b) {
-  return rel_err(a.to(Device::cpu(), DType::F64), b.to(Device::cpu(), DType::F64));
-}
+double err(const Tensor& a, const Tensor& b) { return rel_err(f64(a), f64(b)); }
 
 void expect_masks_keep_values(const FeatureShape& sh, const char* features_kernel) {
   ScopedEnv env("LIZARD_FEATURES_BWD_KERNEL", features_kernel);
   const LizardCase c = feature_case(sh, 4100 + sh.T);
   const std::string what = sh.str() + (features_kernel ? " features_bwd=old" : "");
   const Tensor dy = rand(c.in.q.shape(), 77, DType::F64);
-  const ops::LizardGrads all = grads(c, dy, {});
+  const ops::LizardGrads all = gpu_grads(c, dy, {});
 
   // Stage 2: frozen Lizard parameters. The same kernels run for dq, dk, dv, dx, only
   // the GQA atomics of dk and dv add in another order (f32 sums, then one bf16 rounding: a
   // rare element one bf16 ulp off, far below 1e-3 norm-wise; a missing term is O(1e-2) or more).
   ops::LizardWants s2;
   s2.dwq = s2.dwk = s2.dgate = false;
-  const ops::LizardGrads g2 = grads(c, dy, s2);
+  const ops::LizardGrads g2 = gpu_grads(c, dy, s2);
   for (auto [name, got, ref] : {std::tuple{"dq", &g2.dq, &all.dq}, {"dk", &g2.dk, &all.dk},
                                 {"dv", &g2.dv, &all.dv}, {"dx", &g2.dx, &all.dx}}) {
     ASSERT_TRUE(got->defined()) << what << " " << name;
@@ -53,7 +45,7 @@ void expect_masks_keep_values(const FeatureShape& sh, const char* features_kerne
   // by atomics) in another order: ~1e-7 relative; 1e-5 still catches any lost token.
   ops::LizardWants s1;
   s1.dq = s1.dk = s1.dv = s1.dx = false;
-  const ops::LizardGrads g1 = grads(c, dy, s1);
+  const ops::LizardGrads g1 = gpu_grads(c, dy, s1);
   for (auto [name, got, ref] : {std::tuple{"dwq", &g1.dwq, &all.dwq}, {"dwk", &g1.dwk, &all.dwk},
                                 {"dw_g", &g1.dw_g, &all.dw_g}, {"db_g", &g1.db_g, &all.db_g},
                                 {"dtau", &g1.dtau, &all.dtau}, {"dalpha", &g1.dalpha, &all.dalpha}}) {
@@ -82,7 +74,7 @@ TEST(LizardBackwardOptionsGpu, RebuiltStatesGiveTheSameGradients) {
                           FeatureShape{1, 1, 4, 4, 128, 128, false}}) {
     LizardCase c = feature_case(sh, 4200 + sh.T);
     const Tensor dy = rand(c.in.q.shape(), 78, DType::F64);
-    const ops::LizardGrads kept = grads(c, dy, {});
+    const ops::LizardGrads kept = gpu_grads(c, dy, {});
     c.cfg.keep_states = false;
     {
       const auto [in, p] = to_gpu(c);
@@ -90,7 +82,7 @@ TEST(LizardBackwardOptionsGpu, RebuiltStatesGiveTheSameGradients) {
       ops::lizard_attention_forward(c.cfg, in, p, &saved);
       if (!f32_forced()) EXPECT_FALSE(saved.states.defined()) << sh.str() << ": states kept";
     }
-    const ops::LizardGrads rebuilt = grads(c, dy, {});
+    const ops::LizardGrads rebuilt = gpu_grads(c, dy, {});
     for (auto [name, got, ref, tol] :
          {std::tuple{"dq", &rebuilt.dq, &kept.dq, 1e-3}, {"dk", &rebuilt.dk, &kept.dk, 1e-3},
           {"dv", &rebuilt.dv, &kept.dv, 1e-3}, {"dx", &rebuilt.dx, &kept.dx, 1e-3},

@@ -29,10 +29,7 @@ LizardCase features_case(const Shape& sh) { return feature_case(sh, 1300 + sh.T 
 /// the default, the split kernels).
 ops::LizardGrads grads_with(const LizardCase& c, const Tensor& dy, const char* kernel) {
   ScopedEnv env("LIZARD_FEATURES_BWD_KERNEL", kernel);
-  const auto [in, p] = to_gpu(c);
-  ops::LizardSaved saved;
-  ops::lizard_attention_forward(c.cfg, in, p, &saved);
-  return ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(Device::cuda(0), DType::BF16));
+  return gpu_grads(c, dy);
 }
 
 void expect_split_matches_fused(const Shape& sh) {

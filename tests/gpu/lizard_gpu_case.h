@@ -62,6 +62,16 @@ inline GpuPasses run_passes(const LizardCase& c, const Tensor& dy, const char* v
   return r;
 }
 
+/// The gradients of a training forward (saved) and its backward of the case on GPU 0
+/// (to_gpu, dy in bf16), with the backward's `want` mask.
+inline ops::LizardGrads gpu_grads(const LizardCase& c, const Tensor& dy,
+                                  const ops::LizardWants& want = {}) {
+  const auto [in, p] = to_gpu(c);
+  ops::LizardSaved saved;
+  ops::lizard_attention_forward(c.cfg, in, p, &saved);
+  return ops::lizard_attention_backward(c.cfg, in, p, saved, dy.to(Device::cuda(0), DType::BF16), want);
+}
+
 /// A feature-map test case: batch, length, heads, kv heads, head dim, feature dim, and the map
 /// (exp or softmax).
 struct FeatureShape {
