@@ -352,7 +352,8 @@ __global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
 
 /// dstates [B,H,NC,2F,D+1] f32 exactly as dstate_tc_launch defines them (the gradient of the
 /// state after chunk c; the per-chunk layout of state_index), in f32 on CUDA cores: the
-/// bisection counterpart of the tensor-core reverse sweep. One thread per (b, h, f, column) walks the chunks from the last:
+/// bisection counterpart of the tensor-core reverse sweep. One thread per (b, h, f, column)
+/// walks the chunks from the last:
 /// dX <- exp(bl_end) dX + sum_t exp(bl_t) phi_q[t,f] dO'[t,col]. phiq [B,H,T,2F] (P = f32 or bf16).
 template <class P>
 __global__ void dstate_f32_kernel(const P* __restrict__ phiq, const float* __restrict__ dO,

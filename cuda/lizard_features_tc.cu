@@ -32,6 +32,7 @@
 
 #include "lizard/core/error.h"
 #include "lizard/core/tensor.h"
+#include "lizard/cuda/copy.h"
 #include "lizard_attention_tc.cuh"
 #include "lizard_features_mma.cuh"
 
@@ -350,12 +351,6 @@ __global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restric
   if (i < n) out[i] = __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
 }
 
-/// out = bf16(in), round to nearest even (the rounding of Tensor::to): the fused feature
-/// backward's dx_out, which that kernel does not write itself.
-__global__ void round_bf16_kernel(const float* __restrict__ in, bf* __restrict__ out, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
-}
 
 }  // namespace
 
@@ -421,10 +416,14 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
   if (d.act_exp) wlo ? go(features_bwd_mma_kernel<true, true>) : go(features_bwd_mma_kernel<true, false>);
   else wlo ? go(features_bwd_mma_kernel<false, true>) : go(features_bwd_mma_kernel<false, false>);
   // the fused kernel (a bisection path) keeps its f32 read-modify-write; the bf16 output by
-  // one rounding pass after it, the bits of the split kernels' direct store
+  // the conversion Tensor::to runs (round to nearest even), the bits of the split kernels'
+  // direct store
   if (dx_out) {
-    const int64_t n = int64_t(d.B) * d.T * Hx * d.D;
-    round_bf16_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(dx, dx_out, n);
+    StridedLayout flat;
+    flat.ndim = 1;
+    flat.shape[0] = int64_t(d.B) * d.T * Hx * d.D;
+    flat.src_stride[0] = flat.dst_stride[0] = 1;
+    strided_copy(dx, DType::F32, dx_out, DType::BF16, flat, flat.shape[0], s);
   }
 }
 
