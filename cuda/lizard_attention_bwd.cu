@@ -607,12 +607,16 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   Tensor dphik = tc_grad ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
                          : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   // f32 accumulators of dq, dk, dv: the tensor-core window backward stores its rows into them
-  // first (every row, no read), the f32 window kernel adds (atomics) into zeros
-  auto grad_f32 = [&](const Tensor& like) {
-    return tc_win ? Tensor::empty(like.shape(), DType::F32, dev)
-                  : Tensor::zeros(like.shape(), DType::F32, dev);
+  // first (every row, no read), the f32 window kernel adds (atomics) into zeros. With neither
+  // dk nor dv wanted (distillation) the tensor-core key side does not run: dk and dv are then
+  // zeroed scratch the global branch and the key features still add into (defined values, a
+  // fill at HBM speed instead of that kernel).
+  const bool win_keys = !tc_win || want.dk || want.dv;
+  auto grad_f32 = [&](const Tensor& like, bool stored) {
+    return tc_win && stored ? Tensor::empty(like.shape(), DType::F32, dev)
+                            : Tensor::zeros(like.shape(), DType::F32, dev);
   };
-  Tensor dq = grad_f32(in.q), dk = grad_f32(in.k), dv = grad_f32(in.v);
+  Tensor dq = grad_f32(in.q, true), dk = grad_f32(in.k, win_keys), dv = grad_f32(in.v, win_keys);
   // final gradients written by their last writer in the dtype of q, with no f32 -> bf16 pass:
   // dq by the split feature backward (its rows are owned: bf16(window part + du W^T)), when
   // dq is wanted (else that kernel adds into the f32 scratch only); dx by gate_dx_kernel
@@ -638,7 +642,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       const T* kp = static_cast<const T*>(k.raw());
       const T* vp = static_cast<const T*>(v.raw());
       const T* xp = static_cast<const T*>(x.raw());
-      // recompute the feature maps (cheaper than storing 2 x [B,H,T,2F] f32)
+      // the feature maps: the tensor-core forward's pair when it kept it, else recomputed
+      // (the f32 path: cheaper than storing 2 x [B,H,T,2F] f32)
       const int ft = 128;
       const size_t fsm = sizeof(float) * (d.F + ft);
       // W as a bf16 pair (hi + lo) for the tensor-core phi: the recomputed u = x W to about
@@ -653,12 +658,16 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             *lo = Tensor::empty(src->shape(), DType::BF16, dev);
             split_bf16_launch(src->data<float>(), bp16(*hi), bp16(*lo), src->numel(), s);
           }
-          phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), bp16(phiql), d, s);
-          features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), bp16(phikl), d, s);
+          if (saved.phiq.defined()) {  // kept by the forward (keep_states): these very bits
+            phiqb = saved.phiq, phiql = saved.phiq_lo, phikb = saved.phik, phikl = saved.phik_lo;
+          } else {
+            phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+            phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+            phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+            phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+            features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), bp16(phiql), d, s);
+            features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), bp16(phikl), d, s);
+          }
         }
       }
       if (f32_phi && tc) {
@@ -685,7 +694,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                                saved.numden.data<float>(), saved.wstats.data<float>(),
                                static_cast<const T*>(dy.raw()), dO.data<float>(),
                                cself.data<float>(), delta.data<float>(), dq.data<float>(),
-                               dk.data<float>(), dv.data<float>(), dtaup, dalpha.data<float>(), d, s);
+                               win_keys ? dk.data<float>() : nullptr,
+                               win_keys ? dv.data<float>() : nullptr, dtaup, dalpha.data<float>(), d, s);
           window_done = true;
         }
       }

@@ -365,6 +365,7 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
   Tensor states;
   if (saved || tc) states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
   y = Tensor::empty(in.q.shape(), dt, dev);
+  Tensor saved_phi_lo, saved_phik_lo;  // the training forward's phi_lo of q and k (tensor cores)
 
   visit_dtype(dt, [&](auto z0) {
     using T0 = decltype(z0);
@@ -386,8 +387,10 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
           // recomputed weights and the saved statistics agree, and its cancelling sums (gate
           // gradients) are those of the f32 phi. Expected against the f32 oracle: y within
           // bf16 output rounding (2^-9), states and numden about 1e-5 relative, gradients
-          // within about 1e-3 (dv, dphi from bf16 E, P; da f32-level). phi_lo lives only
-          // during this forward (the backward recomputes it): 2 x [B,H,T,2F] bf16 transient.
+          // within about 1e-3 (dv, dphi from bf16 E, P; da f32-level). With keep_states the
+          // pair phi, phi_lo of q and k is kept for the backward (4 x [B,H,T,2F] bf16, a
+          // quarter of the states' bytes; the backward's recompute cost 2 of the 4 feature
+          // launches); without, it lives only during this forward and the backward recomputes it.
           // Inference keeps bf16 W, bf16 phi and bf16 operands (y to about 1e-3 relative,
           // half the mma's, no phi_lo).
           const bool split = saved != nullptr;
@@ -411,6 +414,8 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
                           split, d, s);
           out_tc_launch(bp(phiq), lo(phiql), bp(phik), lo(phikl), bp(v), bl.data<float>(),
                         states.data<float>(), numden.data<float>(), split, d, s);
+          saved_phi_lo = phiql;
+          saved_phik_lo = phikl;
         }
       }
       if (!tc) {
@@ -457,6 +462,13 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
     // keep_states false (RecomputeMode::States): the tensor-core backward reruns the sweep
     // (the same bits); the f32 kernels' backward has no such path and keeps them
     saved->states = cfg.keep_states || !tc ? states : Tensor();
+    // the tensor-core training phi pair (bf16 hi + lo of q and k), kept with the states: the
+    // backward would recompute exactly these bits (same kernel, same inputs)
+    const bool keep_phi = cfg.keep_states && tc && saved_phi_lo.defined();
+    saved->phiq = keep_phi ? phiq : Tensor();
+    saved->phiq_lo = keep_phi ? saved_phi_lo : Tensor();
+    saved->phik = keep_phi ? phik : Tensor();
+    saved->phik_lo = keep_phi ? saved_phik_lo : Tensor();
     saved->numden = numden;
     saved->wstats = wstats;
     saved->bl = bl;

@@ -121,7 +121,9 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
 /// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); stores the window parts into dq
 /// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they need no zeroing;
 /// it must be their first writer, before the global branch's adds) and adds dtau, dalpha
-/// (atomics). Needs tc_window_supported.
+/// (atomics). dk and dv both null: the key side (win_bwd_k_kernel, whose only outputs they
+/// are) is skipped, e.g. in distillation, where no input gradient is wanted. Needs
+/// tc_window_supported.
 void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           const __nv_bfloat16* v, const float* cosb, const float* sinb,
                           const float* tau, const float* alpha, const float* numden,

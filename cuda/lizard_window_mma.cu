@@ -1404,7 +1404,9 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
   const int nt = (d.T + kRows - 1) / kRows;
   kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
                                                  dy, dO, cself, delta, dq, dtau, dalpha, d);
-  // after the query side: it writes delta, which the key side reads
+  // after the query side: it writes delta, which the key side reads. Its only outputs are
+  // dk and dv: none wanted, no launch.
+  if (dk == nullptr && dv == nullptr) return;
   kk<<<dim3(nt, d.B * d.Hkv), kThreads, smk, s>>>(q, k, v, cosb, sinb, alpha, wstats, delta, dy,
                                                   dk, dv, d);
 }

@@ -160,19 +160,26 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   // rows, window stats, the gate's log-decay and logits.
   const double Ck = static_cast<double>(ops::kCudaChunk);
   const double states = H * 2 * F * (D + 1) / Ck * 4;  // RecomputeMode::States drops these
-  const double kernel_state = states + (H * (D + 1) + 2 * H + 2 * Hg) * 4;
+  // On the tensor cores the states come with the feature maps as bf16 hi + lo pairs of q and
+  // k (ops::LizardSaved::phiq...: 4 x [H, 2F] bf16), dropped with them.
+  const bool tc = lizard_states_recomputable(s);
+  const double phi_pair = tc ? 4 * H * 2 * F * 2 : 0.0;
+  const double kernel_state = states + phi_pair + (H * (D + 1) + 2 * H + 2 * Hg) * 4;
   // What the tape keeps of it, and what one layer's backward rebuilds on top of its scratch.
-  const bool drop_states = s.recompute == RecomputeMode::States && lizard_states_recomputable(s);
-  const double kept_state = drop_states ? kernel_state - states : kernel_state;
+  const bool drop_states = s.recompute == RecomputeMode::States && tc;
+  const double kept_state = drop_states ? kernel_state - states - phi_pair : kernel_state;
   const double rebuilt_state = drop_states ? states : 0.0;
   // The CUDA Lizard backward's scratch for one layer (cuda/lizard_attention_bwd.cu), alive
   // together while that layer's backward runs: dstates (as the states), dO' [H, D+1] f32,
-  // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo, du [H, F] bf16,
-  // the f32 gradients of q, k, v and their copies in the compute dtype, and the gate input's
+  // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo (unless kept),
+  // du [H, F] bf16, the f32 gradients of q, k, v and their copies in the compute dtype, and the gate input's
   // gradient (written in the compute dtype directly).
+  // The recomputed phi pairs only where the forward did not keep them (drop_states, or the
+  // f32 kernels, which recompute f32 phi in about the same room).
   const double grads = (H * D + 2 * Hkv * D);
+  const double phi_rebuilt = tc && !drop_states ? 0.0 : 4 * H * 2 * F * 2;
   const double bwd_scratch = H * 2 * F * (D + 1) / Ck * 4 + H * (D + 1) * 4 + 2 * H * 2 * F * 4 +
-                             4 * H * 2 * F * 2 + H * F * 2 + grads * (4 + e) + d * e;
+                             phi_rebuilt + H * F * 2 + grads * (4 + e) + d * e;
   double kept = 0, transient = 0;
   if (s.stage == "distill") {
     // Teacher path has no tape. Per linearized layer: the student's inputs (normed x, q, k,

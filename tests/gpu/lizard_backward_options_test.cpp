@@ -5,7 +5,7 @@
 //   v and x. Both through the default (split) feature backward and the fused one
 //   (LIZARD_FEATURES_BWD_KERNEL=old, which accumulates into a scratch dW when none is wanted);
 // - LizardConfig::keep_states false (recompute_states): the forward keeps no per-chunk states
-//   and the backward rebuilds them with the same sweep.
+//   and no feature maps, and the backward rebuilds them with the same kernels.
 #include <string>
 #include <tuple>
 
@@ -63,8 +63,8 @@ TEST(LizardBackwardOptionsGpu, MaskedGradientsEqualTheFullBackward) {
   }
 }
 
-// The rebuilt states are the forward's bit for bit (the same deterministic sweep on the same
-// recomputed phi_k pair), so every gradient equals the kept-states backward's up to the order
+// The rebuilt states and phi pairs are the forward's bit for bit (the same deterministic
+// kernels on the same inputs), so every gradient equals the kept-states backward's up to the order
 // of the GQA atomics (dk, dv: f32 sums, then one bf16 rounding) and of the parameter
 // gradients' f32 atomics: 1e-3 for the bf16 inputs' gradients as above, 1e-5 for the f32
 // parameter gradients. A stale or zero state moves the gradients by O(1).
@@ -75,12 +75,20 @@ TEST(LizardBackwardOptionsGpu, RebuiltStatesGiveTheSameGradients) {
     LizardCase c = feature_case(sh, 4200 + sh.T);
     const Tensor dy = rand(c.in.q.shape(), 78, DType::F64);
     const ops::LizardGrads kept = gpu_grads(c, dy, {});
-    c.cfg.keep_states = false;
-    {
+    // keep_states: the tensor-core forward keeps its phi pairs too (the backward then skips
+    // their recompute); without, neither
+    for (bool keep : {true, false}) {
+      c.cfg.keep_states = keep;
       const auto [in, p] = to_gpu(c);
       ops::LizardSaved saved;
       ops::lizard_attention_forward(c.cfg, in, p, &saved);
-      if (!f32_forced()) EXPECT_FALSE(saved.states.defined()) << sh.str() << ": states kept";
+      if (f32_forced()) continue;
+      const Shape phi_shape{sh.B, sh.H, sh.T, 2 * sh.F};
+      EXPECT_EQ(saved.states.defined(), keep) << sh.str();
+      for (const Tensor* t : {&saved.phiq, &saved.phiq_lo, &saved.phik, &saved.phik_lo}) {
+        EXPECT_EQ(t->defined(), keep) << sh.str();
+        if (keep && t->defined()) EXPECT_EQ(t->shape(), phi_shape) << sh.str();
+      }
     }
     const ops::LizardGrads rebuilt = gpu_grads(c, dy, {});
     for (auto [name, got, ref, tol] :

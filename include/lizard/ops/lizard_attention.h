@@ -17,6 +17,10 @@ struct LizardSaved {
   Tensor wstats;  ///< [B, H, T, 2] window row max and denominator (CUDA)
   Tensor bl;      ///< [B, Hg, T] chunk-local cumulative log-gate (CUDA)
   Tensor z;       ///< [B, Hg, T] gate logits (CUDA)
+  /// The tensor-core training forward's feature maps as bf16 hi + lo pairs, [B, H, T, 2F] each
+  /// (phi + phi_lo is the f32 map to about 2^-17): kept with the states (keep_states), so the
+  /// backward does not recompute them; undefined otherwise (f32 kernels, keep_states false).
+  Tensor phiq, phiq_lo, phik, phik_lo;
 };
 
 /// y [B, T, H, D] (dtype and device of q). `saved` (optional) receives what backward needs.

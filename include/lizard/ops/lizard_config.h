@@ -68,11 +68,12 @@ struct LizardConfig {
   int64_t chunk = 64;  ///< C of the CPU chunked path (DESIGN section 3); a tuning knob only
   /// Run-time, not a `lizard:` key (the run's `recompute_states` sets it): whether a CUDA
   /// training forward keeps its per-chunk f32 states [S|z] for the backward (2F (D+1) floats
-  /// per kCudaChunk tokens and head, most of what a layer keeps). false: the tensor-core
-  /// backward reruns the state sweep instead (the same bits, as long as LIZARD_STATE_KERNEL and
-  /// LIZARD_STATE_COLS do not change between the forward and the backward: z's f32 sum order
-  /// depends on them); the f32 kernels keep the states regardless. CPU ignores it (its backward
-  /// recomputes all).
+  /// per kCudaChunk tokens and head, most of what a layer keeps) and, on the tensor cores, its
+  /// feature maps as bf16 hi + lo pairs (4 x 2F bf16 per token and head, a quarter of the
+  /// states). false: the tensor-core backward recomputes the feature maps and reruns the state
+  /// sweep instead (the same bits, as long as LIZARD_STATE_KERNEL and LIZARD_STATE_COLS do not
+  /// change between the forward and the backward: z's f32 sum order depends on them); the f32
+  /// kernels keep the states regardless. CPU ignores it (its backward recomputes all).
   bool keep_states = true;
 
   // ---- resolved values (preset applied, explicit fields win) ----

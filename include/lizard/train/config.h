@@ -116,8 +116,9 @@ struct RunConfig {
   /// Recompute only the student attention of linearized layers in backward (distill: the
   /// student path of every layer; finetune: the Lizard mixing). Implied by `recompute`.
   bool recompute_attention = false;
-  /// Keep no per-chunk Lizard states between forward and backward (CUDA): the backward reruns
-  /// the state sweep. Most of a linearized layer's kept memory for a few % of the step.
+  /// Keep no per-chunk Lizard states (and, on the tensor cores, no feature maps) between
+  /// forward and backward (CUDA): the backward reruns the state sweep and the feature maps.
+  /// Most of a linearized layer's kept memory for a few % of the step.
   bool recompute_states = false;
   bool train_lizard_params = false;
   double kl_to_teacher = 0.0;
