@@ -652,12 +652,16 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // The training forward computed its phi the same way (bit-identical bf16 phi).
       Tensor wqb, wkb, wql, wkl, phiqb, phikb, phiql, phikl;
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (tc) {
+        if (tc && saved.w_pairs[0].defined()) {  // kept with the phi pairs: the same bits
+          wqb = saved.w_pairs[0], wql = saved.w_pairs[1], wkb = saved.w_pairs[2], wkl = saved.w_pairs[3];
+        } else if (tc) {
           for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
             *hi = Tensor::empty(src->shape(), DType::BF16, dev);
             *lo = Tensor::empty(src->shape(), DType::BF16, dev);
             split_bf16_launch(src->data<float>(), bp16(*hi), bp16(*lo), src->numel(), s);
           }
+        }
+        if (tc) {
           if (saved.phiq.defined()) {  // kept by the forward (keep_states): these very bits
             phiqb = saved.phiq, phiql = saved.phiq_lo, phikb = saved.phik, phikl = saved.phik_lo;
           } else {

@@ -365,7 +365,8 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
   Tensor states;
   if (saved || tc) states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
   y = Tensor::empty(in.q.shape(), dt, dev);
-  Tensor saved_phi_lo, saved_phik_lo;  // the training forward's phi_lo of q and k (tensor cores)
+  // the tensor-core training forward's phi_lo of q and k and its split feature weights
+  Tensor saved_phi_lo, saved_phik_lo, saved_w[4];
 
   visit_dtype(dt, [&](auto z0) {
     using T0 = decltype(z0);
@@ -416,6 +417,7 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
                         states.data<float>(), numden.data<float>(), split, d, s);
           saved_phi_lo = phiql;
           saved_phik_lo = phikl;
+          saved_w[0] = wqb, saved_w[1] = wql, saved_w[2] = wkb, saved_w[3] = wkl;
         }
       }
       if (!tc) {
@@ -469,6 +471,7 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
     saved->phiq_lo = keep_phi ? saved_phi_lo : Tensor();
     saved->phik = keep_phi ? phik : Tensor();
     saved->phik_lo = keep_phi ? saved_phik_lo : Tensor();
+    for (int i = 0; i < 4; ++i) saved->w_pairs[i] = keep_phi ? saved_w[i] : Tensor();
     saved->numden = numden;
     saved->wstats = wstats;
     saved->bl = bl;

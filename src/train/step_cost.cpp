@@ -161,7 +161,8 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   const double Ck = static_cast<double>(ops::kCudaChunk);
   const double states = H * 2 * F * (D + 1) / Ck * 4;  // RecomputeMode::States drops these
   // On the tensor cores the states come with the feature maps as bf16 hi + lo pairs of q and
-  // k (ops::LizardSaved::phiq...: 4 x [H, 2F] bf16), dropped with them.
+  // k (ops::LizardSaved::phiq...: 4 x [H, 2F] bf16), dropped with them. (Also kept: the split
+  // feature weights, 4 x H D F bf16 a layer, not per token: 4 MiB at 8B, left out.)
   const bool tc = lizard_states_recomputable(s);
   const double phi_pair = tc ? 4 * H * 2 * F * 2 : 0.0;
   const double kernel_state = states + phi_pair + (H * (D + 1) + 2 * H + 2 * Hg) * 4;

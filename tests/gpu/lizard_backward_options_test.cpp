@@ -89,6 +89,10 @@ TEST(LizardBackwardOptionsGpu, RebuiltStatesGiveTheSameGradients) {
         EXPECT_EQ(t->defined(), keep) << sh.str();
         if (keep && t->defined()) EXPECT_EQ(t->shape(), phi_shape) << sh.str();
       }
+      for (const Tensor& w : saved.w_pairs) {  // the split feature weights, kept with them
+        EXPECT_EQ(w.defined(), keep) << sh.str();
+        if (keep && w.defined()) EXPECT_EQ(w.shape(), (Shape{sh.H, sh.D, sh.F})) << sh.str();
+      }
     }
     const ops::LizardGrads rebuilt = gpu_grads(c, dy, {});
     for (auto [name, got, ref, tol] :
