@@ -63,7 +63,7 @@ namespace {
 
 using bf = __nv_bfloat16;
 
-// kRows: state rows (of 2F) per CTA, 64 or 32 per launch (state_rows); kRows / 16 m-tiles,
+// kRows: state rows (of 2F) per CTA, 64 or 32 per launch (state_mma_rows); kRows / 16 m-tiles,
 // each kept by kCS warps (D / kCS columns each).
 /// The bf16 row stride of the phi tiles [32][kRows]: 144 bytes (kRows 64) or 80 (32); the 8
 /// row addresses of an ldmatrix then fall on 8 distinct groups of 4 banks (36 or 20 words
