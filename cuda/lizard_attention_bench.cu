@@ -145,6 +145,7 @@ std::string bench_lizard_attention(const std::vector<LizardBenchShape>& shapes, 
        << ",\"inference_tc\":" << (ipath.global_tc ? "true" : "false")
        << ",\"training_global_tc\":" << (path.global_tc ? "true" : "false")
        << ",\"training_window_tc\":" << (path.window_tc ? "true" : "false")
+       << ",\"state_rows\":" << path.state_rows
        << ",\"fwd_ms\":" << f << ",\"fwd_bwd_ms\":" << fb << ",\"tc_fwd_bwd_ms\":" << fb_tc
        << bytes_json(forward_bytes(sh), f, "fwd") << bytes_json(backward_bytes(sh), fb_tc - f, "bwd")
        << "}\n";

@@ -330,6 +330,7 @@ LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
   r.global_tc = in.q.dtype() == DType::BF16 && tc_enabled(training) && tc_supported(d) && ok(in.q) &&
                 ok(in.k) && ok(in.v);
   r.window_tc = r.global_tc && tc_window_supported(d);
+  r.state_rows = r.global_tc && state_mma_selected(d) ? state_mma_rows(d) : 0;
   return r;
 }
 

@@ -2,14 +2,15 @@
 // state_tc_launch and the reverse dstate sweep behind dstate_tc_launch, the same contracts,
 // the same operands and the same split products as state_tc_kernel (lizard_attention_tc.cu),
 // register-resident:
-//   * one CTA per (b, h, 64 rows of the 2F x (D+1) state), 4 kCS warps (kCS = 1, 2 or 4 per
-//     launch: LIZARD_STATE_COLS, default 2, timed in state_cols): m-tile mt
+//   * one CTA per (b, h, kRows rows of the 2F x (D+1) state), kRows / 16 kCS warps (kRows =
+//     64 or 32 per launch: LIZARD_STATE_ROWS or the grid size, state_mma_rows; kCS = 1, 2 or
+//     4 per launch: LIZARD_STATE_COLS, default 2, timed in state_cols): m-tile mt
 //     (rows 16mt..16mt+15) is kept by warps kCS mt.. kCS mt + kCS - 1, warp cs of them on
 //     columns cs D/kCS.. as m16n8k16 f32 accumulators; warp cs = kCS - 1 keeps the z column of
 //     the rows in two f32 registers per lane (rows g and g+8, lane = 4 g + q). More warps per
 //     chain at small B*H: at B 1, H 32 the 128 CTAs of 4 warps left one warp per scheduler
 //     (issue #5: 0.23 issued per cycle, 4.4 cycles per instruction);
-//   * per chunk the operand tiles (phi and phi_lo rows [32][64]; v [32][D] forward, dO'
+//   * per chunk the operand tiles (phi and phi_lo rows [32][kRows]; v [32][D] forward, dO'
 //     [32][D+1] f32 reverse) arrive by cp.async into the buffer not being read, issued right
 //     after the barrier that frees it, so chunk c+1's loads overlap chunk c's work (unrolled
 //     loops of compile-time trip counts from per-thread bases);
@@ -49,8 +50,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
+#include "lizard/core/cuda_runtime.h"
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
 #include "mma_util.cuh"
@@ -60,17 +63,24 @@ namespace {
 
 using bf = __nv_bfloat16;
 
-constexpr int kRows = 64;           // state rows (of 2F) per CTA
-constexpr int kMTiles = kRows / 16; // m-tiles per CTA; each is kept by kCS warps (D / kCS columns each)
-constexpr int kLK = kRows + 8;      // bf16 ld of the phi tiles: 144 bytes, ldmatrix conflict-free
+// kRows: state rows (of 2F) per CTA, 64 or 32 per launch (state_mma_rows); kRows / 16 m-tiles,
+// each kept by kCS warps (D / kCS columns each).
+/// The bf16 row stride of the phi tiles [32][kRows]: 144 bytes (kRows 64) or 80 (32); the 8
+/// row addresses of an ldmatrix then fall on 8 distinct groups of 4 banks (36 or 20 words
+/// apart modulo 32), conflict-free, and rows stay 16-byte aligned for cp.async.
+constexpr int phi_ld(int kRows) { return kRows + 8; }
 
 /// The row stride (floats) of the dO' rows [..][T][ld]: D + 1, the den column last. (The
 /// states / dstates have the split per-chunk layout of state_index, lizard_attention_common.cuh.)
 constexpr int sweep_ld(int D) { return D + 1; }
 
-/// Minimum resident CTAs per SM for __launch_bounds__: 4-warp CTAs as before (forward 3,
-/// reverse 2); 8 warps 2 (<= 128 registers); 16 warps 1.
-constexpr int min_blocks(bool rev, int cs) { return cs == 1 ? (rev ? 2 : 3) : cs == 2 ? 2 : 1; }
+/// Minimum resident CTAs per SM for __launch_bounds__, 64 rows: 4-warp CTAs as before (forward
+/// 3, reverse 2); 8 warps 2 (<= 128 registers); 16 warps 1. 32 rows (half the warps, each with
+/// the same work): twice as many, so every warp gets the same register cap as with 64 rows
+/// (65536 / (threads x blocks) unchanged) and the same code.
+constexpr int min_blocks(bool rev, int cs, int rows) {
+  return (cs == 1 ? (rev ? 2 : 3) : cs == 2 ? 2 : 1) * (64 / rows);
+}
 static_assert(kChunk == 32, "two 16-token k-steps per chunk; one token per lane for the weights");
 
 // The shared-memory asm below clobbers "memory" so the compiler keeps it in program order
@@ -177,8 +187,9 @@ __device__ __forceinline__ float2 decay_pair(uint32_t h, uint32_t l, float2 w, u
 constexpr size_t al128(size_t n) { return (n + 127) / 128 * 128; }
 
 /// Shared-memory layout (byte offsets) of one instance; host and device use the same numbers.
-template <int D, bool kRev, bool kSplit, bool kShare>
+template <int D, bool kRev, bool kSplit, bool kShare, int kRows>
 struct Layout {
+  static constexpr int kMTiles = kRows / 16, kLK = phi_ld(kRows);
   static constexpr int D1 = sweep_ld(D), LV = D + 8;
   static constexpr int kRaw = kChunk * D1 + 8;  // f32 dO' block of a chunk + misalignment slack
   static constexpr size_t kTileK = sizeof(bf) * kChunk * kLK;  // one phi tile
@@ -206,8 +217,9 @@ struct Layout {
       zp + (kShare ? al128(sizeof(float) * kMTiles * (kChunk / 16) * 2 * 16) : 0);
 };
 
-/// Grid (ceil(2F / 64), B*H), 128 kCS threads: m-tile mt = warp / kCS (rows 16 mt..) is kept by
-/// the kCS warps cs = warp % kCS, each on columns cs D / kCS.. (D / kCS >= 32); the contract of
+/// Grid (ceil(2F / kRows), B*H), 2 kRows kCS threads (kRows / 16 m-tiles of kCS warps): m-tile
+/// mt = warp / kCS (rows f0 + 16 mt..) is kept by the kCS warps cs = warp % kCS, each on
+/// columns cs D / kCS.. (D / kCS >= 32); the contract of
 /// state_tc_kernel<kRev, kSplit>:
 /// forward (kRev false) X <- exp(bl_end) X + (phi_k exp(bl_end - bl_s))^T [V | 1] over the
 /// chunks in order from phi = phi_k and v [B,T,Hkv,D] bf16; reverse (kRev true) dX <-
@@ -219,15 +231,27 @@ struct Layout {
 /// each warp's chunk (about 900 instructions) is one dependent chain; kCS warps per m-tile
 /// split its products, decay and stage stores kCS ways and the A fragments' formation 4 kCS
 /// ways (kShare), so kCS times as many warps share the chain.
-template <int D, bool kRev, bool kSplit, int kCS>
-__global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
+///
+/// Why kRows 32 (state_mma_rows): with fewer CTAs than about two per SM, each SM runs one chain
+/// (or none), and its barriers and latencies go unhidden; halving the rows per CTA doubles
+/// the independent chains (B 1, H 32, 2F 256: 256 CTAs on 132 SMs), at the price of each CTA
+/// reading (and, reverse, converting) the whole v / dO' tile of a chunk for half the rows.
+/// Bit-identical outputs for either kRows: every state row's arithmetic is the same whichever
+/// CTA holds it (its m-tile's A fragments from the same phi elements and token weights by the
+/// same f32 expressions, the same mma sequence over the same B tiles, the same z sums in the
+/// same order, the same exp(bl_end)); kRows only decides which rows share a CTA. The GPU test
+/// EveryRowSplitGivesTheSameBits holds this for states, dstates and y.
+template <int D, bool kRev, bool kSplit, int kCS, int kRows>
+__global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
   // kShare (kCS > 1): each A fragment is formed once, by one warp, into shared memory, not
   // by all kCS warps that use it (a second CTA barrier per chunk forward)
   constexpr bool kShare = kCS > 1;
-  using L = Layout<D, kRev, kSplit, kShare>;
+  using L = Layout<D, kRev, kSplit, kShare, kRows>;
+  static_assert(kRows == 64 || kRows == 32, "2 or 4 m-tiles per CTA");
+  constexpr int kMTiles = L::kMTiles, kLK = L::kLK;
   constexpr int D1 = L::D1, LV = L::LV;
   constexpr int kThreads = kMTiles * 32 * kCS;
   constexpr int DC = D / kCS, NT = DC / 8;  // columns and n-tiles of one warp
@@ -617,47 +641,107 @@ __global__ void __launch_bounds__(kMTiles * 32 * kCS, min_blocks(kRev, kCS))
   if (copier) bulk_wait_all();
 }
 
-template <int D, bool kRev, bool kSplit, int kCS>
-void launch_cols(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
-                 float* out, const Dims& d, cudaStream_t s) {
-  using L = Layout<D, kRev, kSplit, (kCS > 1)>;
+template <int D, bool kRev, bool kSplit, int kCS, int kRows>
+void launch_shape(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
+                  float* out, const Dims& d, cudaStream_t s) {
+  using L = Layout<D, kRev, kSplit, (kCS > 1), kRows>;
   static_assert(L::bytes <= 227 * 1024, "an SM's shared memory");
-  auto kernel = state_mma_kernel<D, kRev, kSplit, kCS>;
+  auto kernel = state_mma_kernel<D, kRev, kSplit, kCS, kRows>;
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(L::bytes)) == cudaSuccess,
            "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
   const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
-  kernel<<<grid, kMTiles * 32 * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+  kernel<<<grid, 2 * kRows * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+}
+
+/// One of `values` from the environment variable `var`: 0 when it is unset or empty, the value
+/// when its text is exactly one of them (decimal), else InputError naming `var`, the values,
+/// `what` they count and what unset means (`dflt`). The launch switches below (column and
+/// row split) read it per call.
+int env_choice(const char* var, std::initializer_list<int> values, const char* what,
+               const char* dflt) {
+  const char* e = std::getenv(var);
+  if (!e || !*e) return 0;
+  const std::string v(e);
+  std::string list;
+  size_t i = 0;
+  for (const int x : values) {
+    if (v == std::to_string(x)) return x;
+    list += (i == 0 ? "" : i + 1 == values.size() ? " or " : ", ") + std::to_string(x);
+    ++i;
+  }
+  throw InputError(std::string(var) + "='" + v + "': expected " + list + " (" + what +
+                   ") or unset (" + dflt + ")");
 }
 
 /// Warps per m-tile for d: LIZARD_STATE_COLS (1, 2 or 4; unset or empty: 2), at most D / 32 (a
 /// warp keeps 32 columns or more). 2 won or tied at every shape timed on an H200 (2026-11-28,
-/// `lizard bench attention`, fwd+bwd ms for cols 1 / 2 / 4): B 8, T 2048 10.58 / 10.37 / 11.15
-/// (the dstate sweep 1.07 -> 0.88 ms with 2); B 2, T 8192 10.61 / 10.40 / 11.21; B 1, T 32768
-/// 22.59 / 22.07 / 22.22; B 1, T 2048 1.650 / 1.631 / 1.629. Throws InputError naming the
-/// variable for any other value.
+/// 64 rows, `lizard bench attention`, fwd+bwd ms for cols 1 / 2 / 4): B 8, T 2048 10.58 / 10.37
+/// / 11.15 (the dstate sweep 1.07 -> 0.88 ms with 2); B 2, T 8192 10.61 / 10.40 / 11.21; B 1,
+/// T 32768 22.59 / 22.07 / 22.22; B 1, T 2048 1.650 / 1.631 / 1.629. Kept at 2 with 32 rows:
+/// the split divides the same per-m-tile work whichever rows share the CTA (32 rows and 2
+/// columns: 4-warp CTAs, two per SM at B 1, H 32). Throws InputError naming the variable for
+/// any other value.
 int state_cols(const Dims& d) {
-  int want = 2;
-  if (const char* e = std::getenv("LIZARD_STATE_COLS"); e && *e) {
-    const std::string v(e);
-    if (v != "1" && v != "2" && v != "4")
-      throw InputError("LIZARD_STATE_COLS='" + v +
-                       "': expected 1, 2 or 4 (warps per 16 state rows) or unset (2)");
-    want = v[0] - '0';
+  const int want = env_choice("LIZARD_STATE_COLS", {1, 2, 4}, "warps per 16 state rows", "2");
+  return std::min(want ? want : 2, d.D / 32);
+}
+
+/// How many CTAs of an instance one SM holds at once (sm_90, the only build target: 228 KiB of
+/// shared memory per SM, 1 KiB of it reserved per CTA, 2048 threads), at most min_blocks (the
+/// residency its register cap guarantees; more may fit, so this errs towards fewer).
+template <int D, bool kRev, bool kSplit, int kCS, int kRows>
+constexpr int resident_per_sm() {
+  using L = Layout<D, kRev, kSplit, (kCS > 1), kRows>;
+  constexpr int by_smem = int(228 * 1024 / (L::bytes + 1024)), by_threads = 2048 / (2 * kRows * kCS);
+  return std::min({by_smem, by_threads, min_blocks(kRev, kCS, kRows)});
+}
+
+/// 32-row CTAs of the reverse sweep (whose shared memory is the largest of the sweeps': the
+/// f32 dO' tiles) one SM holds at D and `cols` warps per m-tile: 2 at D 128.
+int dstate_resident32(int D, int cols) {
+  switch (D) {
+    case 32: return resident_per_sm<32, true, true, 1, 32>();
+    case 64: return cols == 2 ? resident_per_sm<64, true, true, 2, 32>()
+                              : resident_per_sm<64, true, true, 1, 32>();
+    case 128: return cols == 4   ? resident_per_sm<128, true, true, 4, 32>()
+                     : cols == 2 ? resident_per_sm<128, true, true, 2, 32>()
+                                 : resident_per_sm<128, true, true, 1, 32>();
+    default: return 0;
   }
-  return std::min(want, d.D / 32);
+}
+static_assert(resident_per_sm<128, true, true, 2, 32>() == 2 &&
+                  resident_per_sm<128, false, true, 2, 32>() == 4,
+              "the residency state_mma_rows' comment counts on");
+
+/// The SM count of the current device (the context's, read once per device).
+int current_sm_count() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
+  const int n = context(dev).sm_count;
+  return n > 0 ? n : 132;  // an H100 / H200; only the row split depends on it
+}
+
+template <int D, bool kRev, bool kSplit, int kRows>
+void launch_rows(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
+                 float* out, const Dims& d, cudaStream_t s) {
+  const int cols = state_cols(d);
+  if constexpr (D >= 128)
+    if (cols == 4)
+      return launch_shape<D, kRev, kSplit, 4, kRows>(phi, phi_lo, v, dO, bl, out, d, s);
+  if constexpr (D >= 64)
+    if (cols == 2)
+      return launch_shape<D, kRev, kSplit, 2, kRows>(phi, phi_lo, v, dO, bl, out, d, s);
+  launch_shape<D, kRev, kSplit, 1, kRows>(phi, phi_lo, v, dO, bl, out, d, s);
 }
 
 template <int D, bool kRev, bool kSplit>
 void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
             float* out, const Dims& d, cudaStream_t s) {
   if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
-  const int cols = state_cols(d);
-  if constexpr (D >= 128)
-    if (cols == 4) return launch_cols<D, kRev, kSplit, 4>(phi, phi_lo, v, dO, bl, out, d, s);
-  if constexpr (D >= 64)
-    if (cols == 2) return launch_cols<D, kRev, kSplit, 2>(phi, phi_lo, v, dO, bl, out, d, s);
-  launch_cols<D, kRev, kSplit, 1>(phi, phi_lo, v, dO, bl, out, d, s);
+  if (state_mma_rows(d) == 32)
+    return launch_rows<D, kRev, kSplit, 32>(phi, phi_lo, v, dO, bl, out, d, s);
+  launch_rows<D, kRev, kSplit, 64>(phi, phi_lo, v, dO, bl, out, d, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -668,6 +752,30 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 bool state_wmma_forced() { return env_switch("LIZARD_STATE_KERNEL", "mma", "wmma"); }
 
 }  // namespace
+
+int state_mma_rows(const Dims& d) {
+  if (const int r = env_choice("LIZARD_STATE_ROWS", {32, 64}, "state rows per CTA",
+                               "by the grid size"))
+    return r;
+  // A CTA walks its chunks as one dependent chain (cp.async wait, barrier, fragments, barrier,
+  // products, stage), so an SM with one CTA idles through every latency of it: B 1, T 2048,
+  // H 32, 2F 256 (128 CTAs on 132 SMs) took 2.4 us a chunk forward, 3 reverse, twice the HBM
+  // time of the states it writes, while B 8 (1024 CTAs, several resident per SM) streams them
+  // at 3.4-3.7 TB/s. Two CTAs per SM are the fewest that overlap one's waits with the other's
+  // work, so below two 64-row CTAs per SM (on average) take 32 rows, twice the chains for the
+  // same rows; from two on 64, since 32 rows also read (and reverse, convert) every chunk's
+  // v / dO' tile once per CTA, twice over, for no more overlap than the SMs already have.
+  // And only when every 32-row CTA is resident at once: a CTA holds its SM slot for the whole
+  // sequence, so CTAs beyond one wave would start after the first wave's entire chains, twice
+  // the time. The reverse sweep at D 128 holds two 32-row CTAs per SM (81 KiB each; the
+  // forward four), so on 132 SMs at H 32, 2F 256 only B 1 (256 CTAs of 32 rows) takes 32;
+  // B 2 (256 of 64 rows, 512 of 32) would need a second wave of the reverse sweep. One rule
+  // for both sweeps (the reverse's residency), so a forward and its backward split alike
+  // (only a matter of time: the bits are the same either way).
+  const int64_t sms = current_sm_count(), ctas64 = int64_t(d.B) * d.H * ((2 * d.F + 63) / 64);
+  const int per_sm32 = dstate_resident32(d.D, state_cols(d));
+  return ctas64 < 2 * sms && 2 * ctas64 <= per_sm32 * sms ? 32 : 64;
+}
 
 bool state_mma_selected(const Dims& d) {
   const bool forced = state_wmma_forced();  // first: a bad value is an error at every shape

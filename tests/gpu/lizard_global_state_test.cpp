@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <tuple>
 
 #include "lizard/core/error.h"
 #include "lizard/cuda/lizard_attention.h"
@@ -159,6 +161,122 @@ TEST(LizardGlobalStateGpu, EveryColumnSplitMatchesWmmaSweeps) {
   }
 }
 
+/// What the row-split test compares, from one training forward (states, y), its backward
+/// (the dstates, kept by LizardWants::dstates) and an inference forward (y_inf, the unsplit
+/// forward sweep), with LIZARD_STATE_ROWS=`rows` and LIZARD_STATE_COLS=`cols`; `path_rows`
+/// the state rows per CTA lizard_attention_kernel_path reports for them.
+struct SweepOutputs {
+  Tensor states, dstates, y, y_inf;
+  int path_rows = -1;
+};
+
+SweepOutputs run_rows(const LizardCase& c, const Tensor& dy, const char* rows, const char* cols) {
+  ScopedEnv env("LIZARD_STATE_ROWS", rows);
+  env.set("LIZARD_STATE_COLS", cols);
+  const auto [in, p] = to_gpu(c);
+  SweepOutputs r;
+#ifdef LIZARD_WITH_CUDA  // CPU-only builds skip before this; the path query exists with CUDA only
+  r.path_rows = cuda::lizard_attention_kernel_path(c.cfg, in, p, true).state_rows;
+#endif
+  ops::LizardSaved saved;
+  r.y = ops::lizard_attention_forward(c.cfg, in, p, &saved);
+  r.states = saved.states;
+  ops::LizardWants want;
+  want.dstates = true;
+  r.dstates = ops::lizard_attention_backward(c.cfg, in, p, saved,
+                                             dy.to(Device::cuda(0), DType::BF16), want).dstates;
+  r.y_inf = ops::lizard_attention_forward(c.cfg, in, p, nullptr);
+  return r;
+}
+
+/// a and b hold the same bytes (same dtype and shape); names the first element that differs.
+void expect_same_bits(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_TRUE(a.defined() && b.defined()) << what << ": undefined";
+  ASSERT_EQ(a.dtype(), b.dtype()) << what;
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const Tensor ha = a.contiguous().to(Device::cpu()), hb = b.contiguous().to(Device::cpu());
+  const auto* pa = static_cast<const unsigned char*>(ha.raw());
+  const auto* pb = static_cast<const unsigned char*>(hb.raw());
+  const size_t n = ha.nbytes(), es = ha.nbytes() / std::max<size_t>(ha.numel(), 1);
+  size_t first = n, count = 0;
+  for (size_t i = 0; i < n; i += es)
+    if (std::memcmp(pa + i, pb + i, es) != 0) {
+      if (first == n) first = i / es;
+      ++count;
+    }
+  EXPECT_EQ(count, 0u) << what << ": " << count << " elements differ, the first at flat index "
+                       << first;
+}
+
+/// Whether t has an element other than zero.
+bool any_nonzero(const Tensor& t) {
+  for (double x : host(t))
+    if (x != 0) return true;
+  return false;
+}
+
+// The row split (LIZARD_STATE_ROWS: 32 or 64 state rows per CTA) only decides which rows share
+// a CTA; every row's arithmetic is the same (cuda/lizard_global_state_mma.cu), so the states,
+// the backward's dstates and both y must be the same bits under 32 and 64, for every column
+// split (not within a tolerance: any difference is a fault). Lengths 1 (one partial chunk), 33,
+// 65 (a partial last chunk, which the reverse sweep takes first), 1000; GQA groups 1, 2, 4;
+// D 32, 64, 128; 2F 256 (4 or 8 CTAs per head), 96 (a 64-row CTA with only 32 rows against
+// three full 32-row ones) and 32 (one half-empty 64-row CTA, one 32-row CTA); gates near 0
+// and 1.
+TEST(LizardGlobalStateGpu, EveryRowSplitGivesTheSameBits) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+  for (const char* cols : {"1", "2", "4"}) {
+    SCOPED_TRACE(std::string("LIZARD_STATE_COLS=") + cols);
+    for (Shape sh : {Shape{2, 1, 4, 1, 128, 128, 0.5}, Shape{2, 33, 4, 1, 128, 128, -6},
+                     Shape{1, 65, 4, 4, 64, 48, 6}, Shape{1, 1000, 4, 2, 128, 128, 6},
+                     Shape{2, 65, 2, 1, 32, 16, 0.5}}) {
+      ops::LizardConfig cfg;
+      cfg.feature_dim = sh.F;
+      cfg.window = 24;
+      cfg.sinks = 4;
+      const LizardCase c = make_case(cfg, sh.B, sh.T, sh.H, sh.Hkv, sh.D, 8, 5200 + sh.T + sh.F,
+                                     DType::F64, 0.5, sh.gate_bias);
+      const std::string what = "B " + std::to_string(sh.B) + " T " + std::to_string(sh.T) +
+                               " H " + std::to_string(sh.H) + " Hkv " + std::to_string(sh.Hkv) +
+                               " D " + std::to_string(sh.D) + " F " + std::to_string(sh.F);
+      const Tensor dy = rand(c.in.q.shape(), 93, DType::F64);
+      const SweepOutputs r64 = run_rows(c, dy, "64", cols), r32 = run_rows(c, dy, "32", cols);
+      // the switch reaches the launch's choice (else both runs could be one kernel)
+      EXPECT_EQ(r64.path_rows, 64) << what;
+      EXPECT_EQ(r32.path_rows, 32) << what;
+      expect_same_bits(r64.states, r32.states, what + " states (forward sweep, split)");
+      expect_same_bits(r64.dstates, r32.dstates, what + " dstates (reverse sweep)");
+      expect_same_bits(r64.y, r32.y, what + " y (training)");
+      expect_same_bits(r64.y_inf, r32.y_inf, what + " y (inference: forward sweep, unsplit)");
+      if (sh.T > 32) {  // two chunks or more: neither sweep writes only zeros
+        EXPECT_TRUE(any_nonzero(r32.states)) << what << " states all zero";
+        EXPECT_TRUE(any_nonzero(r32.dstates)) << what << " dstates all zero";
+      }
+    }
+  }
+}
+
+// The automatic row split (LIZARD_STATE_ROWS unset): 32 rows for a grid far under one 64-row
+// CTA per SM (B 1, H 4, 2F 256: 16 CTAs; any GPU of 16 SMs or more), 64 for one far over two
+// per SM (B 8, H 32: 1024 CTAs; any GPU of up to 512 SMs). T 33: only the shapes matter.
+TEST(LizardGlobalStateGpu, RowSplitFollowsTheGridSize) {
+  LZ_REQUIRE_GPU();
+  if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
+#ifdef LIZARD_WITH_CUDA
+  ScopedEnv env("LIZARD_STATE_ROWS", nullptr);
+  ops::LizardConfig cfg;
+  cfg.feature_dim = 128;
+  cfg.window = 16;
+  for (auto [B, H, Hkv, rows] : {std::tuple{1, 4, 1, 32}, std::tuple{8, 32, 8, 64}}) {
+    const LizardCase c = make_case(cfg, B, 33, H, Hkv, 128, 8, 7);
+    const auto [in, p] = to_gpu(c);
+    EXPECT_EQ(cuda::lizard_attention_kernel_path(cfg, in, p, true).state_rows, rows)
+        << "B " << B << " H " << H;
+  }
+#endif
+}
+
 // The switch really switches: on a long case with gates near 1 the z columns (summed in
 // another order) cannot agree bit for bit over every chunk, so equal states would mean both
 // runs took the same kernel and the test above compared a kernel with itself.
@@ -177,8 +295,8 @@ TEST(LizardGlobalStateGpu, SwitchSelectsTheWmmaSweep) {
   EXPECT_GT(m, 0.0) << "LIZARD_STATE_KERNEL=mma and =wmma gave identical states";
 }
 
-// An unknown value of either switch (the kernel, the column split) is an input error naming
-// the variable, not a silent default.
+// An unknown value of any switch (the kernel, the column split, the row split) is an input
+// error naming the variable, not a silent default.
 TEST(LizardGlobalStateGpu, UnknownSwitchValuesAreErrors) {
   LZ_REQUIRE_GPU();
   if (f32_forced()) GTEST_SKIP() << "LIZARD_ATTENTION_KERNELS=f32 forces the f32 kernels";
@@ -190,6 +308,10 @@ TEST(LizardGlobalStateGpu, UnknownSwitchValuesAreErrors) {
   expect_unknown_switch_rejected("LIZARD_STATE_KERNEL", [&](const char* v) { run_with(c, dy, v); });
   expect_unknown_switch_rejected("LIZARD_STATE_COLS", [&](const char* v) {
     ScopedEnv env("LIZARD_STATE_COLS", v);
+    run_with(c, dy, nullptr);
+  });
+  expect_unknown_switch_rejected("LIZARD_STATE_ROWS", [&](const char* v) {
+    ScopedEnv env("LIZARD_STATE_ROWS", v);
     run_with(c, dy, nullptr);
   });
 }

@@ -9,7 +9,7 @@
 // cuda/lizard_attention_tc.cu; bf16 mma operands, f32 accumulators and states):
 //   gate      z = x.w_g + b_g, bl = chunk-local inclusive cumsum of logsigmoid(z)   [B,Hg,T]
 //   features  phi_q, phi_k [B,H,T,2F] bf16: u = x W_h by mma, the map in f32
-//   state     one CTA per (b, h, 64 state rows) walks the chunks, [S|z] in fragments, writes
+//   state     one CTA per (b, h, 64 or 32 state rows) walks the chunks, [S|z] in fragments, writes
 //             the state before every chunk [B,H,NC,2F,D+1] f32
 //   output    one CTA per (b, h, chunk): P = phi_q phi_k^T decayed, (phi_q e^bl) S + P V
 //             -> numden [B,H,T,D+1]
@@ -39,6 +39,9 @@ namespace lizard::cuda {
 struct LizardKernelPath {
   bool global_tc = false;
   bool window_tc = false;
+  /// State rows per CTA of the global branch's mma.sync state sweeps (32 or 64, the same bits
+  /// either way: LIZARD_STATE_ROWS or the grid size); 0 when they do not run.
+  int state_rows = 0;
 };
 LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
                                               const ops::LizardInputs& in,

@@ -17,7 +17,8 @@ std::vector<LizardBenchShape> lizard_bench_default_shapes();
 /// returns one JSON object per shape, one per line:
 /// {"op":"lizard_attention","device":..,"B":..,"T":..,"H":..,"D":..,"F":..,"window":..,
 ///  "inference_tc", "training_global_tc", "training_window_tc" (which kernels ran:
-///  lizard_attention_kernel_path), "tc_fwd_bwd_ms" (the experimental tensor-core training path),
+///  lizard_attention_kernel_path), "state_rows" (rows per CTA of the state sweeps, 0: not the
+///  mma sweeps), "tc_fwd_bwd_ms" (the experimental tensor-core training path),
 ///  "fwd_ms":..,"fwd_bwd_ms":.., "hbm_gb_fwd":{stage: GB moved, .., "total"},
 ///  "hbm_floor_ms_fwd": total / 4.8 TB/s, "hbm_fraction_fwd": floor / fwd_ms, and the same
 ///  for the backward (measured as fwd_bwd_ms - fwd_ms)}. The byte counts are analytic (what

@@ -33,6 +33,10 @@ struct LizardParams {
 struct LizardGrads {
   Tensor dq, dk, dv, dx;
   Tensor dwq, dwk, dw_g, db_g, dtau, dalpha;
+  /// Only with LizardWants::dstates (tests): the CUDA tensor-core backward's per-chunk dstates
+  /// [B, H, NC, 2F, D+1] f32 (scratch of the global branch, laid out like the states), so that
+  /// kernel variants can be compared bit for bit; undefined otherwise.
+  Tensor dstates;
 };
 
 /// Which gradients a backward must produce (all by default). A gradient not wanted may come
@@ -43,6 +47,7 @@ struct LizardWants {
   bool dq = true, dk = true, dv = true, dx = true;
   bool dwq = true, dwk = true;
   bool dgate = true;  ///< dw_g and db_g
+  bool dstates = false;  ///< keep LizardGrads::dstates (tests; the tensor-core path only)
 };
 
 /// Shapes read off the inputs, checked against each other and the config.
