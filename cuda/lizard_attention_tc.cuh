@@ -186,12 +186,13 @@ void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
 /// naming the variable for any other value.
 bool state_mma_selected(const Dims& d);
 
-/// State rows per CTA the mma.sync sweeps (forward and reverse alike) take for d, 32 or 64
-/// (the outputs are the same bits either way): LIZARD_STATE_ROWS=32|64, or unset / empty, 32
-/// when the 64-row grid (B H ceil(2F / 64) CTAs) is under two CTAs per SM of the current
-/// device and the 32-row grid of the reverse sweep fits on the SMs at once, else 64. Read per
-/// call; throws InputError naming the variable for any other value (and LIZARD_STATE_COLS').
-int state_mma_rows(const Dims& d);
+/// State rows per CTA the mma.sync sweeps take for d, 32 or 64 (the outputs are the same bits
+/// either way): LIZARD_STATE_ROWS=32|64 for both sweeps, or unset / empty: the forward sweep
+/// (rev false) 32 when the 64-row grid (B H ceil(2F / 64) CTAs) is under two CTAs per SM of
+/// the current device and the 32-row grid of the reverse sweep fits on the SMs at once, else
+/// 64; the reverse sweep (rev true) 64 (measured). Read per call; throws InputError naming the
+/// variable for any other value (and LIZARD_STATE_COLS').
+int state_mma_rows(const Dims& d, bool rev = false);
 
 /// state_tc_launch on the mma.sync sweep (same contract, same operand bits, f32 sums in
 /// another order); needs state_mma_selected(d) and 16-byte aligned pointers.

@@ -739,7 +739,7 @@ template <int D, bool kRev, bool kSplit>
 void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
             float* out, const Dims& d, cudaStream_t s) {
   if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
-  if (state_mma_rows(d) == 32)
+  if (state_mma_rows(d, kRev) == 32)
     return launch_rows<D, kRev, kSplit, 32>(phi, phi_lo, v, dO, bl, out, d, s);
   launch_rows<D, kRev, kSplit, 64>(phi, phi_lo, v, dO, bl, out, d, s);
 }
@@ -753,10 +753,14 @@ bool state_wmma_forced() { return env_switch("LIZARD_STATE_KERNEL", "mma", "wmma
 
 }  // namespace
 
-int state_mma_rows(const Dims& d) {
+int state_mma_rows(const Dims& d, bool rev) {
   if (const int r = env_choice("LIZARD_STATE_ROWS", {32, 64}, "state rows per CTA",
                                "by the grid size"))
     return r;
+  // The reverse sweep keeps 64: at B 1, T 2048, H 32, 2F 256 (H200, ncu) 32 rows took it from
+  // 0.174 to 0.184 ms (each CTA converts the whole f32 dO' tile of a chunk for half the rows)
+  // while the forward went 0.144 -> 0.123 ms (training) and 0.118 -> 0.111 (inference).
+  if (rev) return 64;
   // A CTA walks its chunks as one dependent chain (cp.async wait, barrier, fragments, barrier,
   // products, stage), so an SM with one CTA idles through every latency of it: B 1, T 2048,
   // H 32, 2F 256 (128 CTAs on 132 SMs) took 2.4 us a chunk forward, 3 reverse, twice the HBM
@@ -769,9 +773,8 @@ int state_mma_rows(const Dims& d) {
   // sequence, so CTAs beyond one wave would start after the first wave's entire chains, twice
   // the time. The reverse sweep at D 128 holds two 32-row CTAs per SM (81 KiB each; the
   // forward four), so on 132 SMs at H 32, 2F 256 only B 1 (256 CTAs of 32 rows) takes 32;
-  // B 2 (256 of 64 rows, 512 of 32) would need a second wave of the reverse sweep. One rule
-  // for both sweeps (the reverse's residency), so a forward and its backward split alike
-  // (only a matter of time: the bits are the same either way).
+  // B 2 (256 of 64 rows, 512 of 32) would need a second wave of the reverse sweep. The
+  // forward keeps that rule (the reverse's residency: B 2 untimed at 32 rows).
   const int64_t sms = current_sm_count(), ctas64 = int64_t(d.B) * d.H * ((2 * d.F + 63) / 64);
   const int per_sm32 = dstate_resident32(d.D, state_cols(d));
   return ctas64 < 2 * sms && 2 * ctas64 <= per_sm32 * sms ? 32 : 64;

@@ -39,8 +39,9 @@ namespace lizard::cuda {
 struct LizardKernelPath {
   bool global_tc = false;
   bool window_tc = false;
-  /// State rows per CTA of the global branch's mma.sync state sweeps (32 or 64, the same bits
-  /// either way: LIZARD_STATE_ROWS or the grid size); 0 when they do not run.
+  /// State rows per CTA of the global branch's mma.sync forward state sweep (32 or 64, the
+  /// same bits either way: LIZARD_STATE_ROWS or the grid size; the reverse sweep takes 64
+  /// unless forced); 0 when they do not run.
   int state_rows = 0;
 };
 LizardKernelPath lizard_attention_kernel_path(const ops::LizardConfig& cfg,
