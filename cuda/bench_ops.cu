@@ -160,8 +160,10 @@ std::vector<BenchRow> bench_ops(int device, int iters, bool quick) {
     Tensor p = rnd({P}, DType::BF16, device, 12), g = rnd({P}, DType::BF16, device, 13);
     Tensor mw = rnd({P}, DType::F32, device, 14), m = rnd({P}, DType::F32, device, 15);
     Tensor v = rnd({P}, DType::F32, device, 16, 0.001, 0.01);
-    Tensor clip = Tensor::full({1}, 1.0, DType::F32, Device::cuda(device));
-    double ms = time_ms([&] { adamw_step(p, mw, m, v, g, clip, 1e-4, 0.9, 0.99, 1e-8, 0.0, 1, st); }, st, iters);
+    AdamWHyper h;
+    h.lr = 1e-4;
+    const std::vector<AdamWTensor> ts{{p, mw, m, v, g, 0.0}};
+    double ms = time_ms([&] { adamw_step(ts, h, st); }, st, iters);
     add("adamw_step", shape_of({P}), "bf16/f32", ms, P * (2.0 + 2 + 3 * 4 * 2), 0);
     Tensor out = Tensor::empty({1}, DType::F32, Device::cuda(device));
     ms = time_ms([&] { sum_squares({g}, out, st); }, st, iters);

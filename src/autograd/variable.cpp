@@ -64,13 +64,20 @@ Var make_result(Tensor out, const std::vector<Var>& inputs, std::shared_ptr<Node
   return Var::from_node(std::move(out), std::move(node));
 }
 
-void accumulate(Tensor& acc, const Tensor& g) {
-  // A leaf gradient is owned (the optimizer and later backward calls write into it).
-  if (!acc.defined()) {
-    acc = g.clone();
+void accumulate(Tensor& acc, Tensor g) {
+  if (acc.defined()) {
+    ops::add_(acc, g);
     return;
   }
-  ops::add_(acc, g);
+  // A leaf gradient is owned: the optimizer, later backward calls and data parallelism's
+  // all-reduce write into it. `g` may be taken as it is only when this argument is the one
+  // reference to its storage (nothing else, no view, node buffer, saved tensor or caller, can
+  // see those writes) and it covers that whole storage densely (a slice would keep the rest of
+  // a larger allocation alive). Otherwise it is copied. A fresh GEMM result moved in here, e.g.
+  // a LoRA weight's gradient, is the common case: adopting it saves a device-to-device copy.
+  const bool sole_owner = g.storage().use_count() == 1 && g.offset() == 0 && g.is_contiguous() &&
+                          g.nbytes() == g.storage()->bytes();
+  acc = sole_owner ? std::move(g) : g.clone();
 }
 
 namespace {
@@ -99,7 +106,7 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in
              r.data().desc());
     if (!r.requires_grad()) continue;
     if (!r.grad_fn()) {  // a leaf root
-      accumulate(r.impl()->grad, g);
+      accumulate(r.impl()->grad, std::move(g));  // a caller's tensor stays shared: copied
       continue;
     }
     accumulate_buffer(buffer[r.grad_fn().get()], g);
@@ -170,8 +177,8 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in
         buffer[e.fn.get()] = gins[i];  // already holds the running sum
       else if (e.fn)
         accumulate_buffer(buffer[e.fn.get()], gins[i]);
-      else
-        accumulate(e.leaf->grad, gins[i]);
+      else  // moved: the leaf may adopt it (gins[i] is not read again)
+        accumulate(e.leaf->grad, std::move(gins[i]));
     }
     leaves_done(n);
     if (!retain_graph) n->release();

@@ -61,7 +61,7 @@ GradSumSquares grad_sum_squares(const std::vector<Var>& params) {
   }
   if (!cuda_grads.empty()) {
     // One device per process (data parallel), so one launch covers every CUDA gradient.
-    r.device_sum = Tensor::zeros({1}, DType::F32, cuda_grads[0].device());
+    r.device_sum = Tensor::empty({1}, DType::F32, cuda_grads[0].device());  // overwritten
     LZ_CUDA_ONLY(cuda::sum_squares(cuda_grads, r.device_sum, cuda::stream_of(r.device_sum)));
   }
   return r;
@@ -115,10 +115,12 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
   }
   if (max_norm > 0 && r.grad_norm > max_norm) r.clip_scale = max_norm / (r.grad_norm + 1e-6);
   ++t_;
-  // The clip scale lives in device memory (the kernel reads it, so clipping never waits on
-  // the host): one fill per device and step, not one per parameter, halving the launches of
-  // a step whose optimizer phase is bound by the host's launch rate.
-  Tensor device_scale;
+  // CUDA parameters are collected per device and updated by one multi-tensor launch each (a
+  // LoRA step has hundreds of small tensors: one launch apiece cost more than the updates).
+  // The clip factor travels as a kernel argument: the host computed it already.
+#ifdef LIZARD_WITH_CUDA
+  std::vector<std::vector<cuda::AdamWTensor>> per_device;
+#endif
   for (State& s : states_) {
     const Tensor& g = s.param.grad();
     if (!g.defined()) continue;
@@ -128,11 +130,10 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
     Tensor master = s.master.defined() ? s.master : s.param.data();
     if (master.is_cuda()) {
 #ifdef LIZARD_WITH_CUDA
-      Tensor param = s.param.data();
-      if (!device_scale.defined() || device_scale.device() != master.device())
-        device_scale = Tensor::full({1}, r.clip_scale, DType::F32, master.device());
-      cuda::adamw_step(param, master, s.m, s.v, g.contiguous(), device_scale, lr, opt_.beta1,
-                       opt_.beta2, opt_.eps, s.weight_decay, t_, cuda::stream_of(param));
+      auto it = per_device.begin();
+      while (it != per_device.end() && it->front().master.device() != master.device()) ++it;
+      if (it == per_device.end()) it = per_device.emplace(per_device.end());
+      it->push_back({s.param.data(), master, s.m, s.v, g.contiguous(), s.weight_decay});
 #else
       LZ_CUDA_ONLY();
 #endif
@@ -154,6 +155,16 @@ StepResult AdamW::step_with_norm(double lr, double max_norm, double grad_norm) {
       param.copy_(s.master);
     }
   }
+#ifdef LIZARD_WITH_CUDA
+  cuda::AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = opt_.beta1;
+  h.beta2 = opt_.beta2;
+  h.eps = opt_.eps;
+  h.step = t_;
+  h.clip_scale = r.clip_scale;
+  for (const auto& ts : per_device) cuda::adamw_step(ts, h, cuda::stream_of(ts.front().master));
+#endif
   return r;
 }
 

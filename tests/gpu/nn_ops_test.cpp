@@ -270,11 +270,17 @@ TEST(GpuAdamW, StepMatchesF64AndSumSquaresIsDeterministic) {
     Tensor master = gpu_rand({n}, 91, DType::F32), m = gpu_rand({n}, 92, DType::F32, -0.1, 0.1);
     Tensor v = gpu_rand({n}, 93, DType::F32, 0.001, 0.01), g = gpu_rand({n}, 94, pdt);
     Tensor param = master.to(pdt);
-    Tensor clip = Tensor::full({1}, 0.7, DType::F32, Device::cuda());
     auto W = f64(master).to_vector(), M = f64(m).to_vector(), VV = f64(v).to_vector(), G = f64(g).to_vector();
     const double lr = 1e-3, b1 = 0.9, b2 = 0.99, eps = 1e-8, wd = 0.1;
     const int64_t step = 3;
-    cuda::adamw_step(param, master, m, v, g, clip, lr, b1, b2, eps, wd, step, st(master));
+    cuda::AdamWHyper h;
+    h.lr = lr;
+    h.beta1 = b1;
+    h.beta2 = b2;
+    h.eps = eps;
+    h.step = step;
+    h.clip_scale = 0.7;
+    cuda::adamw_step({{param, master, m, v, g, wd}}, h, st(master));
     for (int64_t i = 0; i < n; ++i) {
       const double gi = G[i] * double(0.7f);
       M[i] = b1 * M[i] + (1 - b1) * gi;

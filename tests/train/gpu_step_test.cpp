@@ -2,8 +2,8 @@
 //   - the trainer reads a step's micro-batch losses and the gradient norm in ONE transfer
 //     (Trainer::read_step_scalars): the losses and pre-clip norms a CUDA run logs must be the
 //     CPU run's;
-//   - AdamW fills its device-side clip scale once per step and every parameter's update uses
-//     it: CUDA parameters must follow the CPU optimizer through steps with different scales.
+//   - AdamW's multi-tensor launch applies the step's clip factor to every parameter: CUDA
+//     parameters must follow the CPU optimizer through steps with different scales.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -151,7 +151,10 @@ using LeafReadyFn = std::function<void(VarImpl* leaf)>;
 void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads = {},
               bool retain_graph = false, const LeafReadyFn& on_leaf_ready = {});
 
-/// Adds `g` into `acc` (allocates on first use). Used for leaves and node buffers.
-void accumulate(Tensor& acc, const Tensor& g);
+/// Adds `g` into a leaf's gradient `acc`. On first use `acc` becomes `g` itself when `g` is the
+/// only reference to its storage and covers all of it, contiguously (pass it with std::move to
+/// allow that); otherwise a copy of `g`. Either way later writes into `acc` are seen by no
+/// other tensor.
+void accumulate(Tensor& acc, Tensor g);
 
 }  // namespace lizard::autograd
