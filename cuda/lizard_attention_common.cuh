@@ -20,6 +20,9 @@ constexpr int kGlobalThreads = 256;
 /// Warps per CTA of the row-wise (window, features) kernels.
 constexpr int kRowWarps = 4;
 
+// Device helpers: nvcc only (__CUDACC__), so that host C++ (tests/gpu, calling the private
+// launchers of lizard_attention_tc.cuh directly) can include the declarations and Dims.
+#ifdef __CUDACC__
 __device__ __forceinline__ float ld(const float* p) { return *p; }
 __device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
@@ -41,6 +44,7 @@ __device__ __forceinline__ float rope_at(const T* x, int i, int hD, const float*
   if (i < hD) return ld(x + i) * cs[i] - ld(x + i + hD) * sn[i];
   return ld(x + i) * cs[i - hD] + ld(x + i - hD) * sn[i - hD];
 }
+#endif  // __CUDACC__
 
 /// Scalars of one call shared by the kernels.
 struct Dims {
@@ -84,6 +88,7 @@ __host__ __device__ __forceinline__ constexpr int64_t state_index(int f, int j, 
   return j < D ? state_s(f, j, D) : state_z(D, F2) + f;
 }
 
+#ifdef __CUDACC__
 /// g_j = num_j / max(den, eps) of one row from its numden row [M | den] (M = num - den v_t,
 /// see global_fwd_kernel) and v_tj.
 __device__ __forceinline__ float global_out(const float* nd, float vtj, int j, const Dims& d) {
@@ -106,5 +111,6 @@ __device__ __forceinline__ float block_reduce(float v, bool is_max, float* red) 
   __syncthreads();
   return r;
 }
+#endif  // __CUDACC__
 
 }  // namespace lizard::cuda::lizard_detail

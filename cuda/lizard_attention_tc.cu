@@ -511,7 +511,8 @@ size_t out_smem(const Dims& d, bool split) {
 /// E = dA e, P = kk e (s <= t);
 ///   dphi_q = E phi_k + exp(bl_t) [S|z] dO'_t            (S, z: state before the chunk)
 ///   dphi_k = E^T phi_q + exp(bl_end - bl_s) [dS|dz] [v_s|1]  (dS: gradient of the state after)
-///   dv    += P^T dO'[:D] + exp(bl_end - bl_s) phi_k dS   (atomics: GQA heads share v)
+///   dv    += P^T dO'[:D] + exp(bl_end - bl_s) phi_k dS   (atomics: GQA heads share v; dv
+///            null: not computed)
 ///   da    += the gradient of the log-gate a_t itself (atomics: the heads of a shared gate),
 ///            not of the cumulative b: a_t scales every pair (t', s) with s < t <= t', so
 ///            da_t = sum of w dA over the pairs crossing t, in four parts: intra-chunk pairs
@@ -745,27 +746,31 @@ __global__ void __launch_bounds__(kOutWarps * 32)
   }
   __syncthreads();
   for (int i = tid; i < n * F2; i += nt) dphik[row0 * F2 + i] = sX[(i / F2) * LX + i % F2];
-  for (int i = tid; i < C * F2; i += nt) {  // phi_k exp(bl_end - bl_s) for dv
-    const int r = i / F2, f = i % F2;
-    const float ph = __bfloat162float(sk[r * LQ + f]) + __bfloat162float(skl[r * LQ + f]);
-    sk[r * LQ + f] = __float2bfloat16(ph * __expf(bend - sbl[r]));
-  }
-  __syncthreads();
-  // step 6: dv = P^T dO'[:D] + (phi_k exp(bl_end - bl_s)) dS
-  const int LA = ldf(D);
-  for (int tile = warp; tile < CT * (D / 16); tile += kOutWarps) {
-    const int rt = tile % CT, jt = tile / CT;
-    FragC acc;
-    wmma::fill_fragment(acc, 0.f);
-    // P^T
-    mma_acc<true, false>(acc, sPb + rt * 16, LPb, sGb + jt * 16, LV, rt, CT);
-    mma_acc(acc, sk + rt * 16 * LQ, LQ, sBig + jt * 16, LV, 0, F2 / 16);
-    wmma::store_matrix_sync(sX + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
-  }
-  __syncthreads();
-  for (int i = tid; i < n * D; i += nt) {
-    const int r = i / D, j = i % D;
-    atomicAdd(dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * D + j, sX[r * LA + j]);
+  // dv null (not wanted, issue #11): the decayed phi_k and step 6 serve dv alone (sdb is
+  // complete since the last barrier); dv is uniform over the grid: the barriers stay uniform
+  if (dv != nullptr) {
+    for (int i = tid; i < C * F2; i += nt) {  // phi_k exp(bl_end - bl_s) for dv
+      const int r = i / F2, f = i % F2;
+      const float ph = __bfloat162float(sk[r * LQ + f]) + __bfloat162float(skl[r * LQ + f]);
+      sk[r * LQ + f] = __float2bfloat16(ph * __expf(bend - sbl[r]));
+    }
+    __syncthreads();
+    // step 6: dv = P^T dO'[:D] + (phi_k exp(bl_end - bl_s)) dS
+    const int LA = ldf(D);
+    for (int tile = warp; tile < CT * (D / 16); tile += kOutWarps) {
+      const int rt = tile % CT, jt = tile / CT;
+      FragC acc;
+      wmma::fill_fragment(acc, 0.f);
+      // P^T
+      mma_acc<true, false>(acc, sPb + rt * 16, LPb, sGb + jt * 16, LV, rt, CT);
+      mma_acc(acc, sk + rt * 16 * LQ, LQ, sBig + jt * 16, LV, 0, F2 / 16);
+      wmma::store_matrix_sync(sX + rt * 16 * LA + jt * 16, acc, LA, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int i = tid; i < n * D; i += nt) {
+      const int r = i / D, j = i % D;
+      atomicAdd(dv + ((int64_t(b) * d.T + t0 + r) * d.Hkv + kvh) * D + j, sX[r * LA + j]);
+    }
   }
   for (int r = tid; r < n; r += nt) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
 }

@@ -173,6 +173,10 @@ void dstate_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, c
 /// follows). dstates as dstate_tc_launch writes them. phi = hi + lo (phiq_lo, phik_lo
 /// required): da to the f32 accuracy of its pair sums (the gradient at the f32 phi),
 /// dphi and dv within a few 2^-9 relative (bf16 E, P and decayed phi_k operands).
+/// dv may be null (not wanted: stage-1 distillation, issue #11): every kernel then skips the
+/// work whose only output is dv (the mma kernel: an instance without the P tile, the dS hi
+/// staging, the decayed phi_k, the dv mma's and atomics); dphiq, dphik and each CTA's da
+/// contribution are the same bits as with dv (the same operations in the same order).
 void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                     const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
                     const __nv_bfloat16* v, const float* bl, const float* states,
@@ -214,7 +218,8 @@ bool grad_wmma_forced();
 /// multiple of 32), and not grad_wmma_forced().
 bool grad_mma_selected(const Dims& d);
 
-/// grad_tc_launch on the mma.sync kernel (same contract); needs grad_mma_selected(d).
+/// grad_tc_launch on the mma.sync kernel (same contract, dv null included); needs
+/// grad_mma_selected(d).
 void grad_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                      const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
                      const __nv_bfloat16* v, const float* bl, const float* states,

@@ -199,7 +199,11 @@ size_t grad_mma_smem(const Dims& d, int kZ) {
 ///     intra-chunk da and dv terms, each its features' dphi, dv and da state terms;
 ///   kZ = 1, kW = 16 (LIZARD_GRAD_KERNEL=mma16, the previous default: 4 warps per scheduler
 ///     at 1 CTA per SM) and kW = 8 (mma8, up to 255 registers), kept for A/B timing.
-template <int kD, int kNT, int kW, int kZ>
+/// kDv false (dv null: stage-1 distillation wants no dv, issue #11): none of the work whose
+/// only output is dv runs (the bf16 P tile, dS hi to shared memory, the decayed phi_k, the dv
+/// mma's and atomics); dphi_q, dphi_k and da are the same operations in the same order, so
+/// the same bits.
+template <int kD, int kNT, int kW, int kZ, bool kDv>
 __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     grad_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
                     const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
@@ -471,7 +475,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       if (s2 < r) wda = kk * ea;
     }
     sE[r * kLPb + s2] = __float2bfloat16(ea);
-    sPb[r * kLPb + s2] = __float2bfloat16(p);
+    if constexpr (kDv) sPb[r * kLPb + s2] = __float2bfloat16(p);  // P: dv's intra-chunk term only
     sW[r * kLP + s2] = wda;
   }
   __syncthreads();
@@ -499,9 +503,11 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       split_pack(cs_[i][2], cs_[i][3], sh[i][1], sl[i][1]);
       split_pack(cd_[i][0], cd_[i][1], dh[i][0], dl[i][0]);
       split_pack(cd_[i][2], cd_[i][3], dh[i][1], dl[i][1]);
-      bf* row = sdS + (fb + 8 * i + g) * LV + kj * 16 + 2 * q;
-      st_pair(row, dh[i][0]);
-      st_pair(row + 8, dh[i][1]);
+      if constexpr (kDv) {  // dS hi in shared memory: the B operand of dv's inter-chunk term only
+        bf* row = sdS + (fb + 8 * i + g) * LV + kj * 16 + 2 * q;
+        st_pair(row, dh[i][0]);
+        st_pair(row + 8, dh[i][1]);
+      }
     }
     if (kj + kDepth < KJ) fetch(kj + kDepth, cs_, cd_);
     if (kj + kDepth + 2 < KJ) prefetch_block(kj + kDepth + 2);
@@ -637,30 +643,32 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     if (lane == 0) sdb[r] = acc + ebend * sL[0];
   }
   // phi_k exp(bl_end - bl_s) for dv: a warp per row, 8 features a lane (16-byte accesses)
-  for (int r = warp; r < C; r += kWarps) {
-    const float e = sEk[r];
-    for (int f = lane * 8; f < F2z; f += 32 * 8) {
-      const uint4 hv = *reinterpret_cast<const uint4*>(sk + r * LQ + f);
-      const uint4 lv = *reinterpret_cast<const uint4*>(skl + r * LQ + f);
-      const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w}, lw[4] = {lv.x, lv.y, lv.z, lv.w};
-      uint32_t ow[4];
+  if constexpr (kDv) {
+    for (int r = warp; r < C; r += kWarps) {
+      const float e = sEk[r];
+      for (int f = lane * 8; f < F2z; f += 32 * 8) {
+        const uint4 hv = *reinterpret_cast<const uint4*>(sk + r * LQ + f);
+        const uint4 lv = *reinterpret_cast<const uint4*>(skl + r * LQ + f);
+        const uint32_t hw[4] = {hv.x, hv.y, hv.z, hv.w}, lw[4] = {lv.x, lv.y, lv.z, lv.w};
+        uint32_t ow[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const float2 h2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&hw[u]));
-        const float2 l2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&lw[u]));
-        const __nv_bfloat162 o2 = __floats2bfloat162_rn((h2.x + l2.x) * e, (h2.y + l2.y) * e);
-        ow[u] = *reinterpret_cast<const uint32_t*>(&o2);
+        for (int u = 0; u < 4; ++u) {
+          const float2 h2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&hw[u]));
+          const float2 l2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&lw[u]));
+          const __nv_bfloat162 o2 = __floats2bfloat162_rn((h2.x + l2.x) * e, (h2.y + l2.y) * e);
+          ow[u] = *reinterpret_cast<const uint32_t*>(&o2);
+        }
+        *reinterpret_cast<uint4*>(sk + r * LQ + f) = make_uint4(ow[0], ow[1], ow[2], ow[3]);
       }
-      *reinterpret_cast<uint4*>(sk + r * LQ + f) = make_uint4(ow[0], ow[1], ow[2], ow[3]);
     }
   }
-  __syncthreads();
+  __syncthreads();  // sdb (and for dv the decayed phi_k) complete
 
   // ---- dv = P^T dO'[:D] (dO' hi) + (phi_k exp(bl_end - bl_s)) dS (dS hi): warp w takes the
   // 16 columns (w % (D/16)) * 16.. and every (kW / (D/16))-th of the k-steps (C/16 of P^T, the
   // z = 0 CTA only, then 2F/(16 kZ) of the state term, this CTA's features); partial sums go to
   // global by atomics like the rest.
-  {
+  if constexpr (kDv) {
     constexpr int kJB = kD / 16, kGroups = kWarps / kJB;
     const int KP = z == 0 ? C / 16 : 0;  // the P^T k-steps of this CTA
     const int jb = warp % kJB, kg = warp / kJB, KS = KP + F2z / 16;
@@ -719,7 +727,9 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
             const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
             cudaStream_t s) {
   const size_t sm = grad_mma_smem(d, kZ);
-  auto* k = grad_mma_kernel<kD, kNT, kW, kZ>;
+  // dv null: the instance without dv's work (the same shared-memory layout: at the default
+  // kZ = 2 the dS region holds the other CTA's phi tiles for kk anyway)
+  auto* k = dv ? grad_mma_kernel<kD, kNT, kW, kZ, true> : grad_mma_kernel<kD, kNT, kW, kZ, false>;
   LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
   // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need 2 x 110
