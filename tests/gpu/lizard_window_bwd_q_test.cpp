@@ -143,8 +143,11 @@ void check_case(const Case& cs) {
   {
     // dy.g per row for the convex combine: g = v + M / den, or (M + den v) / eps when den is
     // clamped (global_out)
-    const std::vector<double> nd = saved.numden.to_vector(), vv = c.in.v.to_vector();
-    const std::vector<double> dyv = dy.to(Device::cpu(), DType::F64).to_vector();
+    std::vector<double> nd, vv, dyv;
+    if (cs.convex) {
+      nd = saved.numden.to_vector(), vv = c.in.v.to_vector();
+      dyv = dy.to(Device::cpu(), DType::F64).to_vector();
+    }
     const int64_t rep = cs.H / cs.Hkv;
     for (int64_t b = 0; b < cs.B; ++b)
       for (int64_t h = 0; h < cs.H; ++h)
@@ -178,9 +181,9 @@ void check_case(const Case& cs) {
   // partials (global atomics), both in an order that varies from run to run. A sum of n
   // terms in any order is within (n - 1) 2^-24 of the sum of |terms| of the exact sum (first
   // order), so one run is within (64 + CTAs) 2^-24 sum|terms| and two runs twice that apart:
-  // 2.3e-5 at the largest case here (128 CTAs). Typically far less (random rounding errors,
-  // ~1e-8); still below what a lost row moves a sum, about 1 / (B H T) = 1.2e-4 of the sum of
-  // |terms| here on average, and a wrong delta fails the bit comparison first.
+  // 2.3e-5 at 128 CTAs, 1.3e-4 at 1024 (the 8B layer). Typically far less (random rounding errors,
+  // ~1e-8); a lost CTA moves a sum by about 1 / CTAs of the sum of |terms| (1e-3 or more here),
+  // and a wrong delta fails the bit comparison first.
   const int64_t n_tiles = (cs.T + 63) / 64;
   const double u = std::ldexp(1.0, -24);
   const double dalpha_bound = double(64 + cs.B * cs.H * n_tiles) * u;
@@ -240,7 +243,10 @@ TEST(LizardWindowBwdQGpu, WithoutDqEveryOtherOutputKeepsItsBits) {
                          Case{1, 1000, 4, 1, 64, 130, false, true, true},
                          Case{1, 1000, 8, 2, 128, 130, true, false, false},
                          Case{2, 1000, 4, 4, 128, 40, false, false, true},
-                         Case{1, 65, 8, 2, 64, 130, true, false, true}})
+                         Case{1, 65, 8, 2, 64, 130, true, false, true},
+                         // the 8B distillation step's layer (paper preset: no window RoPE), so
+                         // that ncu on this test times both instances at that shape
+                         Case{1, 2048, 32, 8, 128, 128, false, false, false}})
     check_case(cs);
 #else
   GTEST_SKIP() << "built without CUDA";
