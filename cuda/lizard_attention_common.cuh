@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "lizard/ops/lizard_config.h"
+#include "lizard_attention_dims.h"  // Dims
 
 namespace lizard::cuda::lizard_detail {
 
@@ -45,13 +46,6 @@ __device__ __forceinline__ float rope_at(const T* x, int i, int hD, const float*
   return ld(x + i) * cs[i - hD] + ld(x + i - hD) * sn[i - hD];
 }
 #endif  // __CUDACC__
-
-/// Scalars of one call shared by the kernels.
-struct Dims {
-  int B, T, H, Hkv, D, F, dm, Hg, Ht, m, w, NC;
-  int combine_convex, rope, act_exp;
-  float eps, scale;
-};
 
 // ---- The layout of the per-chunk f32 states [S|z] and dstates [dS|dz] (issue #5), the one
 // place that defines it: every kernel that reads or writes states or dstates (the f32

@@ -21,7 +21,7 @@
 //            the key tiles: dy.l = sum_s P dP', then dq~ += dC K~ with dC = P (coef dP' - delta),
 //            the second backwards from the last tile, whose P and dP' are still in registers
 //            (the dq~ accumulator lives from there on only; the second pass in halves of 32
-//            keys).
+//            keys). dq null (distillation): the first pass only.
 //   bwd k    (b, kv head, 64 keys): every query tile of every head of the GQA group that sees
 //            the keys: dv += P^T dy, dk~ += dC^T q~ (rows owned, no atomics).
 //   Both backward sides store their dq, dk, dv rows (the first writers: the global branch adds
@@ -887,7 +887,10 @@ size_t bwd_q_smem(bool lo, int floats) {
 /// Three CTAs per SM without kLo (168 registers, 68 KiB): the key tiles stream through two
 /// slots, K~ of stream step i in slot i & 1 and V in the other, the accumulator of dq~ lives
 /// only from the last tile of pass 0 on, and pass 1 works in halves of 32 keys.
-template <int kD, bool kLo>
+/// kDq false (dq null: distillation, no input gradient wanted): pass 0 alone (dy.l needs
+/// S and dP' of every tile once), no dq~ accumulator, no pass 1, no dq stores; every other
+/// output comes from the same instructions on the same operands, so it keeps its bits.
+template <int kD, bool kLo, bool kDq>
 __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
     win_bwd_q_kernel(const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v,
                      const float* __restrict__ cosb, const float* __restrict__ sinb,
@@ -922,7 +925,8 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   // 1). K~_i in slot i & 1, V_i in slot (i + 1) & 1: V_i takes the slot of K~_{i-1} once no
   // warp reads that any more (after step i - 1's scores in pass 0, after its dq mma in pass 1),
   // K~_{i+1} the slot of V_i once every warp has its dP'.
-  const int total = 2 * n_tiles - 1;
+  // without dq (kDq false) the stream ends with pass 0 (n steps)
+  const int total = kDq ? 2 * n_tiles - 1 : n_tiles;
   auto tile_of = [&](int i) { return i < n_tiles ? i : 2 * n_tiles - 2 - i; };
   auto load_k = [&](int i) {
     cp_rows<kD>(sSt + (i & 1) * kTile * kS, kg, ldk, kv_begin + tile_of(i) * kTile, T);
@@ -1020,7 +1024,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   // row of this thread's first accumulator row, and the divisor that takes the CTA's sum to
   // dalpha (sum: 1; convex: sign(alpha) (1 + |alpha|)^2, the same bits as sign times the sum
   // over (1 + |alpha|)^2: IEEE division is exact in the sign)
-  float* dq_w = dq + (int64_t(b) * T + wr0 + g) * ldq + int64_t(h) * kD;
+  float* dq_w = kDq ? dq + (int64_t(b) * T + wr0 + g) * ldq + int64_t(h) * kD : nullptr;
   const float dal_div = convex ? (alpha >= 0.f ? 1.f : -1.f) * ((1.f + A) * (1.f + A)) : 1.f;
   const float* tr = d.m ? tau + (d.Ht == 1 ? 0 : h) * d.m : nullptr;
   const uint32_t q_a = a_addr<kD>(sQ, warp * 16), ql_a = a_addr<kD>(sQl, warp * 16);
@@ -1130,18 +1134,20 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
             atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta);
         }
       }
+      if constexpr (kDq) {
 #pragma unroll
-      for (int ii = 0; ii < kNT; ++ii) acc[ii][0] = acc[ii][1] = acc[ii][2] = acc[ii][3] = 0.f;
-      if (live) {
-        // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
+        for (int ii = 0; ii < kNT; ++ii) acc[ii][0] = acc[ii][1] = acc[ii][2] = acc[ii][3] = 0.f;
+        if (live) {
+          // this tile's dC from the P kept in s (0 where masked): the bits pass 1 would give
 #pragma unroll
-        for (int ii = 0; ii < 8; ++ii) {
-          if (!((live >> (ii >> 1)) & 1u)) continue;
+          for (int ii = 0; ii < 8; ++ii) {
+            if (!((live >> (ii >> 1)) & 1u)) continue;
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[ii][e] = s[ii][e] * __fmaf_rn(coef_s, dp[ii][e], nds_r[e >> 1]);
+            for (int e = 0; e < 4; ++e)
+              s[ii][e] = s[ii][e] * __fmaf_rn(coef_s, dp[ii][e], nds_r[e >> 1]);
+          }
+          mma_av_live<kD>(acc, s, live, st_t + koff);  // dq~ += dC K~
         }
-        mma_av_live<kD>(acc, s, live, st_t + koff);  // dq~ += dC K~
       }
     }
     if constexpr (kPhase == 2) {
@@ -1171,13 +1177,14 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   // recomputes the scores of the other tiles only (n - 1 of them, one fewer tile load).
   for (int i = 0; i + 1 < n_tiles; ++i) step(i, std::integral_constant<int, 0>());
   step(n_tiles - 1, std::integral_constant<int, 1>());
-  for (int i = n_tiles; i < total; ++i) step(i, std::integral_constant<int, 2>());
-
-  int pos[2];
-  acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
+  if constexpr (kDq) {
+    for (int i = n_tiles; i < total; ++i) step(i, std::integral_constant<int, 2>());
+    int pos[2];
+    acc_rows_unrope<kD>(pos, acc, wr0, g, T, rope, cosb, sinb);
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr)
-    if (pos[rr] >= 0) store_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
+    for (int rr = 0; rr < 2; ++rr)
+      if (pos[rr] >= 0) store_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
+  }
   __syncthreads();  // every row's sred parts (added at the last tile)
   if (threadIdx.x == 0) atomicAdd(dalpha, sred[0] / dal_div);
   for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
@@ -1390,7 +1397,8 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
                 const bf* dy, float* dO, float* cself, float* delta, float* dq, float* dk,
                 float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s) {
   const size_t smq = bwd_q_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
-  auto kq = win_bwd_q_kernel<kD, kLo>;
+  // dq null: the instance without the dq~ pass (the same smem: its slots stream pass 0)
+  auto kq = dq ? win_bwd_q_kernel<kD, kLo, true> : win_bwd_q_kernel<kD, kLo, false>;
   auto kk = win_bwd_k_kernel<kD, kLo>;
   grant_smem(kq, smq);
   grant_smem(kk, smk);
