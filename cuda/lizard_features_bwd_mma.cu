@@ -20,6 +20,10 @@
 //   2. features_dw_kernel: dW_h = x^T du, a split-K GEMM over the B*T tokens of head h:
 //      64-token tiles of x and du in three shared-memory stages, dW in registers, one
 //      atomic add per element and CTA at the end (a few CTAs per head).
+//   No dx wanted (dx and dx_out null: stage-1 distillation, issue #11): kernel 1's kDx = false
+//      instantiation writes du alone (no old dx rows, no du W^T mma, no dx stores: at the 8B
+//      query call's shape a third of its HBM bytes and, u being x (W + Wlo), of its mma); du,
+//      so dW, as with dx.
 // Extra traffic: du written and read once (2 x H*B*T*F bf16: 0.27 GB at the shape above)
 // and x read twice, against the 1.2 GB the query call must move anyway.
 //
