@@ -138,7 +138,12 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
 /// rows are owned): the final gradient bf16(dx + du W^T) [B,T,Hx,D] goes there instead, one
 /// round-to-nearest of the same f32 sum that dx would hold (dx is read, not written), so no
 /// f32 -> bf16 pass over dx follows. dW [H,D,F] f32 += sum over tokens of x^T du (dW must be
-/// zeroed by the caller; null: no weight gradient, the feature maps are frozen). dphi
+/// zeroed by the caller; null: no weight gradient, the feature maps are frozen). dx and dx_out
+/// both null: no input gradient wanted (stage-1 distillation): the split kernels then skip
+/// the old dx rows' loads, the du W^T mma and every dx store or atomic, and dW keeps the bits
+/// of a call with dx (du is the same code; dW's cross-CTA f32 atomics keep their split, not
+/// their order); the fused kernel (LIZARD_FEATURES_BWD_KERNEL=old) accumulates into a zeroed
+/// scratch dx instead. dx_out needs dx; dx or dW must be non-null. dphi
 /// [B,H,T,2F] f32; u = x (W + Wlo) and the map are recomputed
 /// (Wlo as in features_tc_launch, may be null): with bf16 W alone, the exp map's arg-max
 /// (which takes the max's gradient) differs from the f32 weights' at near ties.
@@ -156,7 +161,8 @@ bool features_bwd_old_forced();
 
 /// features_bwd_tc_launch on the split kernels (same contract, same operand bits; dW's f32
 /// sums over tokens and the GQA atomics of dx in another order): du and dx = du W^T in one
-/// kernel, dW = x^T du in a second; a du workspace of H * B * T * F bf16 for the call.
+/// kernel, dW = x^T du in a second; a du workspace of H * B * T * F bf16 for the call. Null
+/// dx: the first kernel's instantiation without dx (du only).
 void features_bwd_mma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16* W,
                              const __nv_bfloat16* Wlo, const float* dphi, float* dx,
                              bool atomic_dx, float* dW, const Dims& d, cudaStream_t s,

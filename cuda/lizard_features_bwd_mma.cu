@@ -20,6 +20,10 @@
 //   2. features_dw_kernel: dW_h = x^T du, a split-K GEMM over the B*T tokens of head h:
 //      64-token tiles of x and du in three shared-memory stages, dW in registers, one
 //      atomic add per element and CTA at the end (a few CTAs per head).
+//   No dx wanted (dx and dx_out null: stage-1 distillation, issue #11): kernel 1's kDx = false
+//      instantiation writes du alone (no old dx rows, no du W^T mma, no dx stores: at the 8B
+//      query call's shape a third of its HBM bytes and, u being x (W + Wlo), of its mma); du,
+//      so dW, as with dx.
 // Extra traffic: du written and read once (2 x H*B*T*F bf16: 0.27 GB at the shape above)
 // and x read twice, against the 1.2 GB the query call must move anyway.
 //
@@ -42,9 +46,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
+#include "lizard/core/cuda_runtime.h"
 #include "lizard/core/error.h"
 #include "lizard/core/tensor.h"
+#include "lizard/cuda/lizard_features_bwd.h"
 #include "lizard_attention_tc.cuh"
 #include "lizard_features_mma.cuh"
 
@@ -81,7 +88,11 @@ __host__ __device__ constexpr int du_buf_floats(int D, int F) {
 ///
 /// k128: D = F = 128 known at compile time (the model's shape), so every n-tile and k-step
 /// guard of the unrolled loops folds away (they were ~15% of the instructions).
-template <bool kExp, bool kWlo, bool k128>
+/// kDx false: no dx wanted (dx and dx_out null, stage-1 distillation: only dW): the old dx
+/// rows are not loaded and the du W^T mma and every dx store or atomic are compiled out; u,
+/// the map and du are the same code, so du (hence dW) keeps its bits. W stays in shared
+/// memory (u needs it); the f32 buffer keeps its size (it is the dphi rows' too).
+template <bool kExp, bool kWlo, bool k128, bool kDx>
 __global__ void __launch_bounds__(kDuWarps * 32, 1)
     features_du_dx_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                           const bf* __restrict__ Wlo, const float* __restrict__ dphi,
@@ -177,15 +188,19 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
                                  ? *reinterpret_cast<const float2*>(dpb + g * LD2 + sgn * F + 8 * j + 2 * q)
                                  : make_float2(0.f, 0.f);
         // owned rows (queries): the unit's old dx rows into the buffer now, one group, so the
-        // ~1 us from HBM hides behind row g+8's map and the du stores (registers are full)
-        __syncwarp();  // every lane's reads of the dphi rows are done
-        if (!atomic_dx) {
-          const float* src = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
-          for (int rr = 0; rr < n; ++rr)
-            for (int c = 4 * lane; c < D; c += 128)
-              cp_async16_u32(dpb_a + 4u * uint32_t(rr * LDO + c), src + int64_t(rr) * Hx * D + c);
+        // ~1 us from HBM hides behind row g+8's map and the du stores (registers are full).
+        // Without dx no group: the waits above still count right (wait<2> at the next unit's
+        // start then leaves only its dphi and next-x groups in flight, wait<1> its next-x)
+        if constexpr (kDx) {
+          __syncwarp();  // every lane's reads of the dphi rows are done
+          if (!atomic_dx) {
+            const float* src = dx + ((int64_t(b) * d.T + t0) * Hx + hx) * D;
+            for (int rr = 0; rr < n; ++rr)
+              for (int c = 4 * lane; c < D; c += 128)
+                cp_async16_u32(dpb_a + 4u * uint32_t(rr * LDO + c), src + int64_t(rr) * Hx * D + c);
+          }
+          cp_async_commit();  // (empty for keys: the group counts stay the same)
         }
-        cp_async_commit();  // (empty for keys: the group counts stay the same)
       }
       const bool valid = g + 8 * r < n;
       // du of row r: du_f = grad(u_f, dphi_f, dphi_{F+f}, f) for this thread's two columns of
@@ -302,6 +317,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
               *reinterpret_cast<uint32_t*>(dur + 8 * r * F + 8 * j) = dua[j >> 1][r + 2 * (j & 1)];
     }
 
+    if constexpr (!kDx) continue;  // no dx wanted: du was the unit's only output
     // dx = du W^T (W_hi, as the fused kernel), D in halves of 64 columns: the C layout gives
     // this thread rows g, g+8 at columns 2q..+1 of every 8-column tile
     float* dxr = dx + ((int64_t(b) * d.T + t0 + g) * Hx + hx) * D + 2 * q;
@@ -503,8 +519,8 @@ bool features_bwd_old_forced() {
 void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, const float* dphi,
                              float* dx, bool atomic_dx, float* dW, const Dims& d, cudaStream_t s,
                              bf* dx_out) {
-  // pointer alignment and dx_out without atomic_dx: checked by features_bwd_tc_launch, the
-  // only caller
+  // pointer alignment, dx_out without atomic_dx, dx_out only with dx and dx or dW wanted:
+  // checked by features_bwd_tc_launch, the only caller
   LZ_CHECK(d.D % 16 == 0 && d.D <= 16 * kMaxDT && d.F % 16 == 0 && d.F <= 8 * kMaxNT,
            "lizard feature maps (CUDA): the split backward needs D, F multiples of 16, D <= ",
            16 * kMaxDT, ", F <= ", 8 * kMaxNT, " (got D ", d.D, ", F ", d.F, ")");
@@ -528,13 +544,20 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
       grant_smem(kernel, sm);
       kernel<<<grid, kDuWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dx_out, dup, d);
     };
-    if (d.D == 128 && d.F == 128) {
-      if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true, true>) : go(features_du_dx_kernel<true, false, true>);
-      else wlo ? go(features_du_dx_kernel<false, true, true>) : go(features_du_dx_kernel<false, false, true>);
-    } else {
-      if (d.act_exp) wlo ? go(features_du_dx_kernel<true, true, false>) : go(features_du_dx_kernel<true, false, false>);
-      else wlo ? go(features_du_dx_kernel<false, true, false>) : go(features_du_dx_kernel<false, false, false>);
-    }
+    // (k128, kDx) from tags, then the map and Wlo
+    auto go_shape = [&](auto full, auto with_dx) {
+      constexpr bool k128 = decltype(full)::value, kDx = decltype(with_dx)::value;
+      if (d.act_exp)
+        wlo ? go(features_du_dx_kernel<true, true, k128, kDx>) : go(features_du_dx_kernel<true, false, k128, kDx>);
+      else
+        wlo ? go(features_du_dx_kernel<false, true, k128, kDx>) : go(features_du_dx_kernel<false, false, k128, kDx>);
+    };
+    auto go_dx = [&](auto full) {
+      if (dx) go_shape(full, std::true_type{});
+      else go_shape(full, std::false_type{});  // no dx wanted (dx_out is null too)
+    };
+    if (d.D == 128 && d.F == 128) go_dx(std::true_type{});
+    else go_dx(std::false_type{});
   }
   if (dW) {  // no dW wanted (null): the feature maps are frozen
     const size_t sm = features_dw_smem(d);
@@ -551,3 +574,48 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
 }
 
 }  // namespace lizard::cuda::lizard_detail
+
+namespace lizard::cuda {
+
+void lizard_features_backward(const Tensor& x, const Tensor& w_hi, const Tensor& w_lo,
+                              const Tensor& dphi, ops::FeatureActivation act, const Tensor& dx,
+                              bool atomic_dx, const Tensor& dx_out, const Tensor& dw) {
+  auto need = [](bool ok, const char* name, const std::string& expected) {
+    if (!ok) throw InputError(std::string("lizard_features_backward: ") + name + ": expected " + expected);
+  };
+  need(x.defined() && x.dim() == 4, "x", "a [B,T,Hx,D] tensor");
+  const Device dev = x.device();
+  const int64_t B = x.size(0), T = x.size(1), Hx = x.size(2), D = x.size(3);
+  need(w_hi.defined() && w_hi.dim() == 3 && w_hi.size(1) == D, "w_hi", "[H,D,F] with x's D");
+  const int64_t H = w_hi.size(0), F = w_hi.size(2);
+  need(Hx > 0 && H % Hx == 0, "w_hi", "H a multiple of x's heads Hx");
+  auto check = [&](const Tensor& t, const char* name, const Shape& shape, DType dt) {
+    std::string dims;
+    for (size_t i = 0; i < shape.size(); ++i) dims += (i ? "," : "") + std::to_string(shape[i]);
+    need(t.shape() == shape && t.dtype() == dt && t.device() == dev && t.is_contiguous(), name,
+         std::string("a contiguous ") + (dt == DType::BF16 ? "bf16" : "f32") + " [" + dims +
+             "] tensor on x's device");
+  };
+  need(dev.is_cuda(), "x", "a GPU tensor");
+  check(x, "x", {B, T, Hx, D}, DType::BF16);
+  check(w_hi, "w_hi", {H, D, F}, DType::BF16);
+  if (w_lo.defined()) check(w_lo, "w_lo", {H, D, F}, DType::BF16);
+  check(dphi, "dphi", {B, H, T, 2 * F}, DType::F32);
+  if (dx.defined()) check(dx, "dx", {B, T, Hx, D}, DType::F32);
+  if (dx_out.defined()) check(dx_out, "dx_out", {B, T, Hx, D}, DType::BF16);
+  if (dw.defined()) check(dw, "dw", {H, D, F}, DType::F32);
+  need(dx.defined() || !dx_out.defined(), "dx_out", "undefined when dx is (no dx wanted)");
+  need(dx.defined() || dw.defined(), "dx, dw", "at least one of them (an output)");
+  lizard_detail::Dims d{};
+  d.B = int(B), d.T = int(T), d.H = int(H), d.Hkv = int(Hx), d.D = int(D), d.F = int(F);
+  d.act_exp = act == ops::FeatureActivation::Exp;
+  using bf = __nv_bfloat16;
+  auto bp = [](const Tensor& t) { return t.defined() ? static_cast<bf*>(t.raw()) : nullptr; };
+  auto fp = [](const Tensor& t) { return t.defined() ? static_cast<float*>(t.raw()) : nullptr; };
+  lizard_detail::features_bwd_tc_launch(bp(x), int(Hx), bp(w_hi), bp(w_lo), fp(dphi), fp(dx),
+                                        atomic_dx, fp(dw), d, static_cast<cudaStream_t>(stream_of(x)),
+                                        bp(dx_out));
+  check_last_error("lizard_features_backward");
+}
+
+}  // namespace lizard::cuda

@@ -392,15 +392,27 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
            "lizard feature maps (CUDA): x, W, Wlo, dphi, dx, dW and dx_out must be 16-byte aligned");
   LZ_CHECK(!(dx_out && atomic_dx),
            "lizard feature maps (CUDA): dx_out needs owned dx rows (atomic_dx false)");
+  LZ_CHECK(dx || !dx_out,
+           "lizard feature maps (CUDA): dx_out needs dx (the old gradient it adds to); no dx "
+           "gradient wanted is dx and dx_out both null");
+  LZ_CHECK(dx || dW,
+           "lizard feature maps (CUDA): the feature backward needs dx or dW (both null: no output)");
   if (!features_bwd_old_forced())  // the split kernels, lizard_features_bwd_mma.cu
     return features_bwd_mma_launch(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, d, s, dx_out);
-  // the fused kernel always accumulates dW: a scratch one when none is wanted
-  Tensor dw_scratch;
-  if (!dW) {
+  // the fused kernel (a bisection path, kept as it was) always accumulates dx and dW: zeroed
+  // scratch ones for those not wanted (its dW does not depend on dx's values, nor dx on dW's)
+  Tensor dx_scratch, dw_scratch;
+  if (!dx || !dW) {
     int dev = 0;
     LZ_CHECK(cudaGetDevice(&dev) == cudaSuccess, "lizard feature maps (CUDA): no current device");
-    dw_scratch = Tensor::zeros({d.H, d.D, d.F}, DType::F32, Device::cuda(dev));
-    dW = dw_scratch.data<float>();
+    if (!dx) {
+      dx_scratch = Tensor::zeros({d.B, d.T, Hx, d.D}, DType::F32, Device::cuda(dev));
+      dx = dx_scratch.data<float>();
+    }
+    if (!dW) {
+      dw_scratch = Tensor::zeros({d.H, d.D, d.F}, DType::F32, Device::cuda(dev));
+      dW = dw_scratch.data<float>();
+    }
   }
   const bool wlo = Wlo != nullptr;
   const size_t sm = features_bwd_mma_smem(d, wlo);
