@@ -607,16 +607,23 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   Tensor dphik = tc_grad ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
                          : Tensor::zeros({d.B, d.H, d.T, F2}, DType::F32, dev);
   // f32 accumulators of dq, dk, dv: the tensor-core window backward stores its rows into them
-  // first (every row, no read), the f32 window kernel adds (atomics) into zeros. With neither
-  // dk nor dv wanted (distillation) the tensor-core key side does not run: dk and dv are then
-  // zeroed scratch the global branch and the key features still add into (defined values, a
-  // fill at HBM speed instead of that kernel).
+  // first (every row, no read), the f32 window kernel adds (atomics) into zeros. The
+  // tensor-core kernels skip the work of a gradient nobody wants (distillation wants none of
+  // them): the window's query side its dq, its key side entirely when neither dk nor dv is
+  // wanted, the global gradient kernel its dv, the feature backward its dx. A buffer is then
+  // allocated only where an f32 fallback stage (bisection switches) or a wanted sibling still
+  // writes it, and zeroed where it is read before the tensor-core window would write it.
   const bool win_keys = !tc_win || want.dk || want.dv;
-  auto grad_f32 = [&](const Tensor& like, bool stored) {
+  auto grad_f32 = [&](const Tensor& like, bool needed, bool stored) {
+    if (!needed) return Tensor();
     return tc_win && stored ? Tensor::empty(like.shape(), DType::F32, dev)
                             : Tensor::zeros(like.shape(), DType::F32, dev);
   };
-  Tensor dq = grad_f32(in.q, true), dk = grad_f32(in.k, win_keys), dv = grad_f32(in.v, win_keys);
+  const bool f32_stage = !tc_win || !tc_fbwd || !tc_grad;
+  Tensor dq = grad_f32(in.q, want.dq || f32_stage, want.dq);
+  Tensor dk = grad_f32(in.k, want.dk || want.dv || f32_stage, win_keys);
+  Tensor dv = grad_f32(in.v, want.dk || want.dv || f32_stage, win_keys);
+  auto opt = [](Tensor& t, bool w) { return w && t.defined() ? t.data<float>() : nullptr; };
   // final gradients written by their last writer in the dtype of q, with no f32 -> bf16 pass:
   // dq by the split feature backward (its rows are owned: bf16(window part + du W^T)), when
   // dq is wanted (else that kernel adds into the f32 scratch only); dx by gate_dx_kernel
@@ -697,9 +704,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           window_bwd_tc_launch(qp, kp, vp, csp, snp, taup, alpha.data<float>(),
                                saved.numden.data<float>(), saved.wstats.data<float>(),
                                static_cast<const T*>(dy.raw()), dO.data<float>(),
-                               cself.data<float>(), delta.data<float>(), dq.data<float>(),
-                               win_keys ? dk.data<float>() : nullptr,
-                               win_keys ? dv.data<float>() : nullptr, dtaup, dalpha.data<float>(), d, s);
+                               cself.data<float>(), delta.data<float>(), opt(dq, want.dq),
+                               opt(dk, win_keys), opt(dv, win_keys), dtaup, dalpha.data<float>(), d, s);
           window_done = true;
         }
       }
@@ -738,7 +744,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           grad_tc_launch(bp16(phiqb), bp16(phiql), bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(),
                          states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
-                         dv.data<float>(), db.data<float>(), d, s);
+                         opt(dv, want.dv), db.data<float>(), d, s);
         }
       }
       if (!tc_grad) {
@@ -755,11 +761,11 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
         if (tc_fbwd) {
           if (want.dq || want.dwq)
             features_bwd_tc_launch(qp, d.H, bp16(wqb), bp16(wql), dphiq.data<float>(),
-                                   dq.data<float>(), false, ptr(dwq), d, s,
+                                   opt(dq, want.dq), false, ptr(dwq), d, s,
                                    dq_direct ? bp16(dq_out) : nullptr);
           if (want.dk || want.dwk)
             features_bwd_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), dphik.data<float>(),
-                                   dk.data<float>(), true, ptr(dwk), d, s);
+                                   opt(dk, want.dk), true, ptr(dwk), d, s);
         }
       }
       if (!tc_fbwd) {
