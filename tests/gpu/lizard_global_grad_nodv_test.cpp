@@ -1,7 +1,7 @@
 // The global-branch gradient launcher (grad_tc_launch, cuda/lizard_attention_tc.cuh) with dv
 // null (stage-1 distillation wants no dv, issue #11) against the same launcher with dv: the
-// skipped work feeds dv alone, so dphi_q, dphi_k and every da contribution must be the same
-// bits, for each kernel the launcher can take (the default two-CTA mma kernel, its one-CTA
+// skipped work feeds dv alone, so dphi_q and dphi_k must be the same bits and da the same sum
+// up to the order of its atomic adds, for each kernel the launcher can take (the default two-CTA mma kernel, its one-CTA
 // mma8 / mma16 shapes and the wmma kernel, LIZARD_GRAD_KERNEL). A kernel that still wrote dv
 // would fault on the null pointer (an error here). The inputs are random values of the right
 // shapes and ranges, not a consistent forward: the comparison is of two runs of the same
@@ -148,20 +148,16 @@ TEST(LizardGlobalGradGpu, NullDvLeavesTheOtherOutputsBitIdentical) {
       ASSERT_GT(max_abs(full.da), 0.0) << what << ": da of the full path";
       expect_same_bits(skip.dphiq, full.dphiq, what + " dphi_q");
       expect_same_bits(skip.dphik, full.dphik, what + " dphi_k");
-      if (s.per_head_gate) {
-        // one da row per head: at most two atomic adds (the feature halves of the default
-        // two-CTA kernel) onto 0 per element, an order-free sum: the same bits
-        expect_same_bits(skip.da, full.da, what + " da");
-      } else {
-        // a shared gate: each element sums H (x 2 CTAs) contributions by atomics in arrival
-        // order, nondeterministic in the full path alone (the contributions themselves are the
-        // same bits, shown above per head). Another order of <= 2H = 16 f32 terms of similar
-        // size: a few 2^-24 (6e-8) of their magnitude per element; 1e-5 relative (norm-wise)
-        // is above that and far below what a changed contribution (one head's share of the
-        // sum, O(0.1) of it) would show.
-        EXPECT_LE(rel_err(skip.da.to(Device::cpu(), DType::F64), full.da.to(Device::cpu(), DType::F64)), 1e-5)
-            << what << " da";
-      }
+      // da: each element sums several contributions by f32 atomics in arrival order (the
+      // intra-chunk term and the state terms of each CTA's features; with a shared gate those
+      // of all H heads too), so it is not reproducible bit for bit even by the full path alone
+      // (an H200 run of this test with a bitwise check saw per-head elements differ by 1-2
+      // ulp, about 6e-8 relative, in every kernel shape but wmma). Another order of <= 2H x a
+      // few f32 terms of similar size: a few 2^-24 of their magnitude per element; 1e-5
+      // relative (norm-wise) is far above that and far below what a lost or changed
+      // contribution (one term's share of the sum, O(0.1) of it) would show.
+      EXPECT_LE(rel_err(skip.da.to(Device::cpu(), DType::F64), full.da.to(Device::cpu(), DType::F64)), 1e-5)
+          << what << " da";
     }
   }
 }
