@@ -21,7 +21,6 @@
 
 namespace lizard::cuda {
 namespace lizard_detail {
-Dims make_dims(const ops::LizardConfig& cfg, const ops::LizardDims& ld);
 size_t global_smem_bytes(const Dims& d, bool backward);
 int grid_for(int64_t n, int per_block);
 template <class T>

@@ -7,9 +7,14 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "lizard/ops/lizard_attention_types.h"
 #include "lizard_attention_common.cuh"
 
 namespace lizard::cuda::lizard_detail {
+
+/// The kernels' scalars of a call (cuda/lizard_attention_fwd.cu): the checked dims, the config's
+/// switches resolved.
+Dims make_dims(const ops::LizardConfig& cfg, const ops::LizardDims& ld);
 
 /// Whether a call may take the tensor-core kernels. Default: yes, inference and training
 /// alike: training keeps phi and the operands the saved statistics and gate gradients are

@@ -22,20 +22,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "../../cuda/lizard_attention_dims.h"
-
-namespace lizard::cuda::lizard_detail {
-// Declared by device headers (lizard_attention_tc.cuh) a host translation unit cannot
-// include, and by cuda/lizard_attention_fwd.cu: the same signatures (a mismatch fails to link).
-Dims make_dims(const ops::LizardConfig& cfg, const ops::LizardDims& ld);
-bool tc_window_supported(const Dims& d);
-void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
-                          const __nv_bfloat16* v, const float* cosb, const float* sinb,
-                          const float* tau, const float* alpha, const float* numden,
-                          const float* wstats, const __nv_bfloat16* dy, float* dO,
-                          float* cself, float* delta, float* dq, float* dk, float* dv,
-                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
-}  // namespace lizard::cuda::lizard_detail
+#include "../../cuda/lizard_attention_tc.cuh"  // host-includable: device code is nvcc-only
 #endif
 
 namespace lizard::test {
