@@ -180,8 +180,9 @@ const std::vector<Field>& fields() {
                  "kernel state between forward and backward; cheaper than `recompute`"),
         LZ_FIELD("recompute_states", recompute_states,
                  "keep no per-chunk Lizard attention states (f32, 2F x (D+1) per 32 tokens and "
-                 "head) between forward and backward: the backward reruns the state sweep. "
-                 "Saves most of what a linearized layer keeps for a few % of the step"),
+                 "head) nor feature maps between forward and backward: the backward reruns the "
+                 "feature maps and the state sweep. Saves most of what a linearized layer keeps "
+                 "for a few % of the step"),
         LZ_FIELD("train_lizard_params", train_lizard_params,
                  "finetune: also train the Lizard parameters (feature maps, gate, sinks, alpha)"),
         LZ_FIELD("kl_to_teacher", kl_to_teacher,

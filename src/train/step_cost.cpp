@@ -162,33 +162,33 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   const double states = H * 2 * F * (D + 1) / Ck * 4;  // RecomputeMode::States drops these
   // On the tensor cores the states come with the feature maps as bf16 hi + lo pairs of q and
   // k (ops::LizardSaved::phiq...: 4 x [H, 2F] bf16), dropped with them. (Also kept: the split
-  // feature weights, 4 x H D F bf16 a layer, not per token: 4 MiB at 8B, left out.)
+  // feature weights, 4 x H D F bf16 a layer, not per token: 4 MiB a layer at 8B, left out.)
   const bool tc = lizard_states_recomputable(s);
-  const double phi_pair = tc ? 4 * H * 2 * F * 2 : 0.0;
+  const double phi_pair_bytes = 4 * H * 2 * F * 2;
+  const double phi_pair = tc ? phi_pair_bytes : 0.0;
   const double kernel_state = states + phi_pair + (H * (D + 1) + 2 * H + 2 * Hg) * 4;
   // What the tape keeps of it, and what one layer's backward rebuilds on top of its scratch.
   const bool drop_states = s.recompute == RecomputeMode::States && tc;
   const double kept_state = drop_states ? kernel_state - states - phi_pair : kernel_state;
   const double rebuilt_state = drop_states ? states : 0.0;
+  // Whether the tape keeps the mixing's saved tensors (the states too unless drop_states).
+  const bool tape = s.recompute == RecomputeMode::None || s.recompute == RecomputeMode::States;
   // The CUDA Lizard backward's scratch for one layer (cuda/lizard_attention_bwd.cu), alive
   // together while that layer's backward runs: dstates (as the states), dO' [H, D+1] f32,
-  // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo (unless kept),
-  // du [H, F] bf16, the f32 gradients of q, k, v and their copies in the compute dtype, and the gate input's
-  // gradient (written in the compute dtype directly).
-  // The recomputed phi pairs only where the forward did not keep them (drop_states, or the
-  // f32 kernels, which recompute f32 phi in about the same room).
+  // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo where the
+  // forward did not keep them (drop_states, or the f32 kernels, which recompute f32 phi in
+  // about the same room), du [H, F] bf16, the f32 gradients of q, k, v and their copies in the
+  // compute dtype, and the gate input's gradient (written in the compute dtype directly).
   const double grads = (H * D + 2 * Hkv * D);
-  const double phi_rebuilt = tc && !drop_states ? 0.0 : 4 * H * 2 * F * 2;
-  const double bwd_scratch = H * 2 * F * (D + 1) / Ck * 4 + H * (D + 1) * 4 + 2 * H * 2 * F * 4 +
-                             phi_rebuilt + H * F * 2 + grads * (4 + e) + d * e;
+  const double phi_rebuilt = tc && !drop_states ? 0.0 : phi_pair_bytes;
+  const double bwd_scratch = states + H * (D + 1) * 4 + 2 * H * 2 * F * 4 + phi_rebuilt +
+                             H * F * 2 + grads * (4 + e) + d * e;
   double kept = 0, transient = 0;
   if (s.stage == "distill") {
     // Teacher path has no tape. Per linearized layer: the student's inputs (normed x, q, k,
     // v), the teacher target y_t, and (without recompute) y_s for the MSE plus the kernel state.
     const double inputs = d * e + qkv + H * D * e;
     const double student = kernel_state + H * D * e;
-    // the student kept (its states too unless drop_states)
-    const bool tape = s.recompute == RecomputeMode::None || s.recompute == RecomputeMode::States;
     kept = (tape ? inputs + kept_state + H * D * e : inputs) * static_cast<double>(l_lin) / L;
     const double teacher_working = 3 * I * e + 4 * d * e;  // one layer's forward temporaries
     const double student_bwd = l_lin > 0 ? (tape ? rebuilt_state : student) + bwd_scratch : 0.0;
@@ -213,8 +213,6 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
         ((all || targets({"o"})) ? H * D * e : 0.0) +
         (all ? 0.0 : static_cast<double>(s.lora_r * static_cast<int64_t>(s.lora_targets.size())) * e);
     const double soft_saved = qkv + H * D * e + H * 4;  // rope'd q, k, v, output o, lse
-    // the mixing kept (its states too unless drop_states)
-    const bool tape = s.recompute == RecomputeMode::None || s.recompute == RecomputeMode::States;
     const double lin_layer = rest + qkv + (tape ? kept_state : 0);
     const double soft_layer = rest + soft_saved;
     const double avg = (lin_layer * static_cast<double>(l_lin) + soft_layer * static_cast<double>(l_soft)) / L;

@@ -1,7 +1,8 @@
 // AdamW over parameter groups with fp32 master weights and fp32 moments, global-norm
 // clipping folded into the step, and non-finite steps skipped (and counted) rather than
 // applied. CPU parameters are updated here; CUDA parameters go to the fused multi-tensor
-// kernel of cuda/adamw.cu, one launch per device for all of them. The state is saved to and restored from an HDF5 file for exact resume.
+// kernel of cuda/adamw.cu, one launch per device for all of them. The state is saved to and
+// restored from an HDF5 file for exact resume.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -27,8 +27,9 @@
 
 namespace lizard::train {
 
-/// Activation recomputation: none; the Lizard attention's per-chunk states only (the backward
-/// reruns the state sweep); the student attention; every decoder layer.
+/// Activation recomputation: none; the Lizard attention's per-chunk states and feature maps only
+/// (the backward reruns the feature maps and the state sweep); the student attention; every
+/// decoder layer.
 enum class RecomputeMode { None, States, Attention, Layer };
 /// "none" | "states" | "attention" | "layer" (InputError naming `what` otherwise).
 RecomputeMode recompute_mode_from_name(const std::string& s, const std::string& what = "recompute");
@@ -61,10 +62,11 @@ struct FlopsPerToken {
 
 FlopsPerToken step_flops_per_token(const StepShape& s);
 
-/// Whether RecomputeMode::States really drops the per-chunk states for this shape: only the
-/// CUDA tensor-core Lizard backward rebuilds them, so bf16 compute and its shapes (head dim and
-/// feature dim multiples of 16, head dim <= 128, 2F <= 256: tc_supported in
-/// cuda/lizard_attention_tc.cuh). Elsewhere the forward keeps them whatever the mode says.
+/// Whether RecomputeMode::States really drops the per-chunk states (and feature maps) for this
+/// shape: only the CUDA tensor-core Lizard backward rebuilds them (and only its forward keeps
+/// the feature maps), so bf16 compute and its shapes (head dim and feature dim multiples of
+/// 16, head dim <= 128, 2F <= 256: tc_supported in cuda/lizard_attention_tc.cuh). Elsewhere
+/// the forward keeps the states whatever the mode says.
 bool lizard_states_recomputable(const StepShape& s);
 
 /// Forward FLOPs of one Lizard attention layer per token (all heads; see the header comment).
