@@ -622,7 +622,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   Tensor dq = grad_f32(in.q, want.dq || f32_stage, want.dq);
   Tensor dk = grad_f32(in.k, want.dk || want.dv || f32_stage, win_keys);
   Tensor dv = grad_f32(in.v, want.dk || want.dv || f32_stage, win_keys);
-  auto opt = [](Tensor& t, bool w) { return w && t.defined() ? t.data<float>() : nullptr; };
+  auto ptr = [](Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+  auto opt = [&](Tensor& t, bool w) { return w ? ptr(t) : nullptr; };
   // final gradients written by their last writer in the dtype of q, with no f32 -> bf16 pass:
   // dq by the split feature backward (its rows are owned: bf16(window part + du W^T)), when
   // dq is wanted (else that kernel adds into the f32 scratch only); dx by gate_dx_kernel
@@ -636,7 +637,6 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   };
   Tensor dwq = zeros_if(want.dwq, p.wq), dwk = zeros_if(want.dwk, p.wk);
   Tensor dwg = zeros_if(want.dgate, p.w_g), dbg = zeros_if(want.dgate, p.b_g);
-  auto ptr = [](Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
   Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
   Tensor dalpha = Tensor::zeros({1}, DType::F32, dev);
 
@@ -658,26 +658,21 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // The training forward computed its phi the same way (bit-identical bf16 phi).
       Tensor wqb, wkb, wql, wkl, phiqb, phikb, phiql, phikl;
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (tc && saved.w_pairs[0].defined()) {  // kept with the phi pairs: the same bits
-          wqb = saved.w_pairs[0], wql = saved.w_pairs[1], wkb = saved.w_pairs[2], wkl = saved.w_pairs[3];
+        if (tc && saved.phiq.defined()) {  // kept by the forward (keep_states): these very bits
+          wqb = saved.wq_hi, wql = saved.wq_lo, wkb = saved.wk_hi, wkl = saved.wk_lo;
+          phiqb = saved.phiq, phiql = saved.phiq_lo, phikb = saved.phik, phikl = saved.phik_lo;
         } else if (tc) {
           for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
             *hi = Tensor::empty(src->shape(), DType::BF16, dev);
             *lo = Tensor::empty(src->shape(), DType::BF16, dev);
             split_bf16_launch(src->data<float>(), bp16(*hi), bp16(*lo), src->numel(), s);
           }
-        }
-        if (tc) {
-          if (saved.phiq.defined()) {  // kept by the forward (keep_states): these very bits
-            phiqb = saved.phiq, phiql = saved.phiq_lo, phikb = saved.phik, phikl = saved.phik_lo;
-          } else {
-            phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-            phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-            phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-            phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-            features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), bp16(phiql), d, s);
-            features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), bp16(phikl), d, s);
-          }
+          phiqb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          phikb = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          features_tc_launch(qp, d.H, bp16(wqb), bp16(wql), bp16(phiqb), bp16(phiql), d, s);
+          features_tc_launch(kp, d.Hkv, bp16(wkb), bp16(wkl), bp16(phikb), bp16(phikl), d, s);
         }
       }
       if (f32_phi && tc) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "lizard/core/cuda_runtime.h"
 #include "lizard/ops/lizard_config.h"
 #include "lizard_attention_dims.h"  // Dims
 
@@ -20,6 +21,15 @@ constexpr int kCols = 32;
 constexpr int kGlobalThreads = 256;
 /// Warps per CTA of the row-wise (window, features) kernels.
 constexpr int kRowWarps = 4;
+
+/// SMs of the current device (its context's count, read once per device; 132, an H100 /
+/// H200, if unknown): what the launchers size persistent or residency-bound grids by.
+inline int sm_count() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
+  const int n = context(dev).sm_count;
+  return n > 0 ? n : 132;
+}
 
 // Device helpers: nvcc only (__CUDACC__), so that host C++ (tests/gpu, calling the private
 // launchers of lizard_attention_tc.cuh directly) can include the declarations and Dims.

@@ -366,8 +366,7 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
   Tensor states;
   if (saved || tc) states = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
   y = Tensor::empty(in.q.shape(), dt, dev);
-  // the tensor-core training forward's phi_lo of q and k and its split feature weights
-  Tensor saved_phi_lo, saved_phik_lo, saved_w[4];
+  if (saved) *saved = ops::LizardSaved{};  // every field set below, or left undefined
 
   visit_dtype(dt, [&](auto z0) {
     using T0 = decltype(z0);
@@ -416,9 +415,10 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
                           split, d, s);
           out_tc_launch(bp(phiq), lo(phiql), bp(phik), lo(phikl), bp(v), bl.data<float>(),
                         states.data<float>(), numden.data<float>(), split, d, s);
-          saved_phi_lo = phiql;
-          saved_phik_lo = phikl;
-          saved_w[0] = wqb, saved_w[1] = wql, saved_w[2] = wkb, saved_w[3] = wkl;
+          if (split && cfg.keep_states) {  // the bits the backward would recompute (same kernels)
+            saved->phiq = phiq, saved->phiq_lo = phiql, saved->phik = phik, saved->phik_lo = phikl;
+            saved->wq_hi = wqb, saved->wq_lo = wql, saved->wk_hi = wkb, saved->wk_lo = wkl;
+          }
         }
       }
       if (!tc) {
@@ -465,14 +465,6 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
     // keep_states false (RecomputeMode::States): the tensor-core backward reruns the sweep
     // (the same bits); the f32 kernels' backward has no such path and keeps them
     saved->states = cfg.keep_states || !tc ? states : Tensor();
-    // the tensor-core training phi pair (bf16 hi + lo of q and k), kept with the states: the
-    // backward would recompute exactly these bits (same kernel, same inputs)
-    const bool keep_phi = cfg.keep_states && tc && saved_phi_lo.defined();
-    saved->phiq = keep_phi ? phiq : Tensor();
-    saved->phiq_lo = keep_phi ? saved_phi_lo : Tensor();
-    saved->phik = keep_phi ? phik : Tensor();
-    saved->phik_lo = keep_phi ? saved_phik_lo : Tensor();
-    for (int i = 0; i < 4; ++i) saved->w_pairs[i] = keep_phi ? saved_w[i] : Tensor();
     saved->numden = numden;
     saved->wstats = wstats;
     saved->bl = bl;

@@ -272,14 +272,6 @@ inline void grant_smem(K kernel, size_t bytes) {
            "lizard feature maps (CUDA): cannot grant ", bytes, " bytes of shared memory");
 }
 
-inline int sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0)
-    n = 132;  // an H100/H200; only the grid size depends on it
-  return n;
-}
-
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace lizard::cuda::lizard_detail

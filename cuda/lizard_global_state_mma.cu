@@ -714,14 +714,6 @@ static_assert(resident_per_sm<128, true, true, 2, 32>() == 2 &&
                   resident_per_sm<128, false, true, 2, 32>() == 4,
               "the residency state_mma_rows' comment counts on");
 
-/// The SM count of the current device (the context's, read once per device).
-int current_sm_count() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  const int n = context(dev).sm_count;
-  return n > 0 ? n : 132;  // an H100 / H200; only the row split depends on it
-}
-
 template <int D, bool kRev, bool kSplit, int kRows>
 void launch_rows(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
                  float* out, const Dims& d, cudaStream_t s) {
@@ -775,7 +767,7 @@ int state_mma_rows(const Dims& d, bool rev) {
   // forward four), so on 132 SMs at H 32, 2F 256 only B 1 (256 CTAs of 32 rows) takes 32;
   // B 2 (256 of 64 rows, 512 of 32) would need a second wave of the reverse sweep. The
   // forward keeps that rule (the reverse's residency: B 2 untimed at 32 rows).
-  const int64_t sms = current_sm_count(), ctas64 = int64_t(d.B) * d.H * ((2 * d.F + 63) / 64);
+  const int64_t sms = sm_count(), ctas64 = int64_t(d.B) * d.H * ((2 * d.F + 63) / 64);
   const int per_sm32 = dstate_resident32(d.D, state_cols(d));
   return ctas64 < 2 * sms && 2 * ctas64 <= per_sm32 * sms ? 32 : 64;
 }

@@ -89,7 +89,7 @@ TEST(LizardBackwardOptionsGpu, RebuiltStatesGiveTheSameGradients) {
         EXPECT_EQ(t->defined(), keep) << sh.str();
         if (keep && t->defined()) EXPECT_EQ(t->shape(), phi_shape) << sh.str();
       }
-      for (const Tensor& w : saved.w_pairs) {  // the split feature weights, kept with them
+      for (const Tensor& w : {saved.wq_hi, saved.wq_lo, saved.wk_hi, saved.wk_lo}) {  // kept with them
         EXPECT_EQ(w.defined(), keep) << sh.str();
         if (keep && w.defined()) EXPECT_EQ(w.shape(), (Shape{sh.H, sh.D, sh.F})) << sh.str();
       }

@@ -21,9 +21,9 @@ struct LizardSaved {
   /// (phi + phi_lo is the f32 map to about 2^-17): kept with the states (keep_states), so the
   /// backward does not recompute them; undefined otherwise (f32 kernels, keep_states false).
   Tensor phiq, phiq_lo, phik, phik_lo;
-  /// With them, the feature weights those maps came from as bf16 hi + lo pairs [H, D, F]:
-  /// wq hi, wq lo, wk hi, wk lo (the backward's dx = du W^T reads the same pairs).
-  Tensor w_pairs[4];
+  /// With them, the feature weights those maps came from as bf16 hi + lo pairs [H, D, F] (the
+  /// backward's dx = du W^T reads the same pairs).
+  Tensor wq_hi, wq_lo, wk_hi, wk_lo;
 };
 
 /// y [B, T, H, D] (dtype and device of q). `saved` (optional) receives what backward needs.
