@@ -18,6 +18,7 @@
 #include "cli_runner.h"
 #include "lizard/io/hdf5_file.h"
 #include "lizard/io/hdf5_tokens.h"
+#include "lizard/io/json.h"
 #include "lizard/train/checkpoint.h"
 #include "train_fixture.h"
 
@@ -76,23 +77,38 @@ void expect_same_tensors(const std::string& a_path, const std::string& b_path) {
   }
 }
 
+/// Mean milliseconds a training step took in a finished run: the spread of "elapsed_s" over its
+/// train lines in metrics.jsonl divided by the steps between them (0 if fewer than 2 lines).
+double logged_step_ms(const fs::path& metrics) {
+  std::ifstream in(metrics);
+  std::vector<double> elapsed;
+  for (std::string line; std::getline(in, line);) {
+    const io::Json j = io::parse_json(line, metrics.string());
+    if (j.at("kind").as_string() == "train") elapsed.push_back(j.at("elapsed_s").as_double());
+  }
+  if (elapsed.size() < 2) return 0.0;
+  return 1e3 * (elapsed.back() - elapsed.front()) / static_cast<double>(elapsed.size() - 1);
+}
+
 TEST(KillResume, SigkillAtRandomMomentsThenResumeMatchesTheStraightRun) {
   const fs::path d = temp_dir("run");
   const std::string cfg = write_run(d);
   ASSERT_TRUE(fs::exists(test::lizard_binary())) << "lizard binary not built: " << test::lizard_binary();
 
-  const auto t0 = std::chrono::steady_clock::now();
   const ProcessResult ref = test::run_lizard(train_args(cfg, d / "ref", false), (d / "ref.log").string());
   ASSERT_EQ(ref.exit_code, 0) << "signal " << ref.signal << "\n" << ref.output;
-  const double ref_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
   // Each kill picks a step a little ahead of the newest checkpoint, waits until that step's
   // save has begun (its ".tmp" or final directory appears), then kills after a random delay
   // of up to about one step: kills land inside saves, just after them and inside steps,
   // whatever the speed of the machine, and every resumed run makes progress.
+  // The step time comes from the run's own clock (metrics.jsonl's elapsed_s between its first
+  // and last step), not from the whole process: on a machine with a GPU the binary's start-up
+  // (CUDA libraries) can cost more than all 40 tiny steps, and a "delay of one step" taken from
+  // the wall time let the last run finish before its kill.
+  const double step_ms = logged_step_ms(d / "ref" / "metrics.jsonl");
+  ASSERT_GT(step_ms, 0.0) << "no step timings in the reference run's metrics.jsonl";
   std::mt19937 gen(20261127);
-  const double step_ms = ref_ms / kSteps;
   std::uniform_real_distribution<double> delay_ms(0.0, step_ms);
   const fs::path out = d / "killed";
   const fs::path ckpts = out / "checkpoints";
@@ -141,7 +157,8 @@ TEST(KillResume, SigkillAtRandomMomentsThenResumeMatchesTheStraightRun) {
   }
   ASSERT_TRUE(finished) << "the killed run never finished in " << runs << " attempts";
   EXPECT_EQ(kills, 8);
-  std::printf("[ info ] %d runs, %d killed, %d of them inside a checkpoint save\n", runs, kills, in_save);
+  std::printf("[ info ] %d runs, %d killed, %d of them inside a checkpoint save (a step: %.2f ms)\n",
+              runs, kills, in_save, step_ms);
   const std::string last = checkpoint_path((d / "ref" / "checkpoints").string(), kSteps);
   const std::string last_killed = checkpoint_path((out / "checkpoints").string(), kSteps);
   expect_same_tensors(last + "/model.h5", last_killed + "/model.h5");
