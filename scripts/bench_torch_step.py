@@ -15,7 +15,9 @@ random weights, bf16, next to `lizard bench step` so both use the same card:
 
 FLOPs per token (the same conventions as src/train/step_cost.cpp, so MFUs compare): N = all
 parameters; anchor 4N + 6 N_lora + 3 x 4 (T/2) H D per layer; lizard 4N + 6 N_lora + 3 x the
-Lizard forward per layer; distill 2 N_layers + 4 (T/2) H D + 3 x Lizard forward per layer.
+Lizard forward per layer; distill 2 N_layers (less the last layer's o_proj, norm and MLP,
+never run: both stacks stop at the last layer's attention) + 4 (T/2) H D + 3 x Lizard forward
+per layer.
 Each configuration catches out-of-memory and reports it instead of stopping the run.
 
   python3 scripts/bench_torch_step.py [--configs anchor,lizard,distill] [--mbs 1,4]
@@ -334,6 +336,9 @@ def run_config(name, model, cfg, n_params, n_lora, T, mb, args, mode="eager"):
         opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), fused=True)
         step = distill_step(inner, ids, opt)
         n_layers = n_params - 2 * V * cfg.hidden_size - cfg.hidden_size
+        # the teacher stops at the last layer's attention: no o_proj, norm, MLP there
+        d, I = cfg.hidden_size, cfg.intermediate_size
+        n_layers -= d * d + d + 3 * d * I
         fpt = 2 * n_layers + L * (attention_flops(T, cfg, "softmax")
                                   + 3 * attention_flops(T, cfg, "lizard"))
     else:
@@ -385,6 +390,8 @@ def distill_step(inner, ids, opt):
             else:
                 ys = at.mix(q, k, v, xn, *at.liz.args())
             total = total + F.mse_loss(ys.float(), yt.float())
+            if layer is inner.layers[-1]:
+                break  # the last layer's o_proj and MLP feed no target (as lizard's DistillTask)
             with torch.no_grad():
                 h = h + at.o_proj(yt.reshape(B, T, -1))
                 h = h + layer.mlp(layer.post_attention_layernorm(h))

@@ -247,7 +247,15 @@ class DistillTask : public ModelTask {
     // With recomputation each layer keeps only the student's inputs and the teacher's target
     // (no kernel state): the student attention and its MSE run again in backward.
     const bool recompute = (cfg_.recompute || cfg_.recompute_attention) && ctx.training;
-    for (const nn::DecoderLayer* layer : model_->model->layers) {
+    // The teacher runs only as far as the last linearized layer's attention: its o_proj and
+    // MLP, and any softmax layers after it, feed no target (a wasted GEMM pass otherwise).
+    const auto& all = model_->model->layers;
+    size_t last = all.size();
+    for (size_t l = 0; l < all.size(); ++l)
+      if (all[l]->self_attn->is_linearized()) last = l;
+    LZ_INPUT_CHECK(last < all.size(), "distill: every layer is in lizard.softmax_layers; nothing to train");
+    for (size_t l = 0; l <= last; ++l) {
+      const nn::DecoderLayer* layer = all[l];
       Var xn = layer->input_layernorm->forward(x);
       nn::QKV qkv = layer->self_attn->project(xn);
       Var y_t = layer->self_attn->softmax_mix(qkv, rope);
@@ -263,11 +271,11 @@ class DistillTask : public ModelTask {
         ++layers;
         mark_phase(ctx.timer, Phase::TeacherForward);
       }
+      if (l == last) break;
       // The residual adds ride in o_proj's and down_proj's GEMMs (as in DecoderLayer::forward).
       Var h = layer->self_attn->output(y_t, x);
       x = layer->mlp->forward(layer->post_attention_layernorm->forward(h), h);
     }
-    LZ_INPUT_CHECK(layers > 0, "distill: every layer is in lizard.softmax_layers; nothing to train");
     // Loss = (1/L) sum_l mse_l, reported per token so the trainer's normaliser restores it.
     const int64_t n = b.inputs.numel();
     return {ag::scale(total, static_cast<double>(n) / static_cast<double>(layers)), n};

@@ -107,11 +107,21 @@ FlopsPerToken step_flops_per_token(const StepShape& s) {
     const double embed = static_cast<double>(a.vocab_size * a.hidden_size);
     const double n_layers = N - embed * (a.tie_word_embeddings ? 1 : 2) -
                             static_cast<double>(a.hidden_size);
-    f.dense = 2 * n_layers;
-    f.teacher_attention = soft_fwd * static_cast<double>(L);
+    // The teacher runs up to the last linearized layer's attention (DistillTask): that layer's
+    // o_proj, norm and MLP and every layer after it are never computed.
+    int64_t last = -1;
+    for (int64_t l = 0; l < L; ++l)
+      if (std::count(s.softmax_layers.begin(), s.softmax_layers.end(), l) == 0) last = l;
+    const double per_layer = n_layers / static_cast<double>(L);
+    const int64_t q = H * D, kv = a.num_key_value_heads * D;
+    const double attn_in = static_cast<double>(a.hidden_size) * static_cast<double>(1 + q + 2 * kv) +
+                           (a.attention_bias ? static_cast<double>(q + 2 * kv) : 0.0);
+    f.dense = last < 0 ? 0.0 : 2 * (per_layer * static_cast<double>(last) + attn_in);
+    f.teacher_attention = soft_fwd * static_cast<double>(last + 1);
     f.student_attention = 3 * liz_fwd * static_cast<double>(l_lin);
-    f.formula = "2 N_layers (teacher decoder layers, forward only; no LM head) + causal softmax "
-                "attention forward (4 (T/2) H D) per layer + 3 x Lizard attention forward per "
+    f.formula = "2 N_layers (teacher decoder layers up to the last linearized layer's attention "
+                "input projections, forward only; no LM head) + causal softmax attention forward "
+                "(4 (T/2) H D) per teacher layer run + 3 x Lizard attention forward per "
                 "linearized layer";
   } else {
     throw InputError("stage: '" + s.stage + "' is not one of pretrain, distill, finetune");

@@ -81,9 +81,20 @@ TEST(StepCost, ReproducesTheAnchorsMfuOfThePyTorchStep) {
 TEST(StepCost, DistillCountsTheTeacherLayersForwardOnly) {
   const StepShape s = shape_of("llama3_8b.yaml", "distill", 2048, 1);
   const FlopsPerToken f = step_flops_per_token(s);
-  // N minus the embedding and the LM head (128256 x 4096 each) minus the final norm (4096).
-  EXPECT_DOUBLE_EQ(f.dense, 2.0 * (8030261248.0 - 2.0 * 128256 * 4096 - 4096));
+  // N minus the embedding and the LM head (128256 x 4096 each) minus the final norm (4096),
+  // minus the last layer's o_proj (4096^2), post-attention norm (4096) and MLP (3 x 4096 x
+  // 14336): the teacher stops at the last linearized layer's attention.
+  EXPECT_DOUBLE_EQ(f.dense, 2.0 * (8030261248.0 - 2.0 * 128256 * 4096 - 4096 -
+                                   (4096.0 * 4096 + 4096 + 3.0 * 4096 * 14336)));
   EXPECT_DOUBLE_EQ(f.teacher_attention, 4.0 * 1024 * 32 * 128 * 32);
+  // Trailing softmax layers are not run at all: with layers 30 and 31 kept softmax the teacher
+  // stops after layer 29's attention.
+  StepShape s2 = s;
+  s2.softmax_layers = {30, 31};
+  const FlopsPerToken f2 = step_flops_per_token(s2);
+  const double layer = (8030261248.0 - 2.0 * 128256 * 4096 - 4096) / 32;
+  EXPECT_NEAR(f.dense - f2.dense, 2.0 * 2 * layer, 1.0);
+  EXPECT_DOUBLE_EQ(f2.teacher_attention, 4.0 * 1024 * 32 * 128 * 30);
   EXPECT_DOUBLE_EQ(f.lora, 0.0);
 }
 
