@@ -114,7 +114,7 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
   if (lane == 0) {
     dO[bht * D1 + d.D] = clamped ? 0.f : -dgg / den_g;
     cself[bht] = cdiag;
-    if (d.w > 0)
+    if (d.w > 0 && dalpha)
       atomicAdd(dalpha, convex ? (alpha >= 0.f ? 1.f : -1.f) * dal / ((1.f + A) * (1.f + A)) : dal);
   }
   if (d.w == 0) return;
@@ -142,7 +142,7 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
       atomicAdd(dk + ko + j, g);
     }
   }
-  if (d.m > 0 && lane < d.m) {
+  if (d.m > 0 && lane < d.m && dtau) {
     const float* tr = tau + (d.Ht == 1 ? 0 : h) * d.m;
     atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + lane, -__expf(tr[lane] - mx) * inv * delta);
   }
@@ -630,15 +630,21 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool dq_direct = want.dq && tc_fbwd;
   Tensor dq_out = dq_direct ? Tensor::empty(in.q.shape(), dt, dev) : Tensor();
   Tensor dx = want.dx ? Tensor::empty(in.x.shape(), dt, dev) : Tensor();
-  Tensor db = Tensor::zeros({d.B, d.Hg, d.T}, DType::F32, dev);
+  // db, dtau and dalpha (atomic accumulators) share one zeroed buffer: one memset a call.
+  // dtau and dalpha exist only when wanted (frozen sinks and alpha: their atomics are skipped).
+  const int64_t n_db = int64_t(d.B) * d.Hg * d.T;
+  const int64_t n_tau = want.dsinks && d.m > 0 ? p.tau.numel() : 0, n_al = want.dsinks ? 1 : 0;
+  Tensor acc = Tensor::zeros({n_db + n_tau + n_al}, DType::F32, dev);
+  Tensor db = acc.slice(0, 0, n_db).view({d.B, d.Hg, d.T});
   // gradients nobody wants stay undefined (null pointers below: their work is skipped)
   auto zeros_if = [&](bool w, const Tensor& like) {
     return w ? Tensor::zeros(like.shape(), DType::F32, dev) : Tensor();
   };
   Tensor dwq = zeros_if(want.dwq, p.wq), dwk = zeros_if(want.dwk, p.wk);
   Tensor dwg = zeros_if(want.dgate, p.w_g), dbg = zeros_if(want.dgate, p.b_g);
-  Tensor dtau = d.m > 0 ? Tensor::zeros(p.tau.shape(), DType::F32, dev) : Tensor();
-  Tensor dalpha = Tensor::zeros({1}, DType::F32, dev);
+  Tensor dtau = n_tau > 0 ? acc.slice(0, n_db, n_db + n_tau).view(p.tau.shape()) : Tensor();
+  Tensor dalpha = n_al > 0 ? acc.slice(0, n_db + n_tau, n_db + n_tau + 1) : Tensor();
+  float* dalphap = dalpha.defined() ? dalpha.data<float>() : nullptr;
 
   visit_dtype(dt, [&](auto z0) {
     using T0 = decltype(z0);
@@ -699,7 +705,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                                saved.numden.data<float>(), saved.wstats.data<float>(),
                                static_cast<const T*>(dy.raw()), dO.data<float>(),
                                cself.data<float>(), delta.data<float>(), opt(dq, want.dq),
-                               opt(dk, win_keys), opt(dv, win_keys), dtaup, dalpha.data<float>(), d, s);
+                               opt(dk, win_keys), opt(dv, win_keys), dtaup, dalphap, d, s);
           window_done = true;
         }
       }
@@ -709,7 +715,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
             qp, kp, vp, csp, snp, taup, alpha.data<float>(), saved.numden.data<float>(),
             saved.wstats.data<float>(), static_cast<const T*>(dy.raw()), dO.data<float>(),
             cself.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), dtaup,
-            dalpha.data<float>(), d);
+            dalphap, d);
       }
       // 1. global branch: dphi_q, dphi_k, dv, db. Must run before step 2, which reads dphi
       // (with TC_OFF=grad the f32 kernel used to run after the tensor-core features

@@ -126,7 +126,8 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
 /// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); stores the window parts into dq
 /// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they need no zeroing;
 /// it must be their first writer, before the global branch's adds) and adds dtau, dalpha
-/// (atomics). dk and dv both null: the key side (win_bwd_k_kernel, whose only outputs they
+/// (atomics; either null: not wanted, e.g. frozen sinks and alpha in stage 2, its atomics
+/// skipped). dk and dv both null: the key side (win_bwd_k_kernel, whose only outputs they
 /// are) is skipped, e.g. in distillation, where no input gradient is wanted. dq null: the
 /// query side skips its dq~ = dC K~ pass (the second sweep over the key tiles: scores, mma's,
 /// stores); dO', cself, delta and dk, dv keep their bits, and dtau, dalpha the same per-CTA

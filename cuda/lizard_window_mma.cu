@@ -1186,8 +1186,9 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
       if (pos[rr] >= 0) store_acc_row<kD>(dq_w + int64_t(8 * rr) * ldq, acc, rr, t4, 1.f);
   }
   __syncthreads();  // every row's sred parts (added at the last tile)
-  if (threadIdx.x == 0) atomicAdd(dalpha, sred[0] / dal_div);
-  for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
+  if (threadIdx.x == 0 && dalpha) atomicAdd(dalpha, sred[0] / dal_div);
+  if (dtau)
+    for (int j = threadIdx.x; j < d.m; j += kThreads) atomicAdd(dtau + (d.Ht == 1 ? 0 : h) * d.m + j, sred[1 + j]);
 }
 
 /// Window backward, key side: grid (ceil(T / 64), B*Hkv). 64 keys s0.. of one kv head and,

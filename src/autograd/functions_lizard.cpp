@@ -30,6 +30,7 @@ struct LizardNode : Node {
     want.dwq = needs_grad(4);
     want.dwk = needs_grad(5);
     want.dgate = needs_grad(6) || needs_grad(7);
+    want.dsinks = needs_grad(8) || needs_grad(9);
     ops::LizardGrads gr = ops::lizard_attention_backward(cfg, in, p, saved, g.contiguous(), want);
     auto back = [&](const Tensor& t, size_t i) {
       return t.defined() && needs_grad(i) ? t.to(param_dtypes[i - 4]) : Tensor();

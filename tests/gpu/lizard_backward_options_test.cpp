@@ -3,7 +3,9 @@
 //   asked for equal those of a full backward. Stage 2 freezes the Lizard parameters (no
 //   feature-map dW, no gate parameter gradient); stage 1 needs no gradient of the frozen q, k,
 //   v and x. Both through the default (split) feature backward and the fused one
-//   (LIZARD_FEATURES_BWD_KERNEL=old, which accumulates into a scratch dW when none is wanted);
+//   (LIZARD_FEATURES_BWD_KERNEL=old, which accumulates into a scratch dW when none is wanted),
+//   and the f32 window backward (LIZARD_ATTENTION_TC_OFF=window_bwd), whose dtau and dalpha
+//   atomics a frozen sinks/alpha (dsinks false) skips like the tensor-core kernel's;
 // - LizardConfig::keep_states false (recompute_states): the forward keeps no per-chunk states
 //   and no feature maps, and the backward rebuilds them with the same kernels.
 #include <string>
@@ -29,7 +31,7 @@ void expect_masks_keep_values(const FeatureShape& sh, const char* features_kerne
   // the GQA atomics of dk and dv add in another order (f32 sums, then one bf16 rounding: a
   // rare element one bf16 ulp off, far below 1e-3 norm-wise; a missing term is O(1e-2) or more).
   ops::LizardWants s2;
-  s2.dwq = s2.dwk = s2.dgate = false;
+  s2.dwq = s2.dwk = s2.dgate = s2.dsinks = false;
   const ops::LizardGrads g2 = gpu_grads(c, dy, s2);
   for (auto [name, got, ref] : {std::tuple{"dq", &g2.dq, &all.dq}, {"dk", &g2.dk, &all.dk},
                                 {"dv", &g2.dv, &all.dv}, {"dx", &g2.dx, &all.dx}}) {
@@ -40,6 +42,8 @@ void expect_masks_keep_values(const FeatureShape& sh, const char* features_kerne
   EXPECT_FALSE(g2.dwk.defined()) << what;
   EXPECT_FALSE(g2.dw_g.defined()) << what;
   EXPECT_FALSE(g2.db_g.defined()) << what;
+  EXPECT_FALSE(g2.dtau.defined()) << what;
+  EXPECT_FALSE(g2.dalpha.defined()) << what;
 
   // Stage 1: frozen inputs. Parameter gradients are f32 sums (dW over tokens, dtau and dalpha
   // by atomics) in another order: ~1e-7 relative; 1e-5 still catches any lost token.
@@ -60,6 +64,8 @@ TEST(LizardBackwardOptionsGpu, MaskedGradientsEqualTheFullBackward) {
   for (FeatureShape sh : {FeatureShape{2, 65, 4, 1, 128, 128, false}, FeatureShape{1, 333, 8, 2, 64, 48, true}}) {
     expect_masks_keep_values(sh, nullptr);
     expect_masks_keep_values(sh, "old");
+    ScopedEnv f32_window("LIZARD_ATTENTION_TC_OFF", "window_bwd");
+    expect_masks_keep_values(sh, nullptr);
   }
 }
 

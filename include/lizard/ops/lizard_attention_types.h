@@ -47,6 +47,7 @@ struct LizardWants {
   bool dq = true, dk = true, dv = true, dx = true;
   bool dwq = true, dwk = true;
   bool dgate = true;  ///< dw_g and db_g
+  bool dsinks = true;  ///< dtau and dalpha (frozen in stage 2 unless the Lizard parameters train)
   bool dstates = false;  ///< keep LizardGrads::dstates (tests; the tensor-core path only)
 };
 
