@@ -370,19 +370,29 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   }
   if (tid == 0) sL[0] = 0.f;
   // dO'[:D] split: warp w the rows w + kW k, a lane two adjacent columns per 64; every load
-  // issued before the first split (they are scalar: row stride D + 1), and the first state
-  // blocks between them
+  // issued before the first split, and the first state blocks between them. The row stride
+  // D + 1 is odd: a row whose start is 8-byte aligned (every other row, given an aligned
+  // base) takes one 8-byte load per pair (j even), the others two 4-byte loads; the same
+  // values either way. The test is per row, so warp-uniform (a row a warp).
   constexpr int kRW = C / kWarps, kPU = kD / 64;
   float gv[kRW][kPU][2];
   {
 #pragma unroll
     for (int k = 0; k < kRW; ++k) {
       const int r = warp + kWarps * k;
+      const float* row = dO + (row0 + r) * D1;
+      const bool pair = reinterpret_cast<uintptr_t>(row) % 8 == 0;
 #pragma unroll
       for (int u = 0; u < kPU; ++u) {
         const int j = 2 * lane + 64 * u;
-        gv[k][u][0] = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-        gv[k][u][1] = r < n ? dO[(row0 + r) * D1 + j + 1] : 0.f;
+        if (r >= n) {
+          gv[k][u][0] = gv[k][u][1] = 0.f;
+        } else if (pair) {
+          const float2 x = *reinterpret_cast<const float2*>(row + j);
+          gv[k][u][0] = x.x, gv[k][u][1] = x.y;
+        } else {
+          gv[k][u][0] = row[j], gv[k][u][1] = row[j + 1];
+        }
       }
     }
   }
@@ -792,8 +802,8 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
   auto* k = dv ? grad_mma_kernel<kD, kNT, kW, kZ, true> : grad_mma_kernel<kD, kNT, kW, kZ, false>;
   LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
-  // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need 2 x (112.6 + 1)
-  // KiB of the SM's 228 (a hint; the launch is correct with one CTA per SM too)
+  // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need
+  // 2 x (112.6 + 1) KiB of the SM's 228 (a hint; the launch is correct with one CTA per SM too)
   LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
                                 int(cudaSharedmemCarveoutMaxShared)) == cudaSuccess,
            "lizard attention gradient (mma): cannot set the shared-memory carveout");
