@@ -21,10 +21,12 @@
 //     summed from the same f32 registers, and only dS's bf16 hi half goes to shared memory
 //     (the B operand of dv's inter-chunk term).
 //   - by default two CTAs share a chunk, each 2F / 2 of the features (their state rows, phi
-//     columns, dphi columns, and their parts of dv, Q_r, K_s, L_c); both compute the C x C
-//     tiles (kk over all features in two passes of the phi tiles). 109 KiB of shared memory
-//     and <= 128 registers at 8 warps: two CTAs per SM, so one's state streaming overlaps the
-//     other's C x C, elementwise and dv phases (one CTA of 16 warps had them in sequence).
+//     columns, dphi columns, and their parts of dv, Q_r, K_s, L_c), launched as a cluster of
+//     two: each computes kk over its own features and reads the other's partial through
+//     distributed shared memory (kk = kk_0 + kk_1 in both); both compute the other C x C
+//     tiles. 112.6 KiB of shared memory and <= 128 registers at 8 warps: two CTAs per SM, so
+//     one's state streaming overlaps the other's C x C, elementwise and dv phases (one CTA of
+//     16 warps had them in sequence).
 //   - the C x C tiles (kk, X = dO' V^T) are small at C = 32: one mma tile per warp, then the
 //     elementwise step of grad_tc_kernel through shared memory unchanged (E, P, w dA f32).
 // Shapes: D in {64, 128}, 2F a multiple of 32 up to 256 (kNT = 1 or 2 n-tiles of 8 features
@@ -176,18 +178,44 @@ __device__ __forceinline__ void cp_rows(bf* dst, int ldd, const bf* src, int64_t
 }
 
 /// Shared-memory bytes of the kernel for d when kZ CTAs split the 2F features of a chunk (the
-/// layout carved in grad_mma_kernel). D = 128, 2F = 256: 175 KiB at kZ = 1, 109 KiB at kZ = 2
-/// (two CTAs per SM: <= 113 KiB each with the 1 KiB the runtime reserves per CTA).
+/// layout carved in grad_mma_kernel). D = 128, 2F = 256: 175 KiB at kZ = 1; 115,328 bytes
+/// (112.6 KiB) at kZ = 2, two CTAs per SM: each may have 233,472 / 2 - 1,024 = 115,712 bytes
+/// (228 KiB an SM, 1 KiB the runtime reserves per CTA), 384 to spare.
 size_t grad_mma_smem(const Dims& d, int kZ) {
   const size_t F2z = 2 * d.F / kZ, LQ = F2z + 8, LV = d.D + 8;
-  const size_t phi = 4 * al128(2 * kC * LQ);
-  return phi +                           // phi_q, phi_q lo, phi_k, phi_k lo (the CTA's features)
+  return 4 * al128(2 * kC * LQ) +        // phi_q, phi_q lo, phi_k, phi_k lo (the CTA's features)
          3 * al128(2 * kC * LV) +        // v, dO' hi/lo
-         // dS hi (the CTA's features); at kZ = 2 first the other CTA's phi tiles for kk
-         std::max(al128(2 * F2z * LV), kZ == 2 ? phi : size_t(0)) +
-         2 * al128(4 * kC * kLP) +       // kk (then w dA in place), X
+         al128(2 * F2z * LV) +           // dS hi (the CTA's features)
+         2 * al128(4 * kC * kLP) +       // kk (at kZ = 2 this CTA's partial), X
+         // w dA: in kk's place at kZ = 1; at kZ = 2 its own C x C (the partner CTA reads this
+         // CTA's partial kk while this one writes w dA)
+         (kZ == 2 ? al128(4 * kC * kC) : 0) +
          2 * al128(2 * kC * kLPb) +      // E, P
          8 * al128(4 * kC) + al128(4);   // bl, den, cself, da, Q_r, K_s, e^b, e^(bend-b); L_c
+}
+
+// Thread-block clusters (sm_90; PTX ISA "barrier.cluster", "mapa", "ld.shared::cluster"): the
+// kZ = 2 kernel runs each chunk's two CTAs as one cluster of 2 and exchanges the partial kk
+// through distributed shared memory. The barriers are split: every thread of both CTAs arrives
+// (release: its earlier shared-memory accesses, local or remote, are ordered before) and later
+// waits (acquire: sees what every thread of the cluster did before arriving). The "memory"
+// clobbers keep the compiler from moving shared-memory accesses across them.
+/// Arrives at the cluster barrier (release).
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive;\n" ::: "memory"); }
+/// Waits for every thread of the cluster to have arrived (acquire).
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait;\n" ::: "memory"); }
+/// The shared::cluster address of the shared-memory address `addr` (this CTA's) in the CTA of
+/// cluster rank `rank`: the same offset in that CTA's shared memory (the same carve).
+__device__ __forceinline__ uint32_t map_shared_rank(uint32_t addr, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+/// The f32 at a shared::cluster address (another CTA's shared memory: distributed shared memory).
+__device__ __forceinline__ float ld_shared_cluster(uint32_t addr) {
+  float x;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(x) : "r"(addr) : "memory");
+  return x;
 }
 
 /// grad_tc_kernel's contract (see its comment), on mma.sync. kD: the head dim; kNT: n-tiles
@@ -195,8 +223,12 @@ size_t grad_mma_smem(const Dims& d, int kZ) {
 /// each owning 2F / kZ of the features (state rows; blockIdx.x = kZ c + z). Shapes:
 ///   kZ = 2, kW = 8 (the default): two CTAs per SM (<= 113 KiB of shared memory, <= 128
 ///     registers), so one CTA's state streaming runs beside the other's C x C and elementwise
-///     phases; both compute kk, X, E, P (the C x C work, small), the z = 0 CTA alone adds the
-///     intra-chunk da and dv terms, each its features' dphi, dv and da state terms;
+///     phases; both compute X, E, P (the C x C work, small), the z = 0 CTA alone adds the
+///     intra-chunk da and dv terms, each its features' dphi, dv and da state terms. The two
+///     CTAs of a chunk (z = 0, 1: consecutive in x) must be launched as one cluster of 2
+///     (cluster rank = z; launch does): kk = phi_q phi_k^T sums over all 2F features, so
+///     each CTA computes kk_z over its own features only, and both form kk = kk_0 + kk_1 (in
+///     that order: the same bits in both) reading the partner's kk_z from its shared memory;
 ///   kZ = 1, kW = 16 (LIZARD_GRAD_KERNEL=mma16, the previous default: 4 warps per scheduler
 ///     at 1 CTA per SM) and kW = 8 (mma8, up to 255 registers), kept for A/B timing.
 /// kDv false (dv null: stage-1 distillation wants no dv, issue #11): none of the work whose
@@ -228,21 +260,17 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   bf* sv = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));
   bf* sGb = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));   // dO'[:D] hi
   bf* sGbl = reinterpret_cast<bf*>(carve(cur, 2 * C * LV));  // dO'[:D] lo
-  // [2F/kZ][D] dS hi, written from the state loop on; before it, at kZ = 2, the phi tiles of
-  // the other CTA's features (kk needs all features; at D = 128, 2F = 256 both are 34 KiB)
-  const size_t phi_tile = al128(2 * C * LQ);
-  const size_t dS_bytes = al128(2 * size_t(F2z) * LV);
-  char* dS_region = carve(cur, kZ == 2 && 4 * phi_tile > dS_bytes ? 4 * phi_tile : dS_bytes);
-  bf* sdS = reinterpret_cast<bf*>(dS_region);
-  bf* sqo = reinterpret_cast<bf*>(dS_region);
-  bf* sqlo = reinterpret_cast<bf*>(dS_region + phi_tile);
-  bf* sko = reinterpret_cast<bf*>(dS_region + 2 * phi_tile);
-  bf* sklo = reinterpret_cast<bf*>(dS_region + 3 * phi_tile);
-  float* sP = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));   // kk (s <= t tiles)
+  bf* sdS = reinterpret_cast<bf*>(carve(cur, 2 * size_t(F2z) * LV));  // [2F/kZ][D] dS hi
+  // kk (s <= t tiles); at kZ = 2 this CTA's partial kk_z, which the partner CTA reads too
+  float* sP = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));
   float* sGV = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));  // X = dO'[:D] V^T
-  // w dA, s < t, f32: in kk's place (the elementwise step reads kk at an index, then writes
-  // w dA at the same index, in the same thread; nothing else reads kk)
-  float* sW = sP;
+  // w dA, s < t, f32, row stride kWP. kZ = 1: in kk's place (the elementwise step reads kk at
+  // an index, then writes w dA at the same index, in the same thread; nothing else reads kk).
+  // kZ = 2: the partner may still be reading sP, so its own C x C (stride C: written and read
+  // a row a warp, consecutive lanes consecutive columns, no bank conflict without padding;
+  // 4 KiB, the 2-CTA budget has no room for kLP's 4.5)
+  constexpr int kWP = kZ == 2 ? C : kLP;
+  float* sW = kZ == 2 ? reinterpret_cast<float*>(carve(cur, 4 * C * C)) : sP;
   bf* sE = reinterpret_cast<bf*>(carve(cur, 2 * C * kLPb));
   bf* sPb = reinterpret_cast<bf*>(carve(cur, 2 * C * kLPb));
   float* sbl = reinterpret_cast<float*>(carve(cur, 4 * C));
@@ -309,10 +337,9 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   };
 
   // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
-  // state blocks below only after the C x C work). At kZ = 2 also the other CTA's features
-  // (for kk), in dS's region.
+  // state blocks below only after the C x C work). This CTA's features only (at kZ = 2 the
+  // partner's part of kk comes through the cluster).
   load_phi(sq, sql, sk, skl, fz0);
-  if constexpr (kZ == 2) load_phi(sqo, sqlo, sko, sklo, F2z - fz0);
   cp_async_commit();
   // v [C][kD] in the k order of slot_of: a lane loads 8 columns (16 bytes) of a row into
   // registers here and stores their 4 pairs at their slots with the dO' split below (the
@@ -343,19 +370,29 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   }
   if (tid == 0) sL[0] = 0.f;
   // dO'[:D] split: warp w the rows w + kW k, a lane two adjacent columns per 64; every load
-  // issued before the first split (they are scalar: row stride D + 1), and the first state
-  // blocks between them
+  // issued before the first split, and the first state blocks between them. The row stride
+  // D + 1 is odd: a row whose start is 8-byte aligned (every other row, given an aligned
+  // base) takes one 8-byte load per pair (j even), the others two 4-byte loads; the same
+  // values either way. The test is per row, so warp-uniform (a row a warp).
   constexpr int kRW = C / kWarps, kPU = kD / 64;
   float gv[kRW][kPU][2];
   {
 #pragma unroll
     for (int k = 0; k < kRW; ++k) {
       const int r = warp + kWarps * k;
+      const float* row = dO + (row0 + r) * D1;
+      const bool pair = reinterpret_cast<uintptr_t>(row) % 8 == 0;
 #pragma unroll
       for (int u = 0; u < kPU; ++u) {
         const int j = 2 * lane + 64 * u;
-        gv[k][u][0] = r < n ? dO[(row0 + r) * D1 + j] : 0.f;
-        gv[k][u][1] = r < n ? dO[(row0 + r) * D1 + j + 1] : 0.f;
+        if (r >= n) {
+          gv[k][u][0] = gv[k][u][1] = 0.f;
+        } else if (pair) {
+          const float2 x = *reinterpret_cast<const float2*>(row + j);
+          gv[k][u][0] = x.x, gv[k][u][1] = x.y;
+        } else {
+          gv[k][u][0] = row[j], gv[k][u][1] = row[j + 1];
+        }
       }
     }
   }
@@ -414,8 +451,10 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 
   // ---- kk = phi_q phi_k^T (split: hi hi, lo hi, hi lo) and X = dO'[:D] V^T (dO' split):
   // warps 0-3 kk, 4-7 X; warp (w % 4) takes m-tile (w % 4) / 2 and the 16 keys (w % 2) * 16..,
-  // none above the diagonal block (never read). At kZ = 2 kk sums two passes, over this CTA's
-  // features and over the other's.
+  // none above the diagonal block (never read). At kZ = 2 over this CTA's features only: the
+  // partial kk_z, summed with the partner's in the elementwise step (a pass over the other
+  // CTA's features, 4 more phi tiles to load and 8 more k-steps on the kk warps' critical
+  // path while the X warps wait, was the alternative).
   {
     const int mt = (warp & 3) >> 1, nb = warp & 1;
     const bool is_x = warp >= 4, cc_warp = warp < 8 && nb <= mt;
@@ -456,18 +495,48 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     };
     if (cc_warp) {
       cc_pass(sq, sql, sk, skl);
-      if (kZ == 2 && !is_x) cc_pass(sqo, sqlo, sko, sklo);
       cc_store();
     }
   }
-  __syncthreads();
+  // kZ = 2: the cluster barrier also orders this CTA's own threads (a superset of
+  // __syncthreads): after it both CTAs' partials and X are complete and visible
+  if constexpr (kZ == 2) {
+    cluster_arrive();
+    cluster_wait();
+  } else {
+    __syncthreads();
+  }
 
   // ---- dA, E, P and the intra-chunk pair gradients w dA (f32, for da): grad_tc_kernel's step 3
-  for (int i = tid; i < C * C; i += kThreads) {
-    const int r = i / C, s2 = i % C;
+  // kZ = 2: kk = kk_0 + kk_1, the partial of the z = 0 CTA (features [0, 2F/2)) plus that of
+  // the z = 1 CTA, in this order in both CTAs (the same bits: E, P and w dA agree between the
+  // two). The partner's four values of this thread are read first, all in flight at once
+  // (distributed shared memory: higher latency than local), then this CTA arrives at the
+  // cluster barrier whose wait ends the kernel: the partner, which waits there before it
+  // exits, keeps its shared memory until these reads are done (and this CTA its own for the
+  // partner's).
+  constexpr int kEl = C * C / kThreads;
+  static_assert(C * C % kThreads == 0, "the elementwise step: the same count of elements a thread");
+  float kk_other[kEl];  // kZ = 2 only
+  if constexpr (kZ == 2) {
+    const uint32_t other = map_shared_rank(smem_u32(sP), uint32_t(z ^ 1));
+#pragma unroll
+    for (int k = 0; k < kEl; ++k) {
+      const int i = tid + k * kThreads, r = i / C, s2 = i % C;
+      // rows >= n and s > t are never used (and the partial is not written above the diagonal
+      // blocks): read the written values only
+      kk_other[k] = s2 <= r && r < n ? ld_shared_cluster(other + 4u * uint32_t(r * kLP + s2)) : 0.f;
+    }
+    cluster_arrive();
+  }
+#pragma unroll
+  for (int k = 0; k < kEl; ++k) {
+    const int i = tid + k * kThreads, r = i / C, s2 = i % C;
     float p = 0.f, ea = 0.f, wda = 0.f;
     if (s2 <= r && r < n) {
-      const float e = __expf(sbl[r] - sbl[s2]), kk = sP[r * kLP + s2];
+      const float own = sP[r * kLP + s2];
+      const float kk = kZ == 1 ? own : z == 0 ? own + kk_other[k] : kk_other[k] + own;
+      const float e = __expf(sbl[r] - sbl[s2]);
       // dA = cself_t + dO'_t.(v_s - v_t): exactly cself_t on the diagonal
       const float da = scs[r] + (s2 < r ? sGV[r * kLP + s2] - sGV[r * kLP + r] : 0.f);
       p = kk * e;
@@ -476,7 +545,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     }
     sE[r * kLPb + s2] = __float2bfloat16(ea);
     if constexpr (kDv) sPb[r * kLPb + s2] = __float2bfloat16(p);  // P: dv's intra-chunk term only
-    sW[r * kLP + s2] = wda;
+    sW[r * kWP + s2] = wda;
   }
   __syncthreads();
 
@@ -634,8 +703,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     float acc = 0.f, acc2 = 0.f;
     if (lane < r) {
       int tp = z == 0 ? r : n;
-      for (; tp + 1 < n; tp += 2) acc += sW[tp * kLP + lane], acc2 += sW[(tp + 1) * kLP + lane];
-      if (tp < n) acc += sW[tp * kLP + lane];
+      for (; tp + 1 < n; tp += 2) acc += sW[tp * kWP + lane], acc2 += sW[(tp + 1) * kWP + lane];
+      if (tp < n) acc += sW[tp * kWP + lane];
       acc += sKs[lane];
     }
     if (r + lane < n) acc += sQs[r + lane];
@@ -719,6 +788,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
   }
   for (int r = tid; r < n; r += kThreads) atomicAdd(db + (int64_t(b) * d.Hg + gh) * d.T + t0 + r, sdb[r]);
+  // kZ = 2: no exit before the partner has read this CTA's partial kk (it arrived after)
+  if constexpr (kZ == 2) cluster_wait();
 }
 
 template <int kD, int kNT, int kW, int kZ>
@@ -727,18 +798,40 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
             const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
             cudaStream_t s) {
   const size_t sm = grad_mma_smem(d, kZ);
-  // dv null: the instance without dv's work (the same shared-memory layout: at the default
-  // kZ = 2 the dS region holds the other CTA's phi tiles for kk anyway)
+  // dv null: the instance without dv's work (the same shared-memory layout)
   auto* k = dv ? grad_mma_kernel<kD, kNT, kW, kZ, true> : grad_mma_kernel<kD, kNT, kW, kZ, false>;
   LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
-  // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need 2 x 110
-  // KiB of the SM's 228 (a hint; the launch is correct with one CTA per SM too)
+  // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need
+  // 2 x (112.6 + 1) KiB of the SM's 228 (a hint; the launch is correct with one CTA per SM too)
   LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
                                 int(cudaSharedmemCarveoutMaxShared)) == cudaSuccess,
            "lizard attention gradient (mma): cannot set the shared-memory carveout");
-  k<<<dim3(d.NC * kZ, d.B * d.H), kW * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states,
-                                                   dstates, dO, cself, dphiq, dphik, dv, da, d);
+  const dim3 grid(d.NC * kZ, d.B * d.H);
+  if constexpr (kZ == 1) {
+    k<<<grid, kW * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself,
+                                dphiq, dphik, dv, da, d);
+  } else {
+    // the kernel's contract at kZ = 2: a chunk's two CTAs (x = 2c, 2c + 1) one cluster, in
+    // which x % 2 is the CTA's rank (a cluster spans consecutive x)
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(kW * 32);
+    cfg.dynamicSmemBytes = sm;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kZ;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    const cudaError_t e = cudaLaunchKernelEx(&cfg, k, phiq, phiq_lo, phik, phik_lo, v, bl, states,
+                                             dstates, dO, cself, dphiq, dphik, dv, da, d);
+    LZ_CHECK(e == cudaSuccess, "lizard attention gradient (mma): cluster launch of ", grid.x, " x ",
+             grid.y, " CTAs (clusters of ", kZ, ", ", sm, " bytes of shared memory each) failed: ",
+             cudaGetErrorString(e));
+  }
 }
 
 /// The shape LIZARD_GRAD_KERNEL asks of grad_mma_kernel: "mma8" (8 warps, one CTA per chunk,
@@ -787,7 +880,7 @@ bool grad_wmma_forced() {
 
 bool grad_mma_selected(const Dims& d) {
   // the largest, D = 128 and 2F = 256, carves 175 KiB (one CTA per chunk) of the 227 KiB a
-  // CTA may have, 109 KiB at the default feature split
+  // CTA may have, 112.6 KiB at the default feature split
   constexpr size_t kSmemMax = 227 * 1024;
   const bool forced = grad_wmma_forced();  // first: a bad value is an error at every shape
   return !forced && (d.D == 64 || d.D == 128) && d.F % 16 == 0 && 2 * d.F <= 256 &&
