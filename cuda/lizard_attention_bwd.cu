@@ -18,6 +18,7 @@
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard_attention_common.cuh"
 #include "lizard_attention_tc.cuh"
+#include "side_stream.cuh"
 
 namespace lizard::cuda {
 namespace lizard_detail {
@@ -698,14 +699,20 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       const float* taup = tau.defined() ? tau.data<float>() : nullptr;
       float* dtaup = dtau.defined() ? dtau.data<float>() : nullptr;
       bool window_done = false;
+      // The window's key side (dk, dv only) runs on the side stream beside the dstate sweep
+      // (at one token per row it fills a fraction of the GPU), joined before the global
+      // gradient adds into dv. Every buffer it touches lives in this scope past the join.
+      Tensor delta;
+      StreamFork keys_fork(s, tc_win && tc_grad && side_streams_enabled(), /*start=*/false);
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc_win) {
-          Tensor delta = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
+          delta = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
           window_bwd_tc_launch(qp, kp, vp, csp, snp, taup, alpha.data<float>(),
                                saved.numden.data<float>(), saved.wstats.data<float>(),
                                static_cast<const T*>(dy.raw()), dO.data<float>(),
                                cself.data<float>(), delta.data<float>(), opt(dq, want.dq),
-                               opt(dk, win_keys), opt(dv, win_keys), dtaup, dalphap, d, s);
+                               opt(dk, win_keys), opt(dv, win_keys), dtaup, dalphap, d, s,
+                               &keys_fork);
           window_done = true;
         }
       }
@@ -741,12 +748,14 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                 phiq.data<float>(), dO.data<float>(), saved.bl.data<float>(), dstates.data<float>(), d);
           }
           if (want.dstates) out.dstates = dstates;  // kept for the tests' bit comparisons
+          keys_fork.join();
           grad_tc_launch(bp16(phiqb), bp16(phiql), bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(),
                          states.data<float>(), dstates.data<float>(), dO.data<float>(),
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          opt(dv, want.dv), db.data<float>(), d, s);
         }
       }
+      keys_fork.join();  // (already joined, or never forked: tc_grad false)
       if (!tc_grad) {
         const size_t gsm = global_smem_bytes(d, true);
         cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));

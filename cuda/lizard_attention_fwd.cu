@@ -14,6 +14,7 @@
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard_attention_common.cuh"
 #include "lizard_attention_tc.cuh"
+#include "side_stream.cuh"
 
 namespace lizard::cuda {
 using namespace lizard_detail;
@@ -373,46 +374,57 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
     if constexpr (std::is_same_v<T0, float> || std::is_same_v<T0, bf16>) {
       using T = std::conditional_t<std::is_same_v<T0, float>, float, __nv_bfloat16>;
       const int64_t gw = int64_t(d.B) * d.T * d.Hg;
+      // Tensor cores. Training (saved): the backward's precision. phi from W as a bf16 hi + lo
+      // pair (u = x W to about 2^-16), phi itself as a hi + lo pair (phi + phi_lo: the f32 map
+      // to about 2^-17, issue #5; bit-identical to the tensor-core backward's recompute) and
+      // the state/output products on split operands, so states and numden are f32-accurate
+      // (about 2^-16 relative) functions of the f32 phi: the backward's recomputed weights
+      // and the saved statistics agree, and its cancelling sums (gate gradients) are those of
+      // the f32 phi. Expected against the f32 oracle: y within bf16 output rounding (2^-9),
+      // states and numden about 1e-5 relative, gradients within about 1e-3 (dv, dphi from
+      // bf16 E, P; da f32-level). With keep_states the pair phi, phi_lo of q and k is kept for
+      // the backward (4 x [B,H,T,2F] bf16, a quarter of the states' bytes; the backward's
+      // recompute cost 2 of the 4 feature launches); without, it lives only during this
+      // forward and the backward recomputes it. Inference keeps bf16 W, bf16 phi and bf16
+      // operands (y to about 1e-3 relative, half the mma's, no phi_lo).
+      const bool split = saved != nullptr;
+      Tensor wqb, wkb, wql, wkl, phiql, phikl;  // allocated before the fork (side_stream.cuh)
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc && split) {
+          for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
+            *hi = Tensor::empty(src->shape(), DType::BF16, dev);
+            *lo = Tensor::empty(src->shape(), DType::BF16, dev);
+          }
+          phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+          phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
+        } else if (tc) {
+          wqb = p.wq.to(dev, DType::BF16).contiguous();
+          wkb = p.wk.to(dev, DType::BF16).contiguous();
+        }
+      }
+      // The query's weight split and feature map run on the side stream, beside the gate, the
+      // key's feature map and the state sweep (at one token per row the sweep fills a fraction
+      // of the GPU); joined before the output kernel, their first reader.
+      StreamFork fork(s, tc && side_streams_enabled());
+      [[maybe_unused]] auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
+      [[maybe_unused]] auto lo = [&](const Tensor& t) { return t.defined() ? bp(t) : nullptr; };
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc) {
+          if (split) split_bf16_launch(wq.data<float>(), bp(wqb), bp(wql), wq.numel(), fork.side());
+          features_tc_launch(bp(q), d.H, bp(wqb), lo(wql), bp(phiq), lo(phiql), d, fork.side());
+        }
+      }
       gate_fwd_kernel<T><<<grid_for(gw * 32, 256), 256, 0, s>>>(
           static_cast<const T*>(x.raw()), wg.data<float>(), bg.data<float>(), z.data<float>(),
           bl.data<float>(), d);
       chunk_cumsum_kernel<<<grid_for(int64_t(d.B) * d.Hg * d.NC, 256), 256, 0, s>>>(bl.data<float>(), d);
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc) {
-          auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
-          // Training (saved): the backward's precision. phi from W as a bf16 hi + lo pair
-          // (u = x W to about 2^-16), phi itself as a hi + lo pair (phi + phi_lo: the f32 map
-          // to about 2^-17, issue #5; bit-identical to the tensor-core backward's recompute)
-          // and the state/output products on split operands, so states and numden are
-          // f32-accurate (about 2^-16 relative) functions of the f32 phi: the backward's
-          // recomputed weights and the saved statistics agree, and its cancelling sums (gate
-          // gradients) are those of the f32 phi. Expected against the f32 oracle: y within
-          // bf16 output rounding (2^-9), states and numden about 1e-5 relative, gradients
-          // within about 1e-3 (dv, dphi from bf16 E, P; da f32-level). With keep_states the
-          // pair phi, phi_lo of q and k is kept for the backward (4 x [B,H,T,2F] bf16, a
-          // quarter of the states' bytes; the backward's recompute cost 2 of the 4 feature
-          // launches); without, it lives only during this forward and the backward recomputes it.
-          // Inference keeps bf16 W, bf16 phi and bf16 operands (y to about 1e-3 relative,
-          // half the mma's, no phi_lo).
-          const bool split = saved != nullptr;
-          Tensor wqb, wkb, wql, wkl, phiql, phikl;
-          if (split) {
-            for (auto [src, hi, lo] : {std::tuple{&wq, &wqb, &wql}, std::tuple{&wk, &wkb, &wkl}}) {
-              *hi = Tensor::empty(src->shape(), DType::BF16, dev);
-              *lo = Tensor::empty(src->shape(), DType::BF16, dev);
-              split_bf16_launch(src->data<float>(), bp(*hi), bp(*lo), src->numel(), s);
-            }
-            phiql = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-            phikl = Tensor::empty({d.B, d.H, d.T, F2}, DType::BF16, dev);
-          } else {
-            wqb = p.wq.to(dev, DType::BF16).contiguous();
-            wkb = p.wk.to(dev, DType::BF16).contiguous();
-          }
-          auto lo = [&](const Tensor& t) { return t.defined() ? bp(t) : nullptr; };
-          features_tc_launch(bp(q), d.H, bp(wqb), lo(wql), bp(phiq), lo(phiql), d, s);
+          if (split) split_bf16_launch(wk.data<float>(), bp(wkb), bp(wkl), wk.numel(), s);
           features_tc_launch(bp(k), d.Hkv, bp(wkb), lo(wkl), bp(phik), lo(phikl), d, s);
           state_tc_launch(bp(phik), lo(phikl), bp(v), bl.data<float>(), states.data<float>(),
                           split, d, s);
+          fork.join();
           out_tc_launch(bp(phiq), lo(phiql), bp(phik), lo(phikl), bp(v), bl.data<float>(),
                         states.data<float>(), numden.data<float>(), split, d, s);
           if (split && cfg.keep_states) {  // the bits the backward would recompute (same kernels)

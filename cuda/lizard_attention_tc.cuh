@@ -10,6 +10,10 @@
 #include "lizard/ops/lizard_attention_types.h"
 #include "lizard_attention_common.cuh"
 
+namespace lizard::cuda {
+class StreamFork;  // side_stream.cuh
+}
+
 namespace lizard::cuda::lizard_detail {
 
 /// The kernels' scalars of a call (cuda/lizard_attention_fwd.cu): the checked dims, the config's
@@ -132,12 +136,16 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
 /// query side skips its dq~ = dC K~ pass (the second sweep over the key tiles: scores, mma's,
 /// stores); dO', cself, delta and dk, dv keep their bits, and dtau, dalpha the same per-CTA
 /// partials (their atomics' order across CTAs varies anyway). Needs tc_window_supported.
+/// keys_fork (optional, not yet forked): forked after the query side is queued, and the key
+/// side goes to its side stream, to overlap what the caller queues next on s (the caller joins
+/// before anything reads dk or dv, and keeps every buffer alive until then).
 void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           const __nv_bfloat16* v, const float* cosb, const float* sinb,
                           const float* tau, const float* alpha, const float* numden,
                           const float* wstats, const __nv_bfloat16* dy, float* dO,
                           float* cself, float* delta, float* dq, float* dk, float* dv,
-                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s);
+                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s,
+                          StreamFork* keys_fork = nullptr);
 
 /// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
 /// shared by the heads of a GQA group). dx_out (non-null only without atomic_dx, where the

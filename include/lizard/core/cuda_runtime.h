@@ -28,6 +28,9 @@ struct Context {
   /// cuda/gemm.cu's cache of cuBLASLt descriptors and heuristics, keyed by problem shape
   /// (opaque here; created on first GEMM, owned by the context so no global holds it).
   std::shared_ptr<void> gemm_plans;
+  /// cuda/side_stream.cu's second stream and its fork/join events (opaque here; created on
+  /// the first fork).
+  std::shared_ptr<void> side_stream;
 };
 
 /// The context of GPU `device`, created on first use (one per device per process).
