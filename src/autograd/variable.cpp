@@ -87,7 +87,9 @@ namespace {
 // tensor shared between several consumers is never written. Node::backward_accumulate and
 // matmul_add's dC = dY (no copy) rely on this: no node's backward may write into its incoming
 // gradient or into a `partial` sum it is offered; a backward that did would change the sums of
-// other consumers of the same tensor.
+// other consumers of the same tensor. One exception, by construction: autograd::lora_fused's
+// up nodes write disjoint column blocks of a dz buffer they allocated themselves, which only
+// they and the engine hold (see lora_fused.cpp).
 void accumulate_buffer(Tensor& acc, const Tensor& g) {
   acc = acc.defined() ? ops::add(acc, g) : g;
 }
