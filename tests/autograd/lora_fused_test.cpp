@@ -196,12 +196,11 @@ TEST(LoraFused, FiniteDifferencesF64) {
 
 TEST(LoraFused, IsRowSplit) {
   Tensor whole = Tensor::zeros({6, 4});
-  EXPECT_TRUE(is_row_split(whole, {whole.slice(0, 0, 2), whole.slice(0, 2, 3), whole.slice(0, 3, 6)}));
-  EXPECT_FALSE(is_row_split(whole, {whole.slice(0, 0, 2), whole.slice(0, 3, 6)})) << "gap";
-  EXPECT_FALSE(is_row_split(whole, {whole.slice(0, 2, 4), whole.slice(0, 0, 2), whole.slice(0, 4, 6)}))
-      << "out of order";
-  EXPECT_FALSE(is_row_split(whole, {whole.slice(0, 0, 2), whole.slice(0, 2, 4)})) << "not all rows";
-  EXPECT_FALSE(is_row_split(whole, {whole.slice(0, 0, 3), whole.slice(0, 3, 6).clone()}))
-      << "another buffer";
+  auto rows = [&](int64_t b, int64_t e) { return whole.slice(0, b, e); };
+  EXPECT_TRUE(is_row_split(whole, {rows(0, 2), rows(2, 3), rows(3, 6)}));
+  EXPECT_FALSE(is_row_split(whole, {rows(0, 2), rows(3, 6)})) << "gap";
+  EXPECT_FALSE(is_row_split(whole, {rows(2, 4), rows(0, 2), rows(4, 6)})) << "out of order";
+  EXPECT_FALSE(is_row_split(whole, {rows(0, 2), rows(2, 4)})) << "not all rows";
+  EXPECT_FALSE(is_row_split(whole, {rows(0, 3), rows(3, 6).clone()})) << "another buffer";
   EXPECT_FALSE(is_row_split(Tensor(), {whole})) << "no buffer";
 }

@@ -25,12 +25,13 @@ TEST(GpuLoraFused, StridedOperandsAndColumnBlockOutput) {
     const Tensor bq = gpu_rand({96, 8}, 2, c.dtype), g = gpu_rand({300, 96}, 3, c.dtype);
     expect_close(ops::matmul(z1, bq, false, true, 2.0),
                  ops::matmul(f64(z1), f64(bq), false, true, 2.0), c.tol, str_cat("y ", c.why));
-    expect_close(ops::matmul(g, z1, true, false, 2.0), ops::matmul(f64(g), f64(z1), true, false, 2.0),
-                 c.tol, str_cat("dB ", c.why));
+    expect_close(ops::matmul(g, z1, true, false, 2.0),
+                 ops::matmul(f64(g), f64(z1), true, false, 2.0), c.tol, str_cat("dB ", c.why));
     Tensor buf = Tensor::full({300, 24}, 7.25, c.dtype, Device::cuda());
     Tensor blk = buf.slice(1, 16, 24);
     ops::matmul_out(blk, g, bq, 2.0);
-    expect_close(blk, ops::matmul(f64(g), f64(bq), false, false, 2.0), c.tol, str_cat("dz ", c.why));
+    expect_close(blk, ops::matmul(f64(g), f64(bq), false, false, 2.0), c.tol,
+                 str_cat("dz ", c.why));
     const Tensor rest = f64(buf.slice(1, 0, 16));
     for (double v : rest.to_vector()) ASSERT_EQ(v, 7.25) << "matmul_out wrote outside its block";
   }

@@ -78,7 +78,9 @@ void expect_close(const Tensor& got, const Tensor& want, const std::string& what
 
 TEST(LoraQkvFused, AppliesOnlyToLikeAdaptersWithoutDropout) {
   const LlamaConfig c = tiny();
-  auto attn0 = [](const LlamaForCausalLM& m) -> const Attention& { return *m.model->layers[0]->self_attn; };
+  auto attn0 = [](const LlamaForCausalLM& m) -> const Attention& {
+    return *m.model->layers[0]->self_attn;
+  };
   LlamaForCausalLM qkv(c, {}, LoraSpec{LoraConfig{4, 8.0, 0.0}, {true, true, true, false}, 1});
   EXPECT_TRUE(attn0(qkv).fuses_lora());
   EXPECT_TRUE(packed(attn0(qkv)));
