@@ -109,9 +109,13 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   require_cuda(out, op, "out");
   if (c) {
     require_cuda(*c, op, "c");
-    LZ_CHECK(c->shape() == out.shape() && c->dtype() == out.dtype() &&
-                 c->strides() == out.strides(), op, ": c ", c->desc(),
-             " must have out's shape, dtype and strides ", out.desc());
+    // C is read through out's layout: the strides of every dim that has more than one index
+    // must agree (a size-1 dim's stride is never used).
+    bool same_layout = c->shape() == out.shape() && c->dtype() == out.dtype();
+    for (int64_t d = 0; same_layout && d < out.dim(); ++d)
+      same_layout = out.size(d) <= 1 || c->strides()[d] == out.strides()[d];
+    LZ_CHECK(same_layout, op, ": c ", c->desc(), " must have out's shape, dtype and strides ",
+             out.desc());
   }
   LZ_CHECK(a.dtype() == b.dtype() && a.dtype() == out.dtype(), op, ": dtypes of ", a.desc(),
            ", ", b.desc(), ", ", out.desc(), " differ");
@@ -119,10 +123,11 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   LZ_CHECK(a.dim() == nb + 2 && b.dim() == nb + 2 && out.dim() == nb + 2, op,
            ": operands must be expanded to the batch ", shape_str(batch), ": ", a.desc(), ", ",
            b.desc(), ", ", out.desc());
-  LZ_CHECK(a.strides()[nb + 1] == 1 && b.strides()[nb + 1] == 1 && out.strides()[nb + 1] == 1,
+  const int64_t M = out.size(-2), N = out.size(-1);
+  LZ_CHECK(a.strides()[nb + 1] == 1 && b.strides()[nb + 1] == 1 &&
+               (N <= 1 || out.strides()[nb + 1] == 1),
            op, ": matrices must be row-major with unit inner stride: ", a.desc(), ", ", b.desc(),
            ", ", out.desc());
-  const int64_t M = out.size(-2), N = out.size(-1);
   const int64_t ldc = M > 1 ? out.strides()[nb] : N;
   LZ_CHECK(ldc >= N, op, ": rows of out ", out.desc(), " overlap (row stride ", ldc, ")");
   const int64_t K = ta ? a.size(-2) : a.size(-1);
