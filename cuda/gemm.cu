@@ -8,7 +8,11 @@
 // Accumulation (matmul_add): D = alpha op(A) op(B) + beta C with beta = 1 and C a separate,
 // read-only input (or D itself for in place): the sum is formed in the fp32 epilogue and
 // rounded once, so a residual add or a gradient sum costs no extra kernel and no extra
-// rounding. C has D's layout (contiguous, same shape), so one layout serves both.
+// rounding. C has D's layout (same shape and strides), so one layout serves both.
+//
+// Leading dimensions: every matrix is row-major with unit inner stride, but its rows may lie
+// further apart than their length (a column block of a wider matrix), read or written in
+// place through the layout's ld.
 //
 // Batches: the largest innermost run of batch dims that every operand can walk with one stride
 // (stride-0 broadcast included) becomes cuBLASLt's strided batch; outer dims that cannot be
@@ -34,7 +38,7 @@ void check_lt(cublasStatus_t s, const char* what) {
 
 // Everything that determines the descriptors and the algorithm choice.
 struct PlanKey {
-  int64_t v[16];
+  int64_t v[17];
   bool operator==(const PlanKey& o) const { return std::memcmp(v, o.v, sizeof(v)) == 0; }
 };
 struct PlanKeyHash {
@@ -102,12 +106,16 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   const char* op = "cuda::gemm_batched";
   require_cuda(a, op, "a");
   require_cuda(b, op, "b");
-  require_contiguous(out, op, "out");
+  require_cuda(out, op, "out");
   if (c) {
     require_cuda(*c, op, "c");
-    require_contiguous(*c, op, "c");
-    LZ_CHECK(c->shape() == out.shape() && c->dtype() == out.dtype(), op, ": c ", c->desc(),
-             " must have out's shape and dtype ", out.desc());
+    // C is read through out's layout: the strides of every dim that has more than one index
+    // must agree (a size-1 dim's stride is never used).
+    bool same_layout = c->shape() == out.shape() && c->dtype() == out.dtype();
+    for (int64_t d = 0; same_layout && d < out.dim(); ++d)
+      same_layout = out.size(d) <= 1 || c->strides()[d] == out.strides()[d];
+    LZ_CHECK(same_layout, op, ": c ", c->desc(), " must have out's shape, dtype and strides ",
+             out.desc());
   }
   LZ_CHECK(a.dtype() == b.dtype() && a.dtype() == out.dtype(), op, ": dtypes of ", a.desc(),
            ", ", b.desc(), ", ", out.desc(), " differ");
@@ -115,9 +123,13 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   LZ_CHECK(a.dim() == nb + 2 && b.dim() == nb + 2 && out.dim() == nb + 2, op,
            ": operands must be expanded to the batch ", shape_str(batch), ": ", a.desc(), ", ",
            b.desc(), ", ", out.desc());
-  LZ_CHECK(a.strides()[nb + 1] == 1 && b.strides()[nb + 1] == 1, op,
-           ": matrices must be row-major with unit inner stride: ", a.desc(), ", ", b.desc());
   const int64_t M = out.size(-2), N = out.size(-1);
+  LZ_CHECK(a.strides()[nb + 1] == 1 && b.strides()[nb + 1] == 1 &&
+               (N <= 1 || out.strides()[nb + 1] == 1),
+           op, ": matrices must be row-major with unit inner stride: ", a.desc(), ", ", b.desc(),
+           ", ", out.desc());
+  const int64_t ldc = M > 1 ? out.strides()[nb] : N;
+  LZ_CHECK(ldc >= N, op, ": rows of out ", out.desc(), " overlap (row stride ", ldc, ")");
   const int64_t K = ta ? a.size(-2) : a.size(-1);
   const int64_t lda = std::max<int64_t>(a.size(-1), a.size(-2) > 1 ? a.strides()[nb] : 1);
   const int64_t ldb = std::max<int64_t>(b.size(-1), b.size(-2) > 1 ? b.strides()[nb] : 1);
@@ -151,7 +163,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   // A batch of row-major a's against one shared b (a linear layer on [B, T, D]) is one GEMM
   // with count * M rows: fold it, which is also what cuBLASLt runs fastest.
   int64_t Mf = M;
-  const bool fold = outer == 1 && count > 1 && sb == 0 && !ta && sa == M * lda && sc == M * N;
+  const bool fold = outer == 1 && count > 1 && sb == 0 && !ta && sa == M * lda && sc == M * ldc;
   if (fold) {
     Mf = M * count;
     count = 1;
@@ -163,24 +175,25 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
   // Alignment over every pointer the host loop will pass (outer strides included).
   std::vector<int64_t> al_a{reinterpret_cast<int64_t>(a.raw()), lda * es, sa * es};
   std::vector<int64_t> al_b{reinterpret_cast<int64_t>(b.raw()), ldb * es, sb * es};
+  // C and D share one layout: promise what holds for both pointers.
+  std::vector<int64_t> al_c{reinterpret_cast<int64_t>(out.raw()), ldc * es, sc * es,
+                            c ? reinterpret_cast<int64_t>(c->raw()) : 0};
   for (int64_t i = 0; i < first_inner; ++i) {
     al_a.push_back(a.strides()[dims[i]] * es);
     al_b.push_back(b.strides()[dims[i]] * es);
+    al_c.push_back(out.strides()[dims[i]] * es);
   }
   auto align_list = [](const std::vector<int64_t>& v) {
     uint32_t a = 256;
     for (int64_t x : v) a = std::min(a, alignment_of({x}));
     return a;
   };
-  const uint32_t align_a = align_list(al_a), align_b = align_list(al_b);
-  // C and D share one layout: promise what holds for both pointers.
-  const uint32_t align_c = alignment_of({reinterpret_cast<int64_t>(out.raw()), N * es,
-                                         c ? reinterpret_cast<int64_t>(c->raw()) : 0});
+  const uint32_t align_a = align_list(al_a), align_b = align_list(al_b), align_c = align_list(al_c);
 
   if (!ctx.gemm_plans) ctx.gemm_plans = std::make_shared<PlanCache>();
   auto* cache = static_cast<PlanCache*>(ctx.gemm_plans.get());
-  PlanKey key{{static_cast<int64_t>(out.dtype()), Mf, N, K, ta, tb, lda, ldb, count, sa, sb, sc,
-               align_a, align_b, align_c, c ? 1 : 0}};
+  PlanKey key{{static_cast<int64_t>(out.dtype()), Mf, N, K, ta, tb, lda, ldb, ldc, count, sa, sb,
+               sc, align_a, align_b, align_c, c ? 1 : 0}};
   Plan* plan = nullptr;
   {
     std::lock_guard<std::mutex> lock(cache->mu);
@@ -201,7 +214,7 @@ void gemm_batched(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool t
              "TRANSB");
     p->la = make_layout(t, b.size(-1), b.size(-2), ldb, count, sb);
     p->lb = make_layout(t, a.size(-1), fold ? Mf : a.size(-2), lda, count, sa);
-    p->lc = make_layout(t, N, Mf, N, count, sc);
+    p->lc = make_layout(t, N, Mf, ldc, count, sc);
     cublasLtMatmulPreference_t pref;
     check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
     const uint64_t ws = ctx.workspace_bytes;

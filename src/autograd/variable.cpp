@@ -64,7 +64,7 @@ Var make_result(Tensor out, const std::vector<Var>& inputs, std::shared_ptr<Node
   return Var::from_node(std::move(out), std::move(node));
 }
 
-void accumulate(Tensor& acc, Tensor g) {
+void accumulate(Tensor& acc, Tensor g, bool is_private) {
   if (acc.defined()) {
     ops::add_(acc, g);
     return;
@@ -77,7 +77,9 @@ void accumulate(Tensor& acc, Tensor g) {
   // a LoRA weight's gradient, is the common case: adopting it saves a device-to-device copy.
   const bool sole_owner = g.storage().use_count() == 1 && g.offset() == 0 && g.is_contiguous() &&
                           g.nbytes() == g.storage()->bytes();
-  acc = sole_owner ? std::move(g) : g.clone();
+  // A private view (rows of one GEMM's result shared out between parameters, e.g. the fused
+  // LoRA down-projections' dA) is only written through this leaf: adopted too.
+  acc = sole_owner || (is_private && g.is_contiguous()) ? std::move(g) : g.clone();
 }
 
 namespace {
@@ -85,7 +87,9 @@ namespace {
 // tensor shared between several consumers is never written. Node::backward_accumulate and
 // matmul_add's dC = dY (no copy) rely on this: no node's backward may write into its incoming
 // gradient or into a `partial` sum it is offered; a backward that did would change the sums of
-// other consumers of the same tensor.
+// other consumers of the same tensor. One exception, by construction: autograd::lora_fused's
+// up nodes write disjoint column blocks of a dz buffer they allocated themselves, which only
+// they and the engine hold (see lora_fused.cpp).
 void accumulate_buffer(Tensor& acc, const Tensor& g) {
   acc = acc.defined() ? ops::add(acc, g) : g;
 }
@@ -178,7 +182,7 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads_in
       else if (e.fn)
         accumulate_buffer(buffer[e.fn.get()], gins[i]);
       else  // moved: the leaf may adopt it (gins[i] is not read again)
-        accumulate(e.leaf->grad, std::move(gins[i]));
+        accumulate(e.leaf->grad, std::move(gins[i]), n->grad_is_private(i));
     }
     leaves_done(n);
     if (!retain_graph) n->release();

@@ -1,10 +1,14 @@
 #include "lizard/nn/attention.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "lizard/autograd/checkpoint.h"
 #include "lizard/autograd/functions.h"
+#include "lizard/autograd/lora_fused.h"
 #include "lizard/autograd/nn_functions.h"
+#include "lizard/ops/shape_ops.h"
 
 namespace lizard::nn {
 
@@ -26,7 +30,44 @@ Attention::Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer
   k_proj = register_module("k_proj", mk(d, Hkv * D, bias, lora.targets.k, 1));
   v_proj = register_module("v_proj", mk(d, Hkv * D, bias, lora.targets.v, 2));
   o_proj = register_module("o_proj", mk(H * D, d, false, lora.targets.o, 3));
+  // q, k, v adapters alike (rank, alpha) and without dropout (a dropped-out x differs per
+  // adapter): one down-projection GEMM for the three.
+  const auto* lq = dynamic_cast<const LoRALinear*>(q_proj);
+  const auto* lk = dynamic_cast<const LoRALinear*>(k_proj);
+  const auto* lv = dynamic_cast<const LoRALinear*>(v_proj);
+  fuse_lora_ = lq && lk && lv;
+  for (const LoRALinear* l : {lq, lk, lv})
+    fuse_lora_ = fuse_lora_ && l->lora_config().r == lq->lora_config().r &&
+                 l->lora_config().alpha == lq->lora_config().alpha && l->lora_config().dropout == 0;
+  if (fuse_lora_) pack_lora_a();
 }
+
+std::vector<Var> Attention::lora_a_weights() const {
+  return {static_cast<const LoRALinear*>(q_proj)->lora_a(),
+          static_cast<const LoRALinear*>(k_proj)->lora_a(),
+          static_cast<const LoRALinear*>(v_proj)->lora_a()};
+}
+
+void Attention::pack_lora_a() const {
+  std::vector<Var> as = lora_a_weights();
+  std::vector<Tensor> parts;
+  for (const Var& a : as) parts.push_back(a.data());
+  lora_a_cat_ = ops::concat(parts, 0);
+  int64_t at = 0;
+  for (Var& a : as) {
+    const int64_t r = a.size(0);
+    a.set_data(lora_a_cat_.slice(0, at, at + r));
+    at += r;
+  }
+}
+
+namespace {
+// LIZARD_LORA_FUSED=0 runs the q, k, v adapters one by one (A/B timing of the fusion).
+bool lora_fusion_disabled() {
+  const char* v = std::getenv("LIZARD_LORA_FUSED");
+  return v && std::string(v) == "0";
+}
+}  // namespace
 
 QKV Attention::project(const Var& x) const {
   const int64_t B = x.size(0), T = x.size(1);
@@ -34,6 +75,23 @@ QKV Attention::project(const Var& x) const {
   // One flattened x for the three projections: their input gradients then meet in one
   // buffer, where each projection's dx GEMM adds onto the others' sum (beta = 1).
   const Var x2 = ag::reshape(x, {B * T, x.size(2)});
+  if (fuse_lora_ && !lora_fusion_disabled()) {
+    std::vector<Tensor> parts;
+    for (const Var& a : lora_a_weights()) parts.push_back(a.data());
+    // Loading replaces parameter data (Var::set_data): pack the new data once, so every step
+    // reads the adapters in place rather than concatenating them.
+    if (!ag::is_row_split(lora_a_cat_, parts)) pack_lora_a();
+    std::vector<Var> bs, bases;
+    for (const Linear* l : {q_proj, k_proj, v_proj}) {
+      const auto* lora = static_cast<const LoRALinear*>(l);
+      bs.push_back(lora->lora_b());
+      bases.push_back(lora->base_forward_2d(x2));
+    }
+    const double scale = static_cast<const LoRALinear*>(q_proj)->lora_scale();
+    const std::vector<Var> y = ag::lora_fused(x2, lora_a_weights(), bs, bases, scale, lora_a_cat_);
+    return {ag::reshape(y[0], {B, T, H, D}), ag::reshape(y[1], {B, T, Hkv, D}),
+            ag::reshape(y[2], {B, T, Hkv, D})};
+  }
   return {ag::reshape(q_proj->forward(x2), {B, T, H, D}),
           ag::reshape(k_proj->forward(x2), {B, T, Hkv, D}),
           ag::reshape(v_proj->forward(x2), {B, T, Hkv, D})};

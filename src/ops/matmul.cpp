@@ -16,10 +16,26 @@ namespace lizard::ops {
 namespace {
 std::atomic<int64_t> g_gemm_count{0};
 
-// True if the last two dims are row-major with unit inner stride.
+// True if the last two dims are row-major with unit inner stride, rows packed.
 bool rows_contiguous(const Tensor& t) {
   const int64_t nd = t.dim();
   return t.strides()[nd - 1] == 1 && (t.shape()[nd - 2] <= 1 || t.strides()[nd - 2] == t.shape()[nd - 1]);
+}
+
+// rows_contiguous, or rows further apart than their length (a column block of a wider matrix:
+// the GEMM's leading dimension), taken in place. `any_batch`: also for batched tensors; the
+// operands of matmul take strided rows only when 2-D (a LoRA adapter's slice of a fused buffer),
+// so batched callers keep the packed copies they always had.
+bool rows_strided(const Tensor& t, bool any_batch) {
+  const int64_t nd = t.dim();
+  if (nd != 2 && !any_batch) return rows_contiguous(t);
+  return t.strides()[nd - 1] == 1 &&
+         (t.shape()[nd - 2] <= 1 || t.strides()[nd - 2] >= t.shape()[nd - 1]);
+}
+
+// Leading dimension (elements between row starts) of the last two dims of a rows_strided t.
+int64_t leading_dim(const Tensor& t) {
+  return t.size(-2) > 1 ? t.strides()[t.dim() - 2] : t.size(-1);
 }
 
 // Offset (elements) of batch item `i` of t expanded to `batch` (row-major batch index).
@@ -36,17 +52,17 @@ int64_t batch_offset(const Tensor& t, const Shape& batch, int64_t i) {
 // beta = 0 the old contents of C are never read).
 template <class T>
 void cpu_gemm(const T* A, const T* B, T* C, int64_t M, int64_t N, int64_t K, int64_t lda,
-              int64_t ldb, bool ta, bool tb, T alpha, T beta) {
+              int64_t ldb, int64_t ldc, bool ta, bool tb, T alpha, T beta) {
 #ifdef LIZARD_WITH_BLAS
   const auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, N);
+    cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   else
-    cblas_dgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, N);
+    cblas_dgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
   // Plain loops (builds without BLAS): accumulate in the element type, row of C at a time.
   for (int64_t m = 0; m < M; ++m) {
-    T* c = C + m * N;
+    T* c = C + m * ldc;
     if (beta == T(0))
       for (int64_t n = 0; n < N; ++n) c[n] = T(0);
     for (int64_t k = 0; k < K; ++k) {
@@ -87,8 +103,8 @@ Problem prepare(const char* op, const Tensor& a_in, const Tensor& b_in, bool ta,
   p.out_shape = p.batch;
   p.out_shape.push_back(p.M);
   p.out_shape.push_back(p.N);
-  Tensor a = rows_contiguous(a_in) ? a_in : a_in.contiguous();
-  Tensor b = rows_contiguous(b_in) ? b_in : b_in.contiguous();
+  Tensor a = rows_strided(a_in, false) ? a_in : a_in.contiguous();
+  Tensor b = rows_strided(b_in, false) ? b_in : b_in.contiguous();
   Shape ea = p.batch, eb = p.batch;
   ea.push_back(a.size(-2));
   ea.push_back(a.size(-1));
@@ -99,8 +115,9 @@ Problem prepare(const char* op, const Tensor& a_in, const Tensor& b_in, bool ta,
   return p;
 }
 
-// out = alpha op(a) op(b) (+ c when c is set). out contiguous with the problem's output shape;
-// c contiguous, same shape and dtype, possibly out itself.
+// out = alpha op(a) op(b) (+ c when c is set). out has the problem's output shape, row-major
+// with unit inner stride (rows may be strided: matmul_out); c the same shape, dtype and
+// strides, possibly out itself.
 void run(const Problem& p, bool ta, bool tb, double alpha, const Tensor* c, Tensor& out) {
   g_gemm_count.fetch_add(1);
   if (out.numel() == 0) return;
@@ -130,7 +147,7 @@ void run(const Problem& p, bool ta, bool tb, double alpha, const Tensor* c, Tens
   // beta = 1 reads C from out: bring c there first (BLAS has no separate C input).
   if (c && c->raw() != out.raw()) out.copy_(*c);
   const int64_t nbatch = shape_numel(p.batch), M = p.M, N = p.N, K = p.K;
-  const int64_t lda = a.size(-1), ldb = b.size(-1);
+  const int64_t lda = leading_dim(a), ldb = leading_dim(b), ldc = leading_dim(out);
   cpu::visit_float(a.dtype(), "matmul", [&](auto z) {
     using T = decltype(z);
     const T* pa = static_cast<const T*>(a.raw());
@@ -139,8 +156,8 @@ void run(const Problem& p, bool ta, bool tb, double alpha, const Tensor* c, Tens
     for (int64_t i = 0; i < nbatch; ++i) {
       const T* A = pa + batch_offset(a, p.batch, i);
       const T* B = pb + batch_offset(b, p.batch, i);
-      cpu_gemm(A, B, po + i * M * N, M, N, K, lda, ldb, ta, tb, static_cast<T>(alpha),
-               c ? T(1) : T(0));
+      cpu_gemm(A, B, po + batch_offset(out, p.batch, i), M, N, K, lda, ldb, ldc, ta, tb,
+               static_cast<T>(alpha), c ? T(1) : T(0));
     }
   });
 }
@@ -191,6 +208,16 @@ void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, double alpha, bool
     return;
   }
   run(p, ta, tb, alpha, &c, c);
+}
+
+void matmul_out(Tensor& out, const Tensor& a, const Tensor& b, double alpha, bool ta, bool tb) {
+  Problem p = prepare("matmul_out", a, b, ta, tb);
+  check_c("matmul_out", p, out);
+  LZ_CHECK(rows_strided(out, true), "matmul_out: out ", out.desc(),
+           " must be row-major with unit inner stride (rows may be strided)");
+  LZ_CHECK(out.storage() != p.a.storage() && out.storage() != p.b.storage(), "matmul_out: out ",
+           out.desc(), " shares memory with an operand");
+  run(p, ta, tb, alpha, nullptr, out);
 }
 
 }  // namespace lizard::ops

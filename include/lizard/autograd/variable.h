@@ -100,6 +100,14 @@ struct Node {
   virtual const char* name() const = 0;
   /// Drops saved tensors after backward (unless the graph is retained).
   virtual void release() {}
+  /// True when the gradient this node returns for input i is private to that input although
+  /// its storage has other holders: rows of one buffer this backward call allocated, the rest
+  /// of which goes only to other leaves as disjoint views (one GEMM's result split between
+  /// parameters). A leaf may then keep it as its gradient without a copy (see accumulate).
+  virtual bool grad_is_private(size_t i) const {
+    (void)i;
+    return false;
+  }
 
   bool needs_grad(size_t i) const { return i < edges.size() && edges[i].active(); }
   std::vector<Edge> edges;
@@ -153,8 +161,9 @@ void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads = 
 
 /// Adds `g` into a leaf's gradient `acc`. On first use `acc` becomes `g` itself when `g` is the
 /// only reference to its storage and covers all of it, contiguously (pass it with std::move to
-/// allow that); otherwise a copy of `g`. Either way later writes into `acc` are seen by no
-/// other tensor.
-void accumulate(Tensor& acc, Tensor g);
+/// allow that), or when `g` is contiguous and `is_private` (Node::grad_is_private: the other
+/// holders of its storage only see other elements); otherwise a copy of `g`. Either way later
+/// writes into `acc` are seen by no other tensor.
+void accumulate(Tensor& acc, Tensor g, bool is_private = false);
 
 }  // namespace lizard::autograd

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "lizard/nn/layers.h"
 #include "lizard/nn/llama_config.h"
@@ -31,8 +32,14 @@ class Attention : public Module {
  public:
   Attention(const LlamaConfig& cfg, const LoraSpec& lora, int64_t layer, DType dtype,
             Device device);
-  /// x [B, T, d] -> q, k, v split into heads.
+  /// x [B, T, d] -> q, k, v split into heads. When q, k and v all carry LoRA adapters of one
+  /// rank and alpha without dropout, their three down-projections run as one GEMM
+  /// (autograd::lora_fused) on the lora_A weights kept as row blocks of one [3r, d] buffer; the
+  /// environment variable LIZARD_LORA_FUSED=0 (read per call) runs them one by one instead,
+  /// for comparisons. Either way the same products are formed.
   QKV project(const Var& x) const;
+  /// True when project() fuses the q, k, v adapters (see there).
+  bool fuses_lora() const { return fuse_lora_; }
   /// The teacher's mixing: RoPE on q and k, causal softmax attention. -> [B, T, H, D].
   Var softmax_mix(const QKV& qkv, const ops::RopeTable& rope) const;
   /// The mixing this layer uses as a student (the teacher's for softmax layers).
@@ -57,6 +64,18 @@ class Attention : public Module {
 
  protected:
   LlamaConfig cfg_;
+
+ private:
+  /// The lora_A weights of q, k, v (fuse_lora_ only).
+  std::vector<Var> lora_a_weights() const;
+  /// Makes the q, k, v lora_A weights row views of one new [3r, d] buffer, lora_a_cat_ (values
+  /// kept). Done at construction and again by project() after a load replaced their data
+  /// (Var::set_data), so the fused GEMM reads them in place. Parameter Vars keep their
+  /// identity (optimizer state, names, gradients); only their data tensors become views.
+  void pack_lora_a() const;
+
+  bool fuse_lora_ = false;
+  mutable Tensor lora_a_cat_;
 };
 
 /// Builds the attention module of one layer (softmax, or a subclass for the student).

@@ -59,6 +59,11 @@ class LoRALinear : public Linear {
   const Var& lora_b() const { return b_; }
   /// r, alpha and dropout of this adapter (export writes them to adapter_config.json).
   const LoraConfig& lora_config() const { return cfg_; }
+  /// alpha / r, the factor of the low-rank term.
+  double lora_scale() const { return cfg_.alpha / static_cast<double>(cfg_.r); }
+  /// The frozen base alone, x2 [N, in] -> x2 W^T (+ b): for callers that compute the adapter
+  /// term themselves (Attention's fused q/k/v adapters, autograd::lora_fused).
+  Var base_forward_2d(const Var& x2) const { return Linear::forward_2d(x2, Var()); }
   /// Dropout stream for the next forward (training); ignored when dropout is 0.
   void set_dropout_stream(uint64_t seed, uint64_t offset) const {
     drop_seed_ = seed;

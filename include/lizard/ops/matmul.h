@@ -29,6 +29,15 @@ Tensor matmul_add(const Tensor& a, const Tensor& b, const Tensor& c, double alph
 void matmul_add_(Tensor& c, const Tensor& a, const Tensor& b, double alpha = 1.0, bool ta = false,
                  bool tb = false);
 
+/// out = alpha * op(a) @ op(b) written into `out` (beta = 0: its old contents are not read).
+/// out has the product's shape and the operands' dtype and is row-major with unit inner stride,
+/// its rows possibly further apart than their length: a column block of a wider matrix (one
+/// adapter's slice of a fused LoRA gradient) is written in place, as the GEMM's ldc. out must
+/// not share storage with a or b. Operands as matmul_add (row-strided operands are taken
+/// without a copy by every entry point here). Counts once in gemm_count().
+void matmul_out(Tensor& out, const Tensor& a, const Tensor& b, double alpha = 1.0, bool ta = false,
+                bool tb = false);
+
 /// Number of GEMMs issued by matmul since process start (all threads).
 int64_t gemm_count();
 
