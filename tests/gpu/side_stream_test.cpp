@@ -3,6 +3,7 @@
 // the join; disabled forks keep everything on the compute stream; LIZARD_STREAMS is checked.
 #include <gtest/gtest.h>
 
+#ifdef LIZARD_WITH_CUDA
 #include <cuda_runtime.h>
 
 #include <string>
@@ -82,3 +83,4 @@ TEST(SideStreamGpu, DisabledForkStaysOnTheComputeStream) {
 
 }  // namespace
 }  // namespace lizard::test
+#endif  // LIZARD_WITH_CUDA
