@@ -77,6 +77,23 @@ void expect_same_tensors(const std::string& a_path, const std::string& b_path) {
   }
 }
 
+/// Whether `dir` holds a checkpoint directory ("step-N", or "step-N.tmp" being written) with
+/// N >= step.
+bool saved_at_or_after(const fs::path& dir, int64_t step) {
+  // the run renames and deletes entries meanwhile: errors end the scan (the caller polls again)
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("step-", 0) != 0) continue;
+    try {
+      if (std::stoll(name.substr(5)) >= step) return true;
+    } catch (const std::exception&) {
+    }
+  }
+  return false;
+}
+
 /// Mean milliseconds a training step took in a finished run: the spread of "elapsed_s" over its
 /// train lines in metrics.jsonl divided by the steps between them (0 if fewer than 2 lines).
 double logged_step_ms(const fs::path& metrics) {
@@ -121,12 +138,13 @@ TEST(KillResume, SigkillAtRandomMomentsThenResumeMatchesTheStraightRun) {
     const pid_t pid = test::spawn_lizard(train_args(cfg, out, true), log);
     target = std::min<int64_t>(target + 1 + static_cast<int64_t>(gen() % 4), kSteps - 1);
     if (kills < 8) {  // after 8 kills the run may finish
-      const std::string dir = checkpoint_path(ckpts.string(), target);
       const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
       int status = 0;
       bool exited = false;
-      while (!fs::exists(dir + ".tmp") && !fs::exists(dir) &&
-             std::chrono::steady_clock::now() < give_up) {
+      // Any checkpoint at or past the target, final or ".tmp": with keep_last 2 the target's
+      // own directory lives two steps, which a poller starved for ~10 ms (a loaded machine: a
+      // full ctest -j8) can miss entirely; the newest two stay until the run ends.
+      while (!saved_at_or_after(ckpts, target) && std::chrono::steady_clock::now() < give_up) {
         if (::waitpid(pid, &status, WNOHANG) == pid) {
           exited = true;
           break;
