@@ -53,7 +53,13 @@ StreamFork::StreamFork(cudaStream_t main, bool enabled, bool start) : main_(main
   s.open = true;
   side_ = s.stream;
   state_ = &s;
-  if (start) fork();
+  if (!start) return;
+  try {
+    fork();
+  } catch (...) {
+    s.open = false;  // no destructor runs for a constructor that throws
+    throw;
+  }
 }
 
 void StreamFork::fork() {
