@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <map>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -25,7 +27,24 @@ namespace lizard::train {
 namespace fs = std::filesystem;
 using io::Json;
 
+extern "C" char** environ;  // POSIX: the process environment
+
 namespace {
+
+/// Every LIZARD_* environment variable set in this process (the kernel and path switches that
+/// change what a benchmark measures), by name: recorded with the numbers so a run can be
+/// reproduced and two runs' settings compared.
+Json lizard_environment() {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; e && *e; ++e)
+    if (std::strncmp(*e, "LIZARD_", 7) == 0) {
+      const char* eq = std::strchr(*e, '=');
+      if (eq) vars[std::string(*e, static_cast<size_t>(eq - *e))] = eq + 1;
+    }
+  Json j = Json::object();
+  for (const auto& [name, value] : vars) j.set(name, value);
+  return j;
+}
 
 constexpr double kGiB = 1073741824.0;
 
@@ -243,6 +262,7 @@ Json run_step_bench(const StepBenchOptions& o) {
   j.set("tokens_per_step", tokens_per_step);
   j.set("recompute", name_of(mode));
   j.set("recompute_requested", o.recompute);
+  j.set("env", lizard_environment());
   j.set("warmup_steps", o.warmup);
   j.set("timed_steps", o.steps);
   Json st = Json::object();

@@ -21,6 +21,7 @@
 #include "lizard/train/step_bench.h"
 #include "lizard/train/step_cost.h"
 #include "lizard/train/step_timer.h"
+#include "test_util.h"
 
 namespace lizard::train {
 namespace {
@@ -246,7 +247,12 @@ std::vector<double> losses_of(const Json& j) {
 }
 
 TEST(BenchStep, FinetuneOnTheCpuReportsRealSteps) {
+  // the LIZARD_* switches in force are recorded with the numbers
+  lizard::test::ScopedEnv env("LIZARD_STREAMS", "1");
+  env.set("LIZARD_LORA_FUSED", nullptr);
   const Json j = run_step_bench(tiny("finetune"));
+  EXPECT_EQ(j.at("env").at("LIZARD_STREAMS").as_string(), "1");
+  EXPECT_FALSE(j.at("env").contains("LIZARD_LORA_FUSED"));
   EXPECT_EQ(j.at("stage").as_string(), "finetune");
   EXPECT_EQ(j.at("tokens_per_step").as_int(), 2 * 37);
   EXPECT_EQ(j.at("phase_timer").as_string(), "host_clock");
