@@ -703,7 +703,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
       // (at one token per row it fills a fraction of the GPU), joined before the global
       // gradient adds into dv. Every buffer it touches lives in this scope past the join.
       Tensor delta;
-      StreamFork keys_fork(s, tc_win && tc_grad && side_streams_enabled(), /*start=*/false);
+      StreamFork keys_fork(s, dev.index, tc_win && tc_grad && win_keys && side_streams_enabled(),
+                           /*start=*/false);
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc_win) {
           delta = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
@@ -755,7 +756,6 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                          opt(dv, want.dv), db.data<float>(), d, s);
         }
       }
-      keys_fork.join();  // (already joined, or never forked: tc_grad false)
       if (!tc_grad) {
         const size_t gsm = global_smem_bytes(d, true);
         cudaFuncSetAttribute(global_bwd_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(gsm));

@@ -405,7 +405,7 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
       // The query's weight split and feature map run on the side stream, beside the gate, the
       // key's feature map and the state sweep (at one token per row the sweep fills a fraction
       // of the GPU); joined before the output kernel, their first reader.
-      StreamFork fork(s, tc && side_streams_enabled());
+      StreamFork fork(s, dev.index, tc && side_streams_enabled());
       [[maybe_unused]] auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
       [[maybe_unused]] auto lo = [&](const Tensor& t) { return t.defined() ? bp(t) : nullptr; };
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {

@@ -1397,57 +1397,30 @@ template <int kD, bool kLo>
 void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const float* sinb,
                 const float* tau, const float* alpha, const float* numden, const float* wstats,
                 const bf* dy, float* dO, float* cself, float* delta, float* dq, float* dk,
-                float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s, bool keys) {
-  const int nt = (d.T + kRows - 1) / kRows;
-  if (!keys) {
-    const size_t smq = bwd_q_smem<kD>(kLo, kRows + 1 + d.m);
-    // dq null: the instance without the dq~ pass (the same smem: its slots stream pass 0)
-    auto kq = dq ? win_bwd_q_kernel<kD, kLo, true> : win_bwd_q_kernel<kD, kLo, false>;
-    grant_smem(kq, smq);
-    // the whole carveout as shared memory, so three 68 KiB query-side CTAs fit on an SM (kLo:
-    // two); its few L1 reads (numden, wstats, the sinks) come from L2 anyway
-    const cudaError_t e = cudaFuncSetAttribute(kq, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                               int(cudaSharedmemCarveoutMaxShared));
-    LZ_CHECK(e == cudaSuccess,
-             "lizard attention window (CUDA): cannot set the query side's carveout: ",
-             cudaGetErrorString(e));
-    kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
-                                                   dy, dO, cself, delta, dq, dtau, dalpha, d);
-    return;
-  }
-  // after the query side: it writes delta, which the key side reads. Its only outputs are
-  // dk and dv: none wanted, no launch.
-  if (dk == nullptr && dv == nullptr) return;
-  const size_t smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
+                float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s,
+                StreamFork* keys_fork) {
+  const size_t smq = bwd_q_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
+  // dq null: the instance without the dq~ pass (the same smem: its slots stream pass 0)
+  auto kq = dq ? win_bwd_q_kernel<kD, kLo, true> : win_bwd_q_kernel<kD, kLo, false>;
   auto kk = win_bwd_k_kernel<kD, kLo>;
+  grant_smem(kq, smq);
   grant_smem(kk, smk);
-  kk<<<dim3(nt, d.B * d.Hkv), kThreads, smk, s>>>(q, k, v, cosb, sinb, alpha, wstats, delta, dy,
-                                                  dk, dv, d);
-}
-
-/// One side of the window backward (keys false: the query side; true: the key side) for the
-/// covered head dims.
-void window_bwd_side(const bf* q, const bf* k, const bf* v, const float* cosb, const float* sinb,
-                     const float* tau, const float* alpha, const float* numden,
-                     const float* wstats, const bf* dy, float* dO, float* cself, float* delta,
-                     float* dq, float* dk, float* dv, float* dtau, float* dalpha, const Dims& d,
-                     cudaStream_t s, bool keys) {
-#define LZ_WIN_BWD(D_)                                                                          \
-  case D_:                                                                                      \
-    if (d.rope)                                                                                 \
-      return launch_bwd<D_, true>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
-                                  delta, dq, dk, dv, dtau, dalpha, d, s, keys);                 \
-    return launch_bwd<D_, false>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
-                                 delta, dq, dk, dv, dtau, dalpha, d, s, keys);
-  switch (d.D) {
-    LZ_WIN_BWD(32)
-    LZ_WIN_BWD(64)
-    LZ_WIN_BWD(128)
-    default: break;
-  }
-#undef LZ_WIN_BWD
-  throw Error("window_bwd_tc_launch: head dim " + std::to_string(d.D) +
-              " is not covered (32, 64, 128)");
+  // the whole carveout as shared memory, so three 68 KiB query-side CTAs fit on an SM (kLo:
+  // two); its few L1 reads (numden, wstats, the sinks) come from L2 anyway
+  const cudaError_t e = cudaFuncSetAttribute(kq, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             int(cudaSharedmemCarveoutMaxShared));
+  LZ_CHECK(e == cudaSuccess,
+           "lizard attention window (CUDA): cannot set the query side's carveout: ",
+           cudaGetErrorString(e));
+  const int nt = (d.T + kRows - 1) / kRows;
+  kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
+                                                 dy, dO, cself, delta, dq, dtau, dalpha, d);
+  // after the query side: it writes delta, which the key side reads. Its only outputs are
+  // dk and dv: none wanted, no launch (and no fork).
+  if (dk == nullptr && dv == nullptr) return;
+  if (keys_fork) keys_fork->fork();
+  kk<<<dim3(nt, d.B * d.Hkv), kThreads, smk, keys_fork ? keys_fork->side() : s>>>(
+      q, k, v, cosb, sinb, alpha, wstats, delta, dy, dk, dv, d);
 }
 
 }  // namespace
@@ -1477,11 +1450,22 @@ void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* co
                           float* cself, float* delta, float* dq, float* dk, float* dv,
                           float* dtau, float* dalpha, const Dims& d, cudaStream_t s,
                           StreamFork* keys_fork) {
-  window_bwd_side(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, delta, dq, dk,
-                  dv, dtau, dalpha, d, s, false);
-  if (keys_fork) keys_fork->fork();
-  window_bwd_side(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, delta, dq, dk,
-                  dv, dtau, dalpha, d, keys_fork ? keys_fork->side() : s, true);
+#define LZ_WIN_BWD(D_)                                                                          \
+  case D_:                                                                                      \
+    if (d.rope)                                                                                 \
+      return launch_bwd<D_, true>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
+                                  delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork);            \
+    return launch_bwd<D_, false>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
+                                 delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork);
+  switch (d.D) {
+    LZ_WIN_BWD(32)
+    LZ_WIN_BWD(64)
+    LZ_WIN_BWD(128)
+    default: break;
+  }
+#undef LZ_WIN_BWD
+  throw Error("window_bwd_tc_launch: head dim " + std::to_string(d.D) +
+              " is not covered (32, 64, 128)");
 }
 
 }  // namespace lizard::cuda::lizard_detail

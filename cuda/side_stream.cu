@@ -2,12 +2,12 @@
 // context, created on the first fork and kept for the process (like the compute stream).
 #include "side_stream.cuh"
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/core/error.h"
+#include "lizard_attention_tc.cuh"
 
 namespace lizard::cuda {
 namespace {
@@ -22,10 +22,8 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string("side stream: ") + what + ": " + cudaGetErrorString(e));
 }
 
-SideStream& side_of_current_device() {
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  Context& ctx = context(dev);
+SideStream& side_of(int device) {
+  Context& ctx = context(device);
   if (!ctx.side_stream) {
     auto s = std::make_shared<SideStream>();
     check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -38,17 +36,11 @@ SideStream& side_of_current_device() {
 
 }  // namespace
 
-bool side_streams_enabled() {
-  const char* v = std::getenv("LIZARD_STREAMS");
-  const std::string val = v ? v : "";
-  if (val.empty() || val == "2") return true;
-  if (val == "1") return false;
-  throw InputError("LIZARD_STREAMS='" + val + "': expected '1' (one stream) or '2' (the default)");
-}
+bool side_streams_enabled() { return !lizard_detail::env_switch("LIZARD_STREAMS", "2", "1"); }
 
-StreamFork::StreamFork(cudaStream_t main, bool enabled, bool start) : main_(main) {
+StreamFork::StreamFork(cudaStream_t main, int device, bool enabled, bool start) : main_(main) {
   if (!enabled) return;
-  SideStream& s = side_of_current_device();
+  SideStream& s = side_of(device);
   LZ_CHECK(!s.open, "side stream: forks do not nest");
   s.open = true;
   side_ = s.stream;

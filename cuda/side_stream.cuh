@@ -15,16 +15,18 @@ namespace lizard::cuda {
 
 /// Whether ops may fork work onto the side stream: LIZARD_STREAMS unset, empty or "2" (the
 /// default) yes; "1" no (everything on the compute stream, as before: for A/B timing and
-/// bisection). Read per call; throws InputError naming the variable for any other value.
+/// bisection). Read per call (lizard_detail::env_switch); throws InputError naming the
+/// variable for any other value.
 bool side_streams_enabled();
 
-/// One fork of the compute stream `main` of the current device onto its side stream. Not
-/// nested (one fork of a device at a time: the events are the context's). Disabled (enabled
-/// false): side() is main and fork(), join() do nothing, so callers need no second code path.
+/// One fork of the compute stream `main` of GPU `device` (its context's stream) onto that
+/// context's side stream. Not nested (one fork of a device at a time: the events are the
+/// context's). Disabled (enabled false): side() is main and fork(), join() do nothing, so
+/// callers need no second code path.
 class StreamFork {
  public:
   /// start: fork now; else at fork(), e.g. inside a launcher between two of its kernels.
-  StreamFork(cudaStream_t main, bool enabled, bool start = true);
+  StreamFork(cudaStream_t main, int device, bool enabled, bool start = true);
   ~StreamFork();  ///< joins
   StreamFork(const StreamFork&) = delete;
   StreamFork& operator=(const StreamFork&) = delete;

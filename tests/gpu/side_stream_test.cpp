@@ -47,7 +47,7 @@ TEST(SideStreamGpu, ForkWaitsForTheComputeStreamAndJoinWaitsForTheSide) {
   for (int round = 1; round <= 4; ++round) {
     for (int k = 0; k < 8; ++k) a.fill_(round * 100 + k);  // the last fill wins: round*100 + 7
     {
-      cuda::StreamFork fork(main, true);
+      cuda::StreamFork fork(main, 0, true);
       ASSERT_NE(fork.side(), main);
       ASSERT_EQ(cudaMemcpyAsync(b.raw(), a.raw(), size_t(n) * 4, cudaMemcpyDeviceToDevice, fork.side()),
                 cudaSuccess);
@@ -65,19 +65,19 @@ TEST(SideStreamGpu, ForkWaitsForTheComputeStreamAndJoinWaitsForTheSide) {
 TEST(SideStreamGpu, DisabledForkStaysOnTheComputeStream) {
   LZ_REQUIRE_GPU();
   auto main = static_cast<cudaStream_t>(cuda::context(0).stream);
-  cuda::StreamFork off(main, false);
+  cuda::StreamFork off(main, 0, false);
   EXPECT_EQ(off.side(), main);
   off.fork();
   EXPECT_EQ(off.side(), main);
   off.join();
   // a deferred fork uses the compute stream until fork(), and forks do not nest
-  cuda::StreamFork later(main, true, /*start=*/false);
+  cuda::StreamFork later(main, 0, true, /*start=*/false);
   EXPECT_EQ(later.side(), main);
-  EXPECT_THROW(cuda::StreamFork(main, true), Error);
+  EXPECT_THROW(cuda::StreamFork(main, 0, true), Error);
   later.fork();
   EXPECT_NE(later.side(), main);
   later.join();
-  cuda::StreamFork again(main, true);  // the joined fork released the context's events
+  cuda::StreamFork again(main, 0, true);  // the joined fork released the context's events
   EXPECT_NE(again.side(), main);
 }
 
