@@ -227,8 +227,8 @@ __device__ __forceinline__ float ld_shared_cluster(uint32_t addr) {
 ///     intra-chunk da and dv terms, each its features' dphi, dv and da state terms. The two
 ///     CTAs of a chunk (z = 0, 1: consecutive in x) must be launched as one cluster of 2
 ///     (cluster rank = z; launch does): kk = phi_q phi_k^T sums over all 2F features, so
-///     each CTA computes kk_z over its own features only, and both form kk = kk_0 + kk_1 (in
-///     that order: the same bits in both) reading the partner's kk_z from its shared memory;
+///     each CTA computes kk_z over its own features only, and both form kk = kk_0 + kk_1 (one
+///     f32 addition, commutative: the same bits in both) reading the partner's kk_z from its shared memory;
 ///   kZ = 1, kW = 16 (LIZARD_GRAD_KERNEL=mma16, the previous default: 4 warps per scheduler
 ///     at 1 CTA per SM) and kW = 8 (mma8, up to 255 registers), kept for A/B timing.
 /// kDv false (dv null: stage-1 distillation wants no dv, issue #11): none of the work whose
@@ -327,19 +327,13 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
   };
-  // The four phi tiles of the features [f0, f0 + F2z) into q, ql, k, kl by cp.async (rows >= n
-  // zero).
-  auto load_phi = [&](bf* q_, bf* ql_, bf* k_, bf* kl_, int f0) {
-    cp_rows<kWarps>(q_, LQ, phiq + row0 * F2 + f0, F2, C, n, F2z);
-    cp_rows<kWarps>(ql_, LQ, phiq_lo + row0 * F2 + f0, F2, C, n, F2z);
-    cp_rows<kWarps>(k_, LQ, phik + row0 * F2 + f0, F2, C, n, F2z);
-    cp_rows<kWarps>(kl_, LQ, phik_lo + row0 * F2 + f0, F2, C, n, F2z);
-  };
-
   // ---- tiles of the chunk (rows >= n zero): issued first, as they are needed first (the
-  // state blocks below only after the C x C work). This CTA's features only (at kZ = 2 the
-  // partner's part of kk comes through the cluster).
-  load_phi(sq, sql, sk, skl, fz0);
+  // state blocks below only after the C x C work). The four phi tiles of this CTA's features
+  // [fz0, fz0 + F2z) only (at kZ = 2 the partner's part of kk comes through the cluster).
+  cp_rows<kWarps>(sq, LQ, phiq + row0 * F2 + fz0, F2, C, n, F2z);
+  cp_rows<kWarps>(sql, LQ, phiq_lo + row0 * F2 + fz0, F2, C, n, F2z);
+  cp_rows<kWarps>(sk, LQ, phik + row0 * F2 + fz0, F2, C, n, F2z);
+  cp_rows<kWarps>(skl, LQ, phik_lo + row0 * F2 + fz0, F2, C, n, F2z);
   cp_async_commit();
   // v [C][kD] in the k order of slot_of: a lane loads 8 columns (16 bytes) of a row into
   // registers here and stores their 4 pairs at their slots with the dO' split below (the
@@ -461,8 +455,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     // one accumulator per split product (hi hi, lo hi, hi lo), summed at the end: chains of
     // ks dependent mma's instead of 3 ks
     float acc[3][2][4] = {};
-    auto cc_pass = [&](const bf* q_, const bf* ql_, const bf* k_, const bf* kl_) {
-      const bf *A = is_x ? sGb : q_, *Al = is_x ? sGbl : ql_, *Bm = is_x ? sv : k_;
+    auto cc_pass = [&]() {
+      const bf *A = is_x ? sGb : sq, *Al = is_x ? sGbl : sql, *Bm = is_x ? sv : sk;
       const int lda = is_x ? LV : LQ, ks = is_x ? KJ : F2z / 16;
       for (int k = 0; k < ks; ++k) {
         uint32_t a[4], al[4], bb[4];
@@ -475,7 +469,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
           mma_bf16(acc[1][u], al, bb[2 * u], bb[2 * u + 1]);
         }
         if (!is_x) {  // phi_q hi x phi_k lo (V has no lo half)
-          frag_b_nk(bb, kl_, LQ, nb * 16, k * 16, lane);
+          frag_b_nk(bb, skl, LQ, nb * 16, k * 16, lane);
 #pragma unroll
           for (int u = 0; u < 2; ++u) mma_bf16(acc[2][u], a, bb[2 * u], bb[2 * u + 1]);
         }
@@ -494,7 +488,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     };
     if (cc_warp) {
-      cc_pass(sq, sql, sk, skl);
+      cc_pass();
       cc_store();
     }
   }
@@ -509,8 +503,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
 
   // ---- dA, E, P and the intra-chunk pair gradients w dA (f32, for da): grad_tc_kernel's step 3
   // kZ = 2: kk = kk_0 + kk_1, the partial of the z = 0 CTA (features [0, 2F/2)) plus that of
-  // the z = 1 CTA, in this order in both CTAs (the same bits: E, P and w dA agree between the
-  // two). The partner's four values of this thread are read first, all in flight at once
+  // the z = 1 CTA, one f32 addition (commutative: the same bits in both CTAs, so E, P and w dA
+  // agree between the two). The partner's four values of this thread are read first, all in flight at once
   // (distributed shared memory: higher latency than local), then this CTA arrives at the
   // cluster barrier whose wait ends the kernel: the partner, which waits there before it
   // exits, keeps its shared memory until these reads are done (and this CTA its own for the
@@ -535,7 +529,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     float p = 0.f, ea = 0.f, wda = 0.f;
     if (s2 <= r && r < n) {
       const float own = sP[r * kLP + s2];
-      const float kk = kZ == 1 ? own : z == 0 ? own + kk_other[k] : kk_other[k] + own;
+      const float kk = kZ == 1 ? own : own + kk_other[k];  // f32 + commutes: the same bits in both
       const float e = __expf(sbl[r] - sbl[s2]);
       // dA = cself_t + dO'_t.(v_s - v_t): exactly cself_t on the diagonal
       const float da = scs[r] + (s2 < r ? sGV[r * kLP + s2] - sGV[r * kLP + r] : 0.f);
