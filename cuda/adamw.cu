@@ -7,6 +7,7 @@
 // tensor by a binary search over the runs' first blocks, then grid-strides over that tensor
 // alone exactly as a launch of its own with that many blocks would.
 #include <cmath>
+#include <type_traits>
 
 #include "kernel_util.cuh"
 #include "lizard/cuda/adamw.h"
@@ -28,14 +29,12 @@ constexpr int kMaxStepBlocks = 4096;
 /// Storage type codes of the descriptors (a block branches on them uniformly).
 enum : int32_t { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
+/// The code of a float dtype kernels accept (visit_storage's check and message otherwise).
 int32_t storage_code(DType t, const char* op) {
-  switch (t) {
-    case DType::F32: return kF32;
-    case DType::BF16: return kBF16;
-    case DType::F16: return kF16;
-    default: break;
-  }
-  throw Error(str_cat(op, ": CUDA kernels take f32, bf16 or f16, got ", dtype_name(t)));
+  return visit_storage(t, op, [](auto z) -> int32_t {
+    using T = decltype(z);
+    return std::is_same_v<T, float> ? kF32 : std::is_same_v<T, bf16> ? kBF16 : kF16;
+  });
 }
 
 /// f(T{}) with T the storage type of `code` (device side of visit_storage).
@@ -172,7 +171,6 @@ void sum_squares(const std::vector<Tensor>& grads, Tensor& out, void* stream) {
     require_contiguous(g, op, "gradient");
     LZ_CHECK(g.device() == out.device(), op, ": gradient ", g.desc(), " is not on out's device ",
              out.desc());
-    storage_code(g.dtype(), op);
     if (g.numel() > 0) total += sum_blocks_of(g.numel());
   }
   if (total == 0) {
