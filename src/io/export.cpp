@@ -185,8 +185,8 @@ void write_export_files(const nn::LlamaForCausalLM& model, const fs::path& dir,
       const nn::LoRALinear& l = *it->second;
       const Tensor ba = ops::matmul(l.lora_b().data().to(Device::cpu(), DType::F32),
                                     l.lora_a().data().to(Device::cpu(), DType::F32));  // [out, in]
-      const double scale = l.lora_config().alpha / static_cast<double>(l.lora_config().r);
-      const Tensor w = ops::add(v.data().to(Device::cpu(), DType::F32), ops::affine(ba, scale));
+      const Tensor w =
+          ops::add(v.data().to(Device::cpu(), DType::F32), ops::affine(ba, l.lora_scale()));
       weights.emplace_back(name, w.to(Device::cpu(), opt.dtype));
       continue;
     }

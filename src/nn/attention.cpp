@@ -62,10 +62,15 @@ void Attention::pack_lora_a() const {
 }
 
 namespace {
-// LIZARD_LORA_FUSED=0 runs the q, k, v adapters one by one (A/B timing of the fusion).
+// LIZARD_LORA_FUSED=0 runs the q, k, v adapters one by one (A/B timing of the fusion); unset,
+// empty or 1 fuses them. Any other value is an error naming the variable (a typo must not
+// silently time the wrong path; `lizard bench step` records the value with its numbers).
 bool lora_fusion_disabled() {
   const char* v = std::getenv("LIZARD_LORA_FUSED");
-  return v && std::string(v) == "0";
+  const std::string s = v ? v : "";
+  if (s.empty() || s == "1") return false;
+  if (s == "0") return true;
+  throw InputError("LIZARD_LORA_FUSED='" + s + "': expected '1' (the default), '0' or unset");
 }
 }  // namespace
 
@@ -76,10 +81,12 @@ QKV Attention::project(const Var& x) const {
   // buffer, where each projection's dx GEMM adds onto the others' sum (beta = 1).
   const Var x2 = ag::reshape(x, {B * T, x.size(2)});
   if (fuse_lora_ && !lora_fusion_disabled()) {
+    // (Var handles share their parameter: a re-pack below shows through `as`)
+    const std::vector<Var> as = lora_a_weights();
     std::vector<Tensor> parts;
-    for (const Var& a : lora_a_weights()) parts.push_back(a.data());
+    for (const Var& a : as) parts.push_back(a.data());
     // Loading replaces parameter data (Var::set_data): pack the new data once, so every step
-    // reads the adapters in place rather than concatenating them.
+    // reads the adapters in place rather than concatenating them (lora_fused would concat).
     if (!ag::is_row_split(lora_a_cat_, parts)) pack_lora_a();
     std::vector<Var> bs, bases;
     for (const Linear* l : {q_proj, k_proj, v_proj}) {
@@ -88,7 +95,7 @@ QKV Attention::project(const Var& x) const {
       bases.push_back(lora->base_forward_2d(x2));
     }
     const double scale = static_cast<const LoRALinear*>(q_proj)->lora_scale();
-    const std::vector<Var> y = ag::lora_fused(x2, lora_a_weights(), bs, bases, scale, lora_a_cat_);
+    const std::vector<Var> y = ag::lora_fused(x2, as, bs, bases, scale, lora_a_cat_);
     return {ag::reshape(y[0], {B, T, H, D}), ag::reshape(y[1], {B, T, Hkv, D}),
             ag::reshape(y[2], {B, T, Hkv, D})};
   }

@@ -70,13 +70,13 @@ Var LoRALinear::forward_2d(const Var& x2, const Var& residual2) const {
   // y = (alpha / r) t B^T + base in one GEMM: base is rounded once (its own GEMM's output) and
   // the low-rank term joins it in fp32 before the single rounding of y, so this is at least as
   // accurate as the unfused scale-then-add (which rounded t B^T, its scaling and the sum).
-  return ag::matmul_add(t, b_, base, cfg_.alpha / static_cast<double>(cfg_.r), false, true);
+  return ag::matmul_add(t, b_, base, lora_scale(), false, true);
 }
 
 Tensor LoRALinear::merged_weight() const {
   Tensor ba = ops::matmul(b_.data().to(DType::F32), a_.data().to(DType::F32));  // [out, in]
   Tensor w = weight_.data().to(DType::F32);
-  return ops::add(w, ops::affine(ba, cfg_.alpha / static_cast<double>(cfg_.r)))
+  return ops::add(w, ops::affine(ba, lora_scale()))
       .to(weight_.dtype());
 }
 

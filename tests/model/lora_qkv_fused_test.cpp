@@ -128,3 +128,15 @@ TEST(LoraQkvFused, ModelMatchesThePerAdapterPathAfterALoad) {
   const StepRun again = run(m, ids, w);
   EXPECT_EQ(max_abs_diff(again.logits, fused.logits), 0.0);
 }
+
+TEST(LoraQkvFused, UnknownSwitchValueNamesTheVariable) {
+  LlamaForCausalLM m(tiny(), {}, LoraSpec{LoraConfig{2, 4.0, 0.0}, {true, true, true, false}, 1});
+  const Tensor ids = Tensor::from_data<int32_t>({1, 5, 7}, {1, 3});
+  ScopedEnv bad("LIZARD_LORA_FUSED", "off");
+  try {
+    m.forward(ids);
+    FAIL() << "LIZARD_LORA_FUSED=off accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("LIZARD_LORA_FUSED"), std::string::npos) << e.what();
+  }
+}
