@@ -338,7 +338,8 @@ def run_config(name, model, cfg, n_params, n_lora, T, mb, args, mode="eager"):
         n_layers = n_params - 2 * V * cfg.hidden_size - cfg.hidden_size
         # the teacher stops at the last layer's attention: no o_proj, norm, MLP there
         d, I = cfg.hidden_size, cfg.intermediate_size
-        n_layers -= d * d + d + 3 * d * I
+        hd = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
+        n_layers -= cfg.num_attention_heads * hd * d + d + 3 * d * I  # o_proj, norm, MLP
         fpt = 2 * n_layers + L * (attention_flops(T, cfg, "softmax")
                                   + 3 * attention_flops(T, cfg, "lizard"))
     else:

@@ -28,11 +28,15 @@ const char* name_of(RecomputeMode m) {
 
 namespace {
 
+/// Whether layer l keeps softmax attention (lizard.softmax_layers; every layer in pretraining).
+bool is_softmax_layer(const StepShape& s, int64_t l) {
+  return s.stage == "pretrain" ||
+         std::find(s.softmax_layers.begin(), s.softmax_layers.end(), l) != s.softmax_layers.end();
+}
+
 int64_t softmax_layer_count(const StepShape& s) {
-  if (s.stage == "pretrain") return s.arch.num_hidden_layers;
   int64_t n = 0;
-  for (int64_t l = 0; l < s.arch.num_hidden_layers; ++l)
-    n += std::count(s.softmax_layers.begin(), s.softmax_layers.end(), l) > 0;
+  for (int64_t l = 0; l < s.arch.num_hidden_layers; ++l) n += is_softmax_layer(s, l);
   return n;
 }
 
@@ -111,7 +115,7 @@ FlopsPerToken step_flops_per_token(const StepShape& s) {
     // o_proj, norm and MLP and every layer after it are never computed.
     int64_t last = -1;
     for (int64_t l = 0; l < L; ++l)
-      if (std::count(s.softmax_layers.begin(), s.softmax_layers.end(), l) == 0) last = l;
+      if (!is_softmax_layer(s, l)) last = l;
     const double per_layer = n_layers / static_cast<double>(L);
     const int64_t q = H * D, kv = a.num_key_value_heads * D;
     const double attn_in = static_cast<double>(a.hidden_size) * static_cast<double>(1 + q + 2 * kv) +
