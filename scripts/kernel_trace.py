@@ -25,22 +25,31 @@ def short(name, width=60):
 def load(path):
     gpu, api, summary = [], [], {}
     with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
+        lines = f.read().splitlines()
+    for no, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
             r = json.loads(line)
-            k = r["k"]
-            if k == "summary":
-                summary = r
-            elif k == "api":
-                api.append(r)
-            else:
-                if k == "memcpy":
-                    r["n"] = "memcpy %s %d B" % ({1: "H2D", 2: "D2H", 8: "D2D"}.get(r.get("kind"), "?"), r["bytes"])
-                elif k == "memset":
-                    r["n"] = "memset %d B" % r["bytes"]
-                gpu.append(r)
+        except json.JSONDecodeError:
+            # a traced process that dies is not flushed to the end: its last line is cut
+            if no == len(lines):
+                print("%s: line %d is cut off (did the traced process exit normally?); "
+                      "skipped" % (path, no), file=sys.stderr)
+                continue
+            sys.exit("%s: line %d is not a trace record (JSON): %.80s" % (path, no, line))
+        k = r["k"]
+        if k == "summary":
+            summary = r
+        elif k == "api":
+            api.append(r)
+        else:
+            if k == "memcpy":
+                r["n"] = "memcpy %s %d B" % ({1: "H2D", 2: "D2H", 8: "D2D"}.get(r.get("kind"), "?"), r["bytes"])
+            elif k == "memset":
+                r["n"] = "memset %d B" % r["bytes"]
+            gpu.append(r)
     gpu.sort(key=lambda r: r["s"])
     api.sort(key=lambda r: r["s"])
     return gpu, api, summary
