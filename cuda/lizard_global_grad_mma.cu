@@ -390,24 +390,27 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
   }
-  // L2 prefetch of column block kb of this warp's S and dS rows (a lane a row; the block's 64
-  // bytes are exactly two 32-byte sectors of one line, aligned: one prefetch per sector). The
-  // register loads of a block are issued kDepth blocks ahead of its use; this runs two blocks
-  // ahead of those, so they find the block in L2 rather than waiting on HBM. Costs 4
-  // instructions a block.
-  auto prefetch_block = [&](int kb) {
+  // L2 prefetch of the line holding column blocks kb and kb + 1 (kb even) of this warp's S and
+  // dS rows, a lane a row. A block is 64 bytes of a row of kD floats (128-byte aligned), so
+  // blocks 2j and 2j + 1 share a 128-byte line, and a prefetch asks L2 for the whole line (ncu
+  // counts 4 sectors per prefetch): one per line, from every other step of the column loop
+  // (block 1 shares block 0's line, which the first loads ask for). The register loads of a
+  // block are issued kDepth blocks ahead of its use; the prefetch two blocks ahead of those,
+  // so they find the block in L2 rather than waiting on HBM. Measured (ncu, B = 1, T = 2048,
+  // one H200): one prefetch per sector (4 a block: 58.7M of L2's 92.8M sectors) 471 us with
+  // L2 81% busy; one per line 428 us, L2 74%; none 477 us. (ptxas then spills 8 bytes in the
+  // kD = 64, dv instance, at its 128-register cap; kD = 128 uses 120 registers.)
+  auto prefetch_block = [&](int kb) {  // kb even (its line holds block kb + 1 too)
 #pragma unroll
     for (int rr = lane; rr < 8 * kNT; rr += 32) {
       if (fb + rr >= F2z) continue;
-      const int64_t o = state_s(fz0 + fb + rr, kb * 16, kD);
-      prefetch_l2(Sg + o), prefetch_l2(Sg + o + 8);
-      prefetch_l2(dSg + o), prefetch_l2(dSg + o + 8);
+      const int64_t o = state_s(fz0 + fb + rr, kb * 16, kD);  // the line of blocks kb, kb ^ 1
+      prefetch_l2(Sg + o), prefetch_l2(dSg + o);
     }
   };
+  if (KJ > 2) prefetch_block(2);  // blocks kDepth, kDepth + 1: the line of 2 and 3 (kDepth 1, 2)
   fetch(0, s0, d0);
   if constexpr (kDepth == 2) fetch(1, s1, d1);
-  if (KJ > kDepth) prefetch_block(kDepth);
-  if (KJ > kDepth + 1) prefetch_block(kDepth + 1);
   // z and dz of this thread's feature columns fb + 8 i + 2q, +1 (read here to be in flight
   // with the rest; used after the D columns): one 8-byte load each from the blocks' z parts
   float zq[kNT][2], zk[kNT][2];
@@ -555,7 +558,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   static_assert(KJ % 2 == 0, "with kDepth 2 the column blocks alternate between two register sets");
   float aq[2][kNT][4] = {}, ak[2][kNT][4] = {};
   float lsum = 0.f;
-  auto step = [&](int kj, float (&cs_)[kNT][4], float (&cd_)[kNT][4]) {
+  // pf: this step asks L2 for block kj + kDepth + 2 (even)
+  auto step = [&](int kj, float (&cs_)[kNT][4], float (&cd_)[kNT][4], bool pf) {
     uint32_t sh[kNT][2], sl[kNT][2], dh[kNT][2], dl[kNT][2];
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
@@ -573,7 +577,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
     if (kj + kDepth < KJ) fetch(kj + kDepth, cs_, cd_);
-    if (kj + kDepth + 2 < KJ) prefetch_block(kj + kDepth + 2);
+    if (pf && kj + kDepth + 2 < KJ) prefetch_block(kj + kDepth + 2);
 #pragma unroll
     for (int m = 0; m < 2; ++m) {  // the A fragments one m-tile at a time (16 registers live)
       uint32_t ag[4], agl[4], av[4];
@@ -591,13 +595,15 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       }
     }
   };
+  // the prefetch of an even block from the step whose kj + kDepth + 2 is even: the first of
+  // each pair at kDepth 2, the odd kj at kDepth 1
   if constexpr (kDepth == 2) {
     for (int kj = 0; kj < KJ; kj += 2) {
-      step(kj, s0, d0);
-      step(kj + 1, s1, d1);
+      step(kj, s0, d0, true);
+      step(kj + 1, s1, d1, false);
     }
   } else {
-    for (int kj = 0; kj < KJ; ++kj) step(kj, s0, d0);
+    for (int kj = 0; kj < KJ; ++kj) step(kj, s0, d0, (kj & 1) != 0);
   }
 
   // ---- the row factors of the state products, the z columns: dphi_q += exp(bl_t) dO'_t[D] z,
