@@ -118,7 +118,7 @@ __device__ __forceinline__ void prefetch_rows_l2(const void* p, int64_t stride, 
   for (int i = threadIdx.x; i < rows * lines; i += kThreads) {
     const int r = i / lines, l = i % lines;
     const char* a = static_cast<const char*>(p) + r * stride + min(l * 128, row_bytes - 1);
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+    prefetch_l2(a);
   }
 }
 

@@ -57,6 +57,12 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+/// Asks L2 for the 128-byte line holding p (no effect on results; p must point into an
+/// allocation). ncu counts a prefetch as the line's 4 sectors: one per line is enough.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 /// 16 zero bytes into shared memory (rows past the end of a tile).
 __device__ __forceinline__ void st_shared_zero16(uint32_t smem_addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(smem_addr), "r"(0)
