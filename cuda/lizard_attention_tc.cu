@@ -795,16 +795,6 @@ void set_smem(K kernel, size_t bytes) {
 
 }  // namespace
 
-bool env_switch(const char* var, const char* dflt, const char* other) {
-  const char* e = std::getenv(var);
-  if (!e || !*e) return false;
-  const std::string v(e);
-  if (v == dflt) return false;
-  if (v == other) return true;
-  throw InputError(std::string(var) + "='" + v + "': expected '" + dflt + "' (the default), '" +
-                   other + "' or unset");
-}
-
 bool tc_enabled(bool /*training*/) { return !env_switch("LIZARD_ATTENTION_KERNELS", "tc", "f32"); }
 
 bool tc_stage_off(const char* name) {

@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "lizard/core/env.h"  // env_switch: the kernel switches below
 #include "lizard/ops/lizard_attention_types.h"
 #include "lizard_attention_common.cuh"
 
@@ -27,11 +28,6 @@ Dims make_dims(const ops::LizardConfig& cfg, const ops::LizardDims& ld);
 /// the exact f32 CUDA-core kernels everywhere, =tc the tensor cores (the default). Read per
 /// call; `training` is kept so a path can again differ by it.
 bool tc_enabled(bool training);
-
-/// A two-valued kernel switch read from the environment per call: false when `var` is unset,
-/// empty or `dflt`, true when it is `other`; any other value throws InputError naming `var`
-/// and both values. tc_enabled and the LIZARD_{OUT,STATE,GRAD}_KERNEL switches use it.
-bool env_switch(const char* var, const char* dflt, const char* other);
 
 /// Whether the tensor-core backward stage `name` is replaced by its f32 counterpart, from the
 /// comma list in LIZARD_ATTENTION_TC_OFF (a bisection switch; read per call). Names:

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "lizard/core/cuda_runtime.h"
+#include "lizard/core/env.h"
 #include "lizard/core/error.h"
 #include "lizard_attention_tc.cuh"
 
@@ -36,7 +37,7 @@ SideStream& side_of(int device) {
 
 }  // namespace
 
-bool side_streams_enabled() { return !lizard_detail::env_switch("LIZARD_STREAMS", "2", "1"); }
+bool side_streams_enabled() { return !env_switch("LIZARD_STREAMS", "2", "1"); }
 
 StreamFork::StreamFork(cudaStream_t main, int device, bool enabled, bool start) : main_(main) {
   if (!enabled) return;

@@ -15,7 +15,7 @@ namespace lizard::cuda {
 
 /// Whether ops may fork work onto the side stream: LIZARD_STREAMS unset, empty or "2" (the
 /// default) yes; "1" no (everything on the compute stream, as before: for A/B timing and
-/// bisection). Read per call (lizard_detail::env_switch); throws InputError naming the
+/// bisection). Read per call (env_switch, lizard/core/env.h); throws InputError naming the
 /// variable for any other value.
 bool side_streams_enabled();
 

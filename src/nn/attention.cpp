@@ -1,13 +1,12 @@
 #include "lizard/nn/attention.h"
 
 #include <cmath>
-#include <cstdlib>
-#include <string>
 
 #include "lizard/autograd/checkpoint.h"
 #include "lizard/autograd/functions.h"
 #include "lizard/autograd/lora_fused.h"
 #include "lizard/autograd/nn_functions.h"
+#include "lizard/core/env.h"
 #include "lizard/ops/shape_ops.h"
 
 namespace lizard::nn {
@@ -63,15 +62,9 @@ void Attention::pack_lora_a() const {
 
 namespace {
 // LIZARD_LORA_FUSED=0 runs the q, k, v adapters one by one (A/B timing of the fusion); unset,
-// empty or 1 fuses them. Any other value is an error naming the variable (a typo must not
-// silently time the wrong path; `lizard bench step` records the value with its numbers).
-bool lora_fusion_disabled() {
-  const char* v = std::getenv("LIZARD_LORA_FUSED");
-  const std::string s = v ? v : "";
-  if (s.empty() || s == "1") return false;
-  if (s == "0") return true;
-  throw InputError("LIZARD_LORA_FUSED='" + s + "': expected '1' (the default), '0' or unset");
-}
+// empty or 1 fuses them; any other value is an error naming the variable (`lizard bench step`
+// records the value with its numbers).
+bool lora_fusion_disabled() { return env_switch("LIZARD_LORA_FUSED", "1", "0"); }
 }  // namespace
 
 QKV Attention::project(const Var& x) const {
