@@ -806,32 +806,40 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
   const bf* sVlast = sV + vslot(n_tiles - 1) * kTile * kS;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
+    const int t = wr0 + g + 8 * rr;
+    // the row's numden values [M | den] this thread combines, loaded together before any is
+    // used: the stores of y below kept the compiler from hoisting them, so each of the 32
+    // pairs waited on its own round trip to L2 (ncu at B 1, T 2048: those waits were about
+    // 40% of the kernel's stall samples)
+    const float* nd = numden + (int64_t(bh) * T + min(t, T - 1)) * (kD + 1);
+    float mv[kNT][2];
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      mv[i][0] = __ldg(nd + 8 * i + 2 * t4);
+      mv[i][1] = __ldg(nd + 8 * i + 2 * t4 + 1);
+    }
+    const float den = __ldg(nd + kD);
     float l = l_r[rr];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     for (int j = 0; j < d.m; ++j) l += __expf(tr[j] - m_r[rr]);
     const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int t = wr0 + g + 8 * rr;
     if (t >= T) continue;
     if (t4 == 0) {
       float* ws = wstats + (int64_t(bh) * T + t) * 2;
       ws[0] = m_r[rr];
       ws[1] = l;
     }
-    const float* nd = numden + (int64_t(bh) * T + t) * (kD + 1);
-    const float den = nd[kD];
     const bool small = den < d.eps;  // global_out's two forms
     const float rb = 1.f / (small ? d.eps : den);
     const float cv = c0 * (small ? den * rb : 1.f), cm = c0 * rb, cl = A * c0 * inv;
     const bf* vr = sVlast + (warp * 16 + g + 8 * rr) * kS + 2 * t4;
     bf* yr = y + ((int64_t(b) * T + t) * d.H + h) * kD + 2 * t4;
-    nd += 2 * t4;
 #pragma unroll
     for (int i = 0; i < kNT; ++i) {
       const float2 vt = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vr + 8 * i));
-      const float m0 = nd[8 * i], m1 = nd[8 * i + 1];
-      const float y0 = __fmaf_rn(cm, m0, __fmaf_rn(cv, vt.x, cl * acc[i][2 * rr]));
-      const float y1 = __fmaf_rn(cm, m1, __fmaf_rn(cv, vt.y, cl * acc[i][2 * rr + 1]));
+      const float y0 = __fmaf_rn(cm, mv[i][0], __fmaf_rn(cv, vt.x, cl * acc[i][2 * rr]));
+      const float y1 = __fmaf_rn(cm, mv[i][1], __fmaf_rn(cv, vt.y, cl * acc[i][2 * rr + 1]));
       *reinterpret_cast<__nv_bfloat162*>(yr + 8 * i) = __floats2bfloat162_rn(y0, y1);
     }
   }
