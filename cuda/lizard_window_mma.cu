@@ -1126,6 +1126,13 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
       // dy.l = sum_s P dP' from the very (f32) P and dP' that dC uses, so sum_s dC_ts = 0
       // to f32 rounding (the dq, dk shift invariance and the sinks' dtau rely on it); every
       // lane of every warp gets here
+      // the rows' delta, dalpha and dtau parts now, so that none of it stays live through
+      // pass 1 beside acc. dalpha and dtau: each thread's part (rows g, g + 8 on lanes
+      // t4 == 0, zero elsewhere) summed over the warp by shuffles, then one shared atomic per
+      // warp and sum: a float atomicAdd on shared memory is a compare-and-swap loop, and the
+      // 32 threads of a CTA spinning on one address took ~19% of the kernel's stall samples
+      // (ncu, B 1, T 2048).
+      float pa = 0.f, dl[2] = {0.f, 0.f};  // dalpha part; delta of rows with a part, else 0
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         float x = dyl[rr][0] + dyl[rr][1];
@@ -1133,15 +1140,23 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
         x += __shfl_xor_sync(0xffffffffu, x, 2);
         const float delta = coef * x;
         nds_r[rr] = -(delta * scale);  // dC = P (coef dP' - delta) scale, as one fma
-        // the row's delta, dalpha and dtau parts now, so that none of it stays live through
-        // pass 1 beside acc
         const int t = wr0 + g + 8 * rr;
         if (t4 == 0 && t < T) {
           delta_out[int64_t(bh) * T + t] = delta;
-          atomicAdd(sred, convex ? x - sdyg[t - t0] : x);
-          for (int j = 0; j < d.m; ++j)
-            atomicAdd(sred + 1 + j, -__expf(tr[j] - mx_r[rr]) * inv_r[rr] * delta);
+          pa += convex ? x - sdyg[t - t0] : x;
+          dl[rr] = delta;
         }
+      }
+      pa = warp_sum(pa);
+      if (lane == 0) atomicAdd(sred, pa);
+      for (int j = 0; j < d.m; ++j) {
+        const float tj = tr[j];
+        float pt = 0.f;
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr)
+          if (dl[rr] != 0.f) pt += -__expf(tj - mx_r[rr]) * inv_r[rr] * dl[rr];
+        pt = warp_sum(pt);
+        if (lane == 0) atomicAdd(sred + 1 + j, pt);
       }
       if constexpr (kDq) {
 #pragma unroll
