@@ -259,7 +259,9 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   bf* sdS = reinterpret_cast<bf*>(carve(cur, 2 * size_t(F2z) * LV));  // [2F/kZ][D] dS hi
   // kk (s <= t tiles); at kZ = 2 this CTA's partial kk_z, which the partner CTA reads too
   float* sP = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));
-  float* sGV = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));  // X = dO'[:D] V^T
+  // X = dO'[:D] V^T; dead after the elementwise step, then the warps' partial Q_r, K_s
+  // [kW][2][C] (sQK below)
+  float* sGV = reinterpret_cast<float*>(carve(cur, 4 * C * kLP));
   // w dA, s < t, f32, row stride kWP. kZ = 1: in kk's place (the elementwise step reads kk at
   // an index, then writes w dA at the same index, in the same thread; nothing else reads kk).
   // kZ = 2: the partner may still be reading sP, so its own C x C (stride C: written and read
@@ -278,6 +280,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   float* sEb = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bl_t), 0 for rows >= n
   float* sEk = reinterpret_cast<float*>(carve(cur, 4 * C));   // exp(bend - bl_s), 0 for rows >= n
   float* sL = reinterpret_cast<float*>(carve(cur, 4));        // L_c (of this CTA's features)
+  float* sQK = sGV;  // [kW][2][C]: the warps' parts of Q_r, K_s (sGV is dead by then)
+  static_assert(2 * kW * kC <= kC * kLP, "the partial Q_r, K_s fit in sGV's place");
 
   const int z = kZ == 1 ? 0 : int(blockIdx.x) % kZ, c = int(blockIdx.x) / kZ;
   const int fz0 = z * F2z;
@@ -352,7 +356,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     sbl[i] = bli;
     sden[i] = i < n ? dO[(row0 + i) * D1 + kD] : 0.f;
     scs[i] = i < n ? cself[row0 + i] : 0.f;
-    sdb[i] = sQs[i] = sKs[i] = 0.f;
+    sdb[i] = 0.f;
     // the per-row factors every later step used to recompute per element (same values:
     // rows >= n are zero in every tile they multiply, so 0 there changes nothing)
     sEb[i] = i < n ? __expf(bli) : 0.f;
@@ -639,9 +643,13 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       qx += __shfl_xor_sync(0xffffffffu, qx, 2);
       kx += __shfl_xor_sync(0xffffffffu, kx, 1);
       kx += __shfl_xor_sync(0xffffffffu, kx, 2);
-      if (q == 0 && r < n) {
-        atomicAdd(sQs + r, qx);  // the pairs of query r with every key before the chunk
-        atomicAdd(sKs + r, kx);  // the pairs of key r with every query after the chunk
+      // this warp's parts of Q_r (the pairs of query r with every key before the chunk) and
+      // K_s (key r with every query after it), summed over the warps after the next barrier
+      // (a shared-memory float atomicAdd is a compare-and-swap loop; eight of them a lane,
+      // contended by the 8 warps, were what these sums cost before)
+      if (q == 0) {
+        sQK[(warp * 2) * C + r] = qx;
+        sQK[(warp * 2 + 1) * C + r] = kx;
       }
     }
   }
@@ -687,6 +695,15 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
         *reinterpret_cast<float2*>(dphik + o) = make_float2(ak[m][i][2 * hh], ak[m][i][2 * hh + 1]);
       }
     }
+  }
+  __syncthreads();
+  // Q_r, K_s: the warps' parts in warp order (rows >= n are never read)
+  if (tid < 2 * C) {
+    const float* pq = sQK + (tid / C) * C + tid % C;
+    float x = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) x += pq[w * 2 * C];
+    (tid < C ? sQs : sKs)[tid % C] = x;
   }
   __syncthreads();
 
