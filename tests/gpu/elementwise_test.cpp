@@ -10,9 +10,12 @@ using namespace lizard::test;
 
 TEST(GpuElementwise, BinaryBroadcastAllOps) {
   LZ_REQUIRE_GPU();
-  // Awkward shapes: broadcast along a middle dim, a size-1 leading dim, an odd contiguous size.
+  // Awkward shapes: broadcast along a middle dim, a size-1 leading dim, an odd contiguous size;
+  // a scalar (0-d or one element) against a contiguous operand on either side, with an odd
+  // size (the scalar kernel's 16-byte packs and its tail).
   const std::vector<std::pair<Shape, Shape>> shapes = {
-      {{3, 5, 7}, {3, 1, 7}}, {{1, 9, 1}, {4, 9, 6}}, {{1001}, {1001}}, {{2, 3}, {3}}, {{1}, {1}}};
+      {{3, 5, 7}, {3, 1, 7}}, {{1, 9, 1}, {4, 9, 6}}, {{1001}, {1001}}, {{2, 3}, {3}}, {{1}, {1}},
+      {{2, 4099}, {}}, {{1}, {3, 5, 7}}, {{1001}, {1}}};
   for (const DtypeCase& c : {kF32, kBF16, kF16}) {
     for (auto& [sa, sb] : shapes) {
       for (auto op : {ops::BinaryOp::Add, ops::BinaryOp::Sub, ops::BinaryOp::Mul, ops::BinaryOp::Div}) {
