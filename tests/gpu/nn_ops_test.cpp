@@ -65,36 +65,41 @@ TEST(GpuRmsNorm, ForwardBackwardMatchF64) {
   }
 }
 
+// D 6 (one pair a thread for every dtype), 8 (f32 in 16-byte packs, bf16 one pair a thread),
+// 32 (both in packs: rope_pack_kernel).
 TEST(GpuRope, ForwardAndInverse) {
   LZ_REQUIRE_GPU();
-  const int64_t B = 2, T = 5, H = 3, D = 8, half = D / 2;
-  std::vector<double> cs(T * half), sn(T * half);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < half; ++i) {
-      const double ang = (t + 3) * std::pow(10000.0, -2.0 * i / D);
-      cs[t * half + i] = std::cos(ang);
-      sn[t * half + i] = std::sin(ang);
-    }
-  Tensor cos_t = cpu64(cs, {T, half}).to(Device::cuda(), DType::F32);
-  Tensor sin_t = cpu64(sn, {T, half}).to(Device::cuda(), DType::F32);
-  auto C = f64(cos_t).to_vector(), S = f64(sin_t).to_vector();
-  for (const DtypeCase& c : {kF32, kBF16}) {
-    Tensor x = gpu_rand({B, T, H, D}, 31, c.dtype);
-    auto X = f64(x).to_vector();
-    for (bool inv : {false, true}) {
-      Tensor y = empty_like_gpu(x.shape(), c.dtype);
-      cuda::rope_apply(x, cos_t, sin_t, inv, y, st(x));
-      std::vector<double> Y(X.size());
-      for (int64_t r = 0; r < B * T * H; ++r) {
-        const int64_t t = (r / H) % T;
-        for (int64_t i = 0; i < half; ++i) {
-          const double cv = C[t * half + i], sv = (inv ? -1 : 1) * S[t * half + i];
-          const double x1 = X[r * D + i], x2 = X[r * D + i + half];
-          Y[r * D + i] = x1 * cv - x2 * sv;
-          Y[r * D + i + half] = x2 * cv + x1 * sv;
-        }
+  for (const int64_t D : {6, 8, 32}) {
+    SCOPED_TRACE(str_cat("D ", D));
+    const int64_t B = 2, T = 5, H = 3, half = D / 2;
+    std::vector<double> cs(T * half), sn(T * half);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        const double ang = (t + 3) * std::pow(10000.0, -2.0 * i / D);
+        cs[t * half + i] = std::cos(ang);
+        sn[t * half + i] = std::sin(ang);
       }
-      expect_close(y, cpu64(Y, x.shape()), c.tol, str_cat("rope inverse=", inv, " ", c.why));
+    Tensor cos_t = cpu64(cs, {T, half}).to(Device::cuda(), DType::F32);
+    Tensor sin_t = cpu64(sn, {T, half}).to(Device::cuda(), DType::F32);
+    auto C = f64(cos_t).to_vector(), S = f64(sin_t).to_vector();
+    for (const DtypeCase& c : {kF32, kBF16}) {
+      Tensor x = gpu_rand({B, T, H, D}, 31, c.dtype);
+      auto X = f64(x).to_vector();
+      for (bool inv : {false, true}) {
+        Tensor y = empty_like_gpu(x.shape(), c.dtype);
+        cuda::rope_apply(x, cos_t, sin_t, inv, y, st(x));
+        std::vector<double> Y(X.size());
+        for (int64_t r = 0; r < B * T * H; ++r) {
+          const int64_t t = (r / H) % T;
+          for (int64_t i = 0; i < half; ++i) {
+            const double cv = C[t * half + i], sv = (inv ? -1 : 1) * S[t * half + i];
+            const double x1 = X[r * D + i], x2 = X[r * D + i + half];
+            Y[r * D + i] = x1 * cv - x2 * sv;
+            Y[r * D + i + half] = x2 * cv + x1 * sv;
+          }
+        }
+        expect_close(y, cpu64(Y, x.shape()), c.tol, str_cat("rope inverse=", inv, " ", c.why));
+      }
     }
   }
 }
