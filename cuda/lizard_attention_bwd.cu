@@ -833,8 +833,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                                                            !tc_grad, d);
       LZ_CHECK(int64_t(d.B) * d.T < (int64_t(1) << 31), "lizard attention: B*T too large");
       if (want.dx) {
-        const bool vec = d.dm % 8 == 0 && reinterpret_cast<uintptr_t>(dx.raw()) % 16 == 0 &&
-                         reinterpret_cast<uintptr_t>(wg.data<float>()) % 16 == 0;
+        const bool vec = d.dm % 8 == 0 && aligned16(dx) && aligned16(wg);
         const unsigned rows = unsigned(int64_t(d.B) * d.T);
         const size_t zsm = sizeof(float) * gate_dx_slots(d.Hg);
         if (vec)

@@ -448,9 +448,8 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
           features_tc_launch(bp(q), d.H, bp(wqb), lo(wql), bp(phiq), lo(phiql), d, fork.side());
         }
       }
-      const bool gvec = std::is_same_v<T, __nv_bfloat16> && d.dm % 8 == 0 &&
-                        reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 &&
-                        reinterpret_cast<uintptr_t>(wg.data<float>()) % 16 == 0;
+      const bool gvec =
+          std::is_same_v<T, __nv_bfloat16> && d.dm % 8 == 0 && aligned16(x) && aligned16(wg);
       gate_fwd_kernel<T><<<grid_for(gw * 32, 256), 256, 0, s>>>(
           static_cast<const T*>(x.raw()), wg.data<float>(), bg.data<float>(), z.data<float>(),
           bl.data<float>(), gvec, d);

@@ -8,7 +8,6 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/core/env.h"
 #include "lizard/core/error.h"
-#include "lizard_attention_tc.cuh"
 
 namespace lizard::cuda {
 namespace {

@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
-#include <map>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "lizard/core/cuda_runtime.h"
