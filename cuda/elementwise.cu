@@ -86,44 +86,31 @@ __global__ void binary_strided_kernel(int op, const T* __restrict__ a, const T* 
   }
 }
 
-// Contiguous, same layout: packs of 16 bytes, then a scalar tail.
-template <class T>
-__global__ void binary_contig_kernel(int op, const T* a, const T* b, T* out, int64_t n) {
+// Contiguous operands: packs of 16 bytes, then a scalar tail. kScalar 0: a and b both
+// contiguous, same layout; 1: b a broadcast scalar (every stride 0: a loss scale, a 0-d
+// factor), a contiguous; 2: a the scalar, b contiguous. The scalar is read once a thread: the
+// strided kernel's 64-bit div/mod per dim and element took 80 us for a [2048, 4096] bf16
+// multiply by a 0-d gradient on an H200 (the distillation loss's backward, 32 a step). The
+// same apply_binary on the same values as the strided kernel: its bits.
+template <class T, int kScalar>
+__global__ void binary_vec_kernel(int op, const T* a, const T* b, T* out, int64_t n) {
   using P = Pack<T>;
+  const float sa = kScalar == 2 ? load_f(*a) : 0.f, sb = kScalar == 1 ? load_f(*b) : 0.f;
   const int64_t np = n / P::N;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < np; i += stride) {
-    P pa = reinterpret_cast<const P*>(a)[i], pb = reinterpret_cast<const P*>(b)[i], po;
+    P pa{}, pb{}, po;
+    if constexpr (kScalar != 2) pa = reinterpret_cast<const P*>(a)[i];
+    if constexpr (kScalar != 1) pb = reinterpret_cast<const P*>(b)[i];
 #pragma unroll
     for (int j = 0; j < P::N; ++j)
-      po.v[j] = Store<T>::from(apply_binary(op, load_f(pa.v[j]), load_f(pb.v[j])));
+      po.v[j] = Store<T>::from(apply_binary(op, kScalar == 2 ? sa : load_f(pa.v[j]),
+                                            kScalar == 1 ? sb : load_f(pb.v[j])));
     reinterpret_cast<P*>(out)[i] = po;
   }
   for (int64_t i = np * P::N + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride)
-    out[i] = Store<T>::from(apply_binary(op, load_f(a[i]), load_f(b[i])));
-}
-
-// One operand a broadcast scalar (every stride 0: a loss scale, a 0-d factor), the other and
-// out contiguous and 16-byte aligned: the scalar read once a thread, the rest as
-// binary_contig_kernel. The strided kernel's 64-bit div/mod per dim and element took 80 us for
-// a [2048, 4096] bf16 multiply by a 0-d gradient on an H200 (the distillation loss's backward,
-// 32 a step). kScalarB: b is the scalar (a op s); else a is (s op b). The same apply_binary on
-// the same values: the strided kernel's bits.
-template <class T, bool kScalarB>
-__global__ void binary_scalar_kernel(int op, const T* x, const T* s, T* out, int64_t n) {
-  using P = Pack<T>;
-  const float sv = load_f(*s);
-  auto f = [&](float xv) { return kScalarB ? apply_binary(op, xv, sv) : apply_binary(op, sv, xv); };
-  const int64_t np = n / P::N;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < np; i += stride) {
-    P px = reinterpret_cast<const P*>(x)[i], po;
-#pragma unroll
-    for (int j = 0; j < P::N; ++j) po.v[j] = Store<T>::from(f(load_f(px.v[j])));
-    reinterpret_cast<P*>(out)[i] = po;
-  }
-  for (int64_t i = np * P::N + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride)
-    out[i] = Store<T>::from(f(load_f(x[i])));
+    out[i] = Store<T>::from(apply_binary(op, kScalar == 2 ? sa : load_f(a[i]),
+                                         kScalar == 1 ? sb : load_f(b[i])));
 }
 
 // mode 0: out = f(x); mode 1: out = dy * f'(x); mode 2: out = alpha * x + beta.
@@ -199,10 +186,13 @@ void binary(int op, const Tensor& a, const Tensor& b, Tensor& out, void* stream)
     const T* pa = static_cast<const T*>(a.raw());
     const T* pb = static_cast<const T*>(b.raw());
     T* po = static_cast<T*>(out.raw());
+    const int vgrid = grid_for((n + Pack<T>::N - 1) / Pack<T>::N);
+    auto vec = [&](auto kernel) {
+      kernel<<<vgrid, 256, 0, as_stream(stream)>>>(op, pa, pb, po, n);
+    };
     if (a.is_contiguous() && b.is_contiguous() && out.is_contiguous() && aligned16(pa) &&
         aligned16(pb) && aligned16(po)) {
-      binary_contig_kernel<T><<<grid_for((n + Pack<T>::N - 1) / Pack<T>::N), 256, 0,
-                                as_stream(stream)>>>(op, pa, pb, po, n);
+      vec(binary_vec_kernel<T, 0>);
       return;
     }
     // a scalar broadcast against a contiguous operand (every stride of the scalar 0)
@@ -211,14 +201,13 @@ void binary(int op, const Tensor& a, const Tensor& b, Tensor& out, void* stream)
         if (out.shape()[d] != 1 && t.strides()[d] != 0) return false;
       return true;
     };
-    const int sgrid = grid_for((n + Pack<T>::N - 1) / Pack<T>::N);
     if (out.is_contiguous() && aligned16(po)) {
       if (scalar(b) && a.is_contiguous() && aligned16(pa)) {
-        binary_scalar_kernel<T, true><<<sgrid, 256, 0, as_stream(stream)>>>(op, pa, pb, po, n);
+        vec(binary_vec_kernel<T, 1>);
         return;
       }
       if (scalar(a) && b.is_contiguous() && aligned16(pb)) {
-        binary_scalar_kernel<T, false><<<sgrid, 256, 0, as_stream(stream)>>>(op, pb, pa, po, n);
+        vec(binary_vec_kernel<T, 2>);
         return;
       }
     }

@@ -18,6 +18,7 @@
 #include "lizard/cuda/lizard_attention.h"
 #include "lizard_attention_common.cuh"
 #include "lizard_attention_tc.cuh"
+#include "mma_util.cuh"  // pack_bf16
 #include "side_stream.cuh"
 
 namespace lizard::cuda {
@@ -428,14 +429,8 @@ __host__ __device__ constexpr int gate_dx_slots(int hg) { return (hg + 3) / 4 * 
 /// Eight consecutive values of a row out: bf16 as one 16-byte store (each value rounded to
 /// nearest, as st does), f32 as two.
 __device__ __forceinline__ void st8(__nv_bfloat16* p, const float (&v)[8]) {
-  uint4 u;
-  uint32_t* w = reinterpret_cast<uint32_t*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-    w[i] = *reinterpret_cast<const uint32_t*>(&h);
-  }
-  *reinterpret_cast<uint4*>(p) = u;
+  *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]),
+                                            pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
 }
 __device__ __forceinline__ void st8(float* p, const float (&v)[8]) {
   reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);

@@ -3,7 +3,6 @@
 #include "side_stream.cuh"
 
 #include <memory>
-#include <string>
 
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/core/env.h"
@@ -18,17 +17,16 @@ struct SideStream {
   bool open = false;  // a fork in progress (forks do not nest)
 };
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw Error(std::string("side stream: ") + what + ": " + cudaGetErrorString(e));
-}
-
 SideStream& side_of(int device) {
   Context& ctx = context(device);
   if (!ctx.side_stream) {
     auto s = std::make_shared<SideStream>();
-    check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cudaEventCreateWithFlags(&s->fork, cudaEventDisableTiming), "cudaEventCreate");
-    check(cudaEventCreateWithFlags(&s->join, cudaEventDisableTiming), "cudaEventCreate");
+    check_status(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking),
+                 "side stream cudaStreamCreate");
+    check_status(cudaEventCreateWithFlags(&s->fork, cudaEventDisableTiming),
+                 "side stream cudaEventCreate");
+    check_status(cudaEventCreateWithFlags(&s->join, cudaEventDisableTiming),
+                 "side stream cudaEventCreate");
     ctx.side_stream = s;
   }
   return *static_cast<SideStream*>(ctx.side_stream.get());
@@ -57,8 +55,8 @@ StreamFork::StreamFork(cudaStream_t main, int device, bool enabled, bool start) 
 void StreamFork::fork() {
   if (!state_ || forked_) return;
   auto* s = static_cast<SideStream*>(state_);
-  check(cudaEventRecord(s->fork, main_), "cudaEventRecord (fork)");
-  check(cudaStreamWaitEvent(side_, s->fork, 0), "cudaStreamWaitEvent (fork)");
+  check_status(cudaEventRecord(s->fork, main_), "side stream cudaEventRecord (fork)");
+  check_status(cudaStreamWaitEvent(side_, s->fork, 0), "side stream cudaStreamWaitEvent (fork)");
   forked_ = true;
 }
 
@@ -68,8 +66,8 @@ void StreamFork::join() {
   joined_ = true;
   s->open = false;
   if (!forked_) return;
-  check(cudaEventRecord(s->join, side_), "cudaEventRecord (join)");
-  check(cudaStreamWaitEvent(main_, s->join, 0), "cudaStreamWaitEvent (join)");
+  check_status(cudaEventRecord(s->join, side_), "side stream cudaEventRecord (join)");
+  check_status(cudaStreamWaitEvent(main_, s->join, 0), "side stream cudaStreamWaitEvent (join)");
 }
 
 StreamFork::~StreamFork() {

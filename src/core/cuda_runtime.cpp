@@ -203,6 +203,9 @@ void synchronize(int device) {
              "stream synchronize");
 }
 void check_last_error(const char* what) { check_cuda(cudaGetLastError(), what); }
+void check_status(int status, const char* what) {
+  check_cuda(static_cast<cudaError_t>(status), what);
+}
 
 }  // namespace cuda
 
@@ -225,6 +228,10 @@ void memcpy_d2h(void*, const void*, size_t, int) { no_cuda(); }
 void memcpy_d2d(void*, const void*, size_t, int) { no_cuda(); }
 void synchronize(int) {}
 void check_last_error(const char*) {}
+void check_status(int status, const char* what) {
+  if (status != 0)
+    throw Error(str_cat("CUDA error in ", what, ": status ", status, " (built without CUDA)"));
+}
 }  // namespace cuda
 
 #endif

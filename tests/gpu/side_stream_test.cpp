@@ -1,6 +1,7 @@
 // The side stream of cuda/side_stream.cuh: a fork's side stream starts after the work queued
 // on the compute stream before it, and the compute stream waits for the side stream's work at
-// the join; disabled forks keep everything on the compute stream; LIZARD_STREAMS is checked.
+// the join; disabled forks keep everything on the compute stream; LIZARD_STREAMS is checked;
+// a failed CUDA status is an error naming the call.
 #include <gtest/gtest.h>
 
 #ifdef LIZARD_WITH_CUDA
@@ -31,6 +32,20 @@ TEST(SideStream, SwitchIsReadFromTheEnvironment) {
     FAIL() << "LIZARD_STREAMS=3 accepted";
   } catch (const InputError& err) {
     EXPECT_NE(std::string(err.what()).find("LIZARD_STREAMS"), std::string::npos) << err.what();
+  }
+}
+
+// The status check the side stream's calls go through (cuda::check_status): success passes, a
+// failure throws an Error naming the call and CUDA's description. Needs no GPU.
+TEST(SideStream, CheckStatusNamesTheCallAndTheError) {
+  EXPECT_NO_THROW(cuda::check_status(int(cudaSuccess), "side stream cudaEventRecord (fork)"));
+  try {
+    cuda::check_status(int(cudaErrorInvalidValue), "side stream cudaEventRecord (fork)");
+    FAIL() << "a failed status was accepted";
+  } catch (const Error& err) {
+    const std::string m = err.what();
+    EXPECT_NE(m.find("side stream cudaEventRecord (fork)"), std::string::npos) << m;
+    EXPECT_NE(m.find(cudaGetErrorString(cudaErrorInvalidValue)), std::string::npos) << m;
   }
 }
 

@@ -54,5 +54,8 @@ void memcpy_d2d(void* dst, const void* src, size_t bytes, int device);
 void synchronize(int device = 0);
 /// Throws lizard::Error naming `what` if the last kernel launch failed.
 void check_last_error(const char* what);
+/// Throws lizard::Error naming `what` and the CUDA error when `status` (a cudaError_t, as
+/// int so this header needs no CUDA include) is not cudaSuccess.
+void check_status(int status, const char* what);
 
 }  // namespace lizard::cuda
