@@ -860,9 +860,11 @@ void state_tc_launch(const bf* phik, const bf* phik_lo, const bf* v, const float
   }
 }
 
-void dstate_tc_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const float* bl,
-                      float* dstates, const Dims& d, cudaStream_t s) {
-  if (state_mma_selected(d)) return dstate_mma_launch(phiq, phiq_lo, dO, bl, dstates, d, s);
+void dstate_tc_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const bf* dO_hi,
+                      const bf* dO_lo, const float* bl, float* dstates, const Dims& d,
+                      cudaStream_t s) {
+  if (state_mma_selected(d))
+    return dstate_mma_launch(phiq, phiq_lo, dO, dO_hi, dO_lo, bl, dstates, d, s);
   LZ_CHECK(phiq_lo, "lizard attention (CUDA): the dstate kernel needs phi_q's lo half");
   // always split: dstates feed L_c and K_s of the gate gradient, partial sums of pair terms
   // whose rows cancel (2^-9 operand rounding there left dw_g, db_g errors of order 1)

@@ -123,7 +123,8 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
                       const Dims& d, cudaStream_t s);
 
 /// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
-/// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch); stores the window parts into dq
+/// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch), and (dO_hi, dO_lo non-null) dO'
+/// without its den column as the bf16 pair dstate_tc_launch reads [B,H,T,D]; stores the window parts into dq
 /// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they need no zeroing;
 /// it must be their first writer, before the global branch's adds) and adds dtau, dalpha
 /// (atomics; either null: not wanted, e.g. frozen sinks and alpha in stage 2, its atomics
@@ -139,9 +140,9 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           const __nv_bfloat16* v, const float* cosb, const float* sinb,
                           const float* tau, const float* alpha, const float* numden,
                           const float* wstats, const __nv_bfloat16* dy, float* dO,
-                          float* cself, float* delta, float* dq, float* dk, float* dv,
-                          float* dtau, float* dalpha, const Dims& d, cudaStream_t s,
-                          StreamFork* keys_fork = nullptr);
+                          float* cself, __nv_bfloat16* dO_hi, __nv_bfloat16* dO_lo, float* delta,
+                          float* dq, float* dk, float* dv, float* dtau, float* dalpha,
+                          const Dims& d, cudaStream_t s, StreamFork* keys_fork = nullptr);
 
 /// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
 /// shared by the heads of a GQA group). dx_out (non-null only without atomic_dx, where the
@@ -182,8 +183,18 @@ void features_bwd_mma_launch(const __nv_bfloat16* x, int Hx, const __nv_bfloat16
 /// chunk c, dX <- exp(bl_end) dX
 /// + (phi_q exp(bl_t))^T dO', swept from the last chunk; dO' [B,H,T,D+1] = [dg/den | dden].
 /// phi_q = phiq + phiq_lo (required; the f32 phi), split products: about 2^-16 relative.
+/// dO_hi, dO_lo [B,H,T,D] bf16: dO' without its den column as the pair hi = bf16(dO'), lo =
+/// bf16(dO' - hi) (window_bwd_tc_launch writes it, split_rows_launch makes it from dO' where
+/// the f32 window kernel ran): the mma.sync sweep reads those tiles instead of converting the
+/// f32 rows in every CTA (state_mma_selected: required then); the wmma sweep ignores them.
 void dstate_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, const float* dO,
-                      const float* bl, float* dstates, const Dims& d, cudaStream_t s);
+                      const __nv_bfloat16* dO_hi, const __nv_bfloat16* dO_lo, const float* bl,
+                      float* dstates, const Dims& d, cudaStream_t s);
+
+/// hi [rows][D] = bf16(x), lo = bf16(x - hi) of the first D columns of x [rows][D+1] f32 (the
+/// dO' pair of dstate_tc_launch).
+void split_rows_launch(const float* x, __nv_bfloat16* hi, __nv_bfloat16* lo, int64_t rows, int D,
+                       cudaStream_t s);
 
 /// The global branch's gradients per chunk (see grad_tc_kernel): writes dphiq, dphik
 /// [B,H,T,2F] f32; adds into dv [B,T,Hkv,D] f32 and into da [B,Hg,T] f32 the gradient of the
@@ -209,11 +220,12 @@ void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
 bool state_mma_selected(const Dims& d);
 
 /// State rows per CTA the mma.sync sweeps take for d, 32 or 64 (the outputs are the same bits
-/// either way): LIZARD_STATE_ROWS=32|64 for both sweeps, or unset / empty: the forward sweep
-/// (rev false) 32 when the 64-row grid (B H ceil(2F / 64) CTAs) is under two CTAs per SM of
-/// the current device and the 32-row grid of the reverse sweep fits on the SMs at once, else
-/// 64; the reverse sweep (rev true) 64 (measured). Read per call; throws InputError naming the
-/// variable for any other value (and LIZARD_STATE_COLS').
+/// either way): LIZARD_STATE_ROWS=32|64 for both sweeps, or unset / empty: 32 when the
+/// 64-row grid (B H ceil(2F / 64) CTAs) is under two CTAs per SM of the current device and the
+/// 32-row grid of the reverse sweep fits on the SMs at once, else 64, for either sweep (rev:
+/// which sweep asks; both follow the one rule since the reverse reads dO' as a bf16 pair).
+/// Read per call; throws InputError naming the variable for any other value (and
+/// LIZARD_STATE_COLS').
 int state_mma_rows(const Dims& d, bool rev = false);
 
 /// state_tc_launch on the mma.sync sweep (same contract, same operand bits, f32 sums in
@@ -222,9 +234,11 @@ void state_mma_launch(const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
                       const __nv_bfloat16* v, const float* bl, float* states, bool split,
                       const Dims& d, cudaStream_t s);
 
-/// dstate_tc_launch on the mma.sync sweep (same contract); needs state_mma_selected(d).
+/// dstate_tc_launch on the mma.sync sweep (same contract, dO_hi and dO_lo required); needs
+/// state_mma_selected(d).
 void dstate_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo, const float* dO,
-                       const float* bl, float* dstates, const Dims& d, cudaStream_t s);
+                       const __nv_bfloat16* dO_hi, const __nv_bfloat16* dO_lo, const float* bl,
+                       float* dstates, const Dims& d, cudaStream_t s);
 /// Whether LIZARD_GRAD_KERNEL=wmma selects grad_tc_kernel (lizard_attention_tc.cu) instead of
 /// the mma.sync gradient kernel of lizard_global_grad_mma.cu (unset, empty or "mma": the
 /// default, two CTAs per chunk; "mma16" / "mma8": its one-CTA 16- and 8-warp shapes, kept for

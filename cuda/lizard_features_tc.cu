@@ -344,6 +344,19 @@ __global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ 
   lo[i] = __float2bfloat16(w[i] - __bfloat162float(hv));
 }
 
+/// hi, lo [rows][D] of the first D columns of x [rows][D + 1]: the split of split_bf16_kernel
+/// per element (split_rows_launch: the dO' pair of the dstate sweep).
+__global__ void split_rows_kernel(const float* __restrict__ x, bf* __restrict__ hi,
+                                  bf* __restrict__ lo, int64_t rows, int D) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * D) return;
+  const int64_t r = i / D;
+  const float v = x[i + r];  // row r, column i - r D of the D + 1 wide rows
+  const bf hv = __float2bfloat16(v);
+  hi[i] = hv;
+  lo[i] = __float2bfloat16(v - __bfloat162float(hv));
+}
+
 /// out = f32(hi) + f32(lo): a split bf16 pair widened (exact: both are bf16, lo < 2^-8 hi).
 __global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restrict__ lo,
                                   float* __restrict__ out, int64_t n) {
@@ -441,6 +454,12 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
 
 void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {
   split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
+}
+
+void split_rows_launch(const float* x, bf* hi, bf* lo, int64_t rows, int D, cudaStream_t s) {
+  const int64_t n = rows * D;
+  if (n == 0) return;
+  split_rows_kernel<<<int((n + 255) / 256), 256, 0, s>>>(x, hi, lo, rows, D);
 }
 
 void widen_pair_launch(const bf* hi, const bf* lo, float* out, int64_t n, cudaStream_t s) {

@@ -11,7 +11,9 @@
 //     chain at small B*H: at B 1, H 32 the 128 CTAs of 4 warps left one warp per scheduler
 //     (issue #5: 0.23 issued per cycle, 4.4 cycles per instruction);
 //   * per chunk the operand tiles (phi and phi_lo rows [32][kRows]; v [32][D] forward, dO'
-//     [32][D+1] f32 reverse) arrive by cp.async into the buffer not being read, issued right
+//     as its bf16 hi and lo tiles [32][D] reverse, which the window backward writes beside the
+//     f32 dO', so no CTA converts f32 rows; the den column, 32 floats, by threads 0-31 a chunk
+//     ahead with the log-gates) arrive by cp.async into the buffer not being read, issued right
 //     after the barrier that frees it, so chunk c+1's loads overlap chunk c's work (unrolled
 //     loops of compile-time trip counts from per-thread bases);
 //   * the decay exp(bl_end) scales the accumulators in registers; the decayed phi is formed on
@@ -35,15 +37,15 @@
 //     before the next chunk's first barrier (after which it is rewritten), and for their whole
 //     last copies before the CTA ends. No warp spends global store instructions, registers or
 //     shared-memory reads on the 2.1 GB of states (B 8, T 2048, H 32, 2F 256);
-//   * barriers per chunk: the one that publishes the tiles, and a second one (reverse: the
-//     dO' tiles converted by all threads; kShare: the fragments) except forward with kCS 1,
+//   * barriers per chunk: the one that publishes the tiles, and a second one (reverse without
+//     kShare: the weights and den values; kShare: the fragments) except forward with kCS 1,
 //     whose stage needs only a __syncwarp;
 //   * the f32 -> bf16 rounding of a pair is one cvt.rn.bf16x2 (the same bits as two
-//     cvt.rn.bf16), and the reverse dO' conversion runs as an unrolled loop with constant
-//     offsets (rows past the end of the last chunk are zero in the raw buffer itself, so that
-//     loop has no bounds test).
+//     cvt.rn.bf16).
 // Splits (training, kSplit): phi = hi + lo, the decayed phi as a bf16 hi + lo pair (hi B +
-// lo B; v is exact in bf16); reverse: dO' as a pair too (hi hi + lo hi + hi lo). z stays on
+// lo B; v is exact in bf16); reverse: dO' as a pair too (hi hi + lo hi + hi lo; the pair is
+// hi = bf16(dO'), lo = bf16(dO' - hi), as this kernel formed it from the f32 rows before the
+// window backward wrote it: the same operand bits). z stays on
 // the CUDA cores in f32 from the same rounded pair (z = the sum of the weights S sums), so the
 // backward's identities hold as with the wmma kernel. D in {32, 64, 128} (template), any T
 // (rows past the end are zero), GQA (v of kv head h / (H / Hkv)), 2F <= 256.
@@ -87,10 +89,6 @@ static_assert(kChunk == 32, "two 16-token k-steps per chunk; one token per lane 
 // with the plain shared stores around it (zero rows, the dO' conversion, the stage).
 __device__ __forceinline__ void cp16(uint32_t dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-// 4 bytes (dO' rows are D+1 floats: a chunk's block starts anywhere modulo 16 bytes)
-__device__ __forceinline__ void cp4(uint32_t dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
@@ -191,24 +189,22 @@ template <int D, bool kRev, bool kSplit, bool kShare, int kRows>
 struct Layout {
   static constexpr int kMTiles = kRows / 16, kLK = phi_ld(kRows);
   static constexpr int D1 = sweep_ld(D), LV = D + 8;
-  static constexpr int kRaw = kChunk * D1 + 8;  // f32 dO' block of a chunk + misalignment slack
   static constexpr size_t kTileK = sizeof(bf) * kChunk * kLK;  // one phi tile
   static constexpr size_t kTileV = sizeof(bf) * kChunk * LV;   // one v or dO' tile
   static constexpr size_t k_hi = 0;                            // phi, 2 buffers
   static constexpr size_t k_lo = k_hi + al128(2 * kTileK);     // phi_lo, 2 buffers (kSplit)
-  static constexpr size_t v_hi = k_lo + (kSplit ? al128(2 * kTileK) : 0);  // v: 2 buffers; dO' hi: 1
-  static constexpr size_t v_lo = v_hi + al128((kRev ? 1 : 2) * kTileV);    // dO' lo (kRev && kSplit)
-  static constexpr size_t raw = v_lo + (kRev && kSplit ? al128(kTileV) : 0);  // dO' f32, 2 buffers
-  static constexpr size_t stage = raw + (kRev ? al128(2 * sizeof(float) * kRaw) : 0);
+  static constexpr size_t v_hi = k_lo + (kSplit ? al128(2 * kTileK) : 0);  // v or dO' hi: 2 buffers
+  static constexpr size_t v_lo = v_hi + al128(2 * kTileV);  // dO' lo (kRev && kSplit): 2 buffers
+  static constexpr size_t stage = v_lo + (kRev && kSplit ? al128(2 * kTileV) : 0);
   static constexpr int LS = D + 8;  // f32 stage row stride: 16-byte aligned rows, 8 mod 32 banks
   // the stage: kRows rows of S, then their kRows z values; then, reverse without kShare:
   // weights, eend, dden of the chunk
   static constexpr size_t wts = stage + al128(sizeof(float) * kRows * (LS + 1));
   static constexpr size_t bls = wts + (kRev && !kShare ? al128(sizeof(float) * (2 * kChunk + 8)) : 0);
   // forward, and reverse with kShare: the chunk's weights and exp(bl_end), 2 buffers of
-  // kChunk + 8 floats
+  // kChunk + 8 floats; reverse with kShare: then the chunk's dden values, 2 buffers as many
   static constexpr size_t frag =
-      bls + (!kRev || kShare ? al128(sizeof(float) * 2 * (kChunk + 8)) : 0);
+      bls + (!kRev || kShare ? al128(sizeof(float) * (kRev ? 4 : 2) * (kChunk + 8)) : 0);
   // kShare: the A fragments of every (m-tile, k-step, lane), 16 bytes each, hi then lo
   // (kSplit), and the z partial sums [m-tile][k-step][half][16 rows]
   static constexpr size_t kFrag = size_t(kMTiles) * (kChunk / 16) * 32 * 16;
@@ -245,7 +241,9 @@ template <int D, bool kRev, bool kSplit, int kCS, int kRows>
 __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
     state_mma_kernel(const bf* __restrict__ phi, const bf* __restrict__ phi_lo,
                      const bf* __restrict__ v, const float* __restrict__ dO,
+                     const bf* __restrict__ dOh, const bf* __restrict__ dOl,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
+  static_assert(!kRev || kSplit, "the reverse sweep is always split");
   // kShare (kCS > 1): each A fragment is formed once, by one warp, into shared memory, not
   // by all kCS warps that use it (a second CTA barrier per chunk forward)
   constexpr bool kShare = kCS > 1;
@@ -261,12 +259,12 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
   bf* sKl = reinterpret_cast<bf*>(smem + L::k_lo);
   bf* sV = reinterpret_cast<bf*>(smem + L::v_hi);
   bf* sVl = reinterpret_cast<bf*>(smem + L::v_lo);
-  float* sRaw = reinterpret_cast<float*>(smem + L::raw);
   float* stage = reinterpret_cast<float*>(smem + L::stage);
   float* sw = reinterpret_cast<float*>(smem + L::wts);  // reverse: [0, 32) weights, [32] eend
   float* sdd = sw + kChunk + 8;                          // reverse: [32] dden
   float* sWf = reinterpret_cast<float*>(smem + L::bls);  // weights [32], eend [32], x2 (not
                                                          // reverse without kShare)
+  float* sDn = sWf + 2 * (kChunk + 8);                   // reverse with kShare: dden [32], x2
   uint32_t* sAf = reinterpret_cast<uint32_t*>(smem + L::frag);  // kShare: A hi fragments
   uint32_t* sAfl = sAf + L::kFrag / 4;                          // kShare && kSplit: A lo
   float* sZp = reinterpret_cast<float*>(smem + L::zp);          // kShare: z partial sums
@@ -308,62 +306,53 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
         if constexpr (kSplit) zero16(smem_u32(sKl + so));
       }
     }
-    if constexpr (!kRev) {
-      const bf* src = v_t + int64_t(t0) * d.Hkv * D;
+    // v (forward) or dO' as its bf16 hi and lo tiles (reverse; rows of D, [B,H,T,D]): the
+    // chunk's rows, rows past n zero
+    const int64_t vrow = kRev ? D : int64_t(d.Hkv) * D;  // row stride
+    const bf* src = kRev ? dOh + (int64_t(bh) * d.T + t0 + vr) * D + vu * 8
+                         : v_t + int64_t(t0) * d.Hkv * D;
+    const bf* srcl = kRev ? dOl + (int64_t(bh) * d.T + t0 + vr) * D + vu * 8 : nullptr;
 #pragma unroll
-      for (int k = 0; k < (kChunk * kUV + kThreads - 1) / kThreads; ++k) {
-        const int r = vr + k * (kThreads / kUV);
-        if (kChunk * kUV % kThreads != 0 && r >= kChunk) break;
-        const uint32_t dst = smem_u32(sV + (buf * kChunk + r) * LV + vu * 8);
-        if (r < n) cp16(dst, src + int64_t(k * (kThreads / kUV)) * d.Hkv * D);
-        else zero16(dst);
+    for (int k = 0; k < (kChunk * kUV + kThreads - 1) / kThreads; ++k) {
+      const int r = vr + k * (kThreads / kUV);
+      if (kChunk * kUV % kThreads != 0 && r >= kChunk) break;
+      const uint32_t dst = smem_u32(sV + (buf * kChunk + r) * LV + vu * 8);
+      const uint32_t dstl = smem_u32(sVl + (buf * kChunk + r) * LV + vu * 8);
+      if (r < n) {
+        cp16(dst, src + int64_t(k * (kThreads / kUV)) * vrow);
+        if constexpr (kRev) cp16(dstl, srcl + int64_t(k * (kThreads / kUV)) * vrow);
+      } else {
+        zero16(dst);
+        if constexpr (kRev) zero16(dstl);
       }
-    } else {
-      // the chunk's n rows of D1 floats are one block dO[s, s + n D1); raw[i] holds
-      // dO[s0 + i] (s0 = s rounded down to 16 bytes), so the rows are raw[lo, hi)
-      const int64_t s = (int64_t(bh) * d.T + t0) * D1, s0 = s & ~int64_t(3);
-      const int lo = int(s - s0), hi = lo + n * D1, units = (hi + 3) / 4;
-      const float* src = dO + s0;
-      float* raw = sRaw + buf * L::kRaw;
-      constexpr int kMaxUnits = (3 + kChunk * D1 + 3) / 4;  // lo <= 3
-#pragma unroll
-      for (int k = 0; k < (kMaxUnits + kThreads - 1) / kThreads; ++k) {
-        const int a = 4 * (tid + k * kThreads);
-        if (a >= 4 * units) break;
-        if (a >= lo && a + 4 <= hi) cp16(smem_u32(raw + a), src + a);
-      }
-      // the block's partial 16-byte units, the first (thread 0) and the last (thread 1, when
-      // not the first), by 4-byte copies (kept out of the unrolled loop above)
-      if (tid < 2) {
-        const int a = tid == 0 ? 0 : 4 * (units - 1);
-        if ((tid == 0 || a != 0) && !(a >= lo && a + 4 <= hi)) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (a + e >= lo && a + e < hi) cp4(smem_u32(raw + a + e), src + a + e);
-        }
-      }
-      // a partial (last) chunk: its rows n.. read as zeros (plain stores to bytes no copy
-      // writes; the barrier before the conversion orders both)
-      for (int i = hi + tid; i < lo + kChunk * D1; i += kThreads) raw[i] = 0.f;
     }
   };
   // bl of token t0 + tid and of the chunk's last token (threads tid < 32 use them); forward,
   // tokens n.. take bl of token n - 1 (their weight exp(0) = 1; their phi rows are zero)
-  auto load_bl = [&](int c, float& bt, float& bend) {
+  // reverse: dn = the den column of token t0 + tid's dO' row (0 past n: zero weight there)
+  auto load_bl = [&](int c, float& bt, float& bend, float& dn) {
     const int t0 = c * kChunk, n = min(kChunk, d.T - t0);
-    if constexpr (kRev) bt = tid < n ? blr[t0 + tid] : 0.f;
-    else bt = blr[t0 + min(tid, n - 1)];
+    if constexpr (kRev) {
+      bt = tid < n ? blr[t0 + tid] : 0.f;
+      dn = tid < n ? dO[(int64_t(bh) * d.T + t0 + tid) * D1 + D] : 0.f;
+    } else {
+      bt = blr[t0 + min(tid, n - 1)];
+    }
     bend = blr[t0 + n - 1];
   };
   // Chunk c's weights from load_bl's values into buffer wb of sWf (threads tid < 32), the very
   // expressions of state_tc_kernel (same operand bits): forward exp(bl_end - bl_s) (tokens
   // past n weight 1 on zero phi rows; every exponent <= 0), reverse exp(bl_t) (0 past n);
-  // slot 32 exp(bl_end).
-  auto put_weights = [&](int c, int wb, float bt, float bend) {
+  // slot 32 exp(bl_end); reverse, the dden values into buffer wb of sDn.
+  auto put_weights = [&](int c, int wb, float bt, float bend, float dn) {
     const int n = min(kChunk, d.T - c * kChunk);
     float* ws = sWf + wb * (kChunk + 8);
-    if constexpr (kRev) ws[tid] = tid < n ? __expf(bt) : 0.f;
-    else ws[tid] = __expf(bend - bt);
+    if constexpr (kRev) {
+      ws[tid] = tid < n ? __expf(bt) : 0.f;
+      sDn[wb * (kChunk + 8) + tid] = dn;
+    } else {
+      ws[tid] = __expf(bend - bt);
+    }
     if (tid == 0) ws[kChunk] = __expf(bend);
   };
 
@@ -372,6 +361,7 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
   float z0 = 0.f, z1 = 0.f;  // z of this m-tile's rows g and g + 8 (warp cs kCS - 1)
   float blc = 0.f, bec = 0.f;  // bl of token t0 + tid and of the chunk's last token (tid < 32)
+  float dnc = 0.f;             // reverse: the dden of token t0 + tid (tid < 32)
   const bool copier = active && cs == 0 && lane <= 16;
   const uint64_t policy = copier ? evict_first_policy() : 0;
   {
@@ -379,9 +369,9 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
     issue(c, 0);
     cp_commit();
     if (tid < kChunk) {
-      load_bl(c, blc, bec);
+      load_bl(c, blc, bec, dnc);
       // the first chunk's weights, published by the loop's first barrier
-      if constexpr (!kRev || kShare) put_weights(c, 0, blc, bec);
+      if constexpr (!kRev || kShare) put_weights(c, 0, blc, bec, dnc);
     }
   }
   for (int it = 0; it < d.NC; ++it) {
@@ -393,12 +383,12 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
     cp_wait_all();    // this thread's copies of chunk c (the only group in flight)
     __syncthreads();  // everyone's copies visible; every read of buffer buf ^ 1 and (reverse)
                       // of the weights and dO' tiles of the previous chunk is done
-    float bln = 0.f, ben = 0.f;
+    float bln = 0.f, ben = 0.f, dnn = 0.f;
     if (it + 1 < d.NC) {
       const int cn = kRev ? c - 1 : c + 1;
       issue(cn, buf ^ 1);
       cp_commit();
-      if (tid < kChunk) load_bl(cn, bln, ben);  // used at the end or the next iteration
+      if (tid < kChunk) load_bl(cn, bln, ben, dnn);  // used at the end or the next iteration
     }
     if constexpr (kRev) {
       if constexpr (!kShare) {
@@ -406,31 +396,10 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
         if (tid < kChunk) sw[tid] = tid < n ? __expf(blc) : 0.f;
         if (tid == 0) sw[kChunk] = __expf(bec);
       }
-      // dO' of chunk c as bf16 tiles [32][D] (hi, and lo when split) and the den column; the
-      // thread's pairs are rows r0 + kStep k, columns j, j + 1 (rows past n are zeros in raw)
-      constexpr int kStep = 2 * kThreads / D;  // rows per pass of the threads
-      static_assert(2 * kThreads % D == 0 && kChunk % kStep == 0, "whole passes");
-      const int64_t s = (int64_t(bh) * d.T + t0) * D1;
-      const float* raw = sRaw + buf * L::kRaw + int(s & 3);
-      const int r0 = tid / (D / 2), j = 2 * (tid % (D / 2));
-      const float* rp = raw + r0 * D1 + j;
-      uint32_t* hp = reinterpret_cast<uint32_t*>(sV + r0 * LV + j);
-      uint32_t* lp = reinterpret_cast<uint32_t*>(sVl + r0 * LV + j);
-#pragma unroll
-      for (int k = 0; k < kChunk / kStep; ++k) {
-        const float x0 = rp[k * kStep * D1], x1 = rp[k * kStep * D1 + 1];
-        if constexpr (kSplit) {
-          uint32_t h, l;
-          float2 hf;
-          split_pair2(x0, x1, h, l, hf);
-          hp[k * kStep * LV / 2] = h;
-          lp[k * kStep * LV / 2] = l;
-        } else {
-          hp[k * kStep * LV / 2] = pack_bf16(x0, x1);
-        }
-      }
+      // (dO' of chunk c arrived as its bf16 hi and lo tiles with the phi tiles) and the den
+      // column
       if constexpr (!kShare)
-        if (tid < kChunk) sdd[tid] = raw[tid * D1 + D];
+        if (tid < kChunk) sdd[tid] = dnc;
     }
     if constexpr (kShare) {
       // The A fragments of chunk c, each formed once: unit u = (m-tile, k-step kk, half hh)
@@ -442,7 +411,7 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
       const bf* kt = sK + buf * kChunk * kLK;
       const bf* ktl = sKl + buf * kChunk * kLK;
       // reverse: the den column of the chunk's dO' rows (zeros past n)
-      const float* den = sRaw + buf * L::kRaw + int(((int64_t(bh) * d.T + t0) * D1) & 3) + D;
+      const float* den = sDn + buf * (kChunk + 8);
       constexpr int kUnits = kMTiles * (kChunk / 16) * 2;
       static_assert(kUnits % (kMTiles * kCS) == 0, "whole units per warp");
 #pragma unroll
@@ -462,7 +431,7 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
         for (int i = 0; i < 2; ++i) {
           const float2 k = decay_pair<kSplit>(ah[i], al[i], w, a[i], alo[i]);
           const float k0 = k.x, k1 = k.y;  // the rounded weights (what the mma sees)
-          if constexpr (kRev) zs[i] = k0 * den[r * D1] + k1 * den[(r + 1) * D1];
+          if constexpr (kRev) zs[i] = k0 * den[r] + k1 * den[r + 1];
           else zs[i] = k0 + k1;
         }
         const int fo = ((ump * 2 + ukk) * 32 + lane) * 4 + 2 * uh;  // a[2 uh] of the lane
@@ -549,8 +518,8 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
       float zs0 = 0.f, zs1 = 0.f;
       const bf* kt = sK + buf * kChunk * kLK;
       const bf* ktl = sKl + buf * kChunk * kLK;
-      const bf* vt = sV + (kRev ? 0 : buf * kChunk * LV) + col0;
-      const bf* vtl = sVl + col0;
+      const bf* vt = sV + buf * kChunk * LV + col0;
+      const bf* vtl = sVl + buf * kChunk * LV + col0;
 #pragma unroll
       for (int kk = 0; kk < kChunk / 16; ++kk) {
         uint32_t a[4], alo[4];
@@ -632,18 +601,19 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
     if constexpr (!kRev || kShare) {
       // the weights of the next chunk into the other buffer, whose last reads (previous
       // chunk) preceded this iteration's first barrier; the next one publishes them
-      if (tid < kChunk && it + 1 < d.NC) put_weights(kRev ? c - 1 : c + 1, buf ^ 1, bln, ben);
+      if (tid < kChunk && it + 1 < d.NC) put_weights(kRev ? c - 1 : c + 1, buf ^ 1, bln, ben, dnn);
     }
     blc = bln;
     bec = ben;
+    dnc = dnn;
   }
   // the last states are written before the CTA (and its stage) ends
   if (copier) bulk_wait_all();
 }
 
 template <int D, bool kRev, bool kSplit, int kCS, int kRows>
-void launch_shape(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
-                  float* out, const Dims& d, cudaStream_t s) {
+void launch_shape(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const bf* dOh,
+                  const bf* dOl, const float* bl, float* out, const Dims& d, cudaStream_t s) {
   using L = Layout<D, kRev, kSplit, (kCS > 1), kRows>;
   static_assert(L::bytes <= 227 * 1024, "an SM's shared memory");
   auto kernel = state_mma_kernel<D, kRev, kSplit, kCS, kRows>;
@@ -651,7 +621,7 @@ void launch_shape(const bf* phi, const bf* phi_lo, const bf* v, const float* dO,
                                 int(L::bytes)) == cudaSuccess,
            "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
   const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
-  kernel<<<grid, 2 * kRows * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, bl, out, d);
+  kernel<<<grid, 2 * kRows * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d);
 }
 
 /// One of `values` from the environment variable `var`: 0 when it is unset or empty, the value
@@ -698,7 +668,7 @@ constexpr int resident_per_sm() {
 }
 
 /// 32-row CTAs of the reverse sweep (whose shared memory is the largest of the sweeps': the
-/// f32 dO' tiles) one SM holds at D and `cols` warps per m-tile: 2 at D 128.
+/// dO' hi and lo tiles) one SM holds at D and `cols` warps per m-tile: 3 at D 128.
 int dstate_resident32(int D, int cols) {
   switch (D) {
     case 32: return resident_per_sm<32, true, true, 1, 32>();
@@ -710,30 +680,30 @@ int dstate_resident32(int D, int cols) {
     default: return 0;
   }
 }
-static_assert(resident_per_sm<128, true, true, 2, 32>() == 2 &&
+static_assert(resident_per_sm<128, true, true, 2, 32>() == 3 &&
                   resident_per_sm<128, false, true, 2, 32>() == 4,
               "the residency state_mma_rows' comment counts on");
 
 template <int D, bool kRev, bool kSplit, int kRows>
-void launch_rows(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
-                 float* out, const Dims& d, cudaStream_t s) {
+void launch_rows(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const bf* dOh,
+                 const bf* dOl, const float* bl, float* out, const Dims& d, cudaStream_t s) {
   const int cols = state_cols(d);
   if constexpr (D >= 128)
     if (cols == 4)
-      return launch_shape<D, kRev, kSplit, 4, kRows>(phi, phi_lo, v, dO, bl, out, d, s);
+      return launch_shape<D, kRev, kSplit, 4, kRows>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
   if constexpr (D >= 64)
     if (cols == 2)
-      return launch_shape<D, kRev, kSplit, 2, kRows>(phi, phi_lo, v, dO, bl, out, d, s);
-  launch_shape<D, kRev, kSplit, 1, kRows>(phi, phi_lo, v, dO, bl, out, d, s);
+      return launch_shape<D, kRev, kSplit, 2, kRows>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
+  launch_shape<D, kRev, kSplit, 1, kRows>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
 }
 
 template <int D, bool kRev, bool kSplit>
-void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const float* bl,
-            float* out, const Dims& d, cudaStream_t s) {
+void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const bf* dOh,
+            const bf* dOl, const float* bl, float* out, const Dims& d, cudaStream_t s) {
   if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
   if (state_mma_rows(d, kRev) == 32)
-    return launch_rows<D, kRev, kSplit, 32>(phi, phi_lo, v, dO, bl, out, d, s);
-  launch_rows<D, kRev, kSplit, 64>(phi, phi_lo, v, dO, bl, out, d, s);
+    return launch_rows<D, kRev, kSplit, 32>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
+  launch_rows<D, kRev, kSplit, 64>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -749,21 +719,23 @@ int state_mma_rows(const Dims& d, bool rev) {
   if (const int r = env_choice("LIZARD_STATE_ROWS", {32, 64}, "state rows per CTA",
                                "by the grid size"))
     return r;
-  // The reverse sweep keeps 64: at B 1, T 2048, H 32, 2F 256 (H200, ncu) 32 rows took it from
-  // 0.174 to 0.184 ms (each CTA converts the whole f32 dO' tile of a chunk for half the rows)
-  // while the forward went 0.144 -> 0.123 ms (training) and 0.118 -> 0.111 (inference).
-  if (rev) return 64;
+  // Both sweeps follow the rule below. At B 1, T 2048, H 32, 2F 256 (H200, ncu) 32 rows took
+  // the forward from 0.144 to 0.123 ms (training) and 0.118 to 0.111 (inference); the
+  // reverse from 0.161 to 0.144 once it read dO' as the window backward's bf16 pair (when each
+  // CTA converted the whole f32 dO' tile of a chunk for its rows, 32 rows took it from 0.174 to
+  // 0.184, and the reverse kept 64).
+  (void)rev;
   // A CTA walks its chunks as one dependent chain (cp.async wait, barrier, fragments, barrier,
   // products, stage), so an SM with one CTA idles through every latency of it: B 1, T 2048,
   // H 32, 2F 256 (128 CTAs on 132 SMs) took 2.4 us a chunk forward, 3 reverse, twice the HBM
   // time of the states it writes, while B 8 (1024 CTAs, several resident per SM) streams them
   // at 3.4-3.7 TB/s. Two CTAs per SM are the fewest that overlap one's waits with the other's
   // work, so below two 64-row CTAs per SM (on average) take 32 rows, twice the chains for the
-  // same rows; from two on 64, since 32 rows also read (and reverse, convert) every chunk's
+  // same rows; from two on 64, since 32 rows also read every chunk's
   // v / dO' tile once per CTA, twice over, for no more overlap than the SMs already have.
   // And only when every 32-row CTA is resident at once: a CTA holds its SM slot for the whole
   // sequence, so CTAs beyond one wave would start after the first wave's entire chains, twice
-  // the time. The reverse sweep at D 128 holds two 32-row CTAs per SM (81 KiB each; the
+  // the time. The reverse sweep at D 128 holds three 32-row CTAs per SM (66 KiB each; the
   // forward four), so on 132 SMs at H 32, 2F 256 only B 1 (256 CTAs of 32 rows) takes 32;
   // B 2 (256 of 64 rows, 512 of 32) would need a second wave of the reverse sweep. The
   // forward keeps that rule (the reverse's residency: B 2 untimed at 32 rows).
@@ -784,8 +756,8 @@ void state_mma_launch(const bf* phik, const bf* phik_lo, const bf* v, const floa
            "lizard state sweep (CUDA): phi, phi_lo, v and the states must be 16-byte aligned");
 #define LZ_STATE_FWD(D_)                                                       \
   case D_:                                                                     \
-    if (split) return launch<D_, false, true>(phik, phik_lo, v, nullptr, bl, states, d, s); \
-    return launch<D_, false, false>(phik, nullptr, v, nullptr, bl, states, d, s);
+    if (split) return launch<D_, false, true>(phik, phik_lo, v, nullptr, nullptr, nullptr, bl, states, d, s); \
+    return launch<D_, false, false>(phik, nullptr, v, nullptr, nullptr, nullptr, bl, states, d, s);
   switch (d.D) {
     LZ_STATE_FWD(32)
     LZ_STATE_FWD(64)
@@ -796,17 +768,20 @@ void state_mma_launch(const bf* phik, const bf* phik_lo, const bf* v, const floa
   throw Error("state_mma_launch: head dim " + std::to_string(d.D) + " is not covered (32, 64, 128)");
 }
 
-void dstate_mma_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const float* bl,
-                       float* dstates, const Dims& d, cudaStream_t s) {
+void dstate_mma_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const bf* dO_hi,
+                       const bf* dO_lo, const float* bl, float* dstates, const Dims& d,
+                       cudaStream_t s) {
+  LZ_CHECK(dO_hi && dO_lo, "lizard state sweep (CUDA): the dstate sweep needs dO' as a bf16 pair");
   LZ_CHECK(phiq_lo, "lizard state sweep (CUDA): the dstate sweep needs phi_q's lo half");
   // dO' too: its chunk blocks are copied in aligned 16-byte units from the base
-  LZ_CHECK(aligned16(phiq) && aligned16(phiq_lo) && aligned16(dO) && aligned16(dstates),
-           "lizard state sweep (CUDA): phi, phi_lo, dO' and the dstates must be 16-byte aligned");
+  LZ_CHECK(aligned16(phiq) && aligned16(phiq_lo) && aligned16(dO_hi) && aligned16(dO_lo) &&
+               aligned16(dstates),
+           "lizard state sweep (CUDA): phi, phi_lo, dO' hi, lo and the dstates must be 16-byte aligned");
   // always split, as dstate_tc_launch: dstates feed the gate gradient's pair sums
   switch (d.D) {
-    case 32: return launch<32, true, true>(phiq, phiq_lo, nullptr, dO, bl, dstates, d, s);
-    case 64: return launch<64, true, true>(phiq, phiq_lo, nullptr, dO, bl, dstates, d, s);
-    case 128: return launch<128, true, true>(phiq, phiq_lo, nullptr, dO, bl, dstates, d, s);
+    case 32: return launch<32, true, true>(phiq, phiq_lo, nullptr, dO, dO_hi, dO_lo, bl, dstates, d, s);
+    case 64: return launch<64, true, true>(phiq, phiq_lo, nullptr, dO, dO_hi, dO_lo, bl, dstates, d, s);
+    case 128: return launch<128, true, true>(phiq, phiq_lo, nullptr, dO, dO_hi, dO_lo, bl, dstates, d, s);
     default: break;
   }
   throw Error("dstate_mma_launch: head dim " + std::to_string(d.D) + " is not covered (32, 64, 128)");

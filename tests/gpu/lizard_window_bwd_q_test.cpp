@@ -5,7 +5,9 @@
 // come from the same instructions on the same operands in the same order; dtau and dalpha are
 // f32 atomics whose order varies from run to run (shared-memory atomics over a CTA's rows,
 // then global ones over CTAs) even on the full path, so they are compared within an f32
-// reassociation bound. Calls the launcher directly (the op does not pass dq null yet).
+// reassociation bound. Calls the launcher directly (the op does not pass dq null yet). The
+// full run also writes dO' as the bf16 pair the dstate sweep reads: hi = bf16(dO'), lo =
+// bf16(dO' - hi) of every element (its den column left out), checked against dO' itself.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,6 +46,7 @@ struct Case {
 /// The outputs of one window_bwd_tc_launch, copied to the CPU as f32.
 struct Outs {
   Tensor dO, cself, delta, dq, dk, dv, dtau, dalpha;
+  Tensor dOh, dOl;  // bf16 on the device (full run only)
 };
 
 const __nv_bfloat16* bf(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.raw()); }
@@ -92,8 +95,15 @@ void check_case(const Case& cs) {
   const Tensor cosb = cs.rope ? in.cos : Tensor(), sinb = cs.rope ? in.sin : Tensor();
 
   // dq, dk, dv: null when not wanted. Outputs start as a sentinel (-3), the same in every run.
-  auto run = [&](bool want_dq, bool want_keys) {
+  auto run = [&](bool want_dq, bool want_keys, bool pair = false) {
     Outs o;
+    if (pair) {
+      o.dOh = Tensor::full({cs.B, cs.H, cs.T, cs.D}, -3.0, DType::BF16, gpu);
+      o.dOl = Tensor::full({cs.B, cs.H, cs.T, cs.D}, -3.0, DType::BF16, gpu);
+    }
+    auto bfo = [](Tensor& t) {
+      return t.defined() ? static_cast<__nv_bfloat16*>(t.raw()) : nullptr;
+    };
     auto out = [&](const Shape& s) { return Tensor::full(s, -3.0, DType::F32, gpu); };
     o.dO = out({cs.B, cs.H, cs.T, cs.D + 1});
     o.cself = out({cs.B, cs.H, cs.T});
@@ -105,7 +115,8 @@ void check_case(const Case& cs) {
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
     ld::window_bwd_tc_launch(bf(in.q), bf(in.k), bf(in.v), f32p(cosb), f32p(sinb), f32p(p.tau),
                              f32p(p.alpha), f32p(saved.numden), f32p(saved.wstats), bf(dy),
-                             f32p(o.dO), f32p(o.cself), f32p(o.delta), f32p(o.dq), f32p(o.dk),
+                             f32p(o.dO), f32p(o.cself), bfo(o.dOh), bfo(o.dOl), f32p(o.delta),
+                             f32p(o.dq), f32p(o.dk),
                              f32p(o.dv), f32p(o.dtau), f32p(o.dalpha), d, nullptr);
     EXPECT_EQ(cudaGetLastError(), cudaSuccess) << what;
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
@@ -113,7 +124,23 @@ void check_case(const Case& cs) {
       if (t->defined()) *t = t->to(Device::cpu());
     return o;
   };
-  const Outs full = run(true, true);
+  const Outs full = run(true, true, /*pair=*/true);
+  {  // the pair: hi the round-to-nearest bf16 of dO', lo that of the rest (its f32 value)
+    const std::vector<double> dO = full.dO.to_vector();
+    const std::vector<double> hi = full.dOh.to_vector(), lo = full.dOl.to_vector();
+    int64_t bad = 0, first = -1;
+    for (int64_t r = 0; r < cs.B * cs.H * cs.T; ++r)
+      for (int64_t j = 0; j < cs.D; ++j) {
+        const float x = float(dO[size_t(r * (cs.D + 1) + j)]);
+        const float h = __bfloat162float(__float2bfloat16(x));
+        const float l = __bfloat162float(__float2bfloat16(x - h));
+        const size_t i = size_t(r * cs.D + j);
+        if (float(hi[i]) != h || float(lo[i]) != l) {
+          if (bad++ == 0) first = int64_t(i);
+        }
+      }
+    EXPECT_EQ(bad, 0) << what << ": dO' pair elements off the split of dO' (first " << first << ")";
+  }
 
   // The bound of the atomics' reassociation: f64 sums of the absolute per-row terms, from the
   // full run's delta and the saved statistics. dtau_j = -sum_t e^(tau_j - m_t) / den_t delta_t;
