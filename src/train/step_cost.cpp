@@ -188,15 +188,17 @@ MemoryEstimate estimate_step_memory(const StepShape& s) {
   // Whether the tape keeps the mixing's saved tensors (the states too unless drop_states).
   const bool tape = s.recompute == RecomputeMode::None || s.recompute == RecomputeMode::States;
   // The CUDA Lizard backward's scratch for one layer (cuda/lizard_attention_bwd.cu), alive
-  // together while that layer's backward runs: dstates (as the states), dO' [H, D+1] f32,
-  // dphi_q and dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo where the
+  // together while that layer's backward runs: dstates (as the states), dO' [H, D+1] f32
+  // and, on the tensor cores, its bf16 pair [H, D] x 2 (the dstate sweep's operand), dphi_q and
+  // dphi_k [H, 2F] f32, phi_q and phi_k recomputed as bf16 hi + lo where the
   // forward did not keep them (drop_states, or the f32 kernels, which recompute f32 phi in
   // about the same room), du [H, F] bf16, the f32 gradients of q, k, v and their copies in the
   // compute dtype, and the gate input's gradient (written in the compute dtype directly).
   const double grads = (H * D + 2 * Hkv * D);
   const double phi_rebuilt = tc && !drop_states ? 0.0 : phi_pair_bytes;
-  const double bwd_scratch = states + H * (D + 1) * 4 + 2 * H * 2 * F * 4 + phi_rebuilt +
-                             H * F * 2 + grads * (4 + e) + d * e;
+  const double dO_pair = tc ? H * D * 4 : 0.0;
+  const double bwd_scratch = states + H * (D + 1) * 4 + dO_pair + 2 * H * 2 * F * 4 +
+                             phi_rebuilt + H * F * 2 + grads * (4 + e) + d * e;
   double kept = 0, transient = 0;
   if (s.stage == "distill") {
     // Teacher path has no tape. Per linearized layer: the student's inputs (normed x, q, k,
