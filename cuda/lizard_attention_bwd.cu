@@ -633,9 +633,6 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   // dO' (without its den column) as the bf16 pair the mma.sync dstate sweep reads: written by
   // the tensor-core window backward beside dO', else split from dO' after the f32 one
   const bool dO_pair = tc_dstate && dt == DType::BF16 && state_mma_selected(d);
-  // and when the gradient kernel reads the pair too, no reader is left for the f32 dO'[:D]:
-  // the window backward then writes its den column alone
-  const bool dO_pair_only = dO_pair && grad_mma_reads_pair(d);
   Tensor dOh = dO_pair ? Tensor::empty({d.B, d.H, d.T, d.D}, DType::BF16, dev) : Tensor();
   Tensor dOl = dO_pair ? Tensor::empty({d.B, d.H, d.T, d.D}, DType::BF16, dev) : Tensor();
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
@@ -752,7 +749,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
                                cself.data<float>(), dO_pair ? bp16(dOh) : nullptr,
                                dO_pair ? bp16(dOl) : nullptr, delta.data<float>(), opt(dq, want.dq),
                                opt(dk, win_keys), opt(dv, win_keys), dtaup, dalphap, d, s,
-                               &keys_fork, /*dO_cols=*/!dO_pair_only);
+                               &keys_fork);
           window_done = true;
         }
       }
@@ -795,7 +792,6 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           keys_fork.join();
           grad_tc_launch(bp16(phiqb), bp16(phiql), bp16(phikb), bp16(phikl), vp, saved.bl.data<float>(),
                          states.data<float>(), dstates.data<float>(), dO.data<float>(),
-                         dO_pair ? bp16(dOh) : nullptr, dO_pair ? bp16(dOl) : nullptr,
                          cself.data<float>(), dphiq.data<float>(), dphik.data<float>(),
                          opt(dv, want.dv), db.data<float>(), d, s);
         }

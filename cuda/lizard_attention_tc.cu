@@ -832,12 +832,11 @@ bool tc_supported(const Dims& d) {
 void grad_tc_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,
                     const bf* v, const float* bl,
                     const float* states, const float* dstates, const float* dO,
-                    const bf* dO_hi, const bf* dO_lo,
                     const float* cself, float* dphiq, float* dphik, float* dv, float* db,
                     const Dims& d, cudaStream_t s) {
   if (grad_mma_selected(d)) {  // the mma.sync kernel (lizard_global_grad_mma.cu), the default
-    grad_mma_launch(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dO_hi, dO_lo, cself,
-                    dphiq, dphik, dv, db, d, s);
+    grad_mma_launch(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik,
+                    dv, db, d, s);
     return;
   }
   const size_t sm = grad_smem(d);

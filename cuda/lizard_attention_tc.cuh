@@ -124,8 +124,7 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
 
 /// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
 /// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch), and (dO_hi, dO_lo non-null) dO'
-/// without its den column as the bf16 pair dstate_tc_launch reads [B,H,T,D] (dO_cols false,
-/// with the pair: dO' gets its den column only, where every reader of dO'[:D] takes the pair); stores the window parts into dq
+/// without its den column as the bf16 pair dstate_tc_launch reads [B,H,T,D]; stores the window parts into dq
 /// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they need no zeroing;
 /// it must be their first writer, before the global branch's adds) and adds dtau, dalpha
 /// (atomics; either null: not wanted, e.g. frozen sinks and alpha in stage 2, its atomics
@@ -143,8 +142,7 @@ void window_bwd_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k,
                           const float* wstats, const __nv_bfloat16* dy, float* dO,
                           float* cself, __nv_bfloat16* dO_hi, __nv_bfloat16* dO_lo, float* delta,
                           float* dq, float* dk, float* dv, float* dtau, float* dalpha,
-                          const Dims& d, cudaStream_t s, StreamFork* keys_fork = nullptr,
-                          bool dO_cols = true);
+                          const Dims& d, cudaStream_t s, StreamFork* keys_fork = nullptr);
 
 /// Feature-map backward: dx [B,T,Hx,D] f32 += du W_h^T (atomics when atomic_dx: keys are
 /// shared by the heads of a GQA group). dx_out (non-null only without atomic_dx, where the
@@ -208,15 +206,11 @@ void split_rows_launch(const float* x, __nv_bfloat16* hi, __nv_bfloat16* lo, int
 /// work whose only output is dv (the mma kernel: an instance without the P tile, the dS hi
 /// staging, the decayed phi_k, the dv mma's and atomics); dphiq, dphik and each CTA's da
 /// contribution are the same bits as with dv (the same operations in the same order).
-/// dO_hi, dO_lo (optional): dO'[:D] as the bf16 pair of dstate_tc_launch. Where the kernel
-/// reads it (grad_mma_reads_pair) it takes dO'[:D] from the pair (the operands it would split
-/// from dO': the same bits) and only the den column from dO'; elsewhere it is ignored.
 void grad_tc_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                     const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
                     const __nv_bfloat16* v, const float* bl, const float* states,
-                    const float* dstates, const float* dO, const __nv_bfloat16* dO_hi,
-                    const __nv_bfloat16* dO_lo, const float* cself, float* dphiq, float* dphik,
-                    float* dv, float* da, const Dims& d, cudaStream_t s);
+                    const float* dstates, const float* dO, const float* cself, float* dphiq,
+                    float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
 
 /// Whether state_tc_launch / dstate_tc_launch take the register-resident mma.sync sweeps of
 /// cuda/lizard_global_state_mma.cu: D in {32, 64, 128} (template instances), F % 16 == 0,
@@ -256,18 +250,12 @@ bool grad_wmma_forced();
 /// multiple of 32), and not grad_wmma_forced().
 bool grad_mma_selected(const Dims& d);
 
-/// Whether grad_tc_launch reads dO'[:D] from the bf16 pair alone for d (given one): the mma.sync
-/// kernel at its default shape (not LIZARD_GRAD_KERNEL=mma8 / mma16). Then the window backward
-/// need not write the f32 dO'[:D] (only its den column) when the dstate sweep reads the pair too.
-bool grad_mma_reads_pair(const Dims& d);
-
 /// grad_tc_launch on the mma.sync kernel (same contract, dv null included); needs
 /// grad_mma_selected(d).
 void grad_mma_launch(const __nv_bfloat16* phiq, const __nv_bfloat16* phiq_lo,
                      const __nv_bfloat16* phik, const __nv_bfloat16* phik_lo,
                      const __nv_bfloat16* v, const float* bl, const float* states,
-                     const float* dstates, const float* dO, const __nv_bfloat16* dO_hi,
-                     const __nv_bfloat16* dO_lo, const float* cself, float* dphiq, float* dphik,
-                     float* dv, float* da, const Dims& d, cudaStream_t s);
+                     const float* dstates, const float* dO, const float* cself, float* dphiq,
+                     float* dphik, float* dv, float* da, const Dims& d, cudaStream_t s);
 
 }  // namespace lizard::cuda::lizard_detail

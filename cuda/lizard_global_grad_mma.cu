@@ -231,14 +231,13 @@ __device__ __forceinline__ float ld_shared_cluster(uint32_t addr) {
 /// only output is dv runs (the bf16 P tile, dS hi to shared memory, the decayed phi_k, the dv
 /// mma's and atomics); dphi_q, dphi_k and da are the same operations in the same order, so
 /// the same bits.
-template <int kD, int kNT, int kW, int kZ, bool kDv, bool kPair>
+template <int kD, int kNT, int kW, int kZ, bool kDv>
 __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
     grad_mma_kernel(const bf* __restrict__ phiq, const bf* __restrict__ phiq_lo,
                     const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
                     const bf* __restrict__ v, const float* __restrict__ bl_all,
                     const float* __restrict__ states, const float* __restrict__ dstates,
-                    const float* __restrict__ dO, const bf* __restrict__ dOh,
-                    const bf* __restrict__ dOl, const float* __restrict__ cself,
+                    const float* __restrict__ dO, const float* __restrict__ cself,
                     float* __restrict__ dphiq, float* __restrict__ dphik, float* __restrict__ dv,
                     float* __restrict__ db, Dims d) {
   extern __shared__ __align__(128) char smem[];
@@ -370,22 +369,8 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   // base) takes one 8-byte load per pair (j even), the others two 4-byte loads; the same
   // values either way. The test is per row, so warp-uniform (a row a warp).
   constexpr int kRW = C / kWarps, kPU = kD / 64;
-  float gv[kPair ? 1 : kRW][kPU][2];
-  // kPair: the pair hi, lo of those two columns as the window backward stored it (the bits
-  // split_pack below gives: the same operands)
-  uint32_t ghi[kPair ? kRW : 1][kPU], glo[kPair ? kRW : 1][kPU];
-  if constexpr (kPair) {
-#pragma unroll
-    for (int k = 0; k < kRW; ++k) {
-      const int r = warp + kWarps * k;
-#pragma unroll
-      for (int u = 0; u < kPU; ++u) {
-        const int64_t o = (row0 + r) * kD + 2 * lane + 64 * u;
-        ghi[k][u] = r < n ? *reinterpret_cast<const uint32_t*>(dOh + o) : 0u;
-        glo[k][u] = r < n ? *reinterpret_cast<const uint32_t*>(dOl + o) : 0u;
-      }
-    }
-  } else {
+  float gv[kRW][kPU][2];
+  {
 #pragma unroll
     for (int k = 0; k < kRW; ++k) {
       const int r = warp + kWarps * k;
@@ -445,11 +430,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
       for (int u = 0; u < kPU; ++u) {
         const int o = r * LV + slot_of(2 * lane + 64 * u);
         uint32_t hi, lo;
-        if constexpr (kPair) {
-          hi = ghi[k][u], lo = glo[k][u];
-        } else {
-          split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
-        }
+        split_pack(gv[k][u][0], gv[k][u][1], hi, lo);
         st_pair(sGb + o, hi), st_pair(sGbl + o, lo);
       }
     }
@@ -824,15 +805,14 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
   if constexpr (kZ == 2) cluster_wait();
 }
 
-template <int kD, int kNT, int kW, int kZ, bool kPair = false>
+template <int kD, int kNT, int kW, int kZ>
 void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
             const float* bl, const float* states, const float* dstates, const float* dO,
-            const bf* dOh, const bf* dOl, const float* cself, float* dphiq, float* dphik,
-            float* dv, float* da, const Dims& d, cudaStream_t s) {
+            const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
+            cudaStream_t s) {
   const size_t sm = grad_mma_smem(d, kZ);
   // dv null: the instance without dv's work (the same shared-memory layout)
-  auto* k = dv ? grad_mma_kernel<kD, kNT, kW, kZ, true, kPair>
-               : grad_mma_kernel<kD, kNT, kW, kZ, false, kPair>;
+  auto* k = dv ? grad_mma_kernel<kD, kNT, kW, kZ, true> : grad_mma_kernel<kD, kNT, kW, kZ, false>;
   LZ_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)) == cudaSuccess,
            "lizard attention gradient (mma): cannot grant ", sm, " bytes of shared memory");
   // all of the unified L1 / shared storage as shared memory: two CTAs of kZ = 2 need
@@ -842,8 +822,8 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
            "lizard attention gradient (mma): cannot set the shared-memory carveout");
   const dim3 grid(d.NC * kZ, d.B * d.H);
   if constexpr (kZ == 1) {
-    k<<<grid, kW * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh,
-                                dOl, cself, dphiq, dphik, dv, da, d);
+    k<<<grid, kW * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself,
+                                dphiq, dphik, dv, da, d);
   } else {
     // the kernel's contract at kZ = 2: a chunk's two CTAs (x = 2c, 2c + 1) one cluster, in
     // which x % 2 is the CTA's rank (a cluster spans consecutive x)
@@ -860,7 +840,7 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
     cfg.attrs = attr;
     cfg.numAttrs = 1;
     const cudaError_t e = cudaLaunchKernelEx(&cfg, k, phiq, phiq_lo, phik, phik_lo, v, bl, states,
-                                             dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d);
+                                             dstates, dO, cself, dphiq, dphik, dv, da, d);
     LZ_CHECK(e == cudaSuccess, "lizard attention gradient (mma): cluster launch of ", grid.x, " x ",
              grid.y, " CTAs (clusters of ", kZ, ", ", sm, " bytes of shared memory each) failed: ",
              cudaGetErrorString(e));
@@ -881,33 +861,27 @@ MmaShape grad_mma_shape() {
 template <int kD>
 void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo, const bf* v,
               const float* bl, const float* states, const float* dstates, const float* dO,
-              const bf* dOh, const bf* dOl, const float* cself, float* dphiq, float* dphik,
-              float* dv, float* da, const Dims& d, cudaStream_t s) {
+              const float* cself, float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
+              cudaStream_t s) {
   const int F2 = 2 * d.F;
   switch (grad_mma_shape()) {
     case MmaShape::kW8:
       if (F2 <= 64)
-        return launch<kD, 1, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
+        return launch<kD, 1, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
       if (F2 <= 128)
-        return launch<kD, 2, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
-      return launch<kD, 4, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
+        return launch<kD, 2, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+      return launch<kD, 4, 8, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
     case MmaShape::kW16:
       if (F2 <= 128)
-        return launch<kD, 1, 16, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
-      return launch<kD, 2, 16, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
+        return launch<kD, 1, 16, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+      return launch<kD, 2, 16, 1>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
     case MmaShape::kSplit:
       break;
   }
-  // 2F / 2 features per CTA over 8 warps: 1 n-tile a warp up to 64, 2 up to 128; dO'[:D] as
-  // the window backward's bf16 pair when given (grad_mma_reads_pair), else split from dO'
-  if (dOh) {
-    if (F2 / 2 <= 64)
-      return launch<kD, 1, 8, 2, true>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
-    return launch<kD, 2, 8, 2, true>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
-  }
+  // 2F / 2 features per CTA over 8 warps: 1 n-tile a warp up to 64, 2 up to 128
   if (F2 / 2 <= 64)
-    return launch<kD, 1, 8, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
-  return launch<kD, 2, 8, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
+    return launch<kD, 1, 8, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
+  return launch<kD, 2, 8, 2>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
 }
 
 }  // namespace
@@ -915,10 +889,6 @@ void launch_d(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_
 bool grad_wmma_forced() {
   // values besides the default "mma" and "wmma": "mma8" and "mma16" (grad_mma_shape)
   return grad_mma_shape() == MmaShape::kSplit && env_switch("LIZARD_GRAD_KERNEL", "mma", "wmma");
-}
-
-bool grad_mma_reads_pair(const Dims& d) {
-  return grad_mma_selected(d) && grad_mma_shape() == MmaShape::kSplit;
 }
 
 bool grad_mma_selected(const Dims& d) {
@@ -932,23 +902,17 @@ bool grad_mma_selected(const Dims& d) {
 
 void grad_mma_launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo,
                      const bf* v, const float* bl, const float* states, const float* dstates,
-                     const float* dO, const bf* dO_hi, const bf* dO_lo, const float* cself,
-                     float* dphiq, float* dphik, float* dv, float* da, const Dims& d,
-                     cudaStream_t s) {
-  // the pair only where the kernel reads it (the shapes of LIZARD_GRAD_KERNEL=mma8 / mma16
-  // split dO' themselves): the caller must then have written dO' in full
-  const bool pair = dO_hi && dO_lo && grad_mma_shape() == MmaShape::kSplit;
-  const bf* dOh = pair ? dO_hi : nullptr;
-  const bf* dOl = pair ? dO_lo : nullptr;
+                     const float* dO, const float* cself, float* dphiq, float* dphik, float* dv,
+                     float* da, const Dims& d, cudaStream_t s) {
   // 16-byte loads of the state rows (the op allocates both: cudaMalloc, 256-byte aligned;
   // this guards a future caller passing a view)
   LZ_CHECK(reinterpret_cast<uintptr_t>(states) % 16 == 0 && reinterpret_cast<uintptr_t>(dstates) % 16 == 0,
            "lizard attention gradient (mma): the states and dstates must be 16-byte aligned");
   switch (d.D) {
     case 64:
-      return launch_d<64>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
+      return launch_d<64>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
     case 128:
-      return launch_d<128>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, dOh, dOl, cself, dphiq, dphik, dv, da, d, s);
+      return launch_d<128>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d, s);
     default:
       break;
   }

@@ -890,8 +890,7 @@ size_t bwd_q_smem(bool lo, int floats) {
 }
 
 /// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
-/// [dg/den, dden] (with dOh non-null also dg/den as a bf16 pair into dOh, dOl; dO_cols 0: the
-/// pair alone, dO' gets its den column only), cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
+/// [dg/den, dden] (with dOh non-null also dg/den as a bf16 pair into dOh, dOl), cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
 /// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and stored into
 /// dq (rows owned, the first writer). kLo: split scores (window RoPE in training).
 /// Three CTAs per SM without kLo (168 registers, 68 KiB): the key tiles stream through two
@@ -907,7 +906,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
                      const float* __restrict__ tau, const float* __restrict__ alpha_p,
                      const float* __restrict__ numden, const float* __restrict__ wstats,
                      const bf* __restrict__ dy, float* __restrict__ dO, float* __restrict__ cself,
-                     bf* __restrict__ dOh, bf* __restrict__ dOl, int dO_cols,
+                     bf* __restrict__ dOh, bf* __restrict__ dOl,
                      float* __restrict__ delta_out, float* __restrict__ dq,
                      float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
   constexpr int kS = row_stride<kD>(), kNT = kD / 8, D1 = kD + 1;
@@ -1007,7 +1006,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
         const float o = dyj[u][c] * cA * rg;  // dO'_j = dg_j / den_g
         cdiag = __fmaf_rn(o, clamped ? vj[u][c] : -mr, cdiag);
         dyg_s = __fmaf_rn(dyj[u][c], gj, dyg_s);
-        if (dO_cols) dO[bht * D1 + j] = o;  // block-uniform
+        dO[bht * D1 + j] = o;
         if (dOh) {  // block-uniform: the bf16 pair of o for the dstate sweep
           const bf oh = __float2bfloat16(o);
           dOh[bht * kD + j] = oh;
@@ -1428,7 +1427,7 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
                 const float* tau, const float* alpha, const float* numden, const float* wstats,
                 const bf* dy, float* dO, float* cself, bf* dOh, bf* dOl, float* delta, float* dq,
                 float* dk, float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s,
-                StreamFork* keys_fork, bool dO_cols) {
+                StreamFork* keys_fork) {
   const size_t smq = bwd_q_smem<kD>(kLo, kRows + 1 + d.m), smk = bwd_smem<kD>(kLo, 3 * 2 * kTile);
   // dq null: the instance without the dq~ pass (the same smem: its slots stream pass 0)
   auto kq = dq ? win_bwd_q_kernel<kD, kLo, true> : win_bwd_q_kernel<kD, kLo, false>;
@@ -1444,8 +1443,8 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
            cudaGetErrorString(e));
   const int nt = (d.T + kRows - 1) / kRows;
   kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
-                                                 dy, dO, cself, dOh, dOl, int(dO_cols || !dOh),
-                                                 delta, dq, dtau, dalpha, d);
+                                                 dy, dO, cself, dOh, dOl, delta, dq, dtau,
+                                                 dalpha, d);
   // after the query side: it writes delta, which the key side reads. Its only outputs are
   // dk and dv: none wanted, no launch (and no fork).
   if (dk == nullptr && dv == nullptr) return;
@@ -1480,14 +1479,14 @@ void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* co
                           const float* numden, const float* wstats, const bf* dy, float* dO,
                           float* cself, bf* dO_hi, bf* dO_lo, float* delta, float* dq, float* dk,
                           float* dv, float* dtau, float* dalpha, const Dims& d, cudaStream_t s,
-                          StreamFork* keys_fork, bool dO_cols) {
+                          StreamFork* keys_fork) {
 #define LZ_WIN_BWD(D_)                                                                          \
   case D_:                                                                                      \
     if (d.rope)                                                                                 \
       return launch_bwd<D_, true>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
-                                  dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork, dO_cols);              \
+                                  dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork);              \
     return launch_bwd<D_, false>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
-                                 dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork, dO_cols);
+                                 dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork);
   switch (d.D) {
     LZ_WIN_BWD(32)
     LZ_WIN_BWD(64)

@@ -6,9 +6,6 @@
 // would fault on the null pointer (an error here). The inputs are random values of the right
 // shapes and ranges, not a consistent forward: the comparison is of two runs of the same
 // arithmetic, and the oracle tests (lizard_global_grad_test.cpp) prove the arithmetic itself.
-// The same holds for dO'[:D] given as its bf16 pair (split_rows_launch, as the window backward
-// writes it): the default kernel then reads the pair instead of splitting dO' itself, the others
-// ignore it, so every output keeps the f32 path's bits (da: its atomics' order).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,7 +41,6 @@ std::string describe(const Shape& s) {
 /// The launcher's inputs on the GPU (layouts of grad_tc_launch's contract).
 struct Inputs {
   Tensor phiq, phiql, phik, phikl, v, bl, states, dstates, dO, cself;
-  Tensor dOh, dOl;  // dO'[:D] as the bf16 pair
 };
 
 Inputs make_inputs(const Shape& s, uint64_t seed) {
@@ -70,12 +66,6 @@ Inputs make_inputs(const Shape& s, uint64_t seed) {
   in.dstates = gpu_rand({s.B, s.H, NC, F2, s.D + 1}, seed + 7, DType::F32);
   in.dO = gpu_rand({s.B, s.H, s.T, s.D + 1}, seed + 8, DType::F32);
   in.cself = gpu_rand({s.B, s.H, s.T}, seed + 9, DType::F32);
-  in.dOh = Tensor::empty({s.B, s.H, s.T, s.D}, DType::BF16, Device::cuda());
-  in.dOl = Tensor::empty({s.B, s.H, s.T, s.D}, DType::BF16, Device::cuda());
-  cuda::lizard_detail::split_rows_launch(
-      in.dO.data<float>(), static_cast<__nv_bfloat16*>(in.dOh.raw()),
-      static_cast<__nv_bfloat16*>(in.dOl.raw()), s.B * s.H * s.T, int(s.D),
-      static_cast<cudaStream_t>(cuda::stream_of(in.dO)));
   return in;
 }
 
@@ -86,9 +76,8 @@ struct Outputs {
 const __nv_bfloat16* bf(const Tensor& t) { return static_cast<const __nv_bfloat16*>(t.raw()); }
 
 /// One launch of grad_tc_launch with the kernel LIZARD_GRAD_KERNEL=`kernel` selects (null:
-/// the default), dv null unless `with_dv`, dO'[:D] also as its pair when `pair`; the outputs
-/// start at zero.
-Outputs run(const Shape& s, const Inputs& in, bool with_dv, const char* kernel, bool pair = false) {
+/// the default), dv null unless `with_dv`; the outputs start at zero.
+Outputs run(const Shape& s, const Inputs& in, bool with_dv, const char* kernel) {
   ScopedEnv env("LIZARD_GRAD_KERNEL", kernel);
   const int64_t F2 = 2 * s.F, Hg = s.per_head_gate ? s.H : 1;
   Dims d{};
@@ -102,8 +91,7 @@ Outputs run(const Shape& s, const Inputs& in, bool with_dv, const char* kernel, 
   const auto stream = static_cast<cudaStream_t>(cuda::stream_of(o.dphiq));
   cuda::lizard_detail::grad_tc_launch(
       bf(in.phiq), bf(in.phiql), bf(in.phik), bf(in.phikl), bf(in.v), in.bl.data<float>(),
-      in.states.data<float>(), in.dstates.data<float>(), in.dO.data<float>(),
-      pair ? bf(in.dOh) : nullptr, pair ? bf(in.dOl) : nullptr, in.cself.data<float>(),
+      in.states.data<float>(), in.dstates.data<float>(), in.dO.data<float>(), in.cself.data<float>(),
       o.dphiq.data<float>(), o.dphik.data<float>(), with_dv ? o.dv.data<float>() : nullptr,
       o.da.data<float>(), d, stream);
   cuda::check_last_error("grad_tc_launch");
@@ -130,7 +118,7 @@ void expect_same_bits(const Tensor& got, const Tensor& want, const std::string& 
   std::memcpy(&gf, &g[first], 4);
   std::memcpy(&wf, &w[first], 4);
   ADD_FAILURE() << what << ": " << diff << " of " << g.size() << " elements differ, first at " << first
-                << ": " << gf << " vs " << wf;
+                << ": " << gf << " (dv null) vs " << wf << " (with dv)";
 }
 
 double max_abs(const Tensor& t) {
@@ -170,18 +158,6 @@ TEST(LizardGlobalGradGpu, NullDvLeavesTheOtherOutputsBitIdentical) {
       // contribution (one term's share of the sum, O(0.1) of it) would show.
       EXPECT_LE(rel_err(skip.da.to(Device::cpu(), DType::F64), full.da.to(Device::cpu(), DType::F64)), 1e-5)
           << what << " da";
-      // dO'[:D] as its pair, with and without dv: the f32 path's bits
-      for (bool with_dv : {true, false}) {
-        const Outputs pr = run(s, in, with_dv, kernel, /*pair=*/true);
-        const std::string wp = what + " pair" + (with_dv ? "" : " dv null");
-        expect_same_bits(pr.dphiq, full.dphiq, wp + " dphi_q");
-        expect_same_bits(pr.dphik, full.dphik, wp + " dphi_k");
-        if (with_dv)  // f32 atomics (the two CTAs' feature halves, GQA heads) as da
-          EXPECT_LE(rel_err(pr.dv.to(Device::cpu(), DType::F64), full.dv.to(Device::cpu(), DType::F64)), 1e-5)
-              << wp << " dv";
-        EXPECT_LE(rel_err(pr.da.to(Device::cpu(), DType::F64), full.da.to(Device::cpu(), DType::F64)), 1e-5)
-            << wp << " da";
-      }
     }
   }
 }
