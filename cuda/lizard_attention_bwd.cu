@@ -635,6 +635,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
   const bool dO_pair = tc_dstate && dt == DType::BF16 && state_mma_selected(d);
   Tensor dOh = dO_pair ? Tensor::empty({d.B, d.H, d.T, d.D}, DType::BF16, dev) : Tensor();
   Tensor dOl = dO_pair ? Tensor::empty({d.B, d.H, d.T, d.D}, DType::BF16, dev) : Tensor();
+  __nv_bfloat16* dOhp = dO_pair ? bp16(dOh) : nullptr;
+  __nv_bfloat16* dOlp = dO_pair ? bp16(dOl) : nullptr;
   Tensor cself = Tensor::empty({d.B, d.H, d.T}, DType::F32, dev);
   // written whole by the tensor-core kernel, accumulated by atomics in the f32 one
   Tensor dphiq = tc_grad ? Tensor::empty({d.B, d.H, d.T, F2}, DType::F32, dev)
@@ -746,8 +748,7 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           window_bwd_tc_launch(qp, kp, vp, csp, snp, taup, alpha.data<float>(),
                                saved.numden.data<float>(), saved.wstats.data<float>(),
                                static_cast<const T*>(dy.raw()), dO.data<float>(),
-                               cself.data<float>(), dO_pair ? bp16(dOh) : nullptr,
-                               dO_pair ? bp16(dOl) : nullptr, delta.data<float>(), opt(dq, want.dq),
+                               cself.data<float>(), dOhp, dOlp, delta.data<float>(), opt(dq, want.dq),
                                opt(dk, win_keys), opt(dv, win_keys), dtaup, dalphap, d, s,
                                &keys_fork);
           window_done = true;
@@ -779,10 +780,8 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
           Tensor dstates = Tensor::empty({d.B, d.H, d.NC, F2, D1}, DType::F32, dev);
           if (tc_dstate) {
             if (dO_pair && !window_done)  // the f32 window kernel wrote dO' only
-              split_rows_launch(dO.data<float>(), bp16(dOh), bp16(dOl), int64_t(d.B) * d.H * d.T,
-                                d.D, s);
-            dstate_tc_launch(bp16(phiqb), bp16(phiql), dO.data<float>(),
-                             dO_pair ? bp16(dOh) : nullptr, dO_pair ? bp16(dOl) : nullptr,
+              split_rows_launch(dO.data<float>(), dOhp, dOlp, int64_t(d.B) * d.H * d.T, d.D, s);
+            dstate_tc_launch(bp16(phiqb), bp16(phiql), dO.data<float>(), dOhp, dOlp,
                              saved.bl.data<float>(), dstates.data<float>(), d, s);
           } else {  // the f32 phi (hi + lo widened), as the tensor-core sweep reads it
             dstate_f32_kernel<float><<<grid_for(int64_t(d.B) * d.H * F2 * D1, 256), 256, 0, s>>>(

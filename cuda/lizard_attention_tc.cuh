@@ -124,9 +124,10 @@ void window_tc_launch(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv
 
 /// Window and combine backward on tensor cores, the outputs of window_bwd_kernel: writes dO'
 /// [B,H,T,D+1], cself [B,H,T], delta [B,H,T] (dl.l, scratch), and (dO_hi, dO_lo non-null) dO'
-/// without its den column as the bf16 pair dstate_tc_launch reads [B,H,T,D]; stores the window parts into dq
-/// [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they need no zeroing;
-/// it must be their first writer, before the global branch's adds) and adds dtau, dalpha
+/// without its den column as the bf16 pair dstate_tc_launch reads [B,H,T,D]; stores the window
+/// parts into dq [B,T,H,D], dk, dv [B,T,Hkv,D] f32 (every row < T written, none read: they
+/// need no zeroing; it must be their first writer, before the global branch's adds) and adds
+/// dtau, dalpha
 /// (atomics; either null: not wanted, e.g. frozen sinks and alpha in stage 2, its atomics
 /// skipped). dk and dv both null: the key side (win_bwd_k_kernel, whose only outputs they
 /// are) is skipped, e.g. in distillation, where no input gradient is wanted. dq null: the
@@ -222,11 +223,10 @@ bool state_mma_selected(const Dims& d);
 /// State rows per CTA the mma.sync sweeps take for d, 32 or 64 (the outputs are the same bits
 /// either way): LIZARD_STATE_ROWS=32|64 for both sweeps, or unset / empty: 32 when the
 /// 64-row grid (B H ceil(2F / 64) CTAs) is under two CTAs per SM of the current device and the
-/// 32-row grid of the reverse sweep fits on the SMs at once, else 64, for either sweep (rev:
-/// which sweep asks; both follow the one rule since the reverse reads dO' as a bf16 pair).
-/// Read per call; throws InputError naming the variable for any other value (and
-/// LIZARD_STATE_COLS').
-int state_mma_rows(const Dims& d, bool rev = false);
+/// 32-row grid of the reverse sweep fits on the SMs at once, else 64, for both sweeps (one
+/// rule since the reverse reads dO' as a bf16 pair). Read per call; throws InputError naming
+/// the variable for any other value (and LIZARD_STATE_COLS').
+int state_mma_rows(const Dims& d);
 
 /// state_tc_launch on the mma.sync sweep (same contract, same operand bits, f32 sums in
 /// another order); needs state_mma_selected(d) and 16-byte aligned pointers.

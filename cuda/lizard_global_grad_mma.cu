@@ -158,7 +158,6 @@ static_assert(slot_of(0) == 0 && slot_of(2) == 8 && slot_of(4) == 2 && slot_of(7
                   col_of(9) == 3 && col_of(6) == 12,
               "slot_of, col_of: the k order of the state products and its inverse");
 
-
 /// Copies `rows` rows of n bf16 (n a multiple of 8; row r at src + r * gstride, 16-byte
 /// aligned) into shared rows of ld `ldd` by cp.async; rows >= valid become zeros. A warp per
 /// row, 8 elements a lane: no index division (n is a runtime value). kWarps: of the CTA.

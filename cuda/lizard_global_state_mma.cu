@@ -701,7 +701,7 @@ template <int D, bool kRev, bool kSplit>
 void launch(const bf* phi, const bf* phi_lo, const bf* v, const float* dO, const bf* dOh,
             const bf* dOl, const float* bl, float* out, const Dims& d, cudaStream_t s) {
   if (d.NC <= 0 || d.B * d.H == 0) return;  // no chunk: no state to write (and an empty grid)
-  if (state_mma_rows(d, kRev) == 32)
+  if (state_mma_rows(d) == 32)
     return launch_rows<D, kRev, kSplit, 32>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
   launch_rows<D, kRev, kSplit, 64>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d, s);
 }
@@ -715,7 +715,7 @@ bool state_wmma_forced() { return env_switch("LIZARD_STATE_KERNEL", "mma", "wmma
 
 }  // namespace
 
-int state_mma_rows(const Dims& d, bool rev) {
+int state_mma_rows(const Dims& d) {
   if (const int r = env_choice("LIZARD_STATE_ROWS", {32, 64}, "state rows per CTA",
                                "by the grid size"))
     return r;
@@ -724,7 +724,6 @@ int state_mma_rows(const Dims& d, bool rev) {
   // reverse from 0.161 to 0.144 once it read dO' as the window backward's bf16 pair (when each
   // CTA converted the whole f32 dO' tile of a chunk for its rows, 32 rows took it from 0.174 to
   // 0.184, and the reverse kept 64).
-  (void)rev;
   // A CTA walks its chunks as one dependent chain (cp.async wait, barrier, fragments, barrier,
   // products, stage), so an SM with one CTA idles through every latency of it: B 1, T 2048,
   // H 32, 2F 256 (128 CTAs on 132 SMs) took 2.4 us a chunk forward, 3 reverse, twice the HBM
@@ -754,9 +753,11 @@ void state_mma_launch(const bf* phik, const bf* phik_lo, const bf* v, const floa
   LZ_CHECK(!split || phik_lo, "lizard state sweep (CUDA): the split sweep needs phi_k's lo half");
   LZ_CHECK(aligned16(phik) && (!split || aligned16(phik_lo)) && aligned16(v) && aligned16(states),
            "lizard state sweep (CUDA): phi, phi_lo, v and the states must be 16-byte aligned");
-#define LZ_STATE_FWD(D_)                                                       \
-  case D_:                                                                     \
-    if (split) return launch<D_, false, true>(phik, phik_lo, v, nullptr, nullptr, nullptr, bl, states, d, s); \
+#define LZ_STATE_FWD(D_)                                                                     \
+  case D_:                                                                                   \
+    if (split)                                                                               \
+      return launch<D_, false, true>(phik, phik_lo, v, nullptr, nullptr, nullptr, bl, states, \
+                                     d, s);                                                  \
     return launch<D_, false, false>(phik, nullptr, v, nullptr, nullptr, nullptr, bl, states, d, s);
   switch (d.D) {
     LZ_STATE_FWD(32)

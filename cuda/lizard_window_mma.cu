@@ -890,8 +890,9 @@ size_t bwd_q_smem(bool lo, int floats) {
 }
 
 /// Window and combine backward, query side: grid (ceil(T / 64), B*H). Per query row t: dO' =
-/// [dg/den, dden] (with dOh non-null also dg/den as a bf16 pair into dOh, dOl), cself, delta = coef dy.l (for the key side), the row's parts of dalpha and
-/// dtau (summed in the CTA, one atomic each per CTA), and dq~ = dC K~ unrotated and stored into
+/// [dg/den, dden] (dOh non-null: dg/den also as a bf16 pair into dOh, dOl), cself, delta =
+/// coef dy.l (for the key side), the row's parts of dalpha and dtau (summed in the CTA, one
+/// atomic each per CTA), and dq~ = dC K~ unrotated and stored into
 /// dq (rows owned, the first writer). kLo: split scores (window RoPE in training).
 /// Three CTAs per SM without kLo (168 registers, 68 KiB): the key tiles stream through two
 /// slots, K~ of stream step i in slot i & 1 and V in the other, the accumulator of dq~ lives
@@ -1484,7 +1485,7 @@ void window_bwd_tc_launch(const bf* q, const bf* k, const bf* v, const float* co
   case D_:                                                                                      \
     if (d.rope)                                                                                 \
       return launch_bwd<D_, true>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
-                                  dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork);              \
+                                  dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork); \
     return launch_bwd<D_, false>(q, k, v, cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, \
                                  dO_hi, dO_lo, delta, dq, dk, dv, dtau, dalpha, d, s, keys_fork);
   switch (d.D) {
