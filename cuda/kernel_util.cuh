@@ -10,6 +10,7 @@
 #include "lizard/core/error.h"
 #include "lizard/core/tensor.h"
 #include "lizard/cuda/elem.h"
+#include "pdl.cuh"
 
 namespace lizard::cuda {
 

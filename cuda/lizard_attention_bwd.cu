@@ -45,6 +45,7 @@ __global__ void window_bwd_kernel(const T* __restrict__ q, const T* __restrict__
                                   float* __restrict__ dq,
                                   float* __restrict__ dk, float* __restrict__ dv,
                                   float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
+  pdl_enter();
   extern __shared__ float sh[];
   const int wib = threadIdx.x / 32, lane = threadIdx.x % 32;
   float* qs = sh + wib * 4 * d.D;  // q~ [D]
@@ -174,6 +175,7 @@ __global__ void __launch_bounds__(kGlobalThreads) global_bwd_kernel(
     const float* __restrict__ bl_all, const float* __restrict__ states,
     const float* __restrict__ dO, const float* __restrict__ cself, float* __restrict__ dphiq,
     float* __restrict__ dphik, float* __restrict__ dv, float* __restrict__ db, Dims d) {
+  pdl_enter();
   extern __shared__ float sh[];
   const int F2 = 2 * d.F, D1 = d.D + 1;
   float* sq = sh;                       // [C, 2F]
@@ -292,6 +294,7 @@ template <class T>
 __global__ void features_bwd_kernel(const T* __restrict__ x, const float* __restrict__ W, int Hx,
                                     const float* __restrict__ phi, const float* __restrict__ dphi,
                                     float* __restrict__ du_out, float* __restrict__ dx, Dims d) {
+  pdl_enter();
   extern __shared__ float sh[];  // u [F], du [F], red [blockDim]
   float* u = sh;
   float* du = u + d.F;
@@ -340,6 +343,7 @@ template <class T>
 __global__ void feature_weight_grad_kernel(const T* __restrict__ x, int Hx,
                                            const float* __restrict__ du, float* __restrict__ dW,
                                            Dims d) {
+  pdl_enter();
   const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= int64_t(d.H) * d.D * d.F) return;
   const int f = id % d.F, i = (id / d.F) % d.D, h = id / (int64_t(d.D) * d.F);
@@ -360,6 +364,7 @@ template <class P>
 __global__ void dstate_f32_kernel(const P* __restrict__ phiq, const float* __restrict__ dO,
                                   const float* __restrict__ bl_all, float* __restrict__ dstates,
                                   Dims d) {
+  pdl_enter();
   const int F2 = 2 * d.F, D1 = d.D + 1;
   const int64_t id = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= int64_t(d.B) * d.H * F2 * D1) return;
@@ -391,6 +396,7 @@ constexpr int kScanThreads = 1024;
 __global__ void __launch_bounds__(kScanThreads) gate_scan_kernel(float* __restrict__ db,
                                                                  const float* __restrict__ z,
                                                                  bool cumsum, Dims d) {
+  pdl_enter();
   __shared__ float seg[kScanThreads];
   float* row = db + int64_t(blockIdx.x) * d.T;
   const float* zr = z + int64_t(blockIdx.x) * d.T;
@@ -450,6 +456,7 @@ __device__ __forceinline__ void st8(float* p, const float (&v)[8]) {
 template <class O, bool kVec>
 __global__ void gate_dx_kernel(const float* __restrict__ dz, const float* __restrict__ wg,
                                O* __restrict__ dx, Dims d) {
+  pdl_enter();
   extern __shared__ float zrow[];  // [gate_dx_slots(Hg)]: Hg values, zeros after
   const int64_t bt = blockIdx.x;
   const int b = int(bt / d.T), t = int(bt % d.T);
@@ -500,6 +507,7 @@ __global__ void __launch_bounds__(256, kG == 1 ? 8 : 5)  // 32 and 48 registers,
     gate_param_grad_kernel(const float* __restrict__ dz, const T* __restrict__ x,
                            float* __restrict__ dwg, float* __restrict__ dbg, int rows_per_cta,
                            Dims d) {
+  pdl_enter();
   __shared__ float zs[kGateRows][kG];
   const int j = blockIdx.x * blockDim.x + threadIdx.x, g0 = blockIdx.z * kG;
   const int64_t N = int64_t(d.B) * d.T, r0 = int64_t(blockIdx.y) * rows_per_cta;
@@ -567,10 +575,12 @@ void gate_param_grad_launch(const float* dz, const T* x, float* dwg, float* dbg,
                             int dev, cudaStream_t s) {
   if (d.Hg == 1) {
     const auto [rows, grid] = gate_param_grad_grid<T, 1>(d, dev);
-    gate_param_grad_kernel<T, 1><<<grid, 256, 0, s>>>(dz, x, dwg, dbg, rows, d);
+    pdl_launch("lizard gate parameter gradient", gate_param_grad_kernel<T, 1>, grid, 256, 0, s, dz,
+               x, dwg, dbg, rows, d);
   } else {
     const auto [rows, grid] = gate_param_grad_grid<T, kGateG>(d, dev);
-    gate_param_grad_kernel<T, kGateG><<<grid, 256, 0, s>>>(dz, x, dwg, dbg, rows, d);
+    pdl_launch("lizard gate parameter gradient", gate_param_grad_kernel<T, kGateG>, grid, 256, 0, s,
+               dz, x, dwg, dbg, rows, d);
   }
 }
 
@@ -833,19 +843,19 @@ void lizard_attention_backward(const ops::LizardConfig& cfg, const ops::LizardIn
               kp, d.Hkv, du.data<float>(), dwk.data<float>(), d);
       }
       // db holds da already when the tensor-core grad kernel ran (see grad_tc_kernel)
-      gate_scan_kernel<<<d.B * d.Hg, kScanThreads, 0, s>>>(db.data<float>(), saved.z.data<float>(),
-                                                           !tc_grad, d);
+      pdl_launch("lizard gate scan", gate_scan_kernel, d.B * d.Hg, kScanThreads, 0, s,
+                 db.data<float>(), saved.z.data<float>(), !tc_grad, d);
       LZ_CHECK(int64_t(d.B) * d.T < (int64_t(1) << 31), "lizard attention: B*T too large");
       if (want.dx) {
         const bool vec = d.dm % 8 == 0 && aligned16(dx) && aligned16(wg);
         const unsigned rows = unsigned(int64_t(d.B) * d.T);
         const size_t zsm = sizeof(float) * gate_dx_slots(d.Hg);
         if (vec)
-          gate_dx_kernel<T, true><<<rows, 256, zsm, s>>>(db.data<float>(), wg.data<float>(),
-                                                        static_cast<T*>(dx.raw()), d);
+          pdl_launch("lizard gate dx", gate_dx_kernel<T, true>, rows, 256, zsm, s, db.data<float>(),
+                     wg.data<float>(), static_cast<T*>(dx.raw()), d);
         else
-          gate_dx_kernel<T, false><<<rows, 256, zsm, s>>>(db.data<float>(), wg.data<float>(),
-                                                         static_cast<T*>(dx.raw()), d);
+          pdl_launch("lizard gate dx", gate_dx_kernel<T, false>, rows, 256, zsm, s,
+                     db.data<float>(), wg.data<float>(), static_cast<T*>(dx.raw()), d);
       }
       if (want.dgate)
         gate_param_grad_launch<T>(db.data<float>(), xp, dwg.data<float>(), dbg.data<float>(), d,

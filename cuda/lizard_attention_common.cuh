@@ -8,6 +8,7 @@
 #include "lizard/core/cuda_runtime.h"
 #include "lizard/ops/lizard_config.h"
 #include "lizard_attention_dims.h"  // Dims
+#include "pdl.cuh"                  // every kernel of the Lizard attention begins with pdl_enter
 
 namespace lizard::cuda::lizard_detail {
 
@@ -46,6 +47,15 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+/// hi + lo = v to about 2^-17 relative (hi = bf16(v), lo = bf16(v - hi), both round to
+/// nearest even): the operand pair of the split products (hi*hi + hi*lo + lo*hi, the dropped
+/// lo*lo is below 2^-16 relative). Every kernel that splits an f32 into a bf16 pair one value
+/// at a time uses this one, so all agree bit for bit.
+__device__ __forceinline__ void split2(float v, __nv_bfloat16& hi, __nv_bfloat16& lo) {
+  hi = __float2bfloat16(v);
+  lo = __float2bfloat16(v - __bfloat162float(hi));
 }
 
 /// Element i of RoPE(x) (rotate_half layout, D even, hD = D/2) at the row's cos/sin.

@@ -31,6 +31,7 @@ template <class T>
 __global__ void gate_fwd_kernel(const T* __restrict__ x, const float* __restrict__ wg,
                                 const float* __restrict__ bg, float* __restrict__ z,
                                 float* __restrict__ a, bool vec, Dims d) {
+  pdl_enter();
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= int64_t(d.B) * d.T * d.Hg) return;
@@ -73,6 +74,7 @@ __global__ void gate_fwd_kernel(const T* __restrict__ x, const float* __restrict
 /// tokens as a chain of dependent global loads and stores (5 us at B 1, T 2048 on an H200, on
 /// the forward's critical path). The partial sums then add in another order (a few ulp of bl).
 __global__ void chunk_cumsum_kernel(float* __restrict__ a, Dims d) {
+  pdl_enter();
   static_assert(kChunk == 32, "a chunk per warp, a token per lane");
   const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
@@ -93,6 +95,7 @@ __global__ void chunk_cumsum_kernel(float* __restrict__ a, Dims d) {
 template <class T>
 __global__ void features_kernel(const T* __restrict__ x, const float* __restrict__ W, int Hx,
                                 float* __restrict__ phi, float* __restrict__ u_out, Dims d) {
+  pdl_enter();
   extern __shared__ float sh[];  // u [F], red [blockDim]
   float* u = sh;
   float* red = sh + d.F;
@@ -150,6 +153,7 @@ __global__ void __launch_bounds__(kGlobalThreads) global_fwd_kernel(
     const float* __restrict__ phiq, const float* __restrict__ phik, const T* __restrict__ v,
     const float* __restrict__ bl_all, float* __restrict__ numden, float* __restrict__ states,
     Dims d) {
+  pdl_enter();
   extern __shared__ float sh[];
   const int F2 = 2 * d.F, D1 = d.D + 1;
   float* sq = sh;                      // [C, 2F]
@@ -248,6 +252,7 @@ __global__ void window_fwd_kernel(const T* __restrict__ q, const T* __restrict__
                                   const float* __restrict__ alpha_p,
                                   const float* __restrict__ numden, T* __restrict__ y,
                                   float* __restrict__ wstats, Dims d) {
+  pdl_enter();
   extern __shared__ float sh[];
   const int wib = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int W = max(d.w, 1);
@@ -436,27 +441,35 @@ void lizard_attention_forward(const ops::LizardConfig& cfg, const ops::LizardInp
           wkb = p.wk.to(dev, DType::BF16).contiguous();
         }
       }
-      // The query's weight split and feature map run on the side stream, beside the gate, the
-      // key's feature map and the state sweep (at one token per row the sweep fills a fraction
-      // of the GPU); joined before the output kernel, their first reader.
-      StreamFork fork(s, dev.index, tc && side_streams_enabled());
       [[maybe_unused]] auto bp = [](const Tensor& t) { return static_cast<__nv_bfloat16*>(t.raw()); };
       [[maybe_unused]] auto lo = [&](const Tensor& t) { return t.defined() ? bp(t) : nullptr; };
+      // The weights' splits first, on this stream (two small launches; the key's used to queue
+      // behind the query's feature map on the side stream and start its own map late).
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        if (tc) {
-          if (split) split_bf16_launch(wq.data<float>(), bp(wqb), bp(wql), wq.numel(), fork.side());
-          features_tc_launch(bp(q), d.H, bp(wqb), lo(wql), bp(phiq), lo(phiql), d, fork.side());
+        if (tc && split) {
+          split_bf16_launch(wq.data<float>(), bp(wqb), bp(wql), wq.numel(), s);
+          split_bf16_launch(wk.data<float>(), bp(wkb), bp(wkl), wk.numel(), s);
         }
+      }
+      // The query's feature map runs on the side stream, beside the gate, the key's feature
+      // map and the state sweep (at one token per row the sweep fills a fraction of the GPU);
+      // joined before the output kernel, its reader. (Tried and dropped, 2026-11-28: the
+      // window kernel there too, writing its term of y in f32 for the output kernel to
+      // combine: the same bits, but slower at every shape, docs/benchmarks/step.md.)
+      StreamFork fork(s, dev.index, tc && side_streams_enabled());
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        if (tc)
+          features_tc_launch(bp(q), d.H, bp(wqb), lo(wql), bp(phiq), lo(phiql), d, fork.side());
       }
       const bool gvec =
           std::is_same_v<T, __nv_bfloat16> && d.dm % 8 == 0 && aligned16(x) && aligned16(wg);
-      gate_fwd_kernel<T><<<grid_for(gw * 32, 256), 256, 0, s>>>(
-          static_cast<const T*>(x.raw()), wg.data<float>(), bg.data<float>(), z.data<float>(),
-          bl.data<float>(), gvec, d);
-      chunk_cumsum_kernel<<<grid_for(int64_t(d.B) * d.Hg * d.NC * 32, 256), 256, 0, s>>>(bl.data<float>(), d);
+      pdl_launch("lizard gate", gate_fwd_kernel<T>, grid_for(gw * 32, 256), 256, 0, s,
+                 static_cast<const T*>(x.raw()), wg.data<float>(), bg.data<float>(),
+                 z.data<float>(), bl.data<float>(), gvec, d);
+      pdl_launch("lizard gate cumsum", chunk_cumsum_kernel,
+                 grid_for(int64_t(d.B) * d.Hg * d.NC * 32, 256), 256, 0, s, bl.data<float>(), d);
       if constexpr (std::is_same_v<T, __nv_bfloat16>) {
         if (tc) {
-          if (split) split_bf16_launch(wk.data<float>(), bp(wkb), bp(wkl), wk.numel(), s);
           features_tc_launch(bp(k), d.Hkv, bp(wkb), lo(wkl), bp(phik), lo(phikl), d, s);
           state_tc_launch(bp(phik), lo(phikl), bp(v), bl.data<float>(), states.data<float>(),
                           split, d, s);

@@ -142,13 +142,6 @@ __device__ __forceinline__ void load_rows(bf* dst, int ldd, const bf* src, int64
   }
 }
 
-/// hi + lo = v to about 2^-17 relative (hi = bf16(v), lo = bf16(v - hi)): the operand pair of
-/// the split products (hi*hi + hi*lo + lo*hi, the dropped lo*lo is below 2^-16 relative).
-__device__ __forceinline__ void split2(float v, bf& hi, bf& lo) {
-  hi = __float2bfloat16(v);
-  lo = __float2bfloat16(v - __bfloat162float(hi));
-}
-
 /// bf16(v - bf16(v)): the lo half of split2 alone.
 __device__ __forceinline__ bf lo_bf16(float v) {
   return __float2bfloat16(v - __bfloat162float(__float2bfloat16(v)));
@@ -217,6 +210,7 @@ __global__ void __launch_bounds__(kStateWarps * 32)
                     const bf* __restrict__ v,
                     const float* __restrict__ dO, const float* __restrict__ bl_all,
                     float* __restrict__ out, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F2 = 2 * d.F, D1 = D + 1, LK = ldb(kStateRows), LV = ldb(D), LS = ldf(D);
   char* cur = smem;
@@ -383,6 +377,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
                   const bf* __restrict__ v,
                   const float* __restrict__ bl_all, const float* __restrict__ states,
                   float* __restrict__ numden, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   constexpr int C = kChunk, CT = kChunk / 16;
   const int D = d.D, F2 = 2 * d.F, D1 = D + 1;
@@ -540,6 +535,7 @@ __global__ void __launch_bounds__(kOutWarps * 32)
                    const float* __restrict__ cself, float* __restrict__ dphiq,
                    float* __restrict__ dphik, float* __restrict__ dv, float* __restrict__ db,
                    Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   constexpr int C = kChunk, CT = kChunk / 16;
   const int D = d.D, F2 = 2 * d.F, D1 = D + 1;

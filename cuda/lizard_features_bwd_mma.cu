@@ -98,6 +98,7 @@ __global__ void __launch_bounds__(kDuWarps * 32, 1)
                           const bf* __restrict__ Wlo, const float* __restrict__ dphi,
                           float* __restrict__ dx, bool atomic_dx, bf* __restrict__ dx_out,
                           bf* __restrict__ du, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F),
             LX = pad_ld(D);
@@ -403,6 +404,7 @@ template <bool k128>
 __global__ void __launch_bounds__(kDwWarps * 32, 2)
     features_dw_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ du,
                        float* __restrict__ dW, int tpc, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, LW = pad_ld(F), LX = pad_ld(D);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
@@ -542,7 +544,8 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
     const dim3 grid(per_head, d.H);
     auto go = [&](auto kernel) {
       grant_smem(kernel, sm);
-      kernel<<<grid, kDuWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dx_out, dup, d);
+      pdl_launch("lizard feature-map du/dx", kernel, grid, kDuWarps * 32, sm, s, x, Hx, W, Wlo,
+                 dphi, dx, atomic_dx, dx_out, dup, d);
     };
     // (k128, kDx) from tags, then the map and Wlo
     auto go_shape = [&](auto full, auto with_dx) {
@@ -567,7 +570,8 @@ void features_bwd_mma_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, co
     const int tpc = (tiles + per_head - 1) / per_head;
     auto go = [&](auto kernel) {
       grant_smem(kernel, sm);
-      kernel<<<dim3((tiles + tpc - 1) / tpc, d.H), kDwWarps * 32, sm, s>>>(x, Hx, dup, dW, tpc, d);
+      pdl_launch("lizard feature-map dW", kernel, dim3((tiles + tpc - 1) / tpc, d.H), kDwWarps * 32,
+                 sm, s, x, Hx, dup, dW, tpc, d);
     };
     d.D == 128 && d.F == 128 ? go(features_dw_kernel<true>) : go(features_dw_kernel<false>);
   }

@@ -59,6 +59,7 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
     features_mma_kernel(const bf* __restrict__ x, int Hx, const bf* __restrict__ W,
                         const bf* __restrict__ Wlo, bf* __restrict__ phi,
                         bf* __restrict__ phi_lo, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   const int D = k128 ? 128 : d.D, F = k128 ? 128 : d.F, nt = F / 8, LW = pad_ld(F), LB = pad_ld(max(D, F));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
@@ -101,9 +102,9 @@ __global__ void __launch_bounds__(kFwdWarps * 32, 2)
             for (int e = 0; e < 2; ++e) v[e] = fast_exp2(fmaf(u[j][2 * r + e], s2, c));
             const int off = g * LS + 8 * j + 2 * q;
             if constexpr (kLo) {
-              const bf h0 = __float2bfloat16(v[0]), h1 = __float2bfloat16(v[1]);
-              const bf l0 = __float2bfloat16(v[0] - __bfloat162float(h0));
-              const bf l1 = __float2bfloat16(v[1] - __bfloat162float(h1));
+              bf h0, h1, l0, l1;
+              split2(v[0], h0, l0);
+              split2(v[1], h1, l1);
               *reinterpret_cast<uint32_t*>(shi + off) = pack_bf16(h0, h1);
               *reinterpret_cast<uint32_t*>(slo + off) = pack_bf16(l0, l1);
             } else {
@@ -150,6 +151,7 @@ __global__ void __launch_bounds__(kBwdWarps * 32, 1)
                             const bf* __restrict__ Wlo, const float* __restrict__ dphi,
                             float* __restrict__ dx, bool atomic_dx, float* __restrict__ dW,
                             int tpc, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   const int D = d.D, F = d.F, F2 = 2 * F, nt = F / 8, LW = pad_ld(F), LX = pad_ld(D);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
@@ -334,32 +336,22 @@ size_t features_bwd_mma_smem(const Dims& d, bool wlo) {
                        size_t(kBwdTile) * pad_ld(d.F));
 }
 
-/// hi = bf16(w), lo = bf16(w - hi): x hi + x lo is x w to about 2^-17 (x exact in bf16).
-__global__ void split_bf16_kernel(const float* __restrict__ w, bf* __restrict__ hi,
-                                  bf* __restrict__ lo, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const bf hv = __float2bfloat16(w[i]);
-  hi[i] = hv;
-  lo[i] = __float2bfloat16(w[i] - __bfloat162float(hv));
-}
-
-/// hi, lo [rows][D] of the first D columns of x [rows][D + 1]: the split of split_bf16_kernel
-/// per element (split_rows_launch: the dO' pair of the dstate sweep).
+/// hi, lo [rows][D] (contiguous) = split2 of the first D columns of x's rows of ld floats
+/// (ld >= D): a weight's pair (x hi + x lo is x w to about 2^-17, x exact in bf16: one row,
+/// ld = D) or the dO' pair of the dstate sweep (rows of D + 1 floats).
 __global__ void split_rows_kernel(const float* __restrict__ x, bf* __restrict__ hi,
-                                  bf* __restrict__ lo, int64_t rows, int D) {
+                                  bf* __restrict__ lo, int64_t rows, int64_t D, int64_t ld) {
+  pdl_enter();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * D) return;
-  const int64_t r = i / D;
-  const float v = x[i + r];  // row r, column i - r D of the D + 1 wide rows
-  const bf hv = __float2bfloat16(v);
-  hi[i] = hv;
-  lo[i] = __float2bfloat16(v - __bfloat162float(hv));
+  const int64_t r = ld == D ? 0 : i / D;  // row r, column i - r D
+  split2(x[i + r * (ld - D)], hi[i], lo[i]);
 }
 
 /// out = f32(hi) + f32(lo): a split bf16 pair widened (exact: both are bf16, lo < 2^-8 hi).
 __global__ void widen_pair_kernel(const bf* __restrict__ hi, const bf* __restrict__ lo,
                                   float* __restrict__ out, int64_t n) {
+  pdl_enter();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = __bfloat162float(hi[i]) + __bfloat162float(lo[i]);
 }
@@ -380,7 +372,8 @@ void features_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, bf* phi
   const dim3 grid(per_head, d.H);
   auto go = [&](auto kernel) {
     grant_smem(kernel, sm);
-    kernel<<<grid, kFwdWarps * 32, sm, s>>>(x, Hx, W, Wlo, phi, phi_lo, d);
+    pdl_launch("lizard feature maps", kernel, grid, kFwdWarps * 32, sm, s, x, Hx, W, Wlo, phi,
+               phi_lo, d);
   };
   const bool lo = phi_lo != nullptr;
   auto go_shape = [&](auto full) {
@@ -436,7 +429,8 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
   const dim3 grid((tiles + tpc - 1) / tpc, d.H);
   auto go = [&](auto kernel) {
     grant_smem(kernel, sm);
-    kernel<<<grid, kBwdWarps * 32, sm, s>>>(x, Hx, W, Wlo, dphi, dx, atomic_dx, dW, tpc, d);
+    pdl_launch("lizard feature-map backward", kernel, grid, kBwdWarps * 32, sm, s, x, Hx, W, Wlo,
+               dphi, dx, atomic_dx, dW, tpc, d);
   };
   if (d.act_exp) wlo ? go(features_bwd_mma_kernel<true, true>) : go(features_bwd_mma_kernel<true, false>);
   else wlo ? go(features_bwd_mma_kernel<false, true>) : go(features_bwd_mma_kernel<false, false>);
@@ -452,14 +446,22 @@ void features_bwd_tc_launch(const bf* x, int Hx, const bf* W, const bf* Wlo, con
   }
 }
 
+namespace {
+void split_launch(const float* x, bf* hi, bf* lo, int64_t rows, int64_t D, int64_t ld,
+                  cudaStream_t s) {
+  const int64_t n = rows * D;
+  if (n == 0) return;
+  pdl_launch("lizard bf16 split", split_rows_kernel, int((n + 255) / 256), 256, 0, s, x, hi, lo,
+             rows, D, ld);
+}
+}  // namespace
+
 void split_bf16_launch(const float* w, bf* hi, bf* lo, int64_t n, cudaStream_t s) {
-  split_bf16_kernel<<<int((n + 255) / 256), 256, 0, s>>>(w, hi, lo, n);
+  split_launch(w, hi, lo, 1, n, n, s);
 }
 
 void split_rows_launch(const float* x, bf* hi, bf* lo, int64_t rows, int D, cudaStream_t s) {
-  const int64_t n = rows * D;
-  if (n == 0) return;
-  split_rows_kernel<<<int((n + 255) / 256), 256, 0, s>>>(x, hi, lo, rows, D);
+  split_launch(x, hi, lo, rows, D, D + 1, s);
 }
 
 void widen_pair_launch(const bf* hi, const bf* lo, float* out, int64_t n, cudaStream_t s) {

@@ -239,6 +239,7 @@ __global__ void __launch_bounds__(kW * 32, kZ == 2 ? 2 : 1)
                     const float* __restrict__ dO, const float* __restrict__ cself,
                     float* __restrict__ dphiq, float* __restrict__ dphik, float* __restrict__ dv,
                     float* __restrict__ db, Dims d) {
+  pdl_enter();
   extern __shared__ __align__(128) char smem[];
   static_assert(kW == 8 || kW == 16, "8 or 16 warps (kk / X take warps 0-7; C a multiple)");
   static_assert(kZ == 1 || kZ == 2, "the features of a chunk in one or two CTAs");
@@ -821,8 +822,8 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
            "lizard attention gradient (mma): cannot set the shared-memory carveout");
   const dim3 grid(d.NC * kZ, d.B * d.H);
   if constexpr (kZ == 1) {
-    k<<<grid, kW * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v, bl, states, dstates, dO, cself,
-                                dphiq, dphik, dv, da, d);
+    pdl_launch("lizard attention gradient (mma)", k, grid, kW * 32, sm, s, phiq, phiq_lo, phik,
+               phik_lo, v, bl, states, dstates, dO, cself, dphiq, dphik, dv, da, d);
   } else {
     // the kernel's contract at kZ = 2: a chunk's two CTAs (x = 2c, 2c + 1) one cluster, in
     // which x % 2 is the CTA's rank (a cluster spans consecutive x)
@@ -831,13 +832,14 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
     cfg.blockDim = dim3(kW * 32);
     cfg.dynamicSmemBytes = sm;
     cfg.stream = s;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = kZ;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = 1;
+    attr[1] = pdl_attribute();  // the kernel begins with pdl_enter (pdl.cuh)
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = 2;
     const cudaError_t e = cudaLaunchKernelEx(&cfg, k, phiq, phiq_lo, phik, phik_lo, v, bl, states,
                                              dstates, dO, cself, dphiq, dphik, dv, da, d);
     LZ_CHECK(e == cudaSuccess, "lizard attention gradient (mma): cluster launch of ", grid.x, " x ",

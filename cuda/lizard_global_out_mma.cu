@@ -208,6 +208,7 @@ __global__ void __launch_bounds__(out_warps<kD>() * 32, out_min_blocks<kSplit>()
                    const bf* __restrict__ phik, const bf* __restrict__ phik_lo,
                    const bf* __restrict__ v, const float* __restrict__ bl_all,
                    const float* __restrict__ states, float* __restrict__ numden, Dims d) {
+  pdl_enter();
   constexpr int kWarps = out_warps<kD>(), kThreads = kWarps * 32, kD1 = kD + 1;
   constexpr int kParts = p_parts<kD>(), kLV = kD + 8, kLO = kD + 8;
   constexpr int kBufs = out_stages<kSplit>();
@@ -492,8 +493,8 @@ void launch(const bf* phiq, const bf* phiq_lo, const bf* phik, const bf* phik_lo
   LZ_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)) ==
                cudaSuccess,
            "lizard attention (CUDA): cannot grant ", sm, " bytes of shared memory to the output kernel");
-  kernel<<<dim3(d.NC, d.B * d.H), out_warps<kD>() * 32, sm, s>>>(phiq, phiq_lo, phik, phik_lo, v,
-                                                                 bl, states, numden, d);
+  pdl_launch("lizard output kernel", kernel, dim3(d.NC, d.B * d.H), out_warps<kD>() * 32, sm, s,
+             phiq, phiq_lo, phik, phik_lo, v, bl, states, numden, d);
 }
 
 template <int kD>

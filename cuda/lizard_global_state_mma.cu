@@ -243,6 +243,7 @@ __global__ void __launch_bounds__(2 * kRows * kCS, min_blocks(kRev, kCS, kRows))
                      const bf* __restrict__ v, const float* __restrict__ dO,
                      const bf* __restrict__ dOh, const bf* __restrict__ dOl,
                      const float* __restrict__ bl_all, float* __restrict__ out, Dims d) {
+  pdl_enter();
   static_assert(!kRev || kSplit, "the reverse sweep is always split");
   // kShare (kCS > 1): each A fragment is formed once, by one warp, into shared memory, not
   // by all kCS warps that use it (a second CTA barrier per chunk forward)
@@ -621,7 +622,8 @@ void launch_shape(const bf* phi, const bf* phi_lo, const bf* v, const float* dO,
                                 int(L::bytes)) == cudaSuccess,
            "lizard state sweep (CUDA): cannot grant ", L::bytes, " bytes of shared memory");
   const dim3 grid((2 * d.F + kRows - 1) / kRows, d.B * d.H);
-  kernel<<<grid, 2 * kRows * kCS, L::bytes, s>>>(phi, phi_lo, v, dO, dOh, dOl, bl, out, d);
+  pdl_launch("lizard state sweep", kernel, grid, 2 * kRows * kCS, L::bytes, s, phi, phi_lo, v, dO,
+             dOh, dOl, bl, out, d);
 }
 
 /// One of `values` from the environment variable `var`: 0 when it is unset or empty, the value

@@ -620,6 +620,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
                    const float* __restrict__ tau, const float* __restrict__ alpha_p,
                    const float* __restrict__ numden, bf* __restrict__ y,
                    float* __restrict__ wstats, Dims d) {
+  pdl_enter();
   static_assert(!kLo || kSplit, "the split scores are a training form");
   constexpr int kS = row_stride<kD>(), kNT = kD / 8;
   constexpr uint32_t kTB = tile_bytes<kD>();
@@ -910,6 +911,7 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
                      bf* __restrict__ dOh, bf* __restrict__ dOl,
                      float* __restrict__ delta_out, float* __restrict__ dq,
                      float* __restrict__ dtau, float* __restrict__ dalpha, Dims d) {
+  pdl_enter();
   constexpr int kS = row_stride<kD>(), kNT = kD / 8, D1 = kD + 1;
   constexpr uint32_t kTB = tile_bytes<kD>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -1008,11 +1010,9 @@ __global__ void __launch_bounds__(kThreads, kLo ? 2 : 3)
         cdiag = __fmaf_rn(o, clamped ? vj[u][c] : -mr, cdiag);
         dyg_s = __fmaf_rn(dyj[u][c], gj, dyg_s);
         dO[bht * D1 + j] = o;
-        if (dOh) {  // block-uniform: the bf16 pair of o for the dstate sweep
-          const bf oh = __float2bfloat16(o);
-          dOh[bht * kD + j] = oh;
-          dOl[bht * kD + j] = __float2bfloat16(o - __bfloat162float(oh));
-        }
+        if (dOh)
+          split2(o, dOh[bht * kD + j], dOl[bht * kD + j]);  // block-uniform: the
+                                                            // dstate sweep's bf16 pair
       }
       const float sum = warp_sum2(cdiag, dyg_s);  // lanes 0-15: cdiag, 16-31: dy.g
       if (lane == 0) cself[bht] = sum;
@@ -1234,6 +1234,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                      const float* __restrict__ alpha_p, const float* __restrict__ wstats,
                      const float* __restrict__ delta, const bf* __restrict__ dy,
                      float* __restrict__ dk, float* __restrict__ dv, Dims d) {
+  pdl_enter();
   constexpr int kNT = kD / 8;
   constexpr uint32_t kTB = tile_bytes<kD>();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -1405,8 +1406,8 @@ void launch_fwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
                                              int(cudaSharedmemCarveoutMaxShared));
   LZ_CHECK(e == cudaSuccess, "lizard attention window (CUDA): cannot set the forward's carveout: ",
            cudaGetErrorString(e));
-  kern<<<dim3((d.T + kRows - 1) / kRows, d.B * d.H), kThreads, sm, s>>>(
-      q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d);
+  pdl_launch("lizard window forward", kern, dim3((d.T + kRows - 1) / kRows, d.B * d.H), kThreads,
+             sm, s, q, k, v, cosb, sinb, tau, alpha, numden, y, wstats, d);
 }
 
 template <int kD>
@@ -1443,15 +1444,16 @@ void launch_bwd(const bf* q, const bf* k, const bf* v, const float* cosb, const 
            "lizard attention window (CUDA): cannot set the query side's carveout: ",
            cudaGetErrorString(e));
   const int nt = (d.T + kRows - 1) / kRows;
-  kq<<<dim3(nt, d.B * d.H), kThreads, smq, s>>>(q, k, v, cosb, sinb, tau, alpha, numden, wstats,
-                                                 dy, dO, cself, dOh, dOl, delta, dq, dtau,
-                                                 dalpha, d);
+  pdl_launch("lizard window backward (queries)", kq, dim3(nt, d.B * d.H), kThreads, smq, s, q, k, v,
+             cosb, sinb, tau, alpha, numden, wstats, dy, dO, cself, dOh, dOl, delta, dq, dtau,
+             dalpha, d);
   // after the query side: it writes delta, which the key side reads. Its only outputs are
   // dk and dv: none wanted, no launch (and no fork).
   if (dk == nullptr && dv == nullptr) return;
   if (keys_fork) keys_fork->fork();
-  kk<<<dim3(nt, d.B * d.Hkv), kThreads, smk, keys_fork ? keys_fork->side() : s>>>(
-      q, k, v, cosb, sinb, alpha, wstats, delta, dy, dk, dv, d);
+  pdl_launch("lizard window backward (keys)", kk, dim3(nt, d.B * d.Hkv), kThreads, smk,
+             keys_fork ? keys_fork->side() : s, q, k, v, cosb, sinb, alpha, wstats, delta, dy, dk,
+             dv, d);
 }
 
 }  // namespace

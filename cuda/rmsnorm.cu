@@ -57,6 +57,7 @@ template <bool kVec, class T, class W>
 __global__ void rmsnorm_fwd_kernel(const T* __restrict__ x, const W* __restrict__ w,
                                    T* __restrict__ y, float* __restrict__ rstd, int64_t N,
                                    int64_t D, float eps) {
+  pdl_enter();
   __shared__ float shm[32];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const T* xr = x + n * D;
@@ -92,6 +93,7 @@ __global__ void rmsnorm_dx_kernel(const T* __restrict__ dy, const T* __restrict_
                                   const W* __restrict__ w, const float* __restrict__ rstd,
                                   const T* __restrict__ acc, T* __restrict__ dx, int64_t N,
                                   int64_t D) {
+  pdl_enter();
   __shared__ float shm[32];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const T* xr = x + n * D;
@@ -134,6 +136,7 @@ template <class T>
 __global__ void rmsnorm_dw_partial_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                           const float* __restrict__ rstd, float* __restrict__ partial,
                                           int64_t N, int64_t D, int64_t rows_per_part) {
+  pdl_enter();
   const int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const int64_t p = blockIdx.y;
   if (d >= D) return;
@@ -145,6 +148,7 @@ __global__ void rmsnorm_dw_partial_kernel(const T* __restrict__ dy, const T* __r
 
 __global__ void column_sum_kernel(const float* __restrict__ partial, float* __restrict__ out,
                                   int64_t parts, int64_t D) {
+  pdl_enter();
   const int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (d >= D) return;
   float acc = 0.f;
@@ -186,9 +190,10 @@ void rmsnorm_forward(const Tensor& x, const Tensor& w, double eps, Tensor& y, Te
     visit_storage(w.dtype(), "cuda::rmsnorm_forward weight", [&](auto zw) {
       using W = decltype(zw);
       auto launch = [&](auto vec) {
-        rmsnorm_fwd_kernel<decltype(vec)::value, T, W><<<row_blocks(N), kThreads, 0, as_stream(stream)>>>(
-            static_cast<const T*>(x.raw()), static_cast<const W*>(w.raw()), static_cast<T*>(y.raw()),
-            rstd.data<float>(), N, D, static_cast<float>(eps));
+        pdl_launch("rmsnorm", rmsnorm_fwd_kernel<decltype(vec)::value, T, W>, row_blocks(N),
+                   kThreads, 0, as_stream(stream), static_cast<const T*>(x.raw()),
+                   static_cast<const W*>(w.raw()), static_cast<T*>(y.raw()), rstd.data<float>(), N,
+                   D, static_cast<float>(eps));
       };
       if (vec_rows<T>(D, {x.raw(), y.raw()})) launch(std::true_type{});
       else launch(std::false_type{});
@@ -240,10 +245,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const 
       if (!dx.defined()) return;
       const T* pa = acc.defined() ? static_cast<const T*>(acc.raw()) : nullptr;
       auto launch = [&](auto vec) {
-        rmsnorm_dx_kernel<decltype(vec)::value, T, W><<<row_blocks(N), kThreads, 0, as_stream(stream)>>>(
-            static_cast<const T*>(dy.raw()), static_cast<const T*>(x.raw()),
-            static_cast<const W*>(w.raw()), rstd.data<float>(), pa, static_cast<T*>(dx.raw()), N,
-            D);
+        pdl_launch("rmsnorm dx", rmsnorm_dx_kernel<decltype(vec)::value, T, W>, row_blocks(N),
+                   kThreads, 0, as_stream(stream), static_cast<const T*>(dy.raw()),
+                   static_cast<const T*>(x.raw()), static_cast<const W*>(w.raw()),
+                   rstd.data<float>(), pa, static_cast<T*>(dx.raw()), N, D);
       };
       // A null acc is aligned (address 0): the pack test covers it either way.
       if (vec_rows<T>(D, {dy.raw(), x.raw(), dx.raw(), pa})) launch(std::true_type{});

@@ -20,6 +20,7 @@ __device__ __forceinline__ float swiglu_f(float gv, float uv) { return gv * sigm
 template <class T>
 __global__ void swiglu_fwd_kernel(const T* __restrict__ g, const T* __restrict__ u,
                                   T* __restrict__ y, int64_t n, int64_t np) {
+  pdl_enter();
   using P = Pack<T>;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -44,6 +45,7 @@ __device__ __forceinline__ void swiglu_grad(float d, float gv, float uv, float& 
 template <class T>
 __global__ void swiglu_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ g,
                                   const T* __restrict__ u, T* dg, T* du, int64_t n, int64_t np) {
+  pdl_enter();
   using P = Pack<T>;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -96,8 +98,9 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& y, void* strea
   visit_storage(gate.dtype(), "cuda::swiglu_forward", [&](auto z) {
     using T = decltype(z);
     const int64_t np = packs_for<T>(n, {gate.raw(), up.raw(), y.raw()});
-    swiglu_fwd_kernel<T><<<pack_blocks<T>(n, np), 256, 0, as_stream(stream)>>>(
-        static_cast<const T*>(gate.raw()), static_cast<const T*>(up.raw()), static_cast<T*>(y.raw()), n, np);
+    pdl_launch("swiglu", swiglu_fwd_kernel<T>, pack_blocks<T>(n, np), 256, 0, as_stream(stream),
+               static_cast<const T*>(gate.raw()), static_cast<const T*>(up.raw()),
+               static_cast<T*>(y.raw()), n, np);
   });
   check_last_error("cuda::swiglu_forward");
 }
@@ -110,9 +113,10 @@ void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Ten
   visit_storage(gate.dtype(), "cuda::swiglu_backward", [&](auto z) {
     using T = decltype(z);
     const int64_t np = packs_for<T>(n, {dy.raw(), gate.raw(), up.raw(), dgate.raw(), dup.raw()});
-    swiglu_bwd_kernel<T><<<pack_blocks<T>(n, np), 256, 0, as_stream(stream)>>>(
-        static_cast<const T*>(dy.raw()), static_cast<const T*>(gate.raw()),
-        static_cast<const T*>(up.raw()), static_cast<T*>(dgate.raw()), static_cast<T*>(dup.raw()), n, np);
+    pdl_launch("swiglu backward", swiglu_bwd_kernel<T>, pack_blocks<T>(n, np), 256, 0,
+               as_stream(stream), static_cast<const T*>(dy.raw()),
+               static_cast<const T*>(gate.raw()), static_cast<const T*>(up.raw()),
+               static_cast<T*>(dgate.raw()), static_cast<T*>(dup.raw()), n, np);
   });
   check_last_error("cuda::swiglu_backward");
 }

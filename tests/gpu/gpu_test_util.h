@@ -3,7 +3,9 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "lizard/core/tensor.h"
@@ -32,6 +34,30 @@ inline Tensor gpu_rand(const Shape& s, uint64_t seed, DType dt, double lo = -1.0
 
 /// The exact values of a (GPU) tensor as a CPU f64 tensor: the oracle's input.
 inline Tensor f64(const Tensor& t) { return t.to(Device::cpu(), DType::F64); }
+
+/// a and b hold the same bytes (same dtype and shape, compared element by element); names how
+/// many elements differ and the first, with both values. For results that must not depend on
+/// a switch at all (not within a tolerance: any difference is a fault).
+inline void expect_same_bits(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_TRUE(a.defined() && b.defined()) << what << ": undefined";
+  ASSERT_EQ(a.dtype(), b.dtype()) << what;
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const Tensor ha = a.contiguous().to(Device::cpu()), hb = b.contiguous().to(Device::cpu());
+  const auto* pa = static_cast<const unsigned char*>(ha.raw());
+  const auto* pb = static_cast<const unsigned char*>(hb.raw());
+  const size_t n = ha.nbytes(), es = ha.nbytes() / std::max<size_t>(ha.numel(), 1);
+  size_t first = n, count = 0;
+  for (size_t i = 0; i < n; i += es)
+    if (std::memcmp(pa + i, pb + i, es) != 0) {
+      if (first == n) first = i / es;
+      ++count;
+    }
+  if (count == 0) return;
+  const auto va = ha.to(DType::F64).to_vector(), vb = hb.to(DType::F64).to_vector();
+  ADD_FAILURE() << what << ": " << count << " of " << ha.numel()
+                << " elements differ, the first at flat index " << first << ": " << va[first]
+                << " vs " << vb[first];
+}
 
 /// Every element finite.
 inline bool all_finite(const Tensor& t) {

@@ -99,28 +99,6 @@ Outputs run(const Shape& s, const Inputs& in, bool with_dv, const char* kernel) 
   return o;
 }
 
-std::vector<uint32_t> bits(const Tensor& t) {
-  const Tensor h = t.to(Device::cpu());
-  std::vector<uint32_t> b(size_t(h.numel()));
-  std::memcpy(b.data(), h.data<float>(), b.size() * sizeof(float));
-  return b;
-}
-
-/// Every element of got and want the same f32 bits; the first difference named.
-void expect_same_bits(const Tensor& got, const Tensor& want, const std::string& what) {
-  const std::vector<uint32_t> g = bits(got), w = bits(want);
-  ASSERT_EQ(g.size(), w.size()) << what;
-  size_t diff = 0, first = 0;
-  for (size_t i = 0; i < g.size(); ++i)
-    if (g[i] != w[i] && diff++ == 0) first = i;
-  if (diff == 0) return;
-  float gf, wf;
-  std::memcpy(&gf, &g[first], 4);
-  std::memcpy(&wf, &w[first], 4);
-  ADD_FAILURE() << what << ": " << diff << " of " << g.size() << " elements differ, first at " << first
-                << ": " << gf << " (dv null) vs " << wf << " (with dv)";
-}
-
 double max_abs(const Tensor& t) {
   double m = 0;
   for (double x : t.to(Device::cpu()).to_vector()) m = std::max(m, std::abs(x));

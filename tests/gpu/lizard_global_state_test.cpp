@@ -189,25 +189,6 @@ SweepOutputs run_rows(const LizardCase& c, const Tensor& dy, const char* rows, c
   return r;
 }
 
-/// a and b hold the same bytes (same dtype and shape); names the first element that differs.
-void expect_same_bits(const Tensor& a, const Tensor& b, const std::string& what) {
-  ASSERT_TRUE(a.defined() && b.defined()) << what << ": undefined";
-  ASSERT_EQ(a.dtype(), b.dtype()) << what;
-  ASSERT_EQ(a.shape(), b.shape()) << what;
-  const Tensor ha = a.contiguous().to(Device::cpu()), hb = b.contiguous().to(Device::cpu());
-  const auto* pa = static_cast<const unsigned char*>(ha.raw());
-  const auto* pb = static_cast<const unsigned char*>(hb.raw());
-  const size_t n = ha.nbytes(), es = ha.nbytes() / std::max<size_t>(ha.numel(), 1);
-  size_t first = n, count = 0;
-  for (size_t i = 0; i < n; i += es)
-    if (std::memcmp(pa + i, pb + i, es) != 0) {
-      if (first == n) first = i / es;
-      ++count;
-    }
-  EXPECT_EQ(count, 0u) << what << ": " << count << " elements differ, the first at flat index "
-                       << first;
-}
-
 /// Whether t has an element other than zero.
 bool any_nonzero(const Tensor& t) {
   for (double x : host(t))

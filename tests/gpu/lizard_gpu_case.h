@@ -8,6 +8,7 @@
 
 #include "lizard/core/error.h"
 
+#include "gpu_test_util.h"
 #include "lizard/ops/lizard_attention.h"
 #include "../lizard/lizard_case.h"
 
