@@ -51,8 +51,11 @@ __device__ __forceinline__ float warp_max(float v) {
 
 /// hi + lo = v to about 2^-17 relative (hi = bf16(v), lo = bf16(v - hi), both round to
 /// nearest even): the operand pair of the split products (hi*hi + hi*lo + lo*hi, the dropped
-/// lo*lo is below 2^-16 relative). Every kernel that splits an f32 into a bf16 pair one value
-/// at a time uses this one, so all agree bit for bit.
+/// lo*lo is below 2^-16 relative). The kernels that form both halves of one value take this
+/// one (the window backward's dO' pair, the feature maps, the row split, the wmma kernels);
+/// where the hi half is needed anyway and the lo half only when split (the output kernels' P
+/// tiles) the same two roundings stand inline, and the paired forms (split_pair2, split_pack)
+/// round each value the same way, so all agree bit for bit.
 __device__ __forceinline__ void split2(float v, __nv_bfloat16& hi, __nv_bfloat16& lo) {
   hi = __float2bfloat16(v);
   lo = __float2bfloat16(v - __bfloat162float(hi));

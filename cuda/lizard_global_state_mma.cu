@@ -776,7 +776,6 @@ void dstate_mma_launch(const bf* phiq, const bf* phiq_lo, const float* dO, const
                        cudaStream_t s) {
   LZ_CHECK(dO_hi && dO_lo, "lizard state sweep (CUDA): the dstate sweep needs dO' as a bf16 pair");
   LZ_CHECK(phiq_lo, "lizard state sweep (CUDA): the dstate sweep needs phi_q's lo half");
-  // dO' too: its chunk blocks are copied in aligned 16-byte units from the base
   LZ_CHECK(aligned16(phiq) && aligned16(phiq_lo) && aligned16(dO_hi) && aligned16(dO_lo) &&
                aligned16(dstates),
            "lizard state sweep (CUDA): phi, phi_lo, dO' hi, lo and the dstates must be 16-byte aligned");

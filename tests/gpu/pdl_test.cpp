@@ -61,10 +61,9 @@ TEST(LizardAttentionPdl, UnknownSwitchIsAnError) {
   cfg.feature_dim = 16;
   cfg.window = 16;
   const LizardCase c = make_case(cfg, 1, 33, 2, 1, 32, 8, 5);
-  expect_unknown_switch_rejected("LIZARD_PDL", [&](const char* v) {
-    const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
-    run_passes(c, dy, "LIZARD_PDL", v);
-  });
+  const Tensor dy = rand(c.in.q.shape(), 6, DType::F64);
+  expect_unknown_switch_rejected("LIZARD_PDL",
+                                 [&](const char* v) { run_passes(c, dy, "LIZARD_PDL", v); });
 }
 
 }  // namespace
